@@ -1,0 +1,15 @@
+//! turnd: a STUN/TURN relay server.
+//!
+//! The crate is split the way quinn and str0m are split:
+//! - [`stun`]: a zero-copy STUN/ChannelData codec. Parses by borrowing the datagram and builds
+//!   into a caller's buffer, so neither direction allocates.
+//! - [`core`]: the sans-IO TURN server. It owns no sockets, spawns no tasks and never reads the
+//!   clock; time comes in as an argument and work goes out as returned values.
+//! - [`config`]: the one TOML file, its flags and `TURND_*` environment variables.
+//! - [`shell`]: the thin tokio driver: one worker thread per core, each with its own
+//!   `SO_REUSEPORT` listener, relay sockets and core instance.
+
+pub mod config;
+pub mod core;
+pub mod shell;
+pub mod stun;
