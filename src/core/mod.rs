@@ -1,1 +1,170 @@
-//! placeholder
+//! The sans-IO TURN server.
+//!
+//! [`Server`] is a deterministic state machine in the style of quinn-proto and str0m: it owns
+//! no sockets, spawns no tasks and never reads the clock. The shell feeds it datagrams
+//! (`handle_client_datagram`, `handle_peer_datagram`), relay-socket results
+//! (`handle_relay_opened`) and the time (`handle_timeout`), and executes what it returns:
+//! a [`Forward`] or [`ToClient`] on the relay path (no allocation, no copy), and everything
+//! else — responses, relay sockets to open or close, lifecycle events — through
+//! [`Server::poll_output`].
+//!
+//! State that every worker needs (credentials, the nonce key, the peer filter, the relay
+//! port pool) lives in [`Shared`], which is read on requests but never on the relay path.
+
+pub mod allocation;
+pub mod auth;
+pub mod channel;
+pub mod five_tuple;
+mod handlers;
+pub mod nonce;
+pub mod peer_filter;
+pub mod permission;
+pub mod ports;
+mod reply;
+mod server;
+pub mod timer;
+mod transactions;
+
+pub use allocation::{Allocation, AllocationId, Stats};
+pub use five_tuple::{FiveTuple, Transport};
+pub use server::{Counters, Server, PEER_HEADROOM, PEER_TAILROOM};
+
+use auth::Credentials;
+use dashmap::DashMap;
+use nonce::NonceKey;
+use peer_filter::PeerFilter;
+use ports::PortPool;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// One relay address: where relay sockets are bound, and what clients are told.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RelayAddr {
+    pub bind: IpAddr,
+    /// The address put in XOR-RELAYED-ADDRESS: the public IP when behind NAT or Docker.
+    pub advertised: IpAddr,
+}
+
+/// Protocol settings of the core.
+#[derive(Clone, Debug)]
+pub struct CoreConfig {
+    pub software: Option<String>,
+    /// RFC 8656 §7.2: 600 s.
+    pub default_lifetime: Duration,
+    /// RFC 8656 recommends at most 3600 s.
+    pub max_lifetime: Duration,
+    pub nonce_lifetime: Duration,
+    pub relays: Vec<RelayAddr>,
+}
+
+impl Default for CoreConfig {
+    fn default() -> Self {
+        CoreConfig {
+            software: None,
+            default_lifetime: Duration::from_secs(600),
+            max_lifetime: Duration::from_secs(3600),
+            nonce_lifetime: Duration::from_secs(600),
+            relays: Vec::new(),
+        }
+    }
+}
+
+/// A port set aside by EVEN-PORT with the R bit, claimed by a later Allocate that quotes
+/// its RESERVATION-TOKEN (possibly arriving on another worker, hence shared).
+#[derive(Clone, Copy, Debug)]
+pub struct Reservation {
+    pub relay: SocketAddr,
+    pub expires: Instant,
+}
+
+/// The control plane shared by all workers. Locks here are taken on requests only.
+#[derive(Debug)]
+pub struct Shared {
+    pub config: CoreConfig,
+    pub credentials: Credentials,
+    pub nonce_key: NonceKey,
+    pub peer_filter: PeerFilter,
+    pub ports: Mutex<PortPool>,
+    pub reservations: DashMap<[u8; 8], Reservation>,
+}
+
+impl Shared {
+    pub fn advertised(&self, bind: SocketAddr) -> SocketAddr {
+        let ip = self
+            .config
+            .relays
+            .iter()
+            .find(|r| r.bind == bind.ip())
+            .map_or(bind.ip(), |r| r.advertised);
+        SocketAddr::new(ip, bind.port())
+    }
+}
+
+/// Why an allocation ended, for its log line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EndReason {
+    Expired,
+    Deleted,
+    Shutdown,
+}
+
+/// Lifecycle events for logs (and metrics).
+#[derive(Clone, Debug)]
+pub enum Event {
+    AllocationCreated {
+        id: AllocationId,
+        five_tuple: FiveTuple,
+        username: Box<str>,
+        relay: SocketAddr,
+        lifetime: Duration,
+    },
+    AllocationEnded {
+        id: AllocationId,
+        five_tuple: FiveTuple,
+        username: Box<str>,
+        relay: SocketAddr,
+        reason: EndReason,
+        duration: Duration,
+        stats: Stats,
+    },
+}
+
+/// Work the shell must do.
+#[derive(Clone, Debug)]
+pub enum Output {
+    /// Send `payload` to the client of `to` (a response, or a Data indication built on the
+    /// control path).
+    Transmit { to: FiveTuple, payload: Vec<u8> },
+    /// Bind a UDP relay socket at `bind` for the allocation and report the result with
+    /// [`Server::handle_relay_opened`].
+    OpenRelay { id: AllocationId, bind: SocketAddr, dont_fragment: bool },
+    /// Close the allocation's relay socket.
+    CloseRelay { id: AllocationId },
+    Event(Event),
+}
+
+/// The relay path, client → peer: send `data[payload]` from the allocation's relay socket to
+/// `peer`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Forward {
+    pub id: AllocationId,
+    pub peer: SocketAddr,
+    pub payload: std::ops::Range<usize>,
+}
+
+/// The relay path, peer → client: send `buf[range]` (framed in place) to the client.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ToClient {
+    pub to: FiveTuple,
+    pub range: std::ops::Range<usize>,
+}
+
+/// Why the shell could not open a relay socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RelayOpenError {
+    /// Another process holds the port: try another.
+    AddrInUse,
+    /// Anything else (fds exhausted, address gone): give up with 508.
+    Other,
+}

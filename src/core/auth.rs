@@ -1,0 +1,561 @@
+//! Long-term credentials (RFC 8489 §9.2) and the TURN REST API (draft-uberti-behave-turn-rest-00).
+//!
+//! TURN servers authenticate allocations with the STUN *long-term credential mechanism*
+//! (RFC 8489 §9.2): the client proves it knows a password by keying MESSAGE-INTEGRITY with
+//! `key = MD5(username ":" realm ":" password)` (RFC 8489 §9.2.2, the MD5 password algorithm).
+//! The server therefore never needs the plaintext password, only this 16-byte key, which is why
+//! static users may be configured with either ([`UserSecret`]).
+//!
+//! WebRTC deployments rarely have fixed users. Instead they use the *TURN REST API*
+//! (draft-uberti-behave-turn-rest-00, "ephemeral credentials", coturn's `use-auth-secret`):
+//! the application server and the TURN server share a secret; the application hands a client
+//! the username `<unix-expiry>:<user-id>` and the password
+//! `base64(HMAC-SHA1(secret, username))`. The TURN server recomputes the password from the
+//! username alone, so it needs no user database and no per-user state, and the credential
+//! stops working on its own once the expiry passes. Several secrets may be configured at once
+//! so an operator can rotate the secret without a flag day: every secret is tried in turn.
+//!
+//! This module is part of the sans-IO core: it reads no clock (the caller passes `unix_now`),
+//! does no I/O, never panics on network input, and reports failures as a small `Copy` enum.
+//!
+//! # String preparation
+//!
+//! RFC 8489 §9.2.2 says the username, realm and password are processed with the
+//! OpaqueString profile of PRECIS (RFC 8265; SASLprep in RFC 5389) before hashing. We use them
+//! as the exact UTF-8 bytes given instead. Every credential that matters in practice (REST API
+//! usernames are ASCII digits, a colon and an application-chosen id; passwords are base64) is
+//! already in normal form, where the preparation is the identity; implementing PRECIS would
+//! need Unicode tables that are out of proportion for that. An operator with non-ASCII static
+//! passwords can configure the precomputed key ([`UserSecret::Key`]) computed over the
+//! prepared strings.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use md5::{Digest, Md5};
+use sha1::Sha1;
+
+/// The long-term credential key: MD5(username ":" realm ":" password) (RFC 8489 §9.2.2, MD5
+/// algorithm).
+///
+/// This is the HMAC key for MESSAGE-INTEGRITY (HMAC-SHA1, RFC 8489 §14.5). It is what the server
+/// actually needs to verify a request, so it is also what we store and hand back on success:
+/// the caller keys the MESSAGE-INTEGRITY of its response with it (RFC 8489 §9.2.4).
+pub type Key = [u8; 16];
+
+/// Computes the long-term credential key `MD5(username ":" realm ":" password)`
+/// (RFC 8489 §9.2.2).
+///
+/// The strings are hashed as given, without SASLprep/OpaqueString processing (see the module
+/// documentation for why).
+pub fn long_term_key(username: &str, realm: &str, password: &str) -> Key {
+    let mut md5 = Md5::new();
+    md5.update(username.as_bytes());
+    md5.update(b":");
+    md5.update(realm.as_bytes());
+    md5.update(b":");
+    md5.update(password.as_bytes());
+    md5.finalize().into()
+}
+
+/// How a static user's secret is stored: plaintext password, or the precomputed key (so
+/// plaintext need not be stored in the config).
+///
+/// Both give the same [`Key`] once the realm is known: a `Password` is turned into
+/// `long_term_key(username, realm, password)` by [`Credentials::new`]. Storing the `Key`
+/// (e.g. as produced by `turnadmin -k`) keeps the plaintext password out of the config file:
+/// RFC 8489 §9.2.2 only ever uses the password through this key, so the server loses nothing by
+/// not knowing it. Note the key is still password-equivalent for this realm.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UserSecret {
+    /// The plaintext password.
+    Password(String),
+    /// The precomputed `MD5(username ":" realm ":" password)`.
+    Key(Key),
+}
+
+impl UserSecret {
+    /// Parses a precomputed key written as 32 hex digits (case-insensitive, optional `0x`/`0X`
+    /// prefix), the form coturn's `turnadmin -k` prints. `None` for anything else.
+    pub fn parse_key_hex(hex: &str) -> Option<Key> {
+        let hex = hex
+            .strip_prefix("0x")
+            .or_else(|| hex.strip_prefix("0X"))
+            .unwrap_or(hex)
+            .as_bytes();
+        if hex.len() != 32 {
+            return None;
+        }
+        let mut key = [0u8; 16];
+        for (byte, pair) in key.iter_mut().zip(hex.chunks_exact(2)) {
+            *byte = (hex_digit(pair[0])? << 4) | hex_digit(pair[1])?;
+        }
+        Some(key)
+    }
+}
+
+fn hex_digit(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Length of a base64-encoded HMAC-SHA1 (20 bytes → 28 chars with padding).
+const REST_PASSWORD_LEN: usize = 28;
+
+/// Computes `base64(HMAC-SHA1(secret, username))` into a stack buffer, so that trying every
+/// secret in [`Credentials::authenticate`] does not allocate.
+fn rest_api_password_into<'a>(
+    secret: &[u8],
+    username: &str,
+    out: &'a mut [u8; REST_PASSWORD_LEN],
+) -> &'a str {
+    // HMAC accepts keys of any length (long ones are hashed), so this cannot fail.
+    let mut mac = <Hmac<Sha1> as Mac>::new_from_slice(secret).expect("HMAC takes any key length");
+    mac.update(username.as_bytes());
+    let tag = mac.finalize().into_bytes();
+    let n = base64::engine::general_purpose::STANDARD
+        .encode_slice(tag, &mut out[..])
+        .expect("28 bytes hold base64 of 20");
+    let out: &'a [u8] = &out[..n];
+    std::str::from_utf8(out).expect("base64 is ASCII")
+}
+
+/// TURN REST API password: base64(HMAC-SHA1(secret, username)) (standard base64 with padding).
+///
+/// This is the password the application server hands out alongside a REST username
+/// (draft-uberti-behave-turn-rest-00); the TURN server recomputes it from the username
+/// and the shared secret instead of looking it up. It is the same value coturn computes for
+/// `use-auth-secret`.
+pub fn rest_api_password(secret: &[u8], username: &str) -> String {
+    let mut buf = [0u8; REST_PASSWORD_LEN];
+    rest_api_password_into(secret, username, &mut buf).to_owned()
+}
+
+/// Why authentication failed — used for 401 and for metrics later.
+///
+/// All three are answered with 401 (Unauthenticated) and a fresh NONCE and REALM
+/// (RFC 8489 §9.2.4); the distinction is for logs and metrics, not for the client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthError {
+    /// No static user has this name, and it is not a usable TURN REST API username (not of the
+    /// REST form, or no REST secret is configured).
+    UnknownUser,
+    /// A TURN REST API username whose expiry timestamp is in the past.
+    Expired,
+    /// A key exists for the name, but the MESSAGE-INTEGRITY check failed with every candidate
+    /// key (wrong password, or wrong/rotated-out REST secret).
+    BadIntegrity,
+}
+
+impl AuthError {
+    /// A short, stable, lowercase label (for metrics and logs).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthError::UnknownUser => "unknown_user",
+            AuthError::Expired => "expired",
+            AuthError::BadIntegrity => "bad_integrity",
+        }
+    }
+}
+
+impl fmt::Display for AuthError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::error::Error for AuthError {}
+
+/// Extracts the expiry from a TURN REST API username.
+///
+/// draft-uberti-behave-turn-rest-00 specifies `<unix-expiry>:<user-id>` (the id is
+/// optional, so a bare `<unix-expiry>` is valid too). Some deployments mint
+/// `<user-id>:<unix-expiry>` instead; we accept that as well, since the numeric part is
+/// unambiguous. The expiry must be plain ASCII decimal digits fitting a `u64` (no sign, no
+/// spaces); anything else is not a REST username.
+fn rest_expiry(username: &str) -> Option<u64> {
+    if let Some(t) = parse_timestamp(username) {
+        return Some(t);
+    }
+    let (head, _) = username.split_once(':')?;
+    if let Some(t) = parse_timestamp(head) {
+        return Some(t);
+    }
+    let (_, tail) = username.rsplit_once(':')?;
+    parse_timestamp(tail)
+}
+
+fn parse_timestamp(s: &str) -> Option<u64> {
+    // `str::parse::<u64>` alone would also accept a leading '+'.
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+/// The server's credential store: one realm, static users, and TURN REST API secrets.
+///
+/// Holds only derived keys for static users (never plaintext passwords), so it is cheap to
+/// clone into each worker and safe to keep for the process lifetime.
+#[derive(Clone)]
+pub struct Credentials {
+    realm: String,
+    users: HashMap<String, Key>,
+    secrets: Vec<Vec<u8>>,
+}
+
+impl fmt::Debug for Credentials {
+    /// Redacts keys and secrets: they are password-equivalent and must not end up in logs.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("realm", &self.realm)
+            .field("users", &self.users.len())
+            .field("secrets", &self.secrets.len())
+            .finish()
+    }
+}
+
+impl Credentials {
+    /// Builds the store. Passwords are turned into keys right away with `realm` (RFC 8489
+    /// §9.2.2), so the realm a key was derived for is always the realm we announce.
+    /// `secrets` are the TURN REST API shared secrets, all valid at once (for rotation); their
+    /// UTF-8 bytes are the HMAC key, as in coturn's `static-auth-secret`.
+    /// A user listed twice keeps the last entry.
+    pub fn new(
+        realm: &str,
+        users: impl IntoIterator<Item = (String, UserSecret)>,
+        secrets: impl IntoIterator<Item = String>,
+    ) -> Credentials {
+        let users = users
+            .into_iter()
+            .map(|(name, secret)| {
+                let key = match secret {
+                    UserSecret::Password(password) => long_term_key(&name, realm, &password),
+                    UserSecret::Key(key) => key,
+                };
+                (name, key)
+            })
+            .collect();
+        Credentials {
+            realm: realm.to_owned(),
+            users,
+            secrets: secrets.into_iter().map(String::into_bytes).collect(),
+        }
+    }
+
+    /// The REALM this server announces and all keys are derived with.
+    pub fn realm(&self) -> &str {
+        &self.realm
+    }
+
+    /// Finds the key for `username` and checks it with `verify` (the caller's MESSAGE-INTEGRITY
+    /// check).
+    ///
+    /// The store never sees the message: `verify` receives each candidate key and says whether
+    /// the request's MESSAGE-INTEGRITY matches it. That keeps this module independent of the
+    /// codec and lets REST secret rotation try several keys against one message.
+    ///
+    /// Static users are tried first; a static user is authoritative for its name (if `verify`
+    /// rejects its key the result is `Err(BadIntegrity)`, REST derivation is not tried).
+    /// Otherwise, if REST secrets are configured and the username is a REST username —
+    /// `<unix-expiry>` or `<unix-expiry>:<user-id>` (also `<user-id>:<unix-expiry>`, as some
+    /// deployments mint it that way: the numeric part is the expiry) — the expiry is checked
+    /// against `unix_now` (`expiry < unix_now` → `Err(Expired)`, checked before trying any key,
+    /// so an expired credential costs no HMAC) and the key
+    /// `long_term_key(username, realm, rest_api_password(secret, username))` is derived from
+    /// each secret in turn until `verify` accepts one.
+    ///
+    /// Returns the accepted key (to sign the response with), `Err(UnknownUser)` if nothing
+    /// matches the name, `Err(BadIntegrity)` if a key exists but `verify` rejects all.
+    /// Does not allocate.
+    pub fn authenticate(
+        &self,
+        username: &str,
+        unix_now: u64,
+        mut verify: impl FnMut(&Key) -> bool,
+    ) -> Result<Key, AuthError> {
+        if let Some(key) = self.users.get(username) {
+            return if verify(key) {
+                Ok(*key)
+            } else {
+                Err(AuthError::BadIntegrity)
+            };
+        }
+        if self.secrets.is_empty() {
+            return Err(AuthError::UnknownUser);
+        }
+        let expiry = rest_expiry(username).ok_or(AuthError::UnknownUser)?;
+        if expiry < unix_now {
+            return Err(AuthError::Expired);
+        }
+        let mut buf = [0u8; REST_PASSWORD_LEN];
+        for secret in &self.secrets {
+            let password = rest_api_password_into(secret, username, &mut buf);
+            let key = long_term_key(username, &self.realm, password);
+            if verify(&key) {
+                return Ok(key);
+            }
+        }
+        Err(AuthError::BadIntegrity)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: u64 = 1_700_000_000;
+
+    fn hex(key: &Key) -> String {
+        key.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    fn rest(secrets: &[&str]) -> Credentials {
+        Credentials::new(
+            "example.org",
+            Vec::new(),
+            secrets.iter().map(|s| s.to_string()),
+        )
+    }
+
+    /// A `verify` that accepts exactly the key a client holding `password` would use.
+    fn client(username: &str, password: &str) -> impl FnMut(&Key) -> bool {
+        let want = long_term_key(username, "example.org", password);
+        move |k| *k == want
+    }
+
+    #[test]
+    fn long_term_key_rfc5769_known_answer() {
+        // RFC 5769 §2.4 credentials after SASLprep. Expected value from
+        // `printf '%s' 'マトリックス:example.org:TheMatrIX' | md5sum`.
+        let key = long_term_key(
+            "\u{30DE}\u{30C8}\u{30EA}\u{30C3}\u{30AF}\u{30B9}",
+            "example.org",
+            "TheMatrIX",
+        );
+        assert_eq!(hex(&key), "e8ca7ad59d5eb0518e312911d2dab2a9");
+    }
+
+    #[test]
+    fn rest_api_password_known_answers() {
+        // From `printf '%s' USER | openssl dgst -sha1 -hmac SECRET -binary | base64`.
+        assert_eq!(
+            rest_api_password(b"my_secret", "1433895918506:my_user_name"),
+            "1Dj9XZ5fwvKS6YoQZOoORcFnXaI="
+        );
+        assert_eq!(
+            rest_api_password(b"north", "turnserver"),
+            "TPRn5K9M1KF0y5xMeauQ5pt4w4I="
+        );
+    }
+
+    #[test]
+    fn parse_key_hex_forms() {
+        let want = Some(long_term_key(
+            "\u{30DE}\u{30C8}\u{30EA}\u{30C3}\u{30AF}\u{30B9}",
+            "example.org",
+            "TheMatrIX",
+        ));
+        assert_eq!(
+            UserSecret::parse_key_hex("e8ca7ad59d5eb0518e312911d2dab2a9"),
+            want
+        );
+        assert_eq!(
+            UserSecret::parse_key_hex("E8CA7AD59D5EB0518E312911D2DAB2A9"),
+            want
+        );
+        assert_eq!(
+            UserSecret::parse_key_hex("0xe8ca7ad59d5eb0518e312911d2dab2a9"),
+            want
+        );
+        assert_eq!(
+            UserSecret::parse_key_hex("0Xe8CA7ad59d5eb0518e312911d2dab2a9"),
+            want
+        );
+        for bad in [
+            "",
+            "0x",
+            "e8ca7ad59d5eb0518e312911d2dab2a",
+            "e8ca7ad59d5eb0518e312911d2dab2a9a",
+            "e8ca7ad59d5eb0518e312911d2dab2ag",
+            "+8ca7ad59d5eb0518e312911d2dab2a9",
+            " e8ca7ad59d5eb0518e312911d2dab2a",
+            "0x0xe8ca7ad59d5eb0518e312911d2da",
+            "é8ca7ad59d5eb0518e312911d2dab2a",
+        ] {
+            assert_eq!(UserSecret::parse_key_hex(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn static_user_password_and_key_agree() {
+        let key = long_term_key("alice", "example.org", "s3cret");
+        let by_password = Credentials::new(
+            "example.org",
+            [("alice".to_string(), UserSecret::Password("s3cret".into()))],
+            Vec::new(),
+        );
+        let by_key = Credentials::new(
+            "example.org",
+            [("alice".to_string(), UserSecret::Key(key))],
+            Vec::new(),
+        );
+        assert_eq!(by_password.realm(), "example.org");
+        assert_eq!(by_password.users["alice"], by_key.users["alice"]);
+        for creds in [&by_password, &by_key] {
+            assert_eq!(
+                creds.authenticate("alice", NOW, client("alice", "s3cret")),
+                Ok(key)
+            );
+            assert_eq!(
+                creds.authenticate("alice", NOW, client("alice", "wrong")),
+                Err(AuthError::BadIntegrity)
+            );
+            assert_eq!(
+                creds.authenticate("bob", NOW, |_| true),
+                Err(AuthError::UnknownUser)
+            );
+        }
+    }
+
+    #[test]
+    fn static_user_takes_precedence_over_rest() {
+        let name = format!("{}", NOW + 100);
+        let creds = Credentials::new(
+            "example.org",
+            [(name.clone(), UserSecret::Password("pw".into()))],
+            ["secret".to_string()],
+        );
+        assert!(creds.authenticate(&name, NOW, client(&name, "pw")).is_ok());
+        let rest_pw = rest_api_password(b"secret", &name);
+        assert_eq!(
+            creds.authenticate(&name, NOW, client(&name, &rest_pw)),
+            Err(AuthError::BadIntegrity)
+        );
+    }
+
+    #[test]
+    fn rest_valid_in_all_username_forms() {
+        let creds = rest(&["north"]);
+        let exp = NOW + 3600;
+        for name in [
+            format!("{exp}"),
+            format!("{exp}:alice"),
+            format!("alice:{exp}"),
+            format!("{exp}:alice:with:colons"),
+            format!("alice:with:colons:{exp}"),
+            format!("{NOW}:edge"), // expiry == now is still valid
+        ] {
+            let pw = rest_api_password(b"north", &name);
+            let got = creds.authenticate(&name, NOW, client(&name, &pw));
+            assert_eq!(got, Ok(long_term_key(&name, "example.org", &pw)), "{name}");
+        }
+    }
+
+    #[test]
+    fn rest_expired_checked_before_keys() {
+        let creds = rest(&["north"]);
+        for name in [format!("{}:alice", NOW - 1), format!("alice:{}", NOW - 1)] {
+            let mut calls = 0;
+            let got = creds.authenticate(&name, NOW, |_| {
+                calls += 1;
+                true
+            });
+            assert_eq!(got, Err(AuthError::Expired), "{name}");
+            assert_eq!(calls, 0);
+        }
+        assert_eq!(
+            creds.authenticate("0", NOW, |_| true),
+            Err(AuthError::Expired)
+        );
+    }
+
+    #[test]
+    fn rest_rotation_second_secret_works() {
+        let creds = rest(&["new-secret", "old-secret"]);
+        let name = format!("{}:alice", NOW + 60);
+        let pw = rest_api_password(b"old-secret", &name);
+        let mut calls = 0;
+        let mut verify = client(&name, &pw);
+        let got = creds.authenticate(&name, NOW, |k| {
+            calls += 1;
+            verify(k)
+        });
+        assert_eq!(got, Ok(long_term_key(&name, "example.org", &pw)));
+        assert_eq!(calls, 2);
+    }
+
+    #[test]
+    fn rest_wrong_secret_is_bad_integrity() {
+        let creds = rest(&["north", "south"]);
+        let name = format!("{}:alice", NOW + 60);
+        let pw = rest_api_password(b"east", &name);
+        assert_eq!(
+            creds.authenticate(&name, NOW, client(&name, &pw)),
+            Err(AuthError::BadIntegrity)
+        );
+    }
+
+    #[test]
+    fn non_rest_names_are_unknown() {
+        let creds = rest(&["north"]);
+        for name in [
+            "",
+            "alice",
+            "alice:bob",
+            ":",
+            "+1800000000",
+            "-1",
+            " 1800000000",
+            "1800000000 ",
+            "18446744073709551616:alice", // overflows u64
+            "alice:",
+            ":alice",
+        ] {
+            assert_eq!(
+                creds.authenticate(name, NOW, |_| true),
+                Err(AuthError::UnknownUser),
+                "{name:?}"
+            );
+        }
+        // u64::MAX is a valid (never-expiring) REST expiry.
+        assert!(creds
+            .authenticate("18446744073709551615:a", NOW, |_| true)
+            .is_ok());
+    }
+
+    #[test]
+    fn rest_username_without_secrets_is_unknown() {
+        let creds = rest(&[]);
+        let name = format!("{}:alice", NOW + 60);
+        assert_eq!(
+            creds.authenticate(&name, NOW, |_| true),
+            Err(AuthError::UnknownUser)
+        );
+        let expired = format!("{}:alice", NOW - 60);
+        assert_eq!(
+            creds.authenticate(&expired, NOW, |_| true),
+            Err(AuthError::UnknownUser)
+        );
+    }
+
+    #[test]
+    fn debug_redacts_and_errors_display() {
+        let creds = Credentials::new(
+            "r",
+            [("u".to_string(), UserSecret::Password("pw".into()))],
+            ["topsecret".to_string()],
+        );
+        let dbg = format!("{creds:?}");
+        assert!(!dbg.contains("topsecret"), "{dbg}");
+        assert_eq!(AuthError::Expired.to_string(), "expired");
+        assert_eq!(AuthError::UnknownUser.as_str(), "unknown_user");
+        assert_eq!(AuthError::BadIntegrity.as_str(), "bad_integrity");
+    }
+}

@@ -1,0 +1,134 @@
+//! Channel bindings (RFC 8656 §12): a 16-bit channel number standing for a peer transport
+//! address, so data can travel in 4-byte-header ChannelData messages.
+//!
+//! Expired bindings are kept for a further 5 minutes in a cooling-off state, because the RFC
+//! forbids rebinding that number to another peer, or that peer to another number, during
+//! that time: a late ChannelData for the old binding must never reach a new peer.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// RFC 8656 §12: "A channel binding lasts for 10 minutes unless refreshed."
+pub const CHANNEL_LIFETIME: Duration = Duration::from_secs(600);
+/// RFC 8656 §12: after expiry, neither the number nor the peer may be rebound elsewhere
+/// for 5 minutes.
+pub const CHANNEL_COOLDOWN: Duration = Duration::from_secs(300);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChannelBinding {
+    pub number: u16,
+    pub peer: SocketAddr,
+    pub expires: Instant,
+}
+
+/// Why a ChannelBind conflicts with existing bindings: both are 400 Bad Request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BindConflict {
+    /// The number is (or recently was) bound to a different peer.
+    NumberInUse,
+    /// The peer is (or recently was) bound to a different number.
+    PeerInUse,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Channels {
+    list: Vec<ChannelBinding>,
+}
+
+impl Channels {
+    /// The live binding for a channel number (client → peer direction).
+    #[inline]
+    pub fn by_number(&self, number: u16, now: Instant) -> Option<&ChannelBinding> {
+        self.list.iter().find(|c| c.number == number && c.expires > now)
+    }
+
+    /// The live binding for a peer (peer → client direction).
+    #[inline]
+    pub fn by_peer(&self, peer: SocketAddr, now: Instant) -> Option<&ChannelBinding> {
+        self.list.iter().find(|c| c.peer == peer && c.expires > now)
+    }
+
+    /// Binds or refreshes `number` ↔ `peer`, enforcing the rules of RFC 8656 §12.2.
+    pub fn bind(&mut self, number: u16, peer: SocketAddr, now: Instant) -> Result<Instant, BindConflict> {
+        let expires = now + CHANNEL_LIFETIME;
+        let lingering = |c: &ChannelBinding| c.expires + CHANNEL_COOLDOWN > now;
+        if self.list.iter().any(|c| c.number == number && c.peer != peer && lingering(c)) {
+            return Err(BindConflict::NumberInUse);
+        }
+        if self.list.iter().any(|c| c.peer == peer && c.number != number && lingering(c)) {
+            return Err(BindConflict::PeerInUse);
+        }
+        match self.list.iter_mut().find(|c| c.number == number && c.peer == peer) {
+            Some(c) => c.expires = expires,
+            None => {
+                // Forget a stale binding of this number or peer whose cool-down has ended.
+                self.list.retain(|c| c.number != number && c.peer != peer);
+                self.list.push(ChannelBinding { number, peer, expires });
+            }
+        }
+        Ok(expires)
+    }
+
+    /// Forgets bindings past their cool-down; returns the next time this needs doing.
+    pub fn sweep(&mut self, now: Instant) -> Option<Instant> {
+        self.list.retain(|c| c.expires + CHANNEL_COOLDOWN > now);
+        self.list.iter().map(|c| if c.expires > now { c.expires } else { c.expires + CHANNEL_COOLDOWN }).min()
+    }
+
+    /// Bindings that are live at `now`.
+    pub fn active(&self, now: Instant) -> impl Iterator<Item = &ChannelBinding> {
+        self.list.iter().filter(move |c| c.expires > now)
+    }
+
+    pub fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(p: u16) -> SocketAddr {
+        SocketAddr::from(([198, 51, 100, 1], p))
+    }
+
+    #[test]
+    fn rebinding_rules() {
+        let t0 = Instant::now();
+        let mut ch = Channels::default();
+        ch.bind(0x4000, peer(1), t0).unwrap();
+        assert_eq!(ch.bind(0x4000, peer(2), t0), Err(BindConflict::NumberInUse));
+        assert_eq!(ch.bind(0x4001, peer(1), t0), Err(BindConflict::PeerInUse));
+        // Refreshing the same pair is fine.
+        ch.bind(0x4000, peer(1), t0 + Duration::from_secs(100)).unwrap();
+        // After expiry, still locked for the cool-down.
+        let expired = t0 + Duration::from_secs(100) + CHANNEL_LIFETIME;
+        assert!(ch.by_number(0x4000, expired).is_none());
+        assert_eq!(ch.bind(0x4000, peer(2), expired), Err(BindConflict::NumberInUse));
+        // Same pair may come back during cool-down.
+        ch.bind(0x4000, peer(1), expired).unwrap();
+        assert!(ch.by_peer(peer(1), expired).is_some());
+        // After expiry plus cool-down, the number is free for another peer.
+        let free = expired + CHANNEL_LIFETIME + CHANNEL_COOLDOWN;
+        ch.bind(0x4000, peer(2), free).unwrap();
+        assert_eq!(ch.by_number(0x4000, free).unwrap().peer, peer(2));
+        assert_eq!(ch.len(), 1);
+    }
+
+    #[test]
+    fn sweep_reports_next_deadline() {
+        let t0 = Instant::now();
+        let mut ch = Channels::default();
+        ch.bind(0x4000, peer(1), t0).unwrap();
+        assert_eq!(ch.sweep(t0), Some(t0 + CHANNEL_LIFETIME));
+        let later = t0 + CHANNEL_LIFETIME;
+        assert_eq!(ch.sweep(later), Some(later + CHANNEL_COOLDOWN));
+        assert_eq!(ch.sweep(later + CHANNEL_COOLDOWN), None);
+        assert!(ch.is_empty());
+    }
+}

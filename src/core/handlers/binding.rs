@@ -1,0 +1,21 @@
+//! Binding (RFC 8489): tells the client its server-reflexive address. No authentication, no
+//! state: this is also what ICE's STUN-only candidates gather from.
+
+use crate::core::five_tuple::FiveTuple;
+use crate::core::reply::Responder;
+use crate::core::Server;
+use crate::stun::{AttrType, Message};
+
+impl Server {
+    pub(crate) fn handle_binding(&mut self, from: FiveTuple, msg: &Message) -> Vec<u8> {
+        let responder = Responder {
+            method: msg.method(),
+            txid: msg.transaction_id(),
+            key: None,
+            // No SOFTWARE: unauthenticated answers stay small (no amplification).
+            software: None,
+            fingerprint: msg.has_fingerprint(),
+        };
+        responder.success(|b| b.add_xor_address(AttrType::XOR_MAPPED_ADDRESS, &from.client))
+    }
+}

@@ -1,0 +1,51 @@
+//! ChannelBind (RFC 8656 §11): bind a channel number to a peer transport address, which also
+//! installs or refreshes a permission for the peer's IP.
+
+use crate::core::auth::Key;
+use crate::core::five_tuple::FiveTuple;
+use crate::core::reply::Responder;
+use crate::core::timer::TimerKind;
+use crate::core::Server;
+use crate::stun::channel_data::is_valid_channel;
+use crate::stun::{AddressFamily, Message};
+use std::time::Instant;
+
+impl Server {
+    pub(crate) fn handle_channel_bind(
+        &mut self,
+        now: Instant,
+        from: FiveTuple,
+        msg: &Message,
+        username: &str,
+        key: &Key,
+    ) -> Vec<u8> {
+        let shared = self.shared.clone();
+        let r = Responder::to(msg, Some(key), shared.config.software.as_deref());
+        let id = match self.owned_allocation(&from, username) {
+            Ok(id) => id,
+            Err(code) => return r.plain_error(code),
+        };
+        let (Some(Ok(number)), Some(Ok(peer))) = (msg.channel_number(), msg.xor_peer_address()) else {
+            return r.plain_error(400);
+        };
+        if !is_valid_channel(number) {
+            return r.plain_error(400);
+        }
+        let Some(a) = self.allocations.get_mut(id) else {
+            return r.plain_error(437);
+        };
+        if AddressFamily::of(&peer) != AddressFamily::of(&a.relay) {
+            return r.plain_error(443);
+        }
+        if !shared.peer_filter.is_allowed(peer.ip()) {
+            self.counters.peers_denied += 1;
+            return r.plain_error(403);
+        }
+        let Ok(channel_expires) = a.channels.bind(number, peer, now) else {
+            return r.plain_error(400);
+        };
+        let permission_expires = a.permissions.install(peer.ip(), now);
+        self.timers.push(permission_expires.min(channel_expires), TimerKind::Sweep(id));
+        r.success(|_| Ok(()))
+    }
+}

@@ -1,0 +1,62 @@
+//! CreatePermission (RFC 8656 §9): let one or more peer IP addresses exchange data with the
+//! allocation for 5 minutes. All addresses are checked before any is installed, so a request
+//! naming one denied peer changes nothing.
+
+use crate::core::auth::Key;
+use crate::core::five_tuple::FiveTuple;
+use crate::core::reply::Responder;
+use crate::core::timer::TimerKind;
+use crate::core::Server;
+use crate::stun::message::MAX_ATTRIBUTES;
+use crate::stun::{AddressFamily, Message};
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Instant;
+
+impl Server {
+    pub(crate) fn handle_create_permission(
+        &mut self,
+        now: Instant,
+        from: FiveTuple,
+        msg: &Message,
+        username: &str,
+        key: &Key,
+    ) -> Vec<u8> {
+        let shared = self.shared.clone();
+        let r = Responder::to(msg, Some(key), shared.config.software.as_deref());
+        let id = match self.owned_allocation(&from, username) {
+            Ok(id) => id,
+            Err(code) => return r.plain_error(code),
+        };
+        let Some(relay_family) = self.allocations.get(id).map(|a| AddressFamily::of(&a.relay)) else {
+            return r.plain_error(437);
+        };
+        let mut peers = [IpAddr::V4(Ipv4Addr::UNSPECIFIED); MAX_ATTRIBUTES];
+        let mut n = 0;
+        for peer in msg.xor_peer_addresses() {
+            let Ok(peer) = peer else {
+                return r.plain_error(400);
+            };
+            if AddressFamily::of(&peer) != relay_family {
+                return r.plain_error(443);
+            }
+            if !shared.peer_filter.is_allowed(peer.ip()) {
+                self.counters.peers_denied += 1;
+                return r.plain_error(403);
+            }
+            // At most MAX_ATTRIBUTES attributes parse, so `n` stays in bounds.
+            peers[n] = peer.ip();
+            n += 1;
+        }
+        if n == 0 {
+            return r.plain_error(400);
+        }
+        if let Some(a) = self.allocations.get_mut(id) {
+            let mut expires = now;
+            for ip in &peers[..n] {
+                expires = a.permissions.install(*ip, now);
+            }
+            self.timers.push(expires, TimerKind::Sweep(id));
+        }
+        r.success(|_| Ok(()))
+    }
+}

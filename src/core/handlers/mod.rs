@@ -1,0 +1,9 @@
+//! One file per TURN method, each an `impl Server` block holding that method's rules.
+
+mod allocate;
+mod authenticate;
+mod binding;
+mod channel_bind;
+mod create_permission;
+mod refresh;
+mod relay;

@@ -1,0 +1,62 @@
+//! Refresh (RFC 8656 §8): extend an allocation's life, or end it with LIFETIME 0.
+
+use crate::core::allocation::{AllocationId, State};
+use crate::core::auth::Key;
+use crate::core::five_tuple::FiveTuple;
+use crate::core::reply::Responder;
+use crate::core::timer::TimerKind;
+use crate::core::{EndReason, Server};
+use crate::stun::{AddressFamily, AttrType, Message};
+use std::time::{Duration, Instant};
+
+impl Server {
+    /// The active allocation of `from`, if `username` owns it: 437 when there is none, 441
+    /// when another user created it (RFC 8656 §5: requests on an allocation must use the
+    /// credentials that created it).
+    pub(crate) fn owned_allocation(&self, from: &FiveTuple, username: &str) -> Result<AllocationId, u16> {
+        let id = self.allocations.id_for(from).ok_or(437u16)?;
+        let a = self.allocations.get(id).ok_or(437u16)?;
+        if a.state != State::Active {
+            return Err(437);
+        }
+        if &*a.username != username {
+            return Err(441);
+        }
+        Ok(id)
+    }
+
+    pub(crate) fn handle_refresh(
+        &mut self,
+        now: Instant,
+        from: FiveTuple,
+        msg: &Message,
+        username: &str,
+        key: &Key,
+    ) -> Vec<u8> {
+        let shared = self.shared.clone();
+        let r = Responder::to(msg, Some(key), shared.config.software.as_deref());
+        let id = match self.owned_allocation(&from, username) {
+            Ok(id) => id,
+            Err(code) => return r.plain_error(code),
+        };
+        let relay_family = self.allocations.get(id).map(|a| AddressFamily::of(&a.relay));
+        match msg.requested_address_family().transpose() {
+            Ok(Some(f)) if Some(f) != relay_family => return r.plain_error(443),
+            Ok(_) => {}
+            Err(_) => return r.plain_error(400),
+        }
+        let cfg = &shared.config;
+        let lifetime = match msg.lifetime().transpose() {
+            Ok(Some(secs)) => Duration::from_secs(secs as u64).min(cfg.max_lifetime),
+            Ok(None) => cfg.default_lifetime,
+            Err(_) => return r.plain_error(400),
+        };
+        if lifetime.is_zero() {
+            self.free_allocation(now, id, EndReason::Deleted);
+        } else if let Some(a) = self.allocations.get_mut(id) {
+            a.expires = now + lifetime;
+            self.timers.push(now + lifetime, TimerKind::AllocationExpiry(id));
+        }
+        r.success(|b| b.add_u32(AttrType::LIFETIME, lifetime.as_secs() as u32))
+    }
+}

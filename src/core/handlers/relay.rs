@@ -1,0 +1,153 @@
+//! The relay path: ChannelData and Send indications from the client, and peer datagrams
+//! framed for the client (RFC 8656 §10–§12).
+//!
+//! Nothing here allocates, logs or takes a lock: it is a hash lookup of the 5-tuple, a
+//! linear scan of a few permissions or channels, and (peer → client) a header written in
+//! place in front of the payload the shell received at an offset.
+
+use crate::core::allocation::State;
+use crate::core::five_tuple::FiveTuple;
+use crate::core::server::{PEER_HEADROOM, PEER_TAILROOM};
+use crate::core::{AllocationId, Forward, Server, ToClient};
+use crate::stun::address::{encode_xor, encoded_len};
+use crate::stun::channel_data::write_header;
+use crate::stun::{
+    AttrType, ChannelData, Class, Message, MessageType, Method, TransactionId, CHANNEL_DATA_HEADER_LEN,
+    HEADER_LEN, MAGIC_COOKIE,
+};
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::time::Instant;
+
+const DATA_INDICATION: MessageType = MessageType::new(Method::DATA, Class::Indication);
+
+impl Server {
+    /// ChannelData from the client: forward the data to the channel's peer.
+    pub(crate) fn relay_channel_data(&mut self, now: Instant, from: FiveTuple, data: &[u8]) -> Option<Forward> {
+        let Ok(cd) = ChannelData::parse(data) else {
+            self.counters.malformed += 1;
+            return None;
+        };
+        let Some(a) = self.allocations.by_five_tuple_mut(&from) else {
+            self.counters.no_allocation += 1;
+            return None;
+        };
+        let Some(binding) = a.channels.by_number(cd.channel, now) else {
+            self.counters.no_channel += 1;
+            return None;
+        };
+        let peer = binding.peer;
+        if !a.permissions.allows(peer.ip(), now) {
+            self.counters.no_permission += 1;
+            return None;
+        }
+        a.stats.to_peer_packets += 1;
+        a.stats.to_peer_bytes += cd.data.len() as u64;
+        let start = CHANNEL_DATA_HEADER_LEN;
+        Some(Forward { id: a.id, peer, payload: start..start + cd.data.len() })
+    }
+
+    /// A Send indication: forward DATA to XOR-PEER-ADDRESS if a permission exists. Errors are
+    /// silent — indications have no responses (RFC 8656 §10.2).
+    pub(crate) fn relay_send_indication(&mut self, now: Instant, from: FiveTuple, msg: &Message) -> Option<Forward> {
+        // Unknown comprehension-required attributes: discard (RFC 8489 §6.3.2).
+        let mut unknown = [0u16; 1];
+        if msg.unknown_required(crate::stun::attribute::is_understood, &mut unknown) > 0 {
+            self.counters.malformed += 1;
+            return None;
+        }
+        let (Some(Ok(peer)), Some(range)) = (msg.xor_peer_address(), msg.data_range()) else {
+            self.counters.malformed += 1;
+            return None;
+        };
+        let Some(a) = self.allocations.by_five_tuple_mut(&from) else {
+            self.counters.no_allocation += 1;
+            return None;
+        };
+        if a.state != State::Active {
+            self.counters.no_allocation += 1;
+            return None;
+        }
+        // A permission is only ever installed for a peer the filter allowed, so a denied
+        // peer is dropped here too.
+        if !a.permissions.allows(peer.ip(), now) {
+            self.counters.no_permission += 1;
+            return None;
+        }
+        a.stats.to_peer_packets += 1;
+        a.stats.to_peer_bytes += range.len() as u64;
+        Some(Forward { id: a.id, peer, payload: range })
+    }
+
+    /// Frames a peer datagram for the client: ChannelData when a channel is bound to the
+    /// peer, otherwise a Data indication; dropped without a permission.
+    pub(crate) fn frame_for_client(
+        &mut self,
+        now: Instant,
+        id: AllocationId,
+        peer: SocketAddr,
+        buf: &mut [u8],
+        payload: Range<usize>,
+    ) -> Option<ToClient> {
+        let len = payload.len();
+        if payload.start < PEER_HEADROOM || payload.end + PEER_TAILROOM > buf.len() || len > u16::MAX as usize - 64 {
+            self.counters.malformed += 1;
+            return None;
+        }
+        let txid = self.random_txid();
+        let Some(a) = self.allocations.get_mut(id) else {
+            self.counters.no_allocation += 1;
+            return None;
+        };
+        if a.state != State::Active {
+            self.counters.no_allocation += 1;
+            return None;
+        }
+        if !a.permissions.allows(peer.ip(), now) {
+            self.counters.no_permission += 1;
+            return None;
+        }
+        a.stats.to_client_packets += 1;
+        a.stats.to_client_bytes += len as u64;
+        let to = a.five_tuple;
+        let padded_end = payload.start + ((len + 3) & !3);
+        if let Some(binding) = a.channels.by_peer(peer, now) {
+            let start = payload.start - CHANNEL_DATA_HEADER_LEN;
+            write_header(&mut buf[start..], binding.number, len as u16);
+            // Padding is mandatory on streams and optional on UDP, where we leave it off.
+            let end = if to.transport.is_stream() {
+                buf[payload.end..padded_end].fill(0);
+                padded_end
+            } else {
+                payload.end
+            };
+            return Some(ToClient { to, range: start..end });
+        }
+        // Data indication: header, XOR-PEER-ADDRESS, DATA header, then the payload in place.
+        let addr_len = encoded_len(&peer);
+        let start = payload.start - (HEADER_LEN + 4 + addr_len + 4);
+        let body = 4 + addr_len + 4 + (padded_end - payload.start);
+        let m = &mut buf[start..];
+        m[0..2].copy_from_slice(&DATA_INDICATION.to_u16().to_be_bytes());
+        m[2..4].copy_from_slice(&(body as u16).to_be_bytes());
+        m[4..8].copy_from_slice(&MAGIC_COOKIE.to_be_bytes());
+        m[8..20].copy_from_slice(&txid.0);
+        m[20..22].copy_from_slice(&AttrType::XOR_PEER_ADDRESS.0.to_be_bytes());
+        m[22..24].copy_from_slice(&(addr_len as u16).to_be_bytes());
+        encode_xor(&peer, &txid, &mut m[24..24 + addr_len]);
+        let d = 24 + addr_len;
+        m[d..d + 2].copy_from_slice(&AttrType::DATA.0.to_be_bytes());
+        m[d + 2..d + 4].copy_from_slice(&(len as u16).to_be_bytes());
+        buf[payload.end..padded_end].fill(0);
+        Some(ToClient { to, range: start..padded_end })
+    }
+
+    fn random_txid(&mut self) -> TransactionId {
+        let a = self.random().to_be_bytes();
+        let b = self.random().to_be_bytes();
+        let mut t = TransactionId::default();
+        t.0[..8].copy_from_slice(&a);
+        t.0[8..].copy_from_slice(&b[..4]);
+        t
+    }
+}

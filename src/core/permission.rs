@@ -1,0 +1,58 @@
+//! Permissions (RFC 8656 §9): which peer IP addresses may exchange data with an allocation.
+//!
+//! A permission is keyed by IP address only, with no port: a peer's NAT may pick any port.
+//! Allocations carry few of them (an ICE agent installs one per remote candidate address),
+//! so a small vector scanned linearly beats a hash map on the per-packet lookup.
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+/// RFC 8656 §9: "The Permission Lifetime MUST be 300 seconds (= 5 minutes)."
+pub const PERMISSION_LIFETIME: Duration = Duration::from_secs(300);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Permission {
+    pub ip: IpAddr,
+    pub expires: Instant,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Permissions {
+    list: Vec<Permission>,
+}
+
+impl Permissions {
+    /// Is data to/from `ip` allowed at `now`? Called for every relayed datagram.
+    #[inline]
+    pub fn allows(&self, ip: IpAddr, now: Instant) -> bool {
+        self.list.iter().any(|p| p.ip == ip && p.expires > now)
+    }
+
+    /// Installs or refreshes the permission for `ip` (RFC 8656 §9.2).
+    pub fn install(&mut self, ip: IpAddr, now: Instant) -> Instant {
+        let expires = now + PERMISSION_LIFETIME;
+        match self.list.iter_mut().find(|p| p.ip == ip) {
+            Some(p) => p.expires = expires,
+            None => self.list.push(Permission { ip, expires }),
+        }
+        expires
+    }
+
+    /// Drops expired permissions; returns the next expiry, if any remain.
+    pub fn sweep(&mut self, now: Instant) -> Option<Instant> {
+        self.list.retain(|p| p.expires > now);
+        self.list.iter().map(|p| p.expires).min()
+    }
+
+    pub fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Permission> {
+        self.list.iter()
+    }
+}

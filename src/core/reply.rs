@@ -1,0 +1,119 @@
+//! Building responses. Control-path only: responses are small, built on the stack and then
+//! copied into the `Vec` the shell sends.
+
+use super::auth::Key;
+use crate::stun::{AttrType, BuildError, Class, Message, MessageBuilder, MessageType, Method, TransactionId};
+
+/// Large enough for any response this server sends (the biggest is a 420 listing unknown
+/// attributes, or an Allocate success with IPv6 addresses: well under 300 bytes).
+const MAX_RESPONSE: usize = 548;
+
+/// The reason phrases of RFC 8489 §14.8 and RFC 8656 §19.
+pub fn reason(code: u16) -> &'static str {
+    match code {
+        300 => "Try Alternate",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        420 => "Unknown Attribute",
+        437 => "Allocation Mismatch",
+        438 => "Stale Nonce",
+        440 => "Address Family not Supported",
+        441 => "Wrong Credentials",
+        442 => "Unsupported Transport Protocol",
+        443 => "Peer Address Family Mismatch",
+        486 => "Allocation Quota Reached",
+        500 => "Server Error",
+        508 => "Insufficient Capacity",
+        _ => "Error",
+    }
+}
+
+/// What every response to a request shares: who it answers, and how to sign it.
+#[derive(Clone, Copy)]
+pub struct Responder<'a> {
+    pub method: Method,
+    pub txid: TransactionId,
+    /// Present once the request authenticated: the response then carries MESSAGE-INTEGRITY.
+    pub key: Option<&'a Key>,
+    pub software: Option<&'a str>,
+    /// Answer with FINGERPRINT when the request had one (RFC 8489 §7.3).
+    pub fingerprint: bool,
+}
+
+impl<'a> Responder<'a> {
+    /// A responder for `msg`, signing with `key` when the request authenticated.
+    pub fn to(msg: &Message, key: Option<&'a Key>, software: Option<&'a str>) -> Responder<'a> {
+        Responder {
+            method: msg.method(),
+            txid: msg.transaction_id(),
+            key,
+            software,
+            fingerprint: msg.has_fingerprint(),
+        }
+    }
+
+    /// A success response; `attrs` adds the method-specific attributes.
+    pub fn success(
+        &self,
+        attrs: impl FnOnce(&mut MessageBuilder) -> Result<(), BuildError>,
+    ) -> Vec<u8> {
+        self.build(Class::SuccessResponse, |b| attrs(b))
+    }
+
+    /// An error response; `attrs` adds attributes beyond ERROR-CODE (REALM, NONCE, …).
+    pub fn error(
+        &self,
+        code: u16,
+        attrs: impl FnOnce(&mut MessageBuilder) -> Result<(), BuildError>,
+    ) -> Vec<u8> {
+        self.build(Class::ErrorResponse, |b| {
+            b.add_error_code(code, reason(code))?;
+            attrs(b)
+        })
+    }
+
+    /// An error response with no attributes but ERROR-CODE.
+    pub fn plain_error(&self, code: u16) -> Vec<u8> {
+        self.error(code, |_| Ok(()))
+    }
+
+    fn build(
+        &self,
+        class: Class,
+        attrs: impl FnOnce(&mut MessageBuilder) -> Result<(), BuildError>,
+    ) -> Vec<u8> {
+        let mut buf = [0u8; MAX_RESPONSE];
+        let ty = MessageType::new(self.method, class);
+        let result = (|| {
+            let mut b = MessageBuilder::new(&mut buf, ty, self.txid)?;
+            attrs(&mut b)?;
+            if let Some(s) = self.software {
+                b.add(AttrType::SOFTWARE, s.as_bytes())?;
+            }
+            if let Some(key) = self.key {
+                b.add_message_integrity(key)?;
+            }
+            if self.fingerprint {
+                b.add_fingerprint()?;
+            }
+            Ok::<usize, BuildError>(b.finish())
+        })();
+        match result {
+            Ok(len) => buf[..len].to_vec(),
+            // Only reachable if a response outgrew MAX_RESPONSE (a configured SOFTWARE string
+            // longer than the buffer): answer with a bare 500 rather than panic.
+            Err(_) => {
+                let mut buf = [0u8; 64];
+                let ty = MessageType::new(self.method, Class::ErrorResponse);
+                let len = MessageBuilder::new(&mut buf, ty, self.txid)
+                    .and_then(|mut b| {
+                        b.add_error_code(500, reason(500))?;
+                        Ok(b.finish())
+                    })
+                    .unwrap_or(0);
+                buf[..len].to_vec()
+            }
+        }
+    }
+}

@@ -1,0 +1,299 @@
+//! The per-worker TURN server state machine: dispatch, timers and allocation teardown.
+//! Each TURN method's rules live in its own file under `handlers/`.
+
+use super::allocation::{AllocationId, AllocationTable, State};
+use super::five_tuple::FiveTuple;
+use super::reply::Responder;
+use super::timer::{TimerKind, Timers};
+use super::transactions::TransactionCache;
+use super::{EndReason, Event, Forward, Output, RelayOpenError, Shared, ToClient};
+use crate::stun::attribute::is_understood;
+use crate::stun::{ChannelData, Class, Message, Method};
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Bytes the shell must leave free in front of a peer datagram so the core can frame it in
+/// place: a Data indication header (20) + XOR-PEER-ADDRESS for IPv6 (24) + DATA header (4).
+pub const PEER_HEADROOM: usize = 48;
+/// Bytes the shell must leave free after a peer datagram for padding to 4 bytes.
+pub const PEER_TAILROOM: usize = 4;
+
+/// How many responses a worker remembers for retransmissions.
+const TRANSACTION_CACHE: usize = 16 * 1024;
+
+/// Datagrams the core declined, by reason. Plain integers owned by one worker: the metrics
+/// endpoint sums them across workers when scraped.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub malformed: u64,
+    pub no_allocation: u64,
+    pub no_permission: u64,
+    pub no_channel: u64,
+    pub requests: u64,
+    pub auth_failures: u64,
+    pub peers_denied: u64,
+}
+
+/// A clock pairing: the monotonic instant at which the wall clock read `unix` seconds.
+#[derive(Clone, Copy, Debug)]
+struct WallClock {
+    at: Instant,
+    unix: u64,
+}
+
+pub struct Server {
+    pub(super) shared: Arc<Shared>,
+    pub(super) allocations: AllocationTable,
+    pub(super) timers: Timers,
+    pub(super) outputs: VecDeque<Output>,
+    transactions: TransactionCache,
+    rng: u64,
+    wall: WallClock,
+    pub(super) relay_cursor: usize,
+    pub(super) counters: Counters,
+}
+
+impl Server {
+    /// `seed` drives relay port choice and transaction ids of Data indications; `now` and
+    /// `unix_now` anchor the wall clock (REST API expiry and nonces need Unix time).
+    pub fn new(shared: Arc<Shared>, seed: u64, now: Instant, unix_now: u64) -> Server {
+        Server {
+            shared,
+            allocations: AllocationTable::default(),
+            timers: Timers::default(),
+            outputs: VecDeque::new(),
+            transactions: TransactionCache::new(TRANSACTION_CACHE),
+            // xorshift must not start at zero.
+            rng: seed | 1,
+            wall: WallClock { at: now, unix: unix_now },
+            relay_cursor: 0,
+            counters: Counters::default(),
+        }
+    }
+
+    /// Re-anchors the wall clock; the shell calls this now and then so a stepped system
+    /// clock is picked up.
+    pub fn set_wall_clock(&mut self, now: Instant, unix_now: u64) {
+        self.wall = WallClock { at: now, unix: unix_now };
+    }
+
+    pub(super) fn unix_now(&self, now: Instant) -> u64 {
+        self.wall.unix + now.saturating_duration_since(self.wall.at).as_secs()
+    }
+
+    /// xorshift64*: cheap, and unpredictable enough for port choice given a random seed.
+    pub(super) fn random(&mut self) -> u64 {
+        let mut x = self.rng;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.rng = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    pub fn counters(&self) -> Counters {
+        self.counters
+    }
+
+    pub fn allocations(&self) -> impl Iterator<Item = &super::Allocation> {
+        self.allocations.iter()
+    }
+
+    pub fn allocation(&self, id: AllocationId) -> Option<&super::Allocation> {
+        self.allocations.get(id)
+    }
+
+    /// The next output for the shell to execute.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// When the shell should next call [`Server::handle_timeout`].
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.next()
+    }
+
+    /// A datagram (or a framed stream message) from a client. Returns where to relay it when
+    /// it is ChannelData or a Send indication; anything else is answered through
+    /// [`Server::poll_output`].
+    pub fn handle_client_datagram(&mut self, now: Instant, from: FiveTuple, data: &[u8]) -> Option<Forward> {
+        if ChannelData::is_channel_data(data) {
+            return self.relay_channel_data(now, from, data);
+        }
+        let msg = match Message::parse(data) {
+            Ok(m) => m,
+            Err(_) => {
+                self.counters.malformed += 1;
+                return None;
+            }
+        };
+        match msg.class() {
+            Class::Indication if msg.method() == Method::SEND => self.relay_send_indication(now, from, &msg),
+            Class::Request => {
+                self.counters.requests += 1;
+                self.handle_request(now, from, &msg);
+                None
+            }
+            // Responses, and indications other than Send, are not for a server.
+            _ => None,
+        }
+    }
+
+    fn handle_request(&mut self, now: Instant, from: FiveTuple, msg: &Message) {
+        let responder = Responder {
+            method: msg.method(),
+            txid: msg.transaction_id(),
+            key: None,
+            software: None,
+            fingerprint: msg.has_fingerprint(),
+        };
+        let mut unknown = [0u16; 16];
+        let n = msg.unknown_required(is_understood, &mut unknown);
+        if n > 0 {
+            let resp = responder.error(420, |b| b.add_unknown_attributes(&unknown[..n]));
+            self.transmit(from, resp);
+            return;
+        }
+        match msg.method() {
+            Method::BINDING => {
+                let resp = self.handle_binding(from, msg);
+                self.transmit(from, resp);
+            }
+            Method::ALLOCATE | Method::REFRESH | Method::CREATE_PERMISSION | Method::CHANNEL_BIND => {
+                if let Some(cached) = self.transactions.get(&from, &msg.transaction_id()) {
+                    let payload = cached.to_vec();
+                    self.transmit(from, payload);
+                    return;
+                }
+                let (username, key) = match self.authenticate(now, from, msg) {
+                    Ok(v) => v,
+                    Err(resp) => {
+                        self.transmit(from, resp);
+                        return;
+                    }
+                };
+                let resp = match msg.method() {
+                    Method::ALLOCATE => self.handle_allocate(now, from, msg, username, &key),
+                    Method::REFRESH => Some(self.handle_refresh(now, from, msg, username, &key)),
+                    Method::CREATE_PERMISSION => Some(self.handle_create_permission(now, from, msg, username, &key)),
+                    _ => Some(self.handle_channel_bind(now, from, msg, username, &key)),
+                };
+                if let Some(resp) = resp {
+                    self.respond_and_remember(now, from, msg.transaction_id(), resp);
+                }
+            }
+            // RFC 6062 methods arrive with the TCP transport work; until then they are unknown.
+            _ => {
+                let resp = responder.plain_error(400);
+                self.transmit(from, resp);
+            }
+        }
+    }
+
+    pub(super) fn transmit(&mut self, to: FiveTuple, payload: Vec<u8>) {
+        self.outputs.push_back(Output::Transmit { to, payload });
+    }
+
+    pub(super) fn respond_and_remember(
+        &mut self,
+        now: Instant,
+        to: FiveTuple,
+        txid: crate::stun::TransactionId,
+        resp: Vec<u8>,
+    ) {
+        self.transactions.insert(now, to, txid, resp.clone());
+        self.transmit(to, resp);
+    }
+
+    /// The shell's answer to [`Output::OpenRelay`].
+    pub fn handle_relay_opened(&mut self, now: Instant, id: AllocationId, result: Result<(), RelayOpenError>) {
+        self.finish_allocate(now, id, result);
+    }
+
+    /// A datagram from `peer` arrived on the relay socket of allocation `id`. The payload is
+    /// `buf[payload]`, with at least [`PEER_HEADROOM`] bytes before it and
+    /// [`PEER_TAILROOM`] after it, where the core writes the ChannelData or Data indication
+    /// framing in place. Returns what to send to the client.
+    pub fn handle_peer_datagram(
+        &mut self,
+        now: Instant,
+        id: AllocationId,
+        peer: SocketAddr,
+        buf: &mut [u8],
+        payload: Range<usize>,
+    ) -> Option<ToClient> {
+        self.frame_for_client(now, id, peer, buf, payload)
+    }
+
+    /// Fires due deadlines: allocation expiry, permission and channel sweeps, reservations.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(kind) = self.timers.pop_due(now) {
+            match kind {
+                TimerKind::AllocationExpiry(id) => {
+                    let due = self
+                        .allocations
+                        .get(id)
+                        .is_some_and(|a| a.state == State::Active && a.expires <= now);
+                    if due {
+                        self.free_allocation(now, id, EndReason::Expired);
+                    }
+                }
+                TimerKind::Sweep(id) => {
+                    if let Some(a) = self.allocations.get_mut(id) {
+                        let p = a.permissions.sweep(now);
+                        let c = a.channels.sweep(now);
+                        if let Some(next) = [p, c].into_iter().flatten().min() {
+                            self.timers.push(next, TimerKind::Sweep(id));
+                        }
+                    }
+                }
+                TimerKind::Reservation(token) => {
+                    if let Some((_, r)) = self.shared.reservations.remove_if(&token, |_, r| r.expires <= now) {
+                        self.release_port(r.relay);
+                    }
+                }
+            }
+        }
+    }
+
+    pub(super) fn release_port(&self, relay: SocketAddr) {
+        // Invariant: the pool's mutex is never held across a panic (no code panics inside).
+        let mut ports = self.shared.ports.lock().unwrap_or_else(|e| e.into_inner());
+        ports.release(relay.ip(), relay.port());
+    }
+
+    /// Ends an allocation: frees its port, closes its socket, reports it.
+    pub(super) fn free_allocation(&mut self, now: Instant, id: AllocationId, reason: EndReason) {
+        let Some(a) = self.allocations.remove(id) else {
+            return;
+        };
+        self.release_port(a.relay);
+        self.outputs.push_back(Output::CloseRelay { id });
+        if a.state == State::Active {
+            self.outputs.push_back(Output::Event(Event::AllocationEnded {
+                id,
+                five_tuple: a.five_tuple,
+                username: a.username,
+                relay: a.advertised,
+                reason,
+                duration: now.saturating_duration_since(a.created),
+                stats: a.stats,
+            }));
+        }
+    }
+
+    /// Ends every allocation (shutdown).
+    pub fn close_all(&mut self, now: Instant) {
+        let ids: Vec<AllocationId> = self.allocations.iter().map(|a| a.id).collect();
+        for id in ids {
+            self.free_allocation(now, id, EndReason::Shutdown);
+        }
+    }
+}
