@@ -1,1 +1,72 @@
+//! The thin tokio shell: binds sockets, starts one worker thread per core, and stops them.
+//!
+//! Like mini-redis's `server::run`, [`Server::start`] takes a ready [`Config`] and returns a
+//! handle with the bound addresses, so tests can run a real server on port 0.
 
+mod setup;
+mod socket;
+mod worker;
+
+use crate::config::Config;
+use anyhow::Context;
+use std::net::SocketAddr;
+use std::thread::JoinHandle;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::watch;
+
+/// A running server.
+pub struct Server {
+    udp_addrs: Vec<SocketAddr>,
+    shutdown: watch::Sender<bool>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+impl Server {
+    /// Binds every listener and starts the workers. Returns once all sockets are bound, so
+    /// a bind failure is reported here rather than in a log line.
+    pub fn start(config: Config) -> anyhow::Result<Server> {
+        let shared = setup::shared_state(&config)?;
+        let workers = config.effective_workers().max(1);
+
+        // Per listening address, one SO_REUSEPORT socket per worker.
+        let mut per_worker: Vec<Vec<std::net::UdpSocket>> = (0..workers).map(|_| Vec::new()).collect();
+        let mut udp_addrs = Vec::new();
+        for addr in &config.listen {
+            let group = socket::bind_reuseport_group(*addr, workers)
+                .with_context(|| format!("cannot listen on udp {addr}"))?;
+            udp_addrs.push(group[0].local_addr()?);
+            for (w, s) in group.into_iter().enumerate() {
+                per_worker[w].push(s);
+            }
+        }
+
+        let (tx, rx) = watch::channel(false);
+        let now = Instant::now();
+        let unix_now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let mut handles = Vec::new();
+        for (index, listeners) in per_worker.into_iter().enumerate() {
+            let seed: u64 = rand::random();
+            let core = crate::core::Server::new(shared.clone(), seed, now, unix_now);
+            let rx = rx.clone();
+            let handle = std::thread::Builder::new()
+                .name(format!("turnd-worker-{index}"))
+                .spawn(move || worker::run(index, core, listeners, rx))
+                .context("cannot start worker thread")?;
+            handles.push(handle);
+        }
+        Ok(Server { udp_addrs, shutdown: tx, workers: handles })
+    }
+
+    /// The bound UDP listening addresses (with real ports when port 0 was asked for).
+    pub fn udp_addrs(&self) -> Vec<SocketAddr> {
+        self.udp_addrs.clone()
+    }
+
+    /// Ends every allocation and stops the workers.
+    pub fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for h in self.workers {
+            let _ = h.join();
+        }
+    }
+}

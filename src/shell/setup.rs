@@ -1,0 +1,73 @@
+//! Turning the operator's [`Config`] into the core's shared state.
+
+use crate::config::Config;
+use crate::core::auth::Credentials;
+use crate::core::nonce::NonceKey;
+use crate::core::peer_filter::PeerFilter;
+use crate::core::ports::PortPool;
+use crate::core::{CoreConfig, RelayAddr, Shared};
+use anyhow::bail;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// The relay addresses: `relay_ips`, or else the listening IPs; each mapped to the address
+/// advertised to clients by `external_ips` (`PUBLIC` for every relay IP of its family, or
+/// `PUBLIC/PRIVATE` for one).
+pub fn relay_addrs(config: &Config) -> anyhow::Result<Vec<RelayAddr>> {
+    let mut ips: Vec<IpAddr> = config.relay_ips.clone();
+    if ips.is_empty() {
+        for l in &config.listen {
+            if l.ip().is_unspecified() {
+                bail!(
+                    "config key `relay_ips`: must be set when listening on {} (the relay needs a concrete \
+                     address to bind; add e.g. --relay-ip <this host's IP>)",
+                    l
+                );
+            }
+            if !ips.contains(&l.ip()) {
+                ips.push(l.ip());
+            }
+        }
+    }
+    if ips.is_empty() {
+        bail!("config key `relay_ips`: no relay address (set relay_ips or listen)");
+    }
+    Ok(ips
+        .into_iter()
+        .map(|bind| {
+            let exact = config.external_ips.iter().find(|e| e.private == Some(bind));
+            let family = config
+                .external_ips
+                .iter()
+                .find(|e| e.private.is_none() && e.public.is_ipv4() == bind.is_ipv4());
+            let advertised = exact.or(family).map_or(bind, |e| e.public);
+            RelayAddr { bind, advertised }
+        })
+        .collect())
+}
+
+pub fn shared_state(config: &Config) -> anyhow::Result<Arc<Shared>> {
+    let relays = relay_addrs(config)?;
+    let bind_ips: Vec<IpAddr> = relays.iter().map(|r| r.bind).collect();
+    let credentials = Credentials::new(
+        &config.realm,
+        config.users.iter().map(|u| (u.name.clone(), u.secret.clone())),
+        config.auth_secrets.iter().cloned(),
+    );
+    let core = CoreConfig {
+        software: config.software.clone(),
+        default_lifetime: Duration::from_secs(config.default_lifetime as u64),
+        max_lifetime: Duration::from_secs(config.max_lifetime as u64),
+        nonce_lifetime: Duration::from_secs(config.nonce_lifetime as u64),
+        relays,
+    };
+    Ok(Arc::new(Shared {
+        config: core,
+        credentials,
+        nonce_key: NonceKey::new(rand::random()),
+        peer_filter: PeerFilter::new(config.allow_peers.clone(), config.deny_peers.clone()),
+        ports: Mutex::new(PortPool::new(&bind_ips, config.relay_ports.low, config.relay_ports.high)),
+        reservations: Default::default(),
+    }))
+}

@@ -1,0 +1,73 @@
+//! Socket set-up: `SO_REUSEPORT` listeners (one per worker on the same address, so the
+//! kernel spreads clients over cores by their 4-tuple hash) and relay sockets.
+
+use socket2::{Domain, Protocol, Socket, Type};
+use std::io;
+use std::net::SocketAddr;
+
+/// Binds `count` UDP sockets to `addr` with `SO_REUSEPORT`. With port 0, the first socket
+/// picks the port and the rest join it, so tests can run on ephemeral ports.
+pub fn bind_reuseport_group(addr: SocketAddr, count: usize) -> io::Result<Vec<std::net::UdpSocket>> {
+    let mut out = Vec::with_capacity(count);
+    let mut addr = addr;
+    for _ in 0..count.max(1) {
+        let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+        if addr.is_ipv6() {
+            // Keep IPv4 and IPv6 listeners separate, as operators list them separately.
+            s.set_only_v6(true)?;
+        }
+        s.set_reuse_port(true)?;
+        s.set_nonblocking(true)?;
+        s.bind(&addr.into())?;
+        let s: std::net::UdpSocket = s.into();
+        addr = s.local_addr()?;
+        out.push(s);
+    }
+    Ok(out)
+}
+
+/// Binds a relay socket. With `dont_fragment`, the DF bit is set on everything it sends
+/// (RFC 8656 §7.2, DONT-FRAGMENT), via path-MTU discovery mode "do".
+pub fn bind_relay(addr: SocketAddr, dont_fragment: bool) -> io::Result<std::net::UdpSocket> {
+    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    s.set_nonblocking(true)?;
+    if dont_fragment {
+        set_dont_fragment(&s, addr.is_ipv6())?;
+    }
+    s.bind(&addr.into())?;
+    Ok(s.into())
+}
+
+#[cfg(target_os = "linux")]
+fn set_dont_fragment(s: &Socket, v6: bool) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let (level, name, value) = if v6 {
+        (libc::IPPROTO_IPV6, libc::IPV6_MTU_DISCOVER, libc::IPV6_PMTUDISC_DO)
+    } else {
+        (libc::IPPROTO_IP, libc::IP_MTU_DISCOVER, libc::IP_PMTUDISC_DO)
+    };
+    // SAFETY: the fd is open for the lifetime of `s`, and the option value is a c_int whose
+    // address and size are passed together.
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            level,
+            name,
+            &value as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn set_dont_fragment(_s: &Socket, _v6: bool) -> io::Result<()> {
+    Err(io::Error::new(io::ErrorKind::Unsupported, "DONT-FRAGMENT needs Linux"))
+}

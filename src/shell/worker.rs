@@ -1,0 +1,271 @@
+//! One worker: a thread running a single-threaded tokio runtime that owns a core instance,
+//! one `SO_REUSEPORT` socket per listening address, and the relay sockets of its
+//! allocations. Nothing here is shared with other workers, so the relay path takes no lock.
+//!
+//! Tasks on the worker share its state through `Rc<RefCell<…>>`; a borrow is never held
+//! across an `.await`, so borrows cannot collide.
+
+use super::socket;
+use crate::core::{
+    AllocationId, EndReason, Event, FiveTuple, Output, RelayOpenError, Server as Core, PEER_HEADROOM, PEER_TAILROOM,
+};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::net::UdpSocket;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Datagrams handled per wake-up before yielding, so one busy socket cannot starve the
+/// worker's other sockets and timers.
+const BATCH: usize = 64;
+/// Largest UDP payload, plus room to frame it in place.
+const BUF_LEN: usize = PEER_HEADROOM + 65_536 + PEER_TAILROOM;
+/// The timer task wakes at least this often, to refresh the wall clock.
+const MAX_SLEEP: Duration = Duration::from_secs(1);
+
+struct Relay {
+    socket: Rc<UdpSocket>,
+    task: JoinHandle<()>,
+}
+
+struct Worker {
+    core: Core,
+    listeners: Vec<(SocketAddr, Rc<UdpSocket>)>,
+    relays: HashMap<AllocationId, Relay>,
+    buf: Box<[u8]>,
+    index: usize,
+}
+
+type Shared = Rc<RefCell<Worker>>;
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// Runs a worker until `shutdown` flips to true, then ends every allocation.
+pub fn run(index: usize, core: Core, listeners: Vec<std::net::UdpSocket>, mut shutdown: watch::Receiver<bool>) {
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(worker = index, error = %e, "cannot start worker runtime");
+            return;
+        }
+    };
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&rt, async move {
+        let mut socks = Vec::new();
+        for l in listeners {
+            match UdpSocket::from_std(l) {
+                Ok(s) => socks.push(Rc::new(s)),
+                Err(e) => tracing::error!(worker = index, error = %e, "cannot register listener"),
+            }
+        }
+        let worker = Rc::new(RefCell::new(Worker {
+            core,
+            listeners: socks.iter().filter_map(|s| Some((s.local_addr().ok()?, s.clone()))).collect(),
+            relays: HashMap::new(),
+            buf: vec![0u8; BUF_LEN].into_boxed_slice(),
+            index,
+        }));
+        SELF.with(|s| *s.borrow_mut() = Some(worker.clone()));
+        for s in socks {
+            tokio::task::spawn_local(listen(worker.clone(), s));
+        }
+        tokio::task::spawn_local(timers(worker.clone()));
+        while !*shutdown.borrow() {
+            if shutdown.changed().await.is_err() {
+                break;
+            }
+        }
+        let mut w = worker.borrow_mut();
+        w.core.close_all(Instant::now());
+        w.drain_outputs();
+    });
+}
+
+/// Receives client datagrams on one listening socket.
+async fn listen(worker: Shared, socket: Rc<UdpSocket>) {
+    let Ok(local) = socket.local_addr() else {
+        return;
+    };
+    loop {
+        if socket.readable().await.is_err() {
+            return;
+        }
+        let mut w = worker.borrow_mut();
+        let now = Instant::now();
+        let mut full = true;
+        for _ in 0..BATCH {
+            match socket.try_recv_from(&mut w.buf) {
+                Ok((n, from)) => w.on_client_datagram(now, FiveTuple::udp(from, local), n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    full = false;
+                    break;
+                }
+                // ICMP-induced errors and the like: the socket itself is fine.
+                Err(_) => {}
+            }
+        }
+        w.drain_outputs();
+        drop(w);
+        if full {
+            tokio::task::yield_now().await;
+        }
+    }
+}
+
+/// Receives peer datagrams on one allocation's relay socket.
+async fn relay(worker: Shared, id: AllocationId, socket: Rc<UdpSocket>) {
+    loop {
+        if socket.readable().await.is_err() {
+            return;
+        }
+        let mut w = worker.borrow_mut();
+        let now = Instant::now();
+        let mut full = true;
+        for _ in 0..BATCH {
+            let end = BUF_LEN - PEER_TAILROOM;
+            match socket.try_recv_from(&mut w.buf[PEER_HEADROOM..end]) {
+                Ok((n, peer)) => w.on_peer_datagram(now, id, peer, n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    full = false;
+                    break;
+                }
+                Err(_) => {}
+            }
+        }
+        drop(w);
+        if full {
+            tokio::task::yield_now().await;
+        }
+    }
+}
+
+/// Fires the core's deadlines and keeps its wall clock current.
+async fn timers(worker: Shared) {
+    loop {
+        let next = {
+            let mut w = worker.borrow_mut();
+            let now = Instant::now();
+            w.core.set_wall_clock(now, unix_now());
+            w.core.handle_timeout(now);
+            w.drain_outputs();
+            let cap = now + MAX_SLEEP;
+            w.core.poll_timeout().map_or(cap, |t| t.min(cap))
+        };
+        tokio::time::sleep_until(next.into()).await;
+    }
+}
+
+impl Worker {
+    fn on_client_datagram(&mut self, now: Instant, from: FiveTuple, n: usize) {
+        let Worker { core, relays, buf, .. } = self;
+        if let Some(fwd) = core.handle_client_datagram(now, from, &buf[..n]) {
+            if let Some(r) = relays.get(&fwd.id) {
+                // A failed send (unreachable peer, full buffer) loses one datagram; it never
+                // ends the allocation, so one bad ICE candidate cannot break the others.
+                let _ = r.socket.try_send_to(&buf[fwd.payload], fwd.peer);
+            }
+        }
+    }
+
+    fn on_peer_datagram(&mut self, now: Instant, id: AllocationId, peer: SocketAddr, n: usize) {
+        let Worker { core, listeners, buf, .. } = self;
+        let payload = PEER_HEADROOM..PEER_HEADROOM + n;
+        if let Some(out) = core.handle_peer_datagram(now, id, peer, buf, payload) {
+            if let Some(l) = listener_for(listeners, out.to.server) {
+                let _ = l.try_send_to(&buf[out.range], out.to.client);
+            }
+        }
+    }
+
+    /// Executes everything the core asked for.
+    fn drain_outputs(&mut self) {
+        while let Some(out) = self.core.poll_output() {
+            match out {
+                Output::Transmit { to, payload } => {
+                    if let Some(l) = listener_for(&self.listeners, to.server) {
+                        let _ = l.try_send_to(&payload, to.client);
+                    }
+                }
+                Output::OpenRelay { id, bind, dont_fragment } => {
+                    let result = self.open_relay(id, bind, dont_fragment);
+                    self.core.handle_relay_opened(Instant::now(), id, result);
+                }
+                Output::CloseRelay { id } => {
+                    if let Some(r) = self.relays.remove(&id) {
+                        r.task.abort();
+                    }
+                }
+                Output::Event(e) => log_event(self.index, &e),
+            }
+        }
+    }
+
+    fn open_relay(&mut self, id: AllocationId, bind: SocketAddr, dont_fragment: bool) -> Result<(), RelayOpenError> {
+        let std_socket = socket::bind_relay(bind, dont_fragment).map_err(|e| {
+            if e.kind() == io::ErrorKind::AddrInUse {
+                RelayOpenError::AddrInUse
+            } else {
+                tracing::warn!(%bind, error = %e, "cannot open relay socket");
+                RelayOpenError::Other
+            }
+        })?;
+        let socket = Rc::new(UdpSocket::from_std(std_socket).map_err(|_| RelayOpenError::Other)?);
+        let worker = self.self_handle();
+        let task = tokio::task::spawn_local(relay(worker, id, socket.clone()));
+        self.relays.insert(id, Relay { socket, task });
+        Ok(())
+    }
+
+    fn self_handle(&self) -> Shared {
+        SELF.with(|s| {
+            // Invariant: set before any task runs (see `run`).
+            s.borrow().clone().expect("worker handle is set at start-up")
+        })
+    }
+}
+
+thread_local! {
+    /// The worker of this thread, so code holding `&mut Worker` can hand tasks a handle.
+    static SELF: RefCell<Option<Shared>> = const { RefCell::new(None) };
+}
+
+/// The listening socket a client wrote to: answers must come from the address it used.
+fn listener_for(listeners: &[(SocketAddr, Rc<UdpSocket>)], server: SocketAddr) -> Option<&Rc<UdpSocket>> {
+    listeners.iter().find(|(a, _)| *a == server).map(|(_, s)| s)
+}
+
+fn log_event(worker: usize, e: &Event) {
+    match e {
+        Event::AllocationCreated { five_tuple, username, relay, lifetime, .. } => tracing::info!(
+            worker,
+            user = %username,
+            client = %five_tuple,
+            relay = %relay,
+            lifetime_s = lifetime.as_secs(),
+            "allocation created"
+        ),
+        Event::AllocationEnded { five_tuple, username, relay, reason, duration, stats, .. } => tracing::info!(
+            worker,
+            user = %username,
+            client = %five_tuple,
+            relay = %relay,
+            reason = match reason {
+                EndReason::Expired => "expired",
+                EndReason::Deleted => "deleted",
+                EndReason::Shutdown => "shutdown",
+            },
+            duration_s = duration.as_secs(),
+            to_peer_packets = stats.to_peer_packets,
+            to_peer_bytes = stats.to_peer_bytes,
+            to_client_packets = stats.to_client_packets,
+            to_client_bytes = stats.to_client_bytes,
+            "allocation ended"
+        ),
+    }
+}
