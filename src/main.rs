@@ -1,1 +1,84 @@
-fn main() {}
+//! The `turnd` binary: parse flags, load the one TOML file, run until SIGINT/SIGTERM.
+
+use clap::Parser;
+use std::io::Write;
+use std::process::ExitCode;
+use turnd::config::{self, Cli};
+use turnd::shell::Server;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let cfg = match config::load(&cli.config_args()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("turnd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    // Problems only visible once the config is combined (relay addresses) are checked here
+    // too, so `check-config` catches everything start-up would.
+    if let Err(e) = turnd::shell::check(&cfg) {
+        eprintln!("turnd: {e:#}");
+        return ExitCode::from(2);
+    }
+    if cli.is_check_config() {
+        print!("{}", cfg.to_toml());
+        return ExitCode::SUCCESS;
+    }
+    let filter = match tracing_subscriber::EnvFilter::try_new(&cfg.log_level) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("turnd: config key `log_level`: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+
+    let server = match Server::start(cfg) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("turnd: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    {
+        // A stable, parseable line per listener: tests and scripts wait for it.
+        let mut out = std::io::stdout().lock();
+        for a in server.udp_addrs() {
+            let _ = writeln!(out, "turnd listening udp {a}");
+            tracing::info!(transport = "udp", addr = %a, "listening");
+        }
+        let _ = out.flush();
+    }
+    wait_for_signal();
+    tracing::info!("shutting down");
+    server.shutdown();
+    ExitCode::SUCCESS
+}
+
+/// Blocks until SIGINT or SIGTERM.
+fn wait_for_signal() {
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("turnd: cannot wait for signals: {e}");
+            return;
+        }
+    };
+    rt.block_on(async {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let Ok(mut term) = signal(SignalKind::terminate()) else {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+    });
+}

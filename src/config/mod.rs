@@ -1,18 +1,224 @@
-//! TEMPORARY stand-in until the config module lands.
-use crate::core::auth::UserSecret;
+//! turnd's configuration: one TOML file, and for every key a flag and a
+//! `TURND_<KEY>` environment variable.
+//!
+//! Precedence, lowest first: built-in defaults < the file (`--config FILE` or
+//! `TURND_CONFIG`) < environment < flags. A source that sets a key replaces
+//! the value below it, lists included. Env lists are comma-separated
+//! (`TURND_LISTEN=127.0.0.1:3478,[::1]:3478`, `TURND_USERS=alice:pw1,bob:pw2`).
+//!
+//! [`load`] checks everything before the server binds a socket: a typo in a
+//! key, a bad address, `default_lifetime > max_lifetime` are all reported at
+//! once, each naming its key and where the value came from, because the
+//! alternative — a relay that starts and then silently misbehaves — is worse.
+//!
+//! Layout: `sources` gathers text from file, env and flags; `build` parses and
+//! validates it into [`Config`]; `render` prints it back (`check-config`).
+
+mod build;
+mod cli;
+mod error;
+mod render;
+mod sources;
+mod types;
+
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+mod tests_cli;
+#[cfg(test)]
+mod tests_errors;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+
 use crate::core::peer_filter::Cidr;
-use std::net::{IpAddr, SocketAddr};
-#[derive(Clone, Debug)]
-pub struct PortRange { pub low: u16, pub high: u16 }
-#[derive(Clone, Debug)]
-pub struct ExternalIp { pub public: IpAddr, pub private: Option<IpAddr> }
-#[derive(Clone, Debug)]
-pub struct User { pub name: String, pub secret: UserSecret }
-#[derive(Clone, Debug)]
+
+pub use cli::{Cli, Command, ConfigArgs};
+pub use error::{ConfigError, Problem};
+pub use render::REDACTED;
+pub use types::{ExternalIp, PortRange, User, ValueError};
+
+/// The effective configuration. Build it with [`load`]; `Config::default()` is
+/// what turnd runs with when nothing is configured.
+#[derive(Clone)]
 pub struct Config {
-    pub listen: Vec<SocketAddr>, pub relay_ips: Vec<IpAddr>, pub relay_ports: PortRange,
-    pub external_ips: Vec<ExternalIp>, pub realm: String, pub users: Vec<User>, pub auth_secrets: Vec<String>,
-    pub allow_peers: Vec<Cidr>, pub deny_peers: Vec<Cidr>, pub workers: usize, pub log_level: String,
-    pub default_lifetime: u32, pub max_lifetime: u32, pub nonce_lifetime: u32, pub software: Option<String>,
+    /// UDP addresses the STUN/TURN service listens on.
+    pub listen: Vec<SocketAddr>,
+    /// IPs relayed transport addresses are allocated on. Empty: the shell
+    /// derives them from `listen`.
+    pub relay_ips: Vec<IpAddr>,
+    /// Ports relayed transport addresses are allocated from.
+    pub relay_ports: PortRange,
+    /// Public addresses advertised in place of relay IPs (1:1 NAT); see
+    /// [`Config::advertised_ip`].
+    pub external_ips: Vec<ExternalIp>,
+    /// REALM for long-term credentials (RFC 8489 §9.2).
+    pub realm: String,
+    /// Static long-term-credential users.
+    pub users: Vec<User>,
+    /// Shared secrets for TURN REST API (time-limited) credentials.
+    pub auth_secrets: Vec<String>,
+    /// Peer networks allowed even though the built-in peer filter denies them.
+    pub allow_peers: Vec<Cidr>,
+    /// Peer networks denied in addition to the built-in ones.
+    pub deny_peers: Vec<Cidr>,
+    /// Worker threads; 0 = one per CPU core. Use [`Config::effective_workers`].
+    pub workers: usize,
+    /// A `tracing` level or `EnvFilter` directive string.
+    pub log_level: String,
+    /// Allocation lifetime (seconds) when a request has no LIFETIME.
+    pub default_lifetime: u32,
+    /// The longest allocation lifetime (seconds) granted.
+    pub max_lifetime: u32,
+    /// How long (seconds) a NONCE is accepted before a 438 Stale Nonce.
+    pub nonce_lifetime: u32,
+    /// SOFTWARE attribute for responses; `None` sends none.
+    pub software: Option<String>,
 }
-impl Config { pub fn effective_workers(&self) -> usize { if self.workers == 0 { 2 } else { self.workers } } }
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: vec![SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 3478)],
+            relay_ips: Vec::new(),
+            relay_ports: PortRange::DEFAULT,
+            external_ips: Vec::new(),
+            realm: "turnd".to_string(),
+            users: Vec::new(),
+            auth_secrets: Vec::new(),
+            allow_peers: Vec::new(),
+            deny_peers: Vec::new(),
+            workers: 0,
+            log_level: "info".to_string(),
+            // RFC 8656 §3.5: 10 minutes by default.
+            default_lifetime: 600,
+            max_lifetime: 3600,
+            nonce_lifetime: 600,
+            software: Some(concat!("turnd/", env!("CARGO_PKG_VERSION")).to_string()),
+        }
+    }
+}
+
+impl Config {
+    /// Worker threads to start: `workers`, or one per CPU core when it is 0
+    /// (1 if the core count cannot be read).
+    pub fn effective_workers(&self) -> usize {
+        match self.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
+
+    /// The address to put in XOR-RELAYED-ADDRESS for an allocation on
+    /// `relay_ip`: its `PUBLIC/PRIVATE` mapping if one names it, else the bare
+    /// `PUBLIC` of its family, else `relay_ip` itself.
+    pub fn advertised_ip(&self, relay_ip: IpAddr) -> IpAddr {
+        let exact = self
+            .external_ips
+            .iter()
+            .find(|e| e.private == Some(relay_ip));
+        let family = || {
+            self.external_ips
+                .iter()
+                .find(|e| e.private.is_none() && e.public.is_ipv4() == relay_ip.is_ipv4())
+        };
+        exact.or_else(family).map_or(relay_ip, |e| e.public)
+    }
+}
+
+/// Loads the configuration for `args`, reading `TURND_*` from the process
+/// environment. See [`load_from`].
+pub fn load(args: &ConfigArgs) -> Result<Config, ConfigError> {
+    // vars_os: std::env::vars() panics on a non-UTF-8 variable anywhere in the
+    // environment, even one that is none of ours.
+    let env: HashMap<String, String> = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.to_string_lossy().into_owned())))
+        .collect();
+    load_from(args, &env)
+}
+
+/// Loads defaults < file < `env` < flags and validates the result. `env` stands
+/// in for the process environment, so tests need not touch the real one.
+///
+/// The file is `args.config`, else `env["TURND_CONFIG"]`, else none.
+pub fn load_from(args: &ConfigArgs, env: &HashMap<String, String>) -> Result<Config, ConfigError> {
+    let path = args.config.clone().or_else(|| {
+        env.get(sources::CONFIG_ENV)
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from)
+    });
+    let Some(path) = path else {
+        return load_text(args, env, None);
+    };
+    let shown = path.display().to_string();
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        let why = match e.kind() {
+            std::io::ErrorKind::NotFound => "not found".to_string(),
+            _ => format!("cannot be read: {e}"),
+        };
+        ConfigError::new(vec![Problem::file(&shown, why)])
+    })?;
+    load_text(args, env, Some((&shown, &text)))
+}
+
+/// [`load_from`] with the file's contents given: `file` is (name, text).
+pub(crate) fn load_text(
+    args: &ConfigArgs,
+    env: &HashMap<String, String>,
+    file: Option<(&str, &str)>,
+) -> Result<Config, ConfigError> {
+    let mut problems = Vec::new();
+    let settings = sources::gather(args, env, file, &mut problems);
+    let config = build::build(&settings, &mut problems);
+    if problems.is_empty() {
+        Ok(config)
+    } else {
+        Err(ConfigError::new(problems))
+    }
+}
+
+/// `Cidr` comes from the core and need not be `Debug`; print it with `Display`.
+struct Shown<'a, T>(&'a [T]);
+
+/// One item of [`Shown`].
+struct ShownItem<'a, T>(&'a T);
+
+impl<T: fmt::Display> fmt::Debug for ShownItem<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self.0, f)
+    }
+}
+
+impl<T: fmt::Display> fmt::Debug for Shown<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(ShownItem))
+            .finish()
+    }
+}
+
+/// Secrets are redacted, so the config can be logged at startup.
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let secrets = vec![REDACTED; self.auth_secrets.len()];
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("relay_ips", &self.relay_ips)
+            .field("relay_ports", &self.relay_ports)
+            .field("external_ips", &self.external_ips)
+            .field("realm", &self.realm)
+            .field("users", &self.users)
+            .field("auth_secrets", &secrets)
+            .field("allow_peers", &Shown(&self.allow_peers))
+            .field("deny_peers", &Shown(&self.deny_peers))
+            .field("workers", &self.workers)
+            .field("log_level", &self.log_level)
+            .field("default_lifetime", &self.default_lifetime)
+            .field("max_lifetime", &self.max_lifetime)
+            .field("nonce_lifetime", &self.nonce_lifetime)
+            .field("software", &self.software)
+            .finish()
+    }
+}

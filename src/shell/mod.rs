@@ -14,6 +14,11 @@ use std::thread::JoinHandle;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 
+/// Checks what only start-up would otherwise find wrong in a loaded config.
+pub fn check(config: &Config) -> anyhow::Result<()> {
+    setup::relay_addrs(config).map(|_| ())
+}
+
 /// A running server.
 pub struct Server {
     udp_addrs: Vec<SocketAddr>,

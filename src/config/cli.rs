@@ -1,0 +1,169 @@
+//! The command line: `turnd [FLAGS]` runs the server, `turnd check-config
+//! [FLAGS]` validates and prints the effective configuration. Both take the
+//! same flags, one per config key.
+//!
+//! Flag values are kept as text here and parsed by [`super::load`], so a bad
+//! `--relay-ports` gets the same message (naming the key) as a bad value in
+//! the file or in `TURND_RELAY_PORTS`. Config keys deliberately have no clap
+//! `env = …` (not even `--config`): that would make env and flags
+//! indistinguishable, and the precedence flags > env > file must stay explicit.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// The whole command line: an optional subcommand and the config flags.
+/// Use [`Cli::config_args`] rather than `args` directly, so flags written
+/// after `check-config` are not missed.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "turnd",
+    version,
+    about = "turnd: a STUN/TURN relay server (RFC 8489, RFC 8656)",
+    long_about = "turnd: a STUN/TURN relay server (RFC 8489, RFC 8656).\n\n\
+        Settings come from, lowest precedence first: built-in defaults, the TOML file \
+        given by --config, TURND_<KEY> environment variables (lists comma-separated), \
+        and flags."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    #[command(flatten)]
+    pub args: ConfigArgs,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Validate the configuration, print the effective configuration
+    /// (secrets redacted), and exit: 0 if valid, non-zero if not.
+    CheckConfig(ConfigArgs),
+}
+
+impl Cli {
+    /// The config flags in force, wherever they were written:
+    /// `turnd --config F check-config` and `turnd check-config --config F`
+    /// mean the same. Flags after the subcommand win over flags before it.
+    pub fn config_args(&self) -> ConfigArgs {
+        match &self.command {
+            None => self.args.clone(),
+            Some(Command::CheckConfig(sub)) => self.args.clone().overridden_by(sub),
+        }
+    }
+
+    /// Whether the command is `check-config`.
+    pub fn is_check_config(&self) -> bool {
+        matches!(self.command, Some(Command::CheckConfig(_)))
+    }
+}
+
+/// One flag per config key, plus `--config`. Each list flag may be repeated;
+/// a flag replaces (never extends) the env or file value of its key.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Args)]
+pub struct ConfigArgs {
+    /// TOML config file [env: TURND_CONFIG]. Without one: defaults, env, flags.
+    // TURND_CONFIG is read by `load`, not by clap: with clap's `env` the
+    // variable would fill both `turnd --config A check-config`'s copies of
+    // this field and hide which one the user typed.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// UDP address to serve STUN/TURN on; repeatable [key: listen]
+    #[arg(long, value_name = "IP:PORT", value_delimiter = ',')]
+    pub listen: Vec<String>,
+
+    /// IP to allocate relayed addresses on; repeatable [key: relay_ips]
+    #[arg(long, value_name = "IP", value_delimiter = ',')]
+    pub relay_ip: Vec<String>,
+
+    /// UDP ports for relayed addresses [key: relay_ports]
+    #[arg(long, value_name = "LOW-HIGH")]
+    pub relay_ports: Option<String>,
+
+    /// Public address to advertise (for all relay IPs of its family, or for
+    /// relay IP PRIVATE); repeatable [key: external_ips]
+    #[arg(long, value_name = "PUBLIC[/PRIVATE]", value_delimiter = ',')]
+    pub external_ip: Vec<String>,
+
+    /// Realm for long-term credentials [key: realm]
+    #[arg(long, value_name = "REALM")]
+    pub realm: Option<String>,
+
+    /// Static user; repeatable. Visible in `ps`: prefer the file for real
+    /// passwords [key: users]
+    #[arg(long, value_name = "NAME:PASSWORD")]
+    pub user: Vec<String>,
+
+    /// Shared secret for TURN REST API (time-limited) credentials;
+    /// repeatable [key: auth_secrets]
+    #[arg(long, value_name = "SECRET")]
+    pub auth_secret: Vec<String>,
+
+    /// Peer network to allow even if denied by default; repeatable
+    /// [key: allow_peers]
+    #[arg(long, value_name = "CIDR", value_delimiter = ',')]
+    pub allow_peer: Vec<String>,
+
+    /// Peer network to deny; repeatable [key: deny_peers]
+    #[arg(long, value_name = "CIDR", value_delimiter = ',')]
+    pub deny_peer: Vec<String>,
+
+    /// Worker threads; 0 = one per CPU core [key: workers]
+    #[arg(long, value_name = "N")]
+    pub workers: Option<String>,
+
+    /// Log filter: trace|debug|info|warn|error, or a tracing directive
+    /// like `turnd=debug,info` [key: log_level]
+    #[arg(long, value_name = "FILTER")]
+    pub log_level: Option<String>,
+
+    /// Allocation lifetime when the client asks for none, seconds
+    /// [key: default_lifetime]
+    #[arg(long, value_name = "SECONDS")]
+    pub default_lifetime: Option<String>,
+
+    /// Longest allocation lifetime granted, seconds [key: max_lifetime]
+    #[arg(long, value_name = "SECONDS")]
+    pub max_lifetime: Option<String>,
+
+    /// How long a NONCE stays valid, seconds [key: nonce_lifetime]
+    #[arg(long, value_name = "SECONDS")]
+    pub nonce_lifetime: Option<String>,
+
+    /// SOFTWARE attribute sent in responses; "" sends none [key: software]
+    #[arg(long, value_name = "TEXT")]
+    pub software: Option<String>,
+}
+
+impl ConfigArgs {
+    /// `self` with every flag that `later` set replaced by `later`'s value.
+    pub fn overridden_by(mut self, later: &ConfigArgs) -> ConfigArgs {
+        fn list(slot: &mut Vec<String>, later: &[String]) {
+            if !later.is_empty() {
+                *slot = later.to_vec();
+            }
+        }
+        fn one<T: Clone>(slot: &mut Option<T>, later: &Option<T>) {
+            if later.is_some() {
+                slot.clone_from(later);
+            }
+        }
+        one(&mut self.config, &later.config);
+        list(&mut self.listen, &later.listen);
+        list(&mut self.relay_ip, &later.relay_ip);
+        one(&mut self.relay_ports, &later.relay_ports);
+        list(&mut self.external_ip, &later.external_ip);
+        one(&mut self.realm, &later.realm);
+        list(&mut self.user, &later.user);
+        list(&mut self.auth_secret, &later.auth_secret);
+        list(&mut self.allow_peer, &later.allow_peer);
+        list(&mut self.deny_peer, &later.deny_peer);
+        one(&mut self.workers, &later.workers);
+        one(&mut self.log_level, &later.log_level);
+        one(&mut self.default_lifetime, &later.default_lifetime);
+        one(&mut self.max_lifetime, &later.max_lifetime);
+        one(&mut self.nonce_lifetime, &later.nonce_lifetime);
+        one(&mut self.software, &later.software);
+        self
+    }
+}

@@ -1,0 +1,90 @@
+//! [`Config::to_toml`]: the effective configuration as a TOML file, the output
+//! of `turnd check-config`. Every key is written, defaults included, so an
+//! operator sees exactly what the server will use. Secrets are replaced by
+//! `"<redacted>"` so the output can be pasted into a bug report.
+
+use std::fmt::{Display, Write};
+
+use crate::core::auth::UserSecret;
+
+use super::Config;
+
+/// What replaces every password, key and shared secret in the output.
+pub const REDACTED: &str = "<redacted>";
+
+impl Config {
+    /// The effective configuration as TOML, secrets redacted.
+    ///
+    /// It parses as TOML, and loads again as the same configuration apart from
+    /// the secrets: a password user keeps a password (`"<redacted>"`), while a
+    /// `key` user's `key = "<redacted>"` is refused on load, on purpose, since
+    /// the real key is gone.
+    pub fn to_toml(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail; `let _` keeps the lines short.
+        let w = &mut out;
+        let _ = writeln!(
+            w,
+            "# turnd effective configuration: defaults < file < env < flags."
+        );
+        let _ = writeln!(w, "# Secrets are shown as \"{REDACTED}\".");
+        let _ = writeln!(w, "listen = {}", list(&self.listen));
+        let _ = writeln!(w, "relay_ips = {}", list(&self.relay_ips));
+        let _ = writeln!(w, "relay_ports = {}", quote(&self.relay_ports.to_string()));
+        let _ = writeln!(w, "external_ips = {}", list(&self.external_ips));
+        let _ = writeln!(w, "realm = {}", quote(&self.realm));
+        let secrets = vec![REDACTED; self.auth_secrets.len()];
+        let _ = writeln!(w, "auth_secrets = {}", list(&secrets));
+        let _ = writeln!(w, "allow_peers = {}", list(&self.allow_peers));
+        let _ = writeln!(w, "deny_peers = {}", list(&self.deny_peers));
+        let _ = writeln!(
+            w,
+            "workers = {} # 0 = one per CPU core: {} here",
+            self.workers,
+            self.effective_workers()
+        );
+        let _ = writeln!(w, "log_level = {}", quote(&self.log_level));
+        let _ = writeln!(w, "default_lifetime = {}", self.default_lifetime);
+        let _ = writeln!(w, "max_lifetime = {}", self.max_lifetime);
+        let _ = writeln!(w, "nonce_lifetime = {}", self.nonce_lifetime);
+        let software = self.software.as_deref().unwrap_or("");
+        let _ = writeln!(w, "software = {}", quote(software));
+        // Array-of-tables must follow every top-level key.
+        for user in &self.users {
+            let field = match user.secret {
+                UserSecret::Password(_) => "password",
+                UserSecret::Key(_) => "key",
+            };
+            let _ = writeln!(w, "\n[[users]]");
+            let _ = writeln!(w, "name = {}", quote(&user.name));
+            let _ = writeln!(w, "{field} = {}", quote(REDACTED));
+        }
+        out
+    }
+}
+
+/// A TOML basic string: quotes, backslashes and control characters escaped.
+pub(crate) fn quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if c.is_control() => {
+                let _ = write!(out, "\\u{:04X}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn list<T: Display>(items: &[T]) -> String {
+    let quoted: Vec<String> = items.iter().map(|i| quote(&i.to_string())).collect();
+    format!("[{}]", quoted.join(", "))
+}

@@ -1,0 +1,90 @@
+//! The command line: invocation shapes, and that every key has a flag and a
+//! variable that set it the same way.
+
+use std::path::PathBuf;
+
+use clap::{CommandFactory, Parser};
+
+use super::sources::{env_var, KEYS};
+use super::tests::load_with;
+use super::*;
+
+#[test]
+fn invocation_shapes_parse() {
+    let parse = |argv: &[&str]| Cli::try_parse_from(argv).unwrap();
+    let cli = parse(&["turnd", "--config", "F"]);
+    assert!(!cli.is_check_config());
+    assert_eq!(cli.config_args().config, Some(PathBuf::from("F")));
+
+    let cli = parse(&[
+        "turnd",
+        "--config",
+        "F",
+        "--listen",
+        "127.0.0.1:3478",
+        "--user",
+        "a:b",
+    ]);
+    assert_eq!(cli.config_args().listen, ["127.0.0.1:3478"]);
+    assert_eq!(cli.config_args().user, ["a:b"]);
+
+    let cli = parse(&["turnd", "check-config", "--config", "F", "--realm", "r"]);
+    assert!(cli.is_check_config());
+    assert_eq!(cli.config_args().config, Some(PathBuf::from("F")));
+    assert_eq!(cli.config_args().realm.as_deref(), Some("r"));
+
+    // Flags before the subcommand count too; flags after it win.
+    let cli = parse(&[
+        "turnd",
+        "-c",
+        "F",
+        "--realm",
+        "a",
+        "check-config",
+        "--realm",
+        "b",
+    ]);
+    assert_eq!(cli.config_args().config, Some(PathBuf::from("F")));
+    assert_eq!(cli.config_args().realm.as_deref(), Some("b"));
+
+    let cli = parse(&["turnd"]);
+    assert_eq!(cli.config_args(), ConfigArgs::default());
+}
+
+#[test]
+fn clap_definition_is_consistent() {
+    Cli::command().debug_assert();
+}
+
+#[test]
+fn every_key_has_a_flag_in_the_cli_and_in_the_sources() {
+    let cli = Cli::command();
+    for key in &KEYS {
+        let long = key.flag.trim_start_matches("--");
+        assert!(
+            cli.get_arguments().any(|a| a.get_long() == Some(long)),
+            "no flag {} for key {}",
+            key.flag,
+            key.name
+        );
+        // Each key must be settable by its flag and by its variable.
+        let value = match key.name {
+            "users" => "u:p",
+            "listen" => "127.0.0.1:1",
+            "relay_ips" => "127.0.0.2",
+            "relay_ports" => "2000-2001",
+            "external_ips" => "203.0.113.5",
+            "allow_peers" | "deny_peers" => "10.9.0.0/16",
+            "workers" => "7",
+            "default_lifetime" | "max_lifetime" | "nonce_lifetime" => "700",
+            "log_level" => "warn",
+            _ => "seven",
+        };
+        let from_flag = load_with(None, &[], &[key.flag, value]).unwrap().to_toml();
+        let var = env_var(key.name);
+        let from_env = load_with(None, &[(&var, value)], &[]).unwrap().to_toml();
+        let default = Config::default().to_toml();
+        assert_ne!(from_flag, default, "flag {} changed nothing", key.flag);
+        assert_eq!(from_flag, from_env, "flag {} and {var} disagree", key.flag);
+    }
+}
