@@ -93,7 +93,10 @@ impl AllocationTable {
                 // Invariant: indices on the free list always point at free slots.
                 Slot::Used(_) => unreachable!("free list points at a used slot"),
             },
-            None => AllocationId { index: self.slots.len() as u32, generation: 0 },
+            None => AllocationId {
+                index: self.slots.len() as u32,
+                generation: 0,
+            },
         }
     }
 
@@ -137,7 +140,9 @@ impl AllocationTable {
         let slot = self.slots.get_mut(id.index as usize)?;
         match slot {
             Slot::Used(a) if a.id.generation == id.generation => {
-                let next = Slot::Free { generation: id.generation.wrapping_add(1) };
+                let next = Slot::Free {
+                    generation: id.generation.wrapping_add(1),
+                };
                 let Slot::Used(a) = std::mem::replace(slot, next) else {
                     // Invariant: matched as Used just above.
                     unreachable!()

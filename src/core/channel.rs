@@ -39,7 +39,9 @@ impl Channels {
     /// The live binding for a channel number (client → peer direction).
     #[inline]
     pub fn by_number(&self, number: u16, now: Instant) -> Option<&ChannelBinding> {
-        self.list.iter().find(|c| c.number == number && c.expires > now)
+        self.list
+            .iter()
+            .find(|c| c.number == number && c.expires > now)
     }
 
     /// The live binding for a peer (peer → client direction).
@@ -49,21 +51,42 @@ impl Channels {
     }
 
     /// Binds or refreshes `number` ↔ `peer`, enforcing the rules of RFC 8656 §12.2.
-    pub fn bind(&mut self, number: u16, peer: SocketAddr, now: Instant) -> Result<Instant, BindConflict> {
+    pub fn bind(
+        &mut self,
+        number: u16,
+        peer: SocketAddr,
+        now: Instant,
+    ) -> Result<Instant, BindConflict> {
         let expires = now + CHANNEL_LIFETIME;
         let lingering = |c: &ChannelBinding| c.expires + CHANNEL_COOLDOWN > now;
-        if self.list.iter().any(|c| c.number == number && c.peer != peer && lingering(c)) {
+        if self
+            .list
+            .iter()
+            .any(|c| c.number == number && c.peer != peer && lingering(c))
+        {
             return Err(BindConflict::NumberInUse);
         }
-        if self.list.iter().any(|c| c.peer == peer && c.number != number && lingering(c)) {
+        if self
+            .list
+            .iter()
+            .any(|c| c.peer == peer && c.number != number && lingering(c))
+        {
             return Err(BindConflict::PeerInUse);
         }
-        match self.list.iter_mut().find(|c| c.number == number && c.peer == peer) {
+        match self
+            .list
+            .iter_mut()
+            .find(|c| c.number == number && c.peer == peer)
+        {
             Some(c) => c.expires = expires,
             None => {
                 // Forget a stale binding of this number or peer whose cool-down has ended.
                 self.list.retain(|c| c.number != number && c.peer != peer);
-                self.list.push(ChannelBinding { number, peer, expires });
+                self.list.push(ChannelBinding {
+                    number,
+                    peer,
+                    expires,
+                });
             }
         }
         Ok(expires)
@@ -72,7 +95,16 @@ impl Channels {
     /// Forgets bindings past their cool-down; returns the next time this needs doing.
     pub fn sweep(&mut self, now: Instant) -> Option<Instant> {
         self.list.retain(|c| c.expires + CHANNEL_COOLDOWN > now);
-        self.list.iter().map(|c| if c.expires > now { c.expires } else { c.expires + CHANNEL_COOLDOWN }).min()
+        self.list
+            .iter()
+            .map(|c| {
+                if c.expires > now {
+                    c.expires
+                } else {
+                    c.expires + CHANNEL_COOLDOWN
+                }
+            })
+            .min()
     }
 
     /// Bindings that are live at `now`.
@@ -105,11 +137,15 @@ mod tests {
         assert_eq!(ch.bind(0x4000, peer(2), t0), Err(BindConflict::NumberInUse));
         assert_eq!(ch.bind(0x4001, peer(1), t0), Err(BindConflict::PeerInUse));
         // Refreshing the same pair is fine.
-        ch.bind(0x4000, peer(1), t0 + Duration::from_secs(100)).unwrap();
+        ch.bind(0x4000, peer(1), t0 + Duration::from_secs(100))
+            .unwrap();
         // After expiry, still locked for the cool-down.
         let expired = t0 + Duration::from_secs(100) + CHANNEL_LIFETIME;
         assert!(ch.by_number(0x4000, expired).is_none());
-        assert_eq!(ch.bind(0x4000, peer(2), expired), Err(BindConflict::NumberInUse));
+        assert_eq!(
+            ch.bind(0x4000, peer(2), expired),
+            Err(BindConflict::NumberInUse)
+        );
         // Same pair may come back during cool-down.
         ch.bind(0x4000, peer(1), expired).unwrap();
         assert!(ch.by_peer(peer(1), expired).is_some());

@@ -38,12 +38,22 @@ pub struct FiveTuple {
 
 impl FiveTuple {
     pub fn udp(client: SocketAddr, server: SocketAddr) -> FiveTuple {
-        FiveTuple { client, server, transport: Transport::Udp }
+        FiveTuple {
+            client,
+            server,
+            transport: Transport::Udp,
+        }
     }
 }
 
 impl std::fmt::Display for FiveTuple {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}->{}/{}", self.client, self.server, self.transport.as_str())
+        write!(
+            f,
+            "{}->{}/{}",
+            self.client,
+            self.server,
+            self.transport.as_str()
+        )
     }
 }

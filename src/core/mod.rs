@@ -135,12 +135,21 @@ pub enum Event {
 pub enum Output {
     /// Send `payload` to the client of `to` (a response, or a Data indication built on the
     /// control path).
-    Transmit { to: FiveTuple, payload: Vec<u8> },
+    Transmit {
+        to: FiveTuple,
+        payload: Vec<u8>,
+    },
     /// Bind a UDP relay socket at `bind` for the allocation and report the result with
     /// [`Server::handle_relay_opened`].
-    OpenRelay { id: AllocationId, bind: SocketAddr, dont_fragment: bool },
+    OpenRelay {
+        id: AllocationId,
+        bind: SocketAddr,
+        dont_fragment: bool,
+    },
     /// Close the allocation's relay socket.
-    CloseRelay { id: AllocationId },
+    CloseRelay {
+        id: AllocationId,
+    },
     Event(Event),
 }
 

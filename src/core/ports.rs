@@ -27,7 +27,11 @@ impl PortPool {
         let n = (high as usize).saturating_sub(low as usize) + 1;
         let ips = ips
             .iter()
-            .map(|&ip| IpPorts { ip, used: vec![0; n.div_ceil(64)], in_use: 0 })
+            .map(|&ip| IpPorts {
+                ip,
+                used: vec![0; n.div_ceil(64)],
+                in_use: 0,
+            })
             .collect();
         PortPool { low, high, ips }
     }
@@ -118,7 +122,9 @@ mod tests {
     #[test]
     fn exhausts_and_recovers() {
         let mut pool = PortPool::new(&[IP], 50000, 50003);
-        let mut got: Vec<u16> = (0..4).map(|r| pool.take(IP, r * 7, false, false).unwrap()).collect();
+        let mut got: Vec<u16> = (0..4)
+            .map(|r| pool.take(IP, r * 7, false, false).unwrap())
+            .collect();
         got.sort();
         assert_eq!(got, vec![50000, 50001, 50002, 50003]);
         assert_eq!(pool.take(IP, 1, false, false), None);
@@ -135,7 +141,11 @@ mod tests {
         assert_eq!(pool.in_use(IP), 2);
         let q = pool.take(IP, 0, true, true).unwrap();
         assert_ne!(p, q);
-        assert_eq!(pool.take(IP, 0, true, true), None, "50006 has no partner in range");
+        assert_eq!(
+            pool.take(IP, 0, true, true),
+            None,
+            "50006 has no partner in range"
+        );
         assert_eq!(pool.take(IP, 0, true, false), Some(50006));
     }
 

@@ -2,7 +2,9 @@
 //! copied into the `Vec` the shell sends.
 
 use super::auth::Key;
-use crate::stun::{AttrType, BuildError, Class, Message, MessageBuilder, MessageType, Method, TransactionId};
+use crate::stun::{
+    AttrType, BuildError, Class, Message, MessageBuilder, MessageType, Method, TransactionId,
+};
 
 /// Large enough for any response this server sends (the biggest is a 420 listing unknown
 /// attributes, or an Allocate success with IPv6 addresses: well under 300 bytes).

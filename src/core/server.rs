@@ -68,7 +68,10 @@ impl Server {
             transactions: TransactionCache::new(TRANSACTION_CACHE),
             // xorshift must not start at zero.
             rng: seed | 1,
-            wall: WallClock { at: now, unix: unix_now },
+            wall: WallClock {
+                at: now,
+                unix: unix_now,
+            },
             relay_cursor: 0,
             counters: Counters::default(),
         }
@@ -77,7 +80,10 @@ impl Server {
     /// Re-anchors the wall clock; the shell calls this now and then so a stepped system
     /// clock is picked up.
     pub fn set_wall_clock(&mut self, now: Instant, unix_now: u64) {
-        self.wall = WallClock { at: now, unix: unix_now };
+        self.wall = WallClock {
+            at: now,
+            unix: unix_now,
+        };
     }
 
     pub(super) fn unix_now(&self, now: Instant) -> u64 {
@@ -123,7 +129,12 @@ impl Server {
     /// A datagram (or a framed stream message) from a client. Returns where to relay it when
     /// it is ChannelData or a Send indication; anything else is answered through
     /// [`Server::poll_output`].
-    pub fn handle_client_datagram(&mut self, now: Instant, from: FiveTuple, data: &[u8]) -> Option<Forward> {
+    pub fn handle_client_datagram(
+        &mut self,
+        now: Instant,
+        from: FiveTuple,
+        data: &[u8],
+    ) -> Option<Forward> {
         if ChannelData::is_channel_data(data) {
             return self.relay_channel_data(now, from, data);
         }
@@ -135,7 +146,9 @@ impl Server {
             }
         };
         match msg.class() {
-            Class::Indication if msg.method() == Method::SEND => self.relay_send_indication(now, from, &msg),
+            Class::Indication if msg.method() == Method::SEND => {
+                self.relay_send_indication(now, from, &msg)
+            }
             Class::Request => {
                 self.counters.requests += 1;
                 self.handle_request(now, from, &msg);
@@ -166,7 +179,10 @@ impl Server {
                 let resp = self.handle_binding(from, msg);
                 self.transmit(from, resp);
             }
-            Method::ALLOCATE | Method::REFRESH | Method::CREATE_PERMISSION | Method::CHANNEL_BIND => {
+            Method::ALLOCATE
+            | Method::REFRESH
+            | Method::CREATE_PERMISSION
+            | Method::CHANNEL_BIND => {
                 if let Some(cached) = self.transactions.get(&from, &msg.transaction_id()) {
                     let payload = cached.to_vec();
                     self.transmit(from, payload);
@@ -182,7 +198,9 @@ impl Server {
                 let resp = match msg.method() {
                     Method::ALLOCATE => self.handle_allocate(now, from, msg, username, &key),
                     Method::REFRESH => Some(self.handle_refresh(now, from, msg, username, &key)),
-                    Method::CREATE_PERMISSION => Some(self.handle_create_permission(now, from, msg, username, &key)),
+                    Method::CREATE_PERMISSION => {
+                        Some(self.handle_create_permission(now, from, msg, username, &key))
+                    }
                     _ => Some(self.handle_channel_bind(now, from, msg, username, &key)),
                 };
                 if let Some(resp) = resp {
@@ -213,7 +231,12 @@ impl Server {
     }
 
     /// The shell's answer to [`Output::OpenRelay`].
-    pub fn handle_relay_opened(&mut self, now: Instant, id: AllocationId, result: Result<(), RelayOpenError>) {
+    pub fn handle_relay_opened(
+        &mut self,
+        now: Instant,
+        id: AllocationId,
+        result: Result<(), RelayOpenError>,
+    ) {
         self.finish_allocate(now, id, result);
     }
 
@@ -255,7 +278,11 @@ impl Server {
                     }
                 }
                 TimerKind::Reservation(token) => {
-                    if let Some((_, r)) = self.shared.reservations.remove_if(&token, |_, r| r.expires <= now) {
+                    if let Some((_, r)) = self
+                        .shared
+                        .reservations
+                        .remove_if(&token, |_, r| r.expires <= now)
+                    {
                         self.release_port(r.relay);
                     }
                 }
@@ -277,15 +304,16 @@ impl Server {
         self.release_port(a.relay);
         self.outputs.push_back(Output::CloseRelay { id });
         if a.state == State::Active {
-            self.outputs.push_back(Output::Event(Event::AllocationEnded {
-                id,
-                five_tuple: a.five_tuple,
-                username: a.username,
-                relay: a.advertised,
-                reason,
-                duration: now.saturating_duration_since(a.created),
-                stats: a.stats,
-            }));
+            self.outputs
+                .push_back(Output::Event(Event::AllocationEnded {
+                    id,
+                    five_tuple: a.five_tuple,
+                    username: a.username,
+                    relay: a.advertised,
+                    reason,
+                    duration: now.saturating_duration_since(a.created),
+                    stats: a.stats,
+                }));
         }
     }
 

@@ -24,16 +24,28 @@ pub struct TransactionCache {
 
 impl TransactionCache {
     pub fn new(capacity: usize) -> TransactionCache {
-        TransactionCache { responses: HashMap::new(), order: VecDeque::new(), capacity }
+        TransactionCache {
+            responses: HashMap::new(),
+            order: VecDeque::new(),
+            capacity,
+        }
     }
 
     pub fn get(&self, five_tuple: &FiveTuple, txid: &TransactionId) -> Option<&[u8]> {
-        self.responses.get(&(*five_tuple, *txid)).map(|v| v.as_slice())
+        self.responses
+            .get(&(*five_tuple, *txid))
+            .map(|v| v.as_slice())
     }
 
     /// Remembers a response; forgets those older than [`RETENTION`], and the oldest ones when
     /// over capacity, so the cache cannot grow without bound.
-    pub fn insert(&mut self, now: Instant, five_tuple: FiveTuple, txid: TransactionId, response: Vec<u8>) {
+    pub fn insert(
+        &mut self,
+        now: Instant,
+        five_tuple: FiveTuple,
+        txid: TransactionId,
+        response: Vec<u8>,
+    ) {
         while let Some((at, key)) = self.order.front() {
             if *at + RETENTION > now && self.order.len() < self.capacity {
                 break;

@@ -34,7 +34,8 @@ impl Server {
         let workers = config.effective_workers().max(1);
 
         // Per listening address, one SO_REUSEPORT socket per worker.
-        let mut per_worker: Vec<Vec<std::net::UdpSocket>> = (0..workers).map(|_| Vec::new()).collect();
+        let mut per_worker: Vec<Vec<std::net::UdpSocket>> =
+            (0..workers).map(|_| Vec::new()).collect();
         let mut udp_addrs = Vec::new();
         for addr in &config.listen {
             let group = socket::bind_reuseport_group(*addr, workers)
@@ -47,7 +48,9 @@ impl Server {
 
         let (tx, rx) = watch::channel(false);
         let now = Instant::now();
-        let unix_now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let unix_now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
         let mut handles = Vec::new();
         for (index, listeners) in per_worker.into_iter().enumerate() {
             let seed: u64 = rand::random();
@@ -59,7 +62,11 @@ impl Server {
                 .context("cannot start worker thread")?;
             handles.push(handle);
         }
-        Ok(Server { udp_addrs, shutdown: tx, workers: handles })
+        Ok(Server {
+            udp_addrs,
+            shutdown: tx,
+            workers: handles,
+        })
     }
 
     /// The bound UDP listening addresses (with real ports when port 0 was asked for).

@@ -52,7 +52,10 @@ pub fn shared_state(config: &Config) -> anyhow::Result<Arc<Shared>> {
     let bind_ips: Vec<IpAddr> = relays.iter().map(|r| r.bind).collect();
     let credentials = Credentials::new(
         &config.realm,
-        config.users.iter().map(|u| (u.name.clone(), u.secret.clone())),
+        config
+            .users
+            .iter()
+            .map(|u| (u.name.clone(), u.secret.clone())),
         config.auth_secrets.iter().cloned(),
     );
     let core = CoreConfig {
@@ -67,7 +70,11 @@ pub fn shared_state(config: &Config) -> anyhow::Result<Arc<Shared>> {
         credentials,
         nonce_key: NonceKey::new(rand::random()),
         peer_filter: PeerFilter::new(config.allow_peers.clone(), config.deny_peers.clone()),
-        ports: Mutex::new(PortPool::new(&bind_ips, config.relay_ports.low, config.relay_ports.high)),
+        ports: Mutex::new(PortPool::new(
+            &bind_ips,
+            config.relay_ports.low,
+            config.relay_ports.high,
+        )),
         reservations: Default::default(),
     }))
 }

@@ -7,7 +7,10 @@ use std::net::SocketAddr;
 
 /// Binds `count` UDP sockets to `addr` with `SO_REUSEPORT`. With port 0, the first socket
 /// picks the port and the rest join it, so tests can run on ephemeral ports.
-pub fn bind_reuseport_group(addr: SocketAddr, count: usize) -> io::Result<Vec<std::net::UdpSocket>> {
+pub fn bind_reuseport_group(
+    addr: SocketAddr,
+    count: usize,
+) -> io::Result<Vec<std::net::UdpSocket>> {
     let mut out = Vec::with_capacity(count);
     let mut addr = addr;
     for _ in 0..count.max(1) {
@@ -45,9 +48,17 @@ pub fn bind_relay(addr: SocketAddr, dont_fragment: bool) -> io::Result<std::net:
 fn set_dont_fragment(s: &Socket, v6: bool) -> io::Result<()> {
     use std::os::fd::AsRawFd;
     let (level, name, value) = if v6 {
-        (libc::IPPROTO_IPV6, libc::IPV6_MTU_DISCOVER, libc::IPV6_PMTUDISC_DO)
+        (
+            libc::IPPROTO_IPV6,
+            libc::IPV6_MTU_DISCOVER,
+            libc::IPV6_PMTUDISC_DO,
+        )
     } else {
-        (libc::IPPROTO_IP, libc::IP_MTU_DISCOVER, libc::IP_PMTUDISC_DO)
+        (
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            libc::IP_PMTUDISC_DO,
+        )
     };
     // SAFETY: the fd is open for the lifetime of `s`, and the option value is a c_int whose
     // address and size are passed together.
@@ -69,5 +80,8 @@ fn set_dont_fragment(s: &Socket, v6: bool) -> io::Result<()> {
 
 #[cfg(not(target_os = "linux"))]
 fn set_dont_fragment(_s: &Socket, _v6: bool) -> io::Result<()> {
-    Err(io::Error::new(io::ErrorKind::Unsupported, "DONT-FRAGMENT needs Linux"))
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "DONT-FRAGMENT needs Linux",
+    ))
 }

@@ -7,7 +7,8 @@
 
 use super::socket;
 use crate::core::{
-    AllocationId, EndReason, Event, FiveTuple, Output, RelayOpenError, Server as Core, PEER_HEADROOM, PEER_TAILROOM,
+    AllocationId, EndReason, Event, FiveTuple, Output, RelayOpenError, Server as Core,
+    PEER_HEADROOM, PEER_TAILROOM,
 };
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -43,12 +44,22 @@ struct Worker {
 type Shared = Rc<RefCell<Worker>>;
 
 fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// Runs a worker until `shutdown` flips to true, then ends every allocation.
-pub fn run(index: usize, core: Core, listeners: Vec<std::net::UdpSocket>, mut shutdown: watch::Receiver<bool>) {
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+pub fn run(
+    index: usize,
+    core: Core,
+    listeners: Vec<std::net::UdpSocket>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             tracing::error!(worker = index, error = %e, "cannot start worker runtime");
@@ -66,7 +77,10 @@ pub fn run(index: usize, core: Core, listeners: Vec<std::net::UdpSocket>, mut sh
         }
         let worker = Rc::new(RefCell::new(Worker {
             core,
-            listeners: socks.iter().filter_map(|s| Some((s.local_addr().ok()?, s.clone()))).collect(),
+            listeners: socks
+                .iter()
+                .filter_map(|s| Some((s.local_addr().ok()?, s.clone())))
+                .collect(),
             relays: HashMap::new(),
             buf: vec![0u8; BUF_LEN].into_boxed_slice(),
             index,
@@ -96,22 +110,7 @@ async fn listen(worker: Shared, socket: Rc<UdpSocket>) {
         if socket.readable().await.is_err() {
             return;
         }
-        let mut w = worker.borrow_mut();
-        let now = Instant::now();
-        let mut full = true;
-        for _ in 0..BATCH {
-            match socket.try_recv_from(&mut w.buf) {
-                Ok((n, from)) => w.on_client_datagram(now, FiveTuple::udp(from, local), n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    full = false;
-                    break;
-                }
-                // ICMP-induced errors and the like: the socket itself is fine.
-                Err(_) => {}
-            }
-        }
-        w.drain_outputs();
-        drop(w);
+        let full = worker.borrow_mut().on_listener_readable(&socket, local);
         if full {
             tokio::task::yield_now().await;
         }
@@ -124,21 +123,7 @@ async fn relay(worker: Shared, id: AllocationId, socket: Rc<UdpSocket>) {
         if socket.readable().await.is_err() {
             return;
         }
-        let mut w = worker.borrow_mut();
-        let now = Instant::now();
-        let mut full = true;
-        for _ in 0..BATCH {
-            let end = BUF_LEN - PEER_TAILROOM;
-            match socket.try_recv_from(&mut w.buf[PEER_HEADROOM..end]) {
-                Ok((n, peer)) => w.on_peer_datagram(now, id, peer, n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    full = false;
-                    break;
-                }
-                Err(_) => {}
-            }
-        }
-        drop(w);
+        let full = worker.borrow_mut().on_relay_readable(&socket, id);
         if full {
             tokio::task::yield_now().await;
         }
@@ -162,8 +147,43 @@ async fn timers(worker: Shared) {
 }
 
 impl Worker {
+    /// Reads up to [`BATCH`] client datagrams; true when the batch filled (more may wait).
+    fn on_listener_readable(&mut self, socket: &UdpSocket, local: SocketAddr) -> bool {
+        let now = Instant::now();
+        let mut full = true;
+        for _ in 0..BATCH {
+            match socket.try_recv_from(&mut self.buf) {
+                Ok((n, from)) => self.on_client_datagram(now, FiveTuple::udp(from, local), n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    full = false;
+                    break;
+                }
+                // ICMP-induced errors and the like: the socket itself is fine.
+                Err(_) => {}
+            }
+        }
+        self.drain_outputs();
+        full
+    }
+
+    /// Reads up to [`BATCH`] peer datagrams from one relay socket.
+    fn on_relay_readable(&mut self, socket: &UdpSocket, id: AllocationId) -> bool {
+        let now = Instant::now();
+        for _ in 0..BATCH {
+            let end = BUF_LEN - PEER_TAILROOM;
+            match socket.try_recv_from(&mut self.buf[PEER_HEADROOM..end]) {
+                Ok((n, peer)) => self.on_peer_datagram(now, id, peer, n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                Err(_) => {}
+            }
+        }
+        true
+    }
+
     fn on_client_datagram(&mut self, now: Instant, from: FiveTuple, n: usize) {
-        let Worker { core, relays, buf, .. } = self;
+        let Worker {
+            core, relays, buf, ..
+        } = self;
         if let Some(fwd) = core.handle_client_datagram(now, from, &buf[..n]) {
             if let Some(r) = relays.get(&fwd.id) {
                 // A failed send (unreachable peer, full buffer) loses one datagram; it never
@@ -174,7 +194,12 @@ impl Worker {
     }
 
     fn on_peer_datagram(&mut self, now: Instant, id: AllocationId, peer: SocketAddr, n: usize) {
-        let Worker { core, listeners, buf, .. } = self;
+        let Worker {
+            core,
+            listeners,
+            buf,
+            ..
+        } = self;
         let payload = PEER_HEADROOM..PEER_HEADROOM + n;
         if let Some(out) = core.handle_peer_datagram(now, id, peer, buf, payload) {
             if let Some(l) = listener_for(listeners, out.to.server) {
@@ -192,7 +217,11 @@ impl Worker {
                         let _ = l.try_send_to(&payload, to.client);
                     }
                 }
-                Output::OpenRelay { id, bind, dont_fragment } => {
+                Output::OpenRelay {
+                    id,
+                    bind,
+                    dont_fragment,
+                } => {
                     let result = self.open_relay(id, bind, dont_fragment);
                     self.core.handle_relay_opened(Instant::now(), id, result);
                 }
@@ -206,7 +235,12 @@ impl Worker {
         }
     }
 
-    fn open_relay(&mut self, id: AllocationId, bind: SocketAddr, dont_fragment: bool) -> Result<(), RelayOpenError> {
+    fn open_relay(
+        &mut self,
+        id: AllocationId,
+        bind: SocketAddr,
+        dont_fragment: bool,
+    ) -> Result<(), RelayOpenError> {
         let std_socket = socket::bind_relay(bind, dont_fragment).map_err(|e| {
             if e.kind() == io::ErrorKind::AddrInUse {
                 RelayOpenError::AddrInUse
@@ -225,7 +259,9 @@ impl Worker {
     fn self_handle(&self) -> Shared {
         SELF.with(|s| {
             // Invariant: set before any task runs (see `run`).
-            s.borrow().clone().expect("worker handle is set at start-up")
+            s.borrow()
+                .clone()
+                .expect("worker handle is set at start-up")
         })
     }
 }
@@ -236,13 +272,22 @@ thread_local! {
 }
 
 /// The listening socket a client wrote to: answers must come from the address it used.
-fn listener_for(listeners: &[(SocketAddr, Rc<UdpSocket>)], server: SocketAddr) -> Option<&Rc<UdpSocket>> {
+fn listener_for(
+    listeners: &[(SocketAddr, Rc<UdpSocket>)],
+    server: SocketAddr,
+) -> Option<&Rc<UdpSocket>> {
     listeners.iter().find(|(a, _)| *a == server).map(|(_, s)| s)
 }
 
 fn log_event(worker: usize, e: &Event) {
     match e {
-        Event::AllocationCreated { five_tuple, username, relay, lifetime, .. } => tracing::info!(
+        Event::AllocationCreated {
+            five_tuple,
+            username,
+            relay,
+            lifetime,
+            ..
+        } => tracing::info!(
             worker,
             user = %username,
             client = %five_tuple,
@@ -250,7 +295,15 @@ fn log_event(worker: usize, e: &Event) {
             lifetime_s = lifetime.as_secs(),
             "allocation created"
         ),
-        Event::AllocationEnded { five_tuple, username, relay, reason, duration, stats, .. } => tracing::info!(
+        Event::AllocationEnded {
+            five_tuple,
+            username,
+            relay,
+            reason,
+            duration,
+            stats,
+            ..
+        } => tracing::info!(
             worker,
             user = %username,
             client = %five_tuple,

@@ -96,7 +96,12 @@ fn xor(addr: SocketAddr, txid: &TransactionId) -> SocketAddr {
     match addr.ip() {
         IpAddr::V4(ip) => {
             let o = ip.octets();
-            let x = [o[0] ^ cookie[0], o[1] ^ cookie[1], o[2] ^ cookie[2], o[3] ^ cookie[3]];
+            let x = [
+                o[0] ^ cookie[0],
+                o[1] ^ cookie[1],
+                o[2] ^ cookie[2],
+                o[3] ^ cookie[3],
+            ];
             SocketAddr::new(IpAddr::V4(Ipv4Addr::from(x)), port)
         }
         IpAddr::V6(ip) => {

@@ -16,7 +16,11 @@ pub struct MessageBuilder<'b> {
 }
 
 impl<'b> MessageBuilder<'b> {
-    pub fn new(buf: &'b mut [u8], ty: MessageType, txid: TransactionId) -> Result<Self, BuildError> {
+    pub fn new(
+        buf: &'b mut [u8],
+        ty: MessageType,
+        txid: TransactionId,
+    ) -> Result<Self, BuildError> {
         if buf.len() < HEADER_LEN {
             return Err(BuildError::BufferTooSmall);
         }
@@ -24,7 +28,10 @@ impl<'b> MessageBuilder<'b> {
         buf[2..4].copy_from_slice(&[0, 0]);
         buf[4..8].copy_from_slice(&MAGIC_COOKIE.to_be_bytes());
         buf[8..20].copy_from_slice(&txid.0);
-        Ok(MessageBuilder { buf, len: HEADER_LEN })
+        Ok(MessageBuilder {
+            buf,
+            len: HEADER_LEN,
+        })
     }
 
     /// Length written so far.

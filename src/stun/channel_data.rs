@@ -75,9 +75,18 @@ mod tests {
     #[test]
     fn rejects_bad_input() {
         assert_eq!(ChannelData::parse(&[0x40, 0]), Err(ParseError::Truncated));
-        assert_eq!(ChannelData::parse(&[0x40, 0, 0, 5, 1]), Err(ParseError::BadLength));
-        assert_eq!(ChannelData::parse(&[0x80, 0, 0, 0]), Err(ParseError::BadChannelNumber));
-        assert_eq!(ChannelData::parse(&[0x3F, 0xFF, 0, 0]), Err(ParseError::BadChannelNumber));
+        assert_eq!(
+            ChannelData::parse(&[0x40, 0, 0, 5, 1]),
+            Err(ParseError::BadLength)
+        );
+        assert_eq!(
+            ChannelData::parse(&[0x80, 0, 0, 0]),
+            Err(ParseError::BadChannelNumber)
+        );
+        assert_eq!(
+            ChannelData::parse(&[0x3F, 0xFF, 0, 0]),
+            Err(ParseError::BadChannelNumber)
+        );
         assert!(ChannelData::parse(&[0x7F, 0xFF, 0, 0]).is_ok());
     }
 }

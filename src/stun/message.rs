@@ -172,10 +172,18 @@ impl<'a> Message<'a> {
 
     /// Writes into `out` the comprehension-required attributes `understood` rejects, and
     /// returns how many (at most `out.len()`). Non-zero means the request earns a 420.
-    pub fn unknown_required(&self, understood: impl Fn(AttrType) -> bool, out: &mut [u16]) -> usize {
+    pub fn unknown_required(
+        &self,
+        understood: impl Fn(AttrType) -> bool,
+        out: &mut [u16],
+    ) -> usize {
         let mut n = 0;
         for (t, _) in self.attributes() {
-            if t.is_comprehension_required() && !understood(t) && n < out.len() && !out[..n].contains(&t.0) {
+            if t.is_comprehension_required()
+                && !understood(t)
+                && n < out.len()
+                && !out[..n].contains(&t.0)
+            {
                 out[n] = t.0;
                 n += 1;
             }
@@ -223,7 +231,11 @@ impl<'a> Message<'a> {
     /// NONCE as raw bytes (RFC 8489 §14.10 bounds it to 763 bytes).
     pub fn nonce(&self) -> Option<Result<&'a [u8], ParseError>> {
         let v = self.get(AttrType::NONCE)?;
-        Some(if v.len() > 763 { Err(ParseError::BadAttribute(AttrType::NONCE.0)) } else { Ok(v) })
+        Some(if v.len() > 763 {
+            Err(ParseError::BadAttribute(AttrType::NONCE.0))
+        } else {
+            Ok(v)
+        })
     }
 
     pub fn software(&self) -> Option<Result<&'a str, ParseError>> {
@@ -245,12 +257,14 @@ impl<'a> Message<'a> {
 
     /// REQUESTED-TRANSPORT: the IANA protocol number, 17 for UDP (RFC 8656 §18.7).
     pub fn requested_transport(&self) -> Option<Result<u8, ParseError>> {
-        self.u32_attr(AttrType::REQUESTED_TRANSPORT).map(|r| r.map(|v| (v >> 24) as u8))
+        self.u32_attr(AttrType::REQUESTED_TRANSPORT)
+            .map(|r| r.map(|v| (v >> 24) as u8))
     }
 
     /// CHANNEL-NUMBER: the top 16 bits of a 4-byte value (RFC 8656 §18.1).
     pub fn channel_number(&self) -> Option<Result<u16, ParseError>> {
-        self.u32_attr(AttrType::CHANNEL_NUMBER).map(|r| r.map(|v| (v >> 16) as u16))
+        self.u32_attr(AttrType::CHANNEL_NUMBER)
+            .map(|r| r.map(|v| (v >> 16) as u16))
     }
 
     /// EVEN-PORT: Some(R bit) (RFC 8656 §18.6).
@@ -265,7 +279,10 @@ impl<'a> Message<'a> {
     /// RESERVATION-TOKEN: 8 opaque bytes (RFC 8656 §18.9).
     pub fn reservation_token(&self) -> Option<Result<[u8; 8], ParseError>> {
         let v = self.get(AttrType::RESERVATION_TOKEN)?;
-        Some(v.try_into().map_err(|_| ParseError::BadAttribute(AttrType::RESERVATION_TOKEN.0)))
+        Some(
+            v.try_into()
+                .map_err(|_| ParseError::BadAttribute(AttrType::RESERVATION_TOKEN.0)),
+        )
     }
 
     /// DONT-FRAGMENT has no value (RFC 8656 §18.8).
@@ -312,9 +329,12 @@ impl<'a> Message<'a> {
     /// Every XOR-PEER-ADDRESS: CreatePermission may carry several (RFC 8656 §9.1).
     pub fn xor_peer_addresses(&self) -> impl Iterator<Item = Result<SocketAddr, ParseError>> + '_ {
         let txid = self.txid;
-        self.attributes().filter(|(t, _)| *t == AttrType::XOR_PEER_ADDRESS).map(move |(_, v)| {
-            address::decode_xor(v, &txid).ok_or(ParseError::BadAttribute(AttrType::XOR_PEER_ADDRESS.0))
-        })
+        self.attributes()
+            .filter(|(t, _)| *t == AttrType::XOR_PEER_ADDRESS)
+            .map(move |(_, v)| {
+                address::decode_xor(v, &txid)
+                    .ok_or(ParseError::BadAttribute(AttrType::XOR_PEER_ADDRESS.0))
+            })
     }
 
     pub fn mapped_address(&self) -> Option<Result<SocketAddr, ParseError>> {
@@ -330,7 +350,9 @@ impl<'a> Message<'a> {
     /// Where DATA's value sits in the message, so the relay can send that slice of the
     /// received buffer without copying it.
     pub fn data_range(&self) -> Option<std::ops::Range<usize>> {
-        let a = self.attrs[..self.count].iter().find(|a| a.ty == AttrType::DATA.0)?;
+        let a = self.attrs[..self.count]
+            .iter()
+            .find(|a| a.ty == AttrType::DATA.0)?;
         Some(a.start as usize..a.start as usize + a.len as usize)
     }
 
@@ -346,7 +368,11 @@ impl<'a> Message<'a> {
         if !(3..=6).contains(&class) || number > 99 {
             return Some(Err(bad));
         }
-        Some(std::str::from_utf8(&v[4..]).map(|r| (class * 100 + number, r)).map_err(|_| bad))
+        Some(
+            std::str::from_utf8(&v[4..])
+                .map(|r| (class * 100 + number, r))
+                .map_err(|_| bad),
+        )
     }
 
     /// UNKNOWN-ATTRIBUTES as an iterator of types.

@@ -70,7 +70,10 @@ impl MessageType {
             0b10 => Class::SuccessResponse,
             _ => Class::ErrorResponse,
         };
-        Some(MessageType { method: Method(m), class })
+        Some(MessageType {
+            method: Method(m),
+            class,
+        })
     }
 
     pub fn to_u16(self) -> u16 {

@@ -20,7 +20,7 @@ pub use builder::MessageBuilder;
 pub use channel_data::ChannelData;
 pub use error::{BuildError, ParseError};
 pub use message::Message;
-pub use method::{Class, Method, MessageType, TransactionId};
+pub use method::{Class, MessageType, Method, TransactionId};
 
 /// The fixed value in bytes 4..8 of every RFC 5389+ STUN message (RFC 8489 §5).
 pub const MAGIC_COOKIE: u32 = 0x2112_A442;

@@ -42,7 +42,11 @@ impl Server {
 
         // One allocation per 5-tuple (RFC 8656 §7.2 step 2). A retransmission of the request
         // that is still opening its socket gets its answer when the socket is open.
-        if let Some(a) = self.allocations.id_for(&from).and_then(|id| self.allocations.get(id)) {
+        if let Some(a) = self
+            .allocations
+            .id_for(&from)
+            .and_then(|id| self.allocations.get(id))
+        {
             if let State::Opening { txid, .. } = a.state {
                 if txid == msg.transaction_id() {
                     return None;
@@ -75,7 +79,9 @@ impl Server {
         let cfg = &shared.config;
         let lifetime = match msg.lifetime().transpose() {
             // The smaller of the request and the maximum, but never below the default.
-            Ok(Some(secs)) => Duration::from_secs(secs as u64).min(cfg.max_lifetime).max(cfg.default_lifetime),
+            Ok(Some(secs)) => Duration::from_secs(secs as u64)
+                .min(cfg.max_lifetime)
+                .max(cfg.default_lifetime),
             Ok(None) => cfg.default_lifetime,
             Err(_) => return Some(r.plain_error(400)),
         };
@@ -107,7 +113,13 @@ impl Server {
                 let token = self.random().to_be_bytes();
                 let next = SocketAddr::new(ip, port + 1);
                 let expires = now + RESERVATION_LIFETIME;
-                shared.reservations.insert(token, Reservation { relay: next, expires });
+                shared.reservations.insert(
+                    token,
+                    Reservation {
+                        relay: next,
+                        expires,
+                    },
+                );
                 self.timers.push(expires, TimerKind::Reservation(token));
                 Some(token)
             } else {
@@ -139,29 +151,52 @@ impl Server {
             channels: Default::default(),
             stats: Stats::default(),
         });
-        self.outputs.push_back(Output::OpenRelay { id, bind: relay, dont_fragment });
+        self.outputs.push_back(Output::OpenRelay {
+            id,
+            bind: relay,
+            dont_fragment,
+        });
         None
     }
 
     /// Round-robin over the configured relay addresses of `family`.
     fn pick_relay_ip(&mut self, family: AddressFamily) -> Option<IpAddr> {
         let relays = &self.shared.config.relays;
-        let candidates = relays.iter().filter(|r| family_of(r.bind) == family).count();
+        let candidates = relays
+            .iter()
+            .filter(|r| family_of(r.bind) == family)
+            .count();
         if candidates == 0 {
             return None;
         }
         self.relay_cursor = self.relay_cursor.wrapping_add(1);
         let k = self.relay_cursor % candidates;
-        relays.iter().filter(|r| family_of(r.bind) == family).nth(k).map(|r| r.bind)
+        relays
+            .iter()
+            .filter(|r| family_of(r.bind) == family)
+            .nth(k)
+            .map(|r| r.bind)
     }
 
     /// Completes an Allocate once the shell has tried to open the relay socket.
-    pub(crate) fn finish_allocate(&mut self, now: Instant, id: AllocationId, result: Result<(), RelayOpenError>) {
+    pub(crate) fn finish_allocate(
+        &mut self,
+        now: Instant,
+        id: AllocationId,
+        result: Result<(), RelayOpenError>,
+    ) {
         let shared = self.shared.clone();
         let Some(a) = self.allocations.get_mut(id) else {
             return;
         };
-        let State::Opening { txid, attempts, reservation, fingerprint, retryable } = a.state else {
+        let State::Opening {
+            txid,
+            attempts,
+            reservation,
+            fingerprint,
+            retryable,
+        } = a.state
+        else {
             return;
         };
         let key = a.key;
@@ -190,13 +225,14 @@ impl Server {
                 });
                 self.respond_and_remember(now, five_tuple, txid, resp);
                 let _ = relay;
-                self.outputs.push_back(Output::Event(Event::AllocationCreated {
-                    id,
-                    five_tuple,
-                    username,
-                    relay: advertised,
-                    lifetime,
-                }));
+                self.outputs
+                    .push_back(Output::Event(Event::AllocationCreated {
+                        id,
+                        five_tuple,
+                        username,
+                        relay: advertised,
+                        lifetime,
+                    }));
             }
             Err(RelayOpenError::AddrInUse) if retryable && attempts < MAX_BIND_ATTEMPTS => {
                 let old = a.relay;
@@ -214,17 +250,36 @@ impl Server {
                     Some(port) => {
                         a.relay = SocketAddr::new(old.ip(), port);
                         a.advertised = shared.advertised(a.relay);
-                        a.state = State::Opening { txid, attempts: attempts + 1, reservation, fingerprint, retryable };
+                        a.state = State::Opening {
+                            txid,
+                            attempts: attempts + 1,
+                            reservation,
+                            fingerprint,
+                            retryable,
+                        };
                         let (bind, dont_fragment) = (a.relay, a.dont_fragment);
-                        self.outputs.push_back(Output::OpenRelay { id, bind, dont_fragment });
+                        self.outputs.push_back(Output::OpenRelay {
+                            id,
+                            bind,
+                            dont_fragment,
+                        });
                     }
                     None => {
                         a.relay = SocketAddr::new(old.ip(), 0);
-                        self.fail_allocate(now, id, five_tuple, txid, r.plain_error(508), reservation);
+                        self.fail_allocate(
+                            now,
+                            id,
+                            five_tuple,
+                            txid,
+                            r.plain_error(508),
+                            reservation,
+                        );
                     }
                 }
             }
-            Err(_) => self.fail_allocate(now, id, five_tuple, txid, r.plain_error(508), reservation),
+            Err(_) => {
+                self.fail_allocate(now, id, five_tuple, txid, r.plain_error(508), reservation)
+            }
         }
     }
 

@@ -44,13 +44,17 @@ impl Server {
             return Err(challenge(401, &mut nonce_buf));
         }
         // MESSAGE-INTEGRITY without USERNAME, REALM or NONCE → 400.
-        let (Some(Ok(username)), Some(Ok(_realm)), Some(Ok(nonce))) = (msg.username(), msg.realm(), msg.nonce())
+        let (Some(Ok(username)), Some(Ok(_realm)), Some(Ok(nonce))) =
+            (msg.username(), msg.realm(), msg.nonce())
         else {
             self.counters.auth_failures += 1;
             return Err(responder.plain_error(400));
         };
         let lifetime = shared.config.nonce_lifetime.as_secs();
-        match shared.nonce_key.check(nonce, unix_now, from.client, lifetime) {
+        match shared
+            .nonce_key
+            .check(nonce, unix_now, from.client, lifetime)
+        {
             NonceStatus::Valid => {}
             // Stale, or not ours: a fresh nonce lets an honest client retry at once.
             NonceStatus::Stale | NonceStatus::Invalid => {
@@ -58,7 +62,10 @@ impl Server {
                 return Err(challenge(438, &mut nonce_buf));
             }
         }
-        match shared.credentials.authenticate(username, unix_now, |key| msg.verify_integrity(key)) {
+        match shared
+            .credentials
+            .authenticate(username, unix_now, |key| msg.verify_integrity(key))
+        {
             Ok(key) => Ok((username, key)),
             Err(_) => {
                 self.counters.auth_failures += 1;

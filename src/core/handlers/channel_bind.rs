@@ -25,7 +25,8 @@ impl Server {
             Ok(id) => id,
             Err(code) => return r.plain_error(code),
         };
-        let (Some(Ok(number)), Some(Ok(peer))) = (msg.channel_number(), msg.xor_peer_address()) else {
+        let (Some(Ok(number)), Some(Ok(peer))) = (msg.channel_number(), msg.xor_peer_address())
+        else {
             return r.plain_error(400);
         };
         if !is_valid_channel(number) {
@@ -45,7 +46,10 @@ impl Server {
             return r.plain_error(400);
         };
         let permission_expires = a.permissions.install(peer.ip(), now);
-        self.timers.push(permission_expires.min(channel_expires), TimerKind::Sweep(id));
+        self.timers.push(
+            permission_expires.min(channel_expires),
+            TimerKind::Sweep(id),
+        );
         r.success(|_| Ok(()))
     }
 }

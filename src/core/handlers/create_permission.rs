@@ -27,7 +27,11 @@ impl Server {
             Ok(id) => id,
             Err(code) => return r.plain_error(code),
         };
-        let Some(relay_family) = self.allocations.get(id).map(|a| AddressFamily::of(&a.relay)) else {
+        let Some(relay_family) = self
+            .allocations
+            .get(id)
+            .map(|a| AddressFamily::of(&a.relay))
+        else {
             return r.plain_error(437);
         };
         let mut peers = [IpAddr::V4(Ipv4Addr::UNSPECIFIED); MAX_ATTRIBUTES];

@@ -13,7 +13,11 @@ impl Server {
     /// The active allocation of `from`, if `username` owns it: 437 when there is none, 441
     /// when another user created it (RFC 8656 §5: requests on an allocation must use the
     /// credentials that created it).
-    pub(crate) fn owned_allocation(&self, from: &FiveTuple, username: &str) -> Result<AllocationId, u16> {
+    pub(crate) fn owned_allocation(
+        &self,
+        from: &FiveTuple,
+        username: &str,
+    ) -> Result<AllocationId, u16> {
         let id = self.allocations.id_for(from).ok_or(437u16)?;
         let a = self.allocations.get(id).ok_or(437u16)?;
         if a.state != State::Active {
@@ -39,7 +43,10 @@ impl Server {
             Ok(id) => id,
             Err(code) => return r.plain_error(code),
         };
-        let relay_family = self.allocations.get(id).map(|a| AddressFamily::of(&a.relay));
+        let relay_family = self
+            .allocations
+            .get(id)
+            .map(|a| AddressFamily::of(&a.relay));
         match msg.requested_address_family().transpose() {
             Ok(Some(f)) if Some(f) != relay_family => return r.plain_error(443),
             Ok(_) => {}
@@ -55,7 +62,8 @@ impl Server {
             self.free_allocation(now, id, EndReason::Deleted);
         } else if let Some(a) = self.allocations.get_mut(id) {
             a.expires = now + lifetime;
-            self.timers.push(now + lifetime, TimerKind::AllocationExpiry(id));
+            self.timers
+                .push(now + lifetime, TimerKind::AllocationExpiry(id));
         }
         r.success(|b| b.add_u32(AttrType::LIFETIME, lifetime.as_secs() as u32))
     }

@@ -12,8 +12,8 @@ use crate::core::{AllocationId, Forward, Server, ToClient};
 use crate::stun::address::{encode_xor, encoded_len};
 use crate::stun::channel_data::write_header;
 use crate::stun::{
-    AttrType, ChannelData, Class, Message, MessageType, Method, TransactionId, CHANNEL_DATA_HEADER_LEN,
-    HEADER_LEN, MAGIC_COOKIE,
+    AttrType, ChannelData, Class, Message, MessageType, Method, TransactionId,
+    CHANNEL_DATA_HEADER_LEN, HEADER_LEN, MAGIC_COOKIE,
 };
 use std::net::SocketAddr;
 use std::ops::Range;
@@ -23,7 +23,12 @@ const DATA_INDICATION: MessageType = MessageType::new(Method::DATA, Class::Indic
 
 impl Server {
     /// ChannelData from the client: forward the data to the channel's peer.
-    pub(crate) fn relay_channel_data(&mut self, now: Instant, from: FiveTuple, data: &[u8]) -> Option<Forward> {
+    pub(crate) fn relay_channel_data(
+        &mut self,
+        now: Instant,
+        from: FiveTuple,
+        data: &[u8],
+    ) -> Option<Forward> {
         let Ok(cd) = ChannelData::parse(data) else {
             self.counters.malformed += 1;
             return None;
@@ -44,12 +49,21 @@ impl Server {
         a.stats.to_peer_packets += 1;
         a.stats.to_peer_bytes += cd.data.len() as u64;
         let start = CHANNEL_DATA_HEADER_LEN;
-        Some(Forward { id: a.id, peer, payload: start..start + cd.data.len() })
+        Some(Forward {
+            id: a.id,
+            peer,
+            payload: start..start + cd.data.len(),
+        })
     }
 
     /// A Send indication: forward DATA to XOR-PEER-ADDRESS if a permission exists. Errors are
     /// silent — indications have no responses (RFC 8656 §10.2).
-    pub(crate) fn relay_send_indication(&mut self, now: Instant, from: FiveTuple, msg: &Message) -> Option<Forward> {
+    pub(crate) fn relay_send_indication(
+        &mut self,
+        now: Instant,
+        from: FiveTuple,
+        msg: &Message,
+    ) -> Option<Forward> {
         // Unknown comprehension-required attributes: discard (RFC 8489 §6.3.2).
         let mut unknown = [0u16; 1];
         if msg.unknown_required(crate::stun::attribute::is_understood, &mut unknown) > 0 {
@@ -76,7 +90,11 @@ impl Server {
         }
         a.stats.to_peer_packets += 1;
         a.stats.to_peer_bytes += range.len() as u64;
-        Some(Forward { id: a.id, peer, payload: range })
+        Some(Forward {
+            id: a.id,
+            peer,
+            payload: range,
+        })
     }
 
     /// Frames a peer datagram for the client: ChannelData when a channel is bound to the
@@ -90,7 +108,10 @@ impl Server {
         payload: Range<usize>,
     ) -> Option<ToClient> {
         let len = payload.len();
-        if payload.start < PEER_HEADROOM || payload.end + PEER_TAILROOM > buf.len() || len > u16::MAX as usize - 64 {
+        if payload.start < PEER_HEADROOM
+            || payload.end + PEER_TAILROOM > buf.len()
+            || len > u16::MAX as usize - 64
+        {
             self.counters.malformed += 1;
             return None;
         }
@@ -121,7 +142,10 @@ impl Server {
             } else {
                 payload.end
             };
-            return Some(ToClient { to, range: start..end });
+            return Some(ToClient {
+                to,
+                range: start..end,
+            });
         }
         // Data indication: header, XOR-PEER-ADDRESS, DATA header, then the payload in place.
         let addr_len = encoded_len(&peer);
@@ -139,7 +163,10 @@ impl Server {
         m[d..d + 2].copy_from_slice(&AttrType::DATA.0.to_be_bytes());
         m[d + 2..d + 4].copy_from_slice(&(len as u16).to_be_bytes());
         buf[payload.end..padded_end].fill(0);
-        Some(ToClient { to, range: start..padded_end })
+        Some(ToClient {
+            to,
+            range: start..padded_end,
+        })
     }
 
     fn random_txid(&mut self) -> TransactionId {
