@@ -177,3 +177,5 @@ pub enum RelayOpenError {
     /// Anything else (fds exhausted, address gone): give up with 508.
     Other,
 }
+#[cfg(test)]
+mod tests;

@@ -169,7 +169,12 @@ impl Server {
         };
         let mut unknown = [0u16; 16];
         let n = msg.unknown_required(is_understood, &mut unknown);
-        if n > 0 {
+        let turn_method = matches!(
+            msg.method(),
+            Method::ALLOCATE | Method::REFRESH | Method::CREATE_PERMISSION | Method::CHANNEL_BIND
+        );
+        // TURN requests are checked for unknown attributes after authentication (below).
+        if n > 0 && !turn_method {
             let resp = responder.error(420, |b| b.add_unknown_attributes(&unknown[..n]));
             self.transmit(from, resp);
             return;
@@ -195,6 +200,16 @@ impl Server {
                         return;
                     }
                 };
+                // RFC 8489 §6.3: unknown attributes are checked once authentication is done,
+                // so the 420 is signed like every answer to an authenticated request (a
+                // client discards an unsigned one, §9.2.5).
+                if n > 0 {
+                    let shared = self.shared.clone();
+                    let r = Responder::to(msg, Some(&key), shared.config.software.as_deref());
+                    let resp = r.error(420, |b| b.add_unknown_attributes(&unknown[..n]));
+                    self.respond_and_remember(now, from, msg.transaction_id(), resp);
+                    return;
+                }
                 let resp = match msg.method() {
                     Method::ALLOCATE => self.handle_allocate(now, from, msg, username, &key),
                     Method::REFRESH => Some(self.handle_refresh(now, from, msg, username, &key)),

@@ -18,8 +18,9 @@ pub const MAX_ATTRIBUTES: usize = 32;
 #[derive(Clone, Copy, Debug, Default)]
 struct AttrRef {
     ty: u16,
-    /// Offset of the value from the start of the message.
-    start: u16,
+    /// Offset of the value from the start of the message. Not a u16: a message (a TCP frame)
+    /// can be 20 + 65532 bytes long, so a value can start past offset 65535.
+    start: u32,
     len: u16,
 }
 
@@ -116,11 +117,10 @@ impl<'a> Message<'a> {
                 if msg.count == MAX_ATTRIBUTES {
                     return Err(ParseError::TooManyAttributes);
                 }
-                // Both fit in u16: the whole message is at most 20 + 65535 bytes and
-                // `start` <= len.
+                // `l` was read from a u16; `start` is below 20 + 65536, so it needs a u32.
                 msg.attrs[msg.count] = AttrRef {
                     ty: t,
-                    start: start as u16,
+                    start: start as u32,
                     len: l as u16,
                 };
                 msg.count += 1;

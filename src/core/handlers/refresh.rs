@@ -54,7 +54,12 @@ impl Server {
         }
         let cfg = &shared.config;
         let lifetime = match msg.lifetime().transpose() {
-            Ok(Some(secs)) => Duration::from_secs(secs as u64).min(cfg.max_lifetime),
+            Ok(Some(0)) => Duration::ZERO,
+            // RFC 8656 §8.2: as for Allocate, the smaller of the request and the maximum, but
+            // never below the default.
+            Ok(Some(secs)) => Duration::from_secs(secs as u64)
+                .min(cfg.max_lifetime)
+                .max(cfg.default_lifetime),
             Ok(None) => cfg.default_lifetime,
             Err(_) => return r.plain_error(400),
         };

@@ -1,0 +1,143 @@
+//! Micro-benchmarks of the per-packet work: STUN parse, MESSAGE-INTEGRITY check, and the
+//! core's relay decisions (ChannelData client → peer, peer datagram framed for the client).
+//!
+//! Run: `cargo bench --bench relay_path`. These measure turnd alone; the comparison with
+//! coturn lives with the load tool (issue 5).
+
+use criterion::{black_box, criterion_group, criterion_main, Criterion};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use turnd::core::auth::{long_term_key, Credentials, UserSecret};
+use turnd::core::nonce::NonceKey;
+use turnd::core::peer_filter::PeerFilter;
+use turnd::core::ports::PortPool;
+use turnd::core::{
+    CoreConfig, FiveTuple, Output, RelayAddr, Server, Shared, PEER_HEADROOM, PEER_TAILROOM,
+};
+use turnd::stun::{AttrType, Class, Message, MessageBuilder, MessageType, Method, TransactionId};
+
+const REALM: &str = "bench";
+
+fn shared() -> Arc<Shared> {
+    let relay = "192.0.2.10".parse().unwrap();
+    Arc::new(Shared {
+        config: CoreConfig {
+            relays: vec![RelayAddr {
+                bind: relay,
+                advertised: relay,
+            }],
+            ..Default::default()
+        },
+        credentials: Credentials::new(
+            REALM,
+            [("u".to_string(), UserSecret::Password("p".into()))],
+            [],
+        ),
+        nonce_key: NonceKey::new([7; 32]),
+        peer_filter: PeerFilter::new(vec!["198.51.100.0/24".parse().unwrap()], vec![]),
+        ports: Mutex::new(PortPool::new(&[relay], 50000, 60000)),
+        reservations: Default::default(),
+    })
+}
+
+/// Builds a signed request with whatever attributes `f` adds.
+fn request(method: Method, nonce: &[u8], txid: u8, f: impl FnOnce(&mut MessageBuilder)) -> Vec<u8> {
+    let key = long_term_key("u", REALM, "p");
+    let mut buf = [0u8; 512];
+    let mut b = MessageBuilder::new(
+        &mut buf,
+        MessageType::new(method, Class::Request),
+        TransactionId([txid; 12]),
+    )
+    .unwrap();
+    f(&mut b);
+    b.add(AttrType::USERNAME, b"u").unwrap();
+    b.add(AttrType::REALM, REALM.as_bytes()).unwrap();
+    b.add(AttrType::NONCE, nonce).unwrap();
+    b.add_message_integrity(&key).unwrap();
+    let n = b.finish();
+    buf[..n].to_vec()
+}
+
+/// A server with one allocation, a permission and channel 0x4000 bound to the peer.
+fn bound_server(client: FiveTuple, peer: SocketAddr) -> (Server, Instant) {
+    let now = Instant::now();
+    let mut s = Server::new(shared(), 1, now, 1_700_000_000);
+    let mut nonce = [0u8; turnd::core::nonce::NONCE_LEN];
+    let nonce = s
+        .shared()
+        .nonce_key
+        .issue(1_700_000_000, client.client, &mut nonce)
+        .as_bytes()
+        .to_vec();
+    let alloc = request(Method::ALLOCATE, &nonce, 1, |b| {
+        b.add_u32(AttrType::REQUESTED_TRANSPORT, 17 << 24).unwrap()
+    });
+    s.handle_client_datagram(now, client, &alloc);
+    while let Some(o) = s.poll_output() {
+        if let Output::OpenRelay { id, .. } = o {
+            s.handle_relay_opened(now, id, Ok(()));
+        }
+    }
+    let bind = request(Method::CHANNEL_BIND, &nonce, 2, |b| {
+        b.add_u32(AttrType::CHANNEL_NUMBER, 0x4000 << 16).unwrap();
+        b.add_xor_address(AttrType::XOR_PEER_ADDRESS, &peer)
+            .unwrap();
+    });
+    s.handle_client_datagram(now, client, &bind);
+    while s.poll_output().is_some() {}
+    (s, now + Duration::from_secs(1))
+}
+
+fn benches(c: &mut Criterion) {
+    let client = FiveTuple::udp(
+        "203.0.113.5:40000".parse().unwrap(),
+        "192.0.2.1:3478".parse().unwrap(),
+    );
+    let peer: SocketAddr = "198.51.100.7:5000".parse().unwrap();
+    let signed = request(
+        Method::REFRESH,
+        b"0123456789abcdef0123456789abcdef01234567",
+        3,
+        |_| {},
+    );
+    let key = long_term_key("u", REALM, "p");
+
+    c.bench_function("stun_parse_signed_request", |b| {
+        b.iter(|| Message::parse(black_box(&signed)).unwrap().method())
+    });
+    c.bench_function("stun_verify_integrity", |b| {
+        let m = Message::parse(&signed).unwrap();
+        b.iter(|| m.verify_integrity(black_box(&key)))
+    });
+
+    let (mut server, now) = bound_server(client, peer);
+    let mut cd = vec![0x40, 0x00, 0x00, 0xA0];
+    cd.extend_from_slice(&[0xAB; 160]);
+    c.bench_function("core_channel_data_to_peer", |b| {
+        b.iter(|| {
+            server
+                .handle_client_datagram(now, client, black_box(&cd))
+                .unwrap()
+        })
+    });
+    let id = server.allocations().next().unwrap().id;
+    let mut buf = vec![0u8; PEER_HEADROOM + 160 + PEER_TAILROOM];
+    c.bench_function("core_peer_datagram_to_channel_data", |b| {
+        b.iter(|| {
+            server
+                .handle_peer_datagram(
+                    now,
+                    id,
+                    peer,
+                    black_box(&mut buf),
+                    PEER_HEADROOM..PEER_HEADROOM + 160,
+                )
+                .unwrap()
+        })
+    });
+}
+
+criterion_group!(relay, benches);
+criterion_main!(relay);

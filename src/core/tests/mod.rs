@@ -1,0 +1,889 @@
+//! Tests of the sans-IO core through its public API, with a fake clock and no sockets.
+//!
+//! A [`Harness`] plays the shell: it feeds datagrams to a [`Server`], drains
+//! [`Server::poll_output`] after every input, answers [`Output::OpenRelay`] itself (with `Ok`
+//! unless a test scripts `AddrInUse`/`Other`), and fires timers the way the tokio worker does
+//! (`poll_timeout`, then `handle_timeout`). Time is an `Instant` taken once plus offsets that
+//! tests advance explicitly; Unix time starts at [`UNIX_T0`].
+//!
+//! A [`Client`] builds requests with the crate's own `MessageBuilder`, does the
+//! 401 → NONCE → signed-request dance, and keeps its nonce; [`Resp`] parses what came back and
+//! checks class, error code, attributes and MESSAGE-INTEGRITY (keyed with
+//! [`long_term_key`], independently of the server's credential store).
+//!
+//! Every `Transmit` the harness drains is checked to parse as STUN, in every test.
+
+mod allocate;
+mod auth;
+mod binding;
+mod channel_bind;
+mod expiry;
+mod permission;
+mod prop;
+mod refresh;
+mod relay;
+mod retransmit;
+
+use super::auth::{long_term_key, rest_api_password, Credentials, Key, UserSecret};
+use super::nonce::NonceKey;
+use super::peer_filter::{Cidr, PeerFilter};
+use super::ports::PortPool;
+use super::{
+    Allocation, AllocationId, CoreConfig, EndReason, Event, FiveTuple, Forward, Output, RelayAddr,
+    RelayOpenError, Server, Shared, Stats, ToClient, Transport, PEER_HEADROOM, PEER_TAILROOM,
+};
+use crate::stun::{AttrType, Class, Message, MessageBuilder, MessageType, Method, TransactionId};
+use std::collections::VecDeque;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const REALM: &str = "turnd.test";
+pub const REST_SECRET: &str = "rest-secret";
+/// The Unix time at the harness's `t0`.
+pub const UNIX_T0: u64 = 1_700_000_000;
+pub const PORT_LOW: u16 = 50000;
+pub const PORT_HIGH: u16 = 50009;
+/// Ports in the relay range, per relay address.
+pub const PORT_COUNT: usize = (PORT_HIGH - PORT_LOW + 1) as usize;
+
+pub fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+pub fn sa(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+pub fn relay_v4() -> IpAddr {
+    ip("192.0.2.10")
+}
+
+pub fn advertised_v4() -> IpAddr {
+    ip("203.0.113.10")
+}
+
+pub fn relay_v6() -> IpAddr {
+    ip("2001:db8::10")
+}
+
+pub fn server_v4() -> SocketAddr {
+    sa("192.0.2.1:3478")
+}
+
+pub fn server_v6() -> SocketAddr {
+    sa("[2001:db8::1]:3478")
+}
+
+/// A UDP 5-tuple from a client at `client` to the server's IPv4 or IPv6 listener.
+pub fn udp(client: &str) -> FiveTuple {
+    let client = sa(client);
+    let server = if client.is_ipv4() {
+        server_v4()
+    } else {
+        server_v6()
+    };
+    FiveTuple::udp(client, server)
+}
+
+pub fn tcp(client: &str) -> FiveTuple {
+    FiveTuple {
+        transport: Transport::Tcp,
+        ..udp(client)
+    }
+}
+
+/// Peers the harness's filter allows explicitly (documentation ranges are denied by default).
+pub fn peer_a() -> SocketAddr {
+    sa("198.51.100.1:5000")
+}
+
+pub fn peer_b() -> SocketAddr {
+    sa("198.51.100.2:6000")
+}
+
+pub fn peer_v6() -> SocketAddr {
+    sa("[2001:db8:1::1]:5000")
+}
+
+pub fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+/// What to build the [`Shared`] state with; `Default` is the standard test server.
+#[derive(Clone, Debug)]
+pub struct Setup {
+    pub v4: bool,
+    pub v6: bool,
+    pub ports: (u16, u16),
+    pub secrets: Vec<&'static str>,
+    pub software: Option<&'static str>,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Setup {
+            v4: true,
+            v6: true,
+            ports: (PORT_LOW, PORT_HIGH),
+            secrets: vec![REST_SECRET],
+            software: None,
+        }
+    }
+}
+
+impl Setup {
+    pub fn shared(&self) -> Arc<Shared> {
+        let mut relays = Vec::new();
+        if self.v4 {
+            relays.push(RelayAddr {
+                bind: relay_v4(),
+                advertised: advertised_v4(),
+            });
+        }
+        if self.v6 {
+            relays.push(RelayAddr {
+                bind: relay_v6(),
+                advertised: relay_v6(),
+            });
+        }
+        let ips: Vec<IpAddr> = relays.iter().map(|r| r.bind).collect();
+        let users = [
+            ("alice".to_string(), UserSecret::Password("alice-pw".into())),
+            ("bob".to_string(), UserSecret::Password("bob-pw".into())),
+        ];
+        let allow = vec![
+            Cidr::new(ip("198.51.100.0"), 24).unwrap(),
+            Cidr::new(ip("2001:db8:1::"), 48).unwrap(),
+        ];
+        Arc::new(Shared {
+            config: CoreConfig {
+                software: self.software.map(str::to_string),
+                relays,
+                ..CoreConfig::default()
+            },
+            credentials: Credentials::new(REALM, users, self.secrets.iter().map(|s| s.to_string())),
+            nonce_key: NonceKey::new([7; 32]),
+            peer_filter: PeerFilter::new(allow, Vec::new()),
+            ports: Mutex::new(PortPool::new(&ips, self.ports.0, self.ports.1)),
+            reservations: Default::default(),
+        })
+    }
+}
+
+/// An `OpenRelay` the fake shell saw.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Opened {
+    pub id: AllocationId,
+    pub bind: SocketAddr,
+    pub dont_fragment: bool,
+}
+
+/// The fake shell around one [`Server`].
+pub struct Harness {
+    pub server: Server,
+    pub shared: Arc<Shared>,
+    pub t0: Instant,
+    pub now: Instant,
+    /// Answered `OpenRelay`s are given these results in order; `Ok` once it is empty.
+    pub open_results: VecDeque<Result<(), RelayOpenError>>,
+    /// When false, `OpenRelay` is recorded in `pending_open` and left unanswered.
+    pub auto_open: bool,
+    pub pending_open: Vec<AllocationId>,
+    pub transmits: VecDeque<(FiveTuple, Vec<u8>)>,
+    pub opened: Vec<Opened>,
+    pub closed: Vec<AllocationId>,
+    pub events: Vec<Event>,
+}
+
+impl Harness {
+    pub fn new() -> Harness {
+        Harness::with(Setup::default())
+    }
+
+    pub fn with(setup: Setup) -> Harness {
+        Harness::from_shared(setup.shared(), 0x5eed)
+    }
+
+    pub fn from_shared(shared: Arc<Shared>, seed: u64) -> Harness {
+        let t0 = Instant::now();
+        Harness {
+            server: Server::new(shared.clone(), seed, t0, UNIX_T0),
+            shared,
+            t0,
+            now: t0,
+            open_results: VecDeque::new(),
+            auto_open: true,
+            pending_open: Vec::new(),
+            transmits: VecDeque::new(),
+            opened: Vec::new(),
+            closed: Vec::new(),
+            events: Vec::new(),
+        }
+    }
+
+    pub fn at(&self, s: u64) -> Instant {
+        self.t0 + secs(s)
+    }
+
+    /// Moves the clock forward by `d`, firing every deadline on the way at its own time, as
+    /// the shell's timer does.
+    pub fn advance(&mut self, d: Duration) {
+        let target = self.now + d;
+        while let Some(next) = self.server.poll_timeout() {
+            if next > target {
+                break;
+            }
+            self.now = self.now.max(next);
+            self.server.handle_timeout(self.now);
+            self.drain();
+        }
+        self.now = target;
+        self.server.handle_timeout(self.now);
+        self.drain();
+    }
+
+    /// Advances to `s` seconds after `t0`.
+    pub fn advance_to(&mut self, s: u64) {
+        let target = self.at(s);
+        assert!(target >= self.now, "the clock only moves forward");
+        self.advance(target - self.now);
+    }
+
+    /// Moves the clock without firing timers (a late shell).
+    pub fn jump(&mut self, d: Duration) {
+        self.now += d;
+    }
+
+    /// Executes every pending output, answering `OpenRelay` unless `auto_open` is off.
+    pub fn drain(&mut self) {
+        while let Some(out) = self.server.poll_output() {
+            match out {
+                Output::Transmit { to, payload } => {
+                    if let Err(e) = Message::parse(&payload) {
+                        panic!("transmit to {to} does not parse as STUN ({e:?}): {payload:02x?}");
+                    }
+                    self.transmits.push_back((to, payload));
+                }
+                Output::OpenRelay {
+                    id,
+                    bind,
+                    dont_fragment,
+                } => {
+                    self.opened.push(Opened {
+                        id,
+                        bind,
+                        dont_fragment,
+                    });
+                    if self.auto_open {
+                        let result = self.open_results.pop_front().unwrap_or(Ok(()));
+                        self.server.handle_relay_opened(self.now, id, result);
+                    } else {
+                        self.pending_open.push(id);
+                    }
+                }
+                Output::CloseRelay { id } => self.closed.push(id),
+                Output::Event(e) => self.events.push(e),
+            }
+        }
+    }
+
+    /// Answers a held `OpenRelay` (when `auto_open` is off).
+    pub fn open(&mut self, id: AllocationId, result: Result<(), RelayOpenError>) {
+        self.server.handle_relay_opened(self.now, id, result);
+        self.drain();
+    }
+
+    /// A datagram from a client; outputs are drained.
+    pub fn input(&mut self, from: FiveTuple, data: &[u8]) -> Option<Forward> {
+        let fwd = self.server.handle_client_datagram(self.now, from, data);
+        self.drain();
+        if let Some(f) = &fwd {
+            assert!(
+                f.payload.end <= data.len(),
+                "forward range {:?} outside datagram",
+                f.payload
+            );
+            assert!(
+                self.shared.peer_filter.is_allowed(f.peer.ip()),
+                "forward to denied peer {}",
+                f.peer
+            );
+        }
+        fwd
+    }
+
+    /// Every transmit queued for `to`, oldest first; others are kept.
+    pub fn take_to(&mut self, to: FiveTuple) -> Vec<Vec<u8>> {
+        let (mine, rest): (Vec<_>, Vec<_>) = self.transmits.drain(..).partition(|(t, _)| *t == to);
+        self.transmits = rest.into();
+        mine.into_iter().map(|(_, p)| p).collect()
+    }
+
+    /// The single transmit queued for `to`.
+    pub fn take_one(&mut self, to: FiveTuple) -> Resp {
+        let mut v = self.take_to(to);
+        assert_eq!(
+            v.len(),
+            1,
+            "expected exactly one transmit to {to}, got {}",
+            v.len()
+        );
+        Resp(v.remove(0))
+    }
+
+    pub fn assert_silent(&self) {
+        assert!(
+            self.transmits.is_empty(),
+            "unexpected transmits: {:?}",
+            self.transmits
+        );
+    }
+
+    /// A datagram from `peer` on allocation `id`'s relay socket, laid out as the shell does
+    /// (headroom before, tailroom after). Returns the answer and the buffer it refers to.
+    pub fn peer_raw(
+        &mut self,
+        id: AllocationId,
+        peer: SocketAddr,
+        payload: &[u8],
+    ) -> Option<(ToClient, Vec<u8>)> {
+        let mut buf = vec![0xEE; PEER_HEADROOM + payload.len() + PEER_TAILROOM];
+        buf[PEER_HEADROOM..PEER_HEADROOM + payload.len()].copy_from_slice(payload);
+        let range = PEER_HEADROOM..PEER_HEADROOM + payload.len();
+        let out = self
+            .server
+            .handle_peer_datagram(self.now, id, peer, &mut buf, range);
+        self.drain();
+        out.map(|o| (o, buf))
+    }
+
+    /// Like [`Harness::peer_raw`], returning the framed bytes to send.
+    pub fn peer(
+        &mut self,
+        id: AllocationId,
+        peer: SocketAddr,
+        payload: &[u8],
+    ) -> Option<(FiveTuple, Vec<u8>)> {
+        self.peer_raw(id, peer, payload)
+            .map(|(o, buf)| (o.to, buf[o.range].to_vec()))
+    }
+
+    pub fn id_of(&self, ft: FiveTuple) -> Option<AllocationId> {
+        self.server
+            .allocations()
+            .find(|a| a.five_tuple == ft)
+            .map(|a| a.id)
+    }
+
+    pub fn alloc(&self, ft: FiveTuple) -> &Allocation {
+        self.server
+            .allocations()
+            .find(|a| a.five_tuple == ft)
+            .expect("allocation for 5-tuple")
+    }
+
+    pub fn allocation_count(&self) -> usize {
+        self.server.allocations().count()
+    }
+
+    pub fn ports_in_use(&self, ip: IpAddr) -> usize {
+        self.shared.ports.lock().unwrap().in_use(ip)
+    }
+
+    pub fn ended(&self) -> Vec<(AllocationId, EndReason, Stats, Duration)> {
+        self.events
+            .iter()
+            .filter_map(|e| match e {
+                Event::AllocationEnded {
+                    id,
+                    reason,
+                    stats,
+                    duration,
+                    ..
+                } => Some((*id, *reason, *stats, *duration)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    pub fn created(&self) -> Vec<AllocationId> {
+        self.events
+            .iter()
+            .filter_map(|e| match e {
+                Event::AllocationCreated { id, .. } => Some(*id),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// One attribute of a request under construction.
+#[derive(Clone, Debug)]
+pub enum Attr {
+    Raw(AttrType, Vec<u8>),
+    /// XOR-PEER-ADDRESS, encoded with the request's transaction id.
+    Peer(SocketAddr),
+}
+
+pub fn transport(proto: u8) -> Attr {
+    Attr::Raw(AttrType::REQUESTED_TRANSPORT, vec![proto, 0, 0, 0])
+}
+
+pub fn transport_udp() -> Attr {
+    transport(17)
+}
+
+pub fn lifetime(s: u32) -> Attr {
+    Attr::Raw(AttrType::LIFETIME, s.to_be_bytes().to_vec())
+}
+
+/// REQUESTED-ADDRESS-FAMILY: 1 = IPv4, 2 = IPv6.
+pub fn family(f: u8) -> Attr {
+    Attr::Raw(AttrType::REQUESTED_ADDRESS_FAMILY, vec![f, 0, 0, 0])
+}
+
+pub fn even_port(r: bool) -> Attr {
+    Attr::Raw(AttrType::EVEN_PORT, vec![if r { 0x80 } else { 0 }])
+}
+
+pub fn token(t: [u8; 8]) -> Attr {
+    Attr::Raw(AttrType::RESERVATION_TOKEN, t.to_vec())
+}
+
+pub fn channel(n: u16) -> Attr {
+    Attr::Raw(
+        AttrType::CHANNEL_NUMBER,
+        (u32::from(n) << 16).to_be_bytes().to_vec(),
+    )
+}
+
+pub fn dont_fragment() -> Attr {
+    Attr::Raw(AttrType::DONT_FRAGMENT, Vec::new())
+}
+
+pub fn data(d: &[u8]) -> Attr {
+    Attr::Raw(AttrType::DATA, d.to_vec())
+}
+
+/// How a request is signed. Fields can be removed or changed to build bad requests.
+#[derive(Clone, Debug)]
+pub struct Sign {
+    pub username: Option<String>,
+    pub realm: Option<String>,
+    pub nonce: Option<Vec<u8>>,
+    pub key: Key,
+}
+
+/// Builds a STUN message with the crate's own builder: `attrs`, then USERNAME, REALM, NONCE
+/// and MESSAGE-INTEGRITY when `sign` is given, then FINGERPRINT when asked.
+pub fn build(
+    method: Method,
+    class: Class,
+    txid: TransactionId,
+    attrs: &[Attr],
+    sign: Option<&Sign>,
+    fingerprint: bool,
+) -> Vec<u8> {
+    let mut buf = vec![0u8; 2048];
+    let mut b = MessageBuilder::new(&mut buf, MessageType::new(method, class), txid).unwrap();
+    for a in attrs {
+        match a {
+            Attr::Raw(t, v) => b.add(*t, v).unwrap(),
+            Attr::Peer(p) => b.add_xor_address(AttrType::XOR_PEER_ADDRESS, p).unwrap(),
+        }
+    }
+    if let Some(s) = sign {
+        if let Some(u) = &s.username {
+            b.add(AttrType::USERNAME, u.as_bytes()).unwrap();
+        }
+        if let Some(r) = &s.realm {
+            b.add(AttrType::REALM, r.as_bytes()).unwrap();
+        }
+        if let Some(n) = &s.nonce {
+            b.add(AttrType::NONCE, n).unwrap();
+        }
+        b.add_message_integrity(&s.key).unwrap();
+    }
+    if fingerprint {
+        b.add_fingerprint().unwrap();
+    }
+    let len = b.finish();
+    buf.truncate(len);
+    buf
+}
+
+/// A response (or any STUN message) the server sent, with checking helpers.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Resp(pub Vec<u8>);
+
+impl std::fmt::Debug for Resp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let m = self.msg();
+        write!(
+            f,
+            "Resp({:?} {:?} code={:?})",
+            m.method(),
+            m.class(),
+            self.code()
+        )
+    }
+}
+
+impl Resp {
+    pub fn msg(&self) -> Message<'_> {
+        Message::parse(&self.0).expect("response parses")
+    }
+
+    pub fn class(&self) -> Class {
+        self.msg().class()
+    }
+
+    pub fn txid(&self) -> TransactionId {
+        self.msg().transaction_id()
+    }
+
+    pub fn code(&self) -> Option<u16> {
+        self.msg()
+            .error_code()
+            .map(|r| r.expect("well-formed ERROR-CODE").0)
+    }
+
+    pub fn lifetime(&self) -> u32 {
+        self.msg().lifetime().expect("LIFETIME").unwrap()
+    }
+
+    pub fn relayed(&self) -> SocketAddr {
+        self.msg()
+            .xor_relayed_address()
+            .expect("XOR-RELAYED-ADDRESS")
+            .unwrap()
+    }
+
+    pub fn mapped(&self) -> SocketAddr {
+        self.msg()
+            .xor_mapped_address()
+            .expect("XOR-MAPPED-ADDRESS")
+            .unwrap()
+    }
+
+    pub fn nonce(&self) -> Vec<u8> {
+        self.msg().nonce().expect("NONCE").unwrap().to_vec()
+    }
+
+    pub fn realm(&self) -> String {
+        self.msg().realm().expect("REALM").unwrap().to_string()
+    }
+
+    pub fn token(&self) -> [u8; 8] {
+        self.msg()
+            .reservation_token()
+            .expect("RESERVATION-TOKEN")
+            .unwrap()
+    }
+
+    pub fn has(&self, t: AttrType) -> bool {
+        self.msg().has(t)
+    }
+
+    /// MESSAGE-INTEGRITY is present and verifies with `key`, and not with another key.
+    pub fn assert_signed(&self, key: &Key) -> &Self {
+        let m = self.msg();
+        assert!(m.has_integrity(), "{self:?} has no MESSAGE-INTEGRITY");
+        assert!(
+            m.verify_integrity(key),
+            "{self:?}: MESSAGE-INTEGRITY does not verify"
+        );
+        assert!(
+            !m.verify_integrity(&[0u8; 16]),
+            "{self:?}: MESSAGE-INTEGRITY verifies with any key"
+        );
+        self
+    }
+
+    pub fn assert_unsigned(&self) -> &Self {
+        assert!(
+            !self.msg().has_integrity(),
+            "{self:?} carries MESSAGE-INTEGRITY"
+        );
+        self
+    }
+
+    /// A success response to `method`, signed with `key`.
+    pub fn assert_success(&self, method: Method, key: &Key) -> &Self {
+        let m = self.msg();
+        assert_eq!(
+            (m.method(), m.class()),
+            (method, Class::SuccessResponse),
+            "{self:?}"
+        );
+        self.assert_signed(key)
+    }
+
+    /// An error response to `method` with `code`, signed with `key` when given, unsigned
+    /// otherwise.
+    pub fn assert_error(&self, method: Method, code: u16, key: Option<&Key>) -> &Self {
+        let m = self.msg();
+        assert_eq!(
+            (m.method(), m.class(), self.code()),
+            (method, Class::ErrorResponse, Some(code)),
+            "{self:?}"
+        );
+        match key {
+            Some(k) => self.assert_signed(k),
+            None => self.assert_unsigned(),
+        }
+    }
+}
+
+/// A TURN client: a 5-tuple, credentials, and the nonce it last received.
+#[derive(Clone, Debug)]
+pub struct Client {
+    pub ft: FiveTuple,
+    pub username: String,
+    pub key: Key,
+    pub nonce: Option<Vec<u8>>,
+    pub fingerprint: bool,
+    /// The last datagram [`Client::send_raw`] sent, for retransmission tests.
+    pub last_sent: Option<Vec<u8>>,
+    counter: u32,
+}
+
+impl Client {
+    pub fn new(ft: FiveTuple, username: &str, password: &str) -> Client {
+        Client {
+            ft,
+            username: username.to_string(),
+            key: long_term_key(username, REALM, password),
+            nonce: None,
+            fingerprint: false,
+            last_sent: None,
+            counter: 0,
+        }
+    }
+
+    pub fn alice(ft: FiveTuple) -> Client {
+        Client::new(ft, "alice", "alice-pw")
+    }
+
+    pub fn bob(ft: FiveTuple) -> Client {
+        Client::new(ft, "bob", "bob-pw")
+    }
+
+    /// A TURN REST API client whose credential expires at Unix time `expiry`, minted with
+    /// `secret`.
+    pub fn rest(ft: FiveTuple, expiry: u64, user: &str, secret: &str) -> Client {
+        let username = format!("{expiry}:{user}");
+        let password = rest_api_password(secret.as_bytes(), &username);
+        Client::new(ft, &username, &password)
+    }
+
+    /// A fresh transaction id, unique across every client of the test binary (several
+    /// clients may share a 5-tuple, and the server remembers responses per 5-tuple and id).
+    pub fn txid(&mut self) -> TransactionId {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        self.counter += 1;
+        let mut t = [0u8; 12];
+        t[0..4].copy_from_slice(&self.counter.to_be_bytes());
+        t[4..12].copy_from_slice(&NEXT.fetch_add(1, Ordering::Relaxed).to_be_bytes());
+        TransactionId(t)
+    }
+
+    /// The signature this client would put on a request now.
+    pub fn sign(&self) -> Sign {
+        Sign {
+            username: Some(self.username.clone()),
+            realm: Some(REALM.to_string()),
+            nonce: self.nonce.clone(),
+            key: self.key,
+        }
+    }
+
+    /// A signed request with the current nonce (which must be known).
+    pub fn signed(&self, method: Method, txid: TransactionId, attrs: &[Attr]) -> Vec<u8> {
+        assert!(self.nonce.is_some(), "no nonce yet: call challenge() first");
+        build(
+            method,
+            Class::Request,
+            txid,
+            attrs,
+            Some(&self.sign()),
+            self.fingerprint,
+        )
+    }
+
+    pub fn unsigned(&self, method: Method, txid: TransactionId, attrs: &[Attr]) -> Vec<u8> {
+        build(method, Class::Request, txid, attrs, None, self.fingerprint)
+    }
+
+    /// Sends an unsigned Allocate and keeps the nonce of the 401 it earns.
+    pub fn challenge(&mut self, h: &mut Harness) -> Resp {
+        let txid = self.txid();
+        let req = self.unsigned(Method::ALLOCATE, txid, &[transport_udp()]);
+        assert!(h.input(self.ft, &req).is_none());
+        let resp = h.take_one(self.ft);
+        resp.assert_error(Method::ALLOCATE, 401, None);
+        assert_eq!(resp.realm(), REALM);
+        self.nonce = Some(resp.nonce());
+        resp
+    }
+
+    /// Sends `req` and returns the one response to it, if any (an Allocate whose relay socket
+    /// is not open yet has none).
+    pub fn send_raw(&mut self, h: &mut Harness, req: &[u8]) -> Option<Resp> {
+        self.last_sent = Some(req.to_vec());
+        assert!(h.input(self.ft, req).is_none(), "a request was relayed");
+        let mut v = h.take_to(self.ft);
+        assert!(v.len() <= 1, "more than one response: {}", v.len());
+        v.pop().map(Resp)
+    }
+
+    /// Sends a signed request, doing the nonce dance first (401) or again (438) as needed,
+    /// and returns the final response (None when an Allocate is left opening).
+    pub fn try_request(&mut self, h: &mut Harness, method: Method, attrs: &[Attr]) -> Option<Resp> {
+        if self.nonce.is_none() {
+            self.challenge(h);
+        }
+        let txid = self.txid();
+        let resp = self.send_raw(h, &self.signed(method, txid, attrs))?;
+        assert_eq!(resp.txid(), txid);
+        if resp.code() == Some(438) {
+            self.nonce = Some(resp.nonce());
+            let txid = self.txid();
+            let resp = self.send_raw(h, &self.signed(method, txid, attrs))?;
+            assert_eq!(resp.txid(), txid);
+            return Some(resp);
+        }
+        Some(resp)
+    }
+
+    pub fn request(&mut self, h: &mut Harness, method: Method, attrs: &[Attr]) -> Resp {
+        self.try_request(h, method, attrs).expect("a response")
+    }
+
+    /// Allocate with REQUESTED-TRANSPORT UDP plus `extra`.
+    pub fn allocate_with(&mut self, h: &mut Harness, extra: &[Attr]) -> Resp {
+        let mut attrs = vec![transport_udp()];
+        attrs.extend_from_slice(extra);
+        self.request(h, Method::ALLOCATE, &attrs)
+    }
+
+    /// A successful default Allocate: returns the allocation id and the relayed address.
+    pub fn allocate(&mut self, h: &mut Harness) -> (AllocationId, SocketAddr) {
+        let resp = self.allocate_with(h, &[]);
+        resp.assert_success(Method::ALLOCATE, &self.key);
+        (h.id_of(self.ft).expect("allocation exists"), resp.relayed())
+    }
+
+    pub fn refresh(&mut self, h: &mut Harness, lifetime_secs: Option<u32>) -> Resp {
+        let attrs: Vec<Attr> = lifetime_secs.map(lifetime).into_iter().collect();
+        self.request(h, Method::REFRESH, &attrs)
+    }
+
+    pub fn create_permission(&mut self, h: &mut Harness, peers: &[SocketAddr]) -> Resp {
+        let attrs: Vec<Attr> = peers.iter().map(|p| Attr::Peer(*p)).collect();
+        self.request(h, Method::CREATE_PERMISSION, &attrs)
+    }
+
+    /// CreatePermission that must succeed.
+    pub fn permit(&mut self, h: &mut Harness, peers: &[SocketAddr]) {
+        let key = self.key;
+        self.create_permission(h, peers)
+            .assert_success(Method::CREATE_PERMISSION, &key);
+    }
+
+    pub fn channel_bind(&mut self, h: &mut Harness, number: u16, peer: SocketAddr) -> Resp {
+        self.request(
+            h,
+            Method::CHANNEL_BIND,
+            &[channel(number), Attr::Peer(peer)],
+        )
+    }
+
+    /// ChannelBind that must succeed.
+    pub fn bind(&mut self, h: &mut Harness, number: u16, peer: SocketAddr) {
+        let key = self.key;
+        self.channel_bind(h, number, peer)
+            .assert_success(Method::CHANNEL_BIND, &key);
+    }
+
+    /// A Send indication; returns what the server relays and the datagram it refers to.
+    pub fn send_indication(
+        &mut self,
+        h: &mut Harness,
+        peer: SocketAddr,
+        payload: &[u8],
+    ) -> (Option<Forward>, Vec<u8>) {
+        let txid = self.txid();
+        let ind = build(
+            Method::SEND,
+            Class::Indication,
+            txid,
+            &[Attr::Peer(peer), data(payload)],
+            None,
+            false,
+        );
+        let fwd = h.input(self.ft, &ind);
+        assert!(h.take_to(self.ft).is_empty(), "indications get no response");
+        (fwd, ind)
+    }
+
+    /// A ChannelData message (with UDP padding to 4 bytes).
+    pub fn channel_data(
+        &mut self,
+        h: &mut Harness,
+        number: u16,
+        payload: &[u8],
+    ) -> (Option<Forward>, Vec<u8>) {
+        let msg = channel_data_msg(number, payload, true);
+        let fwd = h.input(self.ft, &msg);
+        assert!(
+            h.take_to(self.ft).is_empty(),
+            "ChannelData gets no response"
+        );
+        (fwd, msg)
+    }
+}
+
+pub fn channel_data_msg(number: u16, payload: &[u8], pad: bool) -> Vec<u8> {
+    let mut msg = Vec::with_capacity(4 + payload.len() + 3);
+    msg.extend_from_slice(&number.to_be_bytes());
+    msg.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+    msg.extend_from_slice(payload);
+    if pad {
+        while msg.len() % 4 != 0 {
+            msg.push(0);
+        }
+    }
+    msg
+}
+
+/// `fwd` relays exactly `payload` from `datagram` to `peer` on allocation `id`.
+pub fn assert_forward(
+    fwd: Option<Forward>,
+    datagram: &[u8],
+    id: AllocationId,
+    peer: SocketAddr,
+    payload: &[u8],
+) {
+    let fwd = fwd.expect("datagram is relayed");
+    assert_eq!((fwd.id, fwd.peer), (id, peer));
+    assert_eq!(&datagram[fwd.payload.clone()], payload);
+}
+
+#[test]
+fn harness_shared_denies_documentation_peers_unless_listed() {
+    let shared = Setup::default().shared();
+    let f = &shared.peer_filter;
+    assert!(f.is_allowed(peer_a().ip()) && f.is_allowed(peer_v6().ip()));
+    for denied in [
+        "192.0.2.55",
+        "203.0.113.5",
+        "10.0.0.1",
+        "2001:db8::5",
+        "::ffff:10.0.0.1",
+    ] {
+        assert!(!f.is_allowed(ip(denied)), "{denied}");
+    }
+}
