@@ -68,6 +68,9 @@ pub struct Allocation {
     pub permissions: Permissions,
     pub channels: Channels,
     pub stats: Stats,
+    /// The earliest pending sweep of permissions and channels, so refreshes do not pile up
+    /// one heap entry each.
+    pub next_sweep: Option<Instant>,
 }
 
 #[derive(Debug)]

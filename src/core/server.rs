@@ -193,6 +193,17 @@ impl Server {
                     self.transmit(from, payload);
                     return;
                 }
+                // An allocation past its expiry whose deadline has not fired yet is gone
+                // for every purpose: a request must not bring it back.
+                if let Some(id) = self.allocations.id_for(&from) {
+                    let expired = self
+                        .allocations
+                        .get(id)
+                        .is_some_and(|a| a.state == State::Active && a.expires <= now);
+                    if expired {
+                        self.free_allocation(now, id, EndReason::Expired);
+                    }
+                }
                 let (username, key) = match self.authenticate(now, from, msg) {
                     Ok(v) => v,
                     Err(resp) => {
@@ -284,12 +295,16 @@ impl Server {
                     }
                 }
                 TimerKind::Sweep(id) => {
-                    if let Some(a) = self.allocations.get_mut(id) {
+                    let next = self.allocations.get_mut(id).and_then(|a| {
+                        if a.next_sweep.is_some_and(|t| t <= now) {
+                            a.next_sweep = None;
+                        }
                         let p = a.permissions.sweep(now);
                         let c = a.channels.sweep(now);
-                        if let Some(next) = [p, c].into_iter().flatten().min() {
-                            self.timers.push(next, TimerKind::Sweep(id));
-                        }
+                        [p, c].into_iter().flatten().min()
+                    });
+                    if let Some(next) = next {
+                        self.schedule_sweep(id, next);
                     }
                 }
                 TimerKind::Reservation(token) => {
@@ -302,6 +317,18 @@ impl Server {
                     }
                 }
             }
+        }
+    }
+
+    /// Makes sure a sweep of the allocation's permissions and channels happens by `at`,
+    /// pushing a deadline only when none earlier is pending.
+    pub(super) fn schedule_sweep(&mut self, id: AllocationId, at: Instant) {
+        let Some(a) = self.allocations.get_mut(id) else {
+            return;
+        };
+        if a.next_sweep.is_none_or(|t| at < t) {
+            a.next_sweep = Some(at);
+            self.timers.push(at, TimerKind::Sweep(id));
         }
     }
 

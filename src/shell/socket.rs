@@ -19,9 +19,18 @@ pub fn bind_reuseport_group(
             // Keep IPv4 and IPv6 listeners separate, as operators list them separately.
             s.set_only_v6(true)?;
         }
-        s.set_reuse_port(true)?;
         s.set_nonblocking(true)?;
-        s.bind(&addr.into())?;
+        if addr.port() == 0 {
+            // An SO_REUSEPORT bind to port 0 may be handed a port another SO_REUSEPORT
+            // socket of the same user already holds, and two servers would then split one
+            // port's clients. Bind the first socket without it (the kernel then picks a port
+            // nobody holds) and let the other workers join that port.
+            s.bind(&addr.into())?;
+            s.set_reuse_port(true)?;
+        } else {
+            s.set_reuse_port(true)?;
+            s.bind(&addr.into())?;
+        }
         let s: std::net::UdpSocket = s.into();
         addr = s.local_addr()?;
         out.push(s);

@@ -150,6 +150,7 @@ impl Server {
             permissions: Default::default(),
             channels: Default::default(),
             stats: Stats::default(),
+            next_sweep: None,
         });
         self.outputs.push_back(Output::OpenRelay {
             id,

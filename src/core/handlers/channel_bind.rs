@@ -4,7 +4,6 @@
 use crate::core::auth::Key;
 use crate::core::five_tuple::FiveTuple;
 use crate::core::reply::Responder;
-use crate::core::timer::TimerKind;
 use crate::core::Server;
 use crate::stun::channel_data::is_valid_channel;
 use crate::stun::{AddressFamily, Message};
@@ -46,10 +45,7 @@ impl Server {
             return r.plain_error(400);
         };
         let permission_expires = a.permissions.install(peer.ip(), now);
-        self.timers.push(
-            permission_expires.min(channel_expires),
-            TimerKind::Sweep(id),
-        );
+        self.schedule_sweep(id, permission_expires.min(channel_expires));
         r.success(|_| Ok(()))
     }
 }

@@ -5,7 +5,6 @@
 use crate::core::auth::Key;
 use crate::core::five_tuple::FiveTuple;
 use crate::core::reply::Responder;
-use crate::core::timer::TimerKind;
 use crate::core::Server;
 use crate::stun::message::MAX_ATTRIBUTES;
 use crate::stun::{AddressFamily, Message};
@@ -59,7 +58,7 @@ impl Server {
             for ip in &peers[..n] {
                 expires = a.permissions.install(*ip, now);
             }
-            self.timers.push(expires, TimerKind::Sweep(id));
+            self.schedule_sweep(id, expires);
         }
         r.success(|_| Ok(()))
     }

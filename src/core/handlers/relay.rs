@@ -37,6 +37,10 @@ impl Server {
             self.counters.no_allocation += 1;
             return None;
         };
+        if a.expires <= now {
+            self.counters.no_allocation += 1;
+            return None;
+        }
         let Some(binding) = a.channels.by_number(cd.channel, now) else {
             self.counters.no_channel += 1;
             return None;
@@ -78,7 +82,7 @@ impl Server {
             self.counters.no_allocation += 1;
             return None;
         };
-        if a.state != State::Active {
+        if a.state != State::Active || a.expires <= now {
             self.counters.no_allocation += 1;
             return None;
         }
@@ -108,7 +112,8 @@ impl Server {
         payload: Range<usize>,
     ) -> Option<ToClient> {
         let len = payload.len();
-        if payload.start < PEER_HEADROOM
+        if payload.start > payload.end
+            || payload.start < PEER_HEADROOM
             || payload.end + PEER_TAILROOM > buf.len()
             || len > u16::MAX as usize - 64
         {
@@ -120,7 +125,7 @@ impl Server {
             self.counters.no_allocation += 1;
             return None;
         };
-        if a.state != State::Active {
+        if a.state != State::Active || a.expires <= now {
             self.counters.no_allocation += 1;
             return None;
         }
