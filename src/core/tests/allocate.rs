@@ -381,7 +381,7 @@ fn addr_in_use_is_retried_on_another_port() {
 fn addr_in_use_gives_up_with_508_after_eight_ports() {
     let mut h = Harness::new();
     h.open_results
-        .extend(std::iter::repeat(Err(RelayOpenError::AddrInUse)).take(8));
+        .extend(std::iter::repeat_n(Err(RelayOpenError::AddrInUse), 8));
     let mut c = Client::alice(ft(40000));
     c.allocate_with(&mut h, &[])
         .assert_error(Method::ALLOCATE, 508, Some(&c.key));
