@@ -3,6 +3,7 @@
 //! Like mini-redis's `server::run`, [`Server::start`] takes a ready [`Config`] and returns a
 //! handle with the bound addresses, so tests can run a real server on port 0.
 
+mod discover;
 mod setup;
 mod socket;
 mod worker;
@@ -31,6 +32,17 @@ impl Server {
     /// a bind failure is reported here rather than in a log line.
     pub fn start(config: Config) -> anyhow::Result<Server> {
         let shared = setup::shared_state(&config)?;
+        for r in &shared.config.relays {
+            tracing::info!(bind = %r.bind, advertised = %r.advertised, "relay address");
+            // Clients told a private address cannot reach the relay from outside.
+            if !crate::core::peer_filter::PeerFilter::default().is_allowed(r.advertised) {
+                tracing::warn!(
+                    advertised = %r.advertised,
+                    "relay address is not publicly routable; clients on other networks cannot reach \
+                     it: set external_ips (--external-ip PUBLIC) if this host is behind NAT or Docker"
+                );
+            }
+        }
         let workers = config.effective_workers().max(1);
 
         // Per listening address, one SO_REUSEPORT socket per worker.

@@ -1,5 +1,6 @@
 //! Turning the operator's [`Config`] into the core's shared state.
 
+use super::discover;
 use crate::config::Config;
 use crate::core::auth::Credentials;
 use crate::core::nonce::NonceKey;
@@ -18,15 +19,20 @@ pub fn relay_addrs(config: &Config) -> anyhow::Result<Vec<RelayAddr>> {
     let mut ips: Vec<IpAddr> = config.relay_ips.clone();
     if ips.is_empty() {
         for l in &config.listen {
-            if l.ip().is_unspecified() {
-                bail!(
-                    "config key `relay_ips`: must be set when listening on {} (the relay needs a concrete \
-                     address to bind; add e.g. --relay-ip <this host's IP>)",
-                    l
-                );
-            }
-            if !ips.contains(&l.ip()) {
-                ips.push(l.ip());
+            let ip = if l.ip().is_unspecified() {
+                // A wildcard cannot be handed to clients: use the default route's address.
+                match discover::relay_ip_for_wildcard(l.is_ipv6()) {
+                    Some(ip) => ip,
+                    None => bail!(
+                        "config key `relay_ips`: listening on {l} but no address of the default route's \
+                         interface was found to relay on; set relay_ips (--relay-ip IP)"
+                    ),
+                }
+            } else {
+                l.ip()
+            };
+            if !ips.contains(&ip) {
+                ips.push(ip);
             }
         }
     }
