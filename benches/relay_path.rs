@@ -38,6 +38,7 @@ fn shared() -> Arc<Shared> {
         peer_filter: PeerFilter::new(vec!["198.51.100.0/24".parse().unwrap()], vec![]),
         ports: Mutex::new(PortPool::new(&[relay], 50000, 60000)),
         reservations: Default::default(),
+        quotas: Default::default(),
     })
 }
 

@@ -494,6 +494,22 @@ fn e508_port_range_exhausted_then_recovers() {
     );
 }
 
+#[test]
+fn e486_user_quota_reached_then_recovers() {
+    let server = TestServer::start(ConfigArgs {
+        user_quota: Some("1".into()),
+        ..base_args()
+    });
+    let mut a = server.client();
+    let mut b = server.client();
+    a.allocate();
+    let r = b.allocate_with(&[udp()]);
+    assert_error(&r, ALLOCATE, 486);
+    assert!(r.verify_integrity(&b.key()));
+    assert_success(&a.refresh(Some(0)), REFRESH);
+    assert_success(&b.allocate_with(&[udp()]), ALLOCATE);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Retransmissions
 // ---------------------------------------------------------------------------------------------

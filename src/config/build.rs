@@ -42,6 +42,8 @@ pub(crate) fn build(settings: &Settings, problems: &mut Vec<Problem>) -> Config 
         max_lifetime: b.one("max_lifetime", defaults.max_lifetime, parse_seconds),
         nonce_lifetime: b.one("nonce_lifetime", defaults.nonce_lifetime, parse_seconds),
         software: b.one("software", defaults.software, parse_software),
+        user_quota: b.one("user_quota", defaults.user_quota, parse_count),
+        total_quota: b.one("total_quota", defaults.total_quota, parse_count),
     };
     b.cross_checks(&config);
     config
@@ -354,6 +356,15 @@ fn parse_workers(s: &str) -> Result<usize, String> {
             "`{s}` is not a whole number ≥ 0 (0 means one per CPU core)"
         )),
     }
+}
+
+fn parse_count(s: &str) -> Result<u32, String> {
+    s.trim().parse::<u32>().map_err(|_| {
+        format!(
+            "`{s}` is not a whole number from 0 (no limit) to {}",
+            u32::MAX
+        )
+    })
 }
 
 fn parse_seconds(s: &str) -> Result<u32, String> {

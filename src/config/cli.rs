@@ -133,6 +133,16 @@ pub struct ConfigArgs {
     /// SOFTWARE attribute sent in responses; "" sends none [key: software]
     #[arg(long, value_name = "TEXT")]
     pub software: Option<String>,
+
+    /// Most allocations one user may hold at once (486 beyond); 0 = no limit
+    /// [key: user_quota]
+    #[arg(long, value_name = "N")]
+    pub user_quota: Option<String>,
+
+    /// Most allocations the server holds at once (486 beyond); 0 = no limit
+    /// [key: total_quota]
+    #[arg(long, value_name = "N")]
+    pub total_quota: Option<String>,
 }
 
 impl ConfigArgs {
@@ -164,6 +174,8 @@ impl ConfigArgs {
         one(&mut self.max_lifetime, &later.max_lifetime);
         one(&mut self.nonce_lifetime, &later.nonce_lifetime);
         one(&mut self.software, &later.software);
+        one(&mut self.user_quota, &later.user_quota);
+        one(&mut self.total_quota, &later.total_quota);
         self
     }
 }

@@ -76,6 +76,10 @@ pub struct Config {
     pub nonce_lifetime: u32,
     /// SOFTWARE attribute for responses; `None` sends none.
     pub software: Option<String>,
+    /// Most allocations one user may hold at once; 0 = no limit.
+    pub user_quota: u32,
+    /// Most allocations the whole server holds at once; 0 = no limit.
+    pub total_quota: u32,
 }
 
 impl Default for Config {
@@ -97,6 +101,8 @@ impl Default for Config {
             max_lifetime: 3600,
             nonce_lifetime: 600,
             software: Some(concat!("turnd/", env!("CARGO_PKG_VERSION")).to_string()),
+            user_quota: 0,
+            total_quota: 0,
         }
     }
 }
@@ -219,6 +225,8 @@ impl fmt::Debug for Config {
             .field("max_lifetime", &self.max_lifetime)
             .field("nonce_lifetime", &self.nonce_lifetime)
             .field("software", &self.software)
+            .field("user_quota", &self.user_quota)
+            .field("total_quota", &self.total_quota)
             .finish()
     }
 }

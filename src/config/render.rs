@@ -49,6 +49,8 @@ impl Config {
         let _ = writeln!(w, "nonce_lifetime = {}", self.nonce_lifetime);
         let software = self.software.as_deref().unwrap_or("");
         let _ = writeln!(w, "software = {}", quote(software));
+        let _ = writeln!(w, "user_quota = {} # 0 = no limit", self.user_quota);
+        let _ = writeln!(w, "total_quota = {} # 0 = no limit", self.total_quota);
         // Array-of-tables must follow every top-level key.
         for user in &self.users {
             let field = match user.secret {

@@ -37,7 +37,7 @@ const fn key(name: &'static str, flag: &'static str, shape: Shape) -> Key {
 }
 
 /// Every config key, in the order they are documented and printed.
-pub(crate) const KEYS: [Key; 15] = [
+pub(crate) const KEYS: [Key; 17] = [
     key("listen", "--listen", Shape::List),
     key("relay_ips", "--relay-ip", Shape::List),
     key("relay_ports", "--relay-ports", Shape::Scalar),
@@ -53,6 +53,8 @@ pub(crate) const KEYS: [Key; 15] = [
     key("max_lifetime", "--max-lifetime", Shape::Scalar),
     key("nonce_lifetime", "--nonce-lifetime", Shape::Scalar),
     key("software", "--software", Shape::Scalar),
+    key("user_quota", "--user-quota", Shape::Scalar),
+    key("total_quota", "--total-quota", Shape::Scalar),
 ];
 
 /// The variable naming the config file; read by clap for `--config`, and by
@@ -318,7 +320,7 @@ fn from_flags(args: &ConfigArgs, settings: &mut Settings) {
         ("deny_peers", &args.deny_peer),
         ("users", &args.user),
     ];
-    let scalars: [(&str, &Option<String>); 8] = [
+    let scalars: [(&str, &Option<String>); 10] = [
         ("relay_ports", &args.relay_ports),
         ("realm", &args.realm),
         ("workers", &args.workers),
@@ -327,6 +329,8 @@ fn from_flags(args: &ConfigArgs, settings: &mut Settings) {
         ("max_lifetime", &args.max_lifetime),
         ("nonce_lifetime", &args.nonce_lifetime),
         ("software", &args.software),
+        ("user_quota", &args.user_quota),
+        ("total_quota", &args.total_quota),
     ];
     let raws = lists
         .into_iter()

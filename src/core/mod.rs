@@ -20,6 +20,7 @@ pub mod nonce;
 pub mod peer_filter;
 pub mod permission;
 pub mod ports;
+pub mod quota;
 mod reply;
 mod server;
 pub mod timer;
@@ -56,6 +57,10 @@ pub struct CoreConfig {
     pub max_lifetime: Duration,
     pub nonce_lifetime: Duration,
     pub relays: Vec<RelayAddr>,
+    /// Most allocations one user may hold across all workers; 0 = no limit.
+    pub user_quota: u32,
+    /// Most allocations across all workers; 0 = no limit.
+    pub total_quota: u32,
 }
 
 impl Default for CoreConfig {
@@ -66,6 +71,8 @@ impl Default for CoreConfig {
             max_lifetime: Duration::from_secs(3600),
             nonce_lifetime: Duration::from_secs(600),
             relays: Vec::new(),
+            user_quota: 0,
+            total_quota: 0,
         }
     }
 }
@@ -87,6 +94,8 @@ pub struct Shared {
     pub peer_filter: PeerFilter,
     pub ports: Mutex<PortPool>,
     pub reservations: DashMap<[u8; 8], Reservation>,
+    /// Allocations held per user and in total, for the quotas (486).
+    pub quotas: quota::Quotas,
 }
 
 impl Shared {

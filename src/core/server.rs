@@ -343,6 +343,7 @@ impl Server {
         let Some(a) = self.allocations.remove(id) else {
             return;
         };
+        self.shared.quotas.release(&a.username);
         self.release_port(a.relay);
         self.outputs.push_back(Output::CloseRelay { id });
         if a.state == State::Active {

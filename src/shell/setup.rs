@@ -70,6 +70,8 @@ pub fn shared_state(config: &Config) -> anyhow::Result<Arc<Shared>> {
         max_lifetime: Duration::from_secs(config.max_lifetime as u64),
         nonce_lifetime: Duration::from_secs(config.nonce_lifetime as u64),
         relays,
+        user_quota: config.user_quota,
+        total_quota: config.total_quota,
     };
     Ok(Arc::new(Shared {
         config: core,
@@ -82,5 +84,6 @@ pub fn shared_state(config: &Config) -> anyhow::Result<Arc<Shared>> {
             config.relay_ports.high,
         )),
         reservations: Default::default(),
+        quotas: Default::default(),
     }))
 }

@@ -128,6 +128,18 @@ impl Server {
             (SocketAddr::new(ip, port), reservation, even.is_none())
         };
 
+        // Quotas are checked last, once everything else succeeded, so a refused request
+        // holds nothing: the port (and any reservation) taken above goes back.
+        if !shared
+            .quotas
+            .acquire(username, cfg.user_quota, cfg.total_quota)
+        {
+            self.release_port(relay);
+            if let Some((_, res)) = reservation.and_then(|t| shared.reservations.remove(&t)) {
+                self.release_port(res.relay);
+            }
+            return Some(r.plain_error(486));
+        }
         let id = self.allocations.next_id();
         let dont_fragment = msg.dont_fragment();
         self.allocations.insert(Allocation {
@@ -297,6 +309,7 @@ impl Server {
             self.release_port(res.relay);
         }
         if let Some(a) = self.allocations.remove(id) {
+            self.shared.quotas.release(&a.username);
             if a.relay.port() != 0 {
                 self.release_port(a.relay);
             }

@@ -600,3 +600,43 @@ fn relay_addresses_of_a_family_are_used_round_robin() {
             .collect()
     );
 }
+
+#[test]
+fn user_quota_gets_486_and_recovers_when_an_allocation_ends() {
+    let mut h = Harness::with(Setup {
+        quotas: (2, 0),
+        ..Setup::default()
+    });
+    let mut a1 = Client::alice(ft(40001));
+    let mut a2 = Client::alice(ft(40002));
+    let mut a3 = Client::alice(ft(40003));
+    a1.allocate(&mut h);
+    a2.allocate(&mut h);
+    a3.allocate_with(&mut h, &[])
+        .assert_error(Method::ALLOCATE, 486, Some(&a3.key));
+    // The refused request holds no port.
+    assert_eq!(h.ports_in_use(relay_v4()), 2);
+    // Another user is not affected by alice's quota.
+    let mut b = Client::bob(ft(40004));
+    b.allocate(&mut h);
+    // Freeing one of alice's allocations lets her allocate again.
+    a1.refresh(&mut h, Some(0))
+        .assert_success(Method::REFRESH, &a1.key.clone());
+    a3.allocate(&mut h);
+}
+
+#[test]
+fn total_quota_gets_486_and_expiry_frees_it() {
+    let mut h = Harness::with(Setup {
+        quotas: (0, 1),
+        ..Setup::default()
+    });
+    let mut a = Client::alice(ft(40001));
+    let mut b = Client::bob(ft(40002));
+    a.allocate(&mut h);
+    b.allocate_with(&mut h, &[])
+        .assert_error(Method::ALLOCATE, 486, Some(&b.key));
+    h.advance(secs(601));
+    assert_eq!(h.allocation_count(), 0);
+    b.allocate(&mut h);
+}

@@ -119,6 +119,8 @@ pub struct Setup {
     pub ports: (u16, u16),
     pub secrets: Vec<&'static str>,
     pub software: Option<&'static str>,
+    /// (user_quota, total_quota); 0 = no limit.
+    pub quotas: (u32, u32),
 }
 
 impl Default for Setup {
@@ -129,6 +131,7 @@ impl Default for Setup {
             ports: (PORT_LOW, PORT_HIGH),
             secrets: vec![REST_SECRET],
             software: None,
+            quotas: (0, 0),
         }
     }
 }
@@ -161,6 +164,8 @@ impl Setup {
             config: CoreConfig {
                 software: self.software.map(str::to_string),
                 relays,
+                user_quota: self.quotas.0,
+                total_quota: self.quotas.1,
                 ..CoreConfig::default()
             },
             credentials: Credentials::new(REALM, users, self.secrets.iter().map(|s| s.to_string())),
@@ -168,6 +173,7 @@ impl Setup {
             peer_filter: PeerFilter::new(allow, Vec::new()),
             ports: Mutex::new(PortPool::new(&ips, self.ports.0, self.ports.1)),
             reservations: Default::default(),
+            quotas: Default::default(),
         })
     }
 }

@@ -1,0 +1,80 @@
+//! Allocation quotas (RFC 8656 §7.2: 486 Allocation Quota Reached): how many allocations one
+//! user, and the whole server, may hold. Counted across all workers, so the counters are
+//! shared; they are touched when an allocation is created or freed, never on the relay path.
+
+use dashmap::DashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+#[derive(Debug, Default)]
+pub struct Quotas {
+    per_user: DashMap<Box<str>, u32>,
+    total: AtomicU32,
+}
+
+impl Quotas {
+    /// Counts one more allocation for `user` unless that would pass a limit (0 = none).
+    /// Returns false, counting nothing, when a limit is reached.
+    pub fn acquire(&self, user: &str, user_limit: u32, total_limit: u32) -> bool {
+        let total_ok = self
+            .total
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (total_limit == 0 || n < total_limit).then_some(n + 1)
+            })
+            .is_ok();
+        if !total_ok {
+            return false;
+        }
+        let mut entry = self.per_user.entry(user.into()).or_insert(0);
+        if user_limit != 0 && *entry >= user_limit {
+            drop(entry);
+            self.total.fetch_sub(1, Ordering::AcqRel);
+            return false;
+        }
+        *entry += 1;
+        true
+    }
+
+    /// Forgets one allocation of `user`.
+    pub fn release(&self, user: &str) {
+        let _ = self
+            .total
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+        // Remove the entry at zero so the map holds only users with allocations.
+        self.per_user.remove_if_mut(user, |_, n| {
+            *n = n.saturating_sub(1);
+            *n == 0
+        });
+    }
+
+    pub fn total(&self) -> u32 {
+        self.total.load(Ordering::Acquire)
+    }
+
+    pub fn of_user(&self, user: &str) -> u32 {
+        self.per_user.get(user).map_or(0, |n| *n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_per_user_and_total() {
+        let q = Quotas::default();
+        assert!(q.acquire("a", 2, 3));
+        assert!(q.acquire("a", 2, 3));
+        assert!(!q.acquire("a", 2, 3), "user limit");
+        assert!(q.acquire("b", 2, 3));
+        assert!(!q.acquire("c", 2, 3), "total limit");
+        assert_eq!((q.total(), q.of_user("a"), q.of_user("c")), (3, 2, 0));
+        q.release("a");
+        assert!(q.acquire("c", 2, 3));
+        q.release("a");
+        q.release("b");
+        q.release("c");
+        assert_eq!(q.total(), 0);
+        assert!(q.per_user.is_empty());
+        assert!(q.acquire("x", 0, 0), "0 means no limit");
+    }
+}
