@@ -11,7 +11,6 @@ use crate::core::{
     PEER_HEADROOM, PEER_TAILROOM,
 };
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -29,14 +28,50 @@ const BUF_LEN: usize = PEER_HEADROOM + 65_536 + PEER_TAILROOM;
 const MAX_SLEEP: Duration = Duration::from_secs(1);
 
 struct Relay {
+    id: AllocationId,
     socket: Rc<UdpSocket>,
     task: JoinHandle<()>,
+}
+
+/// Relay sockets indexed like the core's allocation slab, so finding the socket for a
+/// forwarded datagram is an index and a generation check rather than a hash.
+#[derive(Default)]
+struct Relays {
+    slots: Vec<Option<Relay>>,
+}
+
+impl Relays {
+    fn get(&self, id: AllocationId) -> Option<&Relay> {
+        self.slots
+            .get(id.index as usize)?
+            .as_ref()
+            .filter(|r| r.id == id)
+    }
+
+    fn insert(&mut self, relay: Relay) {
+        let i = relay.id.index as usize;
+        if self.slots.len() <= i {
+            self.slots.resize_with(i + 1, || None);
+        }
+        if let Some(old) = self.slots[i].replace(relay) {
+            old.task.abort();
+        }
+    }
+
+    fn remove(&mut self, id: AllocationId) -> Option<Relay> {
+        let slot = self.slots.get_mut(id.index as usize)?;
+        if slot.as_ref().is_some_and(|r| r.id == id) {
+            slot.take()
+        } else {
+            None
+        }
+    }
 }
 
 struct Worker {
     core: Core,
     listeners: Vec<(SocketAddr, Rc<UdpSocket>)>,
-    relays: HashMap<AllocationId, Relay>,
+    relays: Relays,
     buf: Box<[u8]>,
     index: usize,
 }
@@ -81,7 +116,7 @@ pub fn run(
                 .iter()
                 .filter_map(|s| Some((s.local_addr().ok()?, s.clone())))
                 .collect(),
-            relays: HashMap::new(),
+            relays: Relays::default(),
             buf: vec![0u8; BUF_LEN].into_boxed_slice(),
             index,
         }));
@@ -185,7 +220,7 @@ impl Worker {
             core, relays, buf, ..
         } = self;
         if let Some(fwd) = core.handle_client_datagram(now, from, &buf[..n]) {
-            if let Some(r) = relays.get(&fwd.id) {
+            if let Some(r) = relays.get(fwd.id) {
                 // A failed send (unreachable peer, full buffer) loses one datagram; it never
                 // ends the allocation, so one bad ICE candidate cannot break the others.
                 let _ = r.socket.try_send_to(&buf[fwd.payload], fwd.peer);
@@ -226,7 +261,7 @@ impl Worker {
                     self.core.handle_relay_opened(Instant::now(), id, result);
                 }
                 Output::CloseRelay { id } => {
-                    if let Some(r) = self.relays.remove(&id) {
+                    if let Some(r) = self.relays.remove(id) {
                         r.task.abort();
                     }
                 }
@@ -252,7 +287,7 @@ impl Worker {
         let socket = Rc::new(UdpSocket::from_std(std_socket).map_err(|_| RelayOpenError::Other)?);
         let worker = self.self_handle();
         let task = tokio::task::spawn_local(relay(worker, id, socket.clone()));
-        self.relays.insert(id, Relay { socket, task });
+        self.relays.insert(Relay { id, socket, task });
         Ok(())
     }
 
