@@ -1,0 +1,65 @@
+//! aiortc (Python WebRTC) through the server under test: two `RTCPeerConnection`s in one
+//! process, the server as their only ICE server and relay-only ICE, exchange 1,000 data-channel
+//! messages each way; every message must arrive intact and in order over a relay ↔ relay pair.
+//! The checks live in `tests/aiortc/relay_datachannel.py`; this test starts the server, runs the
+//! script bounded in time and fails with its output if it exits non-zero.
+//!
+//! Needs python3 with the packages in `tests/aiortc/requirements.txt` (`.ci/run` installs them);
+//! without them the test fails, it never skips.
+
+mod common;
+
+use common::{require_tool, run_tool, TurnServer, PASSWORD, USER};
+use std::process::Command;
+use std::time::Duration;
+
+/// The script's own limit for the whole exchange; the process gets a margin on top.
+const SCRIPT_TIMEOUT_SECS: u64 = 60;
+
+#[test]
+fn aiortc_relay_only_datachannel_1000_messages() {
+    let python = require_tool("python3");
+    let mut probe = Command::new(&python);
+    probe.args([
+        "-c",
+        "import aiortc, aioice; print(aiortc.__version__, aioice.__version__)",
+    ]);
+    let (status, out) = run_tool(
+        "python3 (aiortc import probe)",
+        probe,
+        Duration::from_secs(60),
+    );
+    assert!(
+        status.success(),
+        "python3 cannot import aiortc: run `python3 -m pip install -r tests/aiortc/requirements.txt` \
+         (.ci/run does this)\n{out}"
+    );
+
+    let mut server = TurnServer::spawn(&[]);
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/aiortc/relay_datachannel.py"
+    );
+    let mut cmd = Command::new(&python);
+    cmd.arg(script)
+        .args(["--host", &server.addr().ip().to_string()])
+        .args(["--port", &server.port().to_string()])
+        .args(["--user", USER, "--password", PASSWORD])
+        .args(["--count", "1000"])
+        .args(["--timeout", &SCRIPT_TIMEOUT_SECS.to_string()]);
+    let (status, out) = run_tool(
+        "relay_datachannel.py",
+        cmd,
+        Duration::from_secs(SCRIPT_TIMEOUT_SECS + 60),
+    );
+    server.assert_running();
+    assert!(
+        status.success(),
+        "aiortc relay test failed ({status}):\n{out}\n--- server output:\n{}",
+        server.output()
+    );
+    assert!(
+        out.contains("OK: 1000 messages"),
+        "script exited 0 without its OK line:\n{out}"
+    );
+}
