@@ -160,13 +160,7 @@ impl Server {
     }
 
     fn handle_request(&mut self, now: Instant, from: FiveTuple, msg: &Message) {
-        let responder = Responder {
-            method: msg.method(),
-            txid: msg.transaction_id(),
-            key: None,
-            software: None,
-            fingerprint: msg.has_fingerprint(),
-        };
+        let responder = Responder::to(msg, None, None);
         let mut unknown = [0u16; 16];
         let n = msg.unknown_required(is_understood, &mut unknown);
         let turn_method = matches!(

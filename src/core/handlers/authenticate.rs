@@ -21,13 +21,7 @@ impl Server {
         msg: &Message<'m>,
     ) -> Result<(&'m str, Key), Vec<u8>> {
         let unix_now = self.unix_now(now);
-        let responder = Responder {
-            method: msg.method(),
-            txid: msg.transaction_id(),
-            key: None,
-            software: None,
-            fingerprint: msg.has_fingerprint(),
-        };
+        let responder = Responder::to(msg, None, None);
         let shared = self.shared.clone();
         let realm = shared.credentials.realm();
         let mut nonce_buf = [0u8; NONCE_LEN];

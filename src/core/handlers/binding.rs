@@ -8,14 +8,9 @@ use crate::stun::{AttrType, Message};
 
 impl Server {
     pub(crate) fn handle_binding(&mut self, from: FiveTuple, msg: &Message) -> Vec<u8> {
-        let responder = Responder {
-            method: msg.method(),
-            txid: msg.transaction_id(),
-            key: None,
-            // No SOFTWARE: unauthenticated answers stay small (no amplification).
-            software: None,
-            fingerprint: msg.has_fingerprint(),
-        };
+        // No key (unauthenticated) and no SOFTWARE: answers to unauthenticated requests stay
+        // small, so the server is a poor amplifier.
+        let responder = Responder::to(msg, None, None);
         responder.success(|b| b.add_xor_address(AttrType::XOR_MAPPED_ADDRESS, &from.client))
     }
 }
