@@ -1,0 +1,179 @@
+//! The relay path allocates nothing: a counting global allocator watches the core relay
+//! thousands of ChannelData messages and Send/Data indications in both directions.
+//!
+//! This is the sans-IO half of the proof (the core's decisions and in-place framing); the
+//! shell's receive and send calls reuse one buffer per worker.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use turnd::core::auth::{long_term_key, Credentials, UserSecret};
+use turnd::core::nonce::{NonceKey, NONCE_LEN};
+use turnd::core::peer_filter::PeerFilter;
+use turnd::core::ports::PortPool;
+use turnd::core::{
+    CoreConfig, FiveTuple, Output, RelayAddr, Server, Shared, PEER_HEADROOM, PEER_TAILROOM,
+};
+use turnd::stun::{AttrType, Class, MessageBuilder, MessageType, Method, TransactionId};
+
+/// Counts allocations made while `COUNTING` is set (by any thread; the test is one thread
+/// and nothing else runs in this test binary).
+struct Counting;
+
+static COUNTING: AtomicBool = AtomicBool::new(false);
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if COUNTING.load(Ordering::Relaxed) {
+            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        }
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if COUNTING.load(Ordering::Relaxed) {
+            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        }
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+const REALM: &str = "zero";
+const UNIX: u64 = 1_700_000_000;
+
+fn request(method: Method, nonce: &[u8], txid: u8, f: impl FnOnce(&mut MessageBuilder)) -> Vec<u8> {
+    let mut buf = [0u8; 512];
+    let ty = MessageType::new(method, Class::Request);
+    let mut b = MessageBuilder::new(&mut buf, ty, TransactionId([txid; 12])).unwrap();
+    f(&mut b);
+    b.add(AttrType::USERNAME, b"u").unwrap();
+    b.add(AttrType::REALM, REALM.as_bytes()).unwrap();
+    b.add(AttrType::NONCE, nonce).unwrap();
+    b.add_message_integrity(&long_term_key("u", REALM, "p"))
+        .unwrap();
+    let n = b.finish();
+    buf[..n].to_vec()
+}
+
+fn send_indication(peer: SocketAddr, payload: &[u8]) -> Vec<u8> {
+    let mut buf = vec![0u8; 2048];
+    let ty = MessageType::new(Method::SEND, Class::Indication);
+    let mut b = MessageBuilder::new(&mut buf, ty, TransactionId([9; 12])).unwrap();
+    b.add_xor_address(AttrType::XOR_PEER_ADDRESS, &peer)
+        .unwrap();
+    b.add(AttrType::DATA, payload).unwrap();
+    let n = b.finish();
+    buf.truncate(n);
+    buf
+}
+
+#[test]
+fn relay_path_allocates_nothing() {
+    let relay = "192.0.2.10".parse().unwrap();
+    let shared = Arc::new(Shared {
+        config: CoreConfig {
+            relays: vec![RelayAddr {
+                bind: relay,
+                advertised: relay,
+            }],
+            ..Default::default()
+        },
+        credentials: Credentials::new(
+            REALM,
+            [("u".to_string(), UserSecret::Password("p".into()))],
+            [],
+        ),
+        nonce_key: NonceKey::new([3; 32]),
+        peer_filter: PeerFilter::new(vec!["198.51.100.0/24".parse().unwrap()], vec![]),
+        ports: Mutex::new(PortPool::new(&[relay], 50000, 50100)),
+        reservations: Default::default(),
+        quotas: Default::default(),
+    });
+    let t0 = Instant::now();
+    let mut s = Server::new(shared.clone(), 7, t0, UNIX);
+    let client = FiveTuple::udp(
+        "203.0.113.5:40000".parse().unwrap(),
+        "192.0.2.1:3478".parse().unwrap(),
+    );
+    let chan_peer: SocketAddr = "198.51.100.7:5000".parse().unwrap();
+    let ind_peer: SocketAddr = "198.51.100.8:6000".parse().unwrap();
+
+    // Control path (allocates freely): allocation, a channel to one peer, a permission for another.
+    let mut nonce = [0u8; NONCE_LEN];
+    let nonce = shared
+        .nonce_key
+        .issue(UNIX, client.client, &mut nonce)
+        .as_bytes()
+        .to_vec();
+    let alloc = request(Method::ALLOCATE, &nonce, 1, |b| {
+        b.add_u32(AttrType::REQUESTED_TRANSPORT, 17 << 24).unwrap()
+    });
+    s.handle_client_datagram(t0, client, &alloc);
+    while let Some(o) = s.poll_output() {
+        if let Output::OpenRelay { id, .. } = o {
+            s.handle_relay_opened(t0, id, Ok(()));
+        }
+    }
+    let bind = request(Method::CHANNEL_BIND, &nonce, 2, |b| {
+        b.add_u32(AttrType::CHANNEL_NUMBER, 0x4000 << 16).unwrap();
+        b.add_xor_address(AttrType::XOR_PEER_ADDRESS, &chan_peer)
+            .unwrap();
+    });
+    s.handle_client_datagram(t0, client, &bind);
+    let perm = request(Method::CREATE_PERMISSION, &nonce, 3, |b| {
+        b.add_xor_address(AttrType::XOR_PEER_ADDRESS, &ind_peer)
+            .unwrap();
+    });
+    s.handle_client_datagram(t0, client, &perm);
+    while s.poll_output().is_some() {}
+    let id = s.allocations().next().expect("allocated").id;
+
+    // Inputs prepared before counting starts.
+    let payload = [0x5Au8; 160];
+    let mut channel_data = vec![0x40, 0x00, 0x00, payload.len() as u8];
+    channel_data.extend_from_slice(&payload);
+    let send = send_indication(ind_peer, &payload);
+    let mut buf = vec![0u8; PEER_HEADROOM + payload.len() + PEER_TAILROOM];
+    let range = PEER_HEADROOM..PEER_HEADROOM + payload.len();
+    let now = t0 + Duration::from_secs(1);
+
+    const ROUNDS: usize = 5_000;
+    let mut relayed = 0usize;
+    COUNTING.store(true, Ordering::SeqCst);
+    for _ in 0..ROUNDS {
+        relayed += s
+            .handle_client_datagram(now, client, &channel_data)
+            .is_some() as usize;
+        relayed += s.handle_client_datagram(now, client, &send).is_some() as usize;
+        buf[range.clone()].copy_from_slice(&payload);
+        relayed += s
+            .handle_peer_datagram(now, id, chan_peer, &mut buf, range.clone())
+            .is_some() as usize;
+        buf[range.clone()].copy_from_slice(&payload);
+        relayed += s
+            .handle_peer_datagram(now, id, ind_peer, &mut buf, range.clone())
+            .is_some() as usize;
+    }
+    COUNTING.store(false, Ordering::SeqCst);
+
+    assert_eq!(relayed, 4 * ROUNDS, "every datagram was relayed");
+    assert_eq!(
+        ALLOCATIONS.load(Ordering::SeqCst),
+        0,
+        "heap allocations on the relay path"
+    );
+    assert!(s.poll_output().is_none(), "the relay path queues no output");
+}
