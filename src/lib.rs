@@ -11,5 +11,6 @@
 
 pub mod config;
 pub mod core;
+pub mod credentials;
 pub mod shell;
 pub mod stun;

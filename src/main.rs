@@ -8,6 +8,9 @@ use turnd::shell::Server;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(config::Command::Credentials(args)) = &cli.command {
+        return credentials(&cli, args);
+    }
     let cfg = match config::load(&cli.config_args()) {
         Ok(c) => c,
         Err(e) => {
@@ -90,4 +93,42 @@ fn wait_for_signal() {
         #[cfg(not(unix))]
         let _ = tokio::signal::ctrl_c().await;
     });
+}
+
+/// `turnd credentials`: prints REST API credentials minted with `--secret` (or the first
+/// `auth_secrets` entry of the configuration).
+fn credentials(cli: &Cli, args: &turnd::credentials::CredentialsArgs) -> ExitCode {
+    use turnd::credentials::{ice_servers_json, mint, utc};
+    let secret = match &args.secret {
+        Some(s) => s.clone(),
+        None => match config::load(&cli.config_args()).map(|c| c.auth_secrets.first().cloned()) {
+            Ok(Some(s)) => s,
+            Ok(None) => {
+                eprintln!("turnd: give --secret, or a configuration with auth_secrets");
+                return ExitCode::from(2);
+            }
+            Err(e) => {
+                eprintln!("turnd: {e}");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    let unix_now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let m = mint(&secret, &args.user, args.ttl, unix_now);
+    let json = ice_servers_json(&m, &args.host);
+    if args.json {
+        println!("{json}");
+    } else {
+        println!("username: {}", m.username);
+        println!("password: {}", m.password);
+        println!(
+            "expires:  {} ({} s from now)",
+            utc(m.expires),
+            args.ttl.as_secs()
+        );
+        println!("iceServers: {json}");
+    }
+    ExitCode::SUCCESS
 }

@@ -149,6 +149,39 @@ fn uclient_rest_api_credentials_zero_loss() {
 }
 
 #[test]
+fn credentials_subcommand_mints_rest_credentials_uclient_accepts() {
+    // `turnd credentials` is what an operator pastes into a client; coturn's uclient, given
+    // the minted username and password as plain long-term credentials, must relay with them.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_turnd"))
+        .args([
+            "credentials",
+            "--secret",
+            REST_SECRET,
+            "--user",
+            "carol",
+            "--ttl",
+            "1h",
+        ])
+        .output()
+        .expect("run turnd credentials");
+    assert!(out.status.success(), "turnd credentials failed: {out:?}");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_else(|| panic!("no `{name}` line in:\n{text}"))
+    };
+    let (username, password) = (field("username:"), field("password:"));
+    assert!(username.ends_with(":carol"), "{username}");
+    run_uclient_with(
+        &["--auth-secret", REST_SECRET],
+        &["-u", &username, "-w", &password],
+        &["-c"],
+    );
+}
+
+#[test]
 fn uclient_wrong_credentials_are_refused() {
     for credentials in [
         &["-u", USER, "-w", "not-alice-pw"][..],

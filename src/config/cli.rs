@@ -38,6 +38,9 @@ pub enum Command {
     /// Validate the configuration, print the effective configuration
     /// (secrets redacted), and exit: 0 if valid, non-zero if not.
     CheckConfig(ConfigArgs),
+    /// Mint time-limited TURN REST API credentials and print them with a
+    /// ready-to-paste `iceServers` snippet.
+    Credentials(crate::credentials::CredentialsArgs),
 }
 
 impl Cli {
@@ -48,6 +51,7 @@ impl Cli {
         match &self.command {
             None => self.args.clone(),
             Some(Command::CheckConfig(sub)) => self.args.clone().overridden_by(sub),
+            Some(Command::Credentials(_)) => self.args.clone(),
         }
     }
 
