@@ -37,7 +37,7 @@ pub struct Cli {
 pub enum Command {
     /// Validate the configuration, print the effective configuration
     /// (secrets redacted), and exit: 0 if valid, non-zero if not.
-    CheckConfig(ConfigArgs),
+    CheckConfig(Box<ConfigArgs>),
     /// Mint time-limited TURN REST API credentials and print them with a
     /// ready-to-paste `iceServers` snippet.
     Credentials(crate::credentials::CredentialsArgs),
