@@ -28,7 +28,10 @@ mod transactions;
 
 pub use allocation::{Allocation, AllocationId, Stats};
 pub use five_tuple::{FiveTuple, Transport};
-pub use server::{Counters, Server, PEER_HEADROOM, PEER_TAILROOM};
+pub use server::{
+    transport_index, Counters, Relayed, Server, AUTH_FAILURE_LABELS, METHOD_LABELS, PEER_HEADROOM,
+    PEER_TAILROOM, RESULT_LABELS, TRANSPORT_LABELS,
+};
 
 use auth::Credentials;
 use dashmap::DashMap;

@@ -107,6 +107,11 @@ impl PortPool {
         self.ips.iter().find(|p| p.ip == ip).map_or(0, |p| p.in_use)
     }
 
+    /// Ports in use (or reserved) across all relay addresses.
+    pub fn in_use_total(&self) -> usize {
+        self.ips.iter().map(|p| p.in_use).sum()
+    }
+
     /// Ports free across all relay addresses.
     pub fn free(&self) -> usize {
         self.ips.iter().map(|p| self.size() - p.in_use).sum()

@@ -24,17 +24,166 @@ pub const PEER_TAILROOM: usize = 4;
 /// How many responses a worker remembers for retransmissions.
 const TRANSACTION_CACHE: usize = 16 * 1024;
 
-/// Datagrams the core declined, by reason. Plain integers owned by one worker: the metrics
-/// endpoint sums them across workers when scraped.
+/// What one worker's core has counted: datagrams declined by reason, relayed traffic,
+/// requests by method and result, authentication failures by reason, and the permissions and
+/// channels it holds. Plain integers owned by one worker, incremented on the relay path without
+/// a lock or an atomic; the shell copies them out after each batch and the metrics endpoint sums
+/// every worker's copy when scraped. The core counts; it knows nothing of Prometheus.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Counters {
     pub malformed: u64,
     pub no_allocation: u64,
     pub no_permission: u64,
     pub no_channel: u64,
+    /// Requests received (every method, before any check).
     pub requests: u64,
+    /// Failed authentications, all reasons ([`Counters::auth_failure_reasons`] splits them).
     pub auth_failures: u64,
     pub peers_denied: u64,
+    /// Relayed traffic, indexed by the client's transport ([`transport_index`]).
+    pub relayed: [Relayed; TRANSPORTS],
+    /// Responses sent, by method ([`METHOD_LABELS`]) and result ([`RESULT_LABELS`]).
+    pub responses: [[u64; RESULTS]; METHODS],
+    /// Failed authentications by reason ([`AUTH_FAILURE_LABELS`]).
+    pub auth_failure_reasons: [u64; AUTH_FAILURES],
+    /// Permissions currently installed (expired ones until their sweep runs).
+    pub permissions: u64,
+    pub permissions_created: u64,
+    /// Channel bindings currently held (including those in their 5-minute cool-down).
+    pub channels: u64,
+    pub channels_created: u64,
+}
+
+/// Relayed datagrams and payload bytes of one transport, per direction.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Relayed {
+    pub to_peer_packets: u64,
+    pub to_peer_bytes: u64,
+    pub to_client_packets: u64,
+    pub to_client_bytes: u64,
+}
+
+pub const TRANSPORTS: usize = 3;
+/// The label of each [`Counters::relayed`] entry.
+pub const TRANSPORT_LABELS: [&str; TRANSPORTS] = ["udp", "tcp", "tls"];
+
+pub fn transport_index(t: super::Transport) -> usize {
+    match t {
+        super::Transport::Udp => 0,
+        super::Transport::Tcp => 1,
+        super::Transport::Tls => 2,
+    }
+}
+
+pub const METHODS: usize = 6;
+pub const METHOD_LABELS: [&str; METHODS] = [
+    "binding",
+    "allocate",
+    "refresh",
+    "create_permission",
+    "channel_bind",
+    "other",
+];
+
+/// Every error code the server sends, plus "other" for any code not listed.
+const RESULT_CODES: [u16; RESULTS - 2] = [
+    400, 401, 403, 420, 437, 438, 440, 441, 442, 443, 486, 500, 508,
+];
+pub const RESULTS: usize = 15;
+pub const RESULT_LABELS: [&str; RESULTS] = [
+    "success", "400", "401", "403", "420", "437", "438", "440", "441", "442", "443", "486", "500",
+    "508", "other",
+];
+
+pub const AUTH_FAILURES: usize = 5;
+pub const AUTH_FAILURE_LABELS: [&str; AUTH_FAILURES] = [
+    "bad_request",
+    "stale_nonce",
+    "unknown_user",
+    "expired",
+    "bad_integrity",
+];
+
+/// An index into [`AUTH_FAILURE_LABELS`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum AuthFailure {
+    /// MESSAGE-INTEGRITY without USERNAME, REALM or NONCE (400).
+    BadRequest = 0,
+    /// A nonce that is stale or not ours (438).
+    StaleNonce = 1,
+    UnknownUser = 2,
+    /// A TURN REST API username past its expiry.
+    Expired = 3,
+    BadIntegrity = 4,
+}
+
+impl Counters {
+    /// Adds `other` into `self` (summing workers).
+    pub fn add(&mut self, other: &Counters) {
+        self.malformed += other.malformed;
+        self.no_allocation += other.no_allocation;
+        self.no_permission += other.no_permission;
+        self.no_channel += other.no_channel;
+        self.requests += other.requests;
+        self.auth_failures += other.auth_failures;
+        self.peers_denied += other.peers_denied;
+        for (a, b) in self.relayed.iter_mut().zip(&other.relayed) {
+            a.to_peer_packets += b.to_peer_packets;
+            a.to_peer_bytes += b.to_peer_bytes;
+            a.to_client_packets += b.to_client_packets;
+            a.to_client_bytes += b.to_client_bytes;
+        }
+        for (a, b) in self.responses.iter_mut().zip(&other.responses) {
+            for (x, y) in a.iter_mut().zip(b) {
+                *x += y;
+            }
+        }
+        for (a, b) in self
+            .auth_failure_reasons
+            .iter_mut()
+            .zip(&other.auth_failure_reasons)
+        {
+            *a += b;
+        }
+        self.permissions += other.permissions;
+        self.permissions_created += other.permissions_created;
+        self.channels += other.channels;
+        self.channels_created += other.channels_created;
+    }
+
+    pub(crate) fn auth_failure(&mut self, reason: AuthFailure) {
+        self.auth_failures += 1;
+        self.auth_failure_reasons[reason as usize] += 1;
+    }
+
+    /// Counts a response by the method and result it carries (a response we built, so it
+    /// parses; anything else is ignored).
+    fn response(&mut self, payload: &[u8]) {
+        let Ok(msg) = Message::parse(payload) else {
+            return;
+        };
+        let method = match msg.method() {
+            Method::BINDING => 0,
+            Method::ALLOCATE => 1,
+            Method::REFRESH => 2,
+            Method::CREATE_PERMISSION => 3,
+            Method::CHANNEL_BIND => 4,
+            _ => 5,
+        };
+        let result = match msg.class() {
+            Class::SuccessResponse => 0,
+            Class::ErrorResponse => match msg.error_code() {
+                Some(Ok((code, _))) => RESULT_CODES
+                    .iter()
+                    .position(|&c| c == code)
+                    .map_or(RESULTS - 1, |i| i + 1),
+                _ => RESULTS - 1,
+            },
+            // Data indications built on the control path are not responses.
+            _ => return,
+        };
+        self.responses[method][result] += 1;
+    }
 }
 
 /// A clock pairing: the monotonic instant at which the wall clock read `unix` seconds.
@@ -104,8 +253,8 @@ impl Server {
         &self.shared
     }
 
-    pub fn counters(&self) -> Counters {
-        self.counters
+    pub fn counters(&self) -> &Counters {
+        &self.counters
     }
 
     pub fn allocations(&self) -> impl Iterator<Item = &super::Allocation> {
@@ -236,6 +385,7 @@ impl Server {
     }
 
     pub(super) fn transmit(&mut self, to: FiveTuple, payload: Vec<u8>) {
+        self.counters.response(&payload);
         self.outputs.push_back(Output::Transmit { to, payload });
     }
 
@@ -289,12 +439,20 @@ impl Server {
                     }
                 }
                 TimerKind::Sweep(id) => {
+                    let counters = &mut self.counters;
                     let next = self.allocations.get_mut(id).and_then(|a| {
                         if a.next_sweep.is_some_and(|t| t <= now) {
                             a.next_sweep = None;
                         }
+                        let (permissions, channels) = (a.permissions.len(), a.channels.len());
                         let p = a.permissions.sweep(now);
                         let c = a.channels.sweep(now);
+                        counters.permissions = counters
+                            .permissions
+                            .saturating_sub((permissions - a.permissions.len()) as u64);
+                        counters.channels = counters
+                            .channels
+                            .saturating_sub((channels - a.channels.len()) as u64);
                         [p, c].into_iter().flatten().min()
                     });
                     if let Some(next) = next {
@@ -339,6 +497,9 @@ impl Server {
         };
         self.shared.quotas.release(&a.username);
         self.release_port(a.relay);
+        let c = &mut self.counters;
+        c.permissions = c.permissions.saturating_sub(a.permissions.len() as u64);
+        c.channels = c.channels.saturating_sub(a.channels.len() as u64);
         self.outputs.push_back(Output::CloseRelay { id });
         if a.state == State::Active {
             self.outputs

@@ -4,10 +4,11 @@
 //! nonce (a MAC over a timestamp and the client address), and the next request proves it
 //! echoes a nonce we issued to that address recently.
 
-use crate::core::auth::Key;
+use crate::core::auth::{AuthError, Key};
 use crate::core::five_tuple::FiveTuple;
 use crate::core::nonce::{NonceStatus, NONCE_LEN};
 use crate::core::reply::Responder;
+use crate::core::server::AuthFailure;
 use crate::core::Server;
 use crate::stun::{AttrType, Message};
 use std::time::Instant;
@@ -41,7 +42,7 @@ impl Server {
         let (Some(Ok(username)), Some(Ok(_realm)), Some(Ok(nonce))) =
             (msg.username(), msg.realm(), msg.nonce())
         else {
-            self.counters.auth_failures += 1;
+            self.counters.auth_failure(AuthFailure::BadRequest);
             return Err(responder.plain_error(400));
         };
         let lifetime = shared.config.nonce_lifetime.as_secs();
@@ -52,7 +53,7 @@ impl Server {
             NonceStatus::Valid => {}
             // Stale, or not ours: a fresh nonce lets an honest client retry at once.
             NonceStatus::Stale | NonceStatus::Invalid => {
-                self.counters.auth_failures += 1;
+                self.counters.auth_failure(AuthFailure::StaleNonce);
                 return Err(challenge(438, &mut nonce_buf));
             }
         }
@@ -61,8 +62,12 @@ impl Server {
             .authenticate(username, unix_now, |key| msg.verify_integrity(key))
         {
             Ok(key) => Ok((username, key)),
-            Err(_) => {
-                self.counters.auth_failures += 1;
+            Err(e) => {
+                self.counters.auth_failure(match e {
+                    AuthError::UnknownUser => AuthFailure::UnknownUser,
+                    AuthError::Expired => AuthFailure::Expired,
+                    AuthError::BadIntegrity => AuthFailure::BadIntegrity,
+                });
                 Err(challenge(401, &mut nonce_buf))
             }
         }

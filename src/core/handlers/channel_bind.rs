@@ -41,10 +41,19 @@ impl Server {
             self.counters.peers_denied += 1;
             return r.plain_error(403);
         }
+        let (channels, permissions) = (a.channels.len(), a.permissions.len());
+        let new_channel = a.channels.by_number(number, now).is_none();
+        let new_permission = !a.permissions.allows(peer.ip(), now);
         let Ok(channel_expires) = a.channels.bind(number, peer, now) else {
             return r.plain_error(400);
         };
         let permission_expires = a.permissions.install(peer.ip(), now);
+        let c = &mut self.counters;
+        c.channels = (c.channels + a.channels.len() as u64).saturating_sub(channels as u64);
+        c.permissions =
+            (c.permissions + a.permissions.len() as u64).saturating_sub(permissions as u64);
+        c.channels_created += u64::from(new_channel);
+        c.permissions_created += u64::from(new_permission);
         self.schedule_sweep(id, permission_expires.min(channel_expires));
         r.success(|_| Ok(()))
     }

@@ -55,9 +55,13 @@ impl Server {
         }
         if let Some(a) = self.allocations.get_mut(id) {
             let mut expires = now;
+            let before = a.permissions.len() as u64;
             for ip in &peers[..n] {
+                self.counters.permissions_created += u64::from(!a.permissions.allows(*ip, now));
                 expires = a.permissions.install(*ip, now);
             }
+            let c = &mut self.counters;
+            c.permissions = (c.permissions + a.permissions.len() as u64).saturating_sub(before);
             self.schedule_sweep(id, expires);
         }
         r.success(|_| Ok(()))
