@@ -44,6 +44,7 @@ pub(crate) fn build(settings: &Settings, problems: &mut Vec<Problem>) -> Config 
         software: b.one("software", defaults.software, parse_software),
         user_quota: b.one("user_quota", defaults.user_quota, parse_count),
         total_quota: b.one("total_quota", defaults.total_quota, parse_count),
+        metrics_listen: b.one("metrics_listen", defaults.metrics_listen, parse_listen),
     };
     b.cross_checks(&config);
     config

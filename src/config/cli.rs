@@ -147,6 +147,11 @@ pub struct ConfigArgs {
     /// [key: total_quota]
     #[arg(long, value_name = "N")]
     pub total_quota: Option<String>,
+
+    /// HTTP address serving /metrics, /healthz and /readyz; port 0 picks a free port
+    /// [key: metrics_listen]
+    #[arg(long, value_name = "IP:PORT")]
+    pub metrics_listen: Option<String>,
 }
 
 impl ConfigArgs {
@@ -180,6 +185,7 @@ impl ConfigArgs {
         one(&mut self.software, &later.software);
         one(&mut self.user_quota, &later.user_quota);
         one(&mut self.total_quota, &later.total_quota);
+        one(&mut self.metrics_listen, &later.metrics_listen);
         self
     }
 }

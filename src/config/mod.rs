@@ -80,6 +80,8 @@ pub struct Config {
     pub user_quota: u32,
     /// Most allocations the whole server holds at once; 0 = no limit.
     pub total_quota: u32,
+    /// The admin HTTP listener: /metrics, /healthz, /readyz.
+    pub metrics_listen: SocketAddr,
 }
 
 impl Default for Config {
@@ -103,6 +105,7 @@ impl Default for Config {
             software: Some(concat!("turnd/", env!("CARGO_PKG_VERSION")).to_string()),
             user_quota: 0,
             total_quota: 0,
+            metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9641)),
         }
     }
 }
@@ -227,6 +230,7 @@ impl fmt::Debug for Config {
             .field("software", &self.software)
             .field("user_quota", &self.user_quota)
             .field("total_quota", &self.total_quota)
+            .field("metrics_listen", &self.metrics_listen)
             .finish()
     }
 }

@@ -51,6 +51,11 @@ impl Config {
         let _ = writeln!(w, "software = {}", quote(software));
         let _ = writeln!(w, "user_quota = {} # 0 = no limit", self.user_quota);
         let _ = writeln!(w, "total_quota = {} # 0 = no limit", self.total_quota);
+        let _ = writeln!(
+            w,
+            "metrics_listen = {}",
+            quote(&self.metrics_listen.to_string())
+        );
         // Array-of-tables must follow every top-level key.
         for user in &self.users {
             let field = match user.secret {

@@ -37,7 +37,7 @@ const fn key(name: &'static str, flag: &'static str, shape: Shape) -> Key {
 }
 
 /// Every config key, in the order they are documented and printed.
-pub(crate) const KEYS: [Key; 17] = [
+pub(crate) const KEYS: [Key; 18] = [
     key("listen", "--listen", Shape::List),
     key("relay_ips", "--relay-ip", Shape::List),
     key("relay_ports", "--relay-ports", Shape::Scalar),
@@ -55,6 +55,7 @@ pub(crate) const KEYS: [Key; 17] = [
     key("software", "--software", Shape::Scalar),
     key("user_quota", "--user-quota", Shape::Scalar),
     key("total_quota", "--total-quota", Shape::Scalar),
+    key("metrics_listen", "--metrics-listen", Shape::Scalar),
 ];
 
 /// The variable naming the config file; read by clap for `--config`, and by
@@ -320,7 +321,7 @@ fn from_flags(args: &ConfigArgs, settings: &mut Settings) {
         ("deny_peers", &args.deny_peer),
         ("users", &args.user),
     ];
-    let scalars: [(&str, &Option<String>); 10] = [
+    let scalars: [(&str, &Option<String>); 11] = [
         ("relay_ports", &args.relay_ports),
         ("realm", &args.realm),
         ("workers", &args.workers),
@@ -331,6 +332,7 @@ fn from_flags(args: &ConfigArgs, settings: &mut Settings) {
         ("software", &args.software),
         ("user_quota", &args.user_quota),
         ("total_quota", &args.total_quota),
+        ("metrics_listen", &args.metrics_listen),
     ];
     let raws = lists
         .into_iter()

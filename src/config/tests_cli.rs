@@ -71,6 +71,7 @@ fn every_key_has_a_flag_in_the_cli_and_in_the_sources() {
         let value = match key.name {
             "users" => "u:p",
             "listen" => "127.0.0.1:1",
+            "metrics_listen" => "127.0.0.1:2",
             "relay_ips" => "127.0.0.2",
             "relay_ports" => "2000-2001",
             "external_ips" => "203.0.113.5",

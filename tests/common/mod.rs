@@ -298,6 +298,8 @@ impl TurnServer {
             "127.0.0.0/8",
             "--workers",
             "2",
+            "--metrics-listen",
+            "127.0.0.1:0",
         ]);
         cmd.args(extra_args);
         // turnd reads TURND_* variables as config (and rejects unknown ones): the flags above
