@@ -8,9 +8,12 @@
 //! - [`config`]: the one TOML file, its flags and `TURND_*` environment variables.
 //! - [`shell`]: the thin tokio driver: one worker thread per core, each with its own
 //!   `SO_REUSEPORT` listener, relay sockets and core instance.
+//! - [`metrics`]: per-worker counters summed at scrape time, and the admin HTTP listener
+//!   (`/metrics`, `/healthz`, `/readyz`).
 
 pub mod config;
 pub mod core;
 pub mod credentials;
+pub mod metrics;
 pub mod shell;
 pub mod stun;

@@ -25,6 +25,7 @@ pub struct Server {
     udp_addrs: Vec<SocketAddr>,
     shutdown: watch::Sender<bool>,
     workers: Vec<JoinHandle<()>>,
+    metrics: crate::metrics::Endpoint,
 }
 
 impl Server {
@@ -59,6 +60,14 @@ impl Server {
         }
 
         let (tx, rx) = watch::channel(false);
+        let worker_metrics: Vec<std::sync::Arc<crate::metrics::WorkerMetrics>> =
+            (0..workers).map(|_| Default::default()).collect();
+        let metrics = crate::metrics::Endpoint::start(
+            config.metrics_listen,
+            worker_metrics.clone(),
+            shared.clone(),
+            rx.clone(),
+        )?;
         let now = Instant::now();
         let unix_now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -67,17 +76,19 @@ impl Server {
         for (index, listeners) in per_worker.into_iter().enumerate() {
             let seed: u64 = rand::random();
             let core = crate::core::Server::new(shared.clone(), seed, now, unix_now);
-            let rx = rx.clone();
+            let (rx, m) = (rx.clone(), worker_metrics[index].clone());
             let handle = std::thread::Builder::new()
                 .name(format!("turnd-worker-{index}"))
-                .spawn(move || worker::run(index, core, listeners, rx))
+                .spawn(move || worker::run(index, core, listeners, rx, m))
                 .context("cannot start worker thread")?;
             handles.push(handle);
         }
+        metrics.set_ready(true);
         Ok(Server {
             udp_addrs,
             shutdown: tx,
             workers: handles,
+            metrics,
         })
     }
 
@@ -86,11 +97,18 @@ impl Server {
         self.udp_addrs.clone()
     }
 
+    /// The bound address of the metrics and health listener.
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics.addr()
+    }
+
     /// Ends every allocation and stops the workers.
     pub fn shutdown(self) {
+        self.metrics.set_ready(false);
         let _ = self.shutdown.send(true);
         for h in self.workers {
             let _ = h.join();
         }
+        self.metrics.join();
     }
 }

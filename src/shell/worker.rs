@@ -74,6 +74,7 @@ struct Worker {
     relays: Relays,
     buf: Box<[u8]>,
     index: usize,
+    metrics: std::sync::Arc<crate::metrics::WorkerMetrics>,
 }
 
 type Shared = Rc<RefCell<Worker>>;
@@ -90,6 +91,7 @@ pub fn run(
     core: Core,
     listeners: Vec<std::net::UdpSocket>,
     mut shutdown: watch::Receiver<bool>,
+    metrics: std::sync::Arc<crate::metrics::WorkerMetrics>,
 ) {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -119,6 +121,7 @@ pub fn run(
             relays: Relays::default(),
             buf: vec![0u8; BUF_LEN].into_boxed_slice(),
             index,
+            metrics,
         }));
         SELF.with(|s| *s.borrow_mut() = Some(worker.clone()));
         for s in socks {
@@ -204,26 +207,37 @@ impl Worker {
     /// Reads up to [`BATCH`] peer datagrams from one relay socket.
     fn on_relay_readable(&mut self, socket: &UdpSocket, id: AllocationId) -> bool {
         let now = Instant::now();
+        let mut full = true;
         for _ in 0..BATCH {
             let end = BUF_LEN - PEER_TAILROOM;
             match socket.try_recv_from(&mut self.buf[PEER_HEADROOM..end]) {
                 Ok((n, peer)) => self.on_peer_datagram(now, id, peer, n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    full = false;
+                    break;
+                }
                 Err(_) => {}
             }
         }
-        true
+        self.metrics.publish_relay(self.core.counters());
+        full
     }
 
     fn on_client_datagram(&mut self, now: Instant, from: FiveTuple, n: usize) {
         let Worker {
-            core, relays, buf, ..
+            core,
+            relays,
+            buf,
+            metrics,
+            ..
         } = self;
         if let Some(fwd) = core.handle_client_datagram(now, from, &buf[..n]) {
             if let Some(r) = relays.get(fwd.id) {
                 // A failed send (unreachable peer, full buffer) loses one datagram; it never
                 // ends the allocation, so one bad ICE candidate cannot break the others.
-                let _ = r.socket.try_send_to(&buf[fwd.payload], fwd.peer);
+                if r.socket.try_send_to(&buf[fwd.payload], fwd.peer).is_err() {
+                    metrics.send_error();
+                }
             }
         }
     }
@@ -233,12 +247,15 @@ impl Worker {
             core,
             listeners,
             buf,
+            metrics,
             ..
         } = self;
         let payload = PEER_HEADROOM..PEER_HEADROOM + n;
         if let Some(out) = core.handle_peer_datagram(now, id, peer, buf, payload) {
             if let Some(l) = listener_for(listeners, out.to.server) {
-                let _ = l.try_send_to(&buf[out.range], out.to.client);
+                if l.try_send_to(&buf[out.range], out.to.client).is_err() {
+                    metrics.send_error();
+                }
             }
         }
     }
@@ -265,9 +282,13 @@ impl Worker {
                         r.task.abort();
                     }
                 }
-                Output::Event(e) => log_event(self.index, &e),
+                Output::Event(e) => {
+                    self.metrics.on_event(&e);
+                    log_event(self.index, &e);
+                }
             }
         }
+        self.metrics.publish(self.core.counters());
     }
 
     fn open_relay(

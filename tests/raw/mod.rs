@@ -563,6 +563,7 @@ pub fn base_args() -> ConfigArgs {
             format!("{}:{}", BOB.0, BOB.1),
         ],
         workers: Some("1".into()),
+        metrics_listen: Some("127.0.0.1:0".into()),
         ..ConfigArgs::default()
     }
 }
@@ -621,6 +622,14 @@ impl TestServer {
             allow_peer: allow.iter().map(|s| s.to_string()).collect(),
             ..base_args()
         })
+    }
+
+    /// The metrics and health listener's address.
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.server
+            .as_ref()
+            .expect("server runs until dropped")
+            .metrics_addr()
     }
 
     /// A client of this server authenticating as alice.

@@ -1,0 +1,195 @@
+//! Metrics and health: the admin HTTP listener (`metrics_listen`).
+//!
+//! Workers publish their counters into per-worker [`WorkerMetrics`] (single-writer atomics,
+//! one cache-line-aligned block each); a scrape sums them ([`collect`]) and encodes the result
+//! with `prometheus-client`. The listener runs on its own thread and runtime, so a slow scraper
+//! never delays a worker.
+//!
+//! - `GET /metrics`: OpenMetrics text when the `Accept` header asks for
+//!   `application/openmetrics-text`, else the Prometheus text format 0.0.4.
+//! - `GET /healthz`: 200 while the process runs.
+//! - `GET /readyz`: 200 once every listener is bound and the server is not draining, else 503.
+
+pub mod collect;
+pub mod http;
+pub mod process;
+pub mod worker;
+
+pub use worker::WorkerMetrics;
+
+use crate::core::Shared;
+use anyhow::Context;
+use collect::TurndCollector;
+use http::{Request, Response};
+use prometheus_client::registry::Registry;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use tokio::sync::watch;
+
+pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// The running admin listener.
+pub struct Endpoint {
+    addr: SocketAddr,
+    ready: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Endpoint {
+    /// Binds `addr` (so a bind failure is reported at start-up) and serves it on a thread of
+    /// its own until `shutdown` turns true or its sender is dropped.
+    pub fn start(
+        addr: SocketAddr,
+        workers: Vec<Arc<WorkerMetrics>>,
+        shared: Arc<Shared>,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> anyhow::Result<Endpoint> {
+        let listener = std::net::TcpListener::bind(addr)
+            .with_context(|| format!("cannot listen on metrics http {addr} (metrics_listen)"))?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let ready = Arc::new(AtomicBool::new(false));
+        let registry = collect::registry(TurndCollector {
+            workers,
+            shared: Some(shared),
+        });
+        let route = Arc::new(router(registry, ready.clone()));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the metrics runtime")?;
+        let thread = std::thread::Builder::new()
+            .name("turnd-metrics".into())
+            .spawn(move || {
+                rt.block_on(async move {
+                    let listener = match tokio::net::TcpListener::from_std(listener) {
+                        Ok(l) => l,
+                        Err(e) => {
+                            tracing::error!(error = %e, "cannot register the metrics listener");
+                            return;
+                        }
+                    };
+                    let stop = async move {
+                        while !*shutdown.borrow() {
+                            if shutdown.changed().await.is_err() {
+                                break;
+                            }
+                        }
+                    };
+                    http::serve(listener, route, stop).await;
+                });
+            })
+            .context("cannot start the metrics thread")?;
+        Ok(Endpoint {
+            addr,
+            ready,
+            thread: Some(thread),
+        })
+    }
+
+    /// The bound address (with the real port when port 0 was asked for).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// What `/readyz` answers: true = 200, false = 503.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Relaxed);
+    }
+
+    /// Waits for the listener's thread (after the shutdown signal).
+    pub fn join(mut self) {
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn router(registry: Registry, ready: Arc<AtomicBool>) -> impl Fn(&Request) -> Response {
+    move |req| match req.path.as_str() {
+        "/metrics" => scrape(&registry, &req.accept),
+        "/healthz" => Response::text(200, "ok\n"),
+        "/readyz" if ready.load(Ordering::Relaxed) => Response::text(200, "ready\n"),
+        "/readyz" => Response::text(503, "not ready\n"),
+        _ => Response::text(404, "not found; try /metrics, /healthz or /readyz\n"),
+    }
+}
+
+/// Encodes the registry in the format the `Accept` header asks for.
+pub fn scrape(registry: &Registry, accept: &str) -> Response {
+    let mut body = String::new();
+    if prometheus_client::encoding::text::encode(&mut body, registry).is_err() {
+        return Response::text(500, "cannot encode metrics\n");
+    }
+    if wants_openmetrics(accept) {
+        Response {
+            status: 200,
+            content_type: OPENMETRICS,
+            body,
+        }
+    } else {
+        Response {
+            status: 200,
+            content_type: PROMETHEUS_TEXT,
+            body: openmetrics_to_prometheus(&body),
+        }
+    }
+}
+
+/// True when `accept` lists `application/openmetrics-text` with a non-zero quality.
+pub fn wants_openmetrics(accept: &str) -> bool {
+    accept.split(',').any(|range| {
+        let mut params = range.split(';').map(str::trim);
+        let is_om = params
+            .next()
+            .is_some_and(|t| t.eq_ignore_ascii_case("application/openmetrics-text"));
+        let refused = params.any(|p| {
+            p.strip_prefix("q=")
+                .and_then(|q| q.parse::<f64>().ok())
+                .is_some_and(|q| q <= 0.0)
+        });
+        is_om && !refused
+    })
+}
+
+/// Rewrites `prometheus-client`'s OpenMetrics text as the Prometheus text format 0.0.4, which
+/// scrapers that do not ask for OpenMetrics (and `promtool check metrics`) read: a counter's
+/// HELP and TYPE name the `_total` series, an info metric becomes a gauge named `_info`, and
+/// the `# UNIT` and `# EOF` lines go.
+pub fn openmetrics_to_prometheus(om: &str) -> String {
+    let mut out = String::with_capacity(om.len());
+    let mut help: Option<(&str, &str)> = None;
+    for line in om.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            // Held until the TYPE line says which name to print.
+            help = Some(rest.split_once(' ').unwrap_or((rest, "")));
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap_or((rest, "untyped"));
+            let (name, kind) = match kind {
+                "counter" => (format!("{name}_total"), "counter"),
+                "info" => (format!("{name}_info"), "gauge"),
+                "histogram" | "gauge" => (name.to_string(), kind),
+                _ => (name.to_string(), "untyped"),
+            };
+            if let Some((_, text)) = help.take() {
+                out.push_str(&format!("# HELP {name} {text}\n"));
+            }
+            out.push_str(&format!("# TYPE {name} {kind}\n"));
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

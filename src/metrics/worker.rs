@@ -1,0 +1,254 @@
+//! One worker's published counters.
+//!
+//! The core counts in plain integers that only its worker touches. After each batch of
+//! datagrams the worker copies them here, into atomics that only it writes (`Relaxed` loads and
+//! stores, no read-modify-write), and the scrape thread reads them. Each `WorkerMetrics` sits
+//! in its own 128-byte-aligned allocation, so two workers never write the same cache line and
+//! the relay path shares nothing with other cores; the scraper's reads cost the worker at most
+//! a cache miss per scrape.
+//!
+//! What the shell sees but the core does not — allocations opening and closing (from the
+//! core's lifecycle events) and failed sends — is counted here directly, by the same single
+//! writer.
+
+use crate::core::{
+    transport_index, Counters, Event, AUTH_FAILURE_LABELS, METHOD_LABELS, RESULT_LABELS,
+    TRANSPORT_LABELS,
+};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+const TRANSPORTS: usize = TRANSPORT_LABELS.len();
+const METHODS: usize = METHOD_LABELS.len();
+const RESULTS: usize = RESULT_LABELS.len();
+const AUTH_FAILURES: usize = AUTH_FAILURE_LABELS.len();
+
+/// Address families of relayed addresses: index 0 is IPv4, 1 is IPv6.
+pub const FAMILY_LABELS: [&str; 2] = ["ipv4", "ipv6"];
+
+/// Upper bounds (seconds) of the allocation duration histogram: from a failed ICE check to a
+/// day-long call.
+pub const DURATION_BUCKETS: [f64; 12] = [
+    1.0, 5.0, 30.0, 60.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 14400.0, 43200.0, 86400.0,
+];
+
+/// A counter written by one thread only: a load and a store, never a locked instruction.
+#[derive(Debug, Default)]
+struct Cell(AtomicU64);
+
+impl Cell {
+    #[inline]
+    fn set(&self, v: u64) {
+        self.0.store(v, Relaxed);
+    }
+
+    #[inline]
+    fn add(&self, v: u64) {
+        self.0.store(self.0.load(Relaxed).wrapping_add(v), Relaxed);
+    }
+
+    #[inline]
+    fn get(&self) -> u64 {
+        self.0.load(Relaxed)
+    }
+}
+
+/// The published copy of one worker's counters. Written by that worker only.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+pub struct WorkerMetrics {
+    malformed: Cell,
+    no_allocation: Cell,
+    no_permission: Cell,
+    no_channel: Cell,
+    requests: Cell,
+    auth_failures: Cell,
+    peers_denied: Cell,
+    /// Per transport: to-peer packets, to-peer bytes, to-client packets, to-client bytes.
+    relayed: [[Cell; 4]; TRANSPORTS],
+    responses: [[Cell; RESULTS]; METHODS],
+    auth_failure_reasons: [Cell; AUTH_FAILURES],
+    permissions: Cell,
+    permissions_created: Cell,
+    channels: Cell,
+    channels_created: Cell,
+    // Counted by the shell.
+    send_errors: Cell,
+    allocations_created: [[Cell; 2]; TRANSPORTS],
+    allocations_ended: [[Cell; 2]; TRANSPORTS],
+    /// Not cumulative: `durations[i]` counts durations in (bound[i-1], bound[i]]; the last
+    /// entry counts those above every bound.
+    durations: [Cell; DURATION_BUCKETS.len() + 1],
+    duration_sum_ms: Cell,
+}
+
+/// A consistent-enough copy of one or more workers' metrics, summed.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Snapshot {
+    pub core: Counters,
+    pub send_errors: u64,
+    pub allocations_created: [[u64; 2]; TRANSPORTS],
+    pub allocations_ended: [[u64; 2]; TRANSPORTS],
+    pub durations: [u64; DURATION_BUCKETS.len() + 1],
+    pub duration_sum: Duration,
+}
+
+impl Snapshot {
+    pub fn add(&mut self, o: &Snapshot) {
+        self.core.add(&o.core);
+        self.send_errors += o.send_errors;
+        for t in 0..TRANSPORTS {
+            for f in 0..2 {
+                self.allocations_created[t][f] += o.allocations_created[t][f];
+                self.allocations_ended[t][f] += o.allocations_ended[t][f];
+            }
+        }
+        for (a, b) in self.durations.iter_mut().zip(&o.durations) {
+            *a += b;
+        }
+        self.duration_sum += o.duration_sum;
+    }
+
+    /// Allocations open now, by transport and family. Created and ended are read at slightly
+    /// different instants, so a scrape racing a close could see one fewer end than creation
+    /// of the same allocation, never the reverse within one worker (created is read last).
+    pub fn allocations_active(&self, t: usize, f: usize) -> u64 {
+        self.allocations_created[t][f].saturating_sub(self.allocations_ended[t][f])
+    }
+}
+
+impl WorkerMetrics {
+    /// Publishes the counters the relay path moves; cheap enough for every batch.
+    #[inline]
+    pub fn publish_relay(&self, c: &Counters) {
+        self.malformed.set(c.malformed);
+        self.no_allocation.set(c.no_allocation);
+        self.no_permission.set(c.no_permission);
+        self.no_channel.set(c.no_channel);
+        for (cells, r) in self.relayed.iter().zip(&c.relayed) {
+            cells[0].set(r.to_peer_packets);
+            cells[1].set(r.to_peer_bytes);
+            cells[2].set(r.to_client_packets);
+            cells[3].set(r.to_client_bytes);
+        }
+    }
+
+    /// Publishes every counter of the core (after requests and timers).
+    pub fn publish(&self, c: &Counters) {
+        self.publish_relay(c);
+        self.requests.set(c.requests);
+        self.auth_failures.set(c.auth_failures);
+        self.peers_denied.set(c.peers_denied);
+        for (cells, row) in self.responses.iter().zip(&c.responses) {
+            for (cell, v) in cells.iter().zip(row) {
+                cell.set(*v);
+            }
+        }
+        for (cell, v) in self
+            .auth_failure_reasons
+            .iter()
+            .zip(&c.auth_failure_reasons)
+        {
+            cell.set(*v);
+        }
+        self.permissions.set(c.permissions);
+        self.permissions_created.set(c.permissions_created);
+        self.channels.set(c.channels);
+        self.channels_created.set(c.channels_created);
+    }
+
+    /// A send to a peer or a client failed (the datagram is lost).
+    #[inline]
+    pub fn send_error(&self) {
+        self.send_errors.add(1);
+    }
+
+    /// Counts an allocation opening or closing.
+    pub fn on_event(&self, e: &Event) {
+        match e {
+            Event::AllocationCreated {
+                five_tuple, relay, ..
+            } => {
+                let t = transport_index(five_tuple.transport);
+                self.allocations_created[t][usize::from(relay.is_ipv6())].add(1);
+            }
+            Event::AllocationEnded {
+                five_tuple,
+                relay,
+                duration,
+                ..
+            } => {
+                let secs = duration.as_secs_f64();
+                let bucket = DURATION_BUCKETS
+                    .iter()
+                    .position(|&b| secs <= b)
+                    .unwrap_or(DURATION_BUCKETS.len());
+                self.durations[bucket].add(1);
+                let ms = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
+                self.duration_sum_ms.add(ms);
+                let t = transport_index(five_tuple.transport);
+                self.allocations_ended[t][usize::from(relay.is_ipv6())].add(1);
+            }
+        }
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        let mut s = Snapshot::default();
+        // Ended before created: an allocation is never seen ended but not created.
+        for t in 0..TRANSPORTS {
+            for f in 0..2 {
+                s.allocations_ended[t][f] = self.allocations_ended[t][f].get();
+            }
+        }
+        for t in 0..TRANSPORTS {
+            for f in 0..2 {
+                s.allocations_created[t][f] = self.allocations_created[t][f].get();
+            }
+        }
+        let c = &mut s.core;
+        c.malformed = self.malformed.get();
+        c.no_allocation = self.no_allocation.get();
+        c.no_permission = self.no_permission.get();
+        c.no_channel = self.no_channel.get();
+        c.requests = self.requests.get();
+        c.auth_failures = self.auth_failures.get();
+        c.peers_denied = self.peers_denied.get();
+        for (r, cells) in c.relayed.iter_mut().zip(&self.relayed) {
+            r.to_peer_packets = cells[0].get();
+            r.to_peer_bytes = cells[1].get();
+            r.to_client_packets = cells[2].get();
+            r.to_client_bytes = cells[3].get();
+        }
+        for (row, cells) in c.responses.iter_mut().zip(&self.responses) {
+            for (v, cell) in row.iter_mut().zip(cells) {
+                *v = cell.get();
+            }
+        }
+        for (v, cell) in c
+            .auth_failure_reasons
+            .iter_mut()
+            .zip(&self.auth_failure_reasons)
+        {
+            *v = cell.get();
+        }
+        c.permissions = self.permissions.get();
+        c.permissions_created = self.permissions_created.get();
+        c.channels = self.channels.get();
+        c.channels_created = self.channels_created.get();
+        s.send_errors = self.send_errors.get();
+        for (v, cell) in s.durations.iter_mut().zip(&self.durations) {
+            *v = cell.get();
+        }
+        s.duration_sum = Duration::from_millis(self.duration_sum_ms.get());
+        s
+    }
+}
+
+/// Sums the snapshots of every worker.
+pub fn sum<'a>(workers: impl IntoIterator<Item = &'a WorkerMetrics>) -> Snapshot {
+    let mut total = Snapshot::default();
+    for w in workers {
+        total.add(&w.snapshot());
+    }
+    total
+}
