@@ -5,8 +5,9 @@
 //! shell's receive and send calls reuse one buffer per worker.
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use turnd::core::auth::{long_term_key, Credentials, UserSecret};
@@ -18,16 +19,25 @@ use turnd::core::{
 };
 use turnd::stun::{AttrType, Class, MessageBuilder, MessageType, Method, TransactionId};
 
-/// Counts allocations made while `COUNTING` is set (by any thread; the test is one thread
-/// and nothing else runs in this test binary).
+/// Counts allocations made by the test's thread while its `COUNTING` flag is set. The flag is
+/// per thread: libtest's main thread allocates now and then while it waits for the test (under
+/// CPU load it did so inside the counted loop, failing the test for allocations that were not
+/// the relay path's).
 struct Counting;
 
-static COUNTING: AtomicBool = AtomicBool::new(false);
+thread_local! {
+    // `const` and without a destructor: reading it never allocates.
+    static COUNTING: Cell<bool> = const { Cell::new(false) };
+}
 static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+fn counting() -> bool {
+    COUNTING.try_with(Cell::get).unwrap_or(false)
+}
 
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if COUNTING.load(Ordering::Relaxed) {
+        if counting() {
             ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
         }
         // SAFETY: forwarded unchanged to the system allocator.
@@ -40,7 +50,7 @@ unsafe impl GlobalAlloc for Counting {
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if COUNTING.load(Ordering::Relaxed) {
+        if counting() {
             ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
         }
         // SAFETY: forwarded unchanged to the system allocator.
@@ -152,7 +162,7 @@ fn relay_path_allocates_nothing() {
 
     const ROUNDS: usize = 5_000;
     let mut relayed = 0usize;
-    COUNTING.store(true, Ordering::SeqCst);
+    COUNTING.with(|c| c.set(true));
     for _ in 0..ROUNDS {
         relayed += s
             .handle_client_datagram(now, client, &channel_data)
@@ -167,7 +177,7 @@ fn relay_path_allocates_nothing() {
             .handle_peer_datagram(now, id, ind_peer, &mut buf, range.clone())
             .is_some() as usize;
     }
-    COUNTING.store(false, Ordering::SeqCst);
+    COUNTING.with(|c| c.set(false));
 
     assert_eq!(relayed, 4 * ROUNDS, "every datagram was relayed");
     assert_eq!(
