@@ -340,7 +340,7 @@ fn forward(relays: &Relays, payload: &[u8], id: AllocationId, peer: SocketAddr) 
     if let Some(r) = relays.get(id) {
         // A failed send (unreachable peer, full buffer) loses one datagram; it never
         // ends the allocation, so one bad ICE candidate cannot break the others.
-        let _ = r.socket.try_send_to(payload, peer);
+        let _ = send_now(&r.socket, payload, peer);
     }
 }
 
@@ -357,8 +357,19 @@ fn to_client(
             c.send(payload);
         }
     } else if let Some(l) = listener_for(listeners, to.server) {
-        let _ = l.try_send_to(payload, to.client);
+        let _ = send_now(l, payload, to.client);
     }
+}
+
+/// Sends a datagram with one `sendto` on the non-blocking socket.
+///
+/// Not tokio's `try_send_to`: that answers `WouldBlock` without trying whenever tokio has not
+/// yet seen the socket become writable — always the case for a relay socket opened since the
+/// runtime last polled its I/O driver, and after any real `EAGAIN` until the next poll — so
+/// datagrams were dropped although the kernel would have taken them. A UDP socket's writability
+/// only matters when its send buffer is full, and then the datagram is dropped either way.
+fn send_now(socket: &UdpSocket, payload: &[u8], to: SocketAddr) -> io::Result<usize> {
+    socket2::SockRef::from(socket).send_to(payload, &to.into())
 }
 
 /// The listening socket a client wrote to: answers must come from the address it used.
