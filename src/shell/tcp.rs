@@ -203,7 +203,14 @@ pub async fn accept(worker: Shared, listener: TcpListener, limits: Limits) {
             broken: Cell::new(false),
             dropped: Cell::new(0),
         });
-        worker.borrow_mut().conns.insert(five_tuple, conn.clone());
+        let mut w = worker.borrow_mut();
+        if w.conns.insert(five_tuple, conn.clone()).is_some() {
+            // The old connection of this 5-tuple has closed but its task has not run yet:
+            // its allocation belonged to that connection, so it ends now.
+            w.core.handle_connection_closed(Instant::now(), five_tuple);
+            w.drain_outputs();
+        }
+        drop(w);
         tokio::task::spawn_local(connection(
             worker.clone(),
             conn,
@@ -279,9 +286,13 @@ async fn connection(worker: Shared, conn: Rc<Conn>, ft: FiveTuple, limits: Limit
         }
     };
     let mut w = worker.borrow_mut();
-    w.conns.remove(&ft);
-    w.core.handle_connection_closed(Instant::now(), ft);
-    w.drain_outputs();
+    // A client reconnecting from the same port may already have a new connection under the
+    // same 5-tuple: only this connection's entry and allocation end here.
+    if w.conns.get(&ft).is_some_and(|c| Rc::ptr_eq(c, &conn)) {
+        w.conns.remove(&ft);
+        w.core.handle_connection_closed(Instant::now(), ft);
+        w.drain_outputs();
+    }
     drop(w);
     tracing::debug!(client = %ft, reason = %why, dropped = conn.dropped.get(), "tcp connection closed");
     drop(slot);
