@@ -34,7 +34,9 @@ const INITIAL_READ_BUF: usize = 4096;
 /// Bytes queued for a client whose socket is full before whole frames are dropped. A frame
 /// already partly written is always queued in full, so the queue can exceed this by one frame.
 const WRITE_QUEUE_MAX: usize = 256 * 1024;
-/// Frames handled per wake-up before yielding to the worker's other tasks.
+/// Capacity an emptied write queue keeps.
+const QUEUE_KEEP: usize = 16 * 1024;
+/// Reads per wake-up before yielding to the worker's other tasks.
 const BATCH: usize = 64;
 /// After an accept error (fds exhausted, …), wait before trying again rather than spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -106,9 +108,11 @@ impl Queue {
     fn consume(&mut self, n: usize) {
         self.head += n;
         if self.head == self.buf.len() {
-            // Keep the capacity: a client that was slow once may be slow again.
             self.buf.clear();
             self.head = 0;
+            // Keep some capacity (a client that was slow once may be slow again), but not
+            // a burst's worth on every connection that ever had one.
+            self.buf.shrink_to(QUEUE_KEEP);
         }
     }
 }
@@ -247,14 +251,20 @@ async fn connection(worker: Shared, conn: Rc<Conn>, ft: FiveTuple, limits: Limit
         filled: 0,
         max_frame: limits.max_frame,
     };
+    let timeout = limits.unauthenticated_timeout;
+    // One timer for the connection's life, moved only when its deadline changes, so reads
+    // do not touch the timer wheel.
+    let mut recheck_at = Instant::now() + RECHECK;
+    let sleep = tokio::time::sleep_until(deadline(&conn, timeout, recheck_at).into());
+    tokio::pin!(sleep);
     let why = loop {
         if conn.broken.get() {
             break Closed::Error;
         }
-        let deadline = match conn.idle_since.get() {
-            Some(t) => t + limits.unauthenticated_timeout,
-            None => Instant::now() + RECHECK,
-        };
+        let at = tokio::time::Instant::from(deadline(&conn, timeout, recheck_at));
+        if sleep.deadline() != at {
+            sleep.as_mut().reset(at);
+        }
         let queued = !conn.queue.borrow().is_empty();
         tokio::select! {
             _ = conn.wake.notified() => {}
@@ -273,14 +283,18 @@ async fn connection(worker: Shared, conn: Rc<Conn>, ft: FiveTuple, limits: Limit
                     break Closed::Error;
                 }
             }
-            _ = tokio::time::sleep_until(deadline.into()) => {
-                let w = worker.borrow();
-                if w.core.has_allocation(&ft) {
+            _ = &mut sleep => {
+                let now = Instant::now();
+                if worker.borrow().core.has_allocation(&ft) {
                     conn.idle_since.set(None);
-                } else if conn.idle_since.get().is_some_and(|t| t + limits.unauthenticated_timeout <= Instant::now()) {
-                    break Closed::NoAllocation;
-                } else if conn.idle_since.get().is_none() {
-                    conn.idle_since.set(Some(Instant::now()));
+                    recheck_at = now + RECHECK;
+                } else {
+                    match conn.idle_since.get() {
+                        Some(t) if t + timeout <= now => break Closed::NoAllocation,
+                        Some(_) => {}
+                        // Its allocation ended without the worker saying so: from now.
+                        None => conn.idle_since.set(Some(now)),
+                    }
                 }
             }
         }
@@ -296,6 +310,12 @@ async fn connection(worker: Shared, conn: Rc<Conn>, ft: FiveTuple, limits: Limit
     drop(w);
     tracing::debug!(client = %ft, reason = %why, dropped = conn.dropped.get(), "tcp connection closed");
     drop(slot);
+}
+
+/// When the connection's timer should next fire: the end of its allowed idle time, or (while
+/// it has an allocation) the next safety recheck.
+fn deadline(conn: &Conn, timeout: Duration, recheck_at: Instant) -> Instant {
+    conn.idle_since.get().map_or(recheck_at, |t| t + timeout)
 }
 
 /// A connection's read side: a buffer of `buf[..filled]` not yet framed.
