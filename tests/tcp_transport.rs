@@ -4,6 +4,7 @@
 //! connection hygiene limits (`unauthenticated_timeout`, `max_connections`, garbage,
 //! `max_frame_size`). Every wait is bounded.
 
+mod common;
 mod raw;
 
 use raw::*;
@@ -200,6 +201,25 @@ fn tcp_listens_on_the_udp_port() {
     assert_ne!(s.addr.port(), 0);
     assert_eq!(s.tcp_addr, s.addr);
     let mut c = TcpClient::connect(s.tcp_addr);
+    assert_eq!(c.binding(), c.local());
+}
+
+#[test]
+fn the_binary_prints_a_tcp_listening_line_on_the_udp_port() {
+    // turnd itself whatever TURN_TEST_SERVER says: the line is turnd's.
+    let server = common::TurnServer::spawn_turnd(&[]);
+    let want = format!("turnd listening tcp 127.0.0.1:{}", server.port());
+    // The line follows the UDP one; the reader thread may not have it yet.
+    let deadline = Instant::now() + REPLY_TIMEOUT;
+    while !server.output().lines().any(|l| l == want) {
+        assert!(
+            Instant::now() < deadline,
+            "no `{want}` line:\n{}",
+            server.output()
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    let mut c = TcpClient::connect(server.addr());
     assert_eq!(c.binding(), c.local());
 }
 

@@ -1,6 +1,6 @@
 //! One worker: a thread running a single-threaded tokio runtime that owns a core instance,
-//! one `SO_REUSEPORT` socket per listening address, and the relay sockets of its
-//! allocations. Nothing here is shared with other workers, so the relay path takes no lock.
+//! one `SO_REUSEPORT` UDP socket and one TCP listener per listening address, the TCP
+//! connections it accepted (`tcp.rs`), and the relay sockets of its allocations. Nothing here is shared with other workers, so the relay path takes no lock.
 //!
 //! Tasks on the worker share its state through `Rc<RefCell<…>>`; a borrow is never held
 //! across an `.await`, so borrows cannot collide.
