@@ -558,3 +558,32 @@ fn a_client_that_stops_reading_gets_whole_frames_and_never_stalls_the_server() {
     // The connection still works.
     assert_success(&slow.request(REFRESH, &[]), REFRESH);
 }
+
+#[test]
+fn tcp_over_ipv6_loopback() {
+    let server = TestServer::start(ConfigArgs {
+        allow_peer: vec!["::1/128".into()],
+        ..base_args_v6()
+    });
+    assert_eq!(server.tcp_addr, server.addr);
+    let peer = Peer::v6();
+    let mut c = TcpClient::connect(server.tcp_addr);
+    assert_eq!(c.binding(), c.local());
+    let r = c.request(ALLOCATE, &[udp(), address_family(FAMILY_V6)]);
+    assert_success(&r, ALLOCATE);
+    let relayed = r.xor_address(A_XOR_RELAYED_ADDRESS).expect("relayed");
+    assert!(relayed.is_ipv6());
+    assert_success(
+        &c.request(
+            CHANNEL_BIND,
+            &[channel_number(0x4003), raw::peer(peer.addr())],
+        ),
+        CHANNEL_BIND,
+    );
+    c.send(&channel_data(0x4003, b"v6!", true));
+    assert_eq!(peer.recv().expect("relayed"), (b"v6!".to_vec(), relayed));
+    peer.send_to(relayed, b"back6");
+    let frame = c.recv_frame();
+    assert_eq!(frame.len(), 12);
+    assert_eq!(parse_channel_data(&frame[..9]), (0x4003, b"back6".to_vec()));
+}
