@@ -57,6 +57,10 @@ fn main() -> ExitCode {
             let _ = writeln!(out, "turnd listening udp {a}");
             tracing::info!(transport = "udp", addr = %a, "listening");
         }
+        for a in server.tcp_addrs() {
+            let _ = writeln!(out, "turnd listening tcp {a}");
+            tracing::info!(transport = "tcp", addr = %a, "listening");
+        }
         let _ = out.flush();
     }
     wait_for_signal();

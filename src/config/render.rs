@@ -51,6 +51,17 @@ impl Config {
         let _ = writeln!(w, "software = {}", quote(software));
         let _ = writeln!(w, "user_quota = {} # 0 = no limit", self.user_quota);
         let _ = writeln!(w, "total_quota = {} # 0 = no limit", self.total_quota);
+        let _ = writeln!(
+            w,
+            "max_connections = {} # 0 = no limit",
+            self.max_connections
+        );
+        let _ = writeln!(
+            w,
+            "unauthenticated_timeout = {}",
+            self.unauthenticated_timeout
+        );
+        let _ = writeln!(w, "max_frame_size = {}", self.max_frame_size);
         // Array-of-tables must follow every top-level key.
         for user in &self.users {
             let field = match user.secret {
