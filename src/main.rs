@@ -57,6 +57,10 @@ fn main() -> ExitCode {
             let _ = writeln!(out, "turnd listening udp {a}");
             tracing::info!(transport = "udp", addr = %a, "listening");
         }
+        for a in server.tcp_addrs() {
+            let _ = writeln!(out, "turnd listening tcp {a}");
+            tracing::info!(transport = "tcp", addr = %a, "listening");
+        }
         let m = server.metrics_addr();
         let _ = writeln!(out, "turnd metrics http://{m}");
         tracing::info!(addr = %m, "metrics and health on http://{m}/metrics, /healthz, /readyz");

@@ -1,6 +1,6 @@
 //! aiortc (Python WebRTC) through the server under test: two `RTCPeerConnection`s in one
 //! process, the server as their only ICE server and relay-only ICE, exchange 1,000 data-channel
-//! messages each way; every message must arrive intact and in order over a relay ↔ relay pair.
+//! messages each way, with TURN over UDP and over TCP (`turn:…?transport=tcp`); every message must arrive intact and in order over a relay ↔ relay pair.
 //! The checks live in `tests/aiortc/relay_datachannel.py`; this test starts the server, runs the
 //! script bounded in time and fails with its output if it exits non-zero.
 //!
@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::{require_tool, run_tool, TurnServer, PASSWORD, USER};
+use common::{require_tool, run_tool, ServerKind, TurnServer, PASSWORD, USER};
 use std::process::Command;
 use std::time::Duration;
 
@@ -18,6 +18,26 @@ const SCRIPT_TIMEOUT_SECS: u64 = 60;
 
 #[test]
 fn aiortc_relay_only_datachannel_1000_messages() {
+    run_relay_datachannel("udp");
+}
+
+#[test]
+fn aiortc_relay_only_over_tcp_datachannel_1000_messages() {
+    let output = run_relay_datachannel("tcp");
+    if let ServerKind::Turnd = ServerKind::from_env() {
+        // The allocations must really have been made over TCP (turnd logs each one).
+        assert!(
+            output
+                .lines()
+                .any(|l| l.contains("allocation created") && l.contains("/tcp")),
+            "no allocation over TCP in the server log:\n{output}"
+        );
+    }
+}
+
+/// Runs the script with TURN over `transport` against a fresh server; returns the server's
+/// output.
+fn run_relay_datachannel(transport: &str) -> String {
     let python = require_tool("python3");
     let mut probe = Command::new(&python);
     probe.args([
@@ -44,6 +64,7 @@ fn aiortc_relay_only_datachannel_1000_messages() {
     cmd.arg(script)
         .args(["--host", &server.addr().ip().to_string()])
         .args(["--port", &server.port().to_string()])
+        .args(["--transport", transport])
         .args(["--user", USER, "--password", PASSWORD])
         .args(["--count", "1000"])
         .args(["--timeout", &SCRIPT_TIMEOUT_SECS.to_string()]);
@@ -62,4 +83,5 @@ fn aiortc_relay_only_datachannel_1000_messages() {
         out.contains("OK: 1000 messages"),
         "script exited 0 without its OK line:\n{out}"
     );
+    server.output()
 }

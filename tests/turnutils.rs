@@ -4,7 +4,7 @@
 //! - `turnutils_uclient`: allocations relaying to a `turnutils_peer` echo peer on loopback, in
 //!   channel mode (ChannelBind + ChannelData), in Send-indication mode (CreatePermission + Send/Data
 //!   indications) and in its default RTP/RTCP mode (EVEN-PORT + RESERVATION-TOKEN pairs); every
-//!   packet must come back (zero loss).
+//!   packet must come back (zero loss). The channel and Send modes run over TCP (`-t`) too.
 //!
 //! The tools are required: a machine without them fails these tests (install Debian package
 //! `coturn`; `.ci/run` does this).
@@ -89,6 +89,34 @@ fn uclient_send_indication_mode_zero_loss() {
         out.contains("create perm sent"),
         "uclient did not create a permission:\n{out}"
     );
+    assert!(
+        out.contains("cp response received"),
+        "no CreatePermission response:\n{out}"
+    );
+    assert!(
+        !out.contains("channel bind sent"),
+        "send mode should not bind channels:\n{out}"
+    );
+}
+
+#[test]
+fn uclient_tcp_channel_mode_zero_loss() {
+    // -t: the client talks TURN over TCP (relaying to the peer stays UDP); ChannelData on the
+    // stream is padded to 4 bytes both ways.
+    let out = run_uclient(&["-t", "-c"]);
+    assert!(
+        out.contains("channel bind sent"),
+        "uclient did not bind a channel:\n{out}"
+    );
+    assert!(
+        out.contains("cb response received"),
+        "no ChannelBind response:\n{out}"
+    );
+}
+
+#[test]
+fn uclient_tcp_send_indication_mode_zero_loss() {
+    let out = run_uclient(&["-t", "-c", "-s"]);
     assert!(
         out.contains("cp response received"),
         "no CreatePermission response:\n{out}"

@@ -44,6 +44,13 @@ pub(crate) fn build(settings: &Settings, problems: &mut Vec<Problem>) -> Config 
         software: b.one("software", defaults.software, parse_software),
         user_quota: b.one("user_quota", defaults.user_quota, parse_count),
         total_quota: b.one("total_quota", defaults.total_quota, parse_count),
+        max_connections: b.one("max_connections", defaults.max_connections, parse_count),
+        unauthenticated_timeout: b.one(
+            "unauthenticated_timeout",
+            defaults.unauthenticated_timeout,
+            parse_seconds,
+        ),
+        max_frame_size: b.one("max_frame_size", defaults.max_frame_size, parse_frame_size),
         metrics_listen: b.one("metrics_listen", defaults.metrics_listen, parse_listen),
     };
     b.cross_checks(&config);
@@ -366,6 +373,20 @@ fn parse_count(s: &str) -> Result<u32, String> {
             u32::MAX
         )
     })
+}
+
+/// The smallest useful frame limit: a STUN Allocate with long-term credentials is a few
+/// hundred bytes.
+const MIN_FRAME_SIZE: u32 = 512;
+
+fn parse_frame_size(s: &str) -> Result<u32, String> {
+    let max = crate::stun::framing::MAX_FRAME_LEN as u32;
+    match s.trim().parse::<u32>() {
+        Ok(n) if (MIN_FRAME_SIZE..=max).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "`{s}` is not a number of bytes from {MIN_FRAME_SIZE} to {max} (the largest STUN message)"
+        )),
+    }
 }
 
 fn parse_seconds(s: &str) -> Result<u32, String> {

@@ -72,7 +72,7 @@ pub struct ConfigArgs {
     #[arg(long, short = 'c', value_name = "FILE")]
     pub config: Option<PathBuf>,
 
-    /// UDP address to serve STUN/TURN on; repeatable [key: listen]
+    /// Address to serve STUN/TURN on, UDP and TCP; repeatable [key: listen]
     #[arg(long, value_name = "IP:PORT", value_delimiter = ',')]
     pub listen: Vec<String>,
 
@@ -148,6 +148,19 @@ pub struct ConfigArgs {
     #[arg(long, value_name = "N")]
     pub total_quota: Option<String>,
 
+    /// Most TCP connections the server holds at once; more are closed at accept;
+    /// 0 = no limit [key: max_connections]
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<String>,
+
+    /// Seconds a TCP connection may stay open without an allocation
+    /// [key: unauthenticated_timeout]
+    #[arg(long, value_name = "SECONDS")]
+    pub unauthenticated_timeout: Option<String>,
+
+    /// Largest frame accepted on a TCP connection, bytes [key: max_frame_size]
+    #[arg(long, value_name = "BYTES")]
+    pub max_frame_size: Option<String>,
     /// HTTP address serving /metrics, /healthz and /readyz; port 0 picks a free port
     /// [key: metrics_listen]
     #[arg(long, value_name = "IP:PORT")]
@@ -185,6 +198,12 @@ impl ConfigArgs {
         one(&mut self.software, &later.software);
         one(&mut self.user_quota, &later.user_quota);
         one(&mut self.total_quota, &later.total_quota);
+        one(&mut self.max_connections, &later.max_connections);
+        one(
+            &mut self.unauthenticated_timeout,
+            &later.unauthenticated_timeout,
+        );
+        one(&mut self.max_frame_size, &later.max_frame_size);
         one(&mut self.metrics_listen, &later.metrics_listen);
         self
     }

@@ -44,7 +44,7 @@ pub use types::{ExternalIp, PortRange, User, ValueError};
 /// what turnd runs with when nothing is configured.
 #[derive(Clone)]
 pub struct Config {
-    /// UDP addresses the STUN/TURN service listens on.
+    /// Addresses the STUN/TURN service listens on, over UDP and TCP (same port).
     pub listen: Vec<SocketAddr>,
     /// IPs relayed transport addresses are allocated on. Empty: the shell
     /// derives them from `listen`.
@@ -80,6 +80,14 @@ pub struct Config {
     pub user_quota: u32,
     /// Most allocations the whole server holds at once; 0 = no limit.
     pub total_quota: u32,
+    /// Most TCP connections the server holds at once (all workers); 0 = no limit.
+    pub max_connections: u32,
+    /// Seconds a TCP connection may stay open without an allocation (before its first one,
+    /// and after its allocation ends).
+    pub unauthenticated_timeout: u32,
+    /// Largest frame (STUN message or padded ChannelData) accepted on a TCP connection, in
+    /// bytes; it bounds the connection's read buffer.
+    pub max_frame_size: u32,
     /// The admin HTTP listener: /metrics, /healthz, /readyz.
     pub metrics_listen: SocketAddr,
 }
@@ -105,6 +113,9 @@ impl Default for Config {
             software: Some(concat!("turnd/", env!("CARGO_PKG_VERSION")).to_string()),
             user_quota: 0,
             total_quota: 0,
+            max_connections: 10_000,
+            unauthenticated_timeout: 10,
+            max_frame_size: crate::stun::framing::MAX_FRAME_LEN as u32,
             metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9641)),
         }
     }
@@ -230,6 +241,9 @@ impl fmt::Debug for Config {
             .field("software", &self.software)
             .field("user_quota", &self.user_quota)
             .field("total_quota", &self.total_quota)
+            .field("max_connections", &self.max_connections)
+            .field("unauthenticated_timeout", &self.unauthenticated_timeout)
+            .field("max_frame_size", &self.max_frame_size)
             .field("metrics_listen", &self.metrics_listen)
             .finish()
     }

@@ -53,6 +53,17 @@ impl Config {
         let _ = writeln!(w, "total_quota = {} # 0 = no limit", self.total_quota);
         let _ = writeln!(
             w,
+            "max_connections = {} # 0 = no limit",
+            self.max_connections
+        );
+        let _ = writeln!(
+            w,
+            "unauthenticated_timeout = {}",
+            self.unauthenticated_timeout
+        );
+        let _ = writeln!(w, "max_frame_size = {}", self.max_frame_size);
+        let _ = writeln!(
+            w,
             "metrics_listen = {}",
             quote(&self.metrics_listen.to_string())
         );

@@ -37,7 +37,7 @@ const fn key(name: &'static str, flag: &'static str, shape: Shape) -> Key {
 }
 
 /// Every config key, in the order they are documented and printed.
-pub(crate) const KEYS: [Key; 18] = [
+pub(crate) const KEYS: [Key; 21] = [
     key("listen", "--listen", Shape::List),
     key("relay_ips", "--relay-ip", Shape::List),
     key("relay_ports", "--relay-ports", Shape::Scalar),
@@ -55,6 +55,13 @@ pub(crate) const KEYS: [Key; 18] = [
     key("software", "--software", Shape::Scalar),
     key("user_quota", "--user-quota", Shape::Scalar),
     key("total_quota", "--total-quota", Shape::Scalar),
+    key("max_connections", "--max-connections", Shape::Scalar),
+    key(
+        "unauthenticated_timeout",
+        "--unauthenticated-timeout",
+        Shape::Scalar,
+    ),
+    key("max_frame_size", "--max-frame-size", Shape::Scalar),
     key("metrics_listen", "--metrics-listen", Shape::Scalar),
 ];
 
@@ -321,7 +328,7 @@ fn from_flags(args: &ConfigArgs, settings: &mut Settings) {
         ("deny_peers", &args.deny_peer),
         ("users", &args.user),
     ];
-    let scalars: [(&str, &Option<String>); 11] = [
+    let scalars: [(&str, &Option<String>); 14] = [
         ("relay_ports", &args.relay_ports),
         ("realm", &args.realm),
         ("workers", &args.workers),
@@ -332,6 +339,9 @@ fn from_flags(args: &ConfigArgs, settings: &mut Settings) {
         ("software", &args.software),
         ("user_quota", &args.user_quota),
         ("total_quota", &args.total_quota),
+        ("max_connections", &args.max_connections),
+        ("unauthenticated_timeout", &args.unauthenticated_timeout),
+        ("max_frame_size", &args.max_frame_size),
         ("metrics_listen", &args.metrics_listen),
     ];
     let raws = lists

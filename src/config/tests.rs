@@ -98,6 +98,14 @@ fn defaults_with_nothing_configured() {
     );
     let software = format!("turnd/{}", env!("CARGO_PKG_VERSION"));
     assert_eq!(c.software.as_deref(), Some(software.as_str()));
+    assert_eq!(
+        (
+            c.max_connections,
+            c.unauthenticated_timeout,
+            c.max_frame_size
+        ),
+        (10_000, 10, 65_552)
+    );
 }
 
 #[test]

@@ -319,3 +319,23 @@ fn toml_syntax_error_names_file_and_line() {
     assert!(msg.contains("line 3"), "{msg}");
     assert_eq!(err.keys().count(), 0);
 }
+
+#[test]
+fn bad_connection_limits() {
+    let msg = fails_on("max_frame_size", None, &[], &["--max-frame-size", "100"]);
+    assert!(msg.contains("from 512 to 65552"), "{msg}");
+    fails_on(
+        "max_frame_size",
+        None,
+        &[("TURND_MAX_FRAME_SIZE", "70000")],
+        &[],
+    );
+    let msg = fails_on(
+        "unauthenticated_timeout",
+        Some("unauthenticated_timeout = 0"),
+        &[],
+        &[],
+    );
+    assert!(msg.contains("lowest is 1 s"), "{msg}");
+    fails_on("max_connections", None, &[], &["--max-connections=-1"]);
+}

@@ -118,7 +118,21 @@ impl Shared {
 pub enum EndReason {
     Expired,
     Deleted,
+    /// The client's stream (TCP/TLS) connection closed: RFC 8656 §3.1 ties an allocation
+    /// made over a stream to that connection.
+    ConnectionClosed,
     Shutdown,
+}
+
+impl EndReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndReason::Expired => "expired",
+            EndReason::Deleted => "deleted",
+            EndReason::ConnectionClosed => "connection closed",
+            EndReason::Shutdown => "shutdown",
+        }
+    }
 }
 
 /// Lifecycle events for logs (and metrics).

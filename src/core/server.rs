@@ -515,6 +515,25 @@ impl Server {
         }
     }
 
+    /// Whether the client of `five_tuple` holds an allocation (one still being opened counts).
+    /// The shell asks this to close stream connections that never allocate.
+    pub fn has_allocation(&self, five_tuple: &FiveTuple) -> bool {
+        self.allocations.id_for(five_tuple).is_some()
+    }
+
+    /// The stream (TCP/TLS) connection of `five_tuple` closed, whichever side closed it.
+    /// Over a stream transport the allocation lives only as long as its control connection
+    /// (RFC 8656 §3.1), so it ends now, with the usual `CloseRelay` and `AllocationEnded`.
+    /// A UDP 5-tuple has no connection and is ignored.
+    pub fn handle_connection_closed(&mut self, now: Instant, five_tuple: FiveTuple) {
+        if !five_tuple.transport.is_stream() {
+            return;
+        }
+        if let Some(id) = self.allocations.id_for(&five_tuple) {
+            self.free_allocation(now, id, EndReason::ConnectionClosed);
+        }
+    }
+
     /// Ends every allocation (shutdown).
     pub fn close_all(&mut self, now: Instant) {
         let ids: Vec<AllocationId> = self.allocations.iter().map(|a| a.id).collect();

@@ -6,13 +6,14 @@
 mod discover;
 mod setup;
 mod socket;
+mod tcp;
 mod worker;
 
 use crate::config::Config;
 use anyhow::Context;
 use std::net::SocketAddr;
 use std::thread::JoinHandle;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 
 /// Checks what only start-up would otherwise find wrong in a loaded config.
@@ -20,9 +21,39 @@ pub fn check(config: &Config) -> anyhow::Result<()> {
     setup::relay_addrs(config).map(|_| ())
 }
 
+/// Tries for a port free in both UDP and TCP when the operator asks for port 0.
+const PORT_ATTEMPTS: usize = 16;
+
+/// Binds one `listen` address for every worker, UDP and TCP on the same port. With port 0,
+/// UDP picks the port and TCP must get the same one; if another program holds that TCP port,
+/// both are dropped and another port is tried.
+fn bind_listen_addr(
+    addr: SocketAddr,
+    workers: usize,
+) -> anyhow::Result<(Vec<std::net::UdpSocket>, Vec<std::net::TcpListener>)> {
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let udp = socket::bind_reuseport_group(addr, workers)
+            .with_context(|| format!("cannot listen on udp {addr}"))?;
+        let bound = udp[0].local_addr()?;
+        match socket::bind_tcp_reuseport_group(bound, workers, addr.port() == 0) {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(e)
+                if addr.port() == 0
+                    && e.kind() == std::io::ErrorKind::AddrInUse
+                    && attempts < PORT_ATTEMPTS => {}
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot listen on tcp {bound}"));
+            }
+        }
+    }
+}
+
 /// A running server.
 pub struct Server {
     udp_addrs: Vec<SocketAddr>,
+    tcp_addrs: Vec<SocketAddr>,
     shutdown: watch::Sender<bool>,
     workers: Vec<JoinHandle<()>>,
     metrics: crate::metrics::Endpoint,
@@ -46,18 +77,30 @@ impl Server {
         }
         let workers = config.effective_workers().max(1);
 
-        // Per listening address, one SO_REUSEPORT socket per worker.
+        // Per listening address, one SO_REUSEPORT UDP socket and one TCP listener per worker.
         let mut per_worker: Vec<Vec<std::net::UdpSocket>> =
             (0..workers).map(|_| Vec::new()).collect();
+        let mut tcp_per_worker: Vec<Vec<std::net::TcpListener>> =
+            (0..workers).map(|_| Vec::new()).collect();
         let mut udp_addrs = Vec::new();
+        let mut tcp_addrs = Vec::new();
         for addr in &config.listen {
-            let group = socket::bind_reuseport_group(*addr, workers)
-                .with_context(|| format!("cannot listen on udp {addr}"))?;
-            udp_addrs.push(group[0].local_addr()?);
-            for (w, s) in group.into_iter().enumerate() {
+            let (udp, tcp) = bind_listen_addr(*addr, workers)?;
+            udp_addrs.push(udp[0].local_addr()?);
+            tcp_addrs.push(tcp[0].local_addr()?);
+            for (w, s) in udp.into_iter().enumerate() {
                 per_worker[w].push(s);
             }
+            for (w, s) in tcp.into_iter().enumerate() {
+                tcp_per_worker[w].push(s);
+            }
         }
+        let limits = tcp::Limits {
+            max_connections: config.max_connections as usize,
+            open: Default::default(),
+            unauthenticated_timeout: Duration::from_secs(config.unauthenticated_timeout.into()),
+            max_frame: config.max_frame_size as usize,
+        };
 
         let (tx, rx) = watch::channel(false);
         let worker_metrics: Vec<std::sync::Arc<crate::metrics::WorkerMetrics>> =
@@ -73,19 +116,23 @@ impl Server {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         let mut handles = Vec::new();
-        for (index, listeners) in per_worker.into_iter().enumerate() {
+        for (index, (listeners, tcp_listeners)) in
+            per_worker.into_iter().zip(tcp_per_worker).enumerate()
+        {
             let seed: u64 = rand::random();
             let core = crate::core::Server::new(shared.clone(), seed, now, unix_now);
             let (rx, m) = (rx.clone(), worker_metrics[index].clone());
+            let limits = limits.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("turnd-worker-{index}"))
-                .spawn(move || worker::run(index, core, listeners, rx, m))
+                .spawn(move || worker::run(index, core, listeners, tcp_listeners, limits, rx, m))
                 .context("cannot start worker thread")?;
             handles.push(handle);
         }
         metrics.set_ready(true);
         Ok(Server {
             udp_addrs,
+            tcp_addrs,
             shutdown: tx,
             workers: handles,
             metrics,
@@ -95,6 +142,11 @@ impl Server {
     /// The bound UDP listening addresses (with real ports when port 0 was asked for).
     pub fn udp_addrs(&self) -> Vec<SocketAddr> {
         self.udp_addrs.clone()
+    }
+
+    /// The bound TCP listening addresses: the same IPs and ports as [`Server::udp_addrs`].
+    pub fn tcp_addrs(&self) -> Vec<SocketAddr> {
+        self.tcp_addrs.clone()
     }
 
     /// The bound address of the metrics and health listener.

@@ -38,6 +38,41 @@ pub fn bind_reuseport_group(
     Ok(out)
 }
 
+/// Pending connections the kernel queues per TCP listener.
+const TCP_BACKLOG: i32 = 1024;
+
+/// Binds `count` TCP listeners to `addr` with `SO_REUSEPORT`, one per worker, like
+/// [`bind_reuseport_group`]. `addr` carries a real port: with a UDP port 0, the caller passes
+/// the port UDP was given, so both transports share it. `fresh` says that port was just
+/// picked by the kernel for UDP: the first TCP socket then binds without `SO_REUSEPORT`, so
+/// it fails (rather than joins) if another program's `SO_REUSEPORT` listener holds it.
+pub fn bind_tcp_reuseport_group(
+    addr: SocketAddr,
+    count: usize,
+    fresh: bool,
+) -> io::Result<Vec<std::net::TcpListener>> {
+    let mut out = Vec::with_capacity(count);
+    for i in 0..count.max(1) {
+        let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        if addr.is_ipv6() {
+            s.set_only_v6(true)?;
+        }
+        s.set_nonblocking(true)?;
+        // A restart must not wait for the old connections' TIME_WAIT.
+        s.set_reuse_address(true)?;
+        if fresh && i == 0 {
+            s.bind(&addr.into())?;
+            s.set_reuse_port(true)?;
+        } else {
+            s.set_reuse_port(true)?;
+            s.bind(&addr.into())?;
+        }
+        s.listen(TCP_BACKLOG)?;
+        out.push(s.into());
+    }
+    Ok(out)
+}
+
 /// Binds a relay socket. With `dont_fragment`, the DF bit is set on everything it sends
 /// (RFC 8656 §7.2, DONT-FRAGMENT), via path-MTU discovery mode "do".
 pub fn bind_relay(addr: SocketAddr, dont_fragment: bool) -> io::Result<std::net::UdpSocket> {

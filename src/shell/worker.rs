@@ -1,16 +1,19 @@
 //! One worker: a thread running a single-threaded tokio runtime that owns a core instance,
-//! one `SO_REUSEPORT` socket per listening address, and the relay sockets of its
-//! allocations. Nothing here is shared with other workers, so the relay path takes no lock.
+//! one `SO_REUSEPORT` UDP socket and one TCP listener per listening address, the TCP
+//! connections it accepted (`tcp.rs`), and the relay sockets of its allocations. Nothing here is shared with other workers, so the relay path takes no lock.
 //!
 //! Tasks on the worker share its state through `Rc<RefCell<…>>`; a borrow is never held
 //! across an `.await`, so borrows cannot collide.
 
 use super::socket;
+use super::tcp::{self, Conn, Limits};
 use crate::core::{
-    AllocationId, EndReason, Event, FiveTuple, Output, RelayOpenError, Server as Core,
-    PEER_HEADROOM, PEER_TAILROOM,
+    AllocationId, Event, FiveTuple, Output, RelayOpenError, Server as Core, PEER_HEADROOM,
+    PEER_TAILROOM,
 };
+use crate::metrics::WorkerMetrics;
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -68,16 +71,18 @@ impl Relays {
     }
 }
 
-struct Worker {
-    core: Core,
+pub(super) struct Worker {
+    pub(super) core: Core,
     listeners: Vec<(SocketAddr, Rc<UdpSocket>)>,
+    /// This worker's TCP connections, by 5-tuple, for writes to their clients.
+    pub(super) conns: HashMap<FiveTuple, Rc<Conn>>,
     relays: Relays,
     buf: Box<[u8]>,
     index: usize,
-    metrics: std::sync::Arc<crate::metrics::WorkerMetrics>,
+    metrics: std::sync::Arc<WorkerMetrics>,
 }
 
-type Shared = Rc<RefCell<Worker>>;
+pub(super) type Shared = Rc<RefCell<Worker>>;
 
 fn unix_now() -> u64 {
     SystemTime::now()
@@ -90,8 +95,10 @@ pub fn run(
     index: usize,
     core: Core,
     listeners: Vec<std::net::UdpSocket>,
+    tcp_listeners: Vec<std::net::TcpListener>,
+    limits: Limits,
     mut shutdown: watch::Receiver<bool>,
-    metrics: std::sync::Arc<crate::metrics::WorkerMetrics>,
+    metrics: std::sync::Arc<WorkerMetrics>,
 ) {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -118,6 +125,7 @@ pub fn run(
                 .iter()
                 .filter_map(|s| Some((s.local_addr().ok()?, s.clone())))
                 .collect(),
+            conns: HashMap::new(),
             relays: Relays::default(),
             buf: vec![0u8; BUF_LEN].into_boxed_slice(),
             index,
@@ -126,6 +134,16 @@ pub fn run(
         SELF.with(|s| *s.borrow_mut() = Some(worker.clone()));
         for s in socks {
             tokio::task::spawn_local(listen(worker.clone(), s));
+        }
+        for l in tcp_listeners {
+            match tokio::net::TcpListener::from_std(l) {
+                Ok(l) => {
+                    tokio::task::spawn_local(tcp::accept(worker.clone(), l, limits.clone()));
+                }
+                Err(e) => {
+                    tracing::error!(worker = index, error = %e, "cannot register tcp listener")
+                }
+            }
         }
         tokio::task::spawn_local(timers(worker.clone()));
         while !*shutdown.borrow() {
@@ -232,42 +250,36 @@ impl Worker {
             ..
         } = self;
         if let Some(fwd) = core.handle_client_datagram(now, from, &buf[..n]) {
-            if let Some(r) = relays.get(fwd.id) {
-                // A failed send (unreachable peer, full buffer) loses one datagram; it never
-                // ends the allocation, so one bad ICE candidate cannot break the others.
-                if r.socket.try_send_to(&buf[fwd.payload], fwd.peer).is_err() {
-                    metrics.send_error();
-                }
-            }
+            forward(relays, metrics, &buf[fwd.payload], fwd.id, fwd.peer);
         }
+    }
+
+    /// Sends `payload` from allocation `id`'s relay socket to `peer`.
+    pub(super) fn forward(&self, payload: &[u8], id: AllocationId, peer: SocketAddr) {
+        forward(&self.relays, &self.metrics, payload, id, peer);
     }
 
     fn on_peer_datagram(&mut self, now: Instant, id: AllocationId, peer: SocketAddr, n: usize) {
         let Worker {
             core,
             listeners,
+            conns,
             buf,
             metrics,
             ..
         } = self;
         let payload = PEER_HEADROOM..PEER_HEADROOM + n;
         if let Some(out) = core.handle_peer_datagram(now, id, peer, buf, payload) {
-            if let Some(l) = listener_for(listeners, out.to.server) {
-                if l.try_send_to(&buf[out.range], out.to.client).is_err() {
-                    metrics.send_error();
-                }
-            }
+            to_client(listeners, conns, metrics, out.to, &buf[out.range]);
         }
     }
 
     /// Executes everything the core asked for.
-    fn drain_outputs(&mut self) {
+    pub(super) fn drain_outputs(&mut self) {
         while let Some(out) = self.core.poll_output() {
             match out {
                 Output::Transmit { to, payload } => {
-                    if let Some(l) = listener_for(&self.listeners, to.server) {
-                        let _ = l.try_send_to(&payload, to.client);
-                    }
+                    to_client(&self.listeners, &self.conns, &self.metrics, to, &payload);
                 }
                 Output::OpenRelay {
                     id,
@@ -284,11 +296,23 @@ impl Worker {
                 }
                 Output::Event(e) => {
                     self.metrics.on_event(&e);
+                    self.track_connection(&e);
                     log_event(self.index, &e);
                 }
             }
         }
         self.metrics.publish(self.core.counters());
+    }
+
+    /// Tells a TCP connection its allocation started or ended, for its idle timeout.
+    fn track_connection(&self, e: &Event) {
+        let (five_tuple, idle) = match e {
+            Event::AllocationCreated { five_tuple, .. } => (five_tuple, false),
+            Event::AllocationEnded { five_tuple, .. } => (five_tuple, true),
+        };
+        if let Some(c) = self.conns.get(five_tuple) {
+            c.set_idle(Instant::now(), idle);
+        }
     }
 
     fn open_relay(
@@ -325,6 +349,54 @@ impl Worker {
 thread_local! {
     /// The worker of this thread, so code holding `&mut Worker` can hand tasks a handle.
     static SELF: RefCell<Option<Shared>> = const { RefCell::new(None) };
+}
+
+/// Sends `payload` from allocation `id`'s relay socket to `peer`.
+fn forward(
+    relays: &Relays,
+    metrics: &WorkerMetrics,
+    payload: &[u8],
+    id: AllocationId,
+    peer: SocketAddr,
+) {
+    if let Some(r) = relays.get(id) {
+        // A failed send (unreachable peer, full buffer) loses one datagram; it never
+        // ends the allocation, so one bad ICE candidate cannot break the others.
+        if send_now(&r.socket, payload, peer).is_err() {
+            metrics.send_error();
+        }
+    }
+}
+
+/// Sends one datagram or frame to a client: from the UDP listener it wrote to, or down its
+/// TCP connection (gone already if the connection closed).
+fn to_client(
+    listeners: &[(SocketAddr, Rc<UdpSocket>)],
+    conns: &HashMap<FiveTuple, Rc<Conn>>,
+    metrics: &WorkerMetrics,
+    to: FiveTuple,
+    payload: &[u8],
+) {
+    if to.transport.is_stream() {
+        if let Some(c) = conns.get(&to) {
+            c.send(payload);
+        }
+    } else if let Some(l) = listener_for(listeners, to.server) {
+        if send_now(l, payload, to.client).is_err() {
+            metrics.send_error();
+        }
+    }
+}
+
+/// Sends a datagram with one `sendto` on the non-blocking socket.
+///
+/// Not tokio's `try_send_to`: that answers `WouldBlock` without trying whenever tokio has not
+/// yet seen the socket become writable — always the case for a relay socket opened since the
+/// runtime last polled its I/O driver, and after any real `EAGAIN` until the next poll — so
+/// datagrams were dropped although the kernel would have taken them. A UDP socket's writability
+/// only matters when its send buffer is full, and then the datagram is dropped either way.
+fn send_now(socket: &UdpSocket, payload: &[u8], to: SocketAddr) -> io::Result<usize> {
+    socket2::SockRef::from(socket).send_to(payload, &to.into())
 }
 
 /// The listening socket a client wrote to: answers must come from the address it used.
@@ -364,11 +436,7 @@ fn log_event(worker: usize, e: &Event) {
             user = %username,
             client = %five_tuple,
             relay = %relay,
-            reason = match reason {
-                EndReason::Expired => "expired",
-                EndReason::Deleted => "deleted",
-                EndReason::Shutdown => "shutdown",
-            },
+            reason = reason.as_str(),
             duration_s = duration.as_secs(),
             to_peer_packets = stats.to_peer_packets,
             to_peer_bytes = stats.to_peer_bytes,

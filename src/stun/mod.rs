@@ -10,6 +10,7 @@ pub mod attribute;
 pub mod builder;
 pub mod channel_data;
 pub mod error;
+pub mod framing;
 pub mod integrity;
 pub mod message;
 pub mod method;

@@ -4,11 +4,12 @@
 Run by tests/aiortc.rs against a server it starts; can also be run by hand:
 
     python3 tests/aiortc/relay_datachannel.py --port 3478 [--host 127.0.0.1] \
-        [--user alice --password alice-pw] [--count 1000] [--timeout 60]
+        [--transport udp|tcp] [--user alice --password alice-pw] [--count 1000] [--timeout 60]
 
 What it checks, exiting non-zero with a message naming the failed check:
 - both RTCPeerConnections reach "connected" with the TURN server as their ONLY ICE server
-  (``turn:HOST:PORT?transport=udp``) and relay-only ICE;
+  (``turn:HOST:PORT?transport=udp``, or ``transport=tcp`` with ``--transport tcp``: TURN over
+  TCP to the server, UDP from the relay to the peer) and relay-only ICE;
 - the ICE pair each side nominated is relay <-> relay (so every byte crossed the server);
 - peer A sends COUNT messages on an ordered, reliable data channel; B checks each arrives intact
   and in order and echoes it back; A checks the echoes the same way;
@@ -106,7 +107,7 @@ def nominated_pairs(pc: RTCPeerConnection, name: str):
 
 async def run(args) -> None:
     deadline = time.monotonic() + args.timeout
-    url = f"turn:{args.host}:{args.port}?transport=udp"
+    url = f"turn:{args.host}:{args.port}?transport={args.transport}"
     config = RTCConfiguration(
         iceServers=[RTCIceServer(urls=[url], username=args.user, credential=args.password)],
         iceTransportPolicy=RTCIceTransportPolicy.RELAY,
@@ -220,6 +221,8 @@ def check_relay_only(sdp: str, name: str, url: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--transport", choices=["udp", "tcp"], default="udp",
+                        help="client-to-server transport of the TURN URL")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--user", default="alice")
     parser.add_argument("--password", default="alice-pw")

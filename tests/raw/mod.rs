@@ -601,6 +601,8 @@ pub fn require_ipv6_loopback() {
 /// A turnd server running in this process; shut down when dropped.
 pub struct TestServer {
     pub addr: SocketAddr,
+    /// The TCP listener on the same port.
+    pub tcp_addr: SocketAddr,
     server: Option<turnd::shell::Server>,
 }
 
@@ -610,8 +612,10 @@ impl TestServer {
             .unwrap_or_else(|e| panic!("test config rejected: {e}"));
         let server = turnd::shell::Server::start(config).expect("server starts");
         let addr = server.udp_addrs()[0];
+        let tcp_addr = server.tcp_addrs()[0];
         TestServer {
             addr,
+            tcp_addr,
             server: Some(server),
         }
     }

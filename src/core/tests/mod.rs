@@ -17,6 +17,7 @@ mod allocate;
 mod auth;
 mod binding;
 mod channel_bind;
+mod connection;
 mod counters;
 mod expiry;
 mod permission;

@@ -2,7 +2,7 @@
 //! datagrams, with random clock advances. Whatever happens, the core must not panic, every
 //! `Transmit` must parse as STUN, nothing may be relayed to a peer the filter denies or
 //! without a permission, ports must be accounted for, and no allocation may outlive its
-//! expiry once `handle_timeout` has run.
+//! expiry once `handle_timeout` has run, nor a stream client's allocation its connection.
 
 use super::*;
 use proptest::prelude::*;
@@ -74,6 +74,10 @@ enum Op {
     Garbage {
         c: u8,
         bytes: Vec<u8>,
+    },
+    /// The client's connection closes (a no-op for UDP clients).
+    CloseConnection {
+        c: u8,
     },
 }
 
@@ -163,7 +167,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => c.clone().prop_map(|c| Op::Retransmit { c }),
         2 => (c.clone(), any::<u16>(), 1u8..=255)
             .prop_map(|(c, at, xor)| Op::Corrupt { c, at, xor }),
-        1 => (c, vec(any::<u8>(), 0..64)).prop_map(|(c, bytes)| Op::Garbage { c, bytes }),
+        1 => (c.clone(), vec(any::<u8>(), 0..64)).prop_map(|(c, bytes)| Op::Garbage { c, bytes }),
+        1 => c.prop_map(|c| Op::CloseConnection { c }),
     ]
 }
 
@@ -385,6 +390,26 @@ impl World {
             }
             Op::Garbage { c, bytes } => {
                 self.client_input(c, &bytes);
+            }
+            Op::CloseConnection { c } => {
+                let ft = self.clients[c as usize % self.clients.len()].ft;
+                let had = self.h.server.has_allocation(&ft);
+                let others = self.h.allocation_count() - usize::from(had);
+                self.h.server.handle_connection_closed(self.h.now, ft);
+                self.h.drain();
+                if ft.transport.is_stream() {
+                    assert!(
+                        !self.h.server.has_allocation(&ft),
+                        "outlived its connection"
+                    );
+                    assert_eq!(self.h.allocation_count(), others, "others untouched");
+                } else {
+                    assert_eq!(
+                        self.h.server.has_allocation(&ft),
+                        had,
+                        "UDP has no connection"
+                    );
+                }
             }
         }
         self.h.transmits.clear();

@@ -1,0 +1,589 @@
+//! TURN over TCP against an in-process server, with a raw client on a plain `TcpStream`:
+//! stream framing (a request split byte by byte, two requests in one write), ChannelData
+//! padding on the stream, the allocation's life tied to its control connection, and the
+//! connection hygiene limits (`unauthenticated_timeout`, `max_connections`, garbage,
+//! `max_frame_size`). Every wait is bounded.
+
+mod common;
+mod raw;
+
+use raw::*;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::thread;
+use std::time::{Duration, Instant};
+use turnd::config::ConfigArgs;
+
+/// How long a close the server must make may take to be seen.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A raw TURN client on one TCP connection.
+struct TcpClient {
+    stream: TcpStream,
+    /// Bytes read but not yet returned as a frame.
+    buf: Vec<u8>,
+    realm: String,
+    nonce: Option<Vec<u8>>,
+}
+
+/// The length of the frame at the start of `buf` once its header is there, computed here
+/// independently of turnd's framing: ChannelData is padded to 4 on streams (RFC 8656 §12.5).
+fn frame_len(buf: &[u8]) -> Option<usize> {
+    if buf.len() < 4 {
+        return None;
+    }
+    let len = u16::from_be_bytes([buf[2], buf[3]]) as usize;
+    Some(if buf[0] & 0xC0 == 0x40 {
+        4 + len.div_ceil(4) * 4
+    } else {
+        20 + len
+    })
+}
+
+impl TcpClient {
+    fn connect(server: SocketAddr) -> TcpClient {
+        let stream = TcpStream::connect_timeout(&server, REPLY_TIMEOUT).expect("tcp connect");
+        stream.set_nodelay(true).unwrap();
+        TcpClient {
+            stream,
+            buf: Vec::new(),
+            realm: REALM.into(),
+            nonce: None,
+        }
+    }
+
+    fn local(&self) -> SocketAddr {
+        self.stream.local_addr().unwrap()
+    }
+
+    fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("tcp write");
+    }
+
+    /// The next whole frame within `timeout`; `None` on timeout or when the server closed.
+    fn recv_frame_for(&mut self, timeout: Duration) -> Option<Vec<u8>> {
+        let deadline = Instant::now() + timeout;
+        let mut chunk = [0u8; 4096];
+        // Bounded: each round reads at least one byte or ends at the deadline.
+        loop {
+            if let Some(n) = frame_len(&self.buf).filter(|&n| n <= self.buf.len()) {
+                return Some(self.buf.drain(..n).collect());
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            self.stream.set_read_timeout(Some(left)).unwrap();
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    return None
+                }
+                Err(_) => return None,
+            }
+        }
+    }
+
+    fn recv_frame(&mut self) -> Vec<u8> {
+        self.recv_frame_for(REPLY_TIMEOUT)
+            .expect("no frame from the server within the timeout")
+    }
+
+    /// True once the server has closed the connection (EOF or reset) within `timeout`;
+    /// whatever it sent before is discarded.
+    fn closed_within(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut chunk = [0u8; 4096];
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            self.stream.set_read_timeout(Some(left)).unwrap();
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return true,
+                Ok(_) => {}
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    return false
+                }
+                Err(_) => return true,
+            }
+        }
+    }
+
+    #[track_caller]
+    fn transact(&mut self, bytes: &[u8]) -> Parsed {
+        let txid: [u8; 12] = bytes[8..20].try_into().unwrap();
+        self.send(bytes);
+        self.response_to(txid)
+    }
+
+    #[track_caller]
+    fn response_to(&mut self, txid: [u8; 12]) -> Parsed {
+        for _ in 0..32 {
+            let frame = self.recv_frame();
+            if let Some(p) = Parsed::parse(&frame) {
+                if p.txid == txid && matches!(p.class(), SUCCESS | ERROR) {
+                    return p;
+                }
+            }
+        }
+        panic!("no response with the request's transaction id");
+    }
+
+    fn auth(&self) -> Auth {
+        Auth {
+            username: ALICE.0.into(),
+            realm: self.realm.clone(),
+            nonce: self.nonce.clone().expect("nonce"),
+            key: long_term_key(ALICE.0, &self.realm, ALICE.1),
+        }
+    }
+
+    #[track_caller]
+    fn request(&mut self, method: u16, attrs: &[Attr]) -> Parsed {
+        if self.nonce.is_none() {
+            let bytes = encode(msg_type(REFRESH, REQUEST), new_txid(), &[], None, false);
+            let r = self.transact(&bytes);
+            assert_error(&r, REFRESH, 401);
+            self.realm = r.realm().expect("REALM");
+            self.nonce = r.nonce();
+        }
+        let bytes = encode(
+            msg_type(method, REQUEST),
+            new_txid(),
+            attrs,
+            Some(&self.auth()),
+            false,
+        );
+        self.transact(&bytes)
+    }
+
+    /// A UDP allocation made over this connection; returns the relayed address.
+    #[track_caller]
+    fn allocate(&mut self) -> SocketAddr {
+        let r = self.request(ALLOCATE, &[udp()]);
+        assert_success(&r, ALLOCATE);
+        r.xor_address(A_XOR_RELAYED_ADDRESS)
+            .expect("relayed address")
+    }
+
+    #[track_caller]
+    fn binding(&mut self) -> SocketAddr {
+        let bytes = encode(msg_type(BINDING, REQUEST), new_txid(), &[], None, false);
+        let r = self.transact(&bytes);
+        assert_success(&r, BINDING);
+        r.xor_address(A_XOR_MAPPED_ADDRESS)
+            .expect("XOR-MAPPED-ADDRESS")
+    }
+}
+
+fn loopback_server(extra: impl FnOnce(&mut ConfigArgs)) -> TestServer {
+    let mut args = ConfigArgs {
+        allow_peer: vec!["127.0.0.0/8".into()],
+        ..base_args()
+    };
+    extra(&mut args);
+    TestServer::start(args)
+}
+
+#[test]
+fn tcp_listens_on_the_udp_port() {
+    let server = loopback_server(|_| {});
+    assert_eq!(server.tcp_addr, server.addr);
+    // Port 0 with several workers: TCP gets the port UDP was given.
+    let s = TestServer::start(ConfigArgs {
+        listen: vec!["127.0.0.1:0".into()],
+        workers: Some("3".into()),
+        ..base_args()
+    });
+    assert_ne!(s.addr.port(), 0);
+    assert_eq!(s.tcp_addr, s.addr);
+    let mut c = TcpClient::connect(s.tcp_addr);
+    assert_eq!(c.binding(), c.local());
+}
+
+#[test]
+fn the_binary_prints_a_tcp_listening_line_on_the_udp_port() {
+    // turnd itself whatever TURN_TEST_SERVER says: the line is turnd's.
+    let server = common::TurnServer::spawn_turnd(&[]);
+    let want = format!("turnd listening tcp 127.0.0.1:{}", server.port());
+    // The line follows the UDP one; the reader thread may not have it yet.
+    let deadline = Instant::now() + REPLY_TIMEOUT;
+    while !server.output().lines().any(|l| l == want) {
+        assert!(
+            Instant::now() < deadline,
+            "no `{want}` line:\n{}",
+            server.output()
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    let mut c = TcpClient::connect(server.addr());
+    assert_eq!(c.binding(), c.local());
+}
+
+#[test]
+fn a_request_split_byte_by_byte_is_answered() {
+    let server = loopback_server(|_| {});
+    let mut c = TcpClient::connect(server.tcp_addr);
+    let txid = new_txid();
+    let req = encode(msg_type(BINDING, REQUEST), txid, &[], None, true);
+    for b in &req {
+        c.send(std::slice::from_ref(b));
+        thread::sleep(Duration::from_millis(2));
+    }
+    let r = c.response_to(txid);
+    assert_success(&r, BINDING);
+    assert_eq!(r.xor_address(A_XOR_MAPPED_ADDRESS), Some(c.local()));
+    assert!(r.verify_fingerprint());
+}
+
+#[test]
+fn two_requests_in_one_write_are_both_answered() {
+    let server = loopback_server(|_| {});
+    let mut c = TcpClient::connect(server.tcp_addr);
+    let (t1, t2) = (new_txid(), new_txid());
+    let mut both = encode(msg_type(BINDING, REQUEST), t1, &[], None, false);
+    both.extend(encode(msg_type(BINDING, REQUEST), t2, &[], None, true));
+    c.send(&both);
+    let first = Parsed::parse(&c.recv_frame()).expect("STUN");
+    let second = Parsed::parse(&c.recv_frame()).expect("STUN");
+    assert_eq!((first.txid, second.txid), (t1, t2), "answered in order");
+    assert_success(&first, BINDING);
+    assert_success(&second, BINDING);
+}
+
+#[test]
+fn channel_data_over_tcp_is_padded_both_ways() {
+    let server = loopback_server(|_| {});
+    let peer = Peer::v4();
+    let mut c = TcpClient::connect(server.tcp_addr);
+    let relayed = c.allocate();
+    let r = c.request(
+        CHANNEL_BIND,
+        &[channel_number(0x4001), raw::peer(peer.addr())],
+    );
+    assert_success(&r, CHANNEL_BIND);
+
+    // Client → peer: a padded frame; the peer gets the 5 bytes only. Two frames in one write
+    // and a frame split across writes arrive whole.
+    let mut two = channel_data(0x4001, b"hello", true);
+    assert_eq!(two.len(), 12);
+    two.extend(channel_data(0x4001, b"world!", true));
+    c.send(&two);
+    let split = channel_data(0x4001, b"split", true);
+    c.send(&split[..3]);
+    thread::sleep(Duration::from_millis(20));
+    c.send(&split[3..]);
+    for want in [&b"hello"[..], b"world!", b"split"] {
+        let (got, from) = peer.recv().expect("relayed to the peer");
+        assert_eq!((got.as_slice(), from), (want, relayed));
+    }
+
+    // Peer → client: ChannelData padded to a multiple of 4 on the stream.
+    for len in [1usize, 5, 8, 1000] {
+        let payload = pseudo_random(len as u64, len);
+        peer.send_to(relayed, &payload);
+        let frame = c.recv_frame();
+        assert_eq!(
+            frame.len() % 4,
+            0,
+            "unpadded frame of {} bytes",
+            frame.len()
+        );
+        assert_eq!(frame.len(), 4 + len.div_ceil(4) * 4);
+        let (channel, data) = parse_channel_data(&frame[..4 + len]);
+        assert_eq!((channel, data), (0x4001, payload));
+    }
+}
+
+#[test]
+fn send_and_data_indications_over_tcp() {
+    let server = loopback_server(|_| {});
+    let peer = Peer::v4();
+    let mut c = TcpClient::connect(server.tcp_addr);
+    let relayed = c.allocate();
+    assert_success(
+        &c.request(CREATE_PERMISSION, &[raw::peer(peer.addr())]),
+        CREATE_PERMISSION,
+    );
+    let ind = encode(
+        msg_type(SEND, INDICATION),
+        new_txid(),
+        &[raw::peer(peer.addr()), data(b"via send")],
+        None,
+        false,
+    );
+    c.send(&ind);
+    assert_eq!(peer.recv().expect("relayed").0, b"via send");
+    peer.send_to(relayed, b"back");
+    let p = Parsed::parse(&c.recv_frame()).expect("Data indication");
+    assert_eq!((p.method(), p.class()), (DATA, INDICATION));
+    assert_eq!(p.get(A_DATA), Some(&b"back"[..]));
+}
+
+#[test]
+fn closing_the_control_connection_frees_the_allocation() {
+    // One relay port: only one allocation at a time.
+    let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let (port, _) = free_ports(ip, 1);
+    let server = loopback_server(|a| a.relay_ports = Some(format!("{port}-{port}")));
+    let peer = Peer::v4();
+    let mut c = TcpClient::connect(server.tcp_addr);
+    let relayed = c.allocate();
+    assert_eq!(relayed.port(), port);
+    assert_success(
+        &c.request(CREATE_PERMISSION, &[raw::peer(peer.addr())]),
+        CREATE_PERMISSION,
+    );
+
+    // While it holds the port, nobody else gets one.
+    let mut other = server.client();
+    assert_error(&other.allocate_with(&[udp()]), ALLOCATE, 508);
+
+    drop(c);
+    // The server notices the close, ends the allocation and frees the port.
+    let deadline = Instant::now() + CLOSE_TIMEOUT;
+    let again = loop {
+        let r = other.allocate_with(&[udp()]);
+        if r.class() == SUCCESS {
+            break r.xor_address(A_XOR_RELAYED_ADDRESS).unwrap();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the port was not freed: {}",
+            describe(&r)
+        );
+        thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(again.port(), port);
+    // The peer's data no longer reaches anyone over the old relay: it is the new allocation's
+    // now, which has no permission for the peer.
+    peer.send_to(relayed, b"late");
+    other.expect_silence("data for the closed allocation");
+}
+
+#[test]
+fn a_connection_without_an_allocation_is_closed_after_the_timeout() {
+    let server = loopback_server(|a| a.unauthenticated_timeout = Some("1".into()));
+    let mut idle = TcpClient::connect(server.tcp_addr);
+    let mut talker = TcpClient::connect(server.tcp_addr);
+    let mut allocated = TcpClient::connect(server.tcp_addr);
+    allocated.allocate();
+    let started = Instant::now();
+    // Binding requests do not count as using the connection.
+    talker.binding();
+    assert!(
+        idle.closed_within(CLOSE_TIMEOUT),
+        "idle connection left open"
+    );
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(700),
+        "closed too early: {waited:?}"
+    );
+    assert!(
+        talker.closed_within(CLOSE_TIMEOUT),
+        "binding-only connection left open"
+    );
+    // The connection with an allocation lives on.
+    assert_success(&allocated.request(REFRESH, &[]), REFRESH);
+
+    // Once its allocation is deleted, the timeout applies again.
+    let r = allocated.request(REFRESH, &[lifetime(0)]);
+    assert_success(&r, REFRESH);
+    assert!(
+        allocated.closed_within(CLOSE_TIMEOUT),
+        "left open after its allocation ended"
+    );
+}
+
+#[test]
+fn max_connections_is_enforced() {
+    let server = loopback_server(|a| a.max_connections = Some("2".into()));
+    let mut a = TcpClient::connect(server.tcp_addr);
+    let mut b = TcpClient::connect(server.tcp_addr);
+    a.binding();
+    b.binding();
+    // The kernel completes the handshake, then the server closes the third at accept.
+    let mut third = TcpClient::connect(server.tcp_addr);
+    let _ = third.stream.write_all(&encode(
+        msg_type(BINDING, REQUEST),
+        new_txid(),
+        &[],
+        None,
+        false,
+    ));
+    assert!(
+        third.closed_within(CLOSE_TIMEOUT),
+        "third connection accepted"
+    );
+    // The first two are unaffected; when one closes, its slot is free again.
+    a.binding();
+    drop(b);
+    let deadline = Instant::now() + CLOSE_TIMEOUT;
+    loop {
+        let mut next = TcpClient::connect(server.tcp_addr);
+        let txid = new_txid();
+        let _ = next
+            .stream
+            .write_all(&encode(msg_type(BINDING, REQUEST), txid, &[], None, false));
+        if next.recv_frame_for(Duration::from_millis(500)).is_some() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the closed connection's slot was not freed"
+        );
+    }
+}
+
+#[test]
+fn garbage_closes_only_its_own_connection() {
+    let server = loopback_server(|_| {});
+    let peer = Peer::v4();
+    let mut good = TcpClient::connect(server.tcp_addr);
+    let relayed = good.allocate();
+    assert_success(
+        &good.request(CREATE_PERMISSION, &[raw::peer(peer.addr())]),
+        CREATE_PERMISSION,
+    );
+    let udp_client = server.client();
+
+    // 0b10 / 0b11 in the first two bits: neither STUN nor ChannelData.
+    for first in [0x80u8, 0xFF] {
+        let mut bad = TcpClient::connect(server.tcp_addr);
+        let mut junk = pseudo_random(first as u64, 64);
+        junk[0] = first;
+        bad.send(&junk);
+        assert!(
+            bad.closed_within(CLOSE_TIMEOUT),
+            "garbage {first:#x} left open"
+        );
+    }
+    // Valid start, then garbage at the next frame boundary.
+    let mut bad = TcpClient::connect(server.tcp_addr);
+    let mut bytes = encode(msg_type(BINDING, REQUEST), new_txid(), &[], None, false);
+    bytes.extend([0xC0, 0, 0, 0]);
+    bad.send(&bytes);
+    assert!(
+        bad.closed_within(CLOSE_TIMEOUT),
+        "garbage after a request left open"
+    );
+
+    // Everyone else is fine.
+    assert_success(&good.request(REFRESH, &[]), REFRESH);
+    peer.send_to(relayed, b"still here");
+    let p = Parsed::parse(&good.recv_frame()).expect("Data indication");
+    assert_eq!(p.get(A_DATA), Some(&b"still here"[..]));
+    assert_eq!(udp_client.binding(), udp_client.local());
+}
+
+#[test]
+fn a_frame_over_max_frame_size_closes_the_connection() {
+    let server = loopback_server(|a| a.max_frame_size = Some("512".into()));
+    let mut c = TcpClient::connect(server.tcp_addr);
+    c.binding();
+    // A ChannelData header announcing 1000 bytes: over the limit before any data is sent.
+    c.send(&[0x40, 0x00, 0x03, 0xE8]);
+    assert!(c.closed_within(CLOSE_TIMEOUT), "oversize frame accepted");
+    let mut ok = TcpClient::connect(server.tcp_addr);
+    ok.binding();
+}
+
+#[test]
+fn many_idle_and_half_sent_connections_are_closed_on_time() {
+    let server = loopback_server(|a| a.unauthenticated_timeout = Some("1".into()));
+    let started = Instant::now();
+    let mut clients: Vec<TcpClient> = (0..100)
+        .map(|_| TcpClient::connect(server.tcp_addr))
+        .collect();
+    // Slowloris: half of them send the start of a request and never finish it.
+    let req = encode(msg_type(BINDING, REQUEST), new_txid(), &[], None, false);
+    for c in clients.iter_mut().step_by(2) {
+        c.send(&req[..10]);
+    }
+    for (i, c) in clients.iter_mut().enumerate() {
+        let left = (started + CLOSE_TIMEOUT).saturating_duration_since(Instant::now());
+        assert!(c.closed_within(left), "connection {i} still open");
+    }
+    // And the server still serves new clients.
+    TcpClient::connect(server.tcp_addr).binding();
+}
+
+#[test]
+fn a_client_that_stops_reading_gets_whole_frames_and_never_stalls_the_server() {
+    let server = loopback_server(|_| {});
+    let peer = Peer::v4();
+    let mut slow = TcpClient::connect(server.tcp_addr);
+    let relayed = slow.allocate();
+    assert_success(
+        &slow.request(
+            CHANNEL_BIND,
+            &[channel_number(0x4002), raw::peer(peer.addr())],
+        ),
+        CHANNEL_BIND,
+    );
+
+    // Far more than the socket buffers hold, while the client reads nothing.
+    const SENT: usize = 6000;
+    for i in 0..SENT {
+        let len = 900 + i % 7;
+        peer.send_to(relayed, &pseudo_random(i as u64, len));
+        if i % 500 == 0 {
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+    // Meanwhile other clients are served.
+    TcpClient::connect(server.tcp_addr).binding();
+    server.client().binding();
+
+    // Every frame the client then reads is whole and well-formed: a partly written frame was
+    // always completed, only whole frames were dropped.
+    let mut frames = 0;
+    while let Some(frame) = slow.recv_frame_for(Duration::from_millis(500)) {
+        let (channel, data) =
+            parse_channel_data(&frame[..4 + u16::from_be_bytes([frame[2], frame[3]]) as usize]);
+        assert_eq!(channel, 0x4002);
+        assert!(
+            (900..907).contains(&data.len()),
+            "frame {frames}: {} bytes",
+            data.len()
+        );
+        frames += 1;
+        assert!(frames <= SENT);
+    }
+    assert!(frames > 0, "nothing arrived");
+    // The connection still works.
+    assert_success(&slow.request(REFRESH, &[]), REFRESH);
+}
+
+#[test]
+fn tcp_over_ipv6_loopback() {
+    let server = TestServer::start(ConfigArgs {
+        allow_peer: vec!["::1/128".into()],
+        ..base_args_v6()
+    });
+    assert_eq!(server.tcp_addr, server.addr);
+    let peer = Peer::v6();
+    let mut c = TcpClient::connect(server.tcp_addr);
+    assert_eq!(c.binding(), c.local());
+    let r = c.request(ALLOCATE, &[udp(), address_family(FAMILY_V6)]);
+    assert_success(&r, ALLOCATE);
+    let relayed = r.xor_address(A_XOR_RELAYED_ADDRESS).expect("relayed");
+    assert!(relayed.is_ipv6());
+    assert_success(
+        &c.request(
+            CHANNEL_BIND,
+            &[channel_number(0x4003), raw::peer(peer.addr())],
+        ),
+        CHANNEL_BIND,
+    );
+    c.send(&channel_data(0x4003, b"v6!", true));
+    assert_eq!(peer.recv().expect("relayed"), (b"v6!".to_vec(), relayed));
+    peer.send_to(relayed, b"back6");
+    let frame = c.recv_frame();
+    assert_eq!(frame.len(), 12);
+    assert_eq!(parse_channel_data(&frame[..9]), (0x4003, b"back6".to_vec()));
+}
