@@ -454,3 +454,119 @@ fn tcp_clients_are_counted_under_their_transport() {
     drop(c);
     expect_series(m, &[(active_tcp, 0.0), (DURATIONS, 1.0)]);
 }
+
+/// Percent-encodes a PromQL query for a URL.
+fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// The value of the first sample in a Prometheus instant-query answer, if any.
+fn first_value(json: &str) -> Option<f64> {
+    let rest = &json[json.find("\"value\":[")? + "\"value\":[".len()..];
+    let rest = &rest[rest.find(",\"")? + 2..];
+    rest[..rest.find('"')?].parse().ok()
+}
+
+/// Kills and reaps the Prometheus server the test started, however the test ends.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A real Prometheus server (Debian package `prometheus`), started on loopback with a 1 s
+/// scrape interval, scrapes turnd; its HTTP API then returns the relayed-bytes series.
+#[test]
+fn a_real_prometheus_scrapes_the_relayed_bytes() {
+    let server = TestServer::start(ConfigArgs {
+        allow_peer: vec!["127.0.0.1/32".into()],
+        ..base_args()
+    });
+    let m = server.metrics_addr();
+    let peer = Peer::v4();
+    let mut c = server.client();
+    c.allocate();
+    c.bind_channel(0x4000, peer.addr());
+    for _ in 0..3 {
+        c.send_channel_data(0x4000, &[0xAB; 111], false);
+        assert_eq!(peer.recv().expect("relayed").0.len(), 111);
+    }
+
+    let dir = std::env::temp_dir().join(format!(
+        "turnd-prometheus-{}-{}",
+        std::process::id(),
+        m.port()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n\
+             scrape_configs:\n  - job_name: turnd\n    static_configs:\n      - targets: [\"{m}\"]\n"
+        ),
+    )
+    .unwrap();
+    let web = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let log = std::fs::File::create(dir.join("prometheus.log")).unwrap();
+    let prometheus = Command::new("prometheus")
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("data").display()
+        ))
+        .arg(format!("--web.listen-address={web}"))
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("cannot run prometheus ({e}): install the Debian package `prometheus`")
+        });
+    let _prometheus = Child(prometheus);
+
+    let query = url_encode(
+        "turnd_relayed_bytes_total{direction=\"client_to_peer\",transport=\"udp\",job=\"turnd\"}",
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = String::new();
+    // Bounded: one query every 250 ms until the deadline.
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(250));
+        let Ok(mut s) = TcpStream::connect_timeout(&web, HTTP_TIMEOUT) else {
+            continue; // not listening yet
+        };
+        let _ = s.set_read_timeout(Some(HTTP_TIMEOUT));
+        let req = format!(
+            "GET /api/v1/query?query={query} HTTP/1.1\r\nHost: {web}\r\nConnection: close\r\n\r\n"
+        );
+        if s.write_all(req.as_bytes()).is_err() {
+            continue;
+        }
+        let mut body = String::new();
+        if s.read_to_string(&mut body).is_err() {
+            continue;
+        }
+        if first_value(&body) == Some(333.0) {
+            let _ = std::fs::remove_dir_all(&dir);
+            return;
+        }
+        last = body;
+    }
+    let log = std::fs::read_to_string(dir.join("prometheus.log")).unwrap_or_default();
+    let _ = std::fs::remove_dir_all(&dir);
+    panic!("Prometheus never returned 333 relayed bytes; last answer:\n{last}\nits log:\n{log}");
+}
