@@ -3,6 +3,7 @@
 use clap::Parser;
 use std::io::Write;
 use std::process::ExitCode;
+use std::time::Duration;
 use turnd::config::{self, Cli};
 use turnd::shell::Server;
 
@@ -43,6 +44,18 @@ fn main() -> ExitCode {
         .with_ansi(ansi)
         .init();
 
+    let drain_timeout = Duration::from_secs(cfg.drain_timeout.into());
+    let signals = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .and_then(|rt| Signals::new(&rt).map(|s| (rt, s)))
+    {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("turnd: cannot wait for signals: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let server = match Server::start(cfg) {
         Ok(s) => s,
         Err(e) => {
@@ -66,40 +79,79 @@ fn main() -> ExitCode {
         tracing::info!(addr = %m, "metrics and health on http://{m}/metrics, /healthz, /readyz");
         let _ = out.flush();
     }
-    wait_for_signal();
+    let (rt, signals) = signals;
+    rt.block_on(wait_and_drain(signals, &server, drain_timeout));
     tracing::info!("shutting down");
     server.shutdown();
     ExitCode::SUCCESS
 }
 
-/// Blocks until SIGINT or SIGTERM.
-fn wait_for_signal() {
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("turnd: cannot wait for signals: {e}");
-            return;
-        }
-    };
-    rt.block_on(async {
+/// SIGINT and SIGTERM, registered before turnd says it is listening, so a signal sent as soon
+/// as the listening line appears is never the default (fatal) action.
+struct Signals {
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new(rt: &tokio::runtime::Runtime) -> std::io::Result<Signals> {
         #[cfg(unix)]
         {
             use tokio::signal::unix::{signal, SignalKind};
-            let Ok(mut term) = signal(SignalKind::terminate()) else {
-                let _ = tokio::signal::ctrl_c().await;
-                return;
-            };
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
+            let _guard = rt.enter();
+            Ok(Signals {
+                term: signal(SignalKind::terminate())?,
+                int: signal(SignalKind::interrupt())?,
+            })
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = rt;
+            Ok(Signals {})
+        }
+    }
+
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
         }
         #[cfg(not(unix))]
         let _ = tokio::signal::ctrl_c().await;
-    });
+    }
+}
+
+/// Blocks until the first signal, then drains: `/readyz` turns 503 and new allocations are
+/// refused while existing ones keep relaying, until the last one ends, `timeout` passes, or a
+/// second signal arrives.
+async fn wait_and_drain(mut signals: Signals, server: &Server, timeout: Duration) {
+    signals.next().await;
+    tracing::info!(
+        allocations = server.allocations(),
+        timeout_s = timeout.as_secs(),
+        "draining: new allocations refused, existing ones relay until they end or the timeout; \
+         a second signal exits at once"
+    );
+    server.drain();
+    let deadline = tokio::time::Instant::now() + timeout;
+    // Bounded by the deadline; checks ten times a second.
+    while server.allocations() > 0 {
+        tokio::select! {
+            _ = signals.next() => {
+                tracing::info!("second signal: exiting at once");
+                return;
+            }
+            _ = tokio::time::sleep_until(deadline) => {
+                tracing::info!(allocations = server.allocations(), "drain timeout");
+                return;
+            }
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+        }
+    }
+    tracing::info!("drained: no allocation left");
 }
 
 /// `turnd credentials`: prints REST API credentials minted with `--secret` (or the first

@@ -52,6 +52,7 @@ pub(crate) fn build(settings: &Settings, problems: &mut Vec<Problem>) -> Config 
         ),
         max_frame_size: b.one("max_frame_size", defaults.max_frame_size, parse_frame_size),
         metrics_listen: b.one("metrics_listen", defaults.metrics_listen, parse_listen),
+        drain_timeout: b.one("drain_timeout", defaults.drain_timeout, parse_seconds),
     };
     b.cross_checks(&config);
     config

@@ -165,6 +165,11 @@ pub struct ConfigArgs {
     /// [key: metrics_listen]
     #[arg(long, value_name = "IP:PORT")]
     pub metrics_listen: Option<String>,
+
+    /// Seconds allocations may keep relaying after SIGTERM/SIGINT before turnd exits
+    /// [key: drain_timeout]
+    #[arg(long, value_name = "SECONDS")]
+    pub drain_timeout: Option<String>,
 }
 
 impl ConfigArgs {
@@ -205,6 +210,7 @@ impl ConfigArgs {
         );
         one(&mut self.max_frame_size, &later.max_frame_size);
         one(&mut self.metrics_listen, &later.metrics_listen);
+        one(&mut self.drain_timeout, &later.drain_timeout);
         self
     }
 }

@@ -90,6 +90,9 @@ pub struct Config {
     pub max_frame_size: u32,
     /// The admin HTTP listener: /metrics, /healthz, /readyz.
     pub metrics_listen: SocketAddr,
+    /// After SIGTERM/SIGINT, seconds existing allocations may keep relaying (no new ones are
+    /// admitted) before the process exits.
+    pub drain_timeout: u32,
 }
 
 impl Default for Config {
@@ -117,6 +120,7 @@ impl Default for Config {
             unauthenticated_timeout: 10,
             max_frame_size: crate::stun::framing::MAX_FRAME_LEN as u32,
             metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9641)),
+            drain_timeout: 30,
         }
     }
 }
@@ -245,6 +249,7 @@ impl fmt::Debug for Config {
             .field("unauthenticated_timeout", &self.unauthenticated_timeout)
             .field("max_frame_size", &self.max_frame_size)
             .field("metrics_listen", &self.metrics_listen)
+            .field("drain_timeout", &self.drain_timeout)
             .finish()
     }
 }

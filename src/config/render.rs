@@ -67,6 +67,7 @@ impl Config {
             "metrics_listen = {}",
             quote(&self.metrics_listen.to_string())
         );
+        let _ = writeln!(w, "drain_timeout = {}", self.drain_timeout);
         // Array-of-tables must follow every top-level key.
         for user in &self.users {
             let field = match user.secret {

@@ -37,7 +37,7 @@ const fn key(name: &'static str, flag: &'static str, shape: Shape) -> Key {
 }
 
 /// Every config key, in the order they are documented and printed.
-pub(crate) const KEYS: [Key; 21] = [
+pub(crate) const KEYS: [Key; 22] = [
     key("listen", "--listen", Shape::List),
     key("relay_ips", "--relay-ip", Shape::List),
     key("relay_ports", "--relay-ports", Shape::Scalar),
@@ -63,6 +63,7 @@ pub(crate) const KEYS: [Key; 21] = [
     ),
     key("max_frame_size", "--max-frame-size", Shape::Scalar),
     key("metrics_listen", "--metrics-listen", Shape::Scalar),
+    key("drain_timeout", "--drain-timeout", Shape::Scalar),
 ];
 
 /// The variable naming the config file; read by clap for `--config`, and by
@@ -328,7 +329,7 @@ fn from_flags(args: &ConfigArgs, settings: &mut Settings) {
         ("deny_peers", &args.deny_peer),
         ("users", &args.user),
     ];
-    let scalars: [(&str, &Option<String>); 14] = [
+    let scalars: [(&str, &Option<String>); 15] = [
         ("relay_ports", &args.relay_ports),
         ("realm", &args.realm),
         ("workers", &args.workers),
@@ -343,6 +344,7 @@ fn from_flags(args: &ConfigArgs, settings: &mut Settings) {
         ("unauthenticated_timeout", &args.unauthenticated_timeout),
         ("max_frame_size", &args.max_frame_size),
         ("metrics_listen", &args.metrics_listen),
+        ("drain_timeout", &args.drain_timeout),
     ];
     let raws = lists
         .into_iter()

@@ -77,9 +77,11 @@ fn every_key_has_a_flag_in_the_cli_and_in_the_sources() {
             "external_ips" => "203.0.113.5",
             "allow_peers" | "deny_peers" => "10.9.0.0/16",
             "workers" | "user_quota" | "total_quota" | "max_connections" => "7",
-            "default_lifetime" | "max_lifetime" | "nonce_lifetime" | "unauthenticated_timeout" => {
-                "700"
-            }
+            "default_lifetime"
+            | "max_lifetime"
+            | "nonce_lifetime"
+            | "unauthenticated_timeout"
+            | "drain_timeout" => "700",
             "max_frame_size" => "4096",
             "log_level" => "warn",
             _ => "seven",

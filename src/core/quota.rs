@@ -3,15 +3,26 @@
 //! shared; they are touched when an allocation is created or freed, never on the relay path.
 
 use dashmap::DashMap;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 #[derive(Debug, Default)]
 pub struct Quotas {
     per_user: DashMap<Box<str>, u32>,
     total: AtomicU32,
+    /// Set while the server drains before exiting: no new allocation is admitted.
+    draining: AtomicBool,
 }
 
 impl Quotas {
+    /// Stops (or resumes) admitting new allocations; existing ones are untouched.
+    pub fn set_draining(&self, draining: bool) {
+        self.draining.store(draining, Ordering::Release);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
     /// Counts one more allocation for `user` unless that would pass a limit (0 = none).
     /// Returns false, counting nothing, when a limit is reached.
     pub fn acquire(&self, user: &str, user_limit: u32, total_limit: u32) -> bool {

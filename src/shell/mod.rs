@@ -57,6 +57,7 @@ pub struct Server {
     shutdown: watch::Sender<bool>,
     workers: Vec<JoinHandle<()>>,
     metrics: crate::metrics::Endpoint,
+    shared: std::sync::Arc<crate::core::Shared>,
 }
 
 impl Server {
@@ -136,6 +137,7 @@ impl Server {
             shutdown: tx,
             workers: handles,
             metrics,
+            shared,
         })
     }
 
@@ -152,6 +154,18 @@ impl Server {
     /// The bound address of the metrics and health listener.
     pub fn metrics_addr(&self) -> SocketAddr {
         self.metrics.addr()
+    }
+
+    /// Starts draining: `/readyz` answers 503 and new Allocate requests get 508, while
+    /// existing allocations keep relaying until they end or [`Server::shutdown`].
+    pub fn drain(&self) {
+        self.metrics.set_ready(false);
+        self.shared.quotas.set_draining(true);
+    }
+
+    /// Allocations held across all workers (including those still opening their socket).
+    pub fn allocations(&self) -> u32 {
+        self.shared.quotas.total()
     }
 
     /// Ends every allocation and stops the workers.

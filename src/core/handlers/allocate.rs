@@ -54,6 +54,11 @@ impl Server {
             }
             return Some(r.plain_error(437));
         }
+        // Draining before exit: existing allocations keep relaying, new ones go elsewhere
+        // (508: the server cannot carry out the request for capacity reasons).
+        if self.shared.quotas.is_draining() {
+            return Some(r.plain_error(508));
+        }
         match msg.requested_transport() {
             Some(Ok(UDP)) => {}
             // TCP relaying (RFC 6062) is not offered yet.

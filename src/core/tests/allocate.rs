@@ -640,3 +640,27 @@ fn total_quota_gets_486_and_expiry_frees_it() {
     assert_eq!(h.allocation_count(), 0);
     b.allocate(&mut h);
 }
+
+#[test]
+fn draining_refuses_new_allocations_with_508_and_keeps_existing_ones() {
+    let mut h = Harness::new();
+    let mut a = Client::alice(ft(40000));
+    let (id, _) = a.allocate(&mut h);
+    a.permit(&mut h, &[peer_a()]);
+    h.server.shared().quotas.set_draining(true);
+
+    let mut b = Client::bob(ft(40001));
+    let key = b.key;
+    b.allocate_with(&mut h, &[])
+        .assert_error(Method::ALLOCATE, 508, Some(&key));
+    assert!(h.id_of(ft(40001)).is_none());
+    // The existing allocation still relays, refreshes and answers.
+    assert!(a.send_indication(&mut h, peer_a(), b"still").0.is_some());
+    assert!(h.peer(id, peer_a(), b"back").is_some());
+    let key = a.key;
+    a.refresh(&mut h, Some(600))
+        .assert_success(Method::REFRESH, &key);
+
+    h.server.shared().quotas.set_draining(false);
+    b.allocate(&mut h);
+}

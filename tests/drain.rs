@@ -1,0 +1,196 @@
+//! Draining on SIGTERM/SIGINT, against the turnd binary: `/readyz` turns 503 and new
+//! allocations are refused (508) while a live allocation keeps relaying both ways; turnd exits
+//! 0 when the last allocation ends, when `drain_timeout` passes, or at once on a second signal.
+
+mod common;
+mod raw;
+
+use common::Proc;
+use raw::*;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::Command;
+use std::sync::{mpsc, Mutex};
+use std::time::{Duration, Instant};
+
+const STARTUP: Duration = Duration::from_secs(10);
+/// How long a state change the server must make may take to be seen.
+const SETTLE: Duration = Duration::from_secs(5);
+
+struct Turnd {
+    proc: Proc,
+    udp: SocketAddr,
+    metrics: SocketAddr,
+}
+
+impl Turnd {
+    fn start(drain_timeout: u32) -> Turnd {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_turnd"));
+        cmd.args(["--listen", "127.0.0.1:0", "--relay-ip", "127.0.0.1"])
+            .args(["--realm", REALM, "--allow-peer", "127.0.0.1/32"])
+            .args(["--user", &format!("{}:{}", ALICE.0, ALICE.1)])
+            .args(["--user", &format!("{}:{}", BOB.0, BOB.1)])
+            .args(["--workers", "2", "--metrics-listen", "127.0.0.1:0"])
+            .args(["--drain-timeout", &drain_timeout.to_string()]);
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("TURND_") {
+                cmd.env_remove(key);
+            }
+        }
+        let (tx, rx) = mpsc::channel::<(bool, SocketAddr)>();
+        let tx = Mutex::new(tx);
+        let proc = Proc::spawn_with("turnd", cmd, move |line| {
+            let parsed = if let Some(a) = line.strip_prefix("turnd listening udp ") {
+                a.trim().parse().ok().map(|a| (true, a))
+            } else if let Some(a) = line.strip_prefix("turnd metrics http://") {
+                a.trim().parse().ok().map(|a| (false, a))
+            } else {
+                None
+            };
+            if let (Some(p), Ok(tx)) = (parsed, tx.lock()) {
+                let _ = tx.send(p);
+            }
+        });
+        let (mut udp, mut metrics) = (None, None);
+        let deadline = Instant::now() + STARTUP;
+        while udp.is_none() || metrics.is_none() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok((true, a)) => udp = Some(a),
+                Ok((false, a)) => metrics = Some(a),
+                Err(_) => panic!(
+                    "turnd printed no listening/metrics line within {STARTUP:?}:\n{}",
+                    proc.output()
+                ),
+            }
+        }
+        Turnd {
+            proc,
+            udp: udp.unwrap(),
+            metrics: metrics.unwrap(),
+        }
+    }
+
+    fn signal(&self, sig: libc::c_int) {
+        let pid = libc::pid_t::try_from(self.proc.id()).expect("pid fits");
+        // SAFETY: kill(2) on our own child, which has not been reaped (we hold its handle).
+        let rc = unsafe { libc::kill(pid, sig) };
+        assert_eq!(rc, 0, "kill({pid}, {sig})");
+    }
+
+    fn readyz(&self) -> u16 {
+        let mut s = TcpStream::connect_timeout(&self.metrics, SETTLE).expect("connect /readyz");
+        s.set_read_timeout(Some(SETTLE)).unwrap();
+        write!(s, "GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).expect("read /readyz");
+        text.split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or_else(|| panic!("no status in {text:?}"))
+    }
+
+    #[track_caller]
+    fn wait_not_ready(&self) {
+        let deadline = Instant::now() + SETTLE;
+        // Bounded: every 20 ms until the deadline.
+        while self.readyz() != 503 {
+            assert!(
+                Instant::now() < deadline,
+                "/readyz still 200 after {SETTLE:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    #[track_caller]
+    fn expect_exit_0_within(&mut self, timeout: Duration) {
+        let status = self.proc.wait_timeout(timeout).unwrap_or_else(|| {
+            panic!(
+                "turnd still running after {timeout:?}:\n{}",
+                self.proc.output()
+            )
+        });
+        assert!(
+            status.success(),
+            "turnd exited with {status}:\n{}",
+            self.proc.output()
+        );
+    }
+}
+
+/// A client with an allocation and a channel to `peer`; checks one round trip.
+fn relaying(server: SocketAddr, peer: &Peer) -> (Client, SocketAddr) {
+    let mut c = Client::new(server);
+    let relay = c.allocate();
+    c.bind_channel(0x4000, peer.addr());
+    round_trip(&c, peer, relay, b"before");
+    (c, relay)
+}
+
+#[track_caller]
+fn round_trip(c: &Client, peer: &Peer, relay: SocketAddr, payload: &[u8]) {
+    c.send_channel_data(0x4000, payload, false);
+    assert_eq!(peer.recv().expect("relayed to the peer").0, payload);
+    peer.send_to(relay, payload);
+    assert_eq!(c.recv_channel_data(), (0x4000, payload.to_vec()));
+}
+
+#[test]
+fn sigterm_drains_and_exits_0_when_the_last_allocation_ends() {
+    let mut t = Turnd::start(60);
+    assert_eq!(t.readyz(), 200);
+    let peer = Peer::v4();
+    let (mut c, relay) = relaying(t.udp, &peer);
+
+    t.signal(libc::SIGTERM);
+    t.wait_not_ready();
+    // The live allocation keeps relaying, both ways, and can be refreshed.
+    for i in 0..10u8 {
+        round_trip(&c, &peer, relay, &[i; 100]);
+    }
+    assert_success(&c.refresh(Some(600)), REFRESH);
+    // A new allocation is refused.
+    let mut late = Client::new(t.udp).with_user(BOB.0, BOB.1);
+    assert_error(&late.allocate_with(&[udp()]), ALLOCATE, 508);
+    assert!(t.proc.try_wait().is_none(), "turnd exited while draining");
+
+    // The last allocation ends: turnd exits 0.
+    assert_success(&c.refresh(Some(0)), REFRESH);
+    t.expect_exit_0_within(SETTLE);
+}
+
+#[test]
+fn a_second_signal_exits_at_once() {
+    let mut t = Turnd::start(60);
+    let peer = Peer::v4();
+    let (_c, _relay) = relaying(t.udp, &peer);
+    t.signal(libc::SIGINT);
+    t.wait_not_ready();
+    t.signal(libc::SIGTERM);
+    t.expect_exit_0_within(SETTLE);
+}
+
+#[test]
+fn the_drain_timeout_ends_live_allocations() {
+    let mut t = Turnd::start(1);
+    let peer = Peer::v4();
+    let (c, relay) = relaying(t.udp, &peer);
+    let start = Instant::now();
+    t.signal(libc::SIGTERM);
+    t.wait_not_ready();
+    round_trip(&c, &peer, relay, b"during the drain");
+    t.expect_exit_0_within(SETTLE);
+    assert!(
+        start.elapsed() >= Duration::from_millis(900),
+        "exited after {:?}, before the 1 s drain timeout",
+        start.elapsed()
+    );
+}
+
+#[test]
+fn with_no_allocation_a_signal_exits_at_once() {
+    let mut t = Turnd::start(60);
+    t.signal(libc::SIGTERM);
+    t.expect_exit_0_within(SETTLE);
+}
