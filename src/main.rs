@@ -38,11 +38,14 @@ fn main() -> ExitCode {
     };
     // Colours only on a terminal: `docker logs` and journald get plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi)
-        .init();
+        .with_writer(std::io::stderr);
+    match cfg.log_format {
+        config::LogFormat::Text => logs.with_ansi(ansi).init(),
+        // One JSON object per line, for log shippers; span fields flattened into the event.
+        config::LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
 
     let drain_timeout = Duration::from_secs(cfg.drain_timeout.into());
     let signals = match tokio::runtime::Builder::new_current_thread()

@@ -1,6 +1,7 @@
 //! Draining on SIGTERM/SIGINT, against the turnd binary: `/readyz` turns 503 and new
 //! allocations are refused (508) while a live allocation keeps relaying both ways; turnd exits
 //! 0 when the last allocation ends, when `drain_timeout` passes, or at once on a second signal.
+//! And the lifecycle log lines of such a run as JSON (`log_format = "json"`).
 
 mod common;
 mod raw;
@@ -25,13 +26,17 @@ struct Turnd {
 
 impl Turnd {
     fn start(drain_timeout: u32) -> Turnd {
+        Turnd::start_with(&["--drain-timeout", &drain_timeout.to_string()])
+    }
+
+    fn start_with(extra: &[&str]) -> Turnd {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_turnd"));
         cmd.args(["--listen", "127.0.0.1:0", "--relay-ip", "127.0.0.1"])
             .args(["--realm", REALM, "--allow-peer", "127.0.0.1/32"])
             .args(["--user", &format!("{}:{}", ALICE.0, ALICE.1)])
             .args(["--user", &format!("{}:{}", BOB.0, BOB.1)])
             .args(["--workers", "2", "--metrics-listen", "127.0.0.1:0"])
-            .args(["--drain-timeout", &drain_timeout.to_string()]);
+            .args(extra);
         for (key, _) in std::env::vars_os() {
             if key.to_string_lossy().starts_with("TURND_") {
                 cmd.env_remove(key);
@@ -193,4 +198,44 @@ fn with_no_allocation_a_signal_exits_at_once() {
     let mut t = Turnd::start(60);
     t.signal(libc::SIGTERM);
     t.expect_exit_0_within(SETTLE);
+}
+
+#[test]
+fn json_logs_one_object_per_line_with_the_allocation_lifecycle() {
+    let mut t = Turnd::start_with(&["--log-format", "json"]);
+    let peer = Peer::v4();
+    let (mut c, relay) = relaying(t.udp, &peer);
+    round_trip(&c, &peer, relay, &[7; 50]);
+    assert_success(&c.refresh(Some(0)), REFRESH);
+    t.signal(libc::SIGTERM);
+    t.expect_exit_0_within(SETTLE);
+
+    let out = t.proc.output();
+    let logs: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("[stderr] "))
+        .collect();
+    assert!(!logs.is_empty(), "no log line:\n{out}");
+    for l in &logs {
+        assert!(
+            l.starts_with('{') && l.ends_with('}') && l.contains("\"level\":"),
+            "not a JSON log object: {l}"
+        );
+    }
+    let line = |message: &str| {
+        logs.iter()
+            .find(|l| l.contains(&format!("\"message\":\"{message}\"")))
+            .unwrap_or_else(|| panic!("no `{message}` line in:\n{out}"))
+    };
+    let created = line("allocation created");
+    assert!(created.contains("\"user\":\"alice\""), "{created}");
+    let ended = line("allocation ended");
+    // "before" (6 bytes) and 50 bytes, each way.
+    for field in [
+        "\"to_peer_bytes\":56",
+        "\"to_client_bytes\":56",
+        "\"reason\":\"deleted\"",
+    ] {
+        assert!(ended.contains(field), "no {field} in {ended}");
+    }
 }

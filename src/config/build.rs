@@ -12,7 +12,7 @@ use crate::core::peer_filter::Cidr;
 use super::error::{Origin, Problem};
 use super::sources::{Raw, RawUser, Settings};
 use super::types::{ExternalIp, PortRange, User};
-use super::Config;
+use super::{Config, LogFormat};
 
 /// RFC 8489 §14.9 (REALM) and §14.14 (SOFTWARE): fewer than 128 characters.
 const MAX_TEXT_CHARS: usize = 127;
@@ -38,6 +38,7 @@ pub(crate) fn build(settings: &Settings, problems: &mut Vec<Problem>) -> Config 
         deny_peers: b.list("deny_peers", defaults.deny_peers, parse_cidr),
         workers: b.one("workers", defaults.workers, parse_workers),
         log_level: b.one("log_level", defaults.log_level, parse_log_level),
+        log_format: b.one("log_format", defaults.log_format, parse_log_format),
         default_lifetime: b.one("default_lifetime", defaults.default_lifetime, parse_seconds),
         max_lifetime: b.one("max_lifetime", defaults.max_lifetime, parse_seconds),
         nonce_lifetime: b.one("nonce_lifetime", defaults.nonce_lifetime, parse_seconds),
@@ -412,6 +413,14 @@ fn is_level(s: &str) -> bool {
 
 /// A plain level is checked exactly. A directive list (`turnd=debug,info`) is
 /// left to `EnvFilter`, except that a `target=LEVEL` part's level is checked.
+fn parse_log_format(s: &str) -> Result<LogFormat, String> {
+    match s.trim() {
+        "text" => Ok(LogFormat::Text),
+        "json" => Ok(LogFormat::Json),
+        _ => Err(format!("`{s}` is not a log format: text or json")),
+    }
+}
+
 fn parse_log_level(s: &str) -> Result<String, String> {
     let bad = || {
         format!(

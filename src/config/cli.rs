@@ -121,6 +121,10 @@ pub struct ConfigArgs {
     #[arg(long, value_name = "FILTER")]
     pub log_level: Option<String>,
 
+    /// Log lines as text or as JSON objects, one per line [key: log_format]
+    #[arg(long, value_name = "text|json")]
+    pub log_format: Option<String>,
+
     /// Allocation lifetime when the client asks for none, seconds
     /// [key: default_lifetime]
     #[arg(long, value_name = "SECONDS")]
@@ -197,6 +201,7 @@ impl ConfigArgs {
         list(&mut self.deny_peer, &later.deny_peer);
         one(&mut self.workers, &later.workers);
         one(&mut self.log_level, &later.log_level);
+        one(&mut self.log_format, &later.log_format);
         one(&mut self.default_lifetime, &later.default_lifetime);
         one(&mut self.max_lifetime, &later.max_lifetime);
         one(&mut self.nonce_lifetime, &later.nonce_lifetime);

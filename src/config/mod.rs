@@ -68,6 +68,8 @@ pub struct Config {
     pub workers: usize,
     /// A `tracing` level or `EnvFilter` directive string.
     pub log_level: String,
+    /// Log lines as human-readable text or as one JSON object per line.
+    pub log_format: LogFormat,
     /// Allocation lifetime (seconds) when a request has no LIFETIME.
     pub default_lifetime: u32,
     /// The longest allocation lifetime (seconds) granted.
@@ -95,6 +97,22 @@ pub struct Config {
     pub drain_timeout: u32,
 }
 
+/// How log lines are written (config key `log_format`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl LogFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -109,6 +127,7 @@ impl Default for Config {
             deny_peers: Vec::new(),
             workers: 0,
             log_level: "info".to_string(),
+            log_format: LogFormat::Text,
             // RFC 8656 §3.5: 10 minutes by default.
             default_lifetime: 600,
             max_lifetime: 3600,
@@ -239,6 +258,7 @@ impl fmt::Debug for Config {
             .field("deny_peers", &Shown(&self.deny_peers))
             .field("workers", &self.workers)
             .field("log_level", &self.log_level)
+            .field("log_format", &self.log_format)
             .field("default_lifetime", &self.default_lifetime)
             .field("max_lifetime", &self.max_lifetime)
             .field("nonce_lifetime", &self.nonce_lifetime)

@@ -44,6 +44,7 @@ impl Config {
             self.effective_workers()
         );
         let _ = writeln!(w, "log_level = {}", quote(&self.log_level));
+        let _ = writeln!(w, "log_format = {}", quote(self.log_format.as_str()));
         let _ = writeln!(w, "default_lifetime = {}", self.default_lifetime);
         let _ = writeln!(w, "max_lifetime = {}", self.max_lifetime);
         let _ = writeln!(w, "nonce_lifetime = {}", self.nonce_lifetime);

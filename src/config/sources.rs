@@ -37,7 +37,7 @@ const fn key(name: &'static str, flag: &'static str, shape: Shape) -> Key {
 }
 
 /// Every config key, in the order they are documented and printed.
-pub(crate) const KEYS: [Key; 22] = [
+pub(crate) const KEYS: [Key; 23] = [
     key("listen", "--listen", Shape::List),
     key("relay_ips", "--relay-ip", Shape::List),
     key("relay_ports", "--relay-ports", Shape::Scalar),
@@ -49,6 +49,7 @@ pub(crate) const KEYS: [Key; 22] = [
     key("deny_peers", "--deny-peer", Shape::List),
     key("workers", "--workers", Shape::Scalar),
     key("log_level", "--log-level", Shape::Scalar),
+    key("log_format", "--log-format", Shape::Scalar),
     key("default_lifetime", "--default-lifetime", Shape::Scalar),
     key("max_lifetime", "--max-lifetime", Shape::Scalar),
     key("nonce_lifetime", "--nonce-lifetime", Shape::Scalar),
@@ -329,11 +330,12 @@ fn from_flags(args: &ConfigArgs, settings: &mut Settings) {
         ("deny_peers", &args.deny_peer),
         ("users", &args.user),
     ];
-    let scalars: [(&str, &Option<String>); 15] = [
+    let scalars: [(&str, &Option<String>); 16] = [
         ("relay_ports", &args.relay_ports),
         ("realm", &args.realm),
         ("workers", &args.workers),
         ("log_level", &args.log_level),
+        ("log_format", &args.log_format),
         ("default_lifetime", &args.default_lifetime),
         ("max_lifetime", &args.max_lifetime),
         ("nonce_lifetime", &args.nonce_lifetime),

@@ -84,6 +84,7 @@ fn every_key_has_a_flag_in_the_cli_and_in_the_sources() {
             | "drain_timeout" => "700",
             "max_frame_size" => "4096",
             "log_level" => "warn",
+            "log_format" => "json",
             _ => "seven",
         };
         let from_flag = load_with(None, &[], &[key.flag, value]).unwrap().to_toml();
