@@ -33,9 +33,10 @@ fn shared() -> Arc<Shared> {
             REALM,
             [("u".to_string(), UserSecret::Password("p".into()))],
             [],
-        ),
+        )
+        .into(),
         nonce_key: NonceKey::new([7; 32]),
-        peer_filter: PeerFilter::new(vec!["198.51.100.0/24".parse().unwrap()], vec![]),
+        peer_filter: PeerFilter::new(vec!["198.51.100.0/24".parse().unwrap()], vec![]).into(),
         ports: Mutex::new(PortPool::new(&[relay], 50000, 60000)),
         reservations: Default::default(),
         quotas: Default::default(),

@@ -1,9 +1,12 @@
-//! The `turnd` binary: parse flags, load the one TOML file, run until SIGINT/SIGTERM.
+//! The `turnd` binary: parse flags, load the one TOML file, run until SIGINT/SIGTERM (then
+//! drain), reloading credentials, the peer filter and the log level on SIGHUP.
 
 use clap::Parser;
 use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 use turnd::config::{self, Cli};
 use turnd::shell::Server;
 
@@ -38,14 +41,25 @@ fn main() -> ExitCode {
     };
     // Colours only on a terminal: `docker logs` and journald get plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match cfg.log_format {
-        config::LogFormat::Text => logs.with_ansi(ansi).init(),
-        // One JSON object per line, for log shippers; span fields flattened into the event.
-        config::LogFormat::Json => logs.json().flatten_event(true).init(),
-    }
+    // The filter sits in a reload layer so SIGHUP can change the level without a restart.
+    let (filter, log_level) = tracing_subscriber::reload::Layer::new(filter);
+    let text = (cfg.log_format == config::LogFormat::Text).then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(ansi)
+    });
+    // One JSON object per line, for log shippers; span fields flattened into the event.
+    let json = (cfg.log_format == config::LogFormat::Json).then(|| {
+        tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_writer(std::io::stderr)
+    });
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(text)
+        .with(json)
+        .init();
 
     let drain_timeout = Duration::from_secs(cfg.drain_timeout.into());
     let signals = match tokio::runtime::Builder::new_current_thread()
@@ -83,19 +97,52 @@ fn main() -> ExitCode {
         let _ = out.flush();
     }
     let (rt, signals) = signals;
-    rt.block_on(wait_and_drain(signals, &server, drain_timeout));
+    let reload = || {
+        // The same sources as at start-up: the file, TURND_* variables and the flags.
+        match config::load(&cli.config_args()) {
+            Ok(new) => {
+                match tracing_subscriber::EnvFilter::try_new(&new.log_level) {
+                    Ok(f) => {
+                        let _ = log_level.reload(f);
+                    }
+                    Err(e) => tracing::error!(error = %e, "reload: log_level kept"),
+                }
+                server.reload(&new);
+                tracing::info!(
+                    users = new.users.len(),
+                    auth_secrets = new.auth_secrets.len(),
+                    "configuration reloaded: realm, users, auth_secrets, allow_peers, deny_peers, \
+                     log_level (other keys take effect at the next start)"
+                );
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "reload refused; the running configuration stays")
+            }
+        }
+    };
+    rt.block_on(wait_and_drain(signals, &server, drain_timeout, reload));
     tracing::info!("shutting down");
     server.shutdown();
     ExitCode::SUCCESS
 }
 
-/// SIGINT and SIGTERM, registered before turnd says it is listening, so a signal sent as soon
-/// as the listening line appears is never the default (fatal) action.
+/// SIGINT, SIGTERM and SIGHUP, registered before turnd says it is listening, so a signal sent
+/// as soon as the listening line appears is never the default (fatal) action.
 struct Signals {
     #[cfg(unix)]
     term: tokio::signal::unix::Signal,
     #[cfg(unix)]
     int: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    hup: tokio::signal::unix::Signal,
+}
+
+/// What a signal asks for.
+enum Sig {
+    /// SIGTERM or SIGINT.
+    Stop,
+    /// SIGHUP.
+    Reload,
 }
 
 impl Signals {
@@ -107,6 +154,7 @@ impl Signals {
             Ok(Signals {
                 term: signal(SignalKind::terminate())?,
                 int: signal(SignalKind::interrupt())?,
+                hup: signal(SignalKind::hangup())?,
             })
         }
         #[cfg(not(unix))]
@@ -116,22 +164,33 @@ impl Signals {
         }
     }
 
-    async fn next(&mut self) {
+    async fn next(&mut self) -> Sig {
         #[cfg(unix)]
         tokio::select! {
-            _ = self.term.recv() => {}
-            _ = self.int.recv() => {}
+            _ = self.term.recv() => Sig::Stop,
+            _ = self.int.recv() => Sig::Stop,
+            _ = self.hup.recv() => Sig::Reload,
         }
         #[cfg(not(unix))]
-        let _ = tokio::signal::ctrl_c().await;
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            Sig::Stop
+        }
     }
 }
 
-/// Blocks until the first signal, then drains: `/readyz` turns 503 and new allocations are
-/// refused while existing ones keep relaying, until the last one ends, `timeout` passes, or a
-/// second signal arrives.
-async fn wait_and_drain(mut signals: Signals, server: &Server, timeout: Duration) {
-    signals.next().await;
+/// Reloads on SIGHUP until the first SIGTERM/SIGINT, then drains: `/readyz` turns 503 and new
+/// allocations are refused while existing ones keep relaying, until the last one ends,
+/// `timeout` passes, or a second signal arrives.
+async fn wait_and_drain(
+    mut signals: Signals,
+    server: &Server,
+    timeout: Duration,
+    reload: impl Fn(),
+) {
+    while let Sig::Reload = signals.next().await {
+        reload();
+    }
     tracing::info!(
         allocations = server.allocations(),
         timeout_s = timeout.as_secs(),
@@ -143,10 +202,13 @@ async fn wait_and_drain(mut signals: Signals, server: &Server, timeout: Duration
     // Bounded by the deadline; checks ten times a second.
     while server.allocations() > 0 {
         tokio::select! {
-            _ = signals.next() => {
-                tracing::info!("second signal: exiting at once");
-                return;
-            }
+            sig = signals.next() => match sig {
+                Sig::Reload => reload(),
+                Sig::Stop => {
+                    tracing::info!("second signal: exiting at once");
+                    return;
+                }
+            },
             _ = tokio::time::sleep_until(deadline) => {
                 tracing::info!(allocations = server.allocations(), "drain timeout");
                 return;

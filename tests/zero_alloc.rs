@@ -105,9 +105,10 @@ fn relay_path_allocates_nothing() {
             REALM,
             [("u".to_string(), UserSecret::Password("p".into()))],
             [],
-        ),
+        )
+        .into(),
         nonce_key: NonceKey::new([3; 32]),
-        peer_filter: PeerFilter::new(vec!["198.51.100.0/24".parse().unwrap()], vec![]),
+        peer_filter: PeerFilter::new(vec!["198.51.100.0/24".parse().unwrap()], vec![]).into(),
         ports: Mutex::new(PortPool::new(&[relay], 50000, 50100)),
         reservations: Default::default(),
         quotas: Default::default(),

@@ -21,6 +21,7 @@ pub mod peer_filter;
 pub mod permission;
 pub mod ports;
 pub mod quota;
+pub mod reloadable;
 mod reply;
 mod server;
 pub mod timer;
@@ -92,9 +93,11 @@ pub struct Reservation {
 #[derive(Debug)]
 pub struct Shared {
     pub config: CoreConfig,
-    pub credentials: Credentials,
+    /// Replaced whole on SIGHUP.
+    pub credentials: reloadable::Reloadable<Credentials>,
     pub nonce_key: NonceKey,
-    pub peer_filter: PeerFilter,
+    /// Replaced whole on SIGHUP.
+    pub peer_filter: reloadable::Reloadable<PeerFilter>,
     pub ports: Mutex<PortPool>,
     pub reservations: DashMap<[u8; 8], Reservation>,
     /// Allocations held per user and in total, for the quotas (486).

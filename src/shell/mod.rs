@@ -163,6 +163,14 @@ impl Server {
         self.shared.quotas.set_draining(true);
     }
 
+    /// Applies a reloaded configuration's realm, users, REST secrets and peer filter. Existing
+    /// allocations keep relaying; their next request is checked against the new credentials.
+    /// Other keys take effect at the next start.
+    pub fn reload(&self, config: &Config) {
+        self.shared.credentials.store(setup::credentials(config));
+        self.shared.peer_filter.store(setup::peer_filter(config));
+    }
+
     /// Allocations held across all workers (including those still opening their socket).
     pub fn allocations(&self) -> u32 {
         self.shared.quotas.total()

@@ -53,17 +53,27 @@ pub fn relay_addrs(config: &Config) -> anyhow::Result<Vec<RelayAddr>> {
         .collect())
 }
 
-pub fn shared_state(config: &Config) -> anyhow::Result<Arc<Shared>> {
-    let relays = relay_addrs(config)?;
-    let bind_ips: Vec<IpAddr> = relays.iter().map(|r| r.bind).collect();
-    let credentials = Credentials::new(
+/// The realm, static users and REST secrets of `config` (replaced whole on reload).
+pub fn credentials(config: &Config) -> Credentials {
+    Credentials::new(
         &config.realm,
         config
             .users
             .iter()
             .map(|u| (u.name.clone(), u.secret.clone())),
         config.auth_secrets.iter().cloned(),
-    );
+    )
+}
+
+/// The peer filter of `config` (replaced whole on reload).
+pub fn peer_filter(config: &Config) -> PeerFilter {
+    PeerFilter::new(config.allow_peers.clone(), config.deny_peers.clone())
+}
+
+pub fn shared_state(config: &Config) -> anyhow::Result<Arc<Shared>> {
+    let relays = relay_addrs(config)?;
+    let bind_ips: Vec<IpAddr> = relays.iter().map(|r| r.bind).collect();
+    let credentials = credentials(config);
     let core = CoreConfig {
         software: config.software.clone(),
         default_lifetime: Duration::from_secs(config.default_lifetime as u64),
@@ -75,9 +85,9 @@ pub fn shared_state(config: &Config) -> anyhow::Result<Arc<Shared>> {
     };
     Ok(Arc::new(Shared {
         config: core,
-        credentials,
+        credentials: credentials.into(),
         nonce_key: NonceKey::new(rand::random()),
-        peer_filter: PeerFilter::new(config.allow_peers.clone(), config.deny_peers.clone()),
+        peer_filter: peer_filter(config).into(),
         ports: Mutex::new(PortPool::new(
             &bind_ips,
             config.relay_ports.low,

@@ -24,7 +24,8 @@ impl Server {
         let unix_now = self.unix_now(now);
         let responder = Responder::to(msg, None, None);
         let shared = self.shared.clone();
-        let realm = shared.credentials.realm();
+        let credentials = shared.credentials.load();
+        let realm = credentials.realm();
         let mut nonce_buf = [0u8; NONCE_LEN];
         let challenge = |code: u16, nonce_buf: &mut [u8; NONCE_LEN]| {
             let nonce = shared.nonce_key.issue(unix_now, from.client, nonce_buf);
@@ -57,10 +58,7 @@ impl Server {
                 return Err(challenge(438, &mut nonce_buf));
             }
         }
-        match shared
-            .credentials
-            .authenticate(username, unix_now, |key| msg.verify_integrity(key))
-        {
+        match credentials.authenticate(username, unix_now, |key| msg.verify_integrity(key)) {
             Ok(key) => Ok((username, key)),
             Err(e) => {
                 self.counters.auth_failure(match e {

@@ -37,7 +37,7 @@ impl Server {
         if AddressFamily::of(&peer) != AddressFamily::of(&a.relay) {
             return r.plain_error(443);
         }
-        if !shared.peer_filter.is_allowed(peer.ip()) {
+        if !shared.peer_filter.load().is_allowed(peer.ip()) {
             self.counters.peers_denied += 1;
             return r.plain_error(403);
         }

@@ -170,9 +170,10 @@ impl Setup {
                 total_quota: self.quotas.1,
                 ..CoreConfig::default()
             },
-            credentials: Credentials::new(REALM, users, self.secrets.iter().map(|s| s.to_string())),
+            credentials: Credentials::new(REALM, users, self.secrets.iter().map(|s| s.to_string()))
+                .into(),
             nonce_key: NonceKey::new([7; 32]),
-            peer_filter: PeerFilter::new(allow, Vec::new()),
+            peer_filter: PeerFilter::new(allow, Vec::new()).into(),
             ports: Mutex::new(PortPool::new(&ips, self.ports.0, self.ports.1)),
             reservations: Default::default(),
             quotas: Default::default(),
@@ -314,7 +315,7 @@ impl Harness {
                 f.payload
             );
             assert!(
-                self.shared.peer_filter.is_allowed(f.peer.ip()),
+                self.shared.peer_filter.load().is_allowed(f.peer.ip()),
                 "forward to denied peer {}",
                 f.peer
             );
@@ -883,7 +884,7 @@ pub fn assert_forward(
 #[test]
 fn harness_shared_denies_documentation_peers_unless_listed() {
     let shared = Setup::default().shared();
-    let f = &shared.peer_filter;
+    let f = shared.peer_filter.load();
     assert!(f.is_allowed(peer_a().ip()) && f.is_allowed(peer_v6().ip()));
     for denied in [
         "192.0.2.55",

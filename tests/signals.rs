@@ -1,6 +1,8 @@
 //! Draining on SIGTERM/SIGINT, against the turnd binary: `/readyz` turns 503 and new
 //! allocations are refused (508) while a live allocation keeps relaying both ways; turnd exits
 //! 0 when the last allocation ends, when `drain_timeout` passes, or at once on a second signal.
+//! SIGHUP reloads users, REST secrets and the peer filter from the configuration file without
+//! touching live allocations, and keeps the running configuration when the new one is bad.
 //! And the lifecycle log lines of such a run as JSON (`log_format = "json"`).
 
 mod common;
@@ -30,13 +32,34 @@ impl Turnd {
     }
 
     fn start_with(extra: &[&str]) -> Turnd {
+        let alice = format!("{}:{}", ALICE.0, ALICE.1);
+        let bob = format!("{}:{}", BOB.0, BOB.1);
+        let mut args = vec![
+            "--listen",
+            "127.0.0.1:0",
+            "--relay-ip",
+            "127.0.0.1",
+            "--realm",
+            REALM,
+            "--allow-peer",
+            "127.0.0.1/32",
+            "--user",
+            &alice,
+            "--user",
+            &bob,
+            "--workers",
+            "2",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ];
+        args.extend_from_slice(extra);
+        Turnd::spawn(&args)
+    }
+
+    /// turnd with exactly `args`.
+    fn spawn(args: &[&str]) -> Turnd {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_turnd"));
-        cmd.args(["--listen", "127.0.0.1:0", "--relay-ip", "127.0.0.1"])
-            .args(["--realm", REALM, "--allow-peer", "127.0.0.1/32"])
-            .args(["--user", &format!("{}:{}", ALICE.0, ALICE.1)])
-            .args(["--user", &format!("{}:{}", BOB.0, BOB.1)])
-            .args(["--workers", "2", "--metrics-listen", "127.0.0.1:0"])
-            .args(extra);
+        cmd.args(args);
         for (key, _) in std::env::vars_os() {
             if key.to_string_lossy().starts_with("TURND_") {
                 cmd.env_remove(key);
@@ -103,6 +126,21 @@ impl Turnd {
             assert!(
                 Instant::now() < deadline,
                 "/readyz still 200 after {SETTLE:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits (bounded) until turnd has printed `text`.
+    #[track_caller]
+    fn wait_for_output(&self, text: &str) {
+        let deadline = Instant::now() + SETTLE;
+        // Bounded: every 20 ms until the deadline.
+        while !self.proc.output().contains(text) {
+            assert!(
+                Instant::now() < deadline,
+                "turnd did not print `{text}` within {SETTLE:?}:\n{}",
+                self.proc.output()
             );
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -238,4 +276,119 @@ fn json_logs_one_object_per_line_with_the_allocation_lifecycle() {
     ] {
         assert!(ended.contains(field), "no {field} in {ended}");
     }
+}
+
+fn config_file(alice_password: &str, secret: &str, allow: &str) -> String {
+    config_with(alice_password, secret, allow, "")
+}
+
+/// A configuration file; `extra` holds more top-level keys.
+fn config_with(alice_password: &str, secret: &str, allow: &str, extra: &str) -> String {
+    format!(
+        "{extra}\nlisten = [\"127.0.0.1:0\"]\nrelay_ips = [\"127.0.0.1\"]\nrealm = \"{REALM}\"\n\
+         allow_peers = [{allow}]\nauth_secrets = [\"{secret}\"]\nworkers = 2\n\
+         metrics_listen = \"127.0.0.1:0\"\n\n[[users]]\nname = \"{}\"\npassword = \"{alice_password}\"\n",
+        ALICE.0
+    )
+}
+
+/// A REST API client (`<expiry>:carol`) of `secret`; the allocation's result code.
+fn rest_allocate(server: SocketAddr, secret: &str) -> Option<u16> {
+    let username = format!("{}:carol", unix_now() + 3600);
+    let password = rest_password(secret, &username);
+    let mut c = Client::new(server).with_user(&username, &password);
+    let r = c.allocate_with(&[udp()]);
+    r.error_code().map(|(code, _)| code)
+}
+
+fn alice_allocate(server: SocketAddr, password: &str) -> Option<u16> {
+    let mut c = Client::new(server).with_user(ALICE.0, password);
+    let r = c.allocate_with(&[udp()]);
+    r.error_code().map(|(code, _)| code)
+}
+
+#[test]
+fn sighup_reloads_users_and_secrets_and_keeps_allocations() {
+    let dir = std::env::temp_dir().join(format!("turnd-reload-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("turnd.toml");
+    std::fs::write(&file, config_file(ALICE.1, "secret-1", "\"127.0.0.1/32\"")).unwrap();
+    let path = file.to_string_lossy().to_string();
+    let mut t = Turnd::spawn(&["--config", &path]);
+
+    let peer = Peer::v4();
+    let (c, relay) = relaying(t.udp, &peer);
+    assert_eq!(rest_allocate(t.udp, "secret-1"), None);
+
+    // New password and secret, and loopback peers no longer allowed: SIGHUP applies them.
+    std::fs::write(&file, config_file("alice-new-pw", "secret-2", "")).unwrap();
+    t.signal(libc::SIGHUP);
+    t.wait_for_output("configuration reloaded");
+    round_trip(&c, &peer, relay, b"after the reload");
+    assert_eq!(alice_allocate(t.udp, ALICE.1), Some(401), "old password");
+    assert_eq!(alice_allocate(t.udp, "alice-new-pw"), None, "new password");
+    assert_eq!(rest_allocate(t.udp, "secret-1"), Some(401), "old secret");
+    assert_eq!(rest_allocate(t.udp, "secret-2"), None, "new secret");
+    let mut fresh = Client::new(t.udp).with_user(ALICE.0, "alice-new-pw");
+    fresh.allocate();
+    assert_error(
+        &fresh.create_permission(&[peer.addr()]),
+        CREATE_PERMISSION,
+        403,
+    );
+
+    // A bad file is refused and the running configuration stays.
+    std::fs::write(&file, "workers = \"many\"\n").unwrap();
+    t.signal(libc::SIGHUP);
+    t.wait_for_output("reload refused");
+    assert_eq!(
+        alice_allocate(t.udp, "alice-new-pw"),
+        None,
+        "after a refused reload"
+    );
+    round_trip(&c, &peer, relay, b"still relaying");
+    assert!(t.proc.try_wait().is_none(), "turnd exited on a bad reload");
+
+    t.signal(libc::SIGTERM);
+    t.wait_not_ready();
+    t.signal(libc::SIGTERM);
+    t.expect_exit_0_within(SETTLE);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn sighup_changes_the_log_level() {
+    let dir = std::env::temp_dir().join(format!("turnd-loglevel-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("turnd.toml");
+    let allow = "\"127.0.0.1/32\"";
+    std::fs::write(
+        &file,
+        config_with(ALICE.1, "s", allow, "log_level = \"warn\""),
+    )
+    .unwrap();
+    let path = file.to_string_lossy().to_string();
+    let mut t = Turnd::spawn(&["--config", &path]);
+    assert_eq!(alice_allocate(t.udp, ALICE.1), None);
+
+    std::fs::write(
+        &file,
+        config_with(ALICE.1, "s", allow, "log_level = \"info\""),
+    )
+    .unwrap();
+    t.signal(libc::SIGHUP);
+    t.wait_for_output("configuration reloaded");
+    assert_eq!(alice_allocate(t.udp, ALICE.1), None);
+    t.wait_for_output("allocation created");
+    let out = t.proc.output();
+    assert_eq!(
+        out.matches("allocation created").count(),
+        1,
+        "only the allocation after the reload is logged:\n{out}"
+    );
+    t.signal(libc::SIGTERM);
+    t.wait_not_ready();
+    t.signal(libc::SIGTERM);
+    t.expect_exit_0_within(SETTLE);
+    let _ = std::fs::remove_dir_all(&dir);
 }
