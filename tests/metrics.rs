@@ -27,11 +27,19 @@ struct HttpResponse {
 
 /// One HTTP/1.1 GET with `Connection: close`, bounded by [`HTTP_TIMEOUT`].
 fn get(addr: SocketAddr, path: &str, accept: Option<&str>) -> HttpResponse {
+    http(addr, "GET", path, accept)
+}
+
+fn http(addr: SocketAddr, method: &str, path: &str, accept: Option<&str>) -> HttpResponse {
     let mut s = TcpStream::connect_timeout(&addr, HTTP_TIMEOUT).expect("connect to metrics");
     s.set_read_timeout(Some(HTTP_TIMEOUT)).unwrap();
     s.set_write_timeout(Some(HTTP_TIMEOUT)).unwrap();
     let accept = accept.map_or(String::new(), |a| format!("Accept: {a}\r\n"));
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{accept}\r\n").unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{accept}\r\n"
+    )
+    .unwrap();
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).expect("read the whole response");
     let text = String::from_utf8(raw).expect("UTF-8 response");
@@ -569,4 +577,79 @@ fn a_real_prometheus_scrapes_the_relayed_bytes() {
     let log = std::fs::read_to_string(dir.join("prometheus.log")).unwrap_or_default();
     let _ = std::fs::remove_dir_all(&dir);
     panic!("Prometheus never returned 333 relayed bytes; last answer:\n{last}\nits log:\n{log}");
+}
+
+#[test]
+fn admin_api_lists_and_deletes_allocations() {
+    let server = TestServer::start(ConfigArgs {
+        allow_peer: vec!["127.0.0.1/32".into()],
+        workers: Some("2".into()),
+        ..base_args()
+    });
+    let m = server.metrics_addr();
+    let empty = get(m, "/allocations", None);
+    assert_eq!(
+        (empty.status, empty.body.as_str()),
+        (200, "{\"allocations\":[]}\n")
+    );
+
+    let peer = Peer::v4();
+    let mut c = server.client();
+    let relay = c.allocate();
+    c.bind_channel(0x4000, peer.addr());
+    c.send_channel_data(0x4000, &[1; 30], false);
+    assert_eq!(peer.recv().expect("relayed").0.len(), 30);
+
+    let list = get(m, "/allocations", None);
+    assert_eq!(list.status, 200);
+    assert_eq!(list.content_type, "application/json");
+    let body = &list.body;
+    for field in [
+        "\"user\":\"alice\"".to_string(),
+        "\"transport\":\"udp\"".to_string(),
+        format!("\"client\":\"{}\"", c.local()),
+        format!("\"server\":\"{}\"", server.addr),
+        format!("\"relay\":\"{relay}\""),
+        "\"client_to_peer_bytes\":30".to_string(),
+        "\"client_to_peer_datagrams\":1".to_string(),
+        "\"peer_to_client_bytes\":0".to_string(),
+        "\"permissions\":[\"127.0.0.1\"]".to_string(),
+        format!(
+            "\"channels\":[{{\"number\":16384,\"peer\":\"{}\"}}]",
+            peer.addr()
+        ),
+    ] {
+        assert!(body.contains(&field), "no {field} in {body}");
+    }
+    let id = body
+        .split("\"id\":\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap_or_else(|| panic!("no id in {body}"))
+        .to_string();
+    assert_eq!(body.matches("\"id\":").count(), 1, "{body}");
+
+    assert_eq!(
+        http(m, "GET", &format!("/allocations/{id}"), None).status,
+        405
+    );
+    assert_eq!(
+        http(m, "DELETE", &format!("/allocations/{id}"), None).status,
+        200
+    );
+    assert_eq!(
+        http(m, "DELETE", &format!("/allocations/{id}"), None).status,
+        404
+    );
+    assert_eq!(
+        http(m, "DELETE", "/allocations/not-an-id", None).status,
+        404
+    );
+    assert_eq!(http(m, "DELETE", "/allocations/99-0-0", None).status, 404);
+    assert_eq!(http(m, "POST", "/allocations", None).status, 405);
+
+    // It is gone: the client's next request finds no allocation, and the gauge drops.
+    assert_error(&c.refresh(Some(600)), REFRESH, 437);
+    assert_eq!(get(m, "/allocations", None).body, "{\"allocations\":[]}\n");
+    expect_series(m, &[(ACTIVE, 0.0), (DURATIONS, 1.0)]);
 }

@@ -54,6 +54,7 @@ pub(crate) fn build(settings: &Settings, problems: &mut Vec<Problem>) -> Config 
         max_frame_size: b.one("max_frame_size", defaults.max_frame_size, parse_frame_size),
         metrics_listen: b.one("metrics_listen", defaults.metrics_listen, parse_listen),
         drain_timeout: b.one("drain_timeout", defaults.drain_timeout, parse_seconds),
+        admin_token: b.one("admin_token", defaults.admin_token, parse_admin_token),
     };
     b.cross_checks(&config);
     config
@@ -340,6 +341,16 @@ fn parse_realm(s: &str) -> Result<String, String> {
         ));
     }
     Ok(s.to_string())
+}
+
+fn parse_admin_token(s: &str) -> Result<Option<String>, String> {
+    if s.is_empty() {
+        return Ok(None);
+    }
+    if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("the admin token must not hold spaces or control characters".into());
+    }
+    Ok(Some(s.to_string()))
 }
 
 fn parse_secret(s: &str) -> Result<String, String> {

@@ -174,6 +174,10 @@ pub struct ConfigArgs {
     /// [key: drain_timeout]
     #[arg(long, value_name = "SECONDS")]
     pub drain_timeout: Option<String>,
+
+    /// Bearer token the admin API (/allocations) requires; "" = none [key: admin_token]
+    #[arg(long, value_name = "TOKEN")]
+    pub admin_token: Option<String>,
 }
 
 impl ConfigArgs {
@@ -216,6 +220,7 @@ impl ConfigArgs {
         one(&mut self.max_frame_size, &later.max_frame_size);
         one(&mut self.metrics_listen, &later.metrics_listen);
         one(&mut self.drain_timeout, &later.drain_timeout);
+        one(&mut self.admin_token, &later.admin_token);
         self
     }
 }

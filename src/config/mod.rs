@@ -95,6 +95,9 @@ pub struct Config {
     /// After SIGTERM/SIGINT, seconds existing allocations may keep relaying (no new ones are
     /// admitted) before the process exits.
     pub drain_timeout: u32,
+    /// The bearer token `/allocations` requires; `None` leaves it open to whoever reaches
+    /// `metrics_listen`.
+    pub admin_token: Option<String>,
 }
 
 /// How log lines are written (config key `log_format`).
@@ -140,6 +143,7 @@ impl Default for Config {
             max_frame_size: crate::stun::framing::MAX_FRAME_LEN as u32,
             metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9641)),
             drain_timeout: 30,
+            admin_token: None,
         }
     }
 }
@@ -270,6 +274,7 @@ impl fmt::Debug for Config {
             .field("max_frame_size", &self.max_frame_size)
             .field("metrics_listen", &self.metrics_listen)
             .field("drain_timeout", &self.drain_timeout)
+            .field("admin_token", &self.admin_token.as_ref().map(|_| REDACTED))
             .finish()
     }
 }

@@ -69,6 +69,8 @@ impl Config {
             quote(&self.metrics_listen.to_string())
         );
         let _ = writeln!(w, "drain_timeout = {}", self.drain_timeout);
+        let token = self.admin_token.as_ref().map_or("", |_| REDACTED);
+        let _ = writeln!(w, "admin_token = {} # \"\" = none", quote(token));
         // Array-of-tables must follow every top-level key.
         for user in &self.users {
             let field = match user.secret {

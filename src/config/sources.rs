@@ -37,7 +37,7 @@ const fn key(name: &'static str, flag: &'static str, shape: Shape) -> Key {
 }
 
 /// Every config key, in the order they are documented and printed.
-pub(crate) const KEYS: [Key; 23] = [
+pub(crate) const KEYS: [Key; 24] = [
     key("listen", "--listen", Shape::List),
     key("relay_ips", "--relay-ip", Shape::List),
     key("relay_ports", "--relay-ports", Shape::Scalar),
@@ -65,6 +65,7 @@ pub(crate) const KEYS: [Key; 23] = [
     key("max_frame_size", "--max-frame-size", Shape::Scalar),
     key("metrics_listen", "--metrics-listen", Shape::Scalar),
     key("drain_timeout", "--drain-timeout", Shape::Scalar),
+    key("admin_token", "--admin-token", Shape::Scalar),
 ];
 
 /// The variable naming the config file; read by clap for `--config`, and by
@@ -330,7 +331,7 @@ fn from_flags(args: &ConfigArgs, settings: &mut Settings) {
         ("deny_peers", &args.deny_peer),
         ("users", &args.user),
     ];
-    let scalars: [(&str, &Option<String>); 16] = [
+    let scalars: [(&str, &Option<String>); 17] = [
         ("relay_ports", &args.relay_ports),
         ("realm", &args.realm),
         ("workers", &args.workers),
@@ -347,6 +348,7 @@ fn from_flags(args: &ConfigArgs, settings: &mut Settings) {
         ("max_frame_size", &args.max_frame_size),
         ("metrics_listen", &args.metrics_listen),
         ("drain_timeout", &args.drain_timeout),
+        ("admin_token", &args.admin_token),
     ];
     let raws = lists
         .into_iter()

@@ -534,6 +534,16 @@ impl Server {
         }
     }
 
+    /// Ends allocation `id` at an operator's request (the admin API), as a Refresh with
+    /// lifetime 0 would. False when there is no such allocation.
+    pub fn close(&mut self, now: Instant, id: AllocationId) -> bool {
+        if self.allocations.get(id).is_none() {
+            return false;
+        }
+        self.free_allocation(now, id, EndReason::Deleted);
+        true
+    }
+
     /// Ends every allocation (shutdown).
     pub fn close_all(&mut self, now: Instant) {
         let ids: Vec<AllocationId> = self.allocations.iter().map(|a| a.id).collect();

@@ -1,5 +1,5 @@
 //! A deliberately small HTTP/1.1 server for the admin listener: one request per connection
-//! (`Connection: close`), GET and HEAD only, a bounded request head, a deadline per connection
+//! (`Connection: close`), no request body, a bounded request head, a deadline per connection
 //! and a cap on connections served at once. Prometheus, curl and load balancers' health checks
 //! need nothing more, and it keeps a web framework out of the dependency tree.
 
@@ -24,6 +24,8 @@ pub struct Request {
     pub path: String,
     /// The `Accept` header, empty when absent.
     pub accept: String,
+    /// The `Authorization` header, empty when absent.
+    pub authorization: String,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,8 +66,12 @@ pub fn parse_request(buf: &[u8]) -> Result<Option<Request>, ParseError> {
     }
     let path = target.split(['?', '#']).next().unwrap_or(target);
     let mut accept = String::new();
+    let mut authorization = String::new();
     for line in lines {
         let (name, value) = line.split_once(':').ok_or(ParseError::BadRequest)?;
+        if name.eq_ignore_ascii_case("authorization") {
+            authorization = value.trim().to_string();
+        }
         if name.eq_ignore_ascii_case("accept") {
             if !accept.is_empty() {
                 accept.push_str(", ");
@@ -77,6 +83,7 @@ pub fn parse_request(buf: &[u8]) -> Result<Option<Request>, ParseError> {
         method: method.to_string(),
         path: path.to_string(),
         accept,
+        authorization,
     }))
 }
 
@@ -86,6 +93,8 @@ pub struct Response {
     pub status: u16,
     pub content_type: &'static str,
     pub body: String,
+    /// The methods a 405 names in its `Allow` header.
+    pub allow: &'static str,
 }
 
 impl Response {
@@ -94,6 +103,15 @@ impl Response {
             status,
             content_type: "text/plain; charset=utf-8",
             body: body.into(),
+            allow: "GET, HEAD",
+        }
+    }
+
+    /// 405, naming the methods `allow`ed on the resource.
+    pub fn method_not_allowed(allow: &'static str) -> Response {
+        Response {
+            allow,
+            ..Response::text(405, "method not allowed\n")
         }
     }
 
@@ -101,7 +119,9 @@ impl Response {
         match self.status {
             200 => "OK",
             400 => "Bad Request",
+            401 => "Unauthorized",
             404 => "Not Found",
+            504 => "Gateway Timeout",
             405 => "Method Not Allowed",
             408 => "Request Timeout",
             431 => "Request Header Fields Too Large",
@@ -119,8 +139,11 @@ impl Response {
             self.content_type,
             self.body.len()
         );
+        if self.status == 401 {
+            out.push_str("WWW-Authenticate: Bearer\r\n");
+        }
         if self.status == 405 {
-            out.push_str("Allow: GET, HEAD\r\n");
+            out.push_str(&format!("Allow: {}\r\n", self.allow));
         }
         out.push_str("\r\n");
         let mut out = out.into_bytes();
@@ -181,11 +204,7 @@ async fn connection<R: Fn(&Request) -> Response>(mut stream: TcpStream, route: &
         }
     };
     let (response, head_only) = match result {
-        Ok(Some(req)) => match req.method.as_str() {
-            "GET" => (route(&req), false),
-            "HEAD" => (route(&req), true),
-            _ => (Response::text(405, "only GET and HEAD\n"), false),
-        },
+        Ok(Some(req)) => (route(&req), req.method == "HEAD"),
         Err(ParseError::TooLarge) => (Response::text(431, "request head too large\n"), false),
         Err(ParseError::BadRequest) | Ok(None) => (Response::text(400, "bad request\n"), false),
     };
@@ -199,11 +218,12 @@ mod tests {
 
     #[test]
     fn parses_a_scrape() {
-        let req = b"GET /metrics?x=1 HTTP/1.1\r\nHost: a\r\nAccept: application/openmetrics-text;version=1.0.0,text/plain;q=0.5\r\n\r\n";
+        let req = b"GET /metrics?x=1 HTTP/1.1\r\nHost: a\r\nAccept: application/openmetrics-text;version=1.0.0,text/plain;q=0.5\r\nauthorization:  Bearer t0k\r\n\r\n";
         let r = parse_request(req).unwrap().unwrap();
         assert_eq!(r.method, "GET");
         assert_eq!(r.path, "/metrics");
         assert!(r.accept.starts_with("application/openmetrics-text"));
+        assert_eq!(r.authorization, "Bearer t0k");
     }
 
     #[test]
@@ -249,7 +269,7 @@ mod tests {
         assert!(full.ends_with("\r\n\r\nok\n"));
         let head = String::from_utf8(r.encode(true)).unwrap();
         assert!(head.ends_with("\r\n\r\n"));
-        let r = Response::text(405, "");
+        let r = Response::method_not_allowed("GET, HEAD");
         assert!(String::from_utf8(r.encode(false))
             .unwrap()
             .contains("Allow: GET, HEAD"));

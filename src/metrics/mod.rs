@@ -10,6 +10,7 @@
 //! - `GET /healthz`: 200 while the process runs.
 //! - `GET /readyz`: 200 once every listener is bound and the server is not draining, else 503.
 
+pub mod admin;
 pub mod collect;
 pub mod http;
 pub mod process;
@@ -31,6 +32,13 @@ use tokio::sync::watch;
 pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
+/// What one worker holds of the admin listener: where it publishes its counters, and where
+/// admin API requests reach it.
+pub struct WorkerLink {
+    pub metrics: Arc<WorkerMetrics>,
+    pub admin: admin::AdminReceiver,
+}
+
 /// The running admin listener.
 pub struct Endpoint {
     addr: SocketAddr,
@@ -45,6 +53,8 @@ impl Endpoint {
         addr: SocketAddr,
         workers: Vec<Arc<WorkerMetrics>>,
         shared: Arc<Shared>,
+        admin: Vec<admin::AdminSender>,
+        admin_token: Option<String>,
         mut shutdown: watch::Receiver<bool>,
     ) -> anyhow::Result<Endpoint> {
         let listener = std::net::TcpListener::bind(addr)
@@ -56,7 +66,7 @@ impl Endpoint {
             workers,
             shared: Some(shared),
         });
-        let route = Arc::new(router(registry, ready.clone()));
+        let route = Arc::new(router(registry, ready.clone(), admin, admin_token));
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -108,13 +118,53 @@ impl Endpoint {
     }
 }
 
-fn router(registry: Registry, ready: Arc<AtomicBool>) -> impl Fn(&Request) -> Response {
-    move |req| match req.path.as_str() {
-        "/metrics" => scrape(&registry, &req.accept),
-        "/healthz" => Response::text(200, "ok\n"),
-        "/readyz" if ready.load(Ordering::Relaxed) => Response::text(200, "ready\n"),
-        "/readyz" => Response::text(503, "not ready\n"),
-        _ => Response::text(404, "not found; try /metrics, /healthz or /readyz\n"),
+fn router(
+    registry: Registry,
+    ready: Arc<AtomicBool>,
+    workers: Vec<admin::AdminSender>,
+    token: Option<String>,
+) -> impl Fn(&Request) -> Response {
+    let expected = token.map(|t| format!("Bearer {t}"));
+    move |req| {
+        let get = matches!(req.method.as_str(), "GET" | "HEAD");
+        let admin_path = req.path == "/allocations" || req.path.starts_with("/allocations/");
+        if let (true, Some(expected)) = (admin_path, &expected) {
+            // Constant time, so the token cannot be guessed byte by byte from timings.
+            let ok: bool =
+                subtle::ConstantTimeEq::ct_eq(req.authorization.as_bytes(), expected.as_bytes())
+                    .into();
+            if !ok {
+                return Response::text(401, "the admin API needs Authorization: Bearer TOKEN\n");
+            }
+        }
+        match req.path.as_str() {
+            "/metrics" | "/healthz" | "/readyz" | "/allocations" if !get => {
+                Response::method_not_allowed("GET, HEAD")
+            }
+            "/metrics" => scrape(&registry, &req.accept),
+            "/healthz" => Response::text(200, "ok\n"),
+            "/readyz" if ready.load(Ordering::Relaxed) => Response::text(200, "ready\n"),
+            "/readyz" => Response::text(503, "not ready\n"),
+            "/allocations" => match admin::list(&workers) {
+                Some(list) => Response {
+                    content_type: "application/json",
+                    ..Response::text(200, admin::to_json(&list))
+                },
+                None => Response::text(504, "a worker did not answer\n"),
+            },
+            path => match path.strip_prefix("/allocations/") {
+                Some(id) if req.method == "DELETE" => match admin::close(&workers, id) {
+                    Some(true) => Response::text(200, "deleted\n"),
+                    Some(false) => Response::text(404, "no such allocation\n"),
+                    None => Response::text(504, "the worker did not answer\n"),
+                },
+                Some(_) => Response::method_not_allowed("DELETE"),
+                None => Response::text(
+                    404,
+                    "not found; try /metrics, /healthz, /readyz or /allocations\n",
+                ),
+            },
+        }
     }
 }
 
@@ -126,15 +176,13 @@ pub fn scrape(registry: &Registry, accept: &str) -> Response {
     }
     if wants_openmetrics(accept) {
         Response {
-            status: 200,
             content_type: OPENMETRICS,
-            body,
+            ..Response::text(200, body)
         }
     } else {
         Response {
-            status: 200,
             content_type: PROMETHEUS_TEXT,
-            body: openmetrics_to_prometheus(&body),
+            ..Response::text(200, openmetrics_to_prometheus(&body))
         }
     }
 }

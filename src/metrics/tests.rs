@@ -216,12 +216,15 @@ fn routes() {
             shared: None,
         }),
         ready.clone(),
+        Vec::new(),
+        None,
     );
     let get = |path: &str| {
         route(&Request {
             method: "GET".into(),
             path: path.into(),
             accept: String::new(),
+            authorization: String::new(),
         })
         .status
     };
@@ -231,4 +234,49 @@ fn routes() {
     assert_eq!(get("/readyz"), 200);
     assert_eq!(get("/metrics"), 200);
     assert_eq!(get("/nope"), 404);
+    assert_eq!(get("/allocations"), 200, "no worker, no allocation");
+    assert_eq!(get("/allocations/0-0-0"), 405);
+    let delete = |path: &str| {
+        route(&Request {
+            method: "DELETE".into(),
+            path: path.into(),
+            accept: String::new(),
+            authorization: String::new(),
+        })
+        .status
+    };
+    assert_eq!(delete("/allocations/0-0-0"), 404);
+    assert_eq!(delete("/metrics"), 405);
+}
+
+#[test]
+fn admin_token_guards_allocations_only() {
+    let route = router(
+        registry(TurndCollector {
+            workers: vec![Arc::new(WorkerMetrics::default())],
+            shared: None,
+        }),
+        Arc::new(AtomicBool::new(true)),
+        Vec::new(),
+        Some("s3cret".into()),
+    );
+    let get = |path: &str, authorization: &str| {
+        route(&Request {
+            method: "GET".into(),
+            path: path.into(),
+            accept: String::new(),
+            authorization: authorization.into(),
+        })
+        .status
+    };
+    assert_eq!(get("/allocations", ""), 401);
+    assert_eq!(get("/allocations", "Bearer wrong"), 401);
+    assert_eq!(get("/allocations", "Bearer s3cret"), 200);
+    assert_eq!(get("/allocations/0-0-0", ""), 401);
+    assert_eq!(get("/metrics", ""), 200);
+    assert_eq!(get("/readyz", ""), 200);
+    let r = Response::text(401, "");
+    assert!(String::from_utf8(r.encode(false))
+        .unwrap()
+        .contains("WWW-Authenticate: Bearer\r\n"));
 }

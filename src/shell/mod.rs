@@ -106,10 +106,15 @@ impl Server {
         let (tx, rx) = watch::channel(false);
         let worker_metrics: Vec<std::sync::Arc<crate::metrics::WorkerMetrics>> =
             (0..workers).map(|_| Default::default()).collect();
+        let (admin_tx, mut admin_rx): (Vec<_>, Vec<_>) = (0..workers)
+            .map(|_| tokio::sync::mpsc::unbounded_channel())
+            .unzip();
         let metrics = crate::metrics::Endpoint::start(
             config.metrics_listen,
             worker_metrics.clone(),
             shared.clone(),
+            admin_tx,
+            config.admin_token.clone(),
             rx.clone(),
         )?;
         let now = Instant::now();
@@ -122,11 +127,15 @@ impl Server {
         {
             let seed: u64 = rand::random();
             let core = crate::core::Server::new(shared.clone(), seed, now, unix_now);
-            let (rx, m) = (rx.clone(), worker_metrics[index].clone());
+            let rx = rx.clone();
+            let link = crate::metrics::WorkerLink {
+                metrics: worker_metrics[index].clone(),
+                admin: admin_rx.remove(0),
+            };
             let limits = limits.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("turnd-worker-{index}"))
-                .spawn(move || worker::run(index, core, listeners, tcp_listeners, limits, rx, m))
+                .spawn(move || worker::run(index, core, listeners, tcp_listeners, limits, rx, link))
                 .context("cannot start worker thread")?;
             handles.push(handle);
         }

@@ -98,8 +98,9 @@ pub fn run(
     tcp_listeners: Vec<std::net::TcpListener>,
     limits: Limits,
     mut shutdown: watch::Receiver<bool>,
-    metrics: std::sync::Arc<WorkerMetrics>,
+    link: crate::metrics::WorkerLink,
 ) {
+    let crate::metrics::WorkerLink { metrics, admin } = link;
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -146,6 +147,7 @@ pub fn run(
             }
         }
         tokio::task::spawn_local(timers(worker.clone()));
+        tokio::task::spawn_local(admin_requests(worker.clone(), admin));
         while !*shutdown.borrow() {
             if shutdown.changed().await.is_err() {
                 break;
@@ -182,6 +184,17 @@ async fn relay(worker: Shared, id: AllocationId, socket: Rc<UdpSocket>) {
         let full = worker.borrow_mut().on_relay_readable(&socket, id);
         if full {
             tokio::task::yield_now().await;
+        }
+    }
+}
+
+/// Answers the admin API (list allocations, end one) between batches.
+async fn admin_requests(worker: Shared, mut rx: crate::metrics::admin::AdminReceiver) {
+    while let Some(req) = rx.recv().await {
+        let mut w = worker.borrow_mut();
+        let index = w.index;
+        if crate::metrics::admin::handle(&mut w.core, index, req, unix_now()) {
+            w.drain_outputs();
         }
     }
 }

@@ -1,0 +1,246 @@
+//! The admin API on the metrics listener: `GET /allocations` lists every allocation of every
+//! worker as JSON, `DELETE /allocations/{id}` ends one.
+//!
+//! Allocation tables belong to their workers, so the listener asks each worker over a channel
+//! and waits (bounded) for the answers; a worker answers between two batches of datagrams. The
+//! relay path never sees these requests.
+
+use crate::core::{Allocation, AllocationId, Server as Core, Stats};
+use std::fmt::Write;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// How long the listener waits for one worker's answer.
+pub const WORKER_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A request to one worker.
+#[derive(Debug)]
+pub enum AdminRequest {
+    List(mpsc::Sender<Vec<AllocationInfo>>),
+    Close(AllocationId, mpsc::Sender<bool>),
+}
+
+pub type AdminSender = tokio::sync::mpsc::UnboundedSender<AdminRequest>;
+pub type AdminReceiver = tokio::sync::mpsc::UnboundedReceiver<AdminRequest>;
+
+/// One allocation as the admin API shows it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AllocationInfo {
+    /// `worker-index-generation`: stable for the allocation's life, never reused at once.
+    pub id: String,
+    pub user: String,
+    pub transport: &'static str,
+    pub client: SocketAddr,
+    pub server: SocketAddr,
+    pub relay: SocketAddr,
+    pub created_unix: u64,
+    pub expires_unix: u64,
+    pub stats: Stats,
+    pub permissions: Vec<IpAddr>,
+    pub channels: Vec<(u16, SocketAddr)>,
+}
+
+pub fn format_id(worker: usize, id: AllocationId) -> String {
+    format!("{worker}-{}-{}", id.index, id.generation)
+}
+
+pub fn parse_id(s: &str) -> Option<(usize, AllocationId)> {
+    let mut it = s.split('-');
+    let (w, i, g) = (it.next()?, it.next()?, it.next()?);
+    if it.next().is_some() {
+        return None;
+    }
+    Some((
+        w.parse().ok()?,
+        AllocationId {
+            index: i.parse().ok()?,
+            generation: g.parse().ok()?,
+        },
+    ))
+}
+
+fn info(worker: usize, a: &Allocation, now: Instant, unix_now: u64) -> AllocationInfo {
+    let unix = |t: Instant| {
+        if t >= now {
+            unix_now + (t - now).as_secs()
+        } else {
+            unix_now.saturating_sub((now - t).as_secs())
+        }
+    };
+    AllocationInfo {
+        id: format_id(worker, a.id),
+        user: a.username.to_string(),
+        transport: a.five_tuple.transport.as_str(),
+        client: a.five_tuple.client,
+        server: a.five_tuple.server,
+        relay: a.advertised,
+        created_unix: unix(a.created),
+        expires_unix: unix(a.expires),
+        stats: a.stats,
+        permissions: a
+            .permissions
+            .iter()
+            .filter(|p| p.expires > now)
+            .map(|p| p.ip)
+            .collect(),
+        channels: a.channels.active(now).map(|c| (c.number, c.peer)).collect(),
+    }
+}
+
+/// Answers one request on the worker's thread; true when the core has outputs to drain.
+pub fn handle(core: &mut Core, worker: usize, req: AdminRequest, unix_now: u64) -> bool {
+    let now = Instant::now();
+    match req {
+        AdminRequest::List(tx) => {
+            let list = core
+                .allocations()
+                .filter(|a| a.state == crate::core::allocation::State::Active)
+                .map(|a| info(worker, a, now, unix_now))
+                .collect();
+            let _ = tx.send(list);
+            false
+        }
+        AdminRequest::Close(id, tx) => {
+            let closed = core.close(now, id);
+            let _ = tx.send(closed);
+            closed
+        }
+    }
+}
+
+/// Every worker's allocations; `None` when a worker did not answer in time.
+pub fn list(workers: &[AdminSender]) -> Option<Vec<AllocationInfo>> {
+    let mut answers = Vec::new();
+    for w in workers {
+        let (tx, rx) = mpsc::channel();
+        w.send(AdminRequest::List(tx)).ok()?;
+        answers.push(rx);
+    }
+    let deadline = Instant::now() + WORKER_TIMEOUT;
+    let mut all = Vec::new();
+    for rx in answers {
+        let left = deadline.saturating_duration_since(Instant::now());
+        all.extend(rx.recv_timeout(left).ok()?);
+    }
+    Some(all)
+}
+
+/// Ends allocation `id`: `Some(true)` when it existed, `None` when its worker did not answer.
+pub fn close(workers: &[AdminSender], id: &str) -> Option<bool> {
+    let Some((w, id)) = parse_id(id) else {
+        return Some(false);
+    };
+    let Some(worker) = workers.get(w) else {
+        return Some(false);
+    };
+    let (tx, rx) = mpsc::channel();
+    worker.send(AdminRequest::Close(id, tx)).ok()?;
+    rx.recv_timeout(WORKER_TIMEOUT).ok()
+}
+
+fn json_str(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// The JSON body of `GET /allocations`.
+pub fn to_json(list: &[AllocationInfo]) -> String {
+    let mut o = String::from("{\"allocations\":[");
+    for (i, a) in list.iter().enumerate() {
+        if i > 0 {
+            o.push(',');
+        }
+        o.push_str("{\"id\":");
+        json_str(&mut o, &a.id);
+        o.push_str(",\"user\":");
+        json_str(&mut o, &a.user);
+        let _ = write!(
+            o,
+            ",\"transport\":\"{}\",\"client\":\"{}\",\"server\":\"{}\",\"relay\":\"{}\",\
+             \"created\":{},\"expires\":{},\"client_to_peer_bytes\":{},\
+             \"client_to_peer_datagrams\":{},\"peer_to_client_bytes\":{},\
+             \"peer_to_client_datagrams\":{},\"permissions\":[",
+            a.transport,
+            a.client,
+            a.server,
+            a.relay,
+            a.created_unix,
+            a.expires_unix,
+            a.stats.to_peer_bytes,
+            a.stats.to_peer_packets,
+            a.stats.to_client_bytes,
+            a.stats.to_client_packets,
+        );
+        for (k, ip) in a.permissions.iter().enumerate() {
+            let _ = write!(o, "{}\"{ip}\"", if k > 0 { "," } else { "" });
+        }
+        o.push_str("],\"channels\":[");
+        for (k, (n, peer)) in a.channels.iter().enumerate() {
+            let _ = write!(
+                o,
+                "{}{{\"number\":{n},\"peer\":\"{peer}\"}}",
+                if k > 0 { "," } else { "" }
+            );
+        }
+        o.push_str("]}");
+    }
+    o.push_str("]}\n");
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_round_trip_and_reject_garbage() {
+        let id = AllocationId {
+            index: 7,
+            generation: 3,
+        };
+        assert_eq!(format_id(2, id), "2-7-3");
+        assert_eq!(parse_id("2-7-3"), Some((2, id)));
+        for bad in ["", "2-7", "2-7-3-1", "a-7-3", "2--3", "-1-2-3"] {
+            assert_eq!(parse_id(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn json_escapes_usernames() {
+        let a = AllocationInfo {
+            id: "0-1-0".into(),
+            user: "1700000000:a\"b\\c\n".into(),
+            transport: "udp",
+            client: "192.0.2.1:5000".parse().unwrap(),
+            server: "192.0.2.2:3478".parse().unwrap(),
+            relay: "192.0.2.2:50000".parse().unwrap(),
+            created_unix: 10,
+            expires_unix: 610,
+            stats: Stats {
+                to_peer_packets: 1,
+                to_peer_bytes: 2,
+                to_client_packets: 3,
+                to_client_bytes: 4,
+            },
+            permissions: vec!["198.51.100.1".parse().unwrap()],
+            channels: vec![(0x4000, "198.51.100.1:9".parse().unwrap())],
+        };
+        let j = to_json(&[a]);
+        assert!(j.contains(r#""user":"1700000000:a\"b\\c\u000a""#), "{j}");
+        assert!(j.contains(r#""permissions":["198.51.100.1"]"#), "{j}");
+        assert!(j.contains(r#""channels":[{"number":16384,"peer":"198.51.100.1:9"}]"#));
+        assert!(j.contains(r#""client_to_peer_bytes":2"#));
+        assert_eq!(to_json(&[]), "{\"allocations\":[]}\n");
+    }
+}
