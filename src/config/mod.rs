@@ -88,6 +88,12 @@ pub struct Config {
     /// Largest frame (STUN message or padded ChannelData) accepted on a TCP connection, in
     /// bytes; it bounds the connection's read buffer.
     pub max_frame_size: u32,
+    /// Addresses serving TURN over TLS (TURNS); empty = no TLS.
+    pub tls_listen: Vec<SocketAddr>,
+    /// PEM certificate chain for TLS, leaf first.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of the TLS certificate.
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -114,6 +120,9 @@ impl Default for Config {
             max_connections: 10_000,
             unauthenticated_timeout: 10,
             max_frame_size: crate::stun::framing::MAX_FRAME_LEN as u32,
+            tls_listen: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -241,6 +250,9 @@ impl fmt::Debug for Config {
             .field("max_connections", &self.max_connections)
             .field("unauthenticated_timeout", &self.unauthenticated_timeout)
             .field("max_frame_size", &self.max_frame_size)
+            .field("tls_listen", &self.tls_listen)
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_key", &self.tls_key)
             .finish()
     }
 }
