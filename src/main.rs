@@ -1,4 +1,5 @@
-//! The `turnd` binary: parse flags, load the one TOML file, run until SIGINT/SIGTERM.
+//! The `turnd` binary: parse flags, load the one TOML file, run until SIGINT/SIGTERM
+//! (SIGHUP reloads the TLS certificate).
 
 use clap::Parser;
 use std::io::Write;
@@ -61,16 +62,22 @@ fn main() -> ExitCode {
             let _ = writeln!(out, "turnd listening tcp {a}");
             tracing::info!(transport = "tcp", addr = %a, "listening");
         }
+        for a in server.tls_addrs() {
+            let _ = writeln!(out, "turnd listening tls {a}");
+            tracing::info!(transport = "tls", addr = %a, "listening");
+        }
         let _ = out.flush();
     }
-    wait_for_signal();
+    wait_for_signal(|| {
+        server.reload_tls();
+    });
     tracing::info!("shutting down");
     server.shutdown();
     ExitCode::SUCCESS
 }
 
-/// Blocks until SIGINT or SIGTERM.
-fn wait_for_signal() {
+/// Blocks until SIGINT or SIGTERM; calls `on_hup` on every SIGHUP (reload).
+fn wait_for_signal(on_hup: impl Fn()) {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -85,13 +92,23 @@ fn wait_for_signal() {
         #[cfg(unix)]
         {
             use tokio::signal::unix::{signal, SignalKind};
-            let Ok(mut term) = signal(SignalKind::terminate()) else {
+            let (Ok(mut int), Ok(mut term), Ok(mut hup)) = (
+                signal(SignalKind::interrupt()),
+                signal(SignalKind::terminate()),
+                signal(SignalKind::hangup()),
+            ) else {
                 let _ = tokio::signal::ctrl_c().await;
                 return;
             };
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
+            loop {
+                tokio::select! {
+                    _ = int.recv() => break,
+                    _ = term.recv() => break,
+                    _ = hup.recv() => {
+                        tracing::info!("SIGHUP: reloading");
+                        on_hup();
+                    }
+                }
             }
         }
         #[cfg(not(unix))]

@@ -7,6 +7,7 @@ mod discover;
 mod setup;
 mod socket;
 mod tcp;
+mod tls;
 mod worker;
 
 use crate::config::Config;
@@ -18,7 +19,8 @@ use tokio::sync::watch;
 
 /// Checks what only start-up would otherwise find wrong in a loaded config.
 pub fn check(config: &Config) -> anyhow::Result<()> {
-    setup::relay_addrs(config).map(|_| ())
+    setup::relay_addrs(config)?;
+    tls::check(config)
 }
 
 /// Tries for a port free in both UDP and TCP when the operator asks for port 0.
@@ -54,6 +56,7 @@ fn bind_listen_addr(
 pub struct Server {
     udp_addrs: Vec<SocketAddr>,
     tcp_addrs: Vec<SocketAddr>,
+    tls: Tls,
     shutdown: watch::Sender<bool>,
     workers: Vec<JoinHandle<()>>,
 }
@@ -94,6 +97,7 @@ impl Server {
                 tcp_per_worker[w].push(s);
             }
         }
+        let mut tls = Tls::start(&config, workers)?;
         let limits = tcp::Limits {
             max_connections: config.max_connections as usize,
             open: Default::default(),
@@ -107,22 +111,35 @@ impl Server {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         let mut handles = Vec::new();
+        let mut tls_per_worker = tls.per_worker(workers).into_iter();
         for (index, (listeners, tcp_listeners)) in
             per_worker.into_iter().zip(tcp_per_worker).enumerate()
         {
+            let tls_listeners = tls_per_worker.next().unwrap_or_default();
             let seed: u64 = rand::random();
             let core = crate::core::Server::new(shared.clone(), seed, now, unix_now);
             let rx = rx.clone();
             let limits = limits.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("turnd-worker-{index}"))
-                .spawn(move || worker::run(index, core, listeners, tcp_listeners, limits, rx))
+                .spawn(move || {
+                    worker::run(
+                        index,
+                        core,
+                        listeners,
+                        tcp_listeners,
+                        tls_listeners,
+                        limits,
+                        rx,
+                    )
+                })
                 .context("cannot start worker thread")?;
             handles.push(handle);
         }
         Ok(Server {
             udp_addrs,
             tcp_addrs,
+            tls,
             shutdown: tx,
             workers: handles,
         })
@@ -138,11 +155,92 @@ impl Server {
         self.tcp_addrs.clone()
     }
 
+    /// The bound TLS listening addresses (`tls_listen`, with real ports for port 0).
+    pub fn tls_addrs(&self) -> Vec<SocketAddr> {
+        self.tls.addrs.clone()
+    }
+
+    /// Loads the TLS certificate and key again (SIGHUP); new handshakes use them, open
+    /// connections keep theirs. A certificate that does not load is logged and the old one
+    /// stays. False when it did not load, or there is no TLS.
+    pub fn reload_tls(&self) -> bool {
+        self.tls.certs.as_ref().is_some_and(|c| c.reload("SIGHUP"))
+    }
+
     /// Ends every allocation and stops the workers.
-    pub fn shutdown(self) {
+    pub fn shutdown(mut self) {
+        self.tls.stop();
         let _ = self.shutdown.send(true);
         for h in self.workers {
             let _ = h.join();
+        }
+    }
+}
+
+/// The TLS side of a server: its listeners until the workers take them, the certificate, and
+/// the thread watching the certificate files.
+struct Tls {
+    addrs: Vec<SocketAddr>,
+    /// Per `tls_listen` address, one listener per worker.
+    listeners: Vec<Vec<std::net::TcpListener>>,
+    certs: Option<std::sync::Arc<tls::Certs>>,
+    /// Dropping the sender stops the watcher.
+    watcher: Option<(std::sync::mpsc::Sender<()>, JoinHandle<()>)>,
+}
+
+impl Tls {
+    fn start(config: &Config, workers: usize) -> anyhow::Result<Tls> {
+        let mut t = Tls {
+            addrs: Vec::new(),
+            listeners: Vec::new(),
+            certs: None,
+            watcher: None,
+        };
+        let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) else {
+            return Ok(t);
+        };
+        if config.tls_listen.is_empty() {
+            return Ok(t);
+        }
+        let certs = std::sync::Arc::new(tls::Certs::load(cert, key)?);
+        for addr in &config.tls_listen {
+            let group = socket::bind_tcp_reuseport_group(*addr, workers, addr.port() == 0)
+                .with_context(|| format!("cannot listen on tls {addr}"))?;
+            t.addrs.push(group[0].local_addr()?);
+            t.listeners.push(group);
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        let c = certs.clone();
+        let handle = std::thread::Builder::new()
+            .name("turnd-tls-watch".into())
+            .spawn(move || tls::watch(c, rx))
+            .context("cannot start the tls certificate watcher")?;
+        t.certs = Some(certs);
+        t.watcher = Some((tx, handle));
+        Ok(t)
+    }
+
+    /// Hands out the listeners: for each worker, one per `tls_listen` address.
+    fn per_worker(
+        &mut self,
+        workers: usize,
+    ) -> Vec<Vec<(std::net::TcpListener, std::sync::Arc<tls::Certs>)>> {
+        let mut out: Vec<Vec<_>> = (0..workers).map(|_| Vec::new()).collect();
+        let Some(certs) = &self.certs else {
+            return out;
+        };
+        for group in std::mem::take(&mut self.listeners) {
+            for (w, l) in group.into_iter().enumerate() {
+                out[w].push((l, certs.clone()));
+            }
+        }
+        out
+    }
+
+    fn stop(&mut self) {
+        if let Some((tx, handle)) = self.watcher.take() {
+            drop(tx);
+            let _ = handle.join();
         }
     }
 }
