@@ -56,7 +56,7 @@ fn bind_listen_addr(
 pub struct Server {
     udp_addrs: Vec<SocketAddr>,
     tcp_addrs: Vec<SocketAddr>,
-    tls: Tls,
+    tls: tls::Listeners,
     shutdown: watch::Sender<bool>,
     workers: Vec<JoinHandle<()>>,
 }
@@ -97,7 +97,7 @@ impl Server {
                 tcp_per_worker[w].push(s);
             }
         }
-        let mut tls = Tls::start(&config, workers)?;
+        let mut tls = tls::Listeners::bind(&config, workers)?;
         let limits = tcp::Limits {
             max_connections: config.max_connections as usize,
             open: Default::default(),
@@ -157,14 +157,14 @@ impl Server {
 
     /// The bound TLS listening addresses (`tls_listen`, with real ports for port 0).
     pub fn tls_addrs(&self) -> Vec<SocketAddr> {
-        self.tls.addrs.clone()
+        self.tls.addrs()
     }
 
     /// Loads the TLS certificate and key again (SIGHUP); new handshakes use them, open
     /// connections keep theirs. A certificate that does not load is logged and the old one
     /// stays. False when it did not load, or there is no TLS.
     pub fn reload_tls(&self) -> bool {
-        self.tls.certs.as_ref().is_some_and(|c| c.reload("SIGHUP"))
+        self.tls.reload("SIGHUP")
     }
 
     /// Ends every allocation and stops the workers.
@@ -173,74 +173,6 @@ impl Server {
         let _ = self.shutdown.send(true);
         for h in self.workers {
             let _ = h.join();
-        }
-    }
-}
-
-/// The TLS side of a server: its listeners until the workers take them, the certificate, and
-/// the thread watching the certificate files.
-struct Tls {
-    addrs: Vec<SocketAddr>,
-    /// Per `tls_listen` address, one listener per worker.
-    listeners: Vec<Vec<std::net::TcpListener>>,
-    certs: Option<std::sync::Arc<tls::Certs>>,
-    /// Dropping the sender stops the watcher.
-    watcher: Option<(std::sync::mpsc::Sender<()>, JoinHandle<()>)>,
-}
-
-impl Tls {
-    fn start(config: &Config, workers: usize) -> anyhow::Result<Tls> {
-        let mut t = Tls {
-            addrs: Vec::new(),
-            listeners: Vec::new(),
-            certs: None,
-            watcher: None,
-        };
-        let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) else {
-            return Ok(t);
-        };
-        if config.tls_listen.is_empty() {
-            return Ok(t);
-        }
-        let certs = std::sync::Arc::new(tls::Certs::load(cert, key)?);
-        for addr in &config.tls_listen {
-            let group = socket::bind_tcp_reuseport_group(*addr, workers, addr.port() == 0)
-                .with_context(|| format!("cannot listen on tls {addr}"))?;
-            t.addrs.push(group[0].local_addr()?);
-            t.listeners.push(group);
-        }
-        let (tx, rx) = std::sync::mpsc::channel();
-        let c = certs.clone();
-        let handle = std::thread::Builder::new()
-            .name("turnd-tls-watch".into())
-            .spawn(move || tls::watch(c, rx))
-            .context("cannot start the tls certificate watcher")?;
-        t.certs = Some(certs);
-        t.watcher = Some((tx, handle));
-        Ok(t)
-    }
-
-    /// Hands out the listeners: for each worker, one per `tls_listen` address.
-    fn per_worker(
-        &mut self,
-        workers: usize,
-    ) -> Vec<Vec<(std::net::TcpListener, std::sync::Arc<tls::Certs>)>> {
-        let mut out: Vec<Vec<_>> = (0..workers).map(|_| Vec::new()).collect();
-        let Some(certs) = &self.certs else {
-            return out;
-        };
-        for group in std::mem::take(&mut self.listeners) {
-            for (w, l) in group.into_iter().enumerate() {
-                out[w].push((l, certs.clone()));
-            }
-        }
-        out
-    }
-
-    fn stop(&mut self) {
-        if let Some((tx, handle)) = self.watcher.take() {
-            drop(tx);
-            let _ = handle.join();
         }
     }
 }

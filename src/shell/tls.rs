@@ -14,10 +14,12 @@
 
 use super::tcp::{self, Limits, Slot};
 use super::worker::Shared;
+use crate::config::Config;
 use crate::core::{FiveTuple, Transport};
 use anyhow::{anyhow, Context};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, RwLock};
@@ -138,7 +140,7 @@ fn server_config(cert: &Path, key: &Path) -> anyhow::Result<Arc<ServerConfig>> {
 }
 
 /// Checks the certificate files at `check-config` and start-up.
-pub fn check(config: &crate::config::Config) -> anyhow::Result<()> {
+pub fn check(config: &Config) -> anyhow::Result<()> {
     if let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) {
         server_config(cert, key)?;
     }
@@ -191,5 +193,82 @@ async fn handshake(
         }
         Ok(Err(e)) => tracing::debug!(client = %ft, error = %e, "tls handshake failed"),
         Err(_) => tracing::debug!(client = %ft, "tls handshake timed out"),
+    }
+}
+
+/// The TLS side of a server: its listeners until the workers take them, the certificate, and
+/// the thread watching the certificate files.
+pub struct Listeners {
+    addrs: Vec<SocketAddr>,
+    /// Per `tls_listen` address, one listener per worker.
+    listeners: Vec<Vec<std::net::TcpListener>>,
+    certs: Option<Arc<Certs>>,
+    /// Dropping the sender stops the watcher.
+    watcher: Option<(mpsc::Sender<()>, std::thread::JoinHandle<()>)>,
+}
+
+impl Listeners {
+    /// Loads the certificate, binds every `tls_listen` address (one listener per worker) and
+    /// starts the file watcher; nothing when `tls_listen` is empty.
+    pub fn bind(config: &Config, workers: usize) -> anyhow::Result<Listeners> {
+        let mut t = Listeners {
+            addrs: Vec::new(),
+            listeners: Vec::new(),
+            certs: None,
+            watcher: None,
+        };
+        let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) else {
+            return Ok(t);
+        };
+        if config.tls_listen.is_empty() {
+            return Ok(t);
+        }
+        let certs = Arc::new(Certs::load(cert, key)?);
+        for addr in &config.tls_listen {
+            let group = super::socket::bind_tcp_reuseport_group(*addr, workers, addr.port() == 0)
+                .with_context(|| format!("cannot listen on tls {addr}"))?;
+            t.addrs.push(group[0].local_addr()?);
+            t.listeners.push(group);
+        }
+        let (tx, rx) = mpsc::channel();
+        let c = certs.clone();
+        let handle = std::thread::Builder::new()
+            .name("turnd-tls-watch".into())
+            .spawn(move || watch(c, rx))
+            .context("cannot start the tls certificate watcher")?;
+        t.certs = Some(certs);
+        t.watcher = Some((tx, handle));
+        Ok(t)
+    }
+
+    /// Hands out the listeners: for each worker, one per `tls_listen` address.
+    pub fn per_worker(&mut self, workers: usize) -> Vec<Vec<(std::net::TcpListener, Arc<Certs>)>> {
+        let mut out: Vec<Vec<_>> = (0..workers).map(|_| Vec::new()).collect();
+        let Some(certs) = &self.certs else {
+            return out;
+        };
+        for group in std::mem::take(&mut self.listeners) {
+            for (w, l) in group.into_iter().enumerate() {
+                out[w].push((l, certs.clone()));
+            }
+        }
+        out
+    }
+
+    pub fn addrs(&self) -> Vec<SocketAddr> {
+        self.addrs.clone()
+    }
+
+    /// [`Certs::reload`], when there is TLS.
+    pub fn reload(&self, why: &str) -> bool {
+        self.certs.as_ref().is_some_and(|c| c.reload(why))
+    }
+
+    /// Stops the file watcher.
+    pub fn stop(&mut self) {
+        if let Some((tx, handle)) = self.watcher.take() {
+            drop(tx);
+            let _ = handle.join();
+        }
     }
 }

@@ -1,6 +1,8 @@
 //! One worker: a thread running a single-threaded tokio runtime that owns a core instance,
 //! one `SO_REUSEPORT` UDP socket and one TCP listener per listening address (and one per
-//! `tls_listen` address), the TCP and TLS connections it accepted (`tcp.rs`, `tls.rs`), and the relay sockets of its allocations. Nothing here is shared with other workers, so the relay path takes no lock.
+//! `tls_listen` address), the TCP and TLS connections it accepted (`tcp.rs`, `tls.rs`), and
+//! the relay sockets of its allocations. Nothing here is shared with other workers, so the
+//! relay path takes no lock.
 //!
 //! Tasks on the worker share its state through `Rc<RefCell<…>>`; a borrow is never held
 //! across an `.await`, so borrows cannot collide.
