@@ -421,3 +421,58 @@ fn certificate_files_that_do_not_load_stop_start_up_naming_key_and_file() {
         );
     }
 }
+
+#[tokio::test]
+async fn tls_1_2_and_1_3_are_both_served() {
+    let dir = common::ScratchDir::new("tls-versions");
+    let ca = Ca::new();
+    let files = CertFiles::write(dir.path(), &ca.issue("turnd versions", 50));
+    let server = tls_server(&files, |_| {});
+    for (version, want) in [
+        (&rustls::version::TLS12, rustls::ProtocolVersion::TLSv1_2),
+        (&rustls::version::TLS13, rustls::ProtocolVersion::TLSv1_3),
+    ] {
+        let mut roots = RootCertStore::empty();
+        roots.add(ca.der().into()).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[version])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let mut c = TlsClient::connect(server.tls_addrs[0], Arc::new(config), ALICE).await;
+        assert_eq!(c.stream.get_ref().1.protocol_version(), Some(want));
+        c.binding().await;
+    }
+}
+
+#[tokio::test]
+async fn tls_over_ipv6_loopback_relays() {
+    let dir = common::ScratchDir::new("tls-v6");
+    let ca = Ca::new();
+    let files = CertFiles::write(dir.path(), &ca.issue("turnd v6", 60));
+    let server = TestServer::start(ConfigArgs {
+        allow_peer: vec!["::1/128".into()],
+        tls_listen: vec!["[::1]:0".into()],
+        tls_cert: Some(files.cert.display().to_string()),
+        tls_key: Some(files.key.display().to_string()),
+        workers: Some("2".into()),
+        ..base_args_v6()
+    });
+    let addr = server.tls_addrs[0];
+    assert!(addr.is_ipv6() && addr.port() != 0, "{addr}");
+    let mut c = TlsClient::connect(addr, client_config(&ca, &[b"stun.turn"]), ALICE).await;
+    let local = c.stream.get_ref().0.local_addr().unwrap();
+    assert_eq!(c.binding().await, local);
+    let r = c
+        .request(ALLOCATE, &[udp(), address_family(FAMILY_V6)])
+        .await;
+    assert_success(&r, ALLOCATE);
+    let relay = r
+        .xor_address(A_XOR_RELAYED_ADDRESS)
+        .expect("relayed address");
+    assert!(relay.is_ipv6());
+    let p = Peer::v6();
+    c.bind_channel(0x4003, p.addr()).await;
+    c.relay_round_trip(0x4003, &p, relay, "v6").await;
+}

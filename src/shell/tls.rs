@@ -272,3 +272,80 @@ impl Listeners {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A self-signed certificate for `localhost`: (cert PEM, key PEM).
+    fn self_signed(cn: &str) -> (String, String) {
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
+    fn scratch(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("turnd-tls-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn reload_takes_a_good_pair_and_refuses_a_bad_one() {
+        let dir = scratch("reload");
+        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        let (c1, k1) = self_signed("one");
+        std::fs::write(&cert, &c1).unwrap();
+        std::fs::write(&key, &k1).unwrap();
+        let certs = Certs::load(&cert, &key).unwrap();
+        let first = certs.current();
+        assert_eq!(
+            first.alpn_protocols,
+            [b"stun.turn".to_vec(), b"stun.nat-discovery".to_vec()]
+        );
+
+        // A certificate whose key is another one's: refused, the old config stays.
+        let (c2, k2) = self_signed("two");
+        std::fs::write(&cert, &c2).unwrap();
+        assert!(!certs.reload("test"));
+        assert!(Arc::ptr_eq(&first, &certs.current()));
+        // Not PEM at all.
+        std::fs::write(&key, "garbage").unwrap();
+        assert!(!certs.reload("test"));
+        assert!(Arc::ptr_eq(&first, &certs.current()));
+        // A missing file.
+        std::fs::remove_file(&key).unwrap();
+        certs.reload_if_changed();
+        assert!(Arc::ptr_eq(&first, &certs.current()));
+        // The matching pair: taken, by the file watcher's check as well.
+        std::fs::write(&key, &k2).unwrap();
+        certs.reload_if_changed();
+        assert!(!Arc::ptr_eq(&first, &certs.current()));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn load_errors_name_the_key_and_the_file() {
+        let dir = scratch("errors");
+        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        let e = format!("{:#}", Certs::load(&cert, &key).err().unwrap());
+        assert!(e.contains("`tls_cert`") && e.contains("cert.pem"), "{e}");
+        let (c, _) = self_signed("x");
+        std::fs::write(&cert, &c).unwrap();
+        std::fs::write(&key, &c).unwrap();
+        let e = format!("{:#}", Certs::load(&cert, &key).err().unwrap());
+        assert!(e.contains("`tls_key`") && e.contains("key.pem"), "{e}");
+        std::fs::write(&cert, "").unwrap();
+        let e = format!("{:#}", Certs::load(&cert, &key).err().unwrap());
+        assert!(
+            e.contains("`tls_cert`") && e.contains("no PEM CERTIFICATE"),
+            "{e}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
