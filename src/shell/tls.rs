@@ -248,13 +248,15 @@ impl Listeners {
             return out;
         };
         for group in std::mem::take(&mut self.listeners) {
-            for (w, l) in group.into_iter().enumerate() {
-                out[w].push((l, certs.clone()));
+            // One listener per worker (`bind` made `workers` of them).
+            for (slot, l) in out.iter_mut().zip(group) {
+                slot.push((l, certs.clone()));
             }
         }
         out
     }
 
+    /// The bound addresses, with real ports for port 0.
     pub fn addrs(&self) -> Vec<SocketAddr> {
         self.addrs.clone()
     }
