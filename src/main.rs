@@ -1,5 +1,6 @@
 //! The `turnd` binary: parse flags, load the one TOML file, run until SIGINT/SIGTERM (then
-//! drain), reloading credentials, the peer filter and the log level on SIGHUP.
+//! drain), reloading credentials, the peer filter, the log level and the TLS certificate on
+//! SIGHUP.
 
 use clap::Parser;
 use std::io::Write;
@@ -91,6 +92,10 @@ fn main() -> ExitCode {
             let _ = writeln!(out, "turnd listening tcp {a}");
             tracing::info!(transport = "tcp", addr = %a, "listening");
         }
+        for a in server.tls_addrs() {
+            let _ = writeln!(out, "turnd listening tls {a}");
+            tracing::info!(transport = "tls", addr = %a, "listening");
+        }
         let m = server.metrics_addr();
         let _ = writeln!(out, "turnd metrics http://{m}");
         tracing::info!(addr = %m, "metrics and health on http://{m}/metrics, /healthz, /readyz");
@@ -98,6 +103,9 @@ fn main() -> ExitCode {
     }
     let (rt, signals) = signals;
     let reload = || {
+        tracing::info!("SIGHUP: reloading");
+        // The certificate files named at start-up; a bad one is refused and the old one stays.
+        server.reload_tls();
         // The same sources as at start-up: the file, TURND_* variables and the flags.
         match config::load(&cli.config_args()) {
             Ok(new) => {

@@ -4,17 +4,20 @@
 //! - `turnutils_uclient`: allocations relaying to a `turnutils_peer` echo peer on loopback, in
 //!   channel mode (ChannelBind + ChannelData), in Send-indication mode (CreatePermission + Send/Data
 //!   indications) and in its default RTP/RTCP mode (EVEN-PORT + RESERVATION-TOKEN pairs); every
-//!   packet must come back (zero loss). The channel and Send modes run over TCP (`-t`) too.
+//!   packet must come back (zero loss). The channel and Send modes run over TCP (`-t`) and
+//!   TLS (`-S`, against a certificate made for the test) too.
 //!
 //! The tools are required: a machine without them fails these tests (install Debian package
 //! `coturn`; `.ci/run` does this).
 
 mod common;
+mod tls_certs;
 
 use common::{require_tool, run_tool, EchoPeer, TurnServer, PASSWORD, USER};
 use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
+use tls_certs::{Ca, CertFiles};
 
 /// Messages per client, clients, and message length: small enough that a run takes seconds.
 const MESSAGES: u32 = 50;
@@ -117,6 +120,39 @@ fn uclient_tcp_channel_mode_zero_loss() {
 #[test]
 fn uclient_tcp_send_indication_mode_zero_loss() {
     let out = run_uclient(&["-t", "-c", "-s"]);
+    assert!(
+        out.contains("cp response received"),
+        "no CreatePermission response:\n{out}"
+    );
+    assert!(
+        !out.contains("channel bind sent"),
+        "send mode should not bind channels:\n{out}"
+    );
+}
+
+/// [`run_uclient`] over TLS (`-t -S`; `-S` alone would be DTLS over UDP): the server gets a TLS listener with a
+/// certificate made for the test.
+fn run_uclient_tls(mode_flags: &[&str]) -> String {
+    let dir = common::ScratchDir::new("uclient-tls");
+    let files = CertFiles::write(dir.path(), &Ca::new().issue("turnd uclient", 1));
+    let flags = files.flags();
+    let server_args: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let mode: Vec<&str> = ["-t", "-S"].iter().chain(mode_flags).copied().collect();
+    run_uclient_with(&server_args, &["-u", USER, "-w", PASSWORD], &mode)
+}
+
+#[test]
+fn uclient_tls_channel_mode_zero_loss() {
+    let out = run_uclient_tls(&["-c"]);
+    assert!(
+        out.contains("cb response received"),
+        "no ChannelBind response:\n{out}"
+    );
+}
+
+#[test]
+fn uclient_tls_send_indication_mode_zero_loss() {
+    let out = run_uclient_tls(&["-c", "-s"]);
     assert!(
         out.contains("cp response received"),
         "no CreatePermission response:\n{out}"
@@ -263,10 +299,16 @@ fn try_uclient(
     let mut server = TurnServer::spawn(server_args);
     let peer = EchoPeer::spawn();
 
+    // -S: TURN over TLS, to the TLS listener.
+    let port = if mode_flags.contains(&"-S") {
+        server.tls_addr().port()
+    } else {
+        server.port()
+    };
     let mut cmd = Command::new(uclient);
     cmd.arg("-v")
         .args(mode_flags)
-        .args(["-p", &server.port().to_string()])
+        .args(["-p", &port.to_string()])
         .args(credentials)
         .args([
             "-e",

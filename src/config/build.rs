@@ -52,6 +52,9 @@ pub(crate) fn build(settings: &Settings, problems: &mut Vec<Problem>) -> Config 
             parse_seconds,
         ),
         max_frame_size: b.one("max_frame_size", defaults.max_frame_size, parse_frame_size),
+        tls_listen: b.list("tls_listen", defaults.tls_listen, parse_listen),
+        tls_cert: b.one("tls_cert", defaults.tls_cert, parse_path),
+        tls_key: b.one("tls_key", defaults.tls_key, parse_path),
         metrics_listen: b.one("metrics_listen", defaults.metrics_listen, parse_listen),
         drain_timeout: b.one("drain_timeout", defaults.drain_timeout, parse_seconds),
         admin_token: b.one("admin_token", defaults.admin_token, parse_admin_token),
@@ -233,6 +236,19 @@ impl Builder<'_> {
         if let Some(dup) = first_duplicate(&c.listen) {
             self.invalid("listen", format!("{dup} is listed twice"));
         }
+        if let Some(dup) = first_duplicate(&c.tls_listen) {
+            self.invalid("tls_listen", format!("{dup} is listed twice"));
+        }
+        if !c.tls_listen.is_empty() {
+            for (key, file) in [("tls_cert", &c.tls_cert), ("tls_key", &c.tls_key)] {
+                if file.is_none() && !self.has_problem(key) {
+                    self.invalid(
+                        key,
+                        "tls_listen is set, so TLS needs a certificate and its key",
+                    );
+                }
+            }
+        }
         if let Some(dup) = first_duplicate(&c.relay_ips) {
             self.invalid("relay_ips", format!("{dup} is listed twice"));
         }
@@ -311,6 +327,13 @@ fn parse_listen(s: &str) -> Result<SocketAddr, String> {
     s.trim().parse().map_err(|_| {
         format!("`{s}` is not a socket address IP:PORT (IPv6 in brackets, like [::1]:3478)")
     })
+}
+
+fn parse_path(s: &str) -> Result<Option<std::path::PathBuf>, String> {
+    if s.trim().is_empty() {
+        return Err("the file name is empty".into());
+    }
+    Ok(Some(s.into()))
 }
 
 fn parse_relay_ip(s: &str) -> Result<IpAddr, String> {

@@ -165,6 +165,19 @@ pub struct ConfigArgs {
     /// Largest frame accepted on a TCP connection, bytes [key: max_frame_size]
     #[arg(long, value_name = "BYTES")]
     pub max_frame_size: Option<String>,
+
+    /// Address serving TURN over TLS, IP:PORT (repeatable; 5349, 443)
+    /// [key: tls_listen]
+    #[arg(long, value_name = "IP:PORT")]
+    pub tls_listen: Vec<String>,
+
+    /// PEM certificate chain for TLS, leaf first [key: tls_cert]
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<String>,
+
+    /// PEM private key for TLS [key: tls_key]
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<String>,
     /// HTTP address serving /metrics, /healthz and /readyz; port 0 picks a free port
     /// [key: metrics_listen]
     #[arg(long, value_name = "IP:PORT")]
@@ -218,6 +231,9 @@ impl ConfigArgs {
             &later.unauthenticated_timeout,
         );
         one(&mut self.max_frame_size, &later.max_frame_size);
+        list(&mut self.tls_listen, &later.tls_listen);
+        one(&mut self.tls_cert, &later.tls_cert);
+        one(&mut self.tls_key, &later.tls_key);
         one(&mut self.metrics_listen, &later.metrics_listen);
         one(&mut self.drain_timeout, &later.drain_timeout);
         one(&mut self.admin_token, &later.admin_token);

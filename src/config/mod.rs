@@ -90,6 +90,12 @@ pub struct Config {
     /// Largest frame (STUN message or padded ChannelData) accepted on a TCP connection, in
     /// bytes; it bounds the connection's read buffer.
     pub max_frame_size: u32,
+    /// Addresses serving TURN over TLS (TURNS); empty = no TLS.
+    pub tls_listen: Vec<SocketAddr>,
+    /// PEM certificate chain for TLS, leaf first.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of the TLS certificate.
+    pub tls_key: Option<PathBuf>,
     /// The admin HTTP listener: /metrics, /healthz, /readyz.
     pub metrics_listen: SocketAddr,
     /// After SIGTERM/SIGINT, seconds existing allocations may keep relaying (no new ones are
@@ -141,6 +147,9 @@ impl Default for Config {
             max_connections: 10_000,
             unauthenticated_timeout: 10,
             max_frame_size: crate::stun::framing::MAX_FRAME_LEN as u32,
+            tls_listen: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
             metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9641)),
             drain_timeout: 30,
             admin_token: None,
@@ -272,6 +281,9 @@ impl fmt::Debug for Config {
             .field("max_connections", &self.max_connections)
             .field("unauthenticated_timeout", &self.unauthenticated_timeout)
             .field("max_frame_size", &self.max_frame_size)
+            .field("tls_listen", &self.tls_listen)
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_key", &self.tls_key)
             .field("metrics_listen", &self.metrics_listen)
             .field("drain_timeout", &self.drain_timeout)
             .field("admin_token", &self.admin_token.as_ref().map(|_| REDACTED))

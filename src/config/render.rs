@@ -63,6 +63,17 @@ impl Config {
             self.unauthenticated_timeout
         );
         let _ = writeln!(w, "max_frame_size = {}", self.max_frame_size);
+        let _ = writeln!(w, "tls_listen = {}", list(&self.tls_listen));
+        for (key, file) in [("tls_cert", &self.tls_cert), ("tls_key", &self.tls_key)] {
+            match file {
+                Some(f) => {
+                    let _ = writeln!(w, "{key} = {}", quote(&f.display().to_string()));
+                }
+                None => {
+                    let _ = writeln!(w, "# {key} is not set");
+                }
+            }
+        }
         let _ = writeln!(
             w,
             "metrics_listen = {}",

@@ -37,7 +37,7 @@ const fn key(name: &'static str, flag: &'static str, shape: Shape) -> Key {
 }
 
 /// Every config key, in the order they are documented and printed.
-pub(crate) const KEYS: [Key; 24] = [
+pub(crate) const KEYS: [Key; 27] = [
     key("listen", "--listen", Shape::List),
     key("relay_ips", "--relay-ip", Shape::List),
     key("relay_ports", "--relay-ports", Shape::Scalar),
@@ -63,6 +63,9 @@ pub(crate) const KEYS: [Key; 24] = [
         Shape::Scalar,
     ),
     key("max_frame_size", "--max-frame-size", Shape::Scalar),
+    key("tls_listen", "--tls-listen", Shape::List),
+    key("tls_cert", "--tls-cert", Shape::Scalar),
+    key("tls_key", "--tls-key", Shape::Scalar),
     key("metrics_listen", "--metrics-listen", Shape::Scalar),
     key("drain_timeout", "--drain-timeout", Shape::Scalar),
     key("admin_token", "--admin-token", Shape::Scalar),
@@ -322,7 +325,7 @@ fn from_env(env: &HashMap<String, String>, settings: &mut Settings, problems: &m
 }
 
 fn from_flags(args: &ConfigArgs, settings: &mut Settings) {
-    let lists: [(&str, &Vec<String>); 7] = [
+    let lists: [(&str, &Vec<String>); 8] = [
         ("listen", &args.listen),
         ("relay_ips", &args.relay_ip),
         ("external_ips", &args.external_ip),
@@ -330,8 +333,9 @@ fn from_flags(args: &ConfigArgs, settings: &mut Settings) {
         ("allow_peers", &args.allow_peer),
         ("deny_peers", &args.deny_peer),
         ("users", &args.user),
+        ("tls_listen", &args.tls_listen),
     ];
-    let scalars: [(&str, &Option<String>); 17] = [
+    let scalars: [(&str, &Option<String>); 19] = [
         ("relay_ports", &args.relay_ports),
         ("realm", &args.realm),
         ("workers", &args.workers),
@@ -346,6 +350,8 @@ fn from_flags(args: &ConfigArgs, settings: &mut Settings) {
         ("max_connections", &args.max_connections),
         ("unauthenticated_timeout", &args.unauthenticated_timeout),
         ("max_frame_size", &args.max_frame_size),
+        ("tls_cert", &args.tls_cert),
+        ("tls_key", &args.tls_key),
         ("metrics_listen", &args.metrics_listen),
         ("drain_timeout", &args.drain_timeout),
         ("admin_token", &args.admin_token),

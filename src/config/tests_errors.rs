@@ -339,3 +339,21 @@ fn bad_connection_limits() {
     assert!(msg.contains("lowest is 1 s"), "{msg}");
     fails_on("max_connections", None, &[], &["--max-connections=-1"]);
 }
+
+#[test]
+fn tls_listen_needs_cert_and_key() {
+    let msg = fails_on(
+        "tls_key",
+        None,
+        &[],
+        &["--tls-listen", "127.0.0.1:5349", "--tls-cert", "c.pem"],
+    );
+    assert!(msg.contains("certificate and its key"), "{msg}");
+    fails_on(
+        "tls_cert",
+        Some("tls_listen = [\"127.0.0.1:5349\"]\ntls_key = \"k.pem\""),
+        &[],
+        &[],
+    );
+    fails_on("tls_listen", None, &[("TURND_TLS_LISTEN", "5349")], &[]);
+}

@@ -7,6 +7,7 @@ mod discover;
 mod setup;
 mod socket;
 mod tcp;
+mod tls;
 mod worker;
 
 use crate::config::Config;
@@ -18,7 +19,8 @@ use tokio::sync::watch;
 
 /// Checks what only start-up would otherwise find wrong in a loaded config.
 pub fn check(config: &Config) -> anyhow::Result<()> {
-    setup::relay_addrs(config).map(|_| ())
+    setup::relay_addrs(config)?;
+    tls::check(config)
 }
 
 /// Tries for a port free in both UDP and TCP when the operator asks for port 0.
@@ -54,6 +56,7 @@ fn bind_listen_addr(
 pub struct Server {
     udp_addrs: Vec<SocketAddr>,
     tcp_addrs: Vec<SocketAddr>,
+    tls: tls::Listeners,
     shutdown: watch::Sender<bool>,
     workers: Vec<JoinHandle<()>>,
     metrics: crate::metrics::Endpoint,
@@ -96,6 +99,7 @@ impl Server {
                 tcp_per_worker[w].push(s);
             }
         }
+        let mut tls = tls::Listeners::bind(&config, workers)?;
         let limits = tcp::Limits {
             max_connections: config.max_connections as usize,
             open: Default::default(),
@@ -122,9 +126,11 @@ impl Server {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         let mut handles = Vec::new();
+        let mut tls_per_worker = tls.per_worker(workers).into_iter();
         for (index, (listeners, tcp_listeners)) in
             per_worker.into_iter().zip(tcp_per_worker).enumerate()
         {
+            let tls_listeners = tls_per_worker.next().unwrap_or_default();
             let seed: u64 = rand::random();
             let core = crate::core::Server::new(shared.clone(), seed, now, unix_now);
             let rx = rx.clone();
@@ -135,7 +141,18 @@ impl Server {
             let limits = limits.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("turnd-worker-{index}"))
-                .spawn(move || worker::run(index, core, listeners, tcp_listeners, limits, rx, link))
+                .spawn(move || {
+                    worker::run(
+                        index,
+                        core,
+                        listeners,
+                        tcp_listeners,
+                        tls_listeners,
+                        limits,
+                        rx,
+                        link,
+                    )
+                })
                 .context("cannot start worker thread")?;
             handles.push(handle);
         }
@@ -143,6 +160,7 @@ impl Server {
         Ok(Server {
             udp_addrs,
             tcp_addrs,
+            tls,
             shutdown: tx,
             workers: handles,
             metrics,
@@ -158,6 +176,18 @@ impl Server {
     /// The bound TCP listening addresses: the same IPs and ports as [`Server::udp_addrs`].
     pub fn tcp_addrs(&self) -> Vec<SocketAddr> {
         self.tcp_addrs.clone()
+    }
+
+    /// The bound TLS listening addresses (`tls_listen`, with real ports for port 0).
+    pub fn tls_addrs(&self) -> Vec<SocketAddr> {
+        self.tls.addrs()
+    }
+
+    /// Loads the TLS certificate and key again (SIGHUP); new handshakes use them, open
+    /// connections keep theirs. A certificate that does not load is logged and the old one
+    /// stays. False when it did not load, or there is no TLS.
+    pub fn reload_tls(&self) -> bool {
+        self.tls.reload("SIGHUP")
     }
 
     /// The bound address of the metrics and health listener.
@@ -186,8 +216,9 @@ impl Server {
     }
 
     /// Ends every allocation and stops the workers.
-    pub fn shutdown(self) {
+    pub fn shutdown(mut self) {
         self.metrics.set_ready(false);
+        self.tls.stop();
         let _ = self.shutdown.send(true);
         for h in self.workers {
             let _ = h.join();

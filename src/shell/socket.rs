@@ -42,8 +42,10 @@ pub fn bind_reuseport_group(
 const TCP_BACKLOG: i32 = 1024;
 
 /// Binds `count` TCP listeners to `addr` with `SO_REUSEPORT`, one per worker, like
-/// [`bind_reuseport_group`]. `addr` carries a real port: with a UDP port 0, the caller passes
-/// the port UDP was given, so both transports share it. `fresh` says that port was just
+/// [`bind_reuseport_group`]. For a `listen` address, `addr` carries a real port: with a UDP
+/// port 0, the caller passes the port UDP was given, so both transports share it. A
+/// `tls_listen` address may have port 0 (with `fresh`): the first listener picks the port and
+/// the rest join it. `fresh` says that port was just
 /// picked by the kernel for UDP: the first TCP socket then binds without `SO_REUSEPORT`, so
 /// it fails (rather than joins) if another program's `SO_REUSEPORT` listener holds it.
 pub fn bind_tcp_reuseport_group(
@@ -52,6 +54,7 @@ pub fn bind_tcp_reuseport_group(
     fresh: bool,
 ) -> io::Result<Vec<std::net::TcpListener>> {
     let mut out = Vec::with_capacity(count);
+    let mut addr = addr;
     for i in 0..count.max(1) {
         let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
         if addr.is_ipv6() {
@@ -68,7 +71,10 @@ pub fn bind_tcp_reuseport_group(
             s.bind(&addr.into())?;
         }
         s.listen(TCP_BACKLOG)?;
-        out.push(s.into());
+        let s: std::net::TcpListener = s.into();
+        // With port 0 (TLS listeners have no UDP twin), the others join the port picked.
+        addr = s.local_addr()?;
+        out.push(s);
     }
     Ok(out)
 }

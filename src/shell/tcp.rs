@@ -3,13 +3,15 @@
 //! accepted it, so the connection, its allocation and the allocation's relay socket all live
 //! on one core.
 //!
-//! A connection task reads into a bounded buffer of its own, cuts it into frames with
-//! [`framing`], and hands each frame to the core exactly like a UDP datagram. Writes to the
-//! client (responses, and peer data on the relay path) go through [`Conn::send`]: straight to
-//! the socket with `try_write`, and only when the kernel's send buffer is full into a bounded
-//! queue that the task flushes when the socket is writable again. Over the bound, whole
-//! frames are dropped (and counted) — a TURN relay carries media, where a late packet is as
-//! good as a lost one — so a client that stops reading cannot make the server grow.
+//! A connection task owns its stream — a `TcpStream`, or a TLS stream over one (`tls.rs`):
+//! the task is generic over `AsyncRead + AsyncWrite`. It reads into a bounded buffer of its
+//! own, cuts it into frames with [`framing`], and hands each frame to the core exactly like a
+//! UDP datagram. Writes to the client (responses, and peer data on the relay path) go through
+//! [`Conn::send`], which appends the frame to the connection's bounded queue and wakes the
+//! task; the task takes the whole queue at once and writes it (through TLS when the stream is
+//! TLS). Over the bound, whole frames are dropped (and counted) — a TURN relay carries media,
+//! where a late packet is as good as a lost one — so a client that stops reading cannot make
+//! the server grow.
 //!
 //! Hygiene against clients that hold connections without using them: at most
 //! `max_connections` at once across the server (more are closed at accept), and a connection
@@ -17,22 +19,26 @@
 //! `unauthenticated_timeout`.
 
 use super::worker::{Shared, Worker};
-use crate::core::FiveTuple;
+use crate::core::{FiveTuple, Transport};
 use crate::stun::framing;
 use std::cell::{Cell, RefCell};
+use std::future::Future;
 use std::io;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 
 /// The first read buffer of a connection; it grows (up to `max_frame`) only when a frame
 /// needs more, so idle connections stay small.
 const INITIAL_READ_BUF: usize = 4096;
-/// Bytes queued for a client whose socket is full before whole frames are dropped. A frame
-/// already partly written is always queued in full, so the queue can exceed this by one frame.
+/// Bytes queued for a client (waiting, plus taken by the task and not yet written) beyond
+/// which whole frames are dropped.
 const WRITE_QUEUE_MAX: usize = 256 * 1024;
 /// Capacity an emptied write queue keeps.
 const QUEUE_KEEP: usize = 16 * 1024;
@@ -56,7 +62,7 @@ pub struct Limits {
 }
 
 /// One slot of `max_connections`, given back when the connection ends.
-struct Slot(Arc<AtomicUsize>);
+pub(super) struct Slot(Arc<AtomicUsize>);
 
 impl Slot {
     fn take(limits: &Limits) -> Option<Slot> {
@@ -75,81 +81,48 @@ impl Drop for Slot {
     }
 }
 
-/// What the worker keeps of a connection to write to it (the map `FiveTuple → Conn`).
+/// What the worker keeps of a connection to write to it (the map `FiveTuple → Conn`). The
+/// stream itself belongs to the connection's task; the worker only queues frames here.
 pub struct Conn {
-    stream: TcpStream,
-    /// Bytes the kernel would not take yet, oldest first, from `head`.
-    queue: RefCell<Queue>,
+    /// Whole frames waiting for the task to write them, oldest first.
+    queue: RefCell<Vec<u8>>,
+    /// Bytes the task has taken from `queue` and not yet written: they count towards the
+    /// queue's bound too.
+    in_flight: Cell<usize>,
     /// Wakes the task: output was queued, the allocation state changed, or close.
     wake: Notify,
     /// Since when the connection has had no allocation (`None` while it has one).
     idle_since: Cell<Option<Instant>>,
-    /// Set when a write failed: the task closes the connection.
-    broken: Cell<bool>,
     /// Frames dropped because the queue was over its bound.
     pub dropped: Cell<u64>,
 }
 
-#[derive(Default)]
-struct Queue {
-    buf: Vec<u8>,
-    head: usize,
-}
-
-impl Queue {
-    fn pending(&self) -> &[u8] {
-        &self.buf[self.head..]
-    }
-
-    fn is_empty(&self) -> bool {
-        self.head == self.buf.len()
-    }
-
-    fn consume(&mut self, n: usize) {
-        self.head += n;
-        if self.head == self.buf.len() {
-            self.buf.clear();
-            self.head = 0;
-            // Keep some capacity (a client that was slow once may be slow again), but not
-            // a burst's worth on every connection that ever had one.
-            self.buf.shrink_to(QUEUE_KEEP);
-        }
-    }
-}
-
 impl Conn {
-    /// Sends one whole frame to the client: now if the socket takes it, else queued behind
-    /// what is already waiting; dropped when the queue is over its bound. Never blocks.
-    pub fn send(&self, frame: &[u8]) {
-        if self.broken.get() {
-            return;
+    fn new() -> Conn {
+        Conn {
+            queue: RefCell::default(),
+            in_flight: Cell::new(0),
+            wake: Notify::new(),
+            idle_since: Cell::new(Some(Instant::now())),
+            dropped: Cell::new(0),
         }
+    }
+
+    /// Queues one whole frame for the client; the connection's task writes it. Dropped when
+    /// the queue is over its bound. Never blocks, and (once the queue has grown to its
+    /// working size) never allocates.
+    pub fn send(&self, frame: &[u8]) {
         let mut q = self.queue.borrow_mut();
-        let rest = if q.is_empty() {
-            match self.stream.try_write(frame) {
-                Ok(n) if n == frame.len() => return,
-                Ok(n) => &frame[n..],
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => frame,
-                Err(_) => {
-                    self.broken.set(true);
-                    self.wake.notify_one();
-                    return;
-                }
-            }
-        } else if q.pending().len() + frame.len() > WRITE_QUEUE_MAX {
+        if q.len() + self.in_flight.get() + frame.len() > WRITE_QUEUE_MAX {
             self.dropped.set(self.dropped.get() + 1);
             return;
-        } else {
-            frame
-        };
-        // The rest of a frame partly written must follow, or the stream is out of step.
-        if q.head > 0 && q.buf.len() + rest.len() > q.buf.capacity() {
-            let head = q.head;
-            q.buf.drain(..head);
-            q.head = 0;
         }
-        q.buf.extend_from_slice(rest);
-        self.wake.notify_one();
+        let was_empty = q.is_empty();
+        q.extend_from_slice(frame);
+        if was_empty {
+            // The task takes the whole queue when it wakes, so one wake-up per batch.
+            self.wake.notify_one();
+        }
     }
 
     /// The worker saw this connection's allocation start (`false`) or end (`true`).
@@ -157,24 +130,14 @@ impl Conn {
         self.idle_since.set(idle.then_some(now));
         self.wake.notify_one();
     }
-
-    /// Writes as much of the queue as the socket takes; false when the socket failed.
-    fn flush(&self) -> bool {
-        let mut q = self.queue.borrow_mut();
-        while !q.is_empty() {
-            match self.stream.try_write(q.pending()) {
-                Ok(0) => return false,
-                Ok(n) => q.consume(n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
-                Err(_) => return false,
-            }
-        }
-        true
-    }
 }
 
-/// Accepts connections on one listener of this worker.
-pub async fn accept(worker: Shared, listener: TcpListener, limits: Limits) {
+/// Accepts the next connection within `max_connections` on `listener`, for `transport`.
+pub(super) async fn accept_one(
+    listener: &TcpListener,
+    limits: &Limits,
+    transport: Transport,
+) -> (TcpStream, FiveTuple, Slot) {
     loop {
         let (stream, client) = match listener.accept().await {
             Ok(v) => v,
@@ -184,9 +147,9 @@ pub async fn accept(worker: Shared, listener: TcpListener, limits: Limits) {
                 continue;
             }
         };
-        let Some(slot) = Slot::take(&limits) else {
+        let Some(slot) = Slot::take(limits) else {
             // Dropping the stream closes it: over max_connections.
-            tracing::debug!(%client, "tcp connection refused: max_connections reached");
+            tracing::debug!(%client, "connection refused: max_connections reached");
             continue;
         };
         let Ok(server) = stream.local_addr() else {
@@ -197,32 +160,37 @@ pub async fn accept(worker: Shared, listener: TcpListener, limits: Limits) {
         let five_tuple = FiveTuple {
             client,
             server,
-            transport: crate::core::Transport::Tcp,
+            transport,
         };
-        let conn = Rc::new(Conn {
-            stream,
-            queue: RefCell::default(),
-            wake: Notify::new(),
-            idle_since: Cell::new(Some(Instant::now())),
-            broken: Cell::new(false),
-            dropped: Cell::new(0),
-        });
+        return (stream, five_tuple, slot);
+    }
+}
+
+/// Accepts TCP connections on one listener of this worker.
+pub async fn accept(worker: Shared, listener: TcpListener, limits: Limits) {
+    loop {
+        let (stream, ft, slot) = accept_one(&listener, &limits, Transport::Tcp).await;
+        tokio::task::spawn_local(serve(worker.clone(), stream, ft, limits.clone(), slot));
+    }
+}
+
+/// Registers a connection (TCP, or TLS once its handshake is done) with the worker and
+/// drives it until it closes.
+pub(super) async fn serve<S>(worker: Shared, stream: S, ft: FiveTuple, limits: Limits, slot: Slot)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let conn = Rc::new(Conn::new());
+    {
         let mut w = worker.borrow_mut();
-        if w.conns.insert(five_tuple, conn.clone()).is_some() {
+        if w.conns.insert(ft, conn.clone()).is_some() {
             // The old connection of this 5-tuple has closed but its task has not run yet:
             // its allocation belonged to that connection, so it ends now.
-            w.core.handle_connection_closed(Instant::now(), five_tuple);
+            w.core.handle_connection_closed(Instant::now(), ft);
             w.drain_outputs();
         }
-        drop(w);
-        tokio::task::spawn_local(connection(
-            worker.clone(),
-            conn,
-            five_tuple,
-            limits.clone(),
-            slot,
-        ));
     }
+    connection(worker, conn, stream, ft, limits, slot).await;
 }
 
 /// Why a connection ended, for its debug log line.
@@ -244,13 +212,40 @@ impl std::fmt::Display for Closed {
     }
 }
 
-/// Drives one connection until it closes, then ends its allocation.
-async fn connection(worker: Shared, conn: Rc<Conn>, ft: FiveTuple, limits: Limits, slot: Slot) {
+/// What woke a connection's task.
+enum Step {
+    Wake,
+    Timer,
+    Wrote(io::Result<usize>),
+    Flushed(io::Result<()>),
+    Read(io::Result<usize>),
+}
+
+/// Drives one connection until it closes, then ends its allocation. The task owns the
+/// stream (a `TcpStream`, or a TLS stream over one): it reads and frames what the client
+/// sends, and writes what the worker queued in `conn`.
+async fn connection<S>(
+    worker: Shared,
+    conn: Rc<Conn>,
+    mut stream: S,
+    ft: FiveTuple,
+    limits: Limits,
+    slot: Slot,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let mut reader = Reader {
         buf: vec![0; INITIAL_READ_BUF.min(limits.max_frame)],
         filled: 0,
         max_frame: limits.max_frame,
     };
+    // What the task is writing: the queue, taken whole (the two buffers swap, so neither
+    // is reallocated once grown), and how much of it is written.
+    let mut out: Vec<u8> = Vec::new();
+    let mut pos = 0;
+    // Written into the stream but maybe not flushed (TLS buffers records).
+    let mut unflushed = false;
+    let mut reads = 0;
     let timeout = limits.unauthenticated_timeout;
     // One timer for the connection's life, moved only when its deadline changes, so reads
     // do not touch the timer wheel.
@@ -258,32 +253,69 @@ async fn connection(worker: Shared, conn: Rc<Conn>, ft: FiveTuple, limits: Limit
     let sleep = tokio::time::sleep_until(deadline(&conn, timeout, recheck_at).into());
     tokio::pin!(sleep);
     let why = loop {
-        if conn.broken.get() {
-            break Closed::Error;
+        if pos == out.len() {
+            out.clear();
+            out.shrink_to(QUEUE_KEEP);
+            pos = 0;
+            std::mem::swap(&mut out, &mut *conn.queue.borrow_mut());
+            conn.in_flight.set(out.len());
         }
         let at = tokio::time::Instant::from(deadline(&conn, timeout, recheck_at));
         if sleep.deadline() != at {
             sleep.as_mut().reset(at);
         }
-        let queued = !conn.queue.borrow().is_empty();
-        tokio::select! {
-            _ = conn.wake.notified() => {}
-            r = conn.stream.readable() => {
-                if r.is_err() {
-                    break Closed::Error;
+        let notified = conn.wake.notified();
+        tokio::pin!(notified);
+        let step = std::future::poll_fn(|cx| {
+            if notified.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Step::Wake);
+            }
+            if sleep.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Step::Timer);
+            }
+            if pos < out.len() {
+                if let Poll::Ready(r) = Pin::new(&mut stream).poll_write(cx, &out[pos..]) {
+                    return Poll::Ready(Step::Wrote(r));
                 }
-                match reader.on_readable(&worker, &conn.stream, ft) {
-                    Ok(true) => tokio::task::yield_now().await,
-                    Ok(false) => {}
-                    Err(why) => break why,
+            } else if unflushed {
+                if let Poll::Ready(r) = Pin::new(&mut stream).poll_flush(cx) {
+                    return Poll::Ready(Step::Flushed(r));
                 }
             }
-            r = conn.stream.writable(), if queued => {
-                if r.is_err() || !conn.flush() {
-                    break Closed::Error;
+            let mut rb = ReadBuf::new(&mut reader.buf[reader.filled..]);
+            match Pin::new(&mut stream).poll_read(cx, &mut rb) {
+                Poll::Ready(r) => Poll::Ready(Step::Read(r.map(|()| rb.filled().len()))),
+                Poll::Pending => Poll::Pending,
+            }
+        })
+        .await;
+        match step {
+            Step::Wake => {}
+            Step::Wrote(Ok(0)) | Step::Wrote(Err(_)) | Step::Flushed(Err(_)) => {
+                break Closed::Error
+            }
+            Step::Wrote(Ok(n)) => {
+                pos += n;
+                unflushed = true;
+                conn.in_flight.set(out.len() - pos);
+            }
+            Step::Flushed(Ok(())) => unflushed = false,
+            Step::Read(Ok(0)) => break Closed::ByClient,
+            Step::Read(Ok(n)) => {
+                reader.filled += n;
+                if let Err(why) = reader.cut(&worker, ft) {
+                    break why;
+                }
+                reads += 1;
+                if reads == BATCH {
+                    // Let the worker's other tasks run between batches.
+                    reads = 0;
+                    tokio::task::yield_now().await;
                 }
             }
-            _ = &mut sleep => {
+            Step::Read(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+            Step::Read(Err(_)) => break Closed::Error,
+            Step::Timer => {
                 let now = Instant::now();
                 if worker.borrow().core.has_allocation(&ft) {
                     conn.idle_since.set(None);
@@ -308,7 +340,7 @@ async fn connection(worker: Shared, conn: Rc<Conn>, ft: FiveTuple, limits: Limit
         w.drain_outputs();
     }
     drop(w);
-    tracing::debug!(client = %ft, reason = %why, dropped = conn.dropped.get(), "tcp connection closed");
+    tracing::debug!(client = %ft, reason = %why, dropped = conn.dropped.get(), "connection closed");
     drop(slot);
 }
 
@@ -326,27 +358,6 @@ struct Reader {
 }
 
 impl Reader {
-    /// Reads what the socket has and feeds every complete frame to the core. Ok(true) when
-    /// the batch filled (more may be waiting).
-    fn on_readable(
-        &mut self,
-        worker: &Shared,
-        stream: &TcpStream,
-        ft: FiveTuple,
-    ) -> Result<bool, Closed> {
-        for _ in 0..BATCH {
-            match stream.try_read(&mut self.buf[self.filled..]) {
-                Ok(0) => return Err(Closed::ByClient),
-                Ok(n) => self.filled += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => return Err(Closed::Error),
-            }
-            self.cut(worker, ft)?;
-        }
-        Ok(true)
-    }
-
     /// Hands every complete frame to the core, keeps the incomplete rest at the front, and
     /// grows the buffer when the next frame is longer than it.
     fn cut(&mut self, worker: &Shared, ft: FiveTuple) -> Result<(), Closed> {

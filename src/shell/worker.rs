@@ -1,12 +1,15 @@
 //! One worker: a thread running a single-threaded tokio runtime that owns a core instance,
-//! one `SO_REUSEPORT` UDP socket and one TCP listener per listening address, the TCP
-//! connections it accepted (`tcp.rs`), and the relay sockets of its allocations. Nothing here is shared with other workers, so the relay path takes no lock.
+//! one `SO_REUSEPORT` UDP socket and one TCP listener per listening address (and one per
+//! `tls_listen` address), the TCP and TLS connections it accepted (`tcp.rs`, `tls.rs`), and
+//! the relay sockets of its allocations. Nothing here is shared with other workers, so the
+//! relay path takes no lock.
 //!
 //! Tasks on the worker share its state through `Rc<RefCell<…>>`; a borrow is never held
 //! across an `.await`, so borrows cannot collide.
 
 use super::socket;
 use super::tcp::{self, Conn, Limits};
+use super::tls::{self, Certs};
 use crate::core::{
     AllocationId, Event, FiveTuple, Output, RelayOpenError, Server as Core, PEER_HEADROOM,
     PEER_TAILROOM,
@@ -17,6 +20,7 @@ use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
@@ -91,11 +95,15 @@ fn unix_now() -> u64 {
 }
 
 /// Runs a worker until `shutdown` flips to true, then ends every allocation.
+// One argument per kind of socket and per link to the rest of the process; a struct for them
+// would only move the list.
+#[allow(clippy::too_many_arguments)]
 pub fn run(
     index: usize,
     core: Core,
     listeners: Vec<std::net::UdpSocket>,
     tcp_listeners: Vec<std::net::TcpListener>,
+    tls_listeners: Vec<(std::net::TcpListener, Arc<Certs>)>,
     limits: Limits,
     mut shutdown: watch::Receiver<bool>,
     link: crate::metrics::WorkerLink,
@@ -143,6 +151,17 @@ pub fn run(
                 }
                 Err(e) => {
                     tracing::error!(worker = index, error = %e, "cannot register tcp listener")
+                }
+            }
+        }
+        for (l, certs) in tls_listeners {
+            match tokio::net::TcpListener::from_std(l) {
+                Ok(l) => {
+                    let w = worker.clone();
+                    tokio::task::spawn_local(tls::accept(w, l, limits.clone(), certs));
+                }
+                Err(e) => {
+                    tracing::error!(worker = index, error = %e, "cannot register tls listener")
                 }
             }
         }

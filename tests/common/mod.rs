@@ -438,6 +438,32 @@ impl TurnServer {
         self.addr.port()
     }
 
+    /// The server process's own PID (to signal it).
+    pub fn pid(&self) -> u32 {
+        self.proc.id()
+    }
+
+    /// The TLS listening address from turnd's `turnd listening tls` line (printed right after
+    /// the UDP one; waits a bounded time for the output reader to see it).
+    pub fn tls_addr(&self) -> SocketAddr {
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        // Bounded: one look per 20 ms until the deadline.
+        loop {
+            let out = self.proc.output();
+            if let Some(a) = out
+                .lines()
+                .find_map(|l| l.strip_prefix("turnd listening tls "))
+            {
+                return a.trim().parse().expect("tls listening address");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no `turnd listening tls` line; output:\n{out}"
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Everything the server printed so far.
     pub fn output(&self) -> String {
         self.proc.output()

@@ -603,6 +603,8 @@ pub struct TestServer {
     pub addr: SocketAddr,
     /// The TCP listener on the same port.
     pub tcp_addr: SocketAddr,
+    /// The TLS listeners (`tls_listen`), if any.
+    pub tls_addrs: Vec<SocketAddr>,
     server: Option<turnd::shell::Server>,
 }
 
@@ -616,6 +618,7 @@ impl TestServer {
         TestServer {
             addr,
             tcp_addr,
+            tls_addrs: server.tls_addrs(),
             server: Some(server),
         }
     }
