@@ -230,7 +230,7 @@ impl Server {
             Ok(()) => {
                 a.state = State::Active;
                 let lifetime = a.expires.saturating_duration_since(a.created);
-                let (advertised, relay, expires) = (a.advertised, a.relay, a.expires);
+                let (advertised, expires) = (a.advertised, a.expires);
                 let username = a.username.clone();
                 self.timers.push(expires, TimerKind::AllocationExpiry(id));
                 let resp = r.success(|b| {
@@ -241,8 +241,8 @@ impl Server {
                     }
                     b.add_xor_address(AttrType::XOR_MAPPED_ADDRESS, &five_tuple.client)
                 });
-                self.respond_and_remember(now, five_tuple, txid, resp);
-                let _ = relay;
+                // The event goes out before the response, so the allocation is logged (and
+                // counted) by the time the client knows it exists.
                 self.outputs
                     .push_back(Output::Event(Event::AllocationCreated {
                         id,
@@ -251,6 +251,7 @@ impl Server {
                         relay: advertised,
                         lifetime,
                     }));
+                self.respond_and_remember(now, five_tuple, txid, resp);
             }
             Err(RelayOpenError::AddrInUse) if retryable && attempts < MAX_BIND_ATTEMPTS => {
                 let old = a.relay;
