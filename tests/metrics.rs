@@ -31,13 +31,18 @@ fn get(addr: SocketAddr, path: &str, accept: Option<&str>) -> HttpResponse {
 }
 
 fn http(addr: SocketAddr, method: &str, path: &str, accept: Option<&str>) -> HttpResponse {
+    let accept = accept.map_or(String::new(), |a| format!("Accept: {a}\r\n"));
+    http_with_headers(addr, method, path, &accept)
+}
+
+/// An HTTP/1.1 request with `headers` (each ending in CRLF) added after Host.
+fn http_with_headers(addr: SocketAddr, method: &str, path: &str, headers: &str) -> HttpResponse {
     let mut s = TcpStream::connect_timeout(&addr, HTTP_TIMEOUT).expect("connect to metrics");
     s.set_read_timeout(Some(HTTP_TIMEOUT)).unwrap();
     s.set_write_timeout(Some(HTTP_TIMEOUT)).unwrap();
-    let accept = accept.map_or(String::new(), |a| format!("Accept: {a}\r\n"));
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{accept}\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{headers}\r\n"
     )
     .unwrap();
     let mut raw = Vec::new();
@@ -652,4 +657,32 @@ fn admin_api_lists_and_deletes_allocations() {
     assert_error(&c.refresh(Some(600)), REFRESH, 437);
     assert_eq!(get(m, "/allocations", None).body, "{\"allocations\":[]}\n");
     expect_series(m, &[(ACTIVE, 0.0), (DURATIONS, 1.0)]);
+}
+
+#[test]
+fn admin_token_guards_the_admin_api_but_not_metrics_or_health() {
+    let server = TestServer::start(ConfigArgs {
+        admin_token: Some("s3cret-token".into()),
+        ..base_args()
+    });
+    let m = server.metrics_addr();
+    let list = |headers: &str| http_with_headers(m, "GET", "/allocations", headers).status;
+    assert_eq!(list(""), 401, "no token");
+    assert_eq!(list("Authorization: Bearer wrong\r\n"), 401, "wrong token");
+    assert_eq!(
+        list("Authorization: Basic s3cret-token\r\n"),
+        401,
+        "wrong scheme"
+    );
+    assert_eq!(
+        list("Authorization: Bearer s3cret-token\r\n"),
+        200,
+        "right token"
+    );
+    let delete = http_with_headers(m, "DELETE", "/allocations/0.0", "").status;
+    assert_eq!(delete, 401, "DELETE needs the token too");
+    // Scrapers and probes need no token.
+    assert_eq!(get(m, "/metrics", None).status, 200);
+    assert_eq!(get(m, "/healthz", None).status, 200);
+    assert_eq!(get(m, "/readyz", None).status, 200);
 }
