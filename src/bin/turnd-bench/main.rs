@@ -178,7 +178,7 @@ fn traffic(a: &Args, creds: &Creds) -> Result<()> {
     let relayed = counts.peer_received + counts.client_received;
     let w = counts.send_window;
     let cpu = match (before, after) {
-        (Some(b), Some(e)) => stats::cpu_us_per(b, e, stats::clock_ticks_per_sec(), relayed),
+        (Some(b), Some(e)) => stats::cpu_us_per(b, e, relayed),
         _ => None,
     };
     Report(vec![
@@ -234,7 +234,7 @@ fn setup_only(a: &Args, creds: &Creds, n: usize) -> Result<()> {
         }
     }
     let cpu = match (before, after) {
-        (Some(b), Some(e)) => stats::cpu_us_per(b, e, stats::clock_ticks_per_sec(), n as u64),
+        (Some(b), Some(e)) => stats::cpu_us_per(b, e, n as u64),
         _ => None,
     };
     let rss_per = match (before, held) {

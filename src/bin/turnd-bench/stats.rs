@@ -15,9 +15,34 @@ pub fn percentile(sorted: &[u32], p: f64) -> Option<u32> {
 /// CPU time and resident memory of a process at one instant.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct ProcSample {
-    /// utime + stime, in clock ticks.
-    pub cpu_ticks: u64,
+    /// CPU time in nanoseconds: the sum over the process's threads of the first field of
+    /// `/proc/PID/task/TID/schedstat` (nanosecond resolution), or utime + stime of
+    /// `/proc/PID/stat` (10 ms ticks) converted when schedstat is unavailable.
+    pub cpu_ns: u64,
     pub rss_bytes: u64,
+}
+
+/// The first field of a `schedstat` line: time spent on the CPU, in nanoseconds.
+pub fn parse_schedstat_ns(schedstat: &str) -> Option<u64> {
+    schedstat.split_whitespace().next()?.parse().ok()
+}
+
+/// Sum of every thread's on-CPU nanoseconds. Threads that already exited are not counted, so
+/// this suits servers with long-lived threads (turnd's workers, coturn's relay threads).
+fn schedstat_ns(pid: u32) -> Option<u64> {
+    let mut total = 0u64;
+    // Bounded: a process has a finite task list; 100,000 is far above either server.
+    for entry in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .take(100_000)
+    {
+        let path = entry.ok()?.path().join("schedstat");
+        // A thread may exit between the listing and the read; it then counts zero.
+        if let Ok(s) = std::fs::read_to_string(path) {
+            total += parse_schedstat_ns(&s)?;
+        }
+    }
+    Some(total)
 }
 
 /// Parses utime + stime (fields 14 and 15) out of a `/proc/PID/stat` line. The command name
@@ -41,9 +66,16 @@ pub fn parse_status_rss(status: &str) -> Option<u64> {
 pub fn sample(pid: u32) -> anyhow::Result<ProcSample> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let cpu_ns = match schedstat_ns(pid) {
+        Some(ns) => ns,
+        None => {
+            let ticks = parse_stat_cpu_ticks(&stat)
+                .ok_or_else(|| anyhow::anyhow!("unparsable /proc/{pid}/stat"))?;
+            ticks * 1_000_000_000 / clock_ticks_per_sec()
+        }
+    };
     Ok(ProcSample {
-        cpu_ticks: parse_stat_cpu_ticks(&stat)
-            .ok_or_else(|| anyhow::anyhow!("unparsable /proc/{pid}/stat"))?,
+        cpu_ns,
         rss_bytes: parse_status_rss(&status)
             .ok_or_else(|| anyhow::anyhow!("no VmRSS in /proc/{pid}/status"))?,
     })
@@ -62,17 +94,12 @@ pub fn clock_ticks_per_sec() -> u64 {
 
 /// Server CPU microseconds per unit (relayed datagram, or allocation set up) between two
 /// samples; `None` when there were no units.
-pub fn cpu_us_per(
-    before: ProcSample,
-    after: ProcSample,
-    ticks_per_sec: u64,
-    units: u64,
-) -> Option<f64> {
-    if units == 0 || ticks_per_sec == 0 {
+pub fn cpu_us_per(before: ProcSample, after: ProcSample, units: u64) -> Option<f64> {
+    if units == 0 {
         return None;
     }
-    let ticks = after.cpu_ticks.saturating_sub(before.cpu_ticks);
-    Some(ticks as f64 * 1e6 / ticks_per_sec as f64 / units as f64)
+    let ns = after.cpu_ns.saturating_sub(before.cpu_ns);
+    Some(ns as f64 / 1e3 / units as f64)
 }
 
 /// Events per second over `window`.
@@ -113,19 +140,19 @@ mod tests {
     #[test]
     fn cpu_per_datagram() {
         let a = ProcSample {
-            cpu_ticks: 1000,
+            cpu_ns: 10_000_000_000,
             rss_bytes: 0,
         };
         let b = ProcSample {
-            cpu_ticks: 1050,
+            cpu_ns: 10_500_000_000,
             rss_bytes: 0,
         };
-        // 50 ticks at 100 Hz = 0.5 s over 100,000 datagrams = 5 µs each.
-        let us = cpu_us_per(a, b, 100, 100_000).unwrap();
+        // 0.5 s of CPU over 100,000 datagrams = 5 µs each.
+        let us = cpu_us_per(a, b, 100_000).unwrap();
         assert!((us - 5.0).abs() < 1e-9, "{us}");
-        assert_eq!(cpu_us_per(a, b, 100, 0), None);
+        assert_eq!(cpu_us_per(a, b, 0), None);
         // A counter never goes back; if a sample is odd, the delta is zero, not a wrap.
-        assert_eq!(cpu_us_per(b, a, 100, 10), Some(0.0));
+        assert_eq!(cpu_us_per(b, a, 10), Some(0.0));
     }
 
     #[test]
@@ -135,6 +162,8 @@ mod tests {
         let status = "Name:\tturnd\nVmRSS:\t   2048 kB\nThreads:\t3\n";
         assert_eq!(parse_status_rss(status), Some(2048 * 1024));
         assert_eq!(parse_status_rss("Name: x\n"), None);
+        assert_eq!(parse_schedstat_ns("123456789 2000 31\n"), Some(123_456_789));
+        assert_eq!(parse_schedstat_ns(""), None);
     }
 
     #[test]
