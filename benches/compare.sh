@@ -108,7 +108,7 @@ bench() {
 }
 
 cpu_ns() { # On-CPU nanoseconds of PID $1, summed over its threads (schedstat).
-    cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{s += $1} END {printf "%d", s}'
+    cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{s += $1} END {printf "%.0f", s}'
 }
 
 # uclient SERVER: turnutils_uclient against a turnutils_peer echo; server CPU from /proc.
