@@ -1,0 +1,201 @@
+#!/usr/bin/env bash
+# Issue 5: turnd against coturn, in the same run, on loopback.
+#
+# Starts coturn (`turnserver`, Debian package coturn) and turnd side by side, each on its own
+# port and relay port range, and runs against both, interleaved, REPS repetitions of:
+#   (a) a fixed offered load of ChannelData over UDP         (turnd-bench --mode channel --rate)
+#   (b) a fixed offered load of Send/Data indications        (turnd-bench --mode send --rate)
+#   (c) a ChannelData flood from several clients             (turnd-bench --flood)
+#   (d) allocation setup: SETUP allocations with a permission each, on a freshly started server
+#   (e) coturn's own turnutils_uclient as a second, independent generator (server CPU from /proc)
+# and prints, per metric, the median and min–max for each server, the ratio turnd/coturn and
+# the target of issue 5. A benchmark, not a test: nothing here asserts a time.
+#
+# Knobs (environment): REPS (5), RATE (20000 datagrams/s offered in (a) and (b)), CLIENTS (4),
+# FLOOD_CLIENTS (8), DURATION (3 s), SIZE (160 payload bytes), SETUP (1000),
+# UCLIENT_ARGS ("-n 2000 -m 10 -l 170 -z 1 -c").
+set -euo pipefail
+
+REPS=${REPS:-5}
+RATE=${RATE:-20000}
+CLIENTS=${CLIENTS:-4}
+FLOOD_CLIENTS=${FLOOD_CLIENTS:-8}
+DURATION=${DURATION:-3}
+SIZE=${SIZE:-160}
+SETUP=${SETUP:-1000}
+UCLIENT_ARGS=${UCLIENT_ARGS:-"-n 2000 -m 10 -l 170 -z 1 -c"}
+
+TURND_PORT=34781
+COTURN_PORT=34782
+PEER_PORT=34790
+USER=bench
+PASS=bench-password
+REALM=bench
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+target=${CARGO_TARGET_DIR:-$root/target}
+for tool in turnserver turnutils_uclient turnutils_peer python3; do
+    command -v "$tool" >/dev/null || { echo "compare.sh: $tool is missing (apt-get install coturn python3)" >&2; exit 1; }
+done
+cargo build --release --quiet --bin turnd --bin turnd-bench
+TURND=$target/release/turnd
+BENCH=$target/release/turnd-bench
+
+# SETUP allocations need a socket each in the tool and in the server.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+work=$(mktemp -d /tmp/turnd-compare.XXXXXX)
+results=$work/results.jsonl
+turnd_pid=""
+coturn_pid=""
+peer_pid=""
+
+stop() {
+    local pid=$1
+    [ -n "$pid" ] || return 0
+    kill "$pid" 2>/dev/null || true
+    # turnd drains on the first SIGTERM; a second one makes it exit at once.
+    sleep 0.3
+    kill "$pid" 2>/dev/null || true
+    # Bounded wait for the exit.
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null || true
+}
+cleanup() {
+    stop "$turnd_pid"
+    stop "$coturn_pid"
+    stop "$peer_pid"
+}
+trap cleanup EXIT
+
+wait_udp() { # Bounded wait until something listens on UDP port $1.
+    for _ in $(seq 100); do
+        ss -Hlun "sport = :$1" | grep -q . && return 0
+        sleep 0.1
+    done
+    echo "compare.sh: nothing listens on udp port $1" >&2
+    return 1
+}
+
+start_turnd() {
+    "$TURND" --listen 127.0.0.1:$TURND_PORT --relay-ports 40000-44999 \
+        --user "$USER:$PASS" --realm "$REALM" --allow-peer 127.0.0.0/8 \
+        --metrics-listen 127.0.0.1:0 --log-level warn >>"$work/turnd.log" 2>&1 &
+    turnd_pid=$!
+    wait_udp $TURND_PORT
+}
+
+start_coturn() {
+    turnserver -n --listening-ip 127.0.0.1 --listening-port $COTURN_PORT --relay-ip 127.0.0.1 \
+        --min-port 45000 --max-port 49999 --allow-loopback-peers --no-tls --no-dtls \
+        --lt-cred-mech --user "$USER:$PASS" --realm "$REALM" --no-cli \
+        --pidfile "$work/coturn.pid" --log-file "$work/coturn.log" --simple-log \
+        >>"$work/coturn.out" 2>&1 &
+    coturn_pid=$!
+    wait_udp $COTURN_PORT
+}
+
+# bench SERVER SCENARIO ARGS...: one turnd-bench run, its JSON tagged and appended.
+bench() {
+    local server=$1 scenario=$2; shift 2
+    local port pid
+    if [ "$server" = turnd ]; then port=$TURND_PORT pid=$turnd_pid; else port=$COTURN_PORT pid=$coturn_pid; fi
+    local out
+    out=$("$BENCH" --server 127.0.0.1:$port --user $USER --password $PASS \
+        --server-pid "$pid" --json "$@")
+    echo "{\"server\":\"$server\",\"scenario\":\"$scenario\",\"m\":$out}" >>"$results"
+}
+
+cpu_ns() { # On-CPU nanoseconds of PID $1, summed over its threads (schedstat).
+    cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{s += $1} END {printf "%.0f", s}'
+}
+
+# uclient SERVER: turnutils_uclient against a turnutils_peer echo; server CPU from /proc.
+uclient() {
+    local server=$1 port pid
+    if [ "$server" = turnd ]; then port=$TURND_PORT pid=$turnd_pid; else port=$COTURN_PORT pid=$coturn_pid; fi
+    local t0 t1 out sent recv
+    t0=$(cpu_ns "$pid")
+    # shellcheck disable=SC2086 # UCLIENT_ARGS is a list of flags.
+    out=$(timeout 120 turnutils_uclient $UCLIENT_ARGS -u $USER -w $PASS -e 127.0.0.1 \
+        -r $PEER_PORT -p "$port" 127.0.0.1 2>&1) || true
+    t1=$(cpu_ns "$pid")
+    sent=$(grep 'start_mclient: tot_send_msgs=' <<<"$out" | tail -1 | sed 's/.*tot_send_msgs=\([0-9]*\).*/\1/')
+    recv=$(grep 'start_mclient: tot_send_msgs=' <<<"$out" | tail -1 | sed 's/.*tot_recv_msgs=\([0-9]*\).*/\1/')
+    echo "{\"server\":\"$server\",\"scenario\":\"uclient\",\"m\":{\"cpu_ns\":$((t1 - t0)),\"sent\":${sent:-0},\"recv\":${recv:-0}}}" >>"$results"
+}
+
+turnutils_peer -L 127.0.0.1 -p $PEER_PORT >"$work/peer.log" 2>&1 &
+peer_pid=$!
+start_turnd
+start_coturn
+turnd_workers=$(nproc)
+coturn_threads=$(ls "/proc/$coturn_pid/task" | wc -l)
+
+echo "compare.sh: $REPS repetitions; results in $work" >&2
+for rep in $(seq "$REPS"); do
+    echo "  repetition $rep/$REPS" >&2
+    for s in turnd coturn; do
+        bench $s chan_fixed --mode channel --clients "$CLIENTS" --rate "$RATE" --duration "$DURATION" --size "$SIZE"
+        bench $s send_fixed --mode send --clients "$CLIENTS" --rate "$RATE" --duration "$DURATION" --size "$SIZE"
+        bench $s flood --mode channel --clients "$FLOOD_CLIENTS" --flood --duration "$DURATION" --size "$SIZE"
+        uclient $s
+    done
+    # (d) on freshly started servers, so RSS per allocation is not memory freed by a former run.
+    stop "$turnd_pid"; stop "$coturn_pid"
+    start_turnd; start_coturn
+    bench turnd setup --setup-only "$SETUP"
+    bench coturn setup --setup-only "$SETUP"
+done
+
+echo
+echo "machine: $(nproc) cores, $(uname -sr); turnd workers: $turnd_workers (one per core);" \
+    "coturn threads: $coturn_threads (its default relay threads plus its own)"
+echo "load: (a)(b) $RATE datagrams/s offered by $CLIENTS clients, $SIZE-byte payloads, ${DURATION}s;" \
+    "(c) flood by $FLOOD_CLIENTS clients; (d) $SETUP allocations; (e) turnutils_uclient $UCLIENT_ARGS"
+python3 - "$results" <<'PY'
+import json, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+def vals(server, scenario, key):
+    out = []
+    for r in rows:
+        if r["server"] == server and r["scenario"] == scenario:
+            m = r["m"]
+            v = key(m) if callable(key) else m.get(key)
+            if v is not None:
+                out.append(v)
+    return out
+def uclient_cpu(m):
+    n = m["sent"] + m["recv"]
+    return m["cpu_ns"] / 1e3 / n if n else None
+metrics = [
+    ("(a) CPU us/datagram, ChannelData fixed load", "chan_fixed", "server_cpu_us_per_datagram", "<= 0.6x"),
+    ("(a) loss %, ChannelData fixed load", "chan_fixed", "loss_pct", ""),
+    ("(a) RTT p50 us, ChannelData", "chan_fixed", "rtt_p50_us", ""),
+    ("(a) RTT p99 us, ChannelData", "chan_fixed", "rtt_p99_us", ""),
+    ("(b) CPU us/datagram, Send/Data fixed load", "send_fixed", "server_cpu_us_per_datagram", "<= 0.6x"),
+    ("(b) loss %, Send/Data fixed load", "send_fixed", "loss_pct", ""),
+    ("(b) RTT p50 us, Send/Data", "send_fixed", "rtt_p50_us", ""),
+    ("(c) flood relayed datagrams/s (both dirs)", "flood", "relayed_both_directions_pps", ">= 1.5x"),
+    ("(c) flood CPU us/datagram", "flood", "server_cpu_us_per_datagram", ""),
+    ("(c) flood RTT p50 us", "flood", "rtt_p50_us", ""),
+    ("(d) CPU us per allocation setup", "setup", "server_cpu_us_per_allocation", "<= 0.1x"),
+    ("(d) RSS KB per allocation", "setup", "server_rss_kb_per_allocation", "<= 0.2x"),
+    ("(d) allocations set up per s", "setup", "setup_per_s", ""),
+    ("(e) uclient: CPU us/datagram", "uclient", uclient_cpu, "<= 0.6x"),
+    ("(e) uclient: datagrams relayed", "uclient", lambda m: m["sent"] + m["recv"], ""),
+]
+def cell(v):
+    if not v:
+        return "-"
+    f = lambda x: f"{x:.3g}" if abs(x) < 1000 else f"{x:.0f}"
+    return f"{f(statistics.median(v))} [{f(min(v))}-{f(max(v))}]"
+print(f"{'metric':<44} {'turnd median [min-max]':<26} {'coturn median [min-max]':<26} {'ratio':>6}  target")
+for name, sc, key, target in metrics:
+    t, c = vals("turnd", sc, key), vals("coturn", sc, key)
+    ratio = "-"
+    if t and c and statistics.median(c):
+        ratio = f"{statistics.median(t) / statistics.median(c):.2f}"
+    print(f"{name:<44} {cell(t):<26} {cell(c):<26} {ratio:>6}  {target}")
+PY

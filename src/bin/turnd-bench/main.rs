@@ -1,0 +1,261 @@
+//! `turnd-bench`: a load generator and meter for any TURN server over UDP on loopback.
+//!
+//! It opens `--clients` allocations, each with a peer socket of its own in this process,
+//! binds channels (`--mode channel`) or uses Send/Data indications (`--mode send`), offers a
+//! fixed load (`--rate`) or floods (`--flood`), and reports offered and delivered datagrams/s,
+//! loss, round-trip p50/p99 and — with `--server-pid` — the server's CPU time per relayed
+//! datagram and its RSS. `--setup-only N` instead measures the server's CPU and memory per
+//! allocation. Only loopback addresses are used; every loop is bounded in count and time.
+
+mod client;
+mod load;
+mod stats;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, ValueEnum};
+use client::{Client, Creds, FIRST_CHANNEL};
+use load::{Flow, Mode, Offer};
+use stats::ProcSample;
+use std::net::{SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum ModeArg {
+    Channel,
+    Send,
+}
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "turnd-bench",
+    about = "Load and measure a TURN server on loopback"
+)]
+struct Args {
+    /// The TURN server (UDP), on loopback.
+    #[arg(long, default_value = "127.0.0.1:3478")]
+    server: SocketAddr,
+    #[arg(long)]
+    user: String,
+    #[arg(long)]
+    password: String,
+    /// The realm; learned from the first 401 when absent.
+    #[arg(long)]
+    realm: Option<String>,
+    /// Client allocations carrying traffic.
+    #[arg(long, default_value_t = 1)]
+    clients: usize,
+    #[arg(long, value_enum, default_value_t = ModeArg::Channel)]
+    mode: ModeArg,
+    /// Offered load: datagrams per second over all clients.
+    #[arg(long, default_value_t = 10_000)]
+    rate: u64,
+    /// Flood instead of a fixed rate (at most --window datagrams in flight per client).
+    #[arg(long)]
+    flood: bool,
+    #[arg(long, default_value_t = 64)]
+    window: u64,
+    /// Application payload bytes per datagram (at least 12).
+    #[arg(long, default_value_t = 160)]
+    size: usize,
+    /// Seconds of offered load.
+    #[arg(long, default_value_t = 5.0)]
+    duration: f64,
+    /// The server's PID, for CPU time per datagram and RSS from /proc.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Only create N allocations (with a permission each), and measure CPU and RSS per
+    /// allocation.
+    #[arg(long)]
+    setup_only: Option<usize>,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Most round-trip samples kept (4 MB).
+const RTT_CAP: usize = 1 << 20;
+/// Most allocations one run opens.
+const MAX_ALLOCATIONS: usize = 100_000;
+
+fn main() -> Result<()> {
+    let a = Args::parse();
+    if !a.server.ip().is_loopback() {
+        bail!("--server must be a loopback address (this tool only loads loopback)");
+    }
+    if a.size > 1400 {
+        bail!("--size must be at most 1400");
+    }
+    if !(0.0..=3600.0).contains(&a.duration) {
+        bail!("--duration must be 0–3600 s");
+    }
+    let creds = Creds {
+        user: a.user.clone(),
+        password: a.password.clone(),
+        realm: a.realm.clone(),
+    };
+    match a.setup_only {
+        Some(n) => setup_only(&a, &creds, n),
+        None => traffic(&a, &creds),
+    }
+}
+
+fn sample(pid: Option<u32>) -> Result<Option<ProcSample>> {
+    pid.map(stats::sample).transpose()
+}
+
+/// Pairs of (name, value) printed as a table or as JSON; `None` values print as "-"/null.
+struct Report(Vec<(&'static str, Option<f64>)>);
+
+impl Report {
+    fn print(&self, json: bool) {
+        if json {
+            let body: Vec<String> = self
+                .0
+                .iter()
+                .map(|(k, v)| match v {
+                    Some(v) if v.is_finite() => format!("\"{k}\":{v}"),
+                    _ => format!("\"{k}\":null"),
+                })
+                .collect();
+            println!("{{{}}}", body.join(","));
+        } else {
+            for (k, v) in &self.0 {
+                match v {
+                    Some(v) => println!("{k:<32} {v:>14.3}"),
+                    None => println!("{k:<32} {:>14}", "-"),
+                }
+            }
+        }
+    }
+}
+
+fn traffic(a: &Args, creds: &Creds) -> Result<()> {
+    if a.clients == 0 || a.clients > 4096 {
+        bail!("--clients must be 1–4096");
+    }
+    if !a.flood && a.rate == 0 {
+        bail!("--rate must be positive");
+    }
+    let mode = match a.mode {
+        ModeArg::Channel => Mode::Channel,
+        ModeArg::Send => Mode::Send,
+    };
+    let mut flows = Vec::with_capacity(a.clients);
+    for i in 0..a.clients {
+        let mut c = Client::allocate(a.server, creds).with_context(|| format!("client {i}"))?;
+        let peer = UdpSocket::bind("127.0.0.1:0")?;
+        let peer_addr = peer.local_addr()?;
+        let channel = FIRST_CHANNEL;
+        match mode {
+            Mode::Channel => c.channel_bind(channel, peer_addr)?,
+            Mode::Send => c.create_permission(peer_addr)?,
+        }
+        flows.push(Flow::new(c, peer, channel, mode, a.size)?);
+    }
+    let offer = if a.flood {
+        Offer::Flood { window: a.window }
+    } else {
+        Offer::Rate(a.rate)
+    };
+    let before = sample(a.server_pid)?;
+    let counts = load::run(
+        &mut flows,
+        mode,
+        offer,
+        Duration::from_secs_f64(a.duration),
+        Duration::from_millis(500),
+        RTT_CAP,
+    )?;
+    let after = sample(a.server_pid)?;
+    for f in &mut flows {
+        // Best effort: a server that lost the allocation already is no error here.
+        f.client.sock.set_nonblocking(false)?;
+        let _ = f.client.release();
+    }
+
+    let mut rtt = counts.rtt_us;
+    rtt.sort_unstable();
+    let relayed = counts.peer_received + counts.client_received;
+    let w = counts.send_window;
+    let cpu = match (before, after) {
+        (Some(b), Some(e)) => stats::cpu_us_per(b, e, relayed),
+        _ => None,
+    };
+    Report(vec![
+        ("clients", Some(a.clients as f64)),
+        ("offered_pps", Some(stats::rate(counts.sent, w))),
+        (
+            "relayed_to_peer_pps",
+            Some(stats::rate(counts.peer_received, w)),
+        ),
+        (
+            "delivered_round_trip_pps",
+            Some(stats::rate(counts.client_received, w)),
+        ),
+        ("relayed_both_directions_pps", Some(stats::rate(relayed, w))),
+        (
+            "loss_pct",
+            Some(stats::loss_pct(counts.sent, counts.client_received)),
+        ),
+        ("rtt_p50_us", stats::percentile(&rtt, 50.0).map(f64::from)),
+        ("rtt_p99_us", stats::percentile(&rtt, 99.0).map(f64::from)),
+        ("server_cpu_us_per_datagram", cpu),
+        ("server_rss_kb", after.map(|s| s.rss_bytes as f64 / 1024.0)),
+    ])
+    .print(a.json);
+    Ok(())
+}
+
+fn setup_only(a: &Args, creds: &Creds, n: usize) -> Result<()> {
+    if n == 0 || n > MAX_ALLOCATIONS {
+        bail!("--setup-only must be 1–{MAX_ALLOCATIONS}");
+    }
+    // One peer socket stands for every allocation's peer: only the permission matters here.
+    let peer = UdpSocket::bind("127.0.0.1:0")?;
+    let peer_addr = peer.local_addr()?;
+    let before = sample(a.server_pid)?;
+    let t0 = Instant::now();
+    let mut clients = Vec::with_capacity(n);
+    for i in 0..n {
+        let mut c = Client::allocate(a.server, creds).with_context(|| format!("allocation {i}"))?;
+        c.create_permission(peer_addr)
+            .with_context(|| format!("allocation {i}"))?;
+        clients.push(c);
+    }
+    let setup_time = t0.elapsed();
+    let after = sample(a.server_pid)?;
+    // Hold them a moment so lazily allocated memory shows in RSS.
+    std::thread::sleep(Duration::from_secs(1));
+    let held = sample(a.server_pid)?;
+    let mut released = 0u64;
+    for c in &mut clients {
+        if c.release().is_ok() {
+            released += 1;
+        }
+    }
+    let cpu = match (before, after) {
+        (Some(b), Some(e)) => stats::cpu_us_per(b, e, n as u64),
+        _ => None,
+    };
+    let rss_per = match (before, held) {
+        (Some(b), Some(h)) => Some((h.rss_bytes as f64 - b.rss_bytes as f64) / n as f64 / 1024.0),
+        _ => None,
+    };
+    Report(vec![
+        ("allocations", Some(n as f64)),
+        ("setup_per_s", Some(stats::rate(n as u64, setup_time))),
+        ("server_cpu_us_per_allocation", cpu),
+        ("server_rss_kb_per_allocation", rss_per),
+        (
+            "server_rss_kb_before",
+            before.map(|s| s.rss_bytes as f64 / 1024.0),
+        ),
+        (
+            "server_rss_kb_held",
+            held.map(|s| s.rss_bytes as f64 / 1024.0),
+        ),
+        ("released", Some(released as f64)),
+    ])
+    .print(a.json);
+    Ok(())
+}
