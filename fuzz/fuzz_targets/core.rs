@@ -100,7 +100,9 @@ impl<'a> Input<'a> {
         Some(u16::from_be_bytes([self.byte()?, self.byte()?]))
     }
     fn bytes(&mut self, max: usize) -> &'a [u8] {
-        let n = (self.byte().unwrap_or(0) as usize).min(max).min(self.0.len());
+        let n = (self.byte().unwrap_or(0) as usize)
+            .min(max)
+            .min(self.0.len());
         let (a, b) = self.0.split_at(n);
         self.0 = b;
         a
@@ -208,8 +210,8 @@ impl Run {
         let extra = inp.bytes(64);
         let mut buf = vec![0u8; 1024];
         let txid = self.next_txid();
-        let mut b = MessageBuilder::new(&mut buf, MessageType::new(method, Class::Request), txid)
-            .ok()?;
+        let mut b =
+            MessageBuilder::new(&mut buf, MessageType::new(method, Class::Request), txid).ok()?;
         if method == Method::ALLOCATE {
             b.add(AttrType::REQUESTED_TRANSPORT, &[17, 0, 0, 0]).ok()?;
         }
@@ -220,7 +222,8 @@ impl Run {
             b.add_xor_address(AttrType::XOR_PEER_ADDRESS, &peer).ok()?;
         }
         if flags & 0x20 != 0 {
-            b.add_u32(AttrType::CHANNEL_NUMBER, (channel as u32) << 16).ok()?;
+            b.add_u32(AttrType::CHANNEL_NUMBER, (channel as u32) << 16)
+                .ok()?;
         }
         // Raw TLVs: only whole 4-byte-aligned chunks keep the builder's length consistent.
         let aligned = &extra[..extra.len() & !3];
@@ -337,7 +340,11 @@ fuzz_target!(|data: &[u8]| {
                 let payload = inp.bytes(64);
                 let mut d = ch.to_be_bytes().to_vec();
                 let lie = inp.byte().unwrap_or(0);
-                let len = if lie & 1 == 1 { lie as u16 } else { payload.len() as u16 };
+                let len = if lie & 1 == 1 {
+                    lie as u16
+                } else {
+                    payload.len() as u16
+                };
                 d.extend_from_slice(&len.to_be_bytes());
                 d.extend_from_slice(payload);
                 run.client_datagram(client, &d);

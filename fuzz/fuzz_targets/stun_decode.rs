@@ -11,9 +11,19 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     assert!(data.starts_with(msg.raw()));
-    let _ = (msg.message_type(), msg.method(), msg.class(), msg.transaction_id());
+    let _ = (
+        msg.message_type(),
+        msg.method(),
+        msg.class(),
+        msg.transaction_id(),
+    );
     for (ty, value) in msg.attributes() {
-        let _ = (ty.is_comprehension_required(), msg.get(ty), msg.has(ty), value.len());
+        let _ = (
+            ty.is_comprehension_required(),
+            msg.get(ty),
+            msg.has(ty),
+            value.len(),
+        );
     }
     let mut unknown = [0u16; 16];
     let n = msg.unknown_required(is_understood, &mut unknown);
@@ -21,10 +31,25 @@ fuzz_target!(|data: &[u8]| {
     let _ = (msg.has_fingerprint(), msg.has_integrity());
     let _ = msg.verify_integrity(&[0u8; 16]);
     let _ = (msg.username(), msg.realm(), msg.nonce(), msg.software());
-    let _ = (msg.lifetime(), msg.requested_transport(), msg.channel_number());
-    let _ = (msg.even_port(), msg.reservation_token(), msg.dont_fragment());
-    let _ = (msg.requested_address_family(), msg.additional_address_family());
-    let _ = (msg.xor_mapped_address(), msg.xor_relayed_address(), msg.xor_peer_address());
+    let _ = (
+        msg.lifetime(),
+        msg.requested_transport(),
+        msg.channel_number(),
+    );
+    let _ = (
+        msg.even_port(),
+        msg.reservation_token(),
+        msg.dont_fragment(),
+    );
+    let _ = (
+        msg.requested_address_family(),
+        msg.additional_address_family(),
+    );
+    let _ = (
+        msg.xor_mapped_address(),
+        msg.xor_relayed_address(),
+        msg.xor_peer_address(),
+    );
     let _ = msg.xor_peer_addresses().count();
     let _ = msg.mapped_address();
     if let (Some(d), Some(r)) = (msg.data(), msg.data_range()) {
