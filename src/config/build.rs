@@ -46,6 +46,11 @@ pub(crate) fn build(settings: &Settings, problems: &mut Vec<Problem>) -> Config 
         user_quota: b.one("user_quota", defaults.user_quota, parse_count),
         total_quota: b.one("total_quota", defaults.total_quota, parse_count),
         max_connections: b.one("max_connections", defaults.max_connections, parse_count),
+        refuse_amplification: b.one(
+            "amplification",
+            defaults.refuse_amplification,
+            parse_amplification,
+        ),
         unauthenticated_timeout: b.one(
             "unauthenticated_timeout",
             defaults.unauthenticated_timeout,
@@ -399,6 +404,14 @@ fn parse_workers(s: &str) -> Result<usize, String> {
         Err(_) => Err(format!(
             "`{s}` is not a whole number ≥ 0 (0 means one per CPU core)"
         )),
+    }
+}
+
+fn parse_amplification(s: &str) -> Result<bool, String> {
+    match s.trim() {
+        "allow" => Ok(false),
+        "refuse" => Ok(true),
+        _ => Err(format!("`{s}` is neither `allow` nor `refuse`")),
     }
 }
 

@@ -157,6 +157,12 @@ pub struct ConfigArgs {
     #[arg(long, value_name = "N")]
     pub max_connections: Option<String>,
 
+    /// `allow` (default) answers unauthenticated TURN requests with their 401/438/400/420
+    /// even when the answer is larger than the request; `refuse` drops such requests, so the
+    /// server never amplifies [key: amplification]
+    #[arg(long, value_name = "allow|refuse")]
+    pub amplification: Option<String>,
+
     /// Seconds a TCP connection may stay open without an allocation
     /// [key: unauthenticated_timeout]
     #[arg(long, value_name = "SECONDS")]
@@ -226,6 +232,7 @@ impl ConfigArgs {
         one(&mut self.user_quota, &later.user_quota);
         one(&mut self.total_quota, &later.total_quota);
         one(&mut self.max_connections, &later.max_connections);
+        one(&mut self.amplification, &later.amplification);
         one(
             &mut self.unauthenticated_timeout,
             &later.unauthenticated_timeout,

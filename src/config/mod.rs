@@ -84,6 +84,9 @@ pub struct Config {
     pub total_quota: u32,
     /// Most TCP connections the server holds at once (all workers); 0 = no limit.
     pub max_connections: u32,
+    /// When true (`amplification = "refuse"`), an error response to an unauthenticated
+    /// request that would be larger than the request is not sent: the request is dropped.
+    pub refuse_amplification: bool,
     /// Seconds a TCP connection may stay open without an allocation (before its first one,
     /// and after its allocation ends).
     pub unauthenticated_timeout: u32,
@@ -145,6 +148,7 @@ impl Default for Config {
             user_quota: 0,
             total_quota: 0,
             max_connections: 10_000,
+            refuse_amplification: false,
             unauthenticated_timeout: 10,
             max_frame_size: crate::stun::framing::MAX_FRAME_LEN as u32,
             tls_listen: Vec::new(),
@@ -279,6 +283,7 @@ impl fmt::Debug for Config {
             .field("user_quota", &self.user_quota)
             .field("total_quota", &self.total_quota)
             .field("max_connections", &self.max_connections)
+            .field("refuse_amplification", &self.refuse_amplification)
             .field("unauthenticated_timeout", &self.unauthenticated_timeout)
             .field("max_frame_size", &self.max_frame_size)
             .field("tls_listen", &self.tls_listen)

@@ -59,6 +59,15 @@ impl Config {
         );
         let _ = writeln!(
             w,
+            "amplification = {} # allow or refuse",
+            quote(if self.refuse_amplification {
+                "refuse"
+            } else {
+                "allow"
+            })
+        );
+        let _ = writeln!(
+            w,
             "unauthenticated_timeout = {}",
             self.unauthenticated_timeout
         );

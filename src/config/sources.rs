@@ -37,7 +37,7 @@ const fn key(name: &'static str, flag: &'static str, shape: Shape) -> Key {
 }
 
 /// Every config key, in the order they are documented and printed.
-pub(crate) const KEYS: [Key; 27] = [
+pub(crate) const KEYS: [Key; 28] = [
     key("listen", "--listen", Shape::List),
     key("relay_ips", "--relay-ip", Shape::List),
     key("relay_ports", "--relay-ports", Shape::Scalar),
@@ -57,6 +57,7 @@ pub(crate) const KEYS: [Key; 27] = [
     key("user_quota", "--user-quota", Shape::Scalar),
     key("total_quota", "--total-quota", Shape::Scalar),
     key("max_connections", "--max-connections", Shape::Scalar),
+    key("amplification", "--amplification", Shape::Scalar),
     key(
         "unauthenticated_timeout",
         "--unauthenticated-timeout",
@@ -335,7 +336,7 @@ fn from_flags(args: &ConfigArgs, settings: &mut Settings) {
         ("users", &args.user),
         ("tls_listen", &args.tls_listen),
     ];
-    let scalars: [(&str, &Option<String>); 19] = [
+    let scalars: [(&str, &Option<String>); 20] = [
         ("relay_ports", &args.relay_ports),
         ("realm", &args.realm),
         ("workers", &args.workers),
@@ -348,6 +349,7 @@ fn from_flags(args: &ConfigArgs, settings: &mut Settings) {
         ("user_quota", &args.user_quota),
         ("total_quota", &args.total_quota),
         ("max_connections", &args.max_connections),
+        ("amplification", &args.amplification),
         ("unauthenticated_timeout", &args.unauthenticated_timeout),
         ("max_frame_size", &args.max_frame_size),
         ("tls_cert", &args.tls_cert),

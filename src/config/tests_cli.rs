@@ -86,6 +86,7 @@ fn every_key_has_a_flag_in_the_cli_and_in_the_sources() {
             "max_frame_size" => "4096",
             "log_level" => "warn",
             "log_format" => "json",
+            "amplification" => "refuse",
             _ => "seven",
         };
         // tls_listen alone is refused: it needs a certificate and key.

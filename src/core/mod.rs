@@ -65,6 +65,9 @@ pub struct CoreConfig {
     pub user_quota: u32,
     /// Most allocations across all workers; 0 = no limit.
     pub total_quota: u32,
+    /// Drop an unauthenticated request rather than answer it with an error response larger
+    /// than itself (see [`Server::transmit_unauthenticated`]).
+    pub refuse_amplification: bool,
 }
 
 impl Default for CoreConfig {
@@ -77,6 +80,7 @@ impl Default for CoreConfig {
             relays: Vec::new(),
             user_quota: 0,
             total_quota: 0,
+            refuse_amplification: false,
         }
     }
 }

@@ -319,7 +319,7 @@ impl Server {
         // TURN requests are checked for unknown attributes after authentication (below).
         if n > 0 && !turn_method {
             let resp = responder.error(420, |b| b.add_unknown_attributes(&unknown[..n]));
-            self.transmit(from, resp);
+            self.transmit_unauthenticated(from, resp, msg.raw().len());
             return;
         }
         match msg.method() {
@@ -350,7 +350,7 @@ impl Server {
                 let (username, key) = match self.authenticate(now, from, msg) {
                     Ok(v) => v,
                     Err(resp) => {
-                        self.transmit(from, resp);
+                        self.transmit_unauthenticated(from, resp, msg.raw().len());
                         return;
                     }
                 };
@@ -379,9 +379,27 @@ impl Server {
             // RFC 6062 methods arrive with the TCP transport work; until then they are unknown.
             _ => {
                 let resp = responder.plain_error(400);
-                self.transmit(from, resp);
+                self.transmit_unauthenticated(from, resp, msg.raw().len());
             }
         }
+    }
+
+    /// Sends an error response to a request that did not authenticate (401, 438, 400, 420)
+    /// — unless `refuse_amplification` is set and the answer is larger than the request of
+    /// `request_len` bytes: then nothing is sent, so a spoofed source cannot be flooded with
+    /// more bytes than the attacker spends. RFC 8489 lets a server ignore a request it will
+    /// not serve. Binding success responses are exempt: XOR-MAPPED-ADDRESS is the service
+    /// itself, and adds a fixed 12 (IPv4) or 24 (IPv6) bytes.
+    pub(super) fn transmit_unauthenticated(
+        &mut self,
+        to: FiveTuple,
+        payload: Vec<u8>,
+        request_len: usize,
+    ) {
+        if self.shared.config.refuse_amplification && payload.len() > request_len {
+            return;
+        }
+        self.transmit(to, payload);
     }
 
     pub(super) fn transmit(&mut self, to: FiveTuple, payload: Vec<u8>) {

@@ -81,6 +81,7 @@ pub fn shared_state(config: &Config) -> anyhow::Result<Arc<Shared>> {
         nonce_lifetime: Duration::from_secs(config.nonce_lifetime as u64),
         relays,
         user_quota: config.user_quota,
+        refuse_amplification: config.refuse_amplification,
         total_quota: config.total_quota,
     };
     Ok(Arc::new(Shared {

@@ -14,6 +14,7 @@
 //! Every `Transmit` the harness drains is checked to parse as STUN, in every test.
 
 mod allocate;
+mod amplification;
 mod auth;
 mod binding;
 mod channel_bind;
@@ -123,6 +124,7 @@ pub struct Setup {
     pub software: Option<&'static str>,
     /// (user_quota, total_quota); 0 = no limit.
     pub quotas: (u32, u32),
+    pub refuse_amplification: bool,
 }
 
 impl Default for Setup {
@@ -134,6 +136,7 @@ impl Default for Setup {
             secrets: vec![REST_SECRET],
             software: None,
             quotas: (0, 0),
+            refuse_amplification: false,
         }
     }
 }
@@ -168,6 +171,7 @@ impl Setup {
                 relays,
                 user_quota: self.quotas.0,
                 total_quota: self.quotas.1,
+                refuse_amplification: self.refuse_amplification,
                 ..CoreConfig::default()
             },
             credentials: Credentials::new(REALM, users, self.secrets.iter().map(|s| s.to_string()))

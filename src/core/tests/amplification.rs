@@ -1,0 +1,51 @@
+//! `refuse_amplification`: an unauthenticated request whose error answer would be larger than
+//! the request gets no answer; one at least as large as its answer gets it; Binding is exempt.
+
+use super::*;
+
+fn refusing() -> Harness {
+    Harness::with(Setup {
+        refuse_amplification: true,
+        ..Setup::default()
+    })
+}
+
+#[test]
+fn small_unauthenticated_requests_get_no_larger_answer() {
+    let mut h = refusing();
+    let mut c = Client::alice(udp("192.0.2.100:40000"));
+    // A bare Allocate (28 bytes) would earn a larger 401: dropped, and no state kept.
+    let txid = c.txid();
+    let req = c.unsigned(Method::ALLOCATE, txid, &[transport_udp()]);
+    assert!(
+        c.send_raw(&mut h, &req).is_none(),
+        "401 larger than the request"
+    );
+    // An unknown method (20 bytes) would earn a 40-byte 400: dropped.
+    let req = build(Method(0x0ff), Class::Request, c.txid(), &[], None, false);
+    assert!(
+        c.send_raw(&mut h, &req).is_none(),
+        "400 larger than the request"
+    );
+    assert_eq!(h.allocation_count(), 0);
+}
+
+#[test]
+fn padded_requests_are_answered_and_binding_is_exempt() {
+    let mut h = refusing();
+    let mut c = Client::alice(udp("192.0.2.100:40000"));
+    let pad = Attr::Raw(AttrType::SOFTWARE, vec![b'p'; 200]);
+    let txid = c.txid();
+    let req = c.unsigned(Method::ALLOCATE, txid, &[transport_udp(), pad]);
+    let resp = c
+        .send_raw(&mut h, &req)
+        .expect("a padded Allocate gets its 401");
+    resp.assert_error(Method::ALLOCATE, 401, None);
+    assert!(resp.0.len() <= req.len());
+    c.nonce = Some(resp.nonce());
+    c.allocate(&mut h);
+    // Binding: answered although 12 bytes larger than a bare request.
+    let req = build(Method::BINDING, Class::Request, c.txid(), &[], None, false);
+    let resp = c.send_raw(&mut h, &req).expect("Binding answered");
+    assert_eq!(resp.0.len(), req.len() + 12);
+}
