@@ -291,6 +291,33 @@ fn auth_failures_and_denied_peers_are_counted_by_reason() {
 }
 
 #[test]
+fn quota_refusals_are_counted_as_a_drop_reason() {
+    let server = TestServer::start(ConfigArgs {
+        user_quota: Some("1".into()),
+        ..base_args()
+    });
+    let m = server.metrics_addr();
+    let mut a = server.client();
+    a.allocate();
+    let mut b = server.client();
+    assert_error(&b.allocate_with(&[udp()]), ALLOCATE, 486);
+    expect_series(
+        m,
+        &[
+            ("turnd_datagrams_dropped_total{reason=\"quota\"}", 1.0),
+            (
+                "turnd_datagrams_dropped_total{reason=\"write_queue_full\"}",
+                0.0,
+            ),
+            (
+                "turnd_requests_total{method=\"allocate\",result=\"486\"}",
+                1.0,
+            ),
+        ],
+    );
+}
+
+#[test]
 fn health_readiness_and_formats() {
     let server = TestServer::start(base_args());
     let m = server.metrics_addr();

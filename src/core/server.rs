@@ -40,6 +40,8 @@ pub struct Counters {
     /// Failed authentications, all reasons ([`Counters::auth_failure_reasons`] splits them).
     pub auth_failures: u64,
     pub peers_denied: u64,
+    /// Requests refused by an allocation quota (486).
+    pub quota: u64,
     /// Relayed traffic, indexed by the client's transport ([`transport_index`]).
     pub relayed: [Relayed; TRANSPORTS],
     /// Responses sent, by method ([`METHOD_LABELS`]) and result ([`RESULT_LABELS`]).
@@ -127,6 +129,7 @@ impl Counters {
         self.requests += other.requests;
         self.auth_failures += other.auth_failures;
         self.peers_denied += other.peers_denied;
+        self.quota += other.quota;
         for (a, b) in self.relayed.iter_mut().zip(&other.relayed) {
             a.to_peer_packets += b.to_peer_packets;
             a.to_peer_bytes += b.to_peer_bytes;

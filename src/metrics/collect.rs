@@ -275,6 +275,8 @@ pub(crate) fn encode_snapshot(s: &Snapshot, e: &mut DescriptorEncoder) -> fmt::R
         ("no_permission", c.no_permission),
         ("no_channel", c.no_channel),
         ("send_error", s.send_errors),
+        ("write_queue_full", s.write_queue_full),
+        ("quota", c.quota),
     ];
     let drops: Vec<_> = drops
         .iter()

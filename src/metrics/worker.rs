@@ -64,6 +64,7 @@ pub struct WorkerMetrics {
     requests: Cell,
     auth_failures: Cell,
     peers_denied: Cell,
+    quota: Cell,
     /// Per transport: to-peer packets, to-peer bytes, to-client packets, to-client bytes.
     relayed: [[Cell; 4]; TRANSPORTS],
     responses: [[Cell; RESULTS]; METHODS],
@@ -74,6 +75,8 @@ pub struct WorkerMetrics {
     channels_created: Cell,
     // Counted by the shell.
     send_errors: Cell,
+    /// Frames for a stream client dropped because its bounded write queue was full.
+    write_queue_full: Cell,
     allocations_created: [[Cell; 2]; TRANSPORTS],
     allocations_ended: [[Cell; 2]; TRANSPORTS],
     /// Not cumulative: `durations[i]` counts durations in (bound[i-1], bound[i]]; the last
@@ -87,6 +90,7 @@ pub struct WorkerMetrics {
 pub struct Snapshot {
     pub core: Counters,
     pub send_errors: u64,
+    pub write_queue_full: u64,
     pub allocations_created: [[u64; 2]; TRANSPORTS],
     pub allocations_ended: [[u64; 2]; TRANSPORTS],
     pub durations: [u64; DURATION_BUCKETS.len() + 1],
@@ -97,6 +101,7 @@ impl Snapshot {
     pub fn add(&mut self, o: &Snapshot) {
         self.core.add(&o.core);
         self.send_errors += o.send_errors;
+        self.write_queue_full += o.write_queue_full;
         for t in 0..TRANSPORTS {
             for f in 0..2 {
                 self.allocations_created[t][f] += o.allocations_created[t][f];
@@ -139,6 +144,7 @@ impl WorkerMetrics {
         self.requests.set(c.requests);
         self.auth_failures.set(c.auth_failures);
         self.peers_denied.set(c.peers_denied);
+        self.quota.set(c.quota);
         for (cells, row) in self.responses.iter().zip(&c.responses) {
             for (cell, v) in cells.iter().zip(row) {
                 cell.set(*v);
@@ -161,6 +167,12 @@ impl WorkerMetrics {
     #[inline]
     pub fn send_error(&self) {
         self.send_errors.add(1);
+    }
+
+    /// A frame for a TCP/TLS client was dropped: its write queue was full (a slow reader).
+    #[inline]
+    pub fn write_queue_full(&self) {
+        self.write_queue_full.add(1);
     }
 
     /// Counts an allocation opening or closing.
@@ -213,6 +225,7 @@ impl WorkerMetrics {
         c.requests = self.requests.get();
         c.auth_failures = self.auth_failures.get();
         c.peers_denied = self.peers_denied.get();
+        c.quota = self.quota.get();
         for (r, cells) in c.relayed.iter_mut().zip(&self.relayed) {
             r.to_peer_packets = cells[0].get();
             r.to_peer_bytes = cells[1].get();
@@ -236,6 +249,7 @@ impl WorkerMetrics {
         c.channels = self.channels.get();
         c.channels_created = self.channels_created.get();
         s.send_errors = self.send_errors.get();
+        s.write_queue_full = self.write_queue_full.get();
         for (v, cell) in s.durations.iter_mut().zip(&self.durations) {
             *v = cell.get();
         }

@@ -110,12 +110,12 @@ impl Conn {
 
     /// Queues one whole frame for the client; the connection's task writes it. Dropped when
     /// the queue is over its bound. Never blocks, and (once the queue has grown to its
-    /// working size) never allocates.
-    pub fn send(&self, frame: &[u8]) {
+    /// working size) never allocates. Returns false when the frame was dropped.
+    pub fn send(&self, frame: &[u8]) -> bool {
         let mut q = self.queue.borrow_mut();
         if q.len() + self.in_flight.get() + frame.len() > WRITE_QUEUE_MAX {
             self.dropped.set(self.dropped.get() + 1);
-            return;
+            return false;
         }
         let was_empty = q.is_empty();
         q.extend_from_slice(frame);
@@ -123,6 +123,7 @@ impl Conn {
             // The task takes the whole queue when it wakes, so one wake-up per batch.
             self.wake.notify_one();
         }
+        true
     }
 
     /// The worker saw this connection's allocation start (`false`) or end (`true`).

@@ -411,7 +411,9 @@ fn to_client(
 ) {
     if to.transport.is_stream() {
         if let Some(c) = conns.get(&to) {
-            c.send(payload);
+            if !c.send(payload) {
+                metrics.write_queue_full();
+            }
         }
     } else if let Some(l) = listener_for(listeners, to.server) {
         if send_now(l, payload, to.client).is_err() {

@@ -143,6 +143,7 @@ impl Server {
             if let Some((_, res)) = reservation.and_then(|t| shared.reservations.remove(&t)) {
                 self.release_port(res.relay);
             }
+            self.counters.quota += 1;
             return Some(r.plain_error(486));
         }
         let id = self.allocations.next_id();
