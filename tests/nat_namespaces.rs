@@ -108,6 +108,30 @@ impl Drop for Namespaces {
     }
 }
 
+/// Deletes namespaces a previous run of this file left behind because it was killed before its
+/// guards ran: only names this file makes (`turnd-nat-PID-…`), and only when no process with
+/// that PID exists any more.
+fn remove_stale_namespaces() {
+    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
+        return;
+    };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Some(name) = line.split_whitespace().next() else {
+            continue;
+        };
+        let Some(pid) = name
+            .strip_prefix("turnd-nat-")
+            .and_then(|rest| rest.split('-').next())
+        else {
+            continue;
+        };
+        let alive = std::path::Path::new("/proc").join(pid).exists();
+        if !alive && pid.bytes().all(|b| b.is_ascii_digit()) {
+            let _ = Command::new("ip").args(["netns", "del", name]).status();
+        }
+    }
+}
+
 /// One test's network: the namespaces and the turnd running in `pub`.
 struct Net {
     // Field order is drop order: turnd stops before its namespace goes.
@@ -123,6 +147,7 @@ impl Net {
     fn new(nat: Nat) -> Net {
         require_tool("ip");
         require_tool("iptables");
+        remove_stale_namespaces();
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let prefix = format!(
             "turnd-nat-{}-{}",
@@ -468,9 +493,20 @@ fn turn_tcp_relay_only_connects_under_symmetric_nat() {
     );
 }
 
+// Policy "all" with STUN as well, so each peer also offers host and srflx candidates; under
+// symmetric NAT only pairs with a relay candidate can work.
+
 #[test]
-fn turn_policy_all_with_stun_connects_through_the_relay_under_symmetric_nat() {
-    // STUN as well, so each peer also offers host and srflx candidates; under symmetric NAT
-    // only pairs with a relay candidate can work.
+fn turn_udp_policy_all_with_stun_connects_through_the_relay_under_symmetric_nat() {
     turn_case(&[stun_url(), turn_url("udp")], false);
+}
+
+#[test]
+fn turn_tcp_policy_all_with_stun_connects_through_the_relay_under_symmetric_nat() {
+    let log = turn_case(&[stun_url(), turn_url("tcp")], false);
+    assert!(
+        log.lines()
+            .any(|l| l.contains("allocation created") && l.contains("/tcp")),
+        "no allocation over TCP in turnd's log:\n{log}"
+    );
 }
