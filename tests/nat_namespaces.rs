@@ -92,6 +92,22 @@ fn in_ns(ns: &str, program: &str, args: &[&str]) {
     run("ip", &all);
 }
 
+/// `ip -n NS WORDS…` (WORDS split on whitespace).
+fn ip(ns: &str, words: &str) {
+    let mut all = vec!["-n", ns];
+    all.extend(words.split_whitespace());
+    run("ip", &all);
+}
+
+/// `iptables WORDS…` inside `ns`.
+fn iptables(ns: &str, words: &str) {
+    in_ns(
+        ns,
+        "iptables",
+        &words.split_whitespace().collect::<Vec<_>>(),
+    );
+}
+
 /// The five namespaces of one test; deleting them on drop also removes every veth, bridge,
 /// address, route and iptables rule inside them, and kills nothing (processes are guarded
 /// separately, and dropped first: see the field order of [`Net`]).
@@ -161,112 +177,51 @@ impl Net {
         for n in [&pub_ns, &name("natA"), &name("natB"), &client_a, &client_b] {
             ns.names.push(n.clone());
             run("ip", &["netns", "add", n]);
-            run("ip", &["-n", n, "link", "set", "lo", "up"]);
+            ip(n, "link set lo up");
         }
         let p = pub_ns.as_str();
-        run("ip", &["-n", p, "link", "add", "br0", "type", "bridge"]);
-        run("ip", &["-n", p, "link", "set", "br0", "up"]);
-        run(
-            "ip",
-            &[
-                "-n",
-                p,
-                "addr",
-                "add",
-                &format!("{TURND_IP}/24"),
-                "dev",
-                "br0",
-            ],
-        );
+        ip(p, "link add br0 type bridge");
+        ip(p, "link set br0 up");
+        ip(p, &format!("addr add {TURND_IP}/24 dev br0"));
         for (i, side) in [(1, "A"), (2, "B")] {
             let (nat_ns, cli) = (name(&format!("nat{side}")), name(&format!("cli{side}")));
             let (n, c) = (nat_ns.as_str(), cli.as_str());
-            let port = format!("port{side}");
             // Interfaces are created inside the namespaces directly (`-n`, `netns`), so no name
             // ever appears in the host's own namespace.
-            run(
-                "ip",
-                &[
-                    "-n", p, "link", "add", &port, "type", "veth", "peer", "name", "wan", "netns",
-                    n,
-                ],
+            ip(
+                p,
+                &format!("link add port{side} type veth peer name wan netns {n}"),
             );
-            run("ip", &["-n", p, "link", "set", &port, "master", "br0"]);
-            run("ip", &["-n", p, "link", "set", &port, "up"]);
-            let wan_ip = format!("198.51.100.{}/24", i * 10);
-            run("ip", &["-n", n, "addr", "add", &wan_ip, "dev", "wan"]);
-            run("ip", &["-n", n, "link", "set", "wan", "up"]);
-            run(
-                "ip",
-                &[
-                    "-n", n, "link", "add", "lan", "type", "veth", "peer", "name", "eth0", "netns",
-                    c,
-                ],
+            ip(p, &format!("link set port{side} master br0"));
+            ip(p, &format!("link set port{side} up"));
+            ip(n, &format!("addr add 198.51.100.{}/24 dev wan", i * 10));
+            ip(n, "link set wan up");
+            ip(
+                n,
+                &format!("link add lan type veth peer name eth0 netns {c}"),
             );
-            run(
-                "ip",
-                &[
-                    "-n",
-                    n,
-                    "addr",
-                    "add",
-                    &format!("192.168.{i}.1/24"),
-                    "dev",
-                    "lan",
-                ],
-            );
-            run("ip", &["-n", n, "link", "set", "lan", "up"]);
-            run(
-                "ip",
-                &[
-                    "-n",
-                    c,
-                    "addr",
-                    "add",
-                    &format!("192.168.{i}.2/24"),
-                    "dev",
-                    "eth0",
-                ],
-            );
-            run("ip", &["-n", c, "link", "set", "eth0", "up"]);
-            run(
-                "ip",
-                &[
-                    "-n",
-                    c,
-                    "route",
-                    "add",
-                    "default",
-                    "via",
-                    &format!("192.168.{i}.1"),
-                ],
-            );
+            ip(n, &format!("addr add 192.168.{i}.1/24 dev lan"));
+            ip(n, "link set lan up");
+            ip(c, &format!("addr add 192.168.{i}.2/24 dev eth0"));
+            ip(c, "link set eth0 up");
+            ip(c, &format!("route add default via 192.168.{i}.1"));
             // ip_forward is per network namespace; writing it through /proc needs only `sh`.
             in_ns(n, "sh", &["-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"]);
-            let mut masquerade = vec!["-t", "nat", "-A", "POSTROUTING", "-o", "wan", "-j"];
-            masquerade.push("MASQUERADE");
-            if nat == Nat::Symmetric {
-                masquerade.push("--random-fully");
+            match nat {
+                Nat::Symmetric => iptables(
+                    n,
+                    "-t nat -A POSTROUTING -o wan -j MASQUERADE --random-fully",
+                ),
+                Nat::Cone => iptables(n, "-t nat -A POSTROUTING -o wan -j MASQUERADE"),
             }
-            in_ns(n, "iptables", &masquerade);
-            in_ns(
+            // Back in: only what answers a flow the client opened. Nothing to the router itself
+            // (see the module doc for why that matters to the cone control).
+            iptables(
                 n,
-                "iptables",
-                &[
-                    "-A",
-                    "FORWARD",
-                    "-i",
-                    "wan",
-                    "-m",
-                    "conntrack",
-                    "--ctstate",
-                    "ESTABLISHED,RELATED",
-                    "-j",
-                    "ACCEPT",
-                ],
+                "-A FORWARD -i wan -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT",
             );
-            in_ns(n, "iptables", &["-A", "FORWARD", "-i", "wan", "-j", "DROP"]);
-            in_ns(n, "iptables", &["-A", "INPUT", "-i", "wan", "-j", "DROP"]);
+            iptables(n, "-A FORWARD -i wan -j DROP");
+            iptables(n, "-A INPUT -i wan -j DROP");
         }
         let (turnd, metrics) = spawn_turnd(p);
         Net {
