@@ -6,7 +6,8 @@
 //! carries 100 messages (1–1.2 kB, content depending on the index) and their echoes, each
 //! checked intact and in order, and the page POSTs to `/result` the selected candidate pair of
 //! both sides from `getStats()`: both candidates relay, and the local relay candidate's
-//! `relayProtocol` (the client-to-TURN transport) the one asked for.
+//! `relayProtocol` (the client-to-TURN transport) the one asked for. turnd's relayed-bytes
+//! counter for clients on that transport must have moved.
 //!
 //! turnd runs on loopback and relays to loopback peers (its relayed addresses are 127.0.0.1:
 //! the two relay candidates talk to each other through it), which the test configuration
@@ -105,13 +106,37 @@ fn run_page(transport: &str) {
         assert_eq!(get("remote"), Some("relay"), "{context}");
         assert_eq!(get("relay_protocol"), Some(transport), "{context}");
     }
-    // And turnd saw the allocations over that transport.
-    let log = server.output();
+    // And turnd relayed the data for clients on that transport (its live counters).
+    let relayed = relayed_bytes(&server.output(), transport);
     assert!(
-        log.lines()
-            .any(|l| l.contains("allocation created") && l.contains(&format!("/{transport}"))),
-        "no allocation over {transport} in turnd's log:\n{log}"
+        relayed > 0.0,
+        "turnd counted no bytes relayed for {transport} clients:\n{}",
+        server.output()
     );
+}
+
+/// Sum of turnd's `turnd_relayed_bytes_total` series for clients on `transport`, from the
+/// metrics listener turnd announced in its output (`turnd metrics http://ADDR`).
+fn relayed_bytes(turnd_output: &str, transport: &str) -> f64 {
+    let addr = turnd_output
+        .lines()
+        .find_map(|l| l.strip_prefix("turnd metrics http://"))
+        .unwrap_or_else(|| panic!("turnd printed no metrics address:\n{turnd_output}"));
+    let mut s = TcpStream::connect(addr.trim()).expect("connect to turnd's metrics listener");
+    s.set_read_timeout(Some(IO_TIMEOUT))
+        .expect("a nonzero read timeout");
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send the metrics request");
+    let mut text = String::new();
+    s.read_to_string(&mut text).expect("read /metrics");
+    let label = format!("transport=\"{transport}\"");
+    text.lines()
+        .filter(|l| l.starts_with("turnd_relayed_bytes_total{") && l.contains(&label))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
 }
 
 /// Serves `PAGE` on GET and hands each POST /result body to the returned receiver, from a
