@@ -73,6 +73,8 @@ fn run_page(transport: &str) {
             "--disable-component-update",
             "--disable-sync",
             "--disable-dev-shm-usage",
+            // Nothing WebRTC-specific is needed: relay-only ICE gathers no host candidates, so
+            // neither the mDNS hiding of host addresses nor loopback interfaces matter.
         ])
         .arg(format!("--user-data-dir={}", profile.path().display()))
         .arg(&url);
