@@ -58,6 +58,11 @@ pub(crate) fn build(settings: &Settings, problems: &mut Vec<Problem>) -> Config 
         ),
         max_frame_size: b.one("max_frame_size", defaults.max_frame_size, parse_frame_size),
         tls_listen: b.list("tls_listen", defaults.tls_listen, parse_listen),
+        nat_discovery_listen: b.list(
+            "nat_discovery_listen",
+            defaults.nat_discovery_listen,
+            parse_listen,
+        ),
         tls_cert: b.one("tls_cert", defaults.tls_cert, parse_path),
         tls_key: b.one("tls_key", defaults.tls_key, parse_path),
         metrics_listen: b.one("metrics_listen", defaults.metrics_listen, parse_listen),
@@ -252,6 +257,11 @@ impl Builder<'_> {
                         "tls_listen is set, so TLS needs a certificate and its key",
                     );
                 }
+            }
+        }
+        if !self.has_problem("nat_discovery_listen") && !self.has_problem("listen") {
+            if let Err(e) = super::nat_discovery_pairs(c) {
+                self.invalid("nat_discovery_listen", e);
             }
         }
         if let Some(dup) = first_duplicate(&c.relay_ips) {

@@ -177,6 +177,11 @@ pub struct ConfigArgs {
     #[arg(long, value_name = "IP:PORT")]
     pub tls_listen: Vec<String>,
 
+    /// RFC 5780 NAT behaviour discovery: the alternate IP:PORT paired with the first `listen`
+    /// address of its family (repeatable, one per family) [key: nat_discovery_listen]
+    #[arg(long, value_name = "IP:PORT")]
+    pub nat_discovery_listen: Vec<String>,
+
     /// PEM certificate chain for TLS, leaf first [key: tls_cert]
     #[arg(long, value_name = "FILE")]
     pub tls_cert: Option<String>,
@@ -239,6 +244,7 @@ impl ConfigArgs {
         );
         one(&mut self.max_frame_size, &later.max_frame_size);
         list(&mut self.tls_listen, &later.tls_listen);
+        list(&mut self.nat_discovery_listen, &later.nat_discovery_listen);
         one(&mut self.tls_cert, &later.tls_cert);
         one(&mut self.tls_key, &later.tls_key);
         one(&mut self.metrics_listen, &later.metrics_listen);

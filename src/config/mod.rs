@@ -95,6 +95,9 @@ pub struct Config {
     pub max_frame_size: u32,
     /// Addresses serving TURN over TLS (TURNS); empty = no TLS.
     pub tls_listen: Vec<SocketAddr>,
+    /// RFC 5780 alternate addresses (IP2:P2), each paired with the first `listen` address of
+    /// its family (IP1:P1); empty = NAT behaviour discovery off. See [`nat_discovery_pairs`].
+    pub nat_discovery_listen: Vec<SocketAddr>,
     /// PEM certificate chain for TLS, leaf first.
     pub tls_cert: Option<PathBuf>,
     /// PEM private key of the TLS certificate.
@@ -152,6 +155,7 @@ impl Default for Config {
             unauthenticated_timeout: 10,
             max_frame_size: crate::stun::framing::MAX_FRAME_LEN as u32,
             tls_listen: Vec::new(),
+            nat_discovery_listen: Vec::new(),
             tls_cert: None,
             tls_key: None,
             metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9641)),
@@ -186,6 +190,39 @@ impl Config {
         };
         exact.or_else(family).map_or(relay_ip, |e| e.public)
     }
+}
+
+/// RFC 5780 address pairs: for each `nat_discovery_listen` address (IP2:P2), the index in
+/// `listen` of its primary (IP1:P1), the first listen address of the same family. The server
+/// then also listens on IP1:P2 and IP2:P1, so it can answer from any of the four as
+/// CHANGE-REQUEST asks. The primary must name a specific IP (responses carry it in
+/// RESPONSE-ORIGIN and OTHER-ADDRESS); the two IPs, and the two ports when both are fixed,
+/// must differ. A port of 0 is picked at start-up.
+pub fn nat_discovery_pairs(c: &Config) -> Result<Vec<(usize, SocketAddr)>, String> {
+    let mut out: Vec<(usize, SocketAddr)> = Vec::new();
+    for alt in &c.nat_discovery_listen {
+        let Some(index) = c.listen.iter().position(|l| l.is_ipv4() == alt.is_ipv4()) else {
+            return Err(format!("{alt}: no `listen` address of its family to pair it with"));
+        };
+        let primary = c.listen[index];
+        if primary.ip().is_unspecified() || alt.ip().is_unspecified() {
+            return Err(format!(
+                "{alt}: RFC 5780 needs specific IPs, and the primary `listen` address {primary} \
+                 and this one must not be wildcards"
+            ));
+        }
+        if primary.ip() == alt.ip() {
+            return Err(format!("{alt}: needs an IP other than the listen address {primary}"));
+        }
+        if alt.port() != 0 && alt.port() == primary.port() {
+            return Err(format!("{alt}: needs a port other than the listen address {primary}"));
+        }
+        if out.iter().any(|(i, _)| *i == index) {
+            return Err(format!("{alt}: only one alternate address per family"));
+        }
+        out.push((index, *alt));
+    }
+    Ok(out)
 }
 
 /// Loads the configuration for `args`, reading `TURND_*` from the process
@@ -287,6 +324,7 @@ impl fmt::Debug for Config {
             .field("unauthenticated_timeout", &self.unauthenticated_timeout)
             .field("max_frame_size", &self.max_frame_size)
             .field("tls_listen", &self.tls_listen)
+            .field("nat_discovery_listen", &self.nat_discovery_listen)
             .field("tls_cert", &self.tls_cert)
             .field("tls_key", &self.tls_key)
             .field("metrics_listen", &self.metrics_listen)

@@ -73,6 +73,11 @@ impl Config {
         );
         let _ = writeln!(w, "max_frame_size = {}", self.max_frame_size);
         let _ = writeln!(w, "tls_listen = {}", list(&self.tls_listen));
+        let _ = writeln!(
+            w,
+            "nat_discovery_listen = {}",
+            list(&self.nat_discovery_listen)
+        );
         for (key, file) in [("tls_cert", &self.tls_cert), ("tls_key", &self.tls_key)] {
             match file {
                 Some(f) => {

@@ -37,7 +37,7 @@ const fn key(name: &'static str, flag: &'static str, shape: Shape) -> Key {
 }
 
 /// Every config key, in the order they are documented and printed.
-pub(crate) const KEYS: [Key; 28] = [
+pub(crate) const KEYS: [Key; 29] = [
     key("listen", "--listen", Shape::List),
     key("relay_ips", "--relay-ip", Shape::List),
     key("relay_ports", "--relay-ports", Shape::Scalar),
@@ -65,6 +65,11 @@ pub(crate) const KEYS: [Key; 28] = [
     ),
     key("max_frame_size", "--max-frame-size", Shape::Scalar),
     key("tls_listen", "--tls-listen", Shape::List),
+    key(
+        "nat_discovery_listen",
+        "--nat-discovery-listen",
+        Shape::List,
+    ),
     key("tls_cert", "--tls-cert", Shape::Scalar),
     key("tls_key", "--tls-key", Shape::Scalar),
     key("metrics_listen", "--metrics-listen", Shape::Scalar),
@@ -326,7 +331,7 @@ fn from_env(env: &HashMap<String, String>, settings: &mut Settings, problems: &m
 }
 
 fn from_flags(args: &ConfigArgs, settings: &mut Settings) {
-    let lists: [(&str, &Vec<String>); 8] = [
+    let lists: [(&str, &Vec<String>); 9] = [
         ("listen", &args.listen),
         ("relay_ips", &args.relay_ip),
         ("external_ips", &args.external_ip),
@@ -335,6 +340,7 @@ fn from_flags(args: &ConfigArgs, settings: &mut Settings) {
         ("deny_peers", &args.deny_peer),
         ("users", &args.user),
         ("tls_listen", &args.tls_listen),
+        ("nat_discovery_listen", &args.nat_discovery_listen),
     ];
     let scalars: [(&str, &Option<String>); 20] = [
         ("relay_ports", &args.relay_ports),

@@ -16,6 +16,7 @@ pub mod auth;
 pub mod channel;
 pub mod five_tuple;
 mod handlers;
+pub mod nat_discovery;
 pub mod nonce;
 pub mod peer_filter;
 pub mod permission;
@@ -68,6 +69,9 @@ pub struct CoreConfig {
     /// Drop an unauthenticated request rather than answer it with an error response larger
     /// than itself (see [`Server::transmit_unauthenticated`]).
     pub refuse_amplification: bool,
+    /// RFC 5780 address pairs (at most one per family); empty = NAT behaviour discovery off,
+    /// and CHANGE-REQUEST, PADDING and RESPONSE-PORT are unknown attributes (420).
+    pub nat_discovery: Vec<nat_discovery::NatPair>,
 }
 
 impl Default for CoreConfig {
@@ -81,6 +85,7 @@ impl Default for CoreConfig {
             user_quota: 0,
             total_quota: 0,
             refuse_amplification: false,
+            nat_discovery: Vec::new(),
         }
     }
 }

@@ -7,7 +7,7 @@ use super::reply::Responder;
 use super::timer::{TimerKind, Timers};
 use super::transactions::TransactionCache;
 use super::{EndReason, Event, Forward, Output, RelayOpenError, Shared, ToClient};
-use crate::stun::attribute::is_understood;
+use crate::stun::attribute::{is_nat_discovery_attribute, is_understood};
 use crate::stun::{ChannelData, Class, Message, Method};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -314,7 +314,18 @@ impl Server {
     fn handle_request(&mut self, now: Instant, from: FiveTuple, msg: &Message) {
         let responder = Responder::to(msg, None, None);
         let mut unknown = [0u16; 16];
-        let n = msg.unknown_required(is_understood, &mut unknown);
+        let nat = msg.method() == Method::BINDING && self.nat_pair(&from).is_some();
+        // RFC 5780's request attributes are understood only where discovery is served:
+        // elsewhere CHANGE-REQUEST must earn a 420 (RFC 5780 §6).
+        let n = msg.unknown_required(
+            |t| is_understood(t) || (nat && is_nat_discovery_attribute(t)),
+            &mut unknown,
+        );
+        // Only Binding is served on the three extra NAT discovery addresses: TURN stays on
+        // the primary listen address (dropped, like any datagram for no one).
+        if msg.method() != Method::BINDING && self.on_nat_secondary(&from) {
+            return;
+        }
         let turn_method = matches!(
             msg.method(),
             Method::ALLOCATE | Method::REFRESH | Method::CREATE_PERMISSION | Method::CHANNEL_BIND
@@ -326,10 +337,7 @@ impl Server {
             return;
         }
         match msg.method() {
-            Method::BINDING => {
-                let resp = self.handle_binding(from, msg);
-                self.transmit(from, resp);
-            }
+            Method::BINDING => self.handle_binding(from, msg),
             Method::ALLOCATE
             | Method::REFRESH
             | Method::CREATE_PERMISSION

@@ -70,7 +70,11 @@ pub fn peer_filter(config: &Config) -> PeerFilter {
     PeerFilter::new(config.allow_peers.clone(), config.deny_peers.clone())
 }
 
-pub fn shared_state(config: &Config) -> anyhow::Result<Arc<Shared>> {
+/// The core's shared state; `nat_discovery` holds the RFC 5780 pairs with their bound ports.
+pub fn shared_state(
+    config: &Config,
+    nat_discovery: Vec<crate::core::nat_discovery::NatPair>,
+) -> anyhow::Result<Arc<Shared>> {
     let relays = relay_addrs(config)?;
     let bind_ips: Vec<IpAddr> = relays.iter().map(|r| r.bind).collect();
     let credentials = credentials(config);
@@ -83,6 +87,7 @@ pub fn shared_state(config: &Config) -> anyhow::Result<Arc<Shared>> {
         user_quota: config.user_quota,
         refuse_amplification: config.refuse_amplification,
         total_quota: config.total_quota,
+        nat_discovery,
     };
     Ok(Arc::new(Shared {
         config: core,

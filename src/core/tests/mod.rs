@@ -21,6 +21,7 @@ mod channel_bind;
 mod connection;
 mod counters;
 mod expiry;
+mod nat_discovery;
 mod permission;
 mod prop;
 mod refresh;
@@ -125,6 +126,8 @@ pub struct Setup {
     /// (user_quota, total_quota); 0 = no limit.
     pub quotas: (u32, u32),
     pub refuse_amplification: bool,
+    /// RFC 5780 pairs; empty = NAT behaviour discovery off.
+    pub nat_discovery: Vec<super::nat_discovery::NatPair>,
 }
 
 impl Default for Setup {
@@ -137,6 +140,7 @@ impl Default for Setup {
             software: None,
             quotas: (0, 0),
             refuse_amplification: false,
+            nat_discovery: Vec::new(),
         }
     }
 }
@@ -172,6 +176,7 @@ impl Setup {
                 user_quota: self.quotas.0,
                 total_quota: self.quotas.1,
                 refuse_amplification: self.refuse_amplification,
+                nat_discovery: self.nat_discovery.clone(),
                 ..CoreConfig::default()
             },
             credentials: Credentials::new(REALM, users, self.secrets.iter().map(|s| s.to_string()))
