@@ -156,7 +156,10 @@ fn every_change_request_is_answered_from_the_table_1_address() {
     let me = s.local_addr().unwrap();
     let mut n = 0u8;
     for (da, dp) in [(a1, p1), (a1, p2), (a2, p1), (a2, p2)] {
-        let (ca, cp) = (if da == a1 { a2 } else { a1 }, if dp == p1 { p2 } else { p1 });
+        let (ca, cp) = (
+            if da == a1 { a2 } else { a1 },
+            if dp == p1 { p2 } else { p1 },
+        );
         for (ip, port) in [(false, false), (true, false), (false, true), (true, true)] {
             n += 1;
             let txid = [n; 12];
@@ -183,11 +186,17 @@ fn response_port_answers_another_socket() {
     let (s, other) = (client(), client());
     let port = other.local_addr().unwrap().port().to_be_bytes();
     let txid = [7; 12];
-    let attrs = [(RESPONSE_PORT, vec![port[0], port[1], 0, 0]), change(true, true)];
+    let attrs = [
+        (RESPONSE_PORT, vec![port[0], port[1], 0, 0]),
+        change(true, true),
+    ];
     s.send_to(&request(0x0001, txid, &attrs), a1p1).unwrap();
     let (m, from) = recv(&other);
     assert_eq!(from, a2p2);
-    assert_eq!(decode(&m, txid).addr(XOR_MAPPED_ADDRESS), s.local_addr().unwrap());
+    assert_eq!(
+        decode(&m, txid).addr(XOR_MAPPED_ADDRESS),
+        s.local_addr().unwrap()
+    );
     assert!(silent(&s), "the asking socket got an answer too");
 }
 
@@ -261,5 +270,8 @@ fn turnutils_stunclient_sees_the_response_origins() {
     assert!(origins.contains(&a1p1), "{out}");
     assert!(origins.contains(&a2p2), "{out}");
     let others = values("Other addr: : ");
-    assert!(!others.is_empty() && others.iter().all(|o| *o == a2p2), "{out}");
+    assert!(
+        !others.is_empty() && others.iter().all(|o| *o == a2p2),
+        "{out}"
+    );
 }

@@ -58,6 +58,11 @@ pub(crate) fn build(settings: &Settings, problems: &mut Vec<Problem>) -> Config 
         ),
         max_frame_size: b.one("max_frame_size", defaults.max_frame_size, parse_frame_size),
         tls_listen: b.list("tls_listen", defaults.tls_listen, parse_listen),
+        alternate_servers: b.list(
+            "alternate_servers",
+            defaults.alternate_servers,
+            parse_listen,
+        ),
         nat_discovery_listen: b.list(
             "nat_discovery_listen",
             defaults.nat_discovery_listen,
@@ -263,6 +268,16 @@ impl Builder<'_> {
             if let Err(e) = super::nat_discovery_pairs(c) {
                 self.invalid("nat_discovery_listen", e);
             }
+        }
+        if let Some(a) = c
+            .alternate_servers
+            .iter()
+            .find(|a| a.port() == 0 || a.ip().is_unspecified())
+        {
+            self.invalid(
+                "alternate_servers",
+                format!("{a}: a client must be able to reach it: give a real IP and port"),
+            );
         }
         if let Some(dup) = first_duplicate(&c.relay_ips) {
             self.invalid("relay_ips", format!("{dup} is listed twice"));

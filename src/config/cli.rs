@@ -182,6 +182,11 @@ pub struct ConfigArgs {
     #[arg(long, value_name = "IP:PORT")]
     pub nat_discovery_listen: Vec<String>,
 
+    /// Another TURN server, IP:PORT, a new allocation is sent to (300 Try Alternate) when
+    /// this one is draining or full (repeatable) [key: alternate_servers]
+    #[arg(long = "alternate-server", value_name = "IP:PORT")]
+    pub alternate_servers: Vec<String>,
+
     /// PEM certificate chain for TLS, leaf first [key: tls_cert]
     #[arg(long, value_name = "FILE")]
     pub tls_cert: Option<String>,
@@ -245,6 +250,7 @@ impl ConfigArgs {
         one(&mut self.max_frame_size, &later.max_frame_size);
         list(&mut self.tls_listen, &later.tls_listen);
         list(&mut self.nat_discovery_listen, &later.nat_discovery_listen);
+        list(&mut self.alternate_servers, &later.alternate_servers);
         one(&mut self.tls_cert, &later.tls_cert);
         one(&mut self.tls_key, &later.tls_key);
         one(&mut self.metrics_listen, &later.metrics_listen);

@@ -98,6 +98,9 @@ pub struct Config {
     /// RFC 5780 alternate addresses (IP2:P2), each paired with the first `listen` address of
     /// its family (IP1:P1); empty = NAT behaviour discovery off. See [`nat_discovery_pairs`].
     pub nat_discovery_listen: Vec<SocketAddr>,
+    /// TURN servers an Allocate is redirected to (300 Try Alternate) when this one is
+    /// draining or full; empty = refuse with 508/486.
+    pub alternate_servers: Vec<SocketAddr>,
     /// PEM certificate chain for TLS, leaf first.
     pub tls_cert: Option<PathBuf>,
     /// PEM private key of the TLS certificate.
@@ -156,6 +159,7 @@ impl Default for Config {
             max_frame_size: crate::stun::framing::MAX_FRAME_LEN as u32,
             tls_listen: Vec::new(),
             nat_discovery_listen: Vec::new(),
+            alternate_servers: Vec::new(),
             tls_cert: None,
             tls_key: None,
             metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9641)),
@@ -202,7 +206,9 @@ pub fn nat_discovery_pairs(c: &Config) -> Result<Vec<(usize, SocketAddr)>, Strin
     let mut out: Vec<(usize, SocketAddr)> = Vec::new();
     for alt in &c.nat_discovery_listen {
         let Some(index) = c.listen.iter().position(|l| l.is_ipv4() == alt.is_ipv4()) else {
-            return Err(format!("{alt}: no `listen` address of its family to pair it with"));
+            return Err(format!(
+                "{alt}: no `listen` address of its family to pair it with"
+            ));
         };
         let primary = c.listen[index];
         if primary.ip().is_unspecified() || alt.ip().is_unspecified() {
@@ -212,10 +218,14 @@ pub fn nat_discovery_pairs(c: &Config) -> Result<Vec<(usize, SocketAddr)>, Strin
             ));
         }
         if primary.ip() == alt.ip() {
-            return Err(format!("{alt}: needs an IP other than the listen address {primary}"));
+            return Err(format!(
+                "{alt}: needs an IP other than the listen address {primary}"
+            ));
         }
         if alt.port() != 0 && alt.port() == primary.port() {
-            return Err(format!("{alt}: needs a port other than the listen address {primary}"));
+            return Err(format!(
+                "{alt}: needs a port other than the listen address {primary}"
+            ));
         }
         if out.iter().any(|(i, _)| *i == index) {
             return Err(format!("{alt}: only one alternate address per family"));
@@ -325,6 +335,7 @@ impl fmt::Debug for Config {
             .field("max_frame_size", &self.max_frame_size)
             .field("tls_listen", &self.tls_listen)
             .field("nat_discovery_listen", &self.nat_discovery_listen)
+            .field("alternate_servers", &self.alternate_servers)
             .field("tls_cert", &self.tls_cert)
             .field("tls_key", &self.tls_key)
             .field("metrics_listen", &self.metrics_listen)

@@ -78,6 +78,7 @@ impl Config {
             "nat_discovery_listen = {}",
             list(&self.nat_discovery_listen)
         );
+        let _ = writeln!(w, "alternate_servers = {}", list(&self.alternate_servers));
         for (key, file) in [("tls_cert", &self.tls_cert), ("tls_key", &self.tls_key)] {
             match file {
                 Some(f) => {

@@ -37,7 +37,7 @@ const fn key(name: &'static str, flag: &'static str, shape: Shape) -> Key {
 }
 
 /// Every config key, in the order they are documented and printed.
-pub(crate) const KEYS: [Key; 29] = [
+pub(crate) const KEYS: [Key; 30] = [
     key("listen", "--listen", Shape::List),
     key("relay_ips", "--relay-ip", Shape::List),
     key("relay_ports", "--relay-ports", Shape::Scalar),
@@ -65,6 +65,7 @@ pub(crate) const KEYS: [Key; 29] = [
     ),
     key("max_frame_size", "--max-frame-size", Shape::Scalar),
     key("tls_listen", "--tls-listen", Shape::List),
+    key("alternate_servers", "--alternate-server", Shape::List),
     key(
         "nat_discovery_listen",
         "--nat-discovery-listen",
@@ -331,7 +332,7 @@ fn from_env(env: &HashMap<String, String>, settings: &mut Settings, problems: &m
 }
 
 fn from_flags(args: &ConfigArgs, settings: &mut Settings) {
-    let lists: [(&str, &Vec<String>); 9] = [
+    let lists: [(&str, &Vec<String>); 10] = [
         ("listen", &args.listen),
         ("relay_ips", &args.relay_ip),
         ("external_ips", &args.external_ip),
@@ -341,6 +342,7 @@ fn from_flags(args: &ConfigArgs, settings: &mut Settings) {
         ("users", &args.user),
         ("tls_listen", &args.tls_listen),
         ("nat_discovery_listen", &args.nat_discovery_listen),
+        ("alternate_servers", &args.alternate_servers),
     ];
     let scalars: [(&str, &Option<String>); 20] = [
         ("relay_ports", &args.relay_ports),

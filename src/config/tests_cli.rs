@@ -75,6 +75,7 @@ fn every_key_has_a_flag_in_the_cli_and_in_the_sources() {
             "tls_cert" | "tls_key" => "/etc/turnd/x.pem",
             "relay_ips" => "127.0.0.2",
             "nat_discovery_listen" => "127.0.0.2:2",
+            "alternate_servers" => "192.0.2.7:3478",
             "relay_ports" => "2000-2001",
             "external_ips" => "203.0.113.5",
             "allow_peers" | "deny_peers" => "10.9.0.0/16",

@@ -392,8 +392,34 @@ fn nat_discovery_listen_needs_a_specific_listen_address_to_pair_with() {
     let c = load_with(
         None,
         &[],
-        &["--listen", "127.0.0.1:0", "--nat-discovery-listen", "127.0.0.2:0"],
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--nat-discovery-listen",
+            "127.0.0.2:0",
+        ],
     )
     .unwrap();
-    assert_eq!(nat_discovery_pairs(&c), Ok(vec![(0, "127.0.0.2:0".parse().unwrap())]));
+    assert_eq!(
+        nat_discovery_pairs(&c),
+        Ok(vec![(0, "127.0.0.2:0".parse().unwrap())])
+    );
+}
+
+#[test]
+fn alternate_servers_must_be_reachable() {
+    for bad in ["0.0.0.0:3478", "192.0.2.7:0"] {
+        let msg = fails_on("alternate_servers", None, &[], &["--alternate-server", bad]);
+        assert!(msg.contains("real IP and port"), "{bad}: {msg}");
+    }
+    let c = load_with(
+        None,
+        &[(
+            "TURND_ALTERNATE_SERVERS",
+            "192.0.2.7:3478,[2001:db8::7]:3478",
+        )],
+        &[],
+    )
+    .unwrap();
+    assert_eq!(c.alternate_servers.len(), 2);
 }

@@ -72,6 +72,9 @@ pub struct CoreConfig {
     /// RFC 5780 address pairs (at most one per family); empty = NAT behaviour discovery off,
     /// and CHANGE-REQUEST, PADDING and RESPONSE-PORT are unknown attributes (420).
     pub nat_discovery: Vec<nat_discovery::NatPair>,
+    /// Other TURN servers an Allocate is redirected to (300 Try Alternate, RFC 8489 §10)
+    /// when this one is draining or full; empty = refuse with 486/508 instead.
+    pub alternate_servers: Vec<SocketAddr>,
 }
 
 impl Default for CoreConfig {
@@ -86,6 +89,7 @@ impl Default for CoreConfig {
             total_quota: 0,
             refuse_amplification: false,
             nat_discovery: Vec::new(),
+            alternate_servers: Vec::new(),
         }
     }
 }

@@ -26,6 +26,17 @@ impl Quotas {
     /// Counts one more allocation for `user` unless that would pass a limit (0 = none).
     /// Returns false, counting nothing, when a limit is reached.
     pub fn acquire(&self, user: &str, user_limit: u32, total_limit: u32) -> bool {
+        self.try_acquire(user, user_limit, total_limit).is_ok()
+    }
+
+    /// [`Quotas::acquire`], saying which limit refused: a server that is full (total) may
+    /// send the client elsewhere (300), a user over their own limit may not.
+    pub fn try_acquire(
+        &self,
+        user: &str,
+        user_limit: u32,
+        total_limit: u32,
+    ) -> Result<(), Refusal> {
         let total_ok = self
             .total
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
@@ -33,16 +44,16 @@ impl Quotas {
             })
             .is_ok();
         if !total_ok {
-            return false;
+            return Err(Refusal::Total);
         }
         let mut entry = self.per_user.entry(user.into()).or_insert(0);
         if user_limit != 0 && *entry >= user_limit {
             drop(entry);
             self.total.fetch_sub(1, Ordering::AcqRel);
-            return false;
+            return Err(Refusal::User);
         }
         *entry += 1;
-        true
+        Ok(())
     }
 
     /// Forgets one allocation of `user`.
@@ -64,6 +75,13 @@ impl Quotas {
     pub fn of_user(&self, user: &str) -> u32 {
         self.per_user.get(user).map_or(0, |n| *n)
     }
+}
+
+/// Which quota refused an allocation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    User,
+    Total,
 }
 
 #[cfg(test)]

@@ -89,12 +89,14 @@ pub const METHOD_LABELS: [&str; METHODS] = [
 
 /// Every error code the server sends, plus "other" for any code not listed.
 const RESULT_CODES: [u16; RESULTS - 2] = [
-    400, 401, 403, 420, 437, 438, 440, 441, 442, 443, 486, 500, 508,
+    400, 401, 403, 420, 437, 438, 440, 441, 442, 443, 486, 500, 508, 300,
 ];
-pub const RESULTS: usize = 15;
+pub const RESULTS: usize = 16;
+/// In the order of [`RESULT_CODES`]; 300 (Try Alternate) came last, so earlier indices keep
+/// their meaning.
 pub const RESULT_LABELS: [&str; RESULTS] = [
     "success", "400", "401", "403", "420", "437", "438", "440", "441", "442", "443", "486", "500",
-    "508", "other",
+    "508", "300", "other",
 ];
 
 pub const AUTH_FAILURES: usize = 5;

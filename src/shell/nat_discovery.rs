@@ -73,9 +73,8 @@ fn bind_pair(
         }
         let a1p2 = SocketAddr::new(primary.ip(), alternate.port());
         let a2p1 = SocketAddr::new(alternate.ip(), primary.port());
-        let result = socket::bind_reuseport_group(a1p2, workers).and_then(|g1| {
-            socket::bind_reuseport_group(a2p1, workers).map(|g2| (g1, g2))
-        });
+        let result = socket::bind_reuseport_group(a1p2, workers)
+            .and_then(|g1| socket::bind_reuseport_group(a2p1, workers).map(|g2| (g1, g2)));
         match result {
             Ok((g1, g2)) => {
                 let pair = NatPair { primary, alternate };

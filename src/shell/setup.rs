@@ -88,6 +88,7 @@ pub fn shared_state(
         refuse_amplification: config.refuse_amplification,
         total_quota: config.total_quota,
         nat_discovery,
+        alternate_servers: config.alternate_servers.clone(),
     };
     Ok(Arc::new(Shared {
         config: core,

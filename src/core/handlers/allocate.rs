@@ -55,9 +55,13 @@ impl Server {
             return Some(r.plain_error(437));
         }
         // Draining before exit: existing allocations keep relaying, new ones go elsewhere
-        // (508: the server cannot carry out the request for capacity reasons).
+        // (300 to an alternate server, else 508: the server cannot carry out the request for
+        // capacity reasons).
         if self.shared.quotas.is_draining() {
-            return Some(r.plain_error(508));
+            return Some(
+                self.try_alternate(from, &r)
+                    .unwrap_or_else(|| r.plain_error(508)),
+            );
         }
         match msg.requested_transport() {
             Some(Ok(UDP)) => {}
@@ -112,7 +116,10 @@ impl Server {
                 ports.take(ip, random, even.is_some(), pair)
             };
             let Some(port) = port else {
-                return Some(r.plain_error(508));
+                return Some(
+                    self.try_alternate(from, &r)
+                        .unwrap_or_else(|| r.plain_error(508)),
+                );
             };
             let reservation = if pair {
                 let token = self.random().to_be_bytes();
@@ -135,13 +142,19 @@ impl Server {
 
         // Quotas are checked last, once everything else succeeded, so a refused request
         // holds nothing: the port (and any reservation) taken above goes back.
-        if !shared
+        if let Err(refusal) = shared
             .quotas
-            .acquire(username, cfg.user_quota, cfg.total_quota)
+            .try_acquire(username, cfg.user_quota, cfg.total_quota)
         {
             self.release_port(relay);
             if let Some((_, res)) = reservation.and_then(|t| shared.reservations.remove(&t)) {
                 self.release_port(res.relay);
+            }
+            // A full server sends the client elsewhere; a user over their own quota is not.
+            if refusal == crate::core::quota::Refusal::Total {
+                if let Some(resp) = self.try_alternate(from, &r) {
+                    return Some(resp);
+                }
             }
             self.counters.quota += 1;
             return Some(r.plain_error(486));

@@ -14,6 +14,7 @@
 //! Every `Transmit` the harness drains is checked to parse as STUN, in every test.
 
 mod allocate;
+mod alternate;
 mod amplification;
 mod auth;
 mod binding;
@@ -128,6 +129,8 @@ pub struct Setup {
     pub refuse_amplification: bool,
     /// RFC 5780 pairs; empty = NAT behaviour discovery off.
     pub nat_discovery: Vec<super::nat_discovery::NatPair>,
+    /// ALTERNATE-SERVER targets (300 Try Alternate).
+    pub alternate_servers: Vec<SocketAddr>,
 }
 
 impl Default for Setup {
@@ -141,6 +144,7 @@ impl Default for Setup {
             quotas: (0, 0),
             refuse_amplification: false,
             nat_discovery: Vec::new(),
+            alternate_servers: Vec::new(),
         }
     }
 }
@@ -177,6 +181,7 @@ impl Setup {
                 total_quota: self.quotas.1,
                 refuse_amplification: self.refuse_amplification,
                 nat_discovery: self.nat_discovery.clone(),
+                alternate_servers: self.alternate_servers.clone(),
                 ..CoreConfig::default()
             },
             credentials: Credentials::new(REALM, users, self.secrets.iter().map(|s| s.to_string()))

@@ -70,7 +70,11 @@ fn table_1_every_local_address_and_flag() {
             (true, true, SocketAddr::new(ca, cp)),
         ] {
             let (to, resp) = exchange(&mut h, local, &binding(&[change(ip, port)], false));
-            assert_eq!(to, FiveTuple::udp(sa(CLIENT), source), "{local} {ip} {port}");
+            assert_eq!(
+                to,
+                FiveTuple::udp(sa(CLIENT), source),
+                "{local} {ip} {port}"
+            );
             assert_eq!(resp.class(), Class::SuccessResponse);
             assert_eq!(resp.mapped(), sa(CLIENT));
             assert_eq!(addr_attr(&resp, AttrType::MAPPED_ADDRESS), sa(CLIENT));
@@ -114,7 +118,12 @@ fn padding_is_echoed_at_the_request_length() {
     assert_eq!(m.get(AttrType::PADDING).map(<[u8]>::len), Some(1500));
     // Bytes out: the request plus four IPv4 address attributes (48), less its own padding
     // rounding — never a multiple of it.
-    assert!(resp.0.len() <= req.len() + 48, "{} vs {}", resp.0.len(), req.len());
+    assert!(
+        resp.0.len() <= req.len() + 48,
+        "{} vs {}",
+        resp.0.len(),
+        req.len()
+    );
 }
 
 #[test]
@@ -155,11 +164,16 @@ fn without_discovery_change_request_gets_420() {
         response_port(50000),
     ] {
         let ft = udp(CLIENT);
-        h.input(ft, &binding(&[attr.clone()], false));
+        h.input(ft, &binding(std::slice::from_ref(&attr), false));
         let resp = h.take_one(ft);
         resp.assert_error(Method::BINDING, 420, None);
-        let Attr::Raw(t, _) = attr else { unreachable!() };
-        assert_eq!(resp.msg().unknown_attributes().collect::<Vec<_>>(), vec![t.0]);
+        let Attr::Raw(t, _) = attr else {
+            unreachable!()
+        };
+        assert_eq!(
+            resp.msg().unknown_attributes().collect::<Vec<_>>(),
+            vec![t.0]
+        );
     }
     // And a plain Binding gets neither OTHER-ADDRESS nor RESPONSE-ORIGIN.
     let ft = udp(CLIENT);
