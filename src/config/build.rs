@@ -45,6 +45,11 @@ pub(crate) fn build(settings: &Settings, problems: &mut Vec<Problem>) -> Config 
         software: b.one("software", defaults.software, parse_software),
         user_quota: b.one("user_quota", defaults.user_quota, parse_count),
         total_quota: b.one("total_quota", defaults.total_quota, parse_count),
+        allocation_bandwidth: b.one(
+            "allocation_bandwidth",
+            defaults.allocation_bandwidth,
+            parse_count,
+        ),
         max_connections: b.one("max_connections", defaults.max_connections, parse_count),
         refuse_amplification: b.one(
             "amplification",

@@ -82,6 +82,8 @@ pub struct Config {
     pub user_quota: u32,
     /// Most allocations the whole server holds at once; 0 = no limit.
     pub total_quota: u32,
+    /// Relayed bytes per second per allocation, both directions; 0 = no cap.
+    pub allocation_bandwidth: u32,
     /// Most TCP connections the server holds at once (all workers); 0 = no limit.
     pub max_connections: u32,
     /// When true (`amplification = "refuse"`), an error response to an unauthenticated
@@ -153,6 +155,7 @@ impl Default for Config {
             software: Some(concat!("turnd/", env!("CARGO_PKG_VERSION")).to_string()),
             user_quota: 0,
             total_quota: 0,
+            allocation_bandwidth: 0,
             max_connections: 10_000,
             refuse_amplification: false,
             unauthenticated_timeout: 10,
@@ -329,6 +332,7 @@ impl fmt::Debug for Config {
             .field("software", &self.software)
             .field("user_quota", &self.user_quota)
             .field("total_quota", &self.total_quota)
+            .field("allocation_bandwidth", &self.allocation_bandwidth)
             .field("max_connections", &self.max_connections)
             .field("refuse_amplification", &self.refuse_amplification)
             .field("unauthenticated_timeout", &self.unauthenticated_timeout)

@@ -54,6 +54,11 @@ impl Config {
         let _ = writeln!(w, "total_quota = {} # 0 = no limit", self.total_quota);
         let _ = writeln!(
             w,
+            "allocation_bandwidth = {} # bytes/s, 0 = no cap",
+            self.allocation_bandwidth
+        );
+        let _ = writeln!(
+            w,
             "max_connections = {} # 0 = no limit",
             self.max_connections
         );

@@ -37,7 +37,7 @@ const fn key(name: &'static str, flag: &'static str, shape: Shape) -> Key {
 }
 
 /// Every config key, in the order they are documented and printed.
-pub(crate) const KEYS: [Key; 30] = [
+pub(crate) const KEYS: [Key; 31] = [
     key("listen", "--listen", Shape::List),
     key("relay_ips", "--relay-ip", Shape::List),
     key("relay_ports", "--relay-ports", Shape::Scalar),
@@ -56,6 +56,11 @@ pub(crate) const KEYS: [Key; 30] = [
     key("software", "--software", Shape::Scalar),
     key("user_quota", "--user-quota", Shape::Scalar),
     key("total_quota", "--total-quota", Shape::Scalar),
+    key(
+        "allocation_bandwidth",
+        "--allocation-bandwidth",
+        Shape::Scalar,
+    ),
     key("max_connections", "--max-connections", Shape::Scalar),
     key("amplification", "--amplification", Shape::Scalar),
     key(
@@ -344,7 +349,7 @@ fn from_flags(args: &ConfigArgs, settings: &mut Settings) {
         ("nat_discovery_listen", &args.nat_discovery_listen),
         ("alternate_servers", &args.alternate_servers),
     ];
-    let scalars: [(&str, &Option<String>); 20] = [
+    let scalars: [(&str, &Option<String>); 21] = [
         ("relay_ports", &args.relay_ports),
         ("realm", &args.realm),
         ("workers", &args.workers),
@@ -356,6 +361,7 @@ fn from_flags(args: &ConfigArgs, settings: &mut Settings) {
         ("software", &args.software),
         ("user_quota", &args.user_quota),
         ("total_quota", &args.total_quota),
+        ("allocation_bandwidth", &args.allocation_bandwidth),
         ("max_connections", &args.max_connections),
         ("amplification", &args.amplification),
         ("unauthenticated_timeout", &args.unauthenticated_timeout),

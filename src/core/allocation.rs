@@ -71,6 +71,8 @@ pub struct Allocation {
     /// The earliest pending sweep of permissions and channels, so refreshes do not pile up
     /// one heap entry each.
     pub next_sweep: Option<Instant>,
+    /// The `allocation_bandwidth` cap, when one is set.
+    pub bandwidth: Option<super::bandwidth::TokenBucket>,
 }
 
 #[derive(Debug)]

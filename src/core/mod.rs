@@ -13,6 +13,7 @@
 
 pub mod allocation;
 pub mod auth;
+pub mod bandwidth;
 pub mod channel;
 pub mod five_tuple;
 mod handlers;
@@ -75,6 +76,9 @@ pub struct CoreConfig {
     /// Other TURN servers an Allocate is redirected to (300 Try Alternate, RFC 8489 §10)
     /// when this one is draining or full; empty = refuse with 486/508 instead.
     pub alternate_servers: Vec<SocketAddr>,
+    /// Relayed payload bytes per second one allocation may carry, both directions together
+    /// (a token bucket; beyond it datagrams are dropped); 0 = no cap.
+    pub allocation_bandwidth: u64,
 }
 
 impl Default for CoreConfig {
@@ -90,6 +94,7 @@ impl Default for CoreConfig {
             refuse_amplification: false,
             nat_discovery: Vec::new(),
             alternate_servers: Vec::new(),
+            allocation_bandwidth: 0,
         }
     }
 }

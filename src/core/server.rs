@@ -42,6 +42,8 @@ pub struct Counters {
     pub peers_denied: u64,
     /// Requests refused by an allocation quota (486).
     pub quota: u64,
+    /// Datagrams dropped by the `allocation_bandwidth` cap.
+    pub bandwidth: u64,
     /// Relayed traffic, indexed by the client's transport ([`transport_index`]).
     pub relayed: [Relayed; TRANSPORTS],
     /// Responses sent, by method ([`METHOD_LABELS`]) and result ([`RESULT_LABELS`]).
@@ -132,6 +134,7 @@ impl Counters {
         self.auth_failures += other.auth_failures;
         self.peers_denied += other.peers_denied;
         self.quota += other.quota;
+        self.bandwidth += other.bandwidth;
         for (a, b) in self.relayed.iter_mut().zip(&other.relayed) {
             a.to_peer_packets += b.to_peer_packets;
             a.to_peer_bytes += b.to_peer_bytes;

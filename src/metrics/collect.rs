@@ -277,6 +277,7 @@ pub(crate) fn encode_snapshot(s: &Snapshot, e: &mut DescriptorEncoder) -> fmt::R
         ("send_error", s.send_errors),
         ("write_queue_full", s.write_queue_full),
         ("quota", c.quota),
+        ("bandwidth", c.bandwidth),
     ];
     let drops: Vec<_> = drops
         .iter()

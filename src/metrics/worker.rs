@@ -65,6 +65,7 @@ pub struct WorkerMetrics {
     auth_failures: Cell,
     peers_denied: Cell,
     quota: Cell,
+    bandwidth: Cell,
     /// Per transport: to-peer packets, to-peer bytes, to-client packets, to-client bytes.
     relayed: [[Cell; 4]; TRANSPORTS],
     responses: [[Cell; RESULTS]; METHODS],
@@ -145,6 +146,7 @@ impl WorkerMetrics {
         self.auth_failures.set(c.auth_failures);
         self.peers_denied.set(c.peers_denied);
         self.quota.set(c.quota);
+        self.bandwidth.set(c.bandwidth);
         for (cells, row) in self.responses.iter().zip(&c.responses) {
             for (cell, v) in cells.iter().zip(row) {
                 cell.set(*v);
@@ -226,6 +228,7 @@ impl WorkerMetrics {
         c.auth_failures = self.auth_failures.get();
         c.peers_denied = self.peers_denied.get();
         c.quota = self.quota.get();
+        c.bandwidth = self.bandwidth.get();
         for (r, cells) in c.relayed.iter_mut().zip(&self.relayed) {
             r.to_peer_packets = cells[0].get();
             r.to_peer_bytes = cells[1].get();

@@ -89,6 +89,7 @@ pub fn shared_state(
         total_quota: config.total_quota,
         nat_discovery,
         alternate_servers: config.alternate_servers.clone(),
+        allocation_bandwidth: config.allocation_bandwidth.into(),
     };
     Ok(Arc::new(Shared {
         config: core,

@@ -182,6 +182,8 @@ impl Server {
             channels: Default::default(),
             stats: Stats::default(),
             next_sweep: None,
+            bandwidth: (cfg.allocation_bandwidth > 0)
+                .then(|| crate::core::bandwidth::TokenBucket::new(cfg.allocation_bandwidth, now)),
         });
         self.outputs.push_back(Output::OpenRelay {
             id,

@@ -50,6 +50,13 @@ impl Server {
             self.counters.no_permission += 1;
             return None;
         }
+        if a.bandwidth
+            .as_mut()
+            .is_some_and(|b| !b.take(now, cd.data.len() as u64))
+        {
+            self.counters.bandwidth += 1;
+            return None;
+        }
         a.stats.to_peer_packets += 1;
         a.stats.to_peer_bytes += cd.data.len() as u64;
         let r = &mut self.counters.relayed[transport_index(from.transport)];
@@ -95,6 +102,13 @@ impl Server {
             self.counters.no_permission += 1;
             return None;
         }
+        if a.bandwidth
+            .as_mut()
+            .is_some_and(|b| !b.take(now, range.len() as u64))
+        {
+            self.counters.bandwidth += 1;
+            return None;
+        }
         a.stats.to_peer_packets += 1;
         a.stats.to_peer_bytes += range.len() as u64;
         let r = &mut self.counters.relayed[transport_index(from.transport)];
@@ -137,6 +151,13 @@ impl Server {
         }
         if !a.permissions.allows(peer.ip(), now) {
             self.counters.no_permission += 1;
+            return None;
+        }
+        if a.bandwidth
+            .as_mut()
+            .is_some_and(|b| !b.take(now, len as u64))
+        {
+            self.counters.bandwidth += 1;
             return None;
         }
         a.stats.to_client_packets += 1;

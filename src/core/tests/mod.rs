@@ -17,6 +17,7 @@ mod allocate;
 mod alternate;
 mod amplification;
 mod auth;
+mod bandwidth;
 mod binding;
 mod channel_bind;
 mod connection;
@@ -131,6 +132,8 @@ pub struct Setup {
     pub nat_discovery: Vec<super::nat_discovery::NatPair>,
     /// ALTERNATE-SERVER targets (300 Try Alternate).
     pub alternate_servers: Vec<SocketAddr>,
+    /// `allocation_bandwidth`, bytes/s; 0 = no cap.
+    pub allocation_bandwidth: u64,
 }
 
 impl Default for Setup {
@@ -145,6 +148,7 @@ impl Default for Setup {
             refuse_amplification: false,
             nat_discovery: Vec::new(),
             alternate_servers: Vec::new(),
+            allocation_bandwidth: 0,
         }
     }
 }
@@ -182,6 +186,7 @@ impl Setup {
                 refuse_amplification: self.refuse_amplification,
                 nat_discovery: self.nat_discovery.clone(),
                 alternate_servers: self.alternate_servers.clone(),
+                allocation_bandwidth: self.allocation_bandwidth,
                 ..CoreConfig::default()
             },
             credentials: Credentials::new(REALM, users, self.secrets.iter().map(|s| s.to_string()))
