@@ -1,0 +1,111 @@
+//! `allocation_bandwidth` measured on the wire, against the turnd binary: a raw client offers
+//! ChannelData at three times the cap for a few seconds; a peer socket counts what arrives.
+//! After the first second (the bucket's initial burst), the delivered rate must be within
+//! 10 % of the cap, and `turnd_datagrams_dropped_total{reason="bandwidth"}` must count the
+//! rest. The rate is computed from bytes and arrival times, not asserted on a clock.
+
+mod common;
+mod raw;
+
+use common::{TurnServer, PASSWORD, USER};
+use raw::Client;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::time::{Duration, Instant};
+
+/// Bytes per second.
+const CAP: u64 = 200_000;
+const PAYLOAD: usize = 1_000;
+/// Offered: three times the cap, in bursts of 6 datagrams every 10 ms.
+const PER_TICK: usize = 6;
+const TICK: Duration = Duration::from_millis(10);
+const SEND_FOR: Duration = Duration::from_secs(4);
+/// Arrivals in the first second include the bucket's burst; the rate is measured after it.
+const SKIP: Duration = Duration::from_secs(1);
+
+fn metrics_addr(server: &TurnServer) -> SocketAddr {
+    let out = server.output();
+    let line = out
+        .lines()
+        .find_map(|l| l.strip_prefix("turnd metrics http://"))
+        .unwrap_or_else(|| panic!("no metrics line in:\n{out}"));
+    line.trim().parse().expect("metrics address")
+}
+
+fn scrape(addr: SocketAddr) -> String {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+#[test]
+fn delivered_rate_is_within_10_percent_of_the_cap() {
+    let cap = CAP.to_string();
+    let server = TurnServer::spawn_turnd(&["--allocation-bandwidth", &cap]);
+    let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+    peer.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let peer_addr = peer.local_addr().unwrap();
+
+    let mut c = Client::new(server.addr()).with_user(USER, PASSWORD);
+    c.allocate();
+    c.bind_channel(0x4000, peer_addr);
+
+    let counter = std::thread::spawn(move || {
+        let mut arrivals: Vec<(Instant, usize)> = Vec::new();
+        let mut buf = [0u8; 2048];
+        // Bounded: ends at the first 500 ms of silence, and by count.
+        while arrivals.len() < 100_000 {
+            match peer.recv_from(&mut buf) {
+                Ok((n, _)) => arrivals.push((Instant::now(), n)),
+                Err(_) => break,
+            }
+        }
+        arrivals
+    });
+
+    let payload = [0x5Au8; PAYLOAD];
+    let start = Instant::now();
+    let mut next = start;
+    let mut sent = 0u64;
+    while start.elapsed() < SEND_FOR {
+        for _ in 0..PER_TICK {
+            c.send_channel_data(0x4000, &payload, false);
+            sent += PAYLOAD as u64;
+        }
+        next += TICK;
+        if let Some(d) = next.checked_duration_since(Instant::now()) {
+            std::thread::sleep(d);
+        }
+    }
+    let offered = sent as f64 / start.elapsed().as_secs_f64();
+    let arrivals = counter.join().unwrap();
+    let first = arrivals.first().expect("nothing arrived").0;
+    let from = first + SKIP;
+    let steady: Vec<_> = arrivals.iter().filter(|(t, _)| *t >= from).collect();
+    let last = steady.last().expect("arrivals after the first second").0;
+    let bytes: usize = steady.iter().map(|(_, n)| n).sum();
+    let rate = bytes as f64 / last.duration_since(from).as_secs_f64();
+    eprintln!(
+        "cap {CAP} B/s, offered {offered:.0} B/s, delivered {rate:.0} B/s ({:+.1} %)",
+        (rate / CAP as f64 - 1.0) * 100.0
+    );
+    assert!(offered > 1.5 * CAP as f64, "the sender could not outrun the cap");
+    assert!(
+        (rate - CAP as f64).abs() <= 0.1 * CAP as f64,
+        "delivered {rate:.0} B/s with a cap of {CAP} B/s"
+    );
+
+    let text = scrape(metrics_addr(&server));
+    let drops: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("turnd_datagrams_dropped_total{reason=\"bandwidth\"} "))
+        .unwrap_or_else(|| panic!("no bandwidth drop series in:\n{text}"))
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(drops > 0.0, "no drop counted");
+}
