@@ -1,5 +1,6 @@
-//! `allocation_bandwidth` measured on the wire, against the turnd binary: a raw client offers
-//! ChannelData at three times the cap for a few seconds; a peer socket counts what arrives.
+//! `allocation_bandwidth` and `user_bandwidth` measured on the wire, against the turnd binary:
+//! raw clients offer ChannelData at three times the cap for a few seconds (one allocation; or
+//! four allocations of one user over two workers); a peer socket counts what arrives.
 //! After the first second (the bucket's initial burst), the delivered rate must be within
 //! 10 % of the cap, and `turnd_datagrams_dropped_total{reason="bandwidth"}` must count the
 //! rest. The rate is computed from bytes and arrival times, not asserted on a clock.
@@ -35,25 +36,22 @@ fn metrics_addr(server: &TurnServer) -> SocketAddr {
 fn scrape(addr: SocketAddr) -> String {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-    write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut out = String::new();
     let _ = s.read_to_string(&mut out);
     out
 }
 
-#[test]
-fn delivered_rate_is_within_10_percent_of_the_cap() {
-    let cap = CAP.to_string();
-    let server = TurnServer::spawn_turnd(&["--allocation-bandwidth", &cap]);
-    let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+/// Floods ChannelData from the clients in turn (each with channel 0x4000 to `peer`), three
+/// times [`CAP`] in total; returns the offered and the delivered
+/// rate after [`SKIP`], in bytes per second.
+fn flood(clients: &[Client], peer: UdpSocket) -> (f64, f64) {
     peer.set_read_timeout(Some(Duration::from_millis(500)))
         .unwrap();
-    let peer_addr = peer.local_addr().unwrap();
-
-    let mut c = Client::new(server.addr()).with_user(USER, PASSWORD);
-    c.allocate();
-    c.bind_channel(0x4000, peer_addr);
-
     let counter = std::thread::spawn(move || {
         let mut arrivals: Vec<(Instant, usize)> = Vec::new();
         let mut buf = [0u8; 2048];
@@ -66,14 +64,13 @@ fn delivered_rate_is_within_10_percent_of_the_cap() {
         }
         arrivals
     });
-
     let payload = [0x5Au8; PAYLOAD];
     let start = Instant::now();
     let mut next = start;
     let mut sent = 0u64;
     while start.elapsed() < SEND_FOR {
-        for _ in 0..PER_TICK {
-            c.send_channel_data(0x4000, &payload, false);
+        for i in 0..PER_TICK {
+            clients[i % clients.len()].send_channel_data(0x4000, &payload, false);
             sent += PAYLOAD as u64;
         }
         next += TICK;
@@ -88,18 +85,26 @@ fn delivered_rate_is_within_10_percent_of_the_cap() {
     let steady: Vec<_> = arrivals.iter().filter(|(t, _)| *t >= from).collect();
     let last = steady.last().expect("arrivals after the first second").0;
     let bytes: usize = steady.iter().map(|(_, n)| n).sum();
-    let rate = bytes as f64 / last.duration_since(from).as_secs_f64();
+    (
+        offered,
+        bytes as f64 / last.duration_since(from).as_secs_f64(),
+    )
+}
+
+fn assert_capped(what: &str, offered: f64, rate: f64, server: &TurnServer) {
     eprintln!(
-        "cap {CAP} B/s, offered {offered:.0} B/s, delivered {rate:.0} B/s ({:+.1} %)",
+        "{what}: cap {CAP} B/s, offered {offered:.0} B/s, delivered {rate:.0} B/s ({:+.1} %)",
         (rate / CAP as f64 - 1.0) * 100.0
     );
-    assert!(offered > 1.5 * CAP as f64, "the sender could not outrun the cap");
+    assert!(
+        offered > 1.5 * CAP as f64,
+        "the sender could not outrun the cap"
+    );
     assert!(
         (rate - CAP as f64).abs() <= 0.1 * CAP as f64,
         "delivered {rate:.0} B/s with a cap of {CAP} B/s"
     );
-
-    let text = scrape(metrics_addr(&server));
+    let text = scrape(metrics_addr(server));
     let drops: f64 = text
         .lines()
         .find_map(|l| l.strip_prefix("turnd_datagrams_dropped_total{reason=\"bandwidth\"} "))
@@ -108,4 +113,35 @@ fn delivered_rate_is_within_10_percent_of_the_cap() {
         .parse()
         .unwrap();
     assert!(drops > 0.0, "no drop counted");
+}
+
+#[test]
+fn allocation_cap_holds_within_10_percent() {
+    let cap = CAP.to_string();
+    let server = TurnServer::spawn_turnd(&["--allocation-bandwidth", &cap]);
+    let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut c = Client::new(server.addr()).with_user(USER, PASSWORD);
+    c.allocate();
+    c.bind_channel(0x4000, peer.local_addr().unwrap());
+    let (offered, rate) = flood(&[c], peer);
+    assert_capped("allocation_bandwidth", offered, rate, &server);
+}
+
+#[test]
+fn user_cap_holds_across_allocations_and_workers() {
+    let cap = CAP.to_string();
+    // Two workers; four allocations of one user, from four client ports, so the kernel
+    // spreads them over both workers.
+    let server = TurnServer::spawn_turnd(&["--user-bandwidth", &cap]);
+    let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let clients: Vec<Client> = (0..4)
+        .map(|_| {
+            let mut c = Client::new(server.addr()).with_user(USER, PASSWORD);
+            c.allocate();
+            c.bind_channel(0x4000, peer.local_addr().unwrap());
+            c
+        })
+        .collect();
+    let (offered, rate) = flood(&clients, peer);
+    assert_capped("user_bandwidth", offered, rate, &server);
 }

@@ -50,6 +50,7 @@ pub(crate) fn build(settings: &Settings, problems: &mut Vec<Problem>) -> Config 
             defaults.allocation_bandwidth,
             parse_count,
         ),
+        user_bandwidth: b.one("user_bandwidth", defaults.user_bandwidth, parse_count),
         max_connections: b.one("max_connections", defaults.max_connections, parse_count),
         refuse_amplification: b.one(
             "amplification",

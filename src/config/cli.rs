@@ -157,6 +157,11 @@ pub struct ConfigArgs {
     #[arg(long, value_name = "BYTES_PER_S")]
     pub allocation_bandwidth: Option<String>,
 
+    /// Relayed bytes per second all of one user's allocations may carry together, across
+    /// workers (more is dropped); 0 = no cap [key: user_bandwidth]
+    #[arg(long, value_name = "BYTES_PER_S")]
+    pub user_bandwidth: Option<String>,
+
     /// Most TCP connections the server holds at once; more are closed at accept;
     /// 0 = no limit [key: max_connections]
     #[arg(long, value_name = "N")]
@@ -247,6 +252,7 @@ impl ConfigArgs {
         one(&mut self.user_quota, &later.user_quota);
         one(&mut self.total_quota, &later.total_quota);
         one(&mut self.allocation_bandwidth, &later.allocation_bandwidth);
+        one(&mut self.user_bandwidth, &later.user_bandwidth);
         one(&mut self.max_connections, &later.max_connections);
         one(&mut self.amplification, &later.amplification);
         one(

@@ -84,6 +84,8 @@ pub struct Config {
     pub total_quota: u32,
     /// Relayed bytes per second per allocation, both directions; 0 = no cap.
     pub allocation_bandwidth: u32,
+    /// Relayed bytes per second per user (all allocations, all workers); 0 = no cap.
+    pub user_bandwidth: u32,
     /// Most TCP connections the server holds at once (all workers); 0 = no limit.
     pub max_connections: u32,
     /// When true (`amplification = "refuse"`), an error response to an unauthenticated
@@ -156,6 +158,7 @@ impl Default for Config {
             user_quota: 0,
             total_quota: 0,
             allocation_bandwidth: 0,
+            user_bandwidth: 0,
             max_connections: 10_000,
             refuse_amplification: false,
             unauthenticated_timeout: 10,
@@ -333,6 +336,7 @@ impl fmt::Debug for Config {
             .field("user_quota", &self.user_quota)
             .field("total_quota", &self.total_quota)
             .field("allocation_bandwidth", &self.allocation_bandwidth)
+            .field("user_bandwidth", &self.user_bandwidth)
             .field("max_connections", &self.max_connections)
             .field("refuse_amplification", &self.refuse_amplification)
             .field("unauthenticated_timeout", &self.unauthenticated_timeout)

@@ -59,6 +59,11 @@ impl Config {
         );
         let _ = writeln!(
             w,
+            "user_bandwidth = {} # bytes/s, 0 = no cap",
+            self.user_bandwidth
+        );
+        let _ = writeln!(
+            w,
             "max_connections = {} # 0 = no limit",
             self.max_connections
         );

@@ -37,7 +37,7 @@ const fn key(name: &'static str, flag: &'static str, shape: Shape) -> Key {
 }
 
 /// Every config key, in the order they are documented and printed.
-pub(crate) const KEYS: [Key; 31] = [
+pub(crate) const KEYS: [Key; 32] = [
     key("listen", "--listen", Shape::List),
     key("relay_ips", "--relay-ip", Shape::List),
     key("relay_ports", "--relay-ports", Shape::Scalar),
@@ -61,6 +61,7 @@ pub(crate) const KEYS: [Key; 31] = [
         "--allocation-bandwidth",
         Shape::Scalar,
     ),
+    key("user_bandwidth", "--user-bandwidth", Shape::Scalar),
     key("max_connections", "--max-connections", Shape::Scalar),
     key("amplification", "--amplification", Shape::Scalar),
     key(
@@ -349,7 +350,7 @@ fn from_flags(args: &ConfigArgs, settings: &mut Settings) {
         ("nat_discovery_listen", &args.nat_discovery_listen),
         ("alternate_servers", &args.alternate_servers),
     ];
-    let scalars: [(&str, &Option<String>); 21] = [
+    let scalars: [(&str, &Option<String>); 22] = [
         ("relay_ports", &args.relay_ports),
         ("realm", &args.realm),
         ("workers", &args.workers),
@@ -362,6 +363,7 @@ fn from_flags(args: &ConfigArgs, settings: &mut Settings) {
         ("user_quota", &args.user_quota),
         ("total_quota", &args.total_quota),
         ("allocation_bandwidth", &args.allocation_bandwidth),
+        ("user_bandwidth", &args.user_bandwidth),
         ("max_connections", &args.max_connections),
         ("amplification", &args.amplification),
         ("unauthenticated_timeout", &args.unauthenticated_timeout),

@@ -79,6 +79,8 @@ pub struct CoreConfig {
     /// Relayed payload bytes per second one allocation may carry, both directions together
     /// (a token bucket; beyond it datagrams are dropped); 0 = no cap.
     pub allocation_bandwidth: u64,
+    /// The same across all of one user's allocations, on every worker; 0 = no cap.
+    pub user_bandwidth: u64,
 }
 
 impl Default for CoreConfig {
@@ -95,6 +97,7 @@ impl Default for CoreConfig {
             nat_discovery: Vec::new(),
             alternate_servers: Vec::new(),
             allocation_bandwidth: 0,
+            user_bandwidth: 0,
         }
     }
 }

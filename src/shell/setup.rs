@@ -90,6 +90,7 @@ pub fn shared_state(
         nat_discovery,
         alternate_servers: config.alternate_servers.clone(),
         allocation_bandwidth: config.allocation_bandwidth.into(),
+        user_bandwidth: config.user_bandwidth.into(),
     };
     Ok(Arc::new(Shared {
         config: core,

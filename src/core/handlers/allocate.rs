@@ -184,6 +184,11 @@ impl Server {
             next_sweep: None,
             bandwidth: (cfg.allocation_bandwidth > 0)
                 .then(|| crate::core::bandwidth::TokenBucket::new(cfg.allocation_bandwidth, now)),
+            user_bandwidth: if cfg.user_bandwidth > 0 {
+                shared.quotas.user_bucket(username, cfg.user_bandwidth, now)
+            } else {
+                None
+            },
         });
         self.outputs.push_back(Output::OpenRelay {
             id,

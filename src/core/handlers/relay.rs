@@ -50,10 +50,7 @@ impl Server {
             self.counters.no_permission += 1;
             return None;
         }
-        if a.bandwidth
-            .as_mut()
-            .is_some_and(|b| !b.take(now, cd.data.len() as u64))
-        {
+        if !a.within_bandwidth(now, cd.data.len() as u64) {
             self.counters.bandwidth += 1;
             return None;
         }
@@ -102,10 +99,7 @@ impl Server {
             self.counters.no_permission += 1;
             return None;
         }
-        if a.bandwidth
-            .as_mut()
-            .is_some_and(|b| !b.take(now, range.len() as u64))
-        {
+        if !a.within_bandwidth(now, range.len() as u64) {
             self.counters.bandwidth += 1;
             return None;
         }
@@ -153,10 +147,7 @@ impl Server {
             self.counters.no_permission += 1;
             return None;
         }
-        if a.bandwidth
-            .as_mut()
-            .is_some_and(|b| !b.take(now, len as u64))
-        {
+        if !a.within_bandwidth(now, len as u64) {
             self.counters.bandwidth += 1;
             return None;
         }

@@ -134,6 +134,8 @@ pub struct Setup {
     pub alternate_servers: Vec<SocketAddr>,
     /// `allocation_bandwidth`, bytes/s; 0 = no cap.
     pub allocation_bandwidth: u64,
+    /// `user_bandwidth`, bytes/s; 0 = no cap.
+    pub user_bandwidth: u64,
 }
 
 impl Default for Setup {
@@ -149,6 +151,7 @@ impl Default for Setup {
             nat_discovery: Vec::new(),
             alternate_servers: Vec::new(),
             allocation_bandwidth: 0,
+            user_bandwidth: 0,
         }
     }
 }
@@ -187,6 +190,7 @@ impl Setup {
                 nat_discovery: self.nat_discovery.clone(),
                 alternate_servers: self.alternate_servers.clone(),
                 allocation_bandwidth: self.allocation_bandwidth,
+                user_bandwidth: self.user_bandwidth,
                 ..CoreConfig::default()
             },
             credentials: Credentials::new(REALM, users, self.secrets.iter().map(|s| s.to_string()))
