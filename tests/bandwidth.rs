@@ -1,6 +1,7 @@
 //! `allocation_bandwidth` and `user_bandwidth` measured on the wire, against the turnd binary:
 //! raw clients offer ChannelData at three times the cap for a few seconds (one allocation; or
-//! four allocations of one user over two workers); a peer socket counts what arrives.
+//! several allocations of one user, spread over both workers); a peer socket counts what
+//! arrives.
 //! After the first second (the bucket's initial burst), the delivered rate must be within
 //! 10 % of the cap, and `turnd_datagrams_dropped_total{reason="bandwidth"}` must count the
 //! rest. The rate is computed from bytes and arrival times, not asserted on a clock.
@@ -25,20 +26,39 @@ const SEND_FOR: Duration = Duration::from_secs(4);
 const SKIP: Duration = Duration::from_secs(1);
 
 fn metrics_addr(server: &TurnServer) -> SocketAddr {
-    let out = server.output();
-    let line = out
-        .lines()
-        .find_map(|l| l.strip_prefix("turnd metrics http://"))
-        .unwrap_or_else(|| panic!("no metrics line in:\n{out}"));
-    line.trim().parse().expect("metrics address")
+    // turnd prints this line just after its `listening` lines. Bounded: 100 polls, 50 ms apart.
+    for _ in 0..100 {
+        let out = server.output();
+        if let Some(line) = out
+            .lines()
+            .find_map(|l| l.strip_prefix("turnd metrics http://"))
+        {
+            return line.trim().parse().expect("metrics address");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("no metrics line in:\n{}", server.output());
 }
 
 fn scrape(addr: SocketAddr) -> String {
+    get(addr, "/metrics")
+}
+
+/// The workers holding allocations, from the admin API's ids (`WORKER-INDEX-GENERATION`).
+fn workers_with_allocations(addr: SocketAddr) -> std::collections::BTreeSet<String> {
+    let body = get(addr, "/allocations");
+    body.split("\"id\":\"")
+        .skip(1)
+        .filter_map(|rest| rest.split('-').next().map(str::to_string))
+        .collect()
+}
+
+fn get(addr: SocketAddr, path: &str) -> String {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
     write!(
         s,
-        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
     )
     .unwrap();
     let mut out = String::new();
@@ -130,18 +150,24 @@ fn allocation_cap_holds_within_10_percent() {
 #[test]
 fn user_cap_holds_across_allocations_and_workers() {
     let cap = CAP.to_string();
-    // Two workers; four allocations of one user, from four client ports, so the kernel
-    // spreads them over both workers.
+    // Two workers; allocations of one user from new client ports (the kernel spreads them by
+    // hash) until both workers hold some, at least four. Bounded: 32 clients.
     let server = TurnServer::spawn_turnd(&["--user-bandwidth", &cap]);
+    let admin = metrics_addr(&server);
     let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let clients: Vec<Client> = (0..4)
-        .map(|_| {
-            let mut c = Client::new(server.addr()).with_user(USER, PASSWORD);
-            c.allocate();
-            c.bind_channel(0x4000, peer.local_addr().unwrap());
-            c
-        })
-        .collect();
+    let mut clients: Vec<Client> = Vec::new();
+    while clients.len() < 4 || workers_with_allocations(admin).len() < 2 {
+        assert!(clients.len() < 32, "every allocation landed on one worker");
+        let mut c = Client::new(server.addr()).with_user(USER, PASSWORD);
+        c.allocate();
+        c.bind_channel(0x4000, peer.local_addr().unwrap());
+        clients.push(c);
+    }
+    eprintln!(
+        "{} allocations on workers {:?}",
+        clients.len(),
+        workers_with_allocations(admin)
+    );
     let (offered, rate) = flood(&clients, peer);
     assert_capped("user_bandwidth", offered, rate, &server);
 }
