@@ -405,3 +405,110 @@ fn nat_behaviour_against_turnd_says_no_rfc5780() {
         text.out
     );
 }
+
+/// The relayed address is loopback while the client reached the server on a public address:
+/// the server is behind NAT without `external_ip`. Run in a network namespace this test makes
+/// (`unshare -rn`), where a "public" address (198.51.100.7, documentation space, so never a
+/// real host) is put on the namespace's own loopback interface for turnd to listen on.
+#[test]
+fn private_relay_address_behind_a_public_server_address_names_external_ip() {
+    let unshare = require_tool("unshare");
+    require_tool("ip");
+    let scratch = ScratchDir::new("probe-netns");
+    let script = r#"
+        set -e
+        ip link set lo up
+        ip addr add 198.51.100.7/32 dev lo
+        "$TURND" --listen 198.51.100.7:3478 --relay-ip 127.0.0.1 --realm turnd.test \
+            --user alice:alice-pw --workers 1 --metrics-listen 127.0.0.1:0 $EXTRA >"$LOG" 2>&1 &
+        pid=$!
+        i=0
+        until grep -q "turnd listening udp" "$LOG"; do
+            i=$((i + 1))
+            if [ "$i" -gt 100 ]; then cat "$LOG"; kill "$pid"; exit 3; fi
+            sleep 0.1
+        done
+        set +e
+        "$TURND" probe turn:198.51.100.7:3478 --user alice --password alice-pw --json
+        rc=$?
+        kill "$pid"; sleep 0.3; kill "$pid" 2>/dev/null
+        exit "$rc"
+    "#;
+    // Default peer filter: the other allocation's loopback relay is refused (403), and the
+    // diagnosis is the root cause, not the filter. With loopback peers allowed, data flows
+    // between the two relays on the server itself, and the probe still warns.
+    for (extra, want_code) in [("", 1), ("--allow-peer 127.0.0.0/8", 0)] {
+        let mut cmd = Command::new(&unshare);
+        cmd.args(["-rn", "sh", "-c", script])
+            .env("TURND", env!("CARGO_BIN_EXE_turnd"))
+            .env("LOG", scratch.path().join("turnd.log"))
+            .env("EXTRA", extra);
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("TURND_") {
+                cmd.env_remove(key);
+            }
+        }
+        let (status, out) = run_tool("unshare probe", cmd, Duration::from_secs(60));
+        let o = Outcome {
+            code: status.code().unwrap_or(-1),
+            out,
+        };
+        assert_eq!(o.code, want_code, "{}", o.out);
+        let j = o.json();
+        assert_eq!(
+            j["relay"].as_str().map(|r| r.starts_with("127.0.0.1:")),
+            Some(true)
+        );
+        let warning = &j["warnings"][0];
+        assert_eq!(warning["code"], "relay_private", "{}", o.out);
+        assert!(
+            warning["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("external_ip"),
+            "{}",
+            o.out
+        );
+        if want_code == 1 {
+            assert_eq!(o.diagnosis(), "relay_private", "{}", o.out);
+        }
+    }
+}
+
+/// `turn:[::1]:PORT`: the probe reaches the server over IPv6 (the relayed addresses are IPv4,
+/// the default family).
+#[test]
+fn succeeds_over_ipv6_loopback() {
+    let server = TurnServer::spawn_turnd(&["--listen", "[::1]:0"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    // Bounded: one look per 20 ms until the deadline.
+    let v6: SocketAddr = loop {
+        if let Some(a) = server
+            .output()
+            .lines()
+            .filter_map(|l| l.strip_prefix("turnd listening udp "))
+            .filter_map(|a| a.trim().parse::<SocketAddr>().ok())
+            .find(SocketAddr::is_ipv6)
+        {
+            break a;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no IPv6 listener:\n{}",
+            server.output()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    for transport in ["udp", "tcp"] {
+        let u = url("turn", v6, transport);
+        assert!(u.starts_with("turn:[::1]:"), "{u}");
+        let mut args = vec![u.as_str(), "--json"];
+        args.extend(creds());
+        let o = probe(&args);
+        assert_success(&o);
+        assert!(o.json()["reflexive"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("[::1]:"));
+    }
+}

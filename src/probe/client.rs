@@ -212,11 +212,10 @@ impl Session {
                                         Class::SuccessResponse | Class::ErrorResponse
                                     )
                                 {
-                                    let mut r = Reply::from_message(&m);
+                                    let r = Reply::from_message(&m);
                                     if r.software.is_some() {
                                         self.software.clone_from(&r.software);
                                     }
-                                    r.from = None;
                                     return Ok(r);
                                 }
                             }
