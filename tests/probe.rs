@@ -512,3 +512,97 @@ fn succeeds_over_ipv6_loopback() {
             .starts_with("[::1]:"));
     }
 }
+
+/// The client's side of the credential dance and retransmission, against a scripted server:
+/// the first Allocate is dropped (the client must retransmit after the RTO), the retransmission
+/// gets a 401 with REALM and NONCE, the authenticated Allocate a 438 with a new NONCE (stale
+/// nonce), and only an Allocate keyed with the right key and carrying the new nonce succeeds.
+#[test]
+fn client_retransmits_answers_the_challenge_and_retries_a_stale_nonce() {
+    use turnd::probe::client::{Credentials, Session};
+    use turnd::probe::transport::Conn;
+    use turnd::stun::{AttrType, Class, Message, MessageBuilder, MessageType, Method};
+
+    let server = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let addr = server.local_addr().expect("addr");
+    server
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let relayed: SocketAddr = "127.0.0.1:50000".parse().expect("address");
+    let script = std::thread::spawn(move || {
+        let key = turnd::core::auth::long_term_key(USER, REALM, PASSWORD);
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 2048];
+        // Bounded: at most 10 datagrams, each waited for at most 20 s.
+        for _ in 0..10 {
+            let Ok((n, from)) = server.recv_from(&mut buf) else {
+                break;
+            };
+            let m = Message::parse(&buf[..n]).expect("the client sends valid STUN");
+            let nonce = m.nonce().and_then(Result::ok).map(<[u8]>::to_vec);
+            let step = seen.len();
+            seen.push((nonce.clone(), m.has_integrity()));
+            let mut out = [0u8; 512];
+            let len = {
+                let class = if step == 3 {
+                    Class::SuccessResponse
+                } else {
+                    Class::ErrorResponse
+                };
+                let ty = MessageType::new(Method::ALLOCATE, class);
+                let mut b = MessageBuilder::new(&mut out, ty, m.transaction_id()).expect("buf");
+                match step {
+                    // Dropped: the client must send it again.
+                    0 => continue,
+                    1 => {
+                        assert!(!m.has_integrity());
+                        b.add_error_code(401, "Unauthorized").unwrap();
+                        b.add(AttrType::REALM, REALM.as_bytes()).unwrap();
+                        b.add(AttrType::NONCE, b"nonce-one").unwrap();
+                    }
+                    2 => {
+                        assert!(m.verify_integrity(&key), "keyed with the right key");
+                        assert_eq!(nonce.as_deref(), Some(&b"nonce-one"[..]));
+                        b.add_error_code(438, "Stale Nonce").unwrap();
+                        b.add(AttrType::REALM, REALM.as_bytes()).unwrap();
+                        b.add(AttrType::NONCE, b"nonce-two").unwrap();
+                    }
+                    _ => {
+                        assert!(m.verify_integrity(&key), "keyed with the right key");
+                        assert_eq!(nonce.as_deref(), Some(&b"nonce-two"[..]));
+                        b.add_xor_address(AttrType::XOR_RELAYED_ADDRESS, &relayed)
+                            .unwrap();
+                        b.add_xor_address(AttrType::XOR_MAPPED_ADDRESS, &from)
+                            .unwrap();
+                        b.add_u32(AttrType::LIFETIME, 600).unwrap();
+                        b.add_message_integrity(&key).unwrap();
+                    }
+                }
+                b.finish()
+            };
+            server.send_to(&out[..len], from).expect("send");
+            if step == 3 {
+                break;
+            }
+        }
+        seen
+    });
+    let creds = Credentials {
+        username: USER.into(),
+        password: PASSWORD.into(),
+        realm: None,
+    };
+    let mut s = Session::new(
+        Conn::udp(addr).expect("socket"),
+        Some(creds),
+        Duration::from_secs(5),
+    );
+    let r = s.allocate().expect("allocated after 401 and 438");
+    assert_eq!(r.xor_relayed, Some(relayed));
+    assert_eq!(s.realm.as_deref(), Some(REALM));
+    let seen = script.join().expect("script thread");
+    assert_eq!(seen.len(), 4, "{seen:?}");
+    // The dropped request and its retransmission are the same unauthenticated Allocate.
+    assert_eq!(seen[0], (None, false));
+    assert_eq!(seen[1], (None, false));
+}

@@ -50,7 +50,7 @@ pub struct ProbeArgs {
     /// client's configured realm)
     #[arg(long, value_name = "REALM")]
     pub realm: Option<String>,
-    /// TLS: trust only the certificates in this PEM file (a private CA or self-signed cert)
+    /// TLS: trust only the CA certificates in this PEM file (a private CA)
     #[arg(long, value_name = "FILE")]
     pub ca: Option<PathBuf>,
     /// TLS: do not verify the server's certificate (self-signed test servers only)
