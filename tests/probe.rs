@@ -292,7 +292,7 @@ struct Coturn {
     _scratch: ScratchDir,
 }
 
-fn coturn(second_ip: Option<&str>) -> Coturn {
+fn coturn(second_ip: Option<&str>, extra: &[&str]) -> Coturn {
     let turnserver = require_tool("turnserver");
     let mut last = String::new();
     // Bounded: 3 attempts, for a port taken between picking and binding it.
@@ -320,6 +320,7 @@ fn coturn(second_ip: Option<&str>) -> Coturn {
         if let Some(ip) = second_ip {
             cmd.arg(format!("--listening-ip={ip}"));
         }
+        cmd.args(extra);
         let mut proc = Proc::spawn("coturn turnserver", cmd);
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -341,7 +342,7 @@ fn coturn(second_ip: Option<&str>) -> Coturn {
 
 #[test]
 fn succeeds_against_coturn_over_udp_and_tcp() {
-    let c = coturn(None);
+    let c = coturn(None, &[]);
     for transport in ["udp", "tcp"] {
         let u = url("turn", c.addr, transport);
         let mut args = vec![u.as_str(), "--json"];
@@ -358,9 +359,25 @@ fn succeeds_against_coturn_over_udp_and_tcp() {
 }
 
 #[test]
+fn rest_credentials_against_coturn() {
+    let c = coturn(
+        None,
+        &[
+            "--use-auth-secret",
+            &format!("--static-auth-secret={SECRET}"),
+        ],
+    );
+    let u = url("turn", c.addr, "udp");
+    assert_success(&probe(&[&u, "--json", "--secret", SECRET]));
+    let o = probe(&[&u, "--json", "--secret", "not-the-secret"]);
+    assert_eq!(o.code, 1, "{}", o.out);
+    assert_eq!(o.diagnosis(), "rest_rejected");
+}
+
+#[test]
 fn nat_behaviour_against_coturn_with_two_addresses_matches_natdiscovery() {
     let natdiscovery = require_tool("turnutils_natdiscovery");
-    let c = coturn(Some("127.0.0.2"));
+    let c = coturn(Some("127.0.0.2"), &[]);
     let u = format!("stun:{}", c.addr);
     let o = probe(&["--nat-behaviour", &u, "--json"]);
     assert_eq!(o.code, 0, "{}", o.out);
