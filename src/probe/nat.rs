@@ -189,7 +189,7 @@ fn timed<T>(
     r.steps.push(Step {
         name,
         ok,
-        ms: t0.elapsed().as_secs_f64() * 1000.0,
+        ms: super::report::millis(t0.elapsed()),
         detail: d,
     });
     v

@@ -123,6 +123,11 @@ impl Report {
     }
 }
 
+/// Milliseconds, to the microsecond (finer digits are noise, and clutter the JSON).
+pub fn millis(d: std::time::Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
+}
+
 fn summary(rtt: &[f64]) -> String {
     if rtt.is_empty() {
         return String::new();

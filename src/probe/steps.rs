@@ -61,7 +61,7 @@ impl Probe<'_> {
     ) -> Result<T, Failure> {
         let t0 = Instant::now();
         let r = f();
-        let ms = t0.elapsed().as_secs_f64() * 1000.0;
+        let ms = super::report::millis(t0.elapsed());
         let (ok, detail) = match &r {
             Ok((_, d)) => (true, d.clone()),
             Err(f) => (false, diagnose(f, &self.ctx).code.to_string()),
@@ -334,7 +334,7 @@ fn echo(
         send_b(b, payload.as_bytes()).map_err(tx("echo"))?;
         if wait_for(a, payload.as_bytes(), &at_a)? {
             e.received += 1;
-            e.rtt_ms.push(t0.elapsed().as_secs_f64() * 1000.0);
+            e.rtt_ms.push(super::report::millis(t0.elapsed()));
         }
     }
     Ok(e)

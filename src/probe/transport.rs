@@ -184,14 +184,8 @@ impl Conn {
                     Err(e) => Err(e),
                 }
             }
-            Inner::Tcp(f) => {
-                let sock = f.s.try_clone()?;
-                read_frame(f, deadline, |t| sock.set_read_timeout(Some(t)))
-            }
-            Inner::Tls(f) => {
-                let sock = f.s.sock.try_clone()?;
-                read_frame(f, deadline, |t| sock.set_read_timeout(Some(t)))
-            }
+            Inner::Tcp(f) => read_frame(f, deadline),
+            Inner::Tls(f) => read_frame(f, deadline),
         }
     }
 }
@@ -209,13 +203,26 @@ fn is_timeout(e: &io::Error) -> bool {
     )
 }
 
+/// A byte stream over a TCP socket whose reads can be given a timeout.
+trait TimedStream: Read {
+    fn set_timeout(&self, t: Duration) -> io::Result<()>;
+}
+
+impl TimedStream for TcpStream {
+    fn set_timeout(&self, t: Duration) -> io::Result<()> {
+        self.set_read_timeout(Some(t))
+    }
+}
+
+impl TimedStream for StreamOwned<ClientConnection, TcpStream> {
+    fn set_timeout(&self, t: Duration) -> io::Result<()> {
+        self.sock.set_read_timeout(Some(t))
+    }
+}
+
 /// Reads until a whole frame is buffered or the deadline passes. Bounded: every read waits at
 /// most the time left, and the loop ends at the deadline, on EOF or on an error.
-fn read_frame<S: Read>(
-    f: &mut Framed<S>,
-    deadline: Instant,
-    set_timeout: impl Fn(Duration) -> io::Result<()>,
-) -> io::Result<Recv> {
+fn read_frame<S: TimedStream>(f: &mut Framed<S>, deadline: Instant) -> io::Result<Recv> {
     loop {
         match complete_frame(&f.buf, MAX_FRAME_LEN) {
             Ok(Some(n)) => return Ok(Recv::Frame(f.buf.drain(..n).collect())),
@@ -230,7 +237,7 @@ fn read_frame<S: Read>(
         let Some(left) = left(deadline) else {
             return Ok(Recv::Timeout);
         };
-        set_timeout(left)?;
+        f.s.set_timeout(left)?;
         let mut chunk = [0u8; 4096];
         match f.s.read(&mut chunk) {
             Ok(0) => return Ok(Recv::Closed),
