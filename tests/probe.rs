@@ -414,6 +414,13 @@ fn nat_behaviour_against_turnd_says_no_rfc5780() {
     let o = probe(&["--nat-behaviour", &u, "--json"]);
     assert_eq!(o.code, 1, "{}", o.out);
     assert_eq!(o.diagnosis(), "no_rfc5780");
+    // Without --nat-behaviour a stun: URL is a Binding only, and that works.
+    let o = probe(&[&u, "--json"]);
+    assert_eq!(o.code, 0, "{}", o.out);
+    assert!(o.json()["reflexive"]
+        .as_str()
+        .unwrap_or("")
+        .starts_with("127.0.0.1:"));
     let text = probe(&["--nat-behaviour", &u]);
     assert!(
         text.out
