@@ -16,6 +16,9 @@ fn main() -> ExitCode {
     if let Some(config::Command::Credentials(args)) = &cli.command {
         return credentials(&cli, args);
     }
+    if let Some(config::Command::Probe(args)) = &cli.command {
+        return ExitCode::from(turnd::probe::main(args));
+    }
     let cfg = match config::load(&cli.config_args()) {
         Ok(c) => c,
         Err(e) => {
