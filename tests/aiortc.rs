@@ -12,8 +12,8 @@ mod tls_certs;
 
 use common::{require_tool, run_tool, ScratchDir, ServerKind, TurnServer, PASSWORD, USER};
 use std::process::Command;
-use tls_certs::{Ca, CertFiles};
 use std::time::Duration;
+use tls_certs::{Ca, CertFiles};
 
 /// The script's own limit for the whole exchange; the process gets a margin on top.
 const SCRIPT_TIMEOUT_SECS: u64 = 60;
