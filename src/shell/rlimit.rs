@@ -8,7 +8,7 @@ use std::io;
 
 /// Raises the soft `RLIMIT_NOFILE` to the hard limit; returns `(soft, hard)` as they are
 /// afterwards.
-pub fn raise_nofile_limit() -> io::Result<(u64, u64)> {
+pub fn raise_nofile_limit() -> io::Result<(libc::rlim_t, libc::rlim_t)> {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -28,7 +28,7 @@ pub fn raise_nofile_limit() -> io::Result<(u64, u64)> {
         }
         lim = raised;
     }
-    Ok((lim.rlim_cur as u64, lim.rlim_max as u64))
+    Ok((lim.rlim_cur, lim.rlim_max))
 }
 
 #[cfg(test)]
