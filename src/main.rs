@@ -77,6 +77,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    match turnd::shell::raise_nofile_limit() {
+        Ok((soft, _)) => tracing::info!(open_files = soft, "file descriptor limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the file descriptor limit"),
+    }
     let server = match Server::start(cfg) {
         Ok(s) => s,
         Err(e) => {

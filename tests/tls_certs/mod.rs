@@ -42,7 +42,7 @@ impl Ca {
         self.cert.der().to_vec()
     }
 
-    /// The CA certificate, PEM, for a client that reads its trust anchors from a file.
+    /// The CA certificate, PEM, for clients that read a CA file (Python's `SSL_CERT_FILE`).
     pub fn pem(&self) -> String {
         self.cert.pem()
     }
