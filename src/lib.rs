@@ -10,10 +10,13 @@
 //!   `SO_REUSEPORT` listener, relay sockets and core instance.
 //! - [`metrics`]: per-worker counters summed at scrape time, and the admin HTTP listener
 //!   (`/metrics`, `/healthz`, `/readyz`).
+//! - [`credentials`] and [`healthcheck`]: the `turnd credentials` and `turnd healthcheck`
+//!   subcommands.
 
 pub mod config;
 pub mod core;
 pub mod credentials;
+pub mod healthcheck;
 pub mod metrics;
 pub mod shell;
 pub mod stun;

@@ -41,6 +41,9 @@ pub enum Command {
     /// Mint time-limited TURN REST API credentials and print them with a
     /// ready-to-paste `iceServers` snippet.
     Credentials(crate::credentials::CredentialsArgs),
+    /// Exit 0 if turnd's /healthz answers 200 (for container HEALTHCHECKs
+    /// in images without a shell), 1 otherwise.
+    Healthcheck(crate::healthcheck::HealthcheckArgs),
 }
 
 impl Cli {
@@ -52,6 +55,7 @@ impl Cli {
             None => self.args.clone(),
             Some(Command::CheckConfig(sub)) => self.args.clone().overridden_by(sub),
             Some(Command::Credentials(_)) => self.args.clone(),
+            Some(Command::Healthcheck(_)) => self.args.clone(),
         }
     }
 
