@@ -10,6 +10,8 @@
 //! - Compose: the file loads as YAML, and its services, mounts and ports agree with the
 //!   Prometheus and Grafana files (`check_manifests.py compose`).
 //! - The two turnd configurations shipped (compose's turnd.toml, the ConfigMap's) load.
+//! - The Dockerfile: a builder pinned by digest, the `binary` and runtime stages the container
+//!   test relies on.
 //!
 //! The tools are required (promtool: Debian package `prometheus`; kubernetes-validate and
 //! PyYAML: `tests/requirements-deploy.txt`; `.ci/run` installs both): without them these
@@ -288,4 +290,31 @@ fn the_shipped_turnd_configurations_load() {
     let c = turnd::config::load_from(&args, &env)
         .unwrap_or_else(|e| panic!("deploy/kubernetes/configmap.yaml's turnd.toml: {e}"));
     assert_eq!(c.metrics_listen.to_string(), "0.0.0.0:9641");
+}
+
+#[test]
+fn dockerfile_pins_its_builder_and_keeps_its_replaceable_stages() {
+    // tests/container.rs builds the image with the `binary` stage replaced and so never runs
+    // the builder stage (it needs a registry); these are the builder's promises, read.
+    let text = std::fs::read_to_string(repo().join("Dockerfile")).expect("read Dockerfile");
+    let froms: Vec<&str> = text.lines().filter(|l| l.starts_with("FROM ")).collect();
+    assert_eq!(froms.len(), 3, "{froms:?}");
+    assert!(
+        froms[0].contains("rust:")
+            && froms[0].contains("@sha256:")
+            && froms[0].ends_with(" AS builder"),
+        "the builder is a Rust image pinned by digest: {}",
+        froms[0]
+    );
+    assert_eq!(froms[1], "FROM scratch AS binary");
+    assert_eq!(froms[2], "FROM scratch");
+    for needle in [
+        "cargo build --release --locked --bin turnd",
+        "+crt-static",
+        "COPY --from=binary /turnd /usr/local/bin/turnd",
+        "USER 65532:65532",
+        "\"healthcheck\"",
+    ] {
+        assert!(text.contains(needle), "the Dockerfile lacks {needle}");
+    }
 }
