@@ -117,6 +117,15 @@ impl<'a> Message<'a> {
                     return Err(ParseError::BadAttribute(t));
                 }
                 msg.integrity_sha256_at = Some(at);
+                if msg.count == MAX_ATTRIBUTES {
+                    return Err(ParseError::TooManyAttributes);
+                }
+                msg.attrs[msg.count] = AttrRef {
+                    ty: t,
+                    start: start as u32,
+                    len: l as u16,
+                };
+                msg.count += 1;
             } else if msg.integrity_at.is_none() && msg.integrity_sha256_at.is_none() {
                 // Attributes after MESSAGE-INTEGRITY or MESSAGE-INTEGRITY-SHA256 (other than
                 // FINGERPRINT, and MESSAGE-INTEGRITY-SHA256 after MESSAGE-INTEGRITY) are
@@ -164,7 +173,8 @@ impl<'a> Message<'a> {
         self.buf
     }
 
-    /// Every attribute before MESSAGE-INTEGRITY (inclusive), in order, duplicates included.
+    /// Every attribute up to MESSAGE-INTEGRITY (inclusive; and MESSAGE-INTEGRITY-SHA256 when it
+    /// follows), in order, duplicates included.
     pub fn attributes(&self) -> impl Iterator<Item = (AttrType, &'a [u8])> + '_ {
         let buf = self.buf;
         self.attrs[..self.count].iter().map(move |a| {
