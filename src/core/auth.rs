@@ -6,6 +6,14 @@
 //! The server therefore never needs the plaintext password, only this 16-byte key, which is why
 //! static users may be configured with either ([`UserSecret`]).
 //!
+//! RFC 8489 adds a second password algorithm, SHA-256 (`key = SHA-256(username ":" realm ":"
+//! password)`, [`long_term_key_sha256`]), negotiated with PASSWORD-ALGORITHMS, and USERHASH
+//! (`SHA-256(username ":" realm)`, [`userhash`]) in place of USERNAME. A static user given a
+//! password gets both keys; one given only the MD5 key cannot use SHA-256
+//! ([`AuthError::UnsupportedAlgorithm`]). REST API users get both (their password is derived),
+//! but cannot be found by USERHASH: the server knows a REST user only by deriving its password
+//! from the name, which a hash hides.
+//!
 //! WebRTC deployments rarely have fixed users. Instead they use the *TURN REST API*
 //! (draft-uberti-behave-turn-rest-00, "ephemeral credentials", coturn's `use-auth-secret`):
 //! the application server and the TURN server share a secret; the application hands a client
