@@ -4,8 +4,10 @@
 //! only, and — with `amplification = refuse` — never gets more bytes back than it sent; the
 //! Binding rate limit likewise. Counts come from the datagrams received and from
 //! `turnd_datagrams_dropped_total`; nothing here asserts how long anything took.
+//! Also the per-allocation limits on the wire: `max_permissions` and `max_channels` (508).
 
 mod common;
+mod raw;
 
 use common::TurnServer;
 use std::io::{Read, Write};
@@ -79,13 +81,21 @@ fn metrics_addr(s: &TurnServer) -> SocketAddr {
 
 /// `turnd_datagrams_dropped_total{reason="REASON"}` from `/metrics`.
 fn dropped(addr: SocketAddr, reason: &str) -> u64 {
+    scrape(
+        addr,
+        &format!("turnd_datagrams_dropped_total{{reason=\"{reason}\"}}"),
+    )
+}
+
+/// The value of the sample `series` (name and labels, as printed) from `/metrics`.
+fn scrape(addr: SocketAddr, series: &str) -> u64 {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         .unwrap();
     let mut body = String::new();
     s.read_to_string(&mut body).expect("metrics body");
-    let want = format!("turnd_datagrams_dropped_total{{reason=\"{reason}\"}} ");
+    let want = format!("{series} ");
     body.lines()
         .find_map(|l| l.strip_prefix(&want))
         .unwrap_or_else(|| panic!("no {want} in /metrics"))
@@ -251,4 +261,54 @@ fn binding_is_rate_limited_per_source() {
     // answered or counted.
     assert!(answered + limited <= u64::from(N));
     assert!(limited >= u64::from(N) / 2, "only {limited} rate-limited");
+}
+
+#[test]
+fn permissions_and_channels_per_allocation_are_limited_with_508() {
+    use raw::*;
+    let s = TestServer::start(turnd::config::ConfigArgs {
+        allow_peer: vec!["127.0.0.0/8".into()],
+        max_permissions: Some("2".into()),
+        max_channels: Some("1".into()),
+        ..base_args()
+    });
+    let mut c = s.client();
+    c.allocate();
+    let peers: Vec<SocketAddr> = (1..=3)
+        .map(|i| SocketAddr::from(([127, 0, 0, i], 4000)))
+        .collect();
+    // Three peers at once do not fit in two permissions: 508, all or nothing.
+    let r = c.create_permission(&peers);
+    assert_error(&r, CREATE_PERMISSION, 508);
+    c.permit(peers[0]);
+    c.permit(peers[1]);
+    let r = c.create_permission(&peers[2..]);
+    assert_error(&r, CREATE_PERMISSION, 508);
+    // One channel: a second binding is refused, refreshing the first is not.
+    c.bind_channel(0x4000, peers[0]);
+    let r = c.channel_bind(0x4001, peers[1]);
+    assert_error(&r, CHANNEL_BIND, 508);
+    c.bind_channel(0x4000, peers[0]);
+    let metrics = s.metrics_addr();
+    assert_eq!(
+        scrape(
+            metrics,
+            "turnd_datagrams_dropped_total{reason=\"permission_quota\"}"
+        ),
+        2
+    );
+    assert_eq!(
+        scrape(
+            metrics,
+            "turnd_datagrams_dropped_total{reason=\"channel_quota\"}"
+        ),
+        1
+    );
+    assert_eq!(
+        scrape(
+            metrics,
+            "turnd_requests_total{method=\"create_permission\",result=\"508\"}"
+        ),
+        2
+    );
 }
