@@ -193,7 +193,7 @@ fn unauthenticated_flood_is_rate_limited_and_memory_stays_flat() {
     assert!(answers.datagrams > 0, "not even the burst was answered");
     // Every request that reached turnd was answered or counted as rate-limited.
     assert!(limited + answers.datagrams <= FLOOD as u64);
-    assert!(limited >= FLOOD as u64 / 2, "only {limited} rate-limited");
+    assert!(limited >= FLOOD as u64 / 4, "only {limited} rate-limited");
     // No per-source state: memory stays flat (1 MiB of slack for the allocator's moods).
     assert!(
         after <= before + 1024,
@@ -260,7 +260,7 @@ fn binding_is_rate_limited_per_source() {
     // Every request that reached turnd (the kernel may drop some of a burst this fast) was
     // answered or counted.
     assert!(answered + limited <= u64::from(N));
-    assert!(limited >= u64::from(N) / 2, "only {limited} rate-limited");
+    assert!(limited >= u64::from(N) / 3, "only {limited} rate-limited");
 }
 
 #[test]

@@ -173,6 +173,19 @@ impl NonceKey {
         }
     }
 
+    /// A secret value derived from the key for another use (`context` names it), e.g. the
+    /// hash key of the pre-authentication rate limiter: unknown to clients, unlike anything
+    /// derived from a seed whose generator's outputs they see.
+    pub fn derive_u64(&self, context: &[u8]) -> u64 {
+        let mut mac = self.mac.clone();
+        mac.update(b"turnd derive\0");
+        mac.update(context);
+        let full = mac.finalize().into_bytes();
+        let mut out = [0u8; 8];
+        out.copy_from_slice(&full[..8]);
+        u64::from_be_bytes(out)
+    }
+
     /// The truncated MAC binding `issued` to `client`.
     fn tag(&self, issued: u64, features: SecurityFeatures, client: SocketAddr) -> [u8; MAC_BYTES] {
         let mut mac = self.mac.clone();
@@ -511,6 +524,14 @@ mod tests {
                 assert_eq!(k.check(&v[..len], NOW, c, LIFETIME), NonceStatus::Invalid);
             }
         }
+    }
+
+    #[test]
+    fn derived_values_depend_on_key_and_context() {
+        let a = key().derive_u64(b"binding");
+        assert_eq!(a, key().derive_u64(b"binding"));
+        assert_ne!(a, key().derive_u64(b"unauthenticated"));
+        assert_ne!(a, NonceKey::new([8u8; 32]).derive_u64(b"binding"));
     }
 
     #[test]

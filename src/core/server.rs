@@ -238,10 +238,20 @@ impl Server {
     /// `seed` drives relay port choice and transaction ids of Data indications; `now` and
     /// `unix_now` anchor the wall clock (REST API expiry and nonces need Unix time).
     pub fn new(shared: Arc<Shared>, seed: u64, now: Instant, unix_now: u64) -> Server {
-        // The limiters' hash keys come from the seed: random per worker in the shell.
-        let unauthenticated_limit =
-            RateLimiter::new(shared.config.unauthenticated_rate, seed ^ 0x5555, now);
-        let binding_limit = RateLimiter::new(shared.config.binding_rate, seed.rotate_left(17), now);
+        // The limiters' hash keys are secret (derived from the nonce key, per worker): a
+        // client that could compute them could aim a flood at another source's buckets.
+        let limiter_key = |which: &[u8]| {
+            let mut context = which.to_vec();
+            context.extend_from_slice(&seed.to_be_bytes());
+            shared.nonce_key.derive_u64(&context)
+        };
+        let unauthenticated_limit = RateLimiter::new(
+            shared.config.unauthenticated_rate,
+            limiter_key(b"unauthenticated"),
+            now,
+        );
+        let binding_limit =
+            RateLimiter::new(shared.config.binding_rate, limiter_key(b"binding"), now);
         Server {
             unauthenticated_limit,
             binding_limit,
