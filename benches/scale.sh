@@ -8,6 +8,9 @@
 # is gone or refused is an error, and the run fails. Prints the bench's table (setup rate,
 # loss, RTT, server RSS and open files) and RSS per held allocation.
 #
+# All the clients come from 127.0.0.1, one source by the pre-authentication rate limit's measure,
+# so the limit is off (--unauthenticated-rate 0).
+#
 # Every allocation is a socket in turnd and one in turnd-bench, so both need N + ~1,000 open
 # files: the script raises the soft limit to the hard one and, when the hard limit is lower,
 # holds as many as it allows and says so (raise it with `ulimit -Hn` as root, LimitNOFILE= in
@@ -59,7 +62,8 @@ trap cleanup EXIT
 
 "$TURND" --listen 127.0.0.1:$PORT --relay-ip 127.0.0.2 --relay-ip 127.0.0.3 --relay-ip 127.0.0.4 \
     --relay-ports 49152-65535 --user "$USER:$PASS" --realm bench --allow-peer 127.0.0.0/8 \
-    --workers "$WORKERS" --metrics-listen 127.0.0.1:0 --log-level warn >"$work/turnd.log" 2>&1 &
+    --workers "$WORKERS" --metrics-listen 127.0.0.1:0 --log-level warn \
+    --unauthenticated-rate 0 >"$work/turnd.log" 2>&1 &
 turnd_pid=$!
 for _ in $(seq 100); do
     ss -Hlun "sport = :$PORT" | grep -q . && break
