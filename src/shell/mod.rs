@@ -5,11 +5,14 @@
 
 mod discover;
 mod nat_discovery;
+mod rlimit;
 mod setup;
 mod socket;
 mod tcp;
 mod tls;
 mod worker;
+
+pub use rlimit::raise_nofile_limit;
 
 use crate::config::Config;
 use anyhow::Context;

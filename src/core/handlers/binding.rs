@@ -12,9 +12,10 @@ use crate::core::reply::Responder;
 use crate::core::Server;
 use crate::stun::{address, AttrType, Class, Message, MessageBuilder, MessageType};
 use std::net::SocketAddr;
+use std::time::Instant;
 
 impl Server {
-    pub(crate) fn handle_binding(&mut self, from: FiveTuple, msg: &Message) {
+    pub(crate) fn handle_binding(&mut self, now: Instant, from: FiveTuple, msg: &Message) {
         // No key (unauthenticated) and no SOFTWARE: answers to unauthenticated requests stay
         // small, so the server is a poor amplifier.
         let responder = Responder::to(msg, None, None);
@@ -29,7 +30,7 @@ impl Server {
             // A malformed RFC 5780 attribute, or RESPONSE-PORT with PADDING (§6.1, §10).
             None => {
                 let resp = responder.plain_error(400);
-                self.transmit_unauthenticated(from, resp, msg.raw().len());
+                self.transmit_unauthenticated(now, from, resp, msg.raw().len());
             }
         }
     }
