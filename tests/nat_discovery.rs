@@ -8,7 +8,8 @@
 //!   on the three extra addresses get no answer while the primary answers 401;
 //! - coturn's `turnutils_natdiscovery` (`-m -f`, with and without `-P` padding) reports
 //!   endpoint-independent mapping and filtering, as loopback has no NAT;
-//! - coturn's `turnutils_stunclient -f` reports the response origins and other address.
+//! - coturn's `turnutils_stunclient -f` reports the response origins and other address;
+//! - turnd's own `probe --nat-behaviour` classifies loopback the same way.
 //!
 //! The coturn tools are required (Debian package `coturn`; `.ci/run` installs it).
 
@@ -274,4 +275,27 @@ fn turnutils_stunclient_sees_the_response_origins() {
         !others.is_empty() && others.iter().all(|o| *o == a2p2),
         "{out}"
     );
+}
+
+#[test]
+fn turnd_probe_nat_behaviour_classifies_loopback() {
+    let server = server();
+    let (a1p1, a2p2) = pair(&server);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_turnd"));
+    cmd.args([
+        "probe",
+        "--nat-behaviour",
+        "--json",
+        &format!("stun:{a1p1}"),
+    ]);
+    let (status, out) = run_tool("turnd probe", cmd, TOOL_TIMEOUT);
+    assert!(status.success(), "probe failed ({status}):\n{out}");
+    for field in [
+        "\"mapping\":\"endpoint-independent\"".to_string(),
+        "\"filtering\":\"endpoint-independent\"".to_string(),
+        format!("\"other_address\":\"{a2p2}\""),
+        format!("\"response_origin\":\"{a1p1}\""),
+    ] {
+        assert!(out.contains(&field), "no {field} in:\n{out}");
+    }
 }
