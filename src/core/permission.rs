@@ -44,6 +44,11 @@ impl Permissions {
         self.list.iter().map(|p| p.expires).min()
     }
 
+    /// Keeps only the permissions whose IP satisfies `keep`.
+    pub fn retain(&mut self, mut keep: impl FnMut(IpAddr) -> bool) {
+        self.list.retain(|p| keep(p.ip));
+    }
+
     pub fn len(&self) -> usize {
         self.list.len()
     }
