@@ -123,7 +123,10 @@ mod tests {
     use std::net::IpAddr;
 
     fn discover(v4: Option<&str>, v6: Option<&str>) -> impl Fn(bool) -> Option<IpAddr> {
-        let (v4, v6) = (v4.map(|s| s.parse().unwrap()), v6.map(|s| s.parse().unwrap()));
+        let (v4, v6) = (
+            v4.map(|s| s.parse().unwrap()),
+            v6.map(|s| s.parse().unwrap()),
+        );
         move |want_v6| if want_v6 { v6 } else { v4 }
     }
 
@@ -143,10 +146,19 @@ mod tests {
         );
         // The other family is optional; the listener's own is not.
         let v4_only = discover(Some("192.0.2.2"), None);
-        assert_eq!(listen_relay_ips(&any4, &v4_only).unwrap(), ips(&["192.0.2.2"]));
+        assert_eq!(
+            listen_relay_ips(&any4, &v4_only).unwrap(),
+            ips(&["192.0.2.2"])
+        );
         assert!(listen_relay_ips(&any6, &v4_only).is_err());
         // A specific listening IP is its own relay IP, nothing discovered.
-        let lo = ["127.0.0.1:3478".parse().unwrap(), "[::1]:3478".parse().unwrap()];
-        assert_eq!(listen_relay_ips(&lo, &both).unwrap(), ips(&["127.0.0.1", "::1"]));
+        let lo = [
+            "127.0.0.1:3478".parse().unwrap(),
+            "[::1]:3478".parse().unwrap(),
+        ];
+        assert_eq!(
+            listen_relay_ips(&lo, &both).unwrap(),
+            ips(&["127.0.0.1", "::1"])
+        );
     }
 }
