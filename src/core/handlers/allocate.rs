@@ -78,10 +78,10 @@ impl Server {
             Err(_) => return Some(r.plain_error(440)),
         };
         // ADDITIONAL-ADDRESS-FAMILY: only IPv6 is a valid value (RFC 8656 §18.11, §7.2 step 9).
-        let dual = match msg.additional_address_family().transpose() {
+        let dual = match additional_address_family(msg) {
             Ok(None) => false,
             Ok(Some(AddressFamily::V6)) => true,
-            Ok(Some(AddressFamily::V4)) | Err(_) => return Some(r.plain_error(400)),
+            Ok(Some(AddressFamily::V4)) | Err(()) => return Some(r.plain_error(400)),
         };
         // RFC 8656 §7.2 step 5: RESERVATION-TOKEN excludes EVEN-PORT, REQUESTED-ADDRESS-FAMILY
         // and ADDITIONAL-ADDRESS-FAMILY; step 6: the two family attributes exclude each other;
@@ -521,6 +521,25 @@ impl Server {
         self.respond_and_remember(now, a.five_tuple, txid, resp);
     }
 }
+
+/// The ADDITIONAL-ADDRESS-FAMILY of an Allocate: RFC 8656's 0x8000, or else the 0x8032 of the
+/// turnbis drafts, which coturn (its `turnutils_uclient -Z` among others) still sends. 0x8032
+/// is unassigned by IANA and comprehension-optional, so reading it as the same attribute
+/// cannot misread another one; without this, those clients silently get single-family
+/// allocations.
+fn additional_address_family(msg: &Message) -> Result<Option<AddressFamily>, ()> {
+    if let Some(v) = msg.additional_address_family() {
+        return v.map(Some).map_err(|_| ());
+    }
+    match msg.get(DRAFT_ADDITIONAL_ADDRESS_FAMILY) {
+        None => Ok(None),
+        Some([f, _, _, _]) => AddressFamily::from_u8(*f).map(Some).ok_or(()),
+        Some(_) => Err(()),
+    }
+}
+
+/// ADDITIONAL-ADDRESS-FAMILY's code point in draft-ietf-tram-turnbis (before RFC 8656).
+const DRAFT_ADDITIONAL_ADDRESS_FAMILY: AttrType = AttrType(0x8032);
 
 /// The value of ADDRESS-ERROR-CODE (RFC 8656 §18.12): family, 13 reserved bits, class and
 /// number as in ERROR-CODE, then the reason phrase.

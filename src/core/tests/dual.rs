@@ -415,3 +415,15 @@ fn closing_a_dual_allocation_while_opening_frees_both_ports() {
     assert_eq!(h.ports_in_use(relay_v6()), 0);
     assert_eq!(h.closed, vec![id]);
 }
+
+#[test]
+fn the_turnbis_draft_code_point_0x8032_is_read_as_additional_address_family() {
+    let mut h = Harness::new();
+    let mut c = Client::alice(ft());
+    let draft = |f: u8| Attr::Raw(AttrType(0x8032), vec![f, 0, 0, 0]);
+    c.allocate_with(&mut h, &[draft(1)])
+        .assert_error(Method::ALLOCATE, 400, Some(&c.key));
+    let resp = c.allocate_with(&mut h, &[draft(2)]);
+    resp.assert_success(Method::ALLOCATE, &c.key);
+    assert_eq!(relayed_all(&resp).len(), 2);
+}
