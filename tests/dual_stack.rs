@@ -118,10 +118,13 @@ fn deleting_the_ipv4_family_keeps_the_ipv6_one_relaying() {
 }
 
 #[test]
-fn dual_allocation_is_counted_as_dual_in_metrics() {
+fn dual_allocation_is_counted_as_dual_in_metrics_and_listed_with_both_relays() {
     let s = server(&["127.0.0.1", "::1"]);
     let mut c = s.client();
-    allocate_dual(&mut c);
+    let (v4, v6) = allocate_dual(&mut c);
+    let list = http_get(s.metrics_addr(), "/allocations");
+    let relays = format!("\"relay\":\"{v4}\",\"relays\":[\"{v4}\",\"{v6}\"]");
+    assert!(list.contains(&relays), "no `{relays}` in {list}");
     let series = "turnd_allocations_active{transport=\"udp\",family=\"dual\"} 1";
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut last = String::new();
