@@ -5,7 +5,7 @@
 //! Each worker has its own [`AllocationTable`]; the kernel's `SO_REUSEPORT` hash sends all of
 //! a client's datagrams to one worker, so the table is never shared between cores.
 
-use super::auth::Key;
+use super::auth::SessionKey;
 use super::channel::Channels;
 use super::five_tuple::FiveTuple;
 use super::permission::Permissions;
@@ -91,7 +91,7 @@ pub struct Allocation {
     pub five_tuple: FiveTuple,
     /// The USERNAME that created it: later requests must be signed by the same user (441).
     pub username: Box<str>,
-    pub key: Key,
+    pub key: SessionKey,
     /// The address the (first) relay socket is bound to. It stays the allocation's name in
     /// logs, metrics and the admin API even if a dual allocation later loses this family.
     pub relay: SocketAddr,

@@ -49,6 +49,12 @@ impl Permissions {
         self.list.retain(|p| keep(p.ip));
     }
 
+    /// Whether `ip` has an entry (live, or expired and not yet swept): installing it again
+    /// takes no new entry.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        self.list.iter().any(|p| p.ip == ip)
+    }
+
     pub fn len(&self) -> usize {
         self.list.len()
     }
