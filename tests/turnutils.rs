@@ -85,6 +85,37 @@ fn uclient_channel_mode_zero_loss() {
 }
 
 #[test]
+fn uclient_dual_allocation_zero_loss() {
+    // -Z: dual allocations. uclient sends ADDITIONAL-ADDRESS-FAMILY IPv6 with the turnbis draft
+    // code point 0x8032, which turnd reads as RFC 8656's 0x8000; with relay IPs of both
+    // families each allocation gets an IPv4 and an IPv6 relayed address, and the echo peer on
+    // 127.0.0.1 is served by the IPv4 one.
+    let (status, out, context) = try_uclient(
+        &["--relay-ip", "::1"],
+        &["-u", USER, "-w", PASSWORD],
+        &["-Z"],
+    );
+    assert!(
+        status.success(),
+        "turnutils_uclient exited with {status}; {context}"
+    );
+    let stats =
+        UclientStats::parse(&out).unwrap_or_else(|| panic!("no final statistics; {context}"));
+    let expected = u64::from(MESSAGES * CLIENTS);
+    assert_eq!(
+        (stats.sent, stats.received, stats.lost),
+        (expected, expected, 0),
+        "{context}"
+    );
+    if common::ServerKind::from_env() == common::ServerKind::Turnd {
+        let created = context.matches("allocation created").count();
+        let dual = context.matches("additional_relay=[::1]:").count();
+        assert!(created >= CLIENTS as usize, "allocations; {context}");
+        assert_eq!(dual, created, "every allocation is dual; {context}");
+    }
+}
+
+#[test]
 fn uclient_send_indication_mode_zero_loss() {
     // -s: data as Send indications (after CreatePermission), answers as Data indications.
     let out = run_uclient(&["-c", "-s"]);

@@ -192,3 +192,130 @@ fn relay_path_allocates_nothing() {
     );
     assert!(s.poll_output().is_none(), "the relay path queues no output");
 }
+
+/// The same for a dual allocation (ADDITIONAL-ADDRESS-FAMILY): ChannelData, Send indications
+/// and peer datagrams for an IPv4 and an IPv6 peer, each family checked against its own
+/// lifetime on the way.
+#[test]
+fn dual_allocation_relay_path_allocates_nothing() {
+    let v4 = "192.0.2.10".parse().unwrap();
+    let v6 = "2001:db8::10".parse().unwrap();
+    let shared = Arc::new(Shared {
+        config: CoreConfig {
+            relays: vec![
+                RelayAddr {
+                    bind: v4,
+                    advertised: v4,
+                },
+                RelayAddr {
+                    bind: v6,
+                    advertised: v6,
+                },
+            ],
+            ..Default::default()
+        },
+        credentials: Credentials::new(
+            REALM,
+            [("u".to_string(), UserSecret::Password("p".into()))],
+            [],
+        )
+        .into(),
+        nonce_key: NonceKey::new([3; 32]),
+        peer_filter: PeerFilter::new(
+            vec![
+                "198.51.100.0/24".parse().unwrap(),
+                "2001:db8:1::/48".parse().unwrap(),
+            ],
+            vec![],
+        )
+        .into(),
+        ports: Mutex::new(PortPool::new(&[v4, v6], 50000, 50100)),
+        reservations: Default::default(),
+        quotas: Default::default(),
+    });
+    let t0 = Instant::now();
+    let mut s = Server::new(shared.clone(), 7, t0, UNIX);
+    let client = FiveTuple::udp(
+        "203.0.113.5:40000".parse().unwrap(),
+        "192.0.2.1:3478".parse().unwrap(),
+    );
+    let peers: [SocketAddr; 2] = [
+        "198.51.100.7:5000".parse().unwrap(),
+        "[2001:db8:1::7]:5000".parse().unwrap(),
+    ];
+    let mut nonce = [0u8; NONCE_LEN];
+    let nonce = shared
+        .nonce_key
+        .issue(SecurityFeatures::default(), UNIX, client.client, &mut nonce)
+        .as_bytes()
+        .to_vec();
+    let alloc = request(Method::ALLOCATE, &nonce, 1, |b| {
+        b.add_u32(AttrType::REQUESTED_TRANSPORT, 17 << 24).unwrap();
+        b.add(AttrType::ADDITIONAL_ADDRESS_FAMILY, &[2, 0, 0, 0])
+            .unwrap();
+    });
+    s.handle_client_datagram(t0, client, &alloc);
+    let mut opened = 0;
+    while let Some(o) = s.poll_output() {
+        if let Output::OpenRelay { id, .. } = o {
+            opened += 1;
+            s.handle_relay_opened(t0, id, Ok(()));
+        }
+    }
+    assert_eq!(opened, 2, "one relay socket per family");
+    for (i, peer) in peers.iter().enumerate() {
+        let bind = request(Method::CHANNEL_BIND, &nonce, 2 + i as u8, |b| {
+            b.add_u32(AttrType::CHANNEL_NUMBER, (0x4000 + i as u32) << 16)
+                .unwrap();
+            b.add_xor_address(AttrType::XOR_PEER_ADDRESS, peer).unwrap();
+        });
+        s.handle_client_datagram(t0, client, &bind);
+    }
+    while s.poll_output().is_some() {}
+    let id = s.allocations().next().expect("allocated").id;
+    assert!(
+        s.allocation(id).unwrap().dual.is_some(),
+        "a dual allocation"
+    );
+
+    let payload = [0x5Au8; 160];
+    let channel_data: Vec<Vec<u8>> = (0..2u8)
+        .map(|i| {
+            let mut m = vec![0x40, i, 0x00, payload.len() as u8];
+            m.extend_from_slice(&payload);
+            m
+        })
+        .collect();
+    let sends: Vec<Vec<u8>> = peers
+        .iter()
+        .map(|p| send_indication(*p, &payload))
+        .collect();
+    let mut buf = vec![0u8; PEER_HEADROOM + payload.len() + PEER_TAILROOM];
+    let range = PEER_HEADROOM..PEER_HEADROOM + payload.len();
+    let now = t0 + Duration::from_secs(1);
+
+    const ROUNDS: usize = 2_500;
+    let mut relayed = 0usize;
+    COUNTING.with(|c| c.set(true));
+    for _ in 0..ROUNDS {
+        for i in 0..2 {
+            relayed += s
+                .handle_client_datagram(now, client, &channel_data[i])
+                .is_some() as usize;
+            relayed += s.handle_client_datagram(now, client, &sends[i]).is_some() as usize;
+            buf[range.clone()].copy_from_slice(&payload);
+            relayed += s
+                .handle_peer_datagram(now, id, peers[i], &mut buf, range.clone())
+                .is_some() as usize;
+        }
+    }
+    COUNTING.with(|c| c.set(false));
+
+    assert_eq!(relayed, 6 * ROUNDS, "every datagram was relayed");
+    assert_eq!(
+        ALLOCATIONS.load(Ordering::SeqCst),
+        0,
+        "heap allocations on the relay path"
+    );
+    assert!(s.poll_output().is_none(), "the relay path queues no output");
+}

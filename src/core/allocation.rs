@@ -9,9 +9,9 @@ use super::auth::SessionKey;
 use super::channel::Channels;
 use super::five_tuple::FiveTuple;
 use super::permission::Permissions;
-use crate::stun::TransactionId;
+use crate::stun::{AddressFamily, TransactionId};
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 /// A handle to an allocation: a slot index plus a generation, so a late datagram on a relay
@@ -46,8 +46,43 @@ pub enum State {
         /// Whether another port may be tried if this one is taken by another process
         /// (not when the port was chosen by EVEN-PORT or a reservation).
         retryable: bool,
+        /// The second relayed address asked for by ADDITIONAL-ADDRESS-FAMILY.
+        additional: Additional,
     },
     Active,
+}
+
+/// The second relayed address of a dual allocation while the Allocate is in progress
+/// (RFC 8656 §7.2 step 9). It is opened after the first one, so the shell only ever has one
+/// `OpenRelay` outstanding per allocation and its answer needs no family to say which it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Additional {
+    /// A single-family Allocate.
+    None,
+    /// A port is taken on `bind`; its socket is opened once the first one is open.
+    Waiting { bind: SocketAddr },
+    /// The `OpenRelay` for `bind` is out; `attempts` ports tried so far.
+    Opening { bind: SocketAddr, attempts: u8 },
+    /// The family cannot be had: the success response carries ADDRESS-ERROR-CODE with
+    /// `code` (440 not supported, 508 no capacity) and the allocation is single-family.
+    Refused { family: AddressFamily, code: u16 },
+}
+
+/// What a dual allocation (RFC 8656 §7.2 step 9) has besides the first relayed address: the
+/// second one, and each family's own time-to-expiry. RFC 8656 §8.1 treats the two families as
+/// two allocations sharing a 5-tuple: a Refresh with REQUESTED-ADDRESS-FAMILY refreshes or
+/// deletes one of them, and deleting one "MUST NOT affect any permissions or channels
+/// associated with allocations for the other address family".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dual {
+    /// Where the second relay socket is bound (always of the other family than `relay`).
+    pub relay: SocketAddr,
+    /// The second relayed transport address told to the client.
+    pub advertised: SocketAddr,
+    /// `[first family, second family]` time-to-expiry; `None` once that family was deleted
+    /// or has expired (its port is then back in the pool and its socket closed). The
+    /// allocation's own `expires` is the later of the two.
+    pub expires: [Option<Instant>; 2],
 }
 
 #[derive(Clone, Debug)]
@@ -57,12 +92,16 @@ pub struct Allocation {
     /// The USERNAME that created it: later requests must be signed by the same user (441).
     pub username: Box<str>,
     pub key: SessionKey,
-    /// The address the relay socket is bound to.
+    /// The address the (first) relay socket is bound to. It stays the allocation's name in
+    /// logs, metrics and the admin API even if a dual allocation later loses this family.
     pub relay: SocketAddr,
     /// The relayed transport address told to the client (differs behind NAT/Docker).
     pub advertised: SocketAddr,
     pub created: Instant,
+    /// When the whole allocation ends (for a dual allocation, its later family).
     pub expires: Instant,
+    /// The second relayed address and per-family lifetimes of a dual allocation.
+    pub dual: Option<Dual>,
     pub state: State,
     pub dont_fragment: bool,
     pub permissions: Permissions,
@@ -95,6 +134,115 @@ impl Allocation {
         }
         self.bandwidth = own;
         true
+    }
+}
+
+impl Allocation {
+    /// Which entry of [`Dual::expires`] a family is: 0 the first relayed address, 1 the second.
+    fn dual_index(&self, d: &Dual, family: AddressFamily) -> Option<usize> {
+        if AddressFamily::of(&self.relay) == family {
+            Some(0)
+        } else if AddressFamily::of(&d.relay) == family {
+            Some(1)
+        } else {
+            None
+        }
+    }
+
+    /// Whether the allocation holds a relayed address of `family` (not deleted; expiry is
+    /// left to the timer). Decides 443 Peer Address Family Mismatch.
+    pub fn has_family(&self, family: AddressFamily) -> bool {
+        match &self.dual {
+            None => AddressFamily::of(&self.relay) == family,
+            Some(d) => self
+                .dual_index(d, family)
+                .is_some_and(|i| d.expires[i].is_some()),
+        }
+    }
+
+    /// On the relay path, after the permission check: may data to or from `peer` use the
+    /// allocation at `now`? A single-family allocation only ever holds permissions of its own
+    /// family (443 otherwise), so only a dual one has anything to check: that the peer's
+    /// family is neither deleted nor past its own expiry.
+    #[inline]
+    pub fn relays_family_of(&self, peer: IpAddr, now: Instant) -> bool {
+        let Some(d) = &self.dual else {
+            return true;
+        };
+        let i = usize::from(peer.is_ipv6() != self.relay.is_ipv6());
+        d.expires[i].is_some_and(|e| e > now)
+    }
+
+    /// The relay sockets' addresses still held, with their families' expiry.
+    pub fn held_relays(&self) -> impl Iterator<Item = (SocketAddr, Instant)> + '_ {
+        let (first, second) = match &self.dual {
+            None => (Some((self.relay, self.expires)), None),
+            Some(d) => (
+                d.expires[0].map(|e| (self.relay, e)),
+                d.expires[1].map(|e| (d.relay, e)),
+            ),
+        };
+        first.into_iter().chain(second)
+    }
+
+    /// The relayed transport addresses told to the client that are still held.
+    pub fn advertised_relays(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        let (first, second) = match &self.dual {
+            None => (Some(self.advertised), None),
+            Some(d) => (
+                d.expires[0].map(|_| self.advertised),
+                d.expires[1].map(|_| d.advertised),
+            ),
+        };
+        first.into_iter().chain(second)
+    }
+
+    /// Sets one family's time-to-expiry (`None` deletes it) and recomputes the allocation's.
+    /// Returns false when the allocation does not hold `family`. A single-family allocation
+    /// just takes `expires`; deleting its only family is the caller's job (free it whole).
+    pub fn set_family_expiry(&mut self, family: AddressFamily, expires: Option<Instant>) -> bool {
+        let Some(mut d) = self.dual else {
+            if AddressFamily::of(&self.relay) != family {
+                return false;
+            }
+            if let Some(e) = expires {
+                self.expires = e;
+            }
+            return true;
+        };
+        let Some(i) = self
+            .dual_index(&d, family)
+            .filter(|&i| d.expires[i].is_some())
+        else {
+            return false;
+        };
+        d.expires[i] = expires;
+        if let Some(e) = d.expires.iter().flatten().max() {
+            self.expires = *e;
+        }
+        self.dual = Some(d);
+        true
+    }
+
+    /// Sets every held family's time-to-expiry (a Refresh without REQUESTED-ADDRESS-FAMILY
+    /// applies to all of them, RFC 8656 §8.1).
+    pub fn set_expiry(&mut self, expires: Instant) {
+        self.expires = expires;
+        if let Some(d) = &mut self.dual {
+            for e in d.expires.iter_mut().flatten() {
+                *e = expires;
+            }
+        }
+    }
+
+    /// Drops the permissions and channels of `family` (a deleted family of a dual
+    /// allocation); returns how many of each went.
+    pub fn drop_family_state(&mut self, family: AddressFamily) -> (usize, usize) {
+        let v6 = family == AddressFamily::V6;
+        let (p, c) = (self.permissions.len(), self.channels.len());
+        self.permissions.retain(|ip| ip.is_ipv6() != v6);
+        self.channels.retain(|peer| peer.is_ipv6() != v6);
+        (p - self.permissions.len(), c - self.channels.len())
     }
 }
 

@@ -66,6 +66,11 @@ impl Channels {
         self.list.iter().find(|c| c.peer == peer && c.expires > now)
     }
 
+    /// Keeps only the bindings (cooling-off ones included) whose peer satisfies `keep`.
+    pub fn retain(&mut self, mut keep: impl FnMut(SocketAddr) -> bool) {
+        self.list.retain(|c| keep(c.peer));
+    }
+
     /// Binds or refreshes `number` ↔ `peer`, enforcing the rules of RFC 8656 §12.2.
     pub fn bind(
         &mut self,

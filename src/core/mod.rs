@@ -37,6 +37,7 @@ pub use server::{
     PEER_TAILROOM, RESULT_LABELS, TRANSPORT_LABELS,
 };
 
+use crate::stun::AddressFamily;
 use auth::Credentials;
 use dashmap::DashMap;
 use nonce::NonceKey;
@@ -184,6 +185,8 @@ pub enum Event {
         five_tuple: FiveTuple,
         username: Box<str>,
         relay: SocketAddr,
+        /// The second relayed address of a dual allocation (ADDITIONAL-ADDRESS-FAMILY).
+        additional: Option<SocketAddr>,
         lifetime: Duration,
     },
     AllocationEnded {
@@ -191,6 +194,9 @@ pub enum Event {
         five_tuple: FiveTuple,
         username: Box<str>,
         relay: SocketAddr,
+        /// As in `AllocationCreated`, even if that family ended earlier: the allocation is
+        /// counted under the families it was created with.
+        additional: Option<SocketAddr>,
         reason: EndReason,
         duration: Duration,
         stats: Stats,
@@ -213,9 +219,11 @@ pub enum Output {
         bind: SocketAddr,
         dont_fragment: bool,
     },
-    /// Close the allocation's relay socket.
+    /// Close the allocation's relay sockets: all of them, or with `family` only that one (a
+    /// dual allocation losing one family, RFC 8656 §8.1).
     CloseRelay {
         id: AllocationId,
+        family: Option<AddressFamily>,
     },
     Event(Event),
 }

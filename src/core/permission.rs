@@ -44,6 +44,11 @@ impl Permissions {
         self.list.iter().map(|p| p.expires).min()
     }
 
+    /// Keeps only the permissions whose IP satisfies `keep`.
+    pub fn retain(&mut self, mut keep: impl FnMut(IpAddr) -> bool) {
+        self.list.retain(|p| keep(p.ip));
+    }
+
     /// Whether `ip` has an entry (live, or expired and not yet swept): installing it again
     /// takes no new entry.
     pub fn contains(&self, ip: IpAddr) -> bool {

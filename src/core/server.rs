@@ -1,7 +1,7 @@
 //! The per-worker TURN server state machine: dispatch, timers and allocation teardown.
 //! Each TURN method's rules live in its own file under `handlers/`.
 
-use super::allocation::{AllocationId, AllocationTable, State};
+use super::allocation::{Additional, AllocationId, AllocationTable, State};
 use super::five_tuple::FiveTuple;
 use super::rate_limit::RateLimiter;
 use super::reply::Responder;
@@ -532,6 +532,9 @@ impl Server {
                         .is_some_and(|a| a.state == State::Active && a.expires <= now);
                     if due {
                         self.free_allocation(now, id, EndReason::Expired);
+                    } else {
+                        // One family of a dual allocation may end before the other.
+                        self.expire_families(now, id);
                     }
                 }
                 TimerKind::Sweep(id) => {
@@ -592,11 +595,26 @@ impl Server {
             return;
         };
         self.shared.quotas.release(&a.username);
-        self.release_port(a.relay);
+        if a.state == State::Active {
+            for (relay, _) in a.held_relays() {
+                self.release_port(relay);
+            }
+        } else {
+            // Still opening: the first port, and the second one's if it is taken.
+            self.release_port(a.relay);
+            if let State::Opening {
+                additional: Additional::Waiting { bind } | Additional::Opening { bind, .. },
+                ..
+            } = a.state
+            {
+                self.release_port(bind);
+            }
+        }
         let c = &mut self.counters;
         c.permissions = c.permissions.saturating_sub(a.permissions.len() as u64);
         c.channels = c.channels.saturating_sub(a.channels.len() as u64);
-        self.outputs.push_back(Output::CloseRelay { id });
+        self.outputs
+            .push_back(Output::CloseRelay { id, family: None });
         if a.state == State::Active {
             self.outputs
                 .push_back(Output::Event(Event::AllocationEnded {
@@ -604,6 +622,7 @@ impl Server {
                     five_tuple: a.five_tuple,
                     username: a.username,
                     relay: a.advertised,
+                    additional: a.dual.map(|d| d.advertised),
                     reason,
                     duration: now.saturating_duration_since(a.created),
                     stats: a.stats,

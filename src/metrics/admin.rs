@@ -34,6 +34,9 @@ pub struct AllocationInfo {
     pub client: SocketAddr,
     pub server: SocketAddr,
     pub relay: SocketAddr,
+    /// Every relayed address it holds now: one, or two for a dual allocation (one fewer once
+    /// a family was deleted or expired).
+    pub relays: Vec<SocketAddr>,
     pub created_unix: u64,
     pub expires_unix: u64,
     pub stats: Stats,
@@ -75,6 +78,7 @@ fn info(worker: usize, a: &Allocation, now: Instant, unix_now: u64) -> Allocatio
         client: a.five_tuple.client,
         server: a.five_tuple.server,
         relay: a.advertised,
+        relays: a.advertised_relays().collect(),
         created_unix: unix(a.created),
         expires_unix: unix(a.expires),
         stats: a.stats,
@@ -168,13 +172,14 @@ pub fn to_json(list: &[AllocationInfo]) -> String {
         let _ = write!(
             o,
             ",\"transport\":\"{}\",\"client\":\"{}\",\"server\":\"{}\",\"relay\":\"{}\",\
-             \"created\":{},\"expires\":{},\"client_to_peer_bytes\":{},\
+             \"relays\":{},\"created\":{},\"expires\":{},\"client_to_peer_bytes\":{},\
              \"client_to_peer_datagrams\":{},\"peer_to_client_bytes\":{},\
              \"peer_to_client_datagrams\":{},\"permissions\":[",
             a.transport,
             a.client,
             a.server,
             a.relay,
+            json_addrs(&a.relays),
             a.created_unix,
             a.expires_unix,
             a.stats.to_peer_bytes,
@@ -197,6 +202,12 @@ pub fn to_json(list: &[AllocationInfo]) -> String {
     }
     o.push_str("]}\n");
     o
+}
+
+/// A JSON array of address strings.
+fn json_addrs(addrs: &[SocketAddr]) -> String {
+    let items: Vec<String> = addrs.iter().map(|a| format!("\"{a}\"")).collect();
+    format!("[{}]", items.join(","))
 }
 
 #[cfg(test)]
@@ -225,6 +236,10 @@ mod tests {
             client: "192.0.2.1:5000".parse().unwrap(),
             server: "192.0.2.2:3478".parse().unwrap(),
             relay: "192.0.2.2:50000".parse().unwrap(),
+            relays: vec![
+                "192.0.2.2:50000".parse().unwrap(),
+                "[2001:db8::2]:50001".parse().unwrap(),
+            ],
             created_unix: 10,
             expires_unix: 610,
             stats: Stats {
@@ -241,6 +256,10 @@ mod tests {
         assert!(j.contains(r#""permissions":["198.51.100.1"]"#), "{j}");
         assert!(j.contains(r#""channels":[{"number":16384,"peer":"198.51.100.1:9"}]"#));
         assert!(j.contains(r#""client_to_peer_bytes":2"#));
+        assert!(
+            j.contains(r#""relays":["192.0.2.2:50000","[2001:db8::2]:50001"]"#),
+            "{j}"
+        );
         assert_eq!(to_json(&[]), "{\"allocations\":[]}\n");
     }
 }

@@ -27,6 +27,7 @@ fn created(v6: bool) -> Event {
         five_tuple,
         username: "alice".into(),
         relay,
+        additional: None,
         lifetime: Duration::from_secs(600),
     }
 }
@@ -41,6 +42,7 @@ fn ended(v6: bool, secs: u64) -> Event {
         five_tuple,
         username: "alice".into(),
         relay,
+        additional: None,
         reason: EndReason::Deleted,
         duration: Duration::from_secs(secs),
         stats: Stats::default(),

@@ -23,8 +23,19 @@ const METHODS: usize = METHOD_LABELS.len();
 const RESULTS: usize = RESULT_LABELS.len();
 const AUTH_FAILURES: usize = AUTH_FAILURE_LABELS.len();
 
-/// Address families of relayed addresses: index 0 is IPv4, 1 is IPv6.
-pub const FAMILY_LABELS: [&str; 2] = ["ipv4", "ipv6"];
+/// Address families of relayed addresses: index 0 is IPv4, 1 is IPv6, 2 a dual allocation
+/// (ADDITIONAL-ADDRESS-FAMILY: one IPv4 and one IPv6 relayed address), counted once under
+/// "dual" for its whole life, even if one family is deleted before the other.
+pub const FAMILY_LABELS: [&str; FAMILIES] = ["ipv4", "ipv6", "dual"];
+pub const FAMILIES: usize = 3;
+
+/// The [`FAMILY_LABELS`] index of an allocation with these relayed addresses.
+fn family_index(relay: &std::net::SocketAddr, additional: Option<&std::net::SocketAddr>) -> usize {
+    match additional {
+        Some(_) => 2,
+        None => usize::from(relay.is_ipv6()),
+    }
+}
 
 /// Upper bounds (seconds) of the allocation duration histogram: from a failed ICE check to a
 /// day-long call.
@@ -82,8 +93,8 @@ pub struct WorkerMetrics {
     send_errors: Cell,
     /// Frames for a stream client dropped because its bounded write queue was full.
     write_queue_full: Cell,
-    allocations_created: [[Cell; 2]; TRANSPORTS],
-    allocations_ended: [[Cell; 2]; TRANSPORTS],
+    allocations_created: [[Cell; FAMILIES]; TRANSPORTS],
+    allocations_ended: [[Cell; FAMILIES]; TRANSPORTS],
     /// Not cumulative: `durations[i]` counts durations in (bound[i-1], bound[i]]; the last
     /// entry counts those above every bound.
     durations: [Cell; DURATION_BUCKETS.len() + 1],
@@ -96,8 +107,8 @@ pub struct Snapshot {
     pub core: Counters,
     pub send_errors: u64,
     pub write_queue_full: u64,
-    pub allocations_created: [[u64; 2]; TRANSPORTS],
-    pub allocations_ended: [[u64; 2]; TRANSPORTS],
+    pub allocations_created: [[u64; FAMILIES]; TRANSPORTS],
+    pub allocations_ended: [[u64; FAMILIES]; TRANSPORTS],
     pub durations: [u64; DURATION_BUCKETS.len() + 1],
     pub duration_sum: Duration,
 }
@@ -108,7 +119,7 @@ impl Snapshot {
         self.send_errors += o.send_errors;
         self.write_queue_full += o.write_queue_full;
         for t in 0..TRANSPORTS {
-            for f in 0..2 {
+            for f in 0..FAMILIES {
                 self.allocations_created[t][f] += o.allocations_created[t][f];
                 self.allocations_ended[t][f] += o.allocations_ended[t][f];
             }
@@ -189,14 +200,18 @@ impl WorkerMetrics {
     pub fn on_event(&self, e: &Event) {
         match e {
             Event::AllocationCreated {
-                five_tuple, relay, ..
+                five_tuple,
+                relay,
+                additional,
+                ..
             } => {
                 let t = transport_index(five_tuple.transport);
-                self.allocations_created[t][usize::from(relay.is_ipv6())].add(1);
+                self.allocations_created[t][family_index(relay, additional.as_ref())].add(1);
             }
             Event::AllocationEnded {
                 five_tuple,
                 relay,
+                additional,
                 duration,
                 ..
             } => {
@@ -209,7 +224,7 @@ impl WorkerMetrics {
                 let ms = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
                 self.duration_sum_ms.add(ms);
                 let t = transport_index(five_tuple.transport);
-                self.allocations_ended[t][usize::from(relay.is_ipv6())].add(1);
+                self.allocations_ended[t][family_index(relay, additional.as_ref())].add(1);
             }
         }
     }
@@ -218,12 +233,12 @@ impl WorkerMetrics {
         let mut s = Snapshot::default();
         // Ended before created: an allocation is never seen ended but not created.
         for t in 0..TRANSPORTS {
-            for f in 0..2 {
+            for f in 0..FAMILIES {
                 s.allocations_ended[t][f] = self.allocations_ended[t][f].get();
             }
         }
         for t in 0..TRANSPORTS {
-            for f in 0..2 {
+            for f in 0..FAMILIES {
                 s.allocations_created[t][f] = self.allocations_created[t][f].get();
             }
         }

@@ -18,23 +18,7 @@ use std::time::Duration;
 pub fn relay_addrs(config: &Config) -> anyhow::Result<Vec<RelayAddr>> {
     let mut ips: Vec<IpAddr> = config.relay_ips.clone();
     if ips.is_empty() {
-        for l in &config.listen {
-            let ip = if l.ip().is_unspecified() {
-                // A wildcard cannot be handed to clients: use the default route's address.
-                match discover::relay_ip_for_wildcard(l.is_ipv6()) {
-                    Some(ip) => ip,
-                    None => bail!(
-                        "config key `relay_ips`: listening on {l} but no address of the default route's \
-                         interface was found to relay on; set relay_ips (--relay-ip IP)"
-                    ),
-                }
-            } else {
-                l.ip()
-            };
-            if !ips.contains(&ip) {
-                ips.push(ip);
-            }
-        }
+        ips = listen_relay_ips(&config.listen, discover::relay_ip_for_wildcard)?;
     }
     if ips.is_empty() {
         bail!("config key `relay_ips`: no relay address (set relay_ips or listen)");
@@ -51,6 +35,40 @@ pub fn relay_addrs(config: &Config) -> anyhow::Result<Vec<RelayAddr>> {
             RelayAddr { bind, advertised }
         })
         .collect())
+}
+
+/// The relay IPs when `relay_ips` is not set: each listening IP, and for a wildcard listener
+/// the address of the default route's interface (`discover(v6)`) — of the listener's family,
+/// which must exist, and of the other family when the host has one, so that dual allocations
+/// (ADDITIONAL-ADDRESS-FAMILY) and REQUESTED-ADDRESS-FAMILY work without configuration on a
+/// dual-stack host.
+fn listen_relay_ips(
+    listen: &[std::net::SocketAddr],
+    discover: impl Fn(bool) -> Option<IpAddr>,
+) -> anyhow::Result<Vec<IpAddr>> {
+    let mut ips = Vec::new();
+    for l in listen {
+        let mut found = Vec::new();
+        if l.ip().is_unspecified() {
+            // A wildcard cannot be handed to clients: use the default route's address.
+            match discover(l.is_ipv6()) {
+                Some(ip) => found.push(ip),
+                None => bail!(
+                    "config key `relay_ips`: listening on {l} but no address of the default route's \
+                     interface was found to relay on; set relay_ips (--relay-ip IP)"
+                ),
+            }
+            found.extend(discover(!l.is_ipv6()));
+        } else {
+            found.push(l.ip());
+        }
+        for ip in found {
+            if !ips.contains(&ip) {
+                ips.push(ip);
+            }
+        }
+    }
+    Ok(ips)
 }
 
 /// The realm, static users and REST secrets of `config` (replaced whole on reload).
@@ -110,4 +128,50 @@ pub fn shared_state(
         reservations: Default::default(),
         quotas: Default::default(),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::listen_relay_ips;
+    use std::net::IpAddr;
+
+    fn discover(v4: Option<&str>, v6: Option<&str>) -> impl Fn(bool) -> Option<IpAddr> {
+        let (v4, v6) = (
+            v4.map(|s| s.parse().unwrap()),
+            v6.map(|s| s.parse().unwrap()),
+        );
+        move |want_v6| if want_v6 { v6 } else { v4 }
+    }
+
+    #[test]
+    fn wildcard_listeners_relay_on_both_families_when_the_host_has_them() {
+        let any4 = ["0.0.0.0:3478".parse().unwrap()];
+        let any6 = ["[::]:3478".parse().unwrap()];
+        let both = discover(Some("192.0.2.2"), Some("2001:db8::2"));
+        let ips = |v: &[&str]| -> Vec<IpAddr> { v.iter().map(|s| s.parse().unwrap()).collect() };
+        assert_eq!(
+            listen_relay_ips(&any4, &both).unwrap(),
+            ips(&["192.0.2.2", "2001:db8::2"])
+        );
+        assert_eq!(
+            listen_relay_ips(&any6, &both).unwrap(),
+            ips(&["2001:db8::2", "192.0.2.2"])
+        );
+        // The other family is optional; the listener's own is not.
+        let v4_only = discover(Some("192.0.2.2"), None);
+        assert_eq!(
+            listen_relay_ips(&any4, &v4_only).unwrap(),
+            ips(&["192.0.2.2"])
+        );
+        assert!(listen_relay_ips(&any6, &v4_only).is_err());
+        // A specific listening IP is its own relay IP, nothing discovered.
+        let lo = [
+            "127.0.0.1:3478".parse().unwrap(),
+            "[::1]:3478".parse().unwrap(),
+        ];
+        assert_eq!(
+            listen_relay_ips(&lo, &both).unwrap(),
+            ips(&["127.0.0.1", "::1"])
+        );
+    }
 }

@@ -15,6 +15,7 @@ use crate::core::{
     PEER_TAILROOM,
 };
 use crate::metrics::WorkerMetrics;
+use crate::stun::AddressFamily;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io;
@@ -34,43 +35,86 @@ const BUF_LEN: usize = PEER_HEADROOM + 65_536 + PEER_TAILROOM;
 /// The timer task wakes at least this often, to refresh the wall clock.
 const MAX_SLEEP: Duration = Duration::from_secs(1);
 
-struct Relay {
-    id: AllocationId,
+/// One relay socket and the task reading it.
+struct RelaySocket {
     socket: Rc<UdpSocket>,
     task: JoinHandle<()>,
 }
 
+/// An allocation's relay sockets, by family (0 IPv4, 1 IPv6): one for most allocations, two
+/// for a dual one (ADDITIONAL-ADDRESS-FAMILY), each carrying the peers of its own family.
+struct Relay {
+    id: AllocationId,
+    sockets: [Option<RelaySocket>; 2],
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        for s in self.sockets.iter().flatten() {
+            s.task.abort();
+        }
+    }
+}
+
 /// Relay sockets indexed like the core's allocation slab, so finding the socket for a
-/// forwarded datagram is an index and a generation check rather than a hash.
+/// forwarded datagram is an index, a generation check and the peer's family rather than a
+/// hash.
 #[derive(Default)]
 struct Relays {
     slots: Vec<Option<Relay>>,
 }
 
 impl Relays {
-    fn get(&self, id: AllocationId) -> Option<&Relay> {
-        self.slots
+    /// The socket of allocation `id` that talks to `peer`'s family.
+    fn socket(&self, id: AllocationId, peer: SocketAddr) -> Option<&Rc<UdpSocket>> {
+        let relay = self
+            .slots
             .get(id.index as usize)?
             .as_ref()
-            .filter(|r| r.id == id)
+            .filter(|r| r.id == id)?;
+        relay.sockets[usize::from(peer.is_ipv6())]
+            .as_ref()
+            .map(|s| &s.socket)
     }
 
-    fn insert(&mut self, relay: Relay) {
-        let i = relay.id.index as usize;
+    /// Adds the socket bound to `bind`; a slot still holding an older generation's sockets
+    /// is cleared first (dropping a `Relay` aborts its tasks).
+    fn insert(&mut self, id: AllocationId, bind: SocketAddr, socket: RelaySocket) {
+        let i = id.index as usize;
         if self.slots.len() <= i {
             self.slots.resize_with(i + 1, || None);
         }
-        if let Some(old) = self.slots[i].replace(relay) {
-            old.task.abort();
+        let slot = &mut self.slots[i];
+        if slot.as_ref().is_none_or(|r| r.id != id) {
+            *slot = Some(Relay {
+                id,
+                sockets: [None, None],
+            });
+        }
+        if let Some(r) = slot {
+            if let Some(old) = r.sockets[usize::from(bind.is_ipv6())].replace(socket) {
+                old.task.abort();
+            }
         }
     }
 
-    fn remove(&mut self, id: AllocationId) -> Option<Relay> {
-        let slot = self.slots.get_mut(id.index as usize)?;
-        if slot.as_ref().is_some_and(|r| r.id == id) {
-            slot.take()
-        } else {
-            None
+    /// Closes allocation `id`'s sockets: all, or the one of `family`.
+    fn remove(&mut self, id: AllocationId, family: Option<AddressFamily>) {
+        let Some(slot) = self.slots.get_mut(id.index as usize) else {
+            return;
+        };
+        if slot.as_ref().is_none_or(|r| r.id != id) {
+            return;
+        }
+        match family {
+            None => *slot = None,
+            Some(f) => {
+                if let Some(r) = slot {
+                    if let Some(s) = r.sockets[usize::from(f == AddressFamily::V6)].take() {
+                        s.task.abort();
+                    }
+                }
+            }
         }
     }
 }
@@ -321,11 +365,7 @@ impl Worker {
                     let result = self.open_relay(id, bind, dont_fragment);
                     self.core.handle_relay_opened(Instant::now(), id, result);
                 }
-                Output::CloseRelay { id } => {
-                    if let Some(r) = self.relays.remove(id) {
-                        r.task.abort();
-                    }
-                }
+                Output::CloseRelay { id, family } => self.relays.remove(id, family),
                 Output::Event(e) => {
                     self.metrics.on_event(&e);
                     self.track_connection(&e);
@@ -364,7 +404,7 @@ impl Worker {
         let socket = Rc::new(UdpSocket::from_std(std_socket).map_err(|_| RelayOpenError::Other)?);
         let worker = self.self_handle();
         let task = tokio::task::spawn_local(relay(worker, id, socket.clone()));
-        self.relays.insert(Relay { id, socket, task });
+        self.relays.insert(id, bind, RelaySocket { socket, task });
         Ok(())
     }
 
@@ -391,10 +431,10 @@ fn forward(
     id: AllocationId,
     peer: SocketAddr,
 ) {
-    if let Some(r) = relays.get(id) {
+    if let Some(socket) = relays.socket(id, peer) {
         // A failed send (unreachable peer, full buffer) loses one datagram; it never
         // ends the allocation, so one bad ICE candidate cannot break the others.
-        if send_now(&r.socket, payload, peer).is_err() {
+        if send_now(socket, payload, peer).is_err() {
             metrics.send_error();
         }
     }
@@ -447,6 +487,7 @@ fn log_event(worker: usize, e: &Event) {
             five_tuple,
             username,
             relay,
+            additional,
             lifetime,
             ..
         } => tracing::info!(
@@ -454,6 +495,7 @@ fn log_event(worker: usize, e: &Event) {
             user = %username,
             client = %five_tuple,
             relay = %relay,
+            additional_relay = additional.map(tracing::field::display),
             lifetime_s = lifetime.as_secs(),
             "allocation created"
         ),

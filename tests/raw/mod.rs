@@ -65,6 +65,8 @@ pub const A_REQUESTED_TRANSPORT: u16 = 0x0019;
 pub const A_DONT_FRAGMENT: u16 = 0x001A;
 pub const A_XOR_MAPPED_ADDRESS: u16 = 0x0020;
 pub const A_RESERVATION_TOKEN: u16 = 0x0022;
+pub const A_ADDITIONAL_ADDRESS_FAMILY: u16 = 0x8000;
+pub const A_ADDRESS_ERROR_CODE: u16 = 0x8001;
 pub const A_SOFTWARE: u16 = 0x8022;
 pub const A_FINGERPRINT: u16 = 0x8028;
 
@@ -117,6 +119,11 @@ pub fn lifetime(secs: u32) -> Attr {
 
 pub fn address_family(family: u8) -> Attr {
     Attr::Raw(A_REQUESTED_ADDRESS_FAMILY, vec![family, 0, 0, 0])
+}
+
+/// ADDITIONAL-ADDRESS-FAMILY (RFC 8656 §18.11): ask for a dual allocation.
+pub fn additional_family(family: u8) -> Attr {
+    Attr::Raw(A_ADDITIONAL_ADDRESS_FAMILY, vec![family, 0, 0, 0])
 }
 
 pub fn channel_number(n: u16) -> Attr {
@@ -382,6 +389,26 @@ impl Parsed {
 
     pub fn xor_address(&self, ty: u16) -> Option<SocketAddr> {
         decode_xor_address(self.get(ty)?, &self.txid)
+    }
+
+    /// Every attribute of type `ty` decoded as an XOR address, in order (a dual Allocate
+    /// answer has two XOR-RELAYED-ADDRESS).
+    pub fn xor_addresses(&self, ty: u16) -> Vec<SocketAddr> {
+        self.attrs
+            .iter()
+            .filter(|a| a.ty == ty)
+            .filter_map(|a| decode_xor_address(&a.value, &self.txid))
+            .collect()
+    }
+
+    /// ADDRESS-ERROR-CODE (RFC 8656 §18.12) as (family, code, reason).
+    pub fn address_error_code(&self) -> Option<(u8, u16, String)> {
+        let v = self.get(A_ADDRESS_ERROR_CODE)?;
+        if v.len() < 4 {
+            return None;
+        }
+        let code = u16::from(v[2] & 0x07) * 100 + u16::from(v[3]);
+        Some((v[0], code, String::from_utf8_lossy(&v[4..]).into_owned()))
     }
 
     pub fn u32_attr(&self, ty: u16) -> Option<u32> {

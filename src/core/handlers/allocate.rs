@@ -4,10 +4,10 @@
 //! a port chosen here, the shell is asked to open the socket ([`Output::OpenRelay`]), and the
 //! response is sent from [`Server::finish_allocate`] when the shell reports back.
 
-use crate::core::allocation::{Allocation, AllocationId, State, Stats};
+use crate::core::allocation::{Additional, Allocation, AllocationId, Dual, State, Stats};
 use crate::core::auth::SessionKey;
 use crate::core::five_tuple::FiveTuple;
-use crate::core::reply::Responder;
+use crate::core::reply::{reason, Responder};
 use crate::core::timer::TimerKind;
 use crate::core::{Event, Output, RelayOpenError, Reservation, Server};
 use crate::stun::{AddressFamily, AttrType, Message};
@@ -81,8 +81,19 @@ impl Server {
             Ok(v) => v,
             Err(_) => return Some(r.plain_error(440)),
         };
-        // RFC 8656 §7.2: RESERVATION-TOKEN excludes EVEN-PORT and REQUESTED-ADDRESS-FAMILY.
-        if token.is_some() && (even.is_some() || family.is_some()) {
+        // ADDITIONAL-ADDRESS-FAMILY: only IPv6 is a valid value (RFC 8656 §18.11, §7.2 step 9).
+        let dual = match additional_address_family(msg) {
+            Ok(None) => false,
+            Ok(Some(AddressFamily::V6)) => true,
+            Ok(Some(AddressFamily::V4)) | Err(()) => return Some(r.plain_error(400)),
+        };
+        // RFC 8656 §7.2 step 5: RESERVATION-TOKEN excludes EVEN-PORT, REQUESTED-ADDRESS-FAMILY
+        // and ADDITIONAL-ADDRESS-FAMILY; step 6: the two family attributes exclude each other;
+        // step 8: a reserved port pair (EVEN-PORT with R) is single-family.
+        if token.is_some() && (even.is_some() || family.is_some() || dual)
+            || (family.is_some() && dual)
+            || (even == Some(true) && dual)
+        {
             return Some(r.plain_error(400));
         }
         let cfg = &shared.config;
@@ -105,7 +116,12 @@ impl Server {
                 None => return Some(r.plain_error(508)),
             }
         } else {
-            let family = family.unwrap_or(AddressFamily::V4);
+            let mut family = family.unwrap_or(AddressFamily::V4);
+            // A dual Allocate on a server without IPv4 relaying gets the IPv6 address alone
+            // (a partial success, step 9) rather than the 440 a plain one would.
+            if dual && !self.has_relay_ip(AddressFamily::V4) {
+                family = AddressFamily::V6;
+            }
             let Some(ip) = self.pick_relay_ip(family) else {
                 return Some(r.plain_error(440));
             };
@@ -140,13 +156,22 @@ impl Server {
             (SocketAddr::new(ip, port), reservation, even.is_none())
         };
 
+        let additional = if dual {
+            self.take_additional(relay)
+        } else {
+            Additional::None
+        };
+
         // Quotas are checked last, once everything else succeeded, so a refused request
-        // holds nothing: the port (and any reservation) taken above goes back.
+        // holds nothing: the ports (and any reservation) taken above go back.
         if let Err(refusal) = shared
             .quotas
             .try_acquire(username, cfg.user_quota, cfg.total_quota)
         {
             self.release_port(relay);
+            if let Additional::Waiting { bind } = additional {
+                self.release_port(bind);
+            }
             if let Some((_, res)) = reservation.and_then(|t| shared.reservations.remove(&t)) {
                 self.release_port(res.relay);
             }
@@ -176,6 +201,7 @@ impl Server {
                 reservation,
                 fingerprint: msg.has_fingerprint(),
                 retryable,
+                additional,
             },
             dont_fragment,
             permissions: Default::default(),
@@ -189,6 +215,7 @@ impl Server {
             } else {
                 None
             },
+            dual: None,
         });
         self.outputs.push_back(Output::OpenRelay {
             id,
@@ -196,6 +223,35 @@ impl Server {
             dont_fragment,
         });
         None
+    }
+
+    fn has_relay_ip(&self, family: AddressFamily) -> bool {
+        let relays = &self.shared.config.relays;
+        relays.iter().any(|r| family_of(r.bind) == family)
+    }
+
+    /// Takes a port for the second relayed address of a dual allocation whose first is
+    /// `first`: of the other family. What cannot be had is a partial success (ADDRESS-ERROR-CODE):
+    /// 440 when no relay address of that family is configured, 508 when its ports are all taken.
+    fn take_additional(&mut self, first: SocketAddr) -> Additional {
+        let family = match first {
+            SocketAddr::V4(_) => AddressFamily::V6,
+            SocketAddr::V6(_) => AddressFamily::V4,
+        };
+        let Some(ip) = self.pick_relay_ip(family) else {
+            return Additional::Refused { family, code: 440 };
+        };
+        let random = self.random();
+        let port = {
+            let mut ports = self.shared.ports.lock().unwrap_or_else(|e| e.into_inner());
+            ports.take(ip, random, false, false)
+        };
+        match port {
+            Some(port) => Additional::Waiting {
+                bind: SocketAddr::new(ip, port),
+            },
+            None => Additional::Refused { family, code: 508 },
+        }
     }
 
     /// Round-robin over the configured relay addresses of `family`.
@@ -217,13 +273,31 @@ impl Server {
             .map(|r| r.bind)
     }
 
-    /// Completes an Allocate once the shell has tried to open the relay socket.
+    /// Takes the shell's answer to the allocation's outstanding `OpenRelay`: the first relay
+    /// socket's, or, once that one is open, the second one's of a dual allocation.
     pub(crate) fn finish_allocate(
         &mut self,
         now: Instant,
         id: AllocationId,
         result: Result<(), RelayOpenError>,
     ) {
+        let Some(a) = self.allocations.get_mut(id) else {
+            return;
+        };
+        let State::Opening { additional, .. } = a.state else {
+            return;
+        };
+        match additional {
+            Additional::Opening { bind, attempts } => {
+                self.finish_additional(now, id, bind, attempts, result)
+            }
+            _ => self.finish_first(now, id, result),
+        }
+    }
+
+    /// The first relay socket: on success, open the second one (dual) or answer; when the
+    /// port is taken by another process, try another; otherwise 508.
+    fn finish_first(&mut self, now: Instant, id: AllocationId, result: Result<(), RelayOpenError>) {
         let shared = self.shared.clone();
         let Some(a) = self.allocations.get_mut(id) else {
             return;
@@ -234,60 +308,39 @@ impl Server {
             reservation,
             fingerprint,
             retryable,
+            additional,
         } = a.state
         else {
             return;
         };
-        let key = a.key;
-        let five_tuple = a.five_tuple;
-        let r = Responder {
-            method: crate::stun::Method::ALLOCATE,
-            txid,
-            key: Some(&key),
-            software: shared.config.software.as_deref(),
-            fingerprint,
-        };
         match result {
             Ok(()) => {
-                a.state = State::Active;
-                let lifetime = a.expires.saturating_duration_since(a.created);
-                let (advertised, expires) = (a.advertised, a.expires);
-                let username = a.username.clone();
-                self.timers.push(expires, TimerKind::AllocationExpiry(id));
-                let resp = r.success(|b| {
-                    b.add_xor_address(AttrType::XOR_RELAYED_ADDRESS, &advertised)?;
-                    b.add_u32(AttrType::LIFETIME, lifetime.as_secs() as u32)?;
-                    if let Some(token) = reservation {
-                        b.add(AttrType::RESERVATION_TOKEN, &token)?;
-                    }
-                    b.add_xor_address(AttrType::XOR_MAPPED_ADDRESS, &five_tuple.client)
-                });
-                // The event goes out before the response, so the allocation is logged (and
-                // counted) by the time the client knows it exists.
-                self.outputs
-                    .push_back(Output::Event(Event::AllocationCreated {
+                if let Additional::Waiting { bind } = additional {
+                    a.state = State::Opening {
+                        txid,
+                        attempts,
+                        reservation,
+                        fingerprint,
+                        retryable,
+                        additional: Additional::Opening { bind, attempts: 1 },
+                    };
+                    let dont_fragment = a.dont_fragment;
+                    self.outputs.push_back(Output::OpenRelay {
                         id,
-                        five_tuple,
-                        username,
-                        relay: advertised,
-                        lifetime,
-                    }));
-                self.respond_and_remember(now, five_tuple, txid, resp);
+                        bind,
+                        dont_fragment,
+                    });
+                } else {
+                    self.complete_allocate(now, id, None);
+                }
             }
             Err(RelayOpenError::AddrInUse) if retryable && attempts < MAX_BIND_ATTEMPTS => {
                 let old = a.relay;
-                let random = self.random();
-                let port = {
-                    let mut ports = shared.ports.lock().unwrap_or_else(|e| e.into_inner());
-                    let port = ports.take(old.ip(), random, false, false);
-                    ports.release(old.ip(), old.port());
-                    port
-                };
-                let Some(a) = self.allocations.get_mut(id) else {
-                    return;
-                };
-                match port {
+                match self.retake_port(old) {
                     Some(port) => {
+                        let Some(a) = self.allocations.get_mut(id) else {
+                            return;
+                        };
                         a.relay = SocketAddr::new(old.ip(), port);
                         a.advertised = shared.advertised(a.relay);
                         a.state = State::Opening {
@@ -296,6 +349,7 @@ impl Server {
                             reservation,
                             fingerprint,
                             retryable,
+                            additional,
                         };
                         let (bind, dont_fragment) = (a.relay, a.dont_fragment);
                         self.outputs.push_back(Output::OpenRelay {
@@ -305,42 +359,212 @@ impl Server {
                         });
                     }
                     None => {
-                        a.relay = SocketAddr::new(old.ip(), 0);
-                        self.fail_allocate(
-                            now,
-                            id,
-                            five_tuple,
-                            txid,
-                            r.plain_error(508),
-                            reservation,
-                        );
+                        if let Some(a) = self.allocations.get_mut(id) {
+                            a.relay = SocketAddr::new(old.ip(), 0);
+                        }
+                        self.fail_allocate(now, id, 508);
                     }
                 }
             }
-            Err(_) => {
-                self.fail_allocate(now, id, five_tuple, txid, r.plain_error(508), reservation)
-            }
+            Err(_) => self.fail_allocate(now, id, 508),
         }
     }
 
-    fn fail_allocate(
+    /// The second relay socket of a dual allocation. Its failure is not the allocation's:
+    /// the client gets the first address with ADDRESS-ERROR-CODE (RFC 8656 §7.2 step 9) —
+    /// 440 when the host cannot bind that family at all, 508 when no port could be had.
+    fn finish_additional(
         &mut self,
         now: Instant,
         id: AllocationId,
-        five_tuple: FiveTuple,
-        txid: crate::stun::TransactionId,
-        resp: Vec<u8>,
-        reservation: Option<[u8; 8]>,
+        bind: SocketAddr,
+        attempts: u8,
+        result: Result<(), RelayOpenError>,
     ) {
+        let family = AddressFamily::of(&bind);
+        let refused = match result {
+            Ok(()) => return self.complete_allocate(now, id, Some(bind)),
+            Err(RelayOpenError::AddrInUse) if attempts < MAX_BIND_ATTEMPTS => {
+                match self.retake_port(bind) {
+                    Some(port) => {
+                        let Some(a) = self.allocations.get_mut(id) else {
+                            return;
+                        };
+                        let bind = SocketAddr::new(bind.ip(), port);
+                        if let State::Opening { additional, .. } = &mut a.state {
+                            *additional = Additional::Opening {
+                                bind,
+                                attempts: attempts + 1,
+                            };
+                        }
+                        let dont_fragment = a.dont_fragment;
+                        self.outputs.push_back(Output::OpenRelay {
+                            id,
+                            bind,
+                            dont_fragment,
+                        });
+                        return;
+                    }
+                    // `retake_port` gave the old port back already.
+                    None => Additional::Refused { family, code: 508 },
+                }
+            }
+            Err(e) => {
+                self.release_port(bind);
+                let code = if e == RelayOpenError::AddrInUse {
+                    508
+                } else {
+                    440
+                };
+                Additional::Refused { family, code }
+            }
+        };
+        if let Some(a) = self.allocations.get_mut(id) {
+            if let State::Opening { additional, .. } = &mut a.state {
+                *additional = refused;
+            }
+        }
+        self.complete_allocate(now, id, None);
+    }
+
+    /// Takes another port on `old`'s IP and releases `old`'s (taken by another process).
+    fn retake_port(&mut self, old: SocketAddr) -> Option<u16> {
+        let random = self.random();
+        // Invariant: the pool's mutex is never held across a panic (no code panics inside).
+        let mut ports = self.shared.ports.lock().unwrap_or_else(|e| e.into_inner());
+        let port = ports.take(old.ip(), random, false, false);
+        ports.release(old.ip(), old.port());
+        port
+    }
+
+    /// Every relay socket the allocation gets is open (`second`: the dual allocation's
+    /// second one): the allocation becomes active and the client gets its answer.
+    fn complete_allocate(&mut self, now: Instant, id: AllocationId, second: Option<SocketAddr>) {
+        let shared = self.shared.clone();
+        let Some(a) = self.allocations.get_mut(id) else {
+            return;
+        };
+        let State::Opening {
+            txid,
+            reservation,
+            fingerprint,
+            additional,
+            ..
+        } = a.state
+        else {
+            return;
+        };
+        a.state = State::Active;
+        a.dual = second.map(|relay| Dual {
+            relay,
+            advertised: shared.advertised(relay),
+            expires: [Some(a.expires), Some(a.expires)],
+        });
+        let lifetime = a.expires.saturating_duration_since(a.created);
+        let (advertised, expires, five_tuple) = (a.advertised, a.expires, a.five_tuple);
+        let second_advertised = a.dual.map(|d| d.advertised);
+        let username = a.username.clone();
+        let key = a.key;
+        let r = Responder {
+            method: crate::stun::Method::ALLOCATE,
+            txid,
+            key: Some(&key),
+            software: shared.config.software.as_deref(),
+            fingerprint,
+        };
+        self.timers.push(expires, TimerKind::AllocationExpiry(id));
+        let resp = r.success(|b| {
+            b.add_xor_address(AttrType::XOR_RELAYED_ADDRESS, &advertised)?;
+            if let Some(second) = &second_advertised {
+                b.add_xor_address(AttrType::XOR_RELAYED_ADDRESS, second)?;
+            }
+            if let Additional::Refused { family, code } = additional {
+                b.add(
+                    AttrType::ADDRESS_ERROR_CODE,
+                    &address_error_code(family, code),
+                )?;
+            }
+            b.add_u32(AttrType::LIFETIME, lifetime.as_secs() as u32)?;
+            if let Some(token) = reservation {
+                b.add(AttrType::RESERVATION_TOKEN, &token)?;
+            }
+            b.add_xor_address(AttrType::XOR_MAPPED_ADDRESS, &five_tuple.client)
+        });
+        // The event goes out before the response, so the allocation is logged (and
+        // counted) by the time the client knows it exists.
+        self.outputs
+            .push_back(Output::Event(Event::AllocationCreated {
+                id,
+                five_tuple,
+                username,
+                relay: advertised,
+                additional: second_advertised,
+                lifetime,
+            }));
+        self.respond_and_remember(now, five_tuple, txid, resp);
+    }
+
+    /// Ends an Allocate that could not get its (first) relay socket: everything it holds
+    /// goes back, and the client gets `code`.
+    fn fail_allocate(&mut self, now: Instant, id: AllocationId, code: u16) {
+        let Some(a) = self.allocations.remove(id) else {
+            return;
+        };
+        let State::Opening {
+            txid,
+            reservation,
+            fingerprint,
+            additional,
+            ..
+        } = a.state
+        else {
+            return;
+        };
         if let Some((_, res)) = reservation.and_then(|t| self.shared.reservations.remove(&t)) {
             self.release_port(res.relay);
         }
-        if let Some(a) = self.allocations.remove(id) {
-            self.shared.quotas.release(&a.username);
-            if a.relay.port() != 0 {
-                self.release_port(a.relay);
-            }
+        if let Additional::Waiting { bind } = additional {
+            self.release_port(bind);
         }
-        self.respond_and_remember(now, five_tuple, txid, resp);
+        self.shared.quotas.release(&a.username);
+        if a.relay.port() != 0 {
+            self.release_port(a.relay);
+        }
+        let r = Responder {
+            method: crate::stun::Method::ALLOCATE,
+            txid,
+            key: Some(&a.key),
+            software: self.shared.config.software.as_deref(),
+            fingerprint,
+        };
+        let resp = r.plain_error(code);
+        self.respond_and_remember(now, a.five_tuple, txid, resp);
     }
+}
+
+/// The ADDITIONAL-ADDRESS-FAMILY of an Allocate: RFC 8656's 0x8000, or else the 0x8032 of the
+/// turnbis drafts, which coturn (its `turnutils_uclient -Z` among others) still sends. 0x8032
+/// is unassigned by IANA and comprehension-optional, so reading it as the same attribute
+/// cannot misread another one; without this, those clients silently get single-family
+/// allocations.
+fn additional_address_family(msg: &Message) -> Result<Option<AddressFamily>, ()> {
+    if let Some(v) = msg.additional_address_family() {
+        return v.map(Some).map_err(|_| ());
+    }
+    match msg.get(DRAFT_ADDITIONAL_ADDRESS_FAMILY) {
+        None => Ok(None),
+        Some([f, _, _, _]) => AddressFamily::from_u8(*f).map(Some).ok_or(()),
+        Some(_) => Err(()),
+    }
+}
+
+/// ADDITIONAL-ADDRESS-FAMILY's code point in draft-ietf-tram-turnbis (before RFC 8656).
+const DRAFT_ADDITIONAL_ADDRESS_FAMILY: AttrType = AttrType(0x8032);
+
+/// The value of ADDRESS-ERROR-CODE (RFC 8656 §18.12): family, 13 reserved bits, class and
+/// number as in ERROR-CODE, then the reason phrase.
+fn address_error_code(family: AddressFamily, code: u16) -> Vec<u8> {
+    let mut v = vec![family.to_u8(), 0, (code / 100) as u8, (code % 100) as u8];
+    v.extend_from_slice(reason(code).as_bytes());
+    v
 }

@@ -34,7 +34,7 @@ impl Server {
         let Some(a) = self.allocations.get_mut(id) else {
             return r.plain_error(437);
         };
-        if AddressFamily::of(&peer) != AddressFamily::of(&a.relay) {
+        if !a.has_family(AddressFamily::of(&peer)) {
             return r.plain_error(443);
         }
         if !shared.peer_filter.load().is_allowed(peer.ip()) {

@@ -26,20 +26,21 @@ impl Server {
             Ok(id) => id,
             Err(code) => return r.plain_error(code),
         };
-        let Some(relay_family) = self
-            .allocations
-            .get(id)
-            .map(|a| AddressFamily::of(&a.relay))
-        else {
+        let Some(a) = self.allocations.get(id) else {
             return r.plain_error(437);
         };
+        // A dual allocation takes peers of both families (RFC 8656 §10.2).
+        let families = [
+            a.has_family(AddressFamily::V4),
+            a.has_family(AddressFamily::V6),
+        ];
         let mut peers = [IpAddr::V4(Ipv4Addr::UNSPECIFIED); MAX_ATTRIBUTES];
         let mut n = 0;
         for peer in msg.xor_peer_addresses() {
             let Ok(peer) = peer else {
                 return r.plain_error(400);
             };
-            if AddressFamily::of(&peer) != relay_family {
+            if !families[usize::from(peer.is_ipv6())] {
                 return r.plain_error(443);
             }
             if !shared.peer_filter.load().is_allowed(peer.ip()) {

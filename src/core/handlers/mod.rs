@@ -6,5 +6,6 @@ mod authenticate;
 mod binding;
 mod channel_bind;
 mod create_permission;
+mod family;
 mod refresh;
 mod relay;

@@ -6,7 +6,7 @@ use crate::core::five_tuple::FiveTuple;
 use crate::core::reply::Responder;
 use crate::core::timer::TimerKind;
 use crate::core::{EndReason, Server};
-use crate::stun::{AddressFamily, AttrType, Message};
+use crate::stun::{AttrType, Message};
 use std::time::{Duration, Instant};
 
 impl Server {
@@ -43,14 +43,16 @@ impl Server {
             Ok(id) => id,
             Err(code) => return r.plain_error(code),
         };
-        let relay_family = self
-            .allocations
-            .get(id)
-            .map(|a| AddressFamily::of(&a.relay));
-        match msg.requested_address_family().transpose() {
-            Ok(Some(f)) if Some(f) != relay_family => return r.plain_error(443),
-            Ok(_) => {}
+        // RFC 8656 §8.2: REQUESTED-ADDRESS-FAMILY names the family to refresh (or delete) of a
+        // dual allocation; a family the allocation does not hold is 443.
+        let family = match msg.requested_address_family().transpose() {
+            Ok(f) => f,
             Err(_) => return r.plain_error(400),
+        };
+        if let Some(f) = family {
+            if !self.allocations.get(id).is_some_and(|a| a.has_family(f)) {
+                return r.plain_error(443);
+            }
         }
         let cfg = &shared.config;
         let lifetime = match msg.lifetime().transpose() {
@@ -63,12 +65,22 @@ impl Server {
             Ok(None) => cfg.default_lifetime,
             Err(_) => return r.plain_error(400),
         };
-        if lifetime.is_zero() {
-            self.free_allocation(now, id, EndReason::Deleted);
-        } else if let Some(a) = self.allocations.get_mut(id) {
-            a.expires = now + lifetime;
-            self.timers
-                .push(now + lifetime, TimerKind::AllocationExpiry(id));
+        match (lifetime.is_zero(), family) {
+            (true, None) => self.free_allocation(now, id, EndReason::Deleted),
+            // The last family held ends the allocation with it.
+            (true, Some(f)) => self.end_family(now, id, f, EndReason::Deleted),
+            (false, _) => {
+                if let Some(a) = self.allocations.get_mut(id) {
+                    match family {
+                        Some(f) => {
+                            a.set_family_expiry(f, Some(now + lifetime));
+                        }
+                        None => a.set_expiry(now + lifetime),
+                    }
+                    self.timers
+                        .push(now + lifetime, TimerKind::AllocationExpiry(id));
+                }
+            }
         }
         r.success(|b| b.add_u32(AttrType::LIFETIME, lifetime.as_secs() as u32))
     }

@@ -46,7 +46,7 @@ impl Server {
             return None;
         };
         let peer = binding.peer;
-        if !a.permissions.allows(peer.ip(), now) {
+        if !a.permissions.allows(peer.ip(), now) || !a.relays_family_of(peer.ip(), now) {
             self.counters.no_permission += 1;
             return None;
         }
@@ -95,7 +95,7 @@ impl Server {
         }
         // A permission is only ever installed for a peer the filter allowed, so a denied
         // peer is dropped here too.
-        if !a.permissions.allows(peer.ip(), now) {
+        if !a.permissions.allows(peer.ip(), now) || !a.relays_family_of(peer.ip(), now) {
             self.counters.no_permission += 1;
             return None;
         }
@@ -143,7 +143,7 @@ impl Server {
             self.counters.no_allocation += 1;
             return None;
         }
-        if !a.permissions.allows(peer.ip(), now) {
+        if !a.permissions.allows(peer.ip(), now) || !a.relays_family_of(peer.ip(), now) {
             self.counters.no_permission += 1;
             return None;
         }

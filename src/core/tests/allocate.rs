@@ -49,6 +49,7 @@ fn allocate_success() {
             five_tuple,
             username,
             relay,
+            additional: None,
             lifetime,
         }] => {
             assert_eq!(

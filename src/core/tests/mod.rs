@@ -22,6 +22,7 @@ mod binding;
 mod channel_bind;
 mod connection;
 mod counters;
+mod dual;
 mod expiry;
 mod nat_discovery;
 mod permission;
@@ -246,6 +247,8 @@ pub struct Harness {
     pub transmits: VecDeque<(FiveTuple, Vec<u8>)>,
     pub opened: Vec<Opened>,
     pub closed: Vec<AllocationId>,
+    /// `CloseRelay`s of one family of a dual allocation.
+    pub closed_families: Vec<(AllocationId, crate::stun::AddressFamily)>,
     pub events: Vec<Event>,
 }
 
@@ -271,6 +274,7 @@ impl Harness {
             transmits: VecDeque::new(),
             opened: Vec::new(),
             closed: Vec::new(),
+            closed_families: Vec::new(),
             events: Vec::new(),
         }
     }
@@ -335,7 +339,11 @@ impl Harness {
                         self.pending_open.push(id);
                     }
                 }
-                Output::CloseRelay { id } => self.closed.push(id),
+                Output::CloseRelay { id, family: None } => self.closed.push(id),
+                Output::CloseRelay {
+                    id,
+                    family: Some(f),
+                } => self.closed_families.push((id, f)),
                 Output::Event(e) => self.events.push(e),
             }
         }

@@ -18,6 +18,8 @@ enum Op {
         lifetime: Option<u32>,
         even: Option<bool>,
         family: Option<u8>,
+        /// ADDITIONAL-ADDRESS-FAMILY value (2 asks for a dual allocation).
+        additional: Option<u8>,
         df: bool,
         open: u8,
     },
@@ -27,6 +29,7 @@ enum Op {
     Refresh {
         c: u8,
         lifetime: Option<u32>,
+        family: Option<u8>,
     },
     Permission {
         c: u8,
@@ -133,24 +136,29 @@ fn op() -> impl Strategy<Value = Op> {
         life.clone(),
         weighted(0.2, any::<bool>()),
         weighted(0.3, 0u8..4),
+        weighted(0.3, prop_oneof![3 => Just(2u8), 1 => 0u8..4]),
         any::<bool>(),
         0u8..10,
     )
-        .prop_map(|(c, lifetime, even, family, df, open)| Op::Allocate {
-            c,
-            lifetime,
-            even,
-            family,
-            df,
-            open,
-        });
+        .prop_map(
+            |(c, lifetime, even, family, additional, df, open)| Op::Allocate {
+                c,
+                lifetime,
+                even,
+                family,
+                additional,
+                df,
+                open,
+            },
+        );
     let n = number.clone();
     prop_oneof![
         2 => prop_oneof![0u16..30, 0u16..700].prop_map(Op::Advance),
         1 => any::<u8>().prop_map(Op::Jump),
         3 => allocate,
         1 => c.clone().prop_map(|c| Op::ClaimToken { c }),
-        2 => (c.clone(), life).prop_map(|(c, lifetime)| Op::Refresh { c, lifetime }),
+        2 => (c.clone(), life, weighted(0.3, 0u8..4))
+            .prop_map(|(c, lifetime, family)| Op::Refresh { c, lifetime, family }),
         4 => (c.clone(), vec(peer.clone(), 0..4))
             .prop_map(|(c, peers)| Op::Permission { c, peers }),
         3 => (c.clone(), n.clone(), peer.clone())
@@ -220,6 +228,11 @@ impl World {
                 "forward without permission to {}",
                 f.peer
             );
+            assert!(
+                a.has_family(crate::stun::AddressFamily::of(&f.peer)),
+                "forward to {} on a family the allocation does not hold",
+                f.peer
+            );
         }
         fwd
     }
@@ -236,6 +249,7 @@ impl World {
                 lifetime: l,
                 even,
                 family: f,
+                additional,
                 df,
                 open,
             } => {
@@ -243,6 +257,10 @@ impl World {
                 attrs.extend(l.map(lifetime));
                 attrs.extend(even.map(even_port));
                 attrs.extend(f.map(family));
+                attrs.extend(
+                    additional
+                        .map(|v| Attr::Raw(AttrType::ADDITIONAL_ADDRESS_FAMILY, vec![v, 0, 0, 0])),
+                );
                 if df {
                     attrs.push(dont_fragment());
                 }
@@ -261,8 +279,13 @@ impl World {
                 let t = self.tokens.last().copied().unwrap_or(*b"nosuchtk");
                 self.request(c, Method::ALLOCATE, &[transport_udp(), token(t)]);
             }
-            Op::Refresh { c, lifetime: l } => {
-                let attrs: Vec<Attr> = l.map(lifetime).into_iter().collect();
+            Op::Refresh {
+                c,
+                lifetime: l,
+                family: f,
+            } => {
+                let mut attrs: Vec<Attr> = l.map(lifetime).into_iter().collect();
+                attrs.extend(f.map(family));
                 self.request(c, Method::REFRESH, &attrs);
             }
             Op::Permission { c, peers } => {
@@ -426,6 +449,9 @@ impl World {
                 "the fake shell answers every OpenRelay"
             );
             assert!(a.expires > now, "allocation {:?} outlived its expiry", a.id);
+            for (relay, expires) in a.held_relays() {
+                assert!(expires > now, "{relay} of {:?} outlived its expiry", a.id);
+            }
         }
         if let Some(t) = self.h.server.poll_timeout() {
             assert!(t > now, "a due deadline survived handle_timeout");
@@ -441,9 +467,18 @@ impl World {
     /// Every port in use belongs to an allocation or a reservation, and vice versa.
     fn check_ports(&self) {
         let used = self.h.ports_in_use(relay_v4()) + self.h.ports_in_use(relay_v6());
-        let owners = self.h.allocation_count() + self.h.shared.reservations.len();
+        let mut relays: Vec<SocketAddr> = self
+            .h
+            .server
+            .allocations()
+            .flat_map(|a| {
+                // An allocation still opening holds its first port (the fake shell answers at
+                // once, so none is left opening between ops).
+                a.held_relays().map(|(r, _)| r).collect::<Vec<_>>()
+            })
+            .collect();
+        let owners = relays.len() + self.h.shared.reservations.len();
         assert_eq!(used, owners, "port accounting");
-        let mut relays: Vec<SocketAddr> = self.h.server.allocations().map(|a| a.relay).collect();
         relays.extend(self.h.shared.reservations.iter().map(|r| r.relay));
         let n = relays.len();
         relays.sort();
