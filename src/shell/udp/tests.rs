@@ -175,3 +175,23 @@ fn a_refused_destination_counts_as_lost_and_the_rest_go_out() {
     assert_eq!(tx.flush(&ring), 1, "one datagram lost");
     assert_eq!(recv_all(&sink, 2).len(), 2);
 }
+
+#[test]
+fn socket_buffers_are_applied_and_read_back() {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).unwrap();
+    let opts = super::Options {
+        recv_buffer: 65_536,
+        send_buffer: 98_304,
+        gso: false,
+    };
+    super::super::socket::set_buffers(&s, &opts).expect("set");
+    // Linux reports twice what it granted; both sizes are below any rmem_max/wmem_max.
+    assert_eq!(s.recv_buffer_size().unwrap(), 2 * 65_536);
+    assert_eq!(s.send_buffer_size().unwrap(), 2 * 98_304);
+    // 0 leaves the kernel's default alone.
+    let d = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).unwrap();
+    let before = d.recv_buffer_size().unwrap();
+    super::super::socket::set_buffers(&d, &super::Options::default()).unwrap();
+    assert_eq!(d.recv_buffer_size().unwrap(), before);
+}
