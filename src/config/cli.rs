@@ -209,6 +209,16 @@ pub struct ConfigArgs {
     #[arg(long, value_name = "BYTES")]
     pub max_frame_size: Option<String>,
 
+    /// SO_RCVBUF of UDP listening and relay sockets, bytes; 0 = kernel default
+    /// (capped by the sysctl net.core.rmem_max) [key: udp_recv_buffer]
+    #[arg(long, value_name = "BYTES")]
+    pub udp_recv_buffer: Option<String>,
+
+    /// SO_SNDBUF of UDP listening and relay sockets, bytes; 0 = kernel default
+    /// (capped by the sysctl net.core.wmem_max) [key: udp_send_buffer]
+    #[arg(long, value_name = "BYTES")]
+    pub udp_send_buffer: Option<String>,
+
     /// Address serving TURN over TLS, IP:PORT (repeatable; 5349, 443)
     /// [key: tls_listen]
     #[arg(long, value_name = "IP:PORT")]
@@ -280,6 +290,8 @@ impl ConfigArgs {
             &later.unauthenticated_timeout,
         );
         one(&mut self.max_frame_size, &later.max_frame_size);
+        one(&mut self.udp_recv_buffer, &later.udp_recv_buffer);
+        one(&mut self.udp_send_buffer, &later.udp_send_buffer);
         list(&mut self.tls_listen, &later.tls_listen);
         one(&mut self.tls_cert, &later.tls_cert);
         one(&mut self.tls_key, &later.tls_key);

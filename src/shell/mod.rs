@@ -9,6 +9,7 @@ mod setup;
 mod socket;
 mod tcp;
 mod tls;
+pub mod udp;
 mod worker;
 
 pub use rlimit::raise_nofile_limit;
@@ -35,11 +36,12 @@ const PORT_ATTEMPTS: usize = 16;
 fn bind_listen_addr(
     addr: SocketAddr,
     workers: usize,
+    opts: &udp::Options,
 ) -> anyhow::Result<(Vec<std::net::UdpSocket>, Vec<std::net::TcpListener>)> {
     let mut attempts = 0;
     loop {
         attempts += 1;
-        let udp = socket::bind_reuseport_group(addr, workers)
+        let udp = socket::bind_reuseport_group(addr, workers, opts)
             .with_context(|| format!("cannot listen on udp {addr}"))?;
         let bound = udp[0].local_addr()?;
         match socket::bind_tcp_reuseport_group(bound, workers, addr.port() == 0) {
@@ -83,6 +85,12 @@ impl Server {
             }
         }
         let workers = config.effective_workers().max(1);
+        let udp_opts = udp::Options {
+            recv_buffer: config.udp_recv_buffer,
+            send_buffer: config.udp_send_buffer,
+            gso: udp::gso_enabled(),
+        };
+        tracing::debug!(gso = udp_opts.gso, "udp batching: recvmmsg/sendmmsg");
 
         // Per listening address, one SO_REUSEPORT UDP socket and one TCP listener per worker.
         let mut per_worker: Vec<Vec<std::net::UdpSocket>> =
@@ -92,7 +100,7 @@ impl Server {
         let mut udp_addrs = Vec::new();
         let mut tcp_addrs = Vec::new();
         for addr in &config.listen {
-            let (udp, tcp) = bind_listen_addr(*addr, workers)?;
+            let (udp, tcp) = bind_listen_addr(*addr, workers, &udp_opts)?;
             udp_addrs.push(udp[0].local_addr()?);
             tcp_addrs.push(tcp[0].local_addr()?);
             for (w, s) in udp.into_iter().enumerate() {
@@ -154,6 +162,7 @@ impl Server {
                         limits,
                         rx,
                         link,
+                        udp_opts,
                     )
                 })
                 .context("cannot start worker thread")?;
