@@ -111,6 +111,7 @@ fn relay_path_allocates_nothing() {
         peer_filter: PeerFilter::new(vec!["198.51.100.0/24".parse().unwrap()], vec![]).into(),
         ports: Mutex::new(PortPool::new(&[relay], 50000, 50100)),
         reservations: Default::default(),
+        tcp_connections: Default::default(),
         quotas: Default::default(),
     });
     let t0 = Instant::now();

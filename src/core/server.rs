@@ -206,6 +206,7 @@ pub struct Server {
     wall: WallClock,
     pub(super) relay_cursor: usize,
     pub(super) counters: Counters,
+    pub(super) tcp_relay: super::tcp_relay::TcpRelayState,
 }
 
 impl Server {
@@ -226,6 +227,7 @@ impl Server {
             },
             relay_cursor: 0,
             counters: Counters::default(),
+            tcp_relay: Default::default(),
         }
     }
 
@@ -317,7 +319,12 @@ impl Server {
         let n = msg.unknown_required(is_understood, &mut unknown);
         let turn_method = matches!(
             msg.method(),
-            Method::ALLOCATE | Method::REFRESH | Method::CREATE_PERMISSION | Method::CHANNEL_BIND
+            Method::ALLOCATE
+                | Method::REFRESH
+                | Method::CREATE_PERMISSION
+                | Method::CHANNEL_BIND
+                | Method::CONNECT
+                | Method::CONNECTION_BIND
         );
         // TURN requests are checked for unknown attributes after authentication (below).
         if n > 0 && !turn_method {
@@ -333,7 +340,9 @@ impl Server {
             Method::ALLOCATE
             | Method::REFRESH
             | Method::CREATE_PERMISSION
-            | Method::CHANNEL_BIND => {
+            | Method::CHANNEL_BIND
+            | Method::CONNECT
+            | Method::CONNECTION_BIND => {
                 if let Some(cached) = self.transactions.get(&from, &msg.transaction_id()) {
                     let payload = cached.to_vec();
                     self.transmit(from, payload);
@@ -373,13 +382,16 @@ impl Server {
                     Method::CREATE_PERMISSION => {
                         Some(self.handle_create_permission(now, from, msg, username, &key))
                     }
+                    Method::CONNECT => self.handle_connect(now, from, msg, username, &key),
+                    Method::CONNECTION_BIND => {
+                        self.handle_connection_bind(now, from, msg, username, &key)
+                    }
                     _ => Some(self.handle_channel_bind(now, from, msg, username, &key)),
                 };
                 if let Some(resp) = resp {
                     self.respond_and_remember(now, from, msg.transaction_id(), resp);
                 }
             }
-            // RFC 6062 methods arrive with the TCP transport work; until then they are unknown.
             _ => {
                 let resp = responder.plain_error(400);
                 self.transmit_unauthenticated(from, resp, msg.raw().len());
@@ -489,6 +501,7 @@ impl Server {
                         self.release_port(r.relay);
                     }
                 }
+                TimerKind::TcpConnection(cid) => self.tcp_connection_timeout(now, cid),
             }
         }
     }
@@ -522,6 +535,7 @@ impl Server {
         c.permissions = c.permissions.saturating_sub(a.permissions.len() as u64);
         c.channels = c.channels.saturating_sub(a.channels.len() as u64);
         self.outputs.push_back(Output::CloseRelay { id });
+        self.tcp_allocation_ended(id);
         if a.state == State::Active {
             self.outputs
                 .push_back(Output::Event(Event::AllocationEnded {

@@ -7,6 +7,7 @@ mod discover;
 mod setup;
 mod socket;
 mod tcp;
+mod tcp_relay;
 mod tls;
 mod worker;
 
@@ -105,6 +106,7 @@ impl Server {
             open: Default::default(),
             unauthenticated_timeout: Duration::from_secs(config.unauthenticated_timeout.into()),
             max_frame: config.max_frame_size as usize,
+            parked: Default::default(),
         };
 
         let (tx, rx) = watch::channel(false);

@@ -81,6 +81,8 @@ pub(super) struct Worker {
     /// This worker's TCP connections, by 5-tuple, for writes to their clients.
     pub(super) conns: HashMap<FiveTuple, Rc<Conn>>,
     relays: Relays,
+    /// RFC 6062 TCP allocations' listeners and peer connections (`tcp_relay.rs`).
+    pub(super) tcp_relays: super::tcp_relay::TcpRelays,
     buf: Box<[u8]>,
     index: usize,
     metrics: std::sync::Arc<WorkerMetrics>,
@@ -136,6 +138,7 @@ pub fn run(
                 .collect(),
             conns: HashMap::new(),
             relays: Relays::default(),
+            tcp_relays: super::tcp_relay::TcpRelays::new(limits.parked.clone()),
             buf: vec![0u8; BUF_LEN].into_boxed_slice(),
             index,
             metrics,
@@ -326,6 +329,7 @@ impl Worker {
                         r.task.abort();
                     }
                 }
+                Output::TcpRelay(o) => self.tcp_relay_output(o),
                 Output::Event(e) => {
                     self.metrics.on_event(&e);
                     self.track_connection(&e);
@@ -368,7 +372,7 @@ impl Worker {
         Ok(())
     }
 
-    fn self_handle(&self) -> Shared {
+    pub(super) fn self_handle(&self) -> Shared {
         SELF.with(|s| {
             // Invariant: set before any task runs (see `run`).
             s.borrow()

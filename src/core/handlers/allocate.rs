@@ -8,6 +8,7 @@ use crate::core::allocation::{Allocation, AllocationId, State, Stats};
 use crate::core::auth::Key;
 use crate::core::five_tuple::FiveTuple;
 use crate::core::reply::Responder;
+use crate::core::tcp_relay::TCP;
 use crate::core::timer::TimerKind;
 use crate::core::{Event, Output, RelayOpenError, Reservation, Server};
 use crate::stun::{AddressFamily, AttrType, Message};
@@ -59,12 +60,15 @@ impl Server {
         if self.shared.quotas.is_draining() {
             return Some(r.plain_error(508));
         }
-        match msg.requested_transport() {
-            Some(Ok(UDP)) => {}
-            // TCP relaying (RFC 6062) is not offered yet.
+        let tcp = match msg.requested_transport() {
+            Some(Ok(UDP)) => false,
+            Some(Ok(TCP)) => match Self::check_tcp_allocate(from, msg) {
+                Ok(()) => true,
+                Err(code) => return Some(r.plain_error(code)),
+            },
             Some(Ok(_)) => return Some(r.plain_error(442)),
             None | Some(Err(_)) => return Some(r.plain_error(400)),
-        }
+        };
         let even = match msg.even_port().transpose() {
             Ok(v) => v,
             Err(_) => return Some(r.plain_error(400)),
@@ -170,11 +174,11 @@ impl Server {
             stats: Stats::default(),
             next_sweep: None,
         });
-        self.outputs.push_back(Output::OpenRelay {
-            id,
-            bind: relay,
-            dont_fragment,
-        });
+        if tcp {
+            self.tcp_relay.allocs.insert(id, Vec::new());
+        }
+        let open = self.open_relay_output(id, relay, dont_fragment);
+        self.outputs.push_back(open);
         None
     }
 
@@ -278,11 +282,8 @@ impl Server {
                             retryable,
                         };
                         let (bind, dont_fragment) = (a.relay, a.dont_fragment);
-                        self.outputs.push_back(Output::OpenRelay {
-                            id,
-                            bind,
-                            dont_fragment,
-                        });
+                        let open = self.open_relay_output(id, bind, dont_fragment);
+                        self.outputs.push_back(open);
                     }
                     None => {
                         a.relay = SocketAddr::new(old.ip(), 0);
@@ -315,6 +316,7 @@ impl Server {
         if let Some((_, res)) = reservation.and_then(|t| self.shared.reservations.remove(&t)) {
             self.release_port(res.relay);
         }
+        self.tcp_allocation_ended(id);
         if let Some(a) = self.allocations.remove(id) {
             self.shared.quotas.release(&a.username);
             if a.relay.port() != 0 {

@@ -26,11 +26,13 @@ mod prop;
 mod refresh;
 mod relay;
 mod retransmit;
+mod tcp_relay;
 
 use super::auth::{long_term_key, rest_api_password, Credentials, Key, UserSecret};
 use super::nonce::NonceKey;
 use super::peer_filter::{Cidr, PeerFilter};
 use super::ports::PortPool;
+use super::tcp_relay::TcpRelayOutput;
 use super::{
     Allocation, AllocationId, CoreConfig, EndReason, Event, FiveTuple, Forward, Output, RelayAddr,
     RelayOpenError, Server, Shared, Stats, ToClient, Transport, PEER_HEADROOM, PEER_TAILROOM,
@@ -180,6 +182,7 @@ impl Setup {
             peer_filter: PeerFilter::new(allow, Vec::new()).into(),
             ports: Mutex::new(PortPool::new(&ips, self.ports.0, self.ports.1)),
             reservations: Default::default(),
+            tcp_connections: Default::default(),
             quotas: Default::default(),
         })
     }
@@ -208,6 +211,8 @@ pub struct Harness {
     pub opened: Vec<Opened>,
     pub closed: Vec<AllocationId>,
     pub events: Vec<Event>,
+    /// Every RFC 6062 output, in order (a `Listen` is also answered like `OpenRelay`).
+    pub tcp: Vec<TcpRelayOutput>,
 }
 
 impl Harness {
@@ -233,6 +238,7 @@ impl Harness {
             opened: Vec::new(),
             closed: Vec::new(),
             events: Vec::new(),
+            tcp: Vec::new(),
         }
     }
 
@@ -297,6 +303,22 @@ impl Harness {
                     }
                 }
                 Output::CloseRelay { id } => self.closed.push(id),
+                Output::TcpRelay(o) => {
+                    if let TcpRelayOutput::Listen { id, bind } = o {
+                        self.opened.push(Opened {
+                            id,
+                            bind,
+                            dont_fragment: false,
+                        });
+                        if self.auto_open {
+                            let result = self.open_results.pop_front().unwrap_or(Ok(()));
+                            self.server.handle_relay_opened(self.now, id, result);
+                        } else {
+                            self.pending_open.push(id);
+                        }
+                    }
+                    self.tcp.push(o);
+                }
                 Output::Event(e) => self.events.push(e),
             }
         }
