@@ -113,7 +113,13 @@ impl StunConn {
             nonce: self.nonce.clone().expect("nonce"),
             key: long_term_key(ALICE.0, &self.realm, ALICE.1),
         };
-        let bytes = encode(msg_type(method, REQUEST), new_txid(), attrs, Some(&auth), false);
+        let bytes = encode(
+            msg_type(method, REQUEST),
+            new_txid(),
+            attrs,
+            Some(&auth),
+            false,
+        );
         self.transact(&bytes)
     }
 
@@ -147,7 +153,10 @@ impl StunConn {
             &[Attr::Raw(A_CONNECTION_ID, cid.to_be_bytes().to_vec())],
         );
         assert_success(&r, CONNECTION_BIND);
-        assert!(self.buf.is_empty(), "bytes after the ConnectionBind response");
+        assert!(
+            self.buf.is_empty(),
+            "bytes after the ConnectionBind response"
+        );
         self.stream.set_read_timeout(None).unwrap();
         self.stream
     }
@@ -268,7 +277,10 @@ fn peer_connecting_in_is_announced_and_bound() {
     // Sent before the client binds: the server must keep it.
     peer_conn.write_all(b"early bytes").unwrap();
     let ind = control.recv_for(WAIT).expect("ConnectionAttempt");
-    assert_eq!((ind.method(), ind.class()), (CONNECTION_ATTEMPT, INDICATION));
+    assert_eq!(
+        (ind.method(), ind.class()),
+        (CONNECTION_ATTEMPT, INDICATION)
+    );
     assert_eq!(
         ind.xor_address(A_XOR_PEER_ADDRESS),
         Some(peer_conn.local_addr().unwrap())
@@ -356,5 +368,8 @@ fn closing_the_control_connection_closes_data_connections() {
     let echo2 = EchoPeer::spawn();
     let _pending = control.connect_peer(echo2.addr);
     drop(control);
-    assert!(closed_within(&data), "data connection outlived its allocation");
+    assert!(
+        closed_within(&data),
+        "data connection outlived its allocation"
+    );
 }

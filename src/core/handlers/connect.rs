@@ -10,8 +10,7 @@ use crate::core::auth::Key;
 use crate::core::five_tuple::FiveTuple;
 use crate::core::reply::Responder;
 use crate::core::tcp_relay::{
-    ConnState, Connecting, Connection, ConnectionId, TcpRelayOutput, BIND_TIMEOUT,
-    CONNECT_TIMEOUT,
+    ConnState, Connecting, Connection, ConnectionId, TcpRelayOutput, BIND_TIMEOUT, CONNECT_TIMEOUT,
 };
 use crate::core::timer::TimerKind;
 use crate::core::{Output, Server};

@@ -39,7 +39,11 @@ fn connect_output(h: &Harness, id: AllocationId, peer: SocketAddr) -> u32 {
             peer: p,
         }) => {
             assert_eq!((*oid, *p), (id, peer));
-            assert_eq!(*bind, h.alloc(control()).relay, "connects from the relayed address");
+            assert_eq!(
+                *bind,
+                h.alloc(control()).relay,
+                "connects from the relayed address"
+            );
             *connection_id
         }
         other => panic!("expected Connect, got {other:?}"),
@@ -56,7 +60,10 @@ fn connect(h: &mut Harness, c: &mut Client, id: AllocationId, peer: SocketAddr) 
     h.drain();
     let resp = h.take_one(control());
     resp.assert_success(Method::CONNECT, &c.key);
-    assert_eq!(resp.msg().get(AttrType::CONNECTION_ID), Some(&cid.to_be_bytes()[..]));
+    assert_eq!(
+        resp.msg().get(AttrType::CONNECTION_ID),
+        Some(&cid.to_be_bytes()[..])
+    );
     cid
 }
 
@@ -302,10 +309,16 @@ fn connection_bind_on_another_worker_splices() {
             connection_id: cid
         }]
     );
-    assert_eq!(h.shared.tcp_connections.get(cid).unwrap().state, ConnState::Bound);
+    assert_eq!(
+        h.shared.tcp_connections.get(cid).unwrap().state,
+        ConnState::Bound
+    );
     // Bound: the owner's 30-second bind deadline leaves it alone.
     h.advance(secs(31));
-    assert!(h.tcp.iter().all(|o| !matches!(o, TcpRelayOutput::CloseConnection { .. })));
+    assert!(h
+        .tcp
+        .iter()
+        .all(|o| !matches!(o, TcpRelayOutput::CloseConnection { .. })));
     // A second bind of the same id is refused.
     let mut d2 = Client::alice(data_ft(40002));
     connection_bind(&mut other, &mut d2, cid).assert_error(
@@ -373,7 +386,10 @@ fn connection_bind_by_another_user_is_441() {
         441,
         Some(&bob.key),
     );
-    assert!(h.tcp.iter().all(|o| !matches!(o, TcpRelayOutput::Splice { .. })));
+    assert!(h
+        .tcp
+        .iter()
+        .all(|o| !matches!(o, TcpRelayOutput::Splice { .. })));
 }
 
 #[test]
@@ -385,7 +401,10 @@ fn connection_without_bind_closes_after_30_seconds() {
     h.drain();
     h.take_to(control());
     h.advance(secs(29));
-    assert!(h.tcp.iter().all(|o| !matches!(o, TcpRelayOutput::CloseConnection { .. })));
+    assert!(h
+        .tcp
+        .iter()
+        .all(|o| !matches!(o, TcpRelayOutput::CloseConnection { .. })));
     h.advance(secs(1));
     for cid in [cid, inbound] {
         assert!(h.tcp.contains(&TcpRelayOutput::CloseConnection {
@@ -436,7 +455,10 @@ fn allocation_end_closes_every_connection() {
     );
     // Its timers fire harmlessly.
     h.advance(secs(60));
-    assert!(h.tcp.iter().all(|o| !matches!(o, TcpRelayOutput::CloseConnection { .. })));
+    assert!(h
+        .tcp
+        .iter()
+        .all(|o| !matches!(o, TcpRelayOutput::CloseConnection { .. })));
 }
 
 #[test]
