@@ -265,6 +265,63 @@ fn connect_then_bind_relays_bytes_both_ways() {
     // A second Connect to a connected peer: 446.
     let r = control.request(CONNECT, &[peer(peers[0].addr)]);
     assert_error(&r, CONNECT, 446);
+    // Spliced bytes count as relayed bytes of the data connections' transport, live.
+    let total = (PAYLOAD * peers.len()) as f64;
+    expect_metrics(
+        server.metrics_addr(),
+        &[
+            (
+                "turnd_relayed_bytes_total{direction=\"client_to_peer\",transport=\"tcp\"}",
+                total,
+            ),
+            (
+                "turnd_relayed_bytes_total{direction=\"peer_to_client\",transport=\"tcp\"}",
+                total,
+            ),
+            (
+                "turnd_requests_total{method=\"connect\",result=\"success\"}",
+                4.0,
+            ),
+            (
+                "turnd_requests_total{method=\"connect\",result=\"446\"}",
+                1.0,
+            ),
+            (
+                "turnd_requests_total{method=\"connection_bind\",result=\"success\"}",
+                4.0,
+            ),
+        ],
+    );
+}
+
+/// Scrapes `/metrics` until every series has its value (bounded by [`WAIT`]).
+#[track_caller]
+fn expect_metrics(addr: SocketAddr, expected: &[(&str, f64)]) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let mut s = TcpStream::connect_timeout(&addr, WAIT).expect("metrics listener");
+        s.set_read_timeout(Some(WAIT)).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut text = String::new();
+        let _ = s.read_to_string(&mut text);
+        let value = |series: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(series)?.trim().parse::<f64>().ok())
+        };
+        let wrong: Vec<String> = expected
+            .iter()
+            .filter(|(k, v)| value(k) != Some(*v))
+            .map(|(k, v)| format!("{k}: expected {v}, got {:?}", value(k)))
+            .collect();
+        if wrong.is_empty() {
+            return;
+        }
+        if Instant::now() >= deadline {
+            panic!("{}\n{text}", wrong.join("\n"));
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
 }
 
 #[test]

@@ -77,24 +77,26 @@ pub fn transport_index(t: super::Transport) -> usize {
     }
 }
 
-pub const METHODS: usize = 6;
+pub const METHODS: usize = 8;
 pub const METHOD_LABELS: [&str; METHODS] = [
     "binding",
     "allocate",
     "refresh",
     "create_permission",
     "channel_bind",
+    "connect",
+    "connection_bind",
     "other",
 ];
 
 /// Every error code the server sends, plus "other" for any code not listed.
 const RESULT_CODES: [u16; RESULTS - 2] = [
-    400, 401, 403, 420, 437, 438, 440, 441, 442, 443, 486, 500, 508,
+    400, 401, 403, 420, 437, 438, 440, 441, 442, 443, 446, 447, 486, 500, 508,
 ];
-pub const RESULTS: usize = 15;
+pub const RESULTS: usize = 17;
 pub const RESULT_LABELS: [&str; RESULTS] = [
-    "success", "400", "401", "403", "420", "437", "438", "440", "441", "442", "443", "486", "500",
-    "508", "other",
+    "success", "400", "401", "403", "420", "437", "438", "440", "441", "442", "443", "446", "447",
+    "486", "500", "508", "other",
 ];
 
 pub const AUTH_FAILURES: usize = 5;
@@ -171,7 +173,9 @@ impl Counters {
             Method::REFRESH => 2,
             Method::CREATE_PERMISSION => 3,
             Method::CHANNEL_BIND => 4,
-            _ => 5,
+            Method::CONNECT => 5,
+            Method::CONNECTION_BIND => 6,
+            _ => 7,
         };
         let result = match msg.class() {
             Class::SuccessResponse => 0,

@@ -350,15 +350,16 @@ async fn connection<S>(
             }
         }
     };
-    let mut w = worker.borrow_mut();
-    // A client reconnecting from the same port may already have a new connection under the
-    // same 5-tuple: only this connection's entry and allocation end here.
-    if w.conns.get(&ft).is_some_and(|c| Rc::ptr_eq(c, &conn)) {
-        w.conns.remove(&ft);
-        w.core.handle_connection_closed(Instant::now(), ft);
-        w.drain_outputs();
+    {
+        let mut w = worker.borrow_mut();
+        // A client reconnecting from the same port may already have a new connection under
+        // the same 5-tuple: only this connection's entry and allocation end here.
+        if w.conns.get(&ft).is_some_and(|c| Rc::ptr_eq(c, &conn)) {
+            w.conns.remove(&ft);
+            w.core.handle_connection_closed(Instant::now(), ft);
+            w.drain_outputs();
+        }
     }
-    drop(w);
     if let (Closed::Spliced, Some(cid)) = (&why, conn.splice.get()) {
         // What is still queued for the client (the ConnectionBind response) goes first;
         // what the client sent after its ConnectionBind goes to the peer.
