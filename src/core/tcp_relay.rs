@@ -31,6 +31,11 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// RFC 6062 §5.2/§5.3: a peer connection with no ConnectionBind after 30 seconds is closed.
 pub const BIND_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Peer connections one TCP allocation may hold at once (connecting, waiting for a bind, or
+/// spliced): each costs the server a socket, and RFC 6062 sets no bound of its own. Beyond it
+/// a Connect gets 508 and a peer connecting in is closed.
+pub const MAX_PEER_CONNECTIONS: usize = 64;
+
 /// The 32-bit CONNECTION-ID (RFC 6062 §6.2.1).
 pub type ConnectionId = u32;
 

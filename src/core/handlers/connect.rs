@@ -11,6 +11,7 @@ use crate::core::five_tuple::FiveTuple;
 use crate::core::reply::Responder;
 use crate::core::tcp_relay::{
     ConnState, Connecting, Connection, ConnectionId, TcpRelayOutput, BIND_TIMEOUT, CONNECT_TIMEOUT,
+    MAX_PEER_CONNECTIONS,
 };
 use crate::core::timer::TimerKind;
 use crate::core::{Output, Server};
@@ -76,6 +77,9 @@ impl Server {
                 // Ended on another worker (its data connection closed): prune.
                 None => self.forget_connection(id, cid),
             }
+        }
+        if self.tcp_relay.allocs.get(&id).map_or(0, Vec::len) >= MAX_PEER_CONNECTIONS {
+            return Some(r.plain_error(508));
         }
         let conn = Connection {
             owner: self.tcp_relay.tag,

@@ -3,7 +3,9 @@
 //! ConnectionAttempt indication; without one it is closed.
 
 use crate::core::allocation::{AllocationId, State};
-use crate::core::tcp_relay::{ConnState, Connection, ConnectionId, BIND_TIMEOUT};
+use crate::core::tcp_relay::{
+    ConnState, Connection, ConnectionId, BIND_TIMEOUT, MAX_PEER_CONNECTIONS,
+};
 use crate::core::timer::TimerKind;
 use crate::core::Server;
 use crate::stun::{AttrType, Class, MessageBuilder, MessageType, Method, TransactionId};
@@ -20,7 +22,9 @@ impl Server {
         id: AllocationId,
         peer: SocketAddr,
     ) -> Option<ConnectionId> {
-        if !self.tcp_relay.allocs.contains_key(&id) {
+        if !self.tcp_relay.allocs.contains_key(&id)
+            || self.live_connections(id) >= MAX_PEER_CONNECTIONS
+        {
             return None;
         }
         let a = self.allocations.get(id)?;

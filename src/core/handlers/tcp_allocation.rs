@@ -81,6 +81,17 @@ impl Server {
         }
     }
 
+    /// How many peer connections allocation `id` holds, after dropping those that ended on
+    /// another worker.
+    pub(crate) fn live_connections(&mut self, id: AllocationId) -> usize {
+        let shared = self.shared.clone();
+        let Some(ids) = self.tcp_relay.allocs.get_mut(&id) else {
+            return 0;
+        };
+        ids.retain(|&cid| shared.tcp_connections.get(cid).is_some());
+        ids.len()
+    }
+
     /// Drops `cid` from allocation `alloc`'s list.
     pub(crate) fn forget_connection(&mut self, alloc: AllocationId, cid: ConnectionId) {
         if let Some(ids) = self.tcp_relay.allocs.get_mut(&alloc) {

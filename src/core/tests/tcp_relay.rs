@@ -4,7 +4,7 @@
 //! user, the 30-second bind timeout, UDP), and cleanup when the allocation ends.
 
 use super::*;
-use crate::core::tcp_relay::{ConnState, TcpRelayOutput, TCP};
+use crate::core::tcp_relay::{ConnState, TcpRelayOutput, MAX_PEER_CONNECTIONS, TCP};
 
 fn control() -> FiveTuple {
     tcp("192.0.2.100:40000")
@@ -490,4 +490,24 @@ fn stream_relayed_bytes_are_counted_by_transport() {
     let r = h.server.counters().relayed[crate::core::transport_index(Transport::Tls)];
     assert_eq!((r.to_peer_bytes, r.to_client_bytes), (100, 7));
     assert_eq!((r.to_peer_packets, r.to_client_packets), (0, 0));
+}
+
+#[test]
+fn peer_connections_per_allocation_are_bounded() {
+    let mut h = Harness::new();
+    let (mut c, id) = tcp_allocation(&mut h);
+    let mut ids = Vec::new();
+    for i in 0..MAX_PEER_CONNECTIONS {
+        let peer = SocketAddr::new(peer_a().ip(), 10_000 + i as u16);
+        ids.push(connect(&mut h, &mut c, id, peer));
+    }
+    let one_more = SocketAddr::new(peer_a().ip(), 9_999);
+    c.request(&mut h, Method::CONNECT, &[Attr::Peer(one_more)])
+        .assert_error(Method::CONNECT, 508, Some(&c.key));
+    assert!(h.server.handle_peer_inbound(h.now, id, one_more).is_none());
+    // One ends (bound, then its splice closes on whatever worker): room for one more.
+    let mut d = Client::alice(data_ft(40001));
+    connection_bind(&mut h, &mut d, ids[0]).assert_success(Method::CONNECTION_BIND, &d.key);
+    h.server.handle_data_connection_closed(ids[0]);
+    assert!(h.server.handle_peer_inbound(h.now, id, one_more).is_some());
 }
