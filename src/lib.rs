@@ -10,10 +10,12 @@
 //!   `SO_REUSEPORT` listener, relay sockets and core instance.
 //! - [`metrics`]: per-worker counters summed at scrape time, and the admin HTTP listener
 //!   (`/metrics`, `/healthz`, `/readyz`).
+//! - [`probe`]: `turnd probe`, a TURN client that diagnoses connectivity from the client's side.
 
 pub mod config;
 pub mod core;
 pub mod credentials;
 pub mod metrics;
+pub mod probe;
 pub mod shell;
 pub mod stun;

@@ -16,6 +16,9 @@ fn main() -> ExitCode {
     if let Some(config::Command::Credentials(args)) = &cli.command {
         return credentials(&cli, args);
     }
+    if let Some(config::Command::Probe(args)) = &cli.command {
+        return ExitCode::from(turnd::probe::main(args));
+    }
     let cfg = match config::load(&cli.config_args()) {
         Ok(c) => c,
         Err(e) => {
@@ -74,6 +77,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    match turnd::shell::raise_nofile_limit() {
+        Ok((soft, _)) => tracing::info!(open_files = soft, "file descriptor limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the file descriptor limit"),
+    }
     let server = match Server::start(cfg) {
         Ok(s) => s,
         Err(e) => {

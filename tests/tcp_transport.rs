@@ -587,3 +587,95 @@ fn tcp_over_ipv6_loopback() {
     assert_eq!(frame.len(), 12);
     assert_eq!(parse_channel_data(&frame[..9]), (0x4003, b"back6".to_vec()));
 }
+
+/// Resident memory of process `pid`, in KiB, from `/proc/PID/status`.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS line")
+}
+
+/// Opens `n` connections to `addr`, half of them sending the first 10 bytes of a request
+/// and stopping there (slowloris).
+fn open_slowloris(addr: SocketAddr, n: usize) -> Vec<TcpStream> {
+    let req = encode(msg_type(BINDING, REQUEST), new_txid(), &[], None, false);
+    (0..n)
+        .map(|i| {
+            let mut s = TcpStream::connect_timeout(&addr, CLOSE_TIMEOUT).expect("connect");
+            if i % 2 == 0 {
+                s.write_all(&req[..10]).expect("half a request");
+            }
+            s
+        })
+        .collect()
+}
+
+/// Waits (bounded) until the server has closed every stream in `conns`.
+fn all_closed_within(conns: Vec<TcpStream>, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    for (i, mut s) in conns.into_iter().enumerate() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(
+            !left.is_zero(),
+            "connection {i} still open after {timeout:?}"
+        );
+        s.set_read_timeout(Some(left)).unwrap();
+        let mut b = [0u8; 64];
+        match s.read(&mut b) {
+            Ok(0) | Err(_) if Instant::now() < deadline => {}
+            r => panic!("connection {i} not closed in time: {r:?}"),
+        }
+    }
+}
+
+/// Slowloris against the real binary: thousands of idle and half-sent connections cost a
+/// bounded amount of memory each, are all closed after `unauthenticated_timeout`, and a
+/// second wave does not grow the server's memory beyond the first (nothing is kept per
+/// closed connection).
+#[test]
+fn thousands_of_idle_connections_cost_bounded_memory_and_are_all_closed() {
+    const N: usize = 2_000;
+    // The test holds N sockets and the server N more; both may need the soft limit raised.
+    turnd::shell::raise_nofile_limit().expect("raise the open-file limit");
+    let server = common::TurnServer::spawn_turnd(&[
+        "--unauthenticated-timeout",
+        "2",
+        "--max-connections",
+        "10000",
+    ]);
+    let addr = server.addr();
+    let pid = server.pid();
+    let start = rss_kib(pid);
+    let mut peaks = Vec::new();
+    for wave in 0..2 {
+        let conns = open_slowloris(addr, N);
+        // The server is answering, and after a moment has accepted the whole wave (each
+        // worker's accept loop runs ahead of its connections); this is not a timing assertion,
+        // only when the memory is read.
+        TcpClient::connect(addr).binding();
+        thread::sleep(Duration::from_millis(300));
+        let held = rss_kib(pid);
+        peaks.push(held);
+        eprintln!(
+            "wave {wave}: {N} idle connections held, server RSS {start} KiB -> {held} KiB \
+             ({:.1} KiB per connection)",
+            held.saturating_sub(start) as f64 / N as f64
+        );
+        all_closed_within(conns, Duration::from_secs(2) + CLOSE_TIMEOUT * 2);
+    }
+    let per_conn = peaks[0].saturating_sub(start) / N as u64;
+    assert!(
+        per_conn <= 32,
+        "{per_conn} KiB per idle connection (RSS {start} -> {} KiB)",
+        peaks[0]
+    );
+    assert!(
+        peaks[1] <= peaks[0] + peaks[0] / 10 + 2048,
+        "memory grew from the first wave to the second: {peaks:?} KiB"
+    );
+    // And the server still serves.
+    TcpClient::connect(addr).binding();
+}

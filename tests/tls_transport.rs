@@ -277,6 +277,25 @@ async fn a_connection_that_never_says_client_hello_is_closed_in_time() {
     );
 }
 
+/// When the server ends a TLS connection (here: no allocation within
+/// `unauthenticated_timeout`) it sends close_notify, so the client reads a clean end of
+/// stream; without it rustls reports an unexpected EOF (a possible truncation attack).
+#[tokio::test]
+async fn a_server_initiated_close_sends_close_notify() {
+    let dir = common::ScratchDir::new("tls-close");
+    let ca = Ca::new();
+    let files = CertFiles::write(dir.path(), &ca.issue("turnd close", 4));
+    let server = tls_server(&files, |a| a.unauthenticated_timeout = Some("1".into()));
+    let mut c = TlsClient::connect(server.tls_addrs[0], client_config(&ca, &[]), ALICE).await;
+    c.binding().await;
+    let mut chunk = [0u8; 64];
+    let r = tokio::time::timeout(Duration::from_secs(10), c.stream.read(&mut chunk)).await;
+    match r {
+        Ok(Ok(0)) => {}
+        other => panic!("expected a clean close (close_notify, then EOF), got {other:?}"),
+    }
+}
+
 /// New handshakes to `addr` show `want` within [`RELOAD_TIMEOUT`].
 async fn wait_for_cert(addr: SocketAddr, config: &Arc<ClientConfig>, want: &[u8], what: &str) {
     let deadline = Instant::now() + RELOAD_TIMEOUT;

@@ -41,6 +41,10 @@ pub enum Command {
     /// Mint time-limited TURN REST API credentials and print them with a
     /// ready-to-paste `iceServers` snippet.
     Credentials(crate::credentials::CredentialsArgs),
+    /// Probe a TURN server from the client's side: Binding, Allocate,
+    /// permissions, channels and data through the relay, each step timed, with
+    /// a diagnosis on failure; or RFC 5780 NAT behaviour with --nat-behaviour.
+    Probe(Box<crate::probe::ProbeArgs>),
 }
 
 impl Cli {
@@ -51,7 +55,7 @@ impl Cli {
         match &self.command {
             None => self.args.clone(),
             Some(Command::CheckConfig(sub)) => self.args.clone().overridden_by(sub),
-            Some(Command::Credentials(_)) => self.args.clone(),
+            Some(Command::Credentials(_)) | Some(Command::Probe(_)) => self.args.clone(),
         }
     }
 

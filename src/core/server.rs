@@ -464,6 +464,10 @@ impl Server {
 
     /// Fires due deadlines: allocation expiry, permission and channel sweeps, reservations.
     pub fn handle_timeout(&mut self, now: Instant) {
+        // Forgetting old responses needs no deadline of its own: it is memory, not protocol
+        // (an old entry is never served — `insert` and this purge drop it first), and it
+        // rides on every call here; the shell calls at least once a second.
+        self.transactions.expire(now);
         while let Some(kind) = self.timers.pop_due(now) {
             match kind {
                 TimerKind::AllocationExpiry(id) => {
@@ -556,6 +560,11 @@ impl Server {
 
     /// Whether the client of `five_tuple` holds an allocation (one still being opened counts).
     /// The shell asks this to close stream connections that never allocate.
+    /// Responses held for retransmissions (RFC 8489 §6.3.1).
+    pub fn cached_responses(&self) -> usize {
+        self.transactions.len()
+    }
+
     pub fn has_allocation(&self, five_tuple: &FiveTuple) -> bool {
         self.allocations.id_for(five_tuple).is_some()
     }

@@ -31,6 +31,26 @@ impl TransactionCache {
         }
     }
 
+    /// Forgets the responses older than [`RETENTION`], and gives the tables' memory back
+    /// once nothing is left, so a burst of requests does not pin memory after it ends.
+    pub fn expire(&mut self, now: Instant) {
+        while let Some((at, key)) = self.order.front() {
+            if *at + RETENTION > now {
+                break;
+            }
+            self.responses.remove(key);
+            self.order.pop_front();
+        }
+        if self.order.is_empty() && self.order.capacity() > 0 {
+            self.responses = HashMap::new();
+            self.order = VecDeque::new();
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.order.len()
+    }
+
     pub fn get(&self, five_tuple: &FiveTuple, txid: &TransactionId) -> Option<&[u8]> {
         self.responses
             .get(&(*five_tuple, *txid))

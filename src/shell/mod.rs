@@ -4,12 +4,15 @@
 //! handle with the bound addresses, so tests can run a real server on port 0.
 
 mod discover;
+mod rlimit;
 mod setup;
 mod socket;
 mod tcp;
 mod tcp_relay;
 mod tls;
 mod worker;
+
+pub use rlimit::raise_nofile_limit;
 
 use crate::config::Config;
 use anyhow::Context;

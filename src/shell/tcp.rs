@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 
@@ -49,6 +49,8 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// How often a connection that holds an allocation looks again (only a safety net: the
 /// worker tells it when its allocation ends).
 const RECHECK: Duration = Duration::from_secs(3600);
+/// How long a closing connection may take to send its close_notify and FIN.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// Connection limits shared by every worker of a server.
 #[derive(Clone, Debug)]
@@ -367,6 +369,11 @@ async fn connection<S>(
         to_client.extend_from_slice(&conn.queue.borrow());
         let to_peer = &reader.buf[..reader.filled];
         super::tcp_relay::splice(&worker, stream, ft, cid, &to_client, to_peer).await;
+    } else if !matches!(why, Closed::Error) {
+        // Close politely: a TCP FIN, and over TLS a close_notify alert first, so the client
+        // sees a clean end of stream rather than a truncation it must treat as an attack
+        // (RFC 8446 §6.1). Bounded, so a client that never reads cannot hold the task.
+        let _ = tokio::time::timeout(CLOSE_GRACE, stream.shutdown()).await;
     }
     tracing::debug!(client = %ft, reason = %why, dropped = conn.dropped.get(), "connection closed");
     drop(slot);

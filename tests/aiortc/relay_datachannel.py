@@ -107,7 +107,9 @@ def nominated_pairs(pc: RTCPeerConnection, name: str):
 
 async def run(args) -> None:
     deadline = time.monotonic() + args.timeout
-    url = f"turn:{args.host}:{args.port}?transport={args.transport}"
+    # turns: is TURN over TLS (always TCP underneath); aioice verifies the server's certificate
+    # against the default CA store, which SSL_CERT_FILE can point at a test CA.
+    url = f"{args.scheme}:{args.host}:{args.port}?transport={args.transport}"
     config = RTCConfiguration(
         iceServers=[RTCIceServer(urls=[url], username=args.user, credential=args.password)],
         iceTransportPolicy=RTCIceTransportPolicy.RELAY,
@@ -223,6 +225,8 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--transport", choices=["udp", "tcp"], default="udp",
                         help="client-to-server transport of the TURN URL")
+    parser.add_argument("--scheme", choices=["turn", "turns"], default="turn",
+                        help="turns: TURN over TLS (needs --transport tcp)")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--user", default="alice")
     parser.add_argument("--password", default="alice-pw")
@@ -230,6 +234,8 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds for the whole run")
     parser.add_argument("--verbose", action="store_true", help="aiortc/aioice debug logs")
     args = parser.parse_args()
+    if args.scheme == "turns" and args.transport != "tcp":
+        parser.error("turns: runs over TCP: use --transport tcp")
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING)
     print(f"aiortc {aiortc.__version__}, aioice {aioice.__version__}, python {sys.version.split()[0]}", flush=True)
     try:

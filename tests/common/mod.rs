@@ -446,19 +446,27 @@ impl TurnServer {
     /// The TLS listening address from turnd's `turnd listening tls` line (printed right after
     /// the UDP one; waits a bounded time for the output reader to see it).
     pub fn tls_addr(&self) -> SocketAddr {
+        self.printed_addr("turnd listening tls ")
+    }
+
+    /// The admin listener from turnd's `turnd metrics http://ADDR` line.
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.printed_addr("turnd metrics http://")
+    }
+
+    /// The address on the first output line starting with `prefix`, waiting a bounded time
+    /// for the output reader to see it.
+    fn printed_addr(&self, prefix: &str) -> SocketAddr {
         let deadline = Instant::now() + STARTUP_TIMEOUT;
         // Bounded: one look per 20 ms until the deadline.
         loop {
             let out = self.proc.output();
-            if let Some(a) = out
-                .lines()
-                .find_map(|l| l.strip_prefix("turnd listening tls "))
-            {
-                return a.trim().parse().expect("tls listening address");
+            if let Some(a) = out.lines().find_map(|l| l.strip_prefix(prefix)) {
+                return a.trim().parse().expect("printed address");
             }
             assert!(
                 Instant::now() < deadline,
-                "no `turnd listening tls` line; output:\n{out}"
+                "no `{prefix}` line; output:\n{out}"
             );
             thread::sleep(Duration::from_millis(20));
         }

@@ -42,6 +42,11 @@ impl Ca {
         self.cert.der().to_vec()
     }
 
+    /// The CA certificate, PEM, for clients that read a CA file (Python's `SSL_CERT_FILE`).
+    pub fn pem(&self) -> String {
+        self.cert.pem()
+    }
+
     /// A server certificate for `localhost`/127.0.0.1 named `cn`, with serial `serial`.
     pub fn issue(&self, cn: &str, serial: u64) -> ServerCert {
         let mut params = CertificateParams::new(vec!["localhost".to_string()]).expect("params");

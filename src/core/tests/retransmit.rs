@@ -171,3 +171,24 @@ fn unauthenticated_answers_are_not_remembered() {
     assert_eq!(h.server.counters().requests, 3);
     assert_eq!(h.allocation_count(), 0);
 }
+
+#[test]
+fn the_cache_forgets_after_40_s() {
+    let mut h = Harness::new();
+    let mut c = Client::alice(ft());
+    c.allocate(&mut h);
+    let txid = c.txid();
+    let req = c.signed(Method::REFRESH, txid, &[lifetime(0)]);
+    c.send_raw(&mut h, &req)
+        .unwrap()
+        .assert_success(Method::REFRESH, &c.key);
+    assert!(h.server.cached_responses() > 0);
+    h.advance(secs(41));
+    // Purged by the timer pass even though no request came since: an idle server keeps no
+    // memory for the traffic it had.
+    assert_eq!(h.server.cached_responses(), 0);
+    // Forgotten: the same request now runs again and finds no allocation.
+    c.send_raw(&mut h, &req)
+        .unwrap()
+        .assert_error(Method::REFRESH, 437, Some(&c.key));
+}

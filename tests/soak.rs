@@ -1,0 +1,226 @@
+//! Soak: a bounded run of allocation churn with relay traffic against the real binary —
+//! allocations created, refreshed, deleted and left to expire, ChannelData and Send/Data
+//! relayed both ways on each — after which the server must be back where it started: no
+//! allocation or relay port left, open file descriptors back to the start, memory (once the
+//! 40 s retransmission cache has emptied) within a small margin of the start, and nothing
+//! logged at WARN or ERROR.
+//!
+//! CI runs a short form (`TURND_SOAK_SECS`, default 30 s); the long form is
+//! `TURND_SOAK_SECS=900 cargo test --release --test soak -- --nocapture`.
+
+mod common;
+mod raw;
+
+use common::TurnServer;
+use raw::{Client, Peer};
+use std::collections::VecDeque;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Client threads churning at once.
+const THREADS: usize = 4;
+/// Datagrams relayed each way per allocation.
+const ROUND_TRIPS: usize = 20;
+/// The server's default lifetime here: allocations left alone expire this fast.
+const LIFETIME_SECS: u64 = 2;
+/// How long the server may take to be back to idle after the churn stops.
+const SETTLE: Duration = Duration::from_secs(LIFETIME_SECS + 10);
+
+fn soak_secs() -> u64 {
+    std::env::var("TURND_SOAK_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(30)
+}
+
+/// Resident memory (KiB) and open file descriptors of process `pid`.
+fn usage(pid: u32) -> (u64, usize) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let rss = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS line");
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("proc fd")
+        .count();
+    (rss, fds)
+}
+
+/// The sum over all series of metric `name` on turnd's `/metrics`.
+fn metric(addr: SocketAddr, name: &str) -> f64 {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(s, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).expect("read /metrics");
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Waits (bounded by [`SETTLE`]) until no allocation and no relay port is left.
+fn wait_idle(metrics: SocketAddr) {
+    let deadline = Instant::now() + SETTLE;
+    // Bounded: one scrape per 100 ms until the deadline.
+    loop {
+        let active = metric(metrics, "turnd_allocations_active");
+        let ports = metric(metrics, "turnd_relay_ports_in_use");
+        if active == 0.0 && ports == 0.0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still {active} allocations and {ports} relay ports in use {SETTLE:?} after the churn"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// One allocation's life: allocate, bind a channel, relay [`ROUND_TRIPS`] datagrams each way
+/// (ChannelData out, and Send indications), then end it the way `cycle` picks. Returns the
+/// client when it abandoned its allocation: the caller keeps its socket open until the
+/// allocation has expired, or the kernel could hand its port to the next client, whose
+/// Allocate would then rightly get 437 (the 5-tuple still has an allocation).
+fn one_allocation(
+    server: SocketAddr,
+    peer: &Peer,
+    cycle: u64,
+    relayed: &AtomicU64,
+) -> Option<Client> {
+    let mut c = Client::new(server);
+    let relay = c.allocate();
+    c.bind_channel(0x4000, peer.addr());
+    for k in 0..ROUND_TRIPS {
+        let payload = format!("soak {cycle} {k}").into_bytes();
+        if k % 2 == 0 {
+            c.send_channel_data(0x4000, &payload, false);
+        } else {
+            c.send_indication(peer.addr(), &payload);
+        }
+        let (got, from) = peer.recv().expect("peer got nothing");
+        assert_eq!((got.as_slice(), from), (payload.as_slice(), relay));
+        peer.send_to(relay, &payload);
+        let (channel, back) = c.recv_channel_data();
+        assert_eq!((channel, back.as_slice()), (0x4000, payload.as_slice()));
+    }
+    relayed.fetch_add(2 * ROUND_TRIPS as u64, Ordering::Relaxed);
+    match cycle % 3 {
+        // Deleted by the client.
+        0 => raw::assert_success(&c.refresh(Some(0)), raw::REFRESH),
+        // Refreshed, then deleted.
+        1 => {
+            raw::assert_success(&c.refresh(Some(60)), raw::REFRESH);
+            raw::assert_success(&c.refresh(Some(0)), raw::REFRESH);
+        }
+        // Abandoned: the server's expiry ends it.
+        _ => return Some(c),
+    }
+    None
+}
+
+/// Clients whose allocations were abandoned, held until those have surely expired.
+#[derive(Default)]
+struct Abandoned(VecDeque<(Instant, Client)>);
+
+impl Abandoned {
+    fn push(&mut self, c: Option<Client>) {
+        let now = Instant::now();
+        while self
+            .0
+            .front()
+            .is_some_and(|(t, _)| now.duration_since(*t) > SETTLE)
+        {
+            self.0.pop_front();
+        }
+        if let Some(c) = c {
+            self.0.push_back((now, c));
+        }
+    }
+}
+
+#[test]
+fn allocation_churn_with_traffic_leaves_nothing_behind() {
+    let lifetime = LIFETIME_SECS.to_string();
+    let server = TurnServer::spawn_turnd(&["--default-lifetime", &lifetime, "--log-level", "warn"]);
+    let (addr, metrics, pid) = (server.addr(), server.metrics_addr(), server.pid());
+
+    // Warm up (first allocations size the worker's tables and buffers), then take the
+    // baseline with the server idle.
+    let relayed = AtomicU64::new(0);
+    let peer = Peer::v4();
+    let mut abandoned = Abandoned::default();
+    for cycle in 0..3 {
+        abandoned.push(one_allocation(addr, &peer, cycle, &relayed));
+    }
+    wait_idle(metrics);
+    let start = usage(pid);
+    let startup_log = server.output().len();
+
+    let secs = soak_secs();
+    let until = Instant::now() + Duration::from_secs(secs);
+    let cycles = AtomicU64::new(0);
+    thread::scope(|s| {
+        for t in 0..THREADS as u64 {
+            let (cycles, relayed) = (&cycles, &relayed);
+            s.spawn(move || {
+                let peer = Peer::v4();
+                let mut abandoned = Abandoned::default();
+                let mut cycle = t;
+                // Bounded by the soak's end time.
+                while Instant::now() < until {
+                    abandoned.push(one_allocation(addr, &peer, cycle, relayed));
+                    cycles.fetch_add(1, Ordering::Relaxed);
+                    cycle += THREADS as u64;
+                }
+            });
+        }
+    });
+    wait_idle(metrics);
+    // The responses kept for retransmissions (RFC 8489 §6.3.1) live 40 s after the last
+    // request; after that the server holds nothing for the traffic it had.
+    thread::sleep(Duration::from_secs(42));
+    let end = usage(pid);
+    let cycles = cycles.load(Ordering::Relaxed);
+    eprintln!(
+        "soak {secs} s, {THREADS} threads: {cycles} allocations ({:.0}/s), {} datagrams \
+         relayed; RSS {} -> {} KiB, fds {} -> {}",
+        cycles as f64 / secs as f64,
+        relayed.load(Ordering::Relaxed),
+        start.0,
+        end.0,
+        start.1,
+        end.1
+    );
+    assert!(cycles >= 10, "only {cycles} allocations in {secs} s");
+    // The admin listener may still hold the last scrape's socket for a moment.
+    assert!(
+        end.1 <= start.1 + 1,
+        "file descriptors leaked: {} at the start, {} at the end",
+        start.1,
+        end.1
+    );
+    let margin = (start.0 / 4).max(8 * 1024);
+    assert!(
+        end.0 <= start.0 + margin,
+        "memory did not come back: RSS {} KiB at the start, {} KiB at the end",
+        start.0,
+        end.0
+    );
+    let log = server.output();
+    let bad: Vec<&str> = log[startup_log..]
+        .lines()
+        .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+        .collect();
+    assert!(
+        bad.is_empty(),
+        "warnings or errors during the soak:\n{bad:#?}"
+    );
+}
