@@ -10,11 +10,14 @@
 //!   `SO_REUSEPORT` listener, relay sockets and core instance.
 //! - [`metrics`]: per-worker counters summed at scrape time, and the admin HTTP listener
 //!   (`/metrics`, `/healthz`, `/readyz`).
+//! - [`credentials`] and [`healthcheck`]: the `turnd credentials` and `turnd healthcheck`
+//!   subcommands.
 //! - [`probe`]: `turnd probe`, a TURN client that diagnoses connectivity from the client's side.
 
 pub mod config;
 pub mod core;
 pub mod credentials;
+pub mod healthcheck;
 pub mod metrics;
 pub mod probe;
 pub mod shell;

@@ -19,6 +19,9 @@ fn main() -> ExitCode {
     if let Some(config::Command::Probe(args)) = &cli.command {
         return ExitCode::from(turnd::probe::main(args));
     }
+    if let Some(config::Command::Healthcheck(args)) = &cli.command {
+        return healthcheck(&cli, args);
+    }
     let cfg = match config::load(&cli.config_args()) {
         Ok(c) => c,
         Err(e) => {
@@ -270,4 +273,41 @@ fn credentials(cli: &Cli, args: &turnd::credentials::CredentialsArgs) -> ExitCod
         println!("iceServers: {json}");
     }
     ExitCode::SUCCESS
+}
+
+/// `turnd healthcheck`: 0 when `/healthz` (on `--url`, else on the configured
+/// `metrics_listen`) answers 200, 1 otherwise, 2 when the configuration does not load.
+fn healthcheck(cli: &Cli, args: &turnd::healthcheck::HealthcheckArgs) -> ExitCode {
+    use turnd::healthcheck::{get_status, healthz_url, parse_url};
+    let url = match &args.url {
+        Some(u) => u.clone(),
+        None => match config::load(&cli.config_args()) {
+            Ok(c) => healthz_url(c.metrics_listen),
+            Err(e) => {
+                eprintln!("turnd: {e}");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    let target = match parse_url(&url) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("turnd healthcheck: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match get_status(&target, args.timeout) {
+        Ok(200) => {
+            println!("turnd healthcheck: {url}: 200");
+            ExitCode::SUCCESS
+        }
+        Ok(code) => {
+            eprintln!("turnd healthcheck: {url}: {code}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("turnd healthcheck: {url}: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -45,6 +45,9 @@ pub enum Command {
     /// permissions, channels and data through the relay, each step timed, with
     /// a diagnosis on failure; or RFC 5780 NAT behaviour with --nat-behaviour.
     Probe(Box<crate::probe::ProbeArgs>),
+    /// Exit 0 if turnd's /healthz answers 200 (for container HEALTHCHECKs
+    /// in images without a shell), 1 otherwise.
+    Healthcheck(crate::healthcheck::HealthcheckArgs),
 }
 
 impl Cli {
@@ -55,7 +58,9 @@ impl Cli {
         match &self.command {
             None => self.args.clone(),
             Some(Command::CheckConfig(sub)) => self.args.clone().overridden_by(sub),
-            Some(Command::Credentials(_)) | Some(Command::Probe(_)) => self.args.clone(),
+            Some(Command::Credentials(_))
+            | Some(Command::Probe(_))
+            | Some(Command::Healthcheck(_)) => self.args.clone(),
         }
     }
 

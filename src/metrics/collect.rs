@@ -113,6 +113,15 @@ impl Collector for TurndCollector {
                 None,
                 count_i64(free as u64),
             )?;
+            // 1 from the first SIGTERM/SIGINT on: an alert can tell a node that is being
+            // drained (expected, during a rollout) from one that stopped taking allocations.
+            gauge(
+                &mut e,
+                "turnd_draining",
+                "1 while draining after SIGTERM/SIGINT (new allocations refused), else 0.",
+                None,
+                i64::from(shared.quotas.is_draining()),
+            )?;
         }
         let info = Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]);
         let m = e.encode_descriptor(
