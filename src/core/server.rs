@@ -363,7 +363,12 @@ impl Server {
                         self.free_allocation(now, id, EndReason::Expired);
                     }
                 }
-                let (username, key) = match self.authenticate(now, from, msg) {
+                let auth_from = if msg.method() == Method::CONNECTION_BIND {
+                    self.connection_bind_nonce_owner(now, from, msg)
+                } else {
+                    from
+                };
+                let (username, key) = match self.authenticate(now, auth_from, msg) {
                     Ok(v) => v,
                     Err(resp) => {
                         self.transmit_unauthenticated(from, resp, msg.raw().len());

@@ -59,6 +59,9 @@ pub struct Connection {
     /// The allocation's user: ConnectionBind must come from the same one (441).
     pub username: Box<str>,
     pub peer: SocketAddr,
+    /// The client address of the allocation's control connection: a ConnectionBind may echo
+    /// the nonce issued there (see `Server::connection_bind_nonce_owner`).
+    pub control: SocketAddr,
     pub state: ConnState,
 }
 

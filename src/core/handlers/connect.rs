@@ -56,7 +56,7 @@ impl Server {
         if !a.permissions.allows(peer.ip(), now) {
             return Some(r.plain_error(403));
         }
-        let (relay, username_owned) = (a.relay, a.username.clone());
+        let (relay, username_owned, control) = (a.relay, a.username.clone(), a.five_tuple.client);
         // 446 while a connection to this peer is being made, waits for its bind, or is
         // active; a retransmission of the Connect being made gets its answer later.
         let ids = self.tcp_relay.allocs.get(&id).cloned().unwrap_or_default();
@@ -86,6 +86,7 @@ impl Server {
             alloc: id,
             username: username_owned,
             peer,
+            control,
             state: ConnState::Connecting,
         };
         let cid = shared.tcp_connections.insert(|| self.random(), conn);

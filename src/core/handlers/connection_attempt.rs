@@ -44,6 +44,7 @@ impl Server {
             alloc: id,
             username,
             peer,
+            control: five_tuple.client,
             state: ConnState::Pending { expires },
         };
         let shared = self.shared.clone();

@@ -8,6 +8,7 @@
 
 use crate::core::auth::Key;
 use crate::core::five_tuple::FiveTuple;
+use crate::core::nonce::NonceStatus;
 use crate::core::reply::Responder;
 use crate::core::server::transport_index;
 use crate::core::tcp_relay::{ClaimError, ConnState, ConnectionId, TcpRelayOutput};
@@ -49,6 +50,42 @@ impl Server {
                 connection_id: cid,
             }));
         None
+    }
+
+    /// Whose nonce a ConnectionBind may carry. Nonces are bound to the client address they
+    /// were issued to, and a data connection is new, so its address is new: clients (coturn's
+    /// among them) sign the ConnectionBind with the nonce of their control connection, and
+    /// would otherwise earn a 438 on every data connection — some never retry. So when the
+    /// nonce was issued to the control connection of the allocation that owns the
+    /// CONNECTION-ID named, authentication checks it against that address. MESSAGE-INTEGRITY
+    /// is still checked with the user's key, and the claim still requires that user, so this
+    /// admits no one the control connection's nonce did not already admit.
+    pub(crate) fn connection_bind_nonce_owner(
+        &self,
+        now: Instant,
+        from: FiveTuple,
+        msg: &Message,
+    ) -> FiveTuple {
+        let cid = match msg.get(AttrType::CONNECTION_ID) {
+            Some(v) if v.len() == 4 => u32::from_be_bytes([v[0], v[1], v[2], v[3]]),
+            _ => return from,
+        };
+        let (Some(conn), Some(Ok(nonce))) = (self.shared.tcp_connections.get(cid), msg.nonce())
+        else {
+            return from;
+        };
+        let unix_now = self.unix_now(now);
+        let lifetime = self.shared.config.nonce_lifetime.as_secs();
+        let key = &self.shared.nonce_key;
+        let valid = |client| key.check(nonce, unix_now, client, lifetime) == NonceStatus::Valid;
+        if !valid(from.client) && valid(conn.control) {
+            FiveTuple {
+                client: conn.control,
+                ..from
+            }
+        } else {
+            from
+        }
     }
 
     /// The splice of `cid` ended (either side closed, or its allocation ended): the

@@ -511,3 +511,32 @@ fn peer_connections_per_allocation_are_bounded() {
     h.server.handle_data_connection_closed(ids[0]);
     assert!(h.server.handle_peer_inbound(h.now, id, one_more).is_some());
 }
+
+#[test]
+fn connection_bind_may_carry_the_control_connections_nonce() {
+    let mut h = Harness::new();
+    let (mut c, id) = tcp_allocation(&mut h);
+    let cid = connect(&mut h, &mut c, id, peer_a());
+    // A new connection, signed with the nonce issued to the control connection: accepted
+    // at once (no 438 round trip), as coturn's client expects.
+    let mut d = Client::alice(data_ft(40001));
+    d.nonce = c.nonce.clone();
+    let txid = d.txid();
+    let req = d.signed(Method::CONNECTION_BIND, txid, &[connection_id(cid)]);
+    d.send_raw(&mut h, &req)
+        .unwrap()
+        .assert_success(Method::CONNECTION_BIND, &d.key);
+    // Not for another request on that connection, nor for an id that does not exist.
+    let mut e = Client::alice(data_ft(40002));
+    e.nonce = c.nonce.clone();
+    let txid = e.txid();
+    let req = e.signed(Method::CONNECTION_BIND, txid, &[connection_id(cid ^ 1)]);
+    e.send_raw(&mut h, &req)
+        .unwrap()
+        .assert_error(Method::CONNECTION_BIND, 438, None);
+    let txid = e.txid();
+    let req = e.signed(Method::REFRESH, txid, &[]);
+    e.send_raw(&mut h, &req)
+        .unwrap()
+        .assert_error(Method::REFRESH, 438, None);
+}
