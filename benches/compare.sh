@@ -81,7 +81,8 @@ wait_udp() { # Bounded wait until something listens on UDP port $1.
 start_turnd() {
     "$TURND" --listen 127.0.0.1:$TURND_PORT --relay-ports 40000-44999 \
         --user "$USER:$PASS" --realm "$REALM" --allow-peer 127.0.0.0/8 \
-        --metrics-listen 127.0.0.1:0 --log-level warn >>"$work/turnd.log" 2>&1 &
+        --metrics-listen 127.0.0.1:0 --log-level warn \
+        --unauthenticated-rate 0 >>"$work/turnd.log" 2>&1 &  # every bench client is 127.0.0.1
     turnd_pid=$!
     wait_udp $TURND_PORT
 }

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use turnd::core::auth::{long_term_key, Credentials, UserSecret};
-use turnd::core::nonce::NonceKey;
+use turnd::core::nonce::{NonceKey, SecurityFeatures};
 use turnd::core::peer_filter::PeerFilter;
 use turnd::core::ports::PortPool;
 use turnd::core::{
@@ -71,7 +71,12 @@ fn bound_server(client: FiveTuple, peer: SocketAddr) -> (Server, Instant) {
     let nonce = s
         .shared()
         .nonce_key
-        .issue(1_700_000_000, client.client, &mut nonce)
+        .issue(
+            SecurityFeatures::default(),
+            1_700_000_000,
+            client.client,
+            &mut nonce,
+        )
         .as_bytes()
         .to_vec();
     let alloc = request(Method::ALLOCATE, &nonce, 1, |b| {

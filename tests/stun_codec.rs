@@ -719,18 +719,36 @@ fn rfc8489_b1_vector() {
         m.get(AttrType::MESSAGE_INTEGRITY_SHA256).map(<[u8]>::len),
         Some(32)
     );
-    // MESSAGE-INTEGRITY-SHA256 is not MESSAGE-INTEGRITY: the codec only does HMAC-SHA1.
-    assert!(!m.has_integrity());
+    // MESSAGE-INTEGRITY-SHA256 counts as integrity (RFC 8489 §9.2.4), but not HMAC-SHA1's.
+    assert!(m.has_integrity() && m.has_integrity_sha256());
     assert!(!m.verify_integrity(&long_term_key(
         RFC5769_LT_USERNAME,
         "example.org",
         "TheMatrIX"
     )));
+    let sha_key =
+        turnd::core::auth::long_term_key_sha256(RFC5769_LT_USERNAME, "example.org", "TheMatrIX");
+    // The vector's HMAC-SHA256 was computed over the message as printed, length field 156
+    // included: with that length field our HMAC and SHA-256 key derivation give its value
+    // (a known answer for both); with the corrected length it cannot verify.
+    let at = v.len() - 36;
+    assert_eq!(
+        turnd::stun::integrity::hmac_sha256(&sha_key, &RFC8489_B1_AS_PRINTED[..at], 156)[..],
+        RFC8489_B1_AS_PRINTED[at + 4..]
+    );
+    assert!(!m.verify_integrity_sha256(&sha_key));
+    // USERHASH is SHA-256(username ":" realm): the vector's value, computed independently.
+    assert_eq!(
+        userhash[..],
+        turnd::core::auth::userhash(RFC5769_LT_USERNAME, "example.org")[..]
+    );
     assert!(!m.has_fingerprint());
-    // USERHASH and MESSAGE-INTEGRITY-SHA256 are comprehension-required.
+    // USERHASH and MESSAGE-INTEGRITY-SHA256 are comprehension-required; the server
+    // understands both.
     let mut out = [0u16; 4];
     let n = m.unknown_required(|t| t == AttrType::NONCE || t == AttrType::REALM, &mut out);
     assert_eq!(&out[..n], &[0x001E, 0x001C]);
+    assert_eq!(m.unknown_required(is_understood, &mut out), 0);
 
     // Rebuild (zero padding, like the vector).
     // Not zeroed: the builder must write every byte, padding included.
@@ -2034,8 +2052,9 @@ fn unknown_comprehension_required_attributes() {
         (0x8030, &[1, 2][..]),       // comprehension-optional: never reported
         (0x7FFF, &[][..]),           // unknown, required
         (0x0003, &[0, 0, 0, 0][..]), // duplicate: reported once
-        (0x001C, &[0; 32][..]),      // MESSAGE-INTEGRITY-SHA256: not understood here
+        (0x001E, &[0; 32][..]),      // USERHASH: understood
         (0x0024, &[0, 0, 0, 1][..]), // PRIORITY: understood
+        (0x0005, &[][..]),           // unknown, required
         (0xFFFF, &[][..]),           // optional
     ] {
         body.extend_from_slice(&tlv(t, v));
@@ -2044,14 +2063,14 @@ fn unknown_comprehension_required_attributes() {
     let m = Message::parse(&msg).unwrap();
     let mut out = [0u16; 8];
     let n = m.unknown_required(is_understood, &mut out);
-    assert_eq!(&out[..n], &[0x0003, 0x7FFF, 0x001C]);
+    assert_eq!(&out[..n], &[0x0003, 0x7FFF, 0x0005]);
     let mut small = [0u16; 2];
     let n = m.unknown_required(is_understood, &mut small);
     assert_eq!(&small[..n], &[0x0003, 0x7FFF]);
     let n = m.unknown_required(|_| true, &mut out);
     assert_eq!(n, 0);
     let n = m.unknown_required(|_| false, &mut out);
-    assert_eq!(&out[..n], &[0x0006, 0x0003, 0x7FFF, 0x001C, 0x0024]);
+    assert_eq!(&out[..n], &[0x0006, 0x0003, 0x7FFF, 0x001E, 0x0024, 0x0005]);
 }
 
 #[test]

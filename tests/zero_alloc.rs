@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use turnd::core::auth::{long_term_key, Credentials, UserSecret};
-use turnd::core::nonce::{NonceKey, NONCE_LEN};
+use turnd::core::nonce::{NonceKey, SecurityFeatures, NONCE_LEN};
 use turnd::core::peer_filter::PeerFilter;
 use turnd::core::ports::PortPool;
 use turnd::core::{
@@ -127,7 +127,7 @@ fn relay_path_allocates_nothing() {
     let mut nonce = [0u8; NONCE_LEN];
     let nonce = shared
         .nonce_key
-        .issue(UNIX, client.client, &mut nonce)
+        .issue(SecurityFeatures::default(), UNIX, client.client, &mut nonce)
         .as_bytes()
         .to_vec();
     let alloc = request(Method::ALLOCATE, &nonce, 1, |b| {

@@ -30,6 +30,15 @@ fuzz_target!(|data: &[u8]| {
     assert!(n <= unknown.len());
     let _ = (msg.has_fingerprint(), msg.has_integrity());
     let _ = msg.verify_integrity(&[0u8; 16]);
+    let _ = (
+        msg.verify_integrity_sha256(&[0u8; 32]),
+        msg.verify_any_integrity(&[0u8; 16]),
+    );
+    let _ = (
+        msg.userhash(),
+        msg.password_algorithm(),
+        msg.password_algorithms(),
+    );
     let _ = (msg.username(), msg.realm(), msg.nonce(), msg.software());
     let _ = (
         msg.lifetime(),

@@ -12,7 +12,7 @@ use crate::core::peer_filter::Cidr;
 use super::error::{Origin, Problem};
 use super::sources::{Raw, RawUser, Settings};
 use super::types::{ExternalIp, PortRange, User};
-use super::{Config, LogFormat};
+use super::{Config, LogFormat, Rate};
 
 /// RFC 8489 §14.9 (REALM) and §14.14 (SOFTWARE): fewer than 128 characters.
 const MAX_TEXT_CHARS: usize = 127;
@@ -51,6 +51,15 @@ pub(crate) fn build(settings: &Settings, problems: &mut Vec<Problem>) -> Config 
             defaults.refuse_amplification,
             parse_amplification,
         ),
+        unauthenticated_rate: b.one(
+            "unauthenticated_rate",
+            defaults.unauthenticated_rate,
+            parse_rate,
+        ),
+        binding_rate: b.one("binding_rate", defaults.binding_rate, parse_rate),
+        userhash: b.one("userhash", defaults.userhash, parse_bool),
+        max_permissions: b.one("max_permissions", defaults.max_permissions, parse_count),
+        max_channels: b.one("max_channels", defaults.max_channels, parse_count),
         unauthenticated_timeout: b.one(
             "unauthenticated_timeout",
             defaults.unauthenticated_timeout,
@@ -412,6 +421,34 @@ fn parse_amplification(s: &str) -> Result<bool, String> {
         "allow" => Ok(false),
         "refuse" => Ok(true),
         _ => Err(format!("`{s}` is neither `allow` nor `refuse`")),
+    }
+}
+
+/// `RATE` or `RATE/BURST`, per second; the burst defaults to twice the rate; 0 = no limit.
+fn parse_rate(s: &str) -> Result<Rate, String> {
+    let bad = || format!("`{s}` is not `RATE` or `RATE/BURST` (whole numbers; 0 = no limit)");
+    let (rate, burst) = match s.trim().split_once('/') {
+        Some((r, b)) => (r.trim(), Some(b.trim())),
+        None => (s.trim(), None),
+    };
+    let per_second = rate.parse::<u32>().map_err(|_| bad())?;
+    let burst = match burst {
+        Some(b) => b.parse::<u32>().map_err(|_| bad())?,
+        None => per_second.saturating_mul(2),
+    };
+    if per_second > 0 && burst == 0 {
+        return Err(format!(
+            "`{s}`: a burst of 0 would refuse everything; use 0 for no limit"
+        ));
+    }
+    Ok(Rate { per_second, burst })
+}
+
+fn parse_bool(s: &str) -> Result<bool, String> {
+    match s.trim() {
+        "true" | "on" | "yes" => Ok(true),
+        "false" | "off" | "no" => Ok(false),
+        _ => Err(format!("`{s}` is neither `true` nor `false`")),
     }
 }
 

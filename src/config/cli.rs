@@ -172,6 +172,34 @@ pub struct ConfigArgs {
     #[arg(long, value_name = "allow|refuse")]
     pub amplification: Option<String>,
 
+    /// Per source address (IPv4, or IPv6 /64), the most error answers to unauthenticated
+    /// requests (401/438/400/420) a second, and the burst: `RATE` or `RATE/BURST` (burst
+    /// defaults to twice the rate); over it, requests are dropped; 0 = no limit
+    /// [key: unauthenticated_rate]
+    #[arg(long, value_name = "RATE[/BURST]")]
+    pub unauthenticated_rate: Option<String>,
+
+    /// Per source address, the most Binding answers a second, and the burst
+    /// (`RATE` or `RATE/BURST`); 0 = no limit [key: binding_rate]
+    #[arg(long, value_name = "RATE[/BURST]")]
+    pub binding_rate: Option<String>,
+
+    /// `true` sets RFC 8489's "Username anonymity" bit: RFC 8489 clients then send USERHASH
+    /// instead of USERNAME (static users only; TURN REST usernames cannot be hashed)
+    /// [key: userhash]
+    #[arg(long, value_name = "true|false")]
+    pub userhash: Option<String>,
+
+    /// Most permissions one allocation holds (508 beyond); 0 = no limit
+    /// [key: max_permissions]
+    #[arg(long, value_name = "N")]
+    pub max_permissions: Option<String>,
+
+    /// Most channel bindings one allocation holds (508 beyond); 0 = no limit
+    /// [key: max_channels]
+    #[arg(long, value_name = "N")]
+    pub max_channels: Option<String>,
+
     /// Seconds a TCP connection may stay open without an allocation
     /// [key: unauthenticated_timeout]
     #[arg(long, value_name = "SECONDS")]
@@ -242,6 +270,11 @@ impl ConfigArgs {
         one(&mut self.total_quota, &later.total_quota);
         one(&mut self.max_connections, &later.max_connections);
         one(&mut self.amplification, &later.amplification);
+        one(&mut self.unauthenticated_rate, &later.unauthenticated_rate);
+        one(&mut self.binding_rate, &later.binding_rate);
+        one(&mut self.userhash, &later.userhash);
+        one(&mut self.max_permissions, &later.max_permissions);
+        one(&mut self.max_channels, &later.max_channels);
         one(
             &mut self.unauthenticated_timeout,
             &later.unauthenticated_timeout,

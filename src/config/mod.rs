@@ -34,6 +34,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
 use crate::core::peer_filter::Cidr;
+pub use crate::core::rate_limit::Rate;
 
 pub use cli::{Cli, Command, ConfigArgs};
 pub use error::{ConfigError, Problem};
@@ -87,6 +88,16 @@ pub struct Config {
     /// When true (`amplification = "refuse"`), an error response to an unauthenticated
     /// request that would be larger than the request is not sent: the request is dropped.
     pub refuse_amplification: bool,
+    /// Per source, error answers to unauthenticated requests a second (and burst).
+    pub unauthenticated_rate: Rate,
+    /// Per source, Binding answers a second (and burst).
+    pub binding_rate: Rate,
+    /// Set RFC 8489's "Username anonymity" bit: clients send USERHASH.
+    pub userhash: bool,
+    /// Most permissions per allocation; 0 = no limit.
+    pub max_permissions: u32,
+    /// Most channel bindings per allocation; 0 = no limit.
+    pub max_channels: u32,
     /// Seconds a TCP connection may stay open without an allocation (before its first one,
     /// and after its allocation ends).
     pub unauthenticated_timeout: u32,
@@ -149,6 +160,17 @@ impl Default for Config {
             total_quota: 0,
             max_connections: 10_000,
             refuse_amplification: false,
+            unauthenticated_rate: Rate {
+                per_second: 20,
+                burst: 40,
+            },
+            binding_rate: Rate {
+                per_second: 50,
+                burst: 100,
+            },
+            userhash: false,
+            max_permissions: 256,
+            max_channels: 256,
             unauthenticated_timeout: 10,
             max_frame_size: crate::stun::framing::MAX_FRAME_LEN as u32,
             tls_listen: Vec::new(),
@@ -284,6 +306,11 @@ impl fmt::Debug for Config {
             .field("total_quota", &self.total_quota)
             .field("max_connections", &self.max_connections)
             .field("refuse_amplification", &self.refuse_amplification)
+            .field("unauthenticated_rate", &self.unauthenticated_rate)
+            .field("binding_rate", &self.binding_rate)
+            .field("userhash", &self.userhash)
+            .field("max_permissions", &self.max_permissions)
+            .field("max_channels", &self.max_channels)
             .field("unauthenticated_timeout", &self.unauthenticated_timeout)
             .field("max_frame_size", &self.max_frame_size)
             .field("tls_listen", &self.tls_listen)

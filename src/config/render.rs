@@ -7,7 +7,7 @@ use std::fmt::{Display, Write};
 
 use crate::core::auth::UserSecret;
 
-use super::Config;
+use super::{Config, Rate};
 
 /// What replaces every password, key and shared secret in the output.
 pub const REDACTED: &str = "<redacted>";
@@ -66,6 +66,24 @@ impl Config {
                 "allow"
             })
         );
+        let rate = |r: &Rate| quote(&format!("{}/{}", r.per_second, r.burst));
+        let _ = writeln!(
+            w,
+            "unauthenticated_rate = {} # per second/burst; 0 = no limit",
+            rate(&self.unauthenticated_rate)
+        );
+        let _ = writeln!(
+            w,
+            "binding_rate = {} # per second/burst; 0 = no limit",
+            rate(&self.binding_rate)
+        );
+        let _ = writeln!(w, "userhash = {}", self.userhash);
+        let _ = writeln!(
+            w,
+            "max_permissions = {} # 0 = no limit",
+            self.max_permissions
+        );
+        let _ = writeln!(w, "max_channels = {} # 0 = no limit", self.max_channels);
         let _ = writeln!(
             w,
             "unauthenticated_timeout = {}",

@@ -37,7 +37,7 @@ const fn key(name: &'static str, flag: &'static str, shape: Shape) -> Key {
 }
 
 /// Every config key, in the order they are documented and printed.
-pub(crate) const KEYS: [Key; 28] = [
+pub(crate) const KEYS: [Key; 33] = [
     key("listen", "--listen", Shape::List),
     key("relay_ips", "--relay-ip", Shape::List),
     key("relay_ports", "--relay-ports", Shape::Scalar),
@@ -59,6 +59,15 @@ pub(crate) const KEYS: [Key; 28] = [
     key("max_connections", "--max-connections", Shape::Scalar),
     key("amplification", "--amplification", Shape::Scalar),
     key(
+        "unauthenticated_rate",
+        "--unauthenticated-rate",
+        Shape::Scalar,
+    ),
+    key("binding_rate", "--binding-rate", Shape::Scalar),
+    key("userhash", "--userhash", Shape::Scalar),
+    key("max_permissions", "--max-permissions", Shape::Scalar),
+    key("max_channels", "--max-channels", Shape::Scalar),
+    key(
         "unauthenticated_timeout",
         "--unauthenticated-timeout",
         Shape::Scalar,
@@ -71,6 +80,9 @@ pub(crate) const KEYS: [Key; 28] = [
     key("drain_timeout", "--drain-timeout", Shape::Scalar),
     key("admin_token", "--admin-token", Shape::Scalar),
 ];
+
+/// Keys that are switches: the file may give them as TOML booleans.
+const BOOLEAN_KEYS: [&str; 1] = ["userhash"];
 
 /// The variable naming the config file; read by clap for `--config`, and by
 /// [`super::load_from`] from its env map when `--config` is absent.
@@ -180,11 +192,12 @@ fn kind_name(kind: &ValueKind) -> &'static str {
     }
 }
 
-/// Strings and whole numbers are taken as text; parsing comes later, the same
-/// way for every source.
+/// Strings and whole numbers are taken as text (and booleans, for the keys that
+/// are switches); parsing comes later, the same way for every source.
 fn file_scalar(key: &str, value: Value) -> Result<String, String> {
     match value.kind {
         ValueKind::String(s) => Ok(s),
+        ValueKind::Boolean(b) if BOOLEAN_KEYS.contains(&key) => Ok(b.to_string()),
         ValueKind::I64(n) => Ok(n.to_string()),
         ValueKind::I128(n) => Ok(n.to_string()),
         ValueKind::U64(n) => Ok(n.to_string()),
@@ -336,7 +349,7 @@ fn from_flags(args: &ConfigArgs, settings: &mut Settings) {
         ("users", &args.user),
         ("tls_listen", &args.tls_listen),
     ];
-    let scalars: [(&str, &Option<String>); 20] = [
+    let scalars: [(&str, &Option<String>); 25] = [
         ("relay_ports", &args.relay_ports),
         ("realm", &args.realm),
         ("workers", &args.workers),
@@ -350,6 +363,11 @@ fn from_flags(args: &ConfigArgs, settings: &mut Settings) {
         ("total_quota", &args.total_quota),
         ("max_connections", &args.max_connections),
         ("amplification", &args.amplification),
+        ("unauthenticated_rate", &args.unauthenticated_rate),
+        ("binding_rate", &args.binding_rate),
+        ("userhash", &args.userhash),
+        ("max_permissions", &args.max_permissions),
+        ("max_channels", &args.max_channels),
         ("unauthenticated_timeout", &args.unauthenticated_timeout),
         ("max_frame_size", &args.max_frame_size),
         ("tls_cert", &args.tls_cert),

@@ -87,6 +87,9 @@ fn every_key_has_a_flag_in_the_cli_and_in_the_sources() {
             "log_level" => "warn",
             "log_format" => "json",
             "amplification" => "refuse",
+            "unauthenticated_rate" | "binding_rate" => "7/9",
+            "userhash" => "true",
+            "max_permissions" | "max_channels" => "7",
             _ => "seven",
         };
         // tls_listen alone is refused: it needs a certificate and key.

@@ -357,3 +357,41 @@ fn tls_listen_needs_cert_and_key() {
     );
     fails_on("tls_listen", None, &[("TURND_TLS_LISTEN", "5349")], &[]);
 }
+
+#[test]
+fn rates_and_switches() {
+    let c = load_with(None, &[], &["--unauthenticated-rate", "5"]).unwrap();
+    assert_eq!(
+        c.unauthenticated_rate,
+        Rate {
+            per_second: 5,
+            burst: 10
+        }
+    );
+    let c = load_with(
+        Some("binding_rate = \"7 / 9\"\nuserhash = true\nmax_channels = 3"),
+        &[("TURND_UNAUTHENTICATED_RATE", "0")],
+        &[],
+    )
+    .unwrap();
+    assert_eq!(
+        c.binding_rate,
+        Rate {
+            per_second: 7,
+            burst: 9
+        }
+    );
+    assert!(c.unauthenticated_rate.is_unlimited() && c.userhash);
+    assert_eq!((c.max_permissions, c.max_channels), (256, 3));
+    let msg = fails_on("binding_rate", None, &[], &["--binding-rate", "fast"]);
+    assert!(msg.contains("RATE/BURST"), "{msg}");
+    fails_on(
+        "unauthenticated_rate",
+        Some("unauthenticated_rate = \"5/0\""),
+        &[],
+        &[],
+    );
+    fails_on("userhash", None, &[], &["--userhash", "maybe"]);
+    // Only switches take TOML booleans.
+    fails_on("max_channels", Some("max_channels = true"), &[], &[]);
+}

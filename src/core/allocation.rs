@@ -5,7 +5,7 @@
 //! Each worker has its own [`AllocationTable`]; the kernel's `SO_REUSEPORT` hash sends all of
 //! a client's datagrams to one worker, so the table is never shared between cores.
 
-use super::auth::Key;
+use super::auth::SessionKey;
 use super::channel::Channels;
 use super::five_tuple::FiveTuple;
 use super::permission::Permissions;
@@ -56,7 +56,7 @@ pub struct Allocation {
     pub five_tuple: FiveTuple,
     /// The USERNAME that created it: later requests must be signed by the same user (441).
     pub username: Box<str>,
-    pub key: Key,
+    pub key: SessionKey,
     /// The address the relay socket is bound to.
     pub relay: SocketAddr,
     /// The relayed transport address told to the client (differs behind NAT/Docker).

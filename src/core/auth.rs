@@ -6,6 +6,14 @@
 //! The server therefore never needs the plaintext password, only this 16-byte key, which is why
 //! static users may be configured with either ([`UserSecret`]).
 //!
+//! RFC 8489 adds a second password algorithm, SHA-256 (`key = SHA-256(username ":" realm ":"
+//! password)`, [`long_term_key_sha256`]), negotiated with PASSWORD-ALGORITHMS, and USERHASH
+//! (`SHA-256(username ":" realm)`, [`userhash`]) in place of USERNAME. A static user given a
+//! password gets both keys; one given only the MD5 key cannot use SHA-256
+//! ([`AuthError::UnsupportedAlgorithm`]). REST API users get both (their password is derived),
+//! but cannot be found by USERHASH: the server knows a REST user only by deriving its password
+//! from the name, which a hash hides.
+//!
 //! WebRTC deployments rarely have fixed users. Instead they use the *TURN REST API*
 //! (draft-uberti-behave-turn-rest-00, "ephemeral credentials", coturn's `use-auth-secret`):
 //! the application server and the TURN server share a secret; the application hands a client
@@ -36,6 +44,7 @@ use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use md5::{Digest, Md5};
 use sha1::Sha1;
+use sha2::Sha256;
 
 /// The long-term credential key: MD5(username ":" realm ":" password) (RFC 8489 §9.2.2, MD5
 /// algorithm).
@@ -58,6 +67,112 @@ pub fn long_term_key(username: &str, realm: &str, password: &str) -> Key {
     md5.update(b":");
     md5.update(password.as_bytes());
     md5.finalize().into()
+}
+
+/// The SHA-256 long-term credential key: SHA-256(username ":" realm ":" password)
+/// (RFC 8489 §9.2.2, SHA-256 algorithm).
+pub type Sha256Key = [u8; 32];
+
+/// Computes `SHA-256(username ":" realm ":" password)` (RFC 8489 §9.2.2), hashed as given like
+/// [`long_term_key`].
+pub fn long_term_key_sha256(username: &str, realm: &str, password: &str) -> Sha256Key {
+    let mut h = Sha256::new();
+    h.update(username.as_bytes());
+    h.update(b":");
+    h.update(realm.as_bytes());
+    h.update(b":");
+    h.update(password.as_bytes());
+    h.finalize().into()
+}
+
+/// USERHASH: `SHA-256(username ":" realm)` (RFC 8489 §14.4), which an RFC 8489 client sends
+/// instead of USERNAME when the server's nonce cookie has the "Username anonymity" bit.
+pub fn userhash(username: &str, realm: &str) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(username.as_bytes());
+    h.update(b":");
+    h.update(realm.as_bytes());
+    h.finalize().into()
+}
+
+/// The password algorithms of RFC 8489 §18.5, as numbered in PASSWORD-ALGORITHM(S).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PasswordAlgorithm {
+    /// 0x0001: key = MD5(username ":" realm ":" password), 16 bytes.
+    Md5,
+    /// 0x0002: key = SHA-256(username ":" realm ":" password), 32 bytes.
+    Sha256,
+}
+
+impl PasswordAlgorithm {
+    pub fn number(self) -> u16 {
+        match self {
+            PasswordAlgorithm::Md5 => 0x0001,
+            PasswordAlgorithm::Sha256 => 0x0002,
+        }
+    }
+
+    pub fn from_number(n: u16) -> Option<PasswordAlgorithm> {
+        match n {
+            0x0001 => Some(PasswordAlgorithm::Md5),
+            0x0002 => Some(PasswordAlgorithm::Sha256),
+            _ => None,
+        }
+    }
+}
+
+/// The key an authenticated request proved, and how every response to it is signed.
+///
+/// RFC 8489 §9.2.4: responses carry MESSAGE-INTEGRITY-SHA256 unless the request was processed
+/// "as though PASSWORD-ALGORITHM were MD5" because it carried neither PASSWORD-ALGORITHMS nor
+/// PASSWORD-ALGORITHM (an RFC 5389 client): then MESSAGE-INTEGRITY, exactly as before.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct SessionKey {
+    bytes: [u8; 32],
+    len: u8,
+    /// Sign responses with MESSAGE-INTEGRITY-SHA256 rather than MESSAGE-INTEGRITY.
+    pub sha256_integrity: bool,
+}
+
+impl fmt::Debug for SessionKey {
+    /// Redacted: the key is password-equivalent.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionKey")
+            .field("len", &self.len)
+            .field("sha256_integrity", &self.sha256_integrity)
+            .finish()
+    }
+}
+
+impl SessionKey {
+    /// A legacy (RFC 5389) session: MD5 key, MESSAGE-INTEGRITY.
+    pub fn md5(key: Key) -> SessionKey {
+        SessionKey::new(&key, false)
+    }
+
+    /// `key` (16 or 32 bytes), signing with MESSAGE-INTEGRITY-SHA256 when `sha256_integrity`.
+    pub fn new(key: &[u8], sha256_integrity: bool) -> SessionKey {
+        let mut bytes = [0u8; 32];
+        let len = key.len().min(32);
+        bytes[..len].copy_from_slice(&key[..len]);
+        SessionKey {
+            bytes,
+            len: len as u8,
+            sha256_integrity,
+        }
+    }
+
+    /// The HMAC key.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+}
+
+/// Who a request says it is: USERNAME, or USERHASH (RFC 8489 §14.3, §14.4).
+#[derive(Clone, Copy, Debug)]
+pub enum UserRef<'a> {
+    Name(&'a str),
+    Hash(&'a [u8; 32]),
 }
 
 /// How a static user's secret is stored: plaintext password, or the precomputed key (so
@@ -151,6 +266,11 @@ pub enum AuthError {
     /// A key exists for the name, but the MESSAGE-INTEGRITY check failed with every candidate
     /// key (wrong password, or wrong/rotated-out REST secret).
     BadIntegrity,
+    /// The request asked for the SHA-256 password algorithm, but the user is configured with
+    /// only a precomputed MD5 `key`: the SHA-256 key cannot be derived from it. Answered with
+    /// 401 like a wrong password (§9.2.4: the integrity "does not match"); the client must not
+    /// retry with the same credentials (§9.2.5), so it fails at once rather than timing out.
+    UnsupportedAlgorithm,
 }
 
 impl AuthError {
@@ -160,6 +280,7 @@ impl AuthError {
             AuthError::UnknownUser => "unknown_user",
             AuthError::Expired => "expired",
             AuthError::BadIntegrity => "bad_integrity",
+            AuthError::UnsupportedAlgorithm => "unsupported_algorithm",
         }
     }
 }
@@ -206,8 +327,19 @@ fn parse_timestamp(s: &str) -> Option<u64> {
 #[derive(Clone)]
 pub struct Credentials {
     realm: String,
-    users: HashMap<String, Key>,
+    users: HashMap<String, StaticUser>,
+    /// USERHASH → user name, for every static user, precomputed when the store is built (at
+    /// start-up and on each reload). TURN REST usernames cannot be found by their hash: the
+    /// server knows them only by deriving their password from the name.
+    userhashes: HashMap<[u8; 32], String>,
     secrets: Vec<Vec<u8>>,
+}
+
+/// A static user's keys: MD5 always; SHA-256 only when the plaintext password was configured.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct StaticUser {
+    md5: Key,
+    sha256: Option<Sha256Key>,
 }
 
 impl fmt::Debug for Credentials {
@@ -232,19 +364,30 @@ impl Credentials {
         users: impl IntoIterator<Item = (String, UserSecret)>,
         secrets: impl IntoIterator<Item = String>,
     ) -> Credentials {
-        let users = users
+        let users: HashMap<String, StaticUser> = users
             .into_iter()
             .map(|(name, secret)| {
-                let key = match secret {
-                    UserSecret::Password(password) => long_term_key(&name, realm, &password),
-                    UserSecret::Key(key) => key,
+                let user = match secret {
+                    UserSecret::Password(password) => StaticUser {
+                        md5: long_term_key(&name, realm, &password),
+                        sha256: Some(long_term_key_sha256(&name, realm, &password)),
+                    },
+                    UserSecret::Key(key) => StaticUser {
+                        md5: key,
+                        sha256: None,
+                    },
                 };
-                (name, key)
+                (name, user)
             })
+            .collect();
+        let userhashes = users
+            .keys()
+            .map(|name| (userhash(name, realm), name.clone()))
             .collect();
         Credentials {
             realm: realm.to_owned(),
             users,
+            userhashes,
             secrets: secrets.into_iter().map(String::into_bytes).collect(),
         }
     }
@@ -280,9 +423,55 @@ impl Credentials {
         unix_now: u64,
         mut verify: impl FnMut(&Key) -> bool,
     ) -> Result<Key, AuthError> {
-        if let Some(key) = self.users.get(username) {
-            return if verify(key) {
-                Ok(*key)
+        let md5 = |k: &[u8]| -> bool { <&Key>::try_from(k).is_ok_and(&mut verify) };
+        match self.authenticate_with(
+            UserRef::Name(username),
+            PasswordAlgorithm::Md5,
+            unix_now,
+            md5,
+        ) {
+            Ok((_, key)) => {
+                let mut k = [0u8; 16];
+                k.copy_from_slice(key.as_bytes());
+                Ok(k)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// [`Credentials::authenticate`] for any password algorithm and for USERHASH
+    /// (RFC 8489 §9.2.4).
+    ///
+    /// `verify` receives each candidate key (16 bytes for MD5, 32 for SHA-256). A USERHASH is
+    /// looked up among static users only (REST usernames have no hash table); an unknown hash is
+    /// `UnknownUser`. Returns the user's name (borrowed from the request, or — for a USERHASH
+    /// — the configured name, the one allocations and quotas are kept under) and the key as a
+    /// [`SessionKey`] that signs with MESSAGE-INTEGRITY (the caller sets `sha256_integrity`).
+    pub fn authenticate_with<'n>(
+        &self,
+        user: UserRef<'n>,
+        algorithm: PasswordAlgorithm,
+        unix_now: u64,
+        mut verify: impl FnMut(&[u8]) -> bool,
+    ) -> Result<(std::borrow::Cow<'n, str>, SessionKey), AuthError> {
+        use std::borrow::Cow;
+        let (name, user) = match user {
+            UserRef::Name(name) => (Cow::Borrowed(name), self.users.get(name)),
+            UserRef::Hash(hash) => {
+                let name = self.userhashes.get(hash).ok_or(AuthError::UnknownUser)?;
+                (Cow::Owned(name.clone()), self.users.get(name))
+            }
+        };
+        if let Some(user) = user {
+            let key = match algorithm {
+                PasswordAlgorithm::Md5 => SessionKey::new(&user.md5, false),
+                PasswordAlgorithm::Sha256 => match &user.sha256 {
+                    Some(k) => SessionKey::new(k, false),
+                    None => return Err(AuthError::UnsupportedAlgorithm),
+                },
+            };
+            return if verify(key.as_bytes()) {
+                Ok((name, key))
             } else {
                 Err(AuthError::BadIntegrity)
             };
@@ -290,16 +479,23 @@ impl Credentials {
         if self.secrets.is_empty() {
             return Err(AuthError::UnknownUser);
         }
-        let expiry = rest_expiry(username).ok_or(AuthError::UnknownUser)?;
+        let expiry = rest_expiry(&name).ok_or(AuthError::UnknownUser)?;
         if expiry < unix_now {
             return Err(AuthError::Expired);
         }
         let mut buf = [0u8; REST_PASSWORD_LEN];
         for secret in &self.secrets {
-            let password = rest_api_password_into(secret, username, &mut buf);
-            let key = long_term_key(username, &self.realm, password);
-            if verify(&key) {
-                return Ok(key);
+            let password = rest_api_password_into(secret, &name, &mut buf);
+            let key = match algorithm {
+                PasswordAlgorithm::Md5 => {
+                    SessionKey::new(&long_term_key(&name, &self.realm, password), false)
+                }
+                PasswordAlgorithm::Sha256 => {
+                    SessionKey::new(&long_term_key_sha256(&name, &self.realm, password), false)
+                }
+            };
+            if verify(key.as_bytes()) {
+                return Ok((name, key));
             }
         }
         Err(AuthError::BadIntegrity)
@@ -407,7 +603,7 @@ mod tests {
             Vec::new(),
         );
         assert_eq!(by_password.realm(), "example.org");
-        assert_eq!(by_password.users["alice"], by_key.users["alice"]);
+        assert_eq!(by_password.users["alice"].md5, by_key.users["alice"].md5);
         for creds in [&by_password, &by_key] {
             assert_eq!(
                 creds.authenticate("alice", NOW, client("alice", "s3cret")),

@@ -44,6 +44,22 @@ impl Channels {
             .find(|c| c.number == number && c.expires > now)
     }
 
+    /// Bindings that occupy an entry at `now`: live, or in their cool-down.
+    pub fn held(&self, now: Instant) -> usize {
+        self.list
+            .iter()
+            .filter(|c| c.expires + CHANNEL_COOLDOWN > now)
+            .count()
+    }
+
+    /// Whether `number` ↔ `peer` holds an entry (live or cooling down): binding it again
+    /// refreshes that entry rather than taking a new one.
+    pub fn holds(&self, number: u16, peer: SocketAddr, now: Instant) -> bool {
+        self.list
+            .iter()
+            .any(|c| c.number == number && c.peer == peer && c.expires + CHANNEL_COOLDOWN > now)
+    }
+
     /// The live binding for a peer (peer → client direction).
     #[inline]
     pub fn by_peer(&self, peer: SocketAddr, now: Instant) -> Option<&ChannelBinding> {

@@ -21,6 +21,7 @@ pub mod peer_filter;
 pub mod permission;
 pub mod ports;
 pub mod quota;
+pub mod rate_limit;
 pub mod reloadable;
 mod reply;
 mod server;
@@ -69,6 +70,17 @@ pub struct CoreConfig {
     /// Drop an unauthenticated request rather than answer it with an error response larger
     /// than itself (see [`Server::transmit_unauthenticated`]).
     pub refuse_amplification: bool,
+    /// Set the "Username anonymity" bit in our nonces (RFC 8489 §9.2): RFC 8489 clients then
+    /// send USERHASH instead of USERNAME, which only static users can use.
+    pub userhash: bool,
+    /// Most permissions one allocation holds (508 beyond); 0 = no limit.
+    pub max_permissions: u32,
+    /// Most channel bindings one allocation holds (508 beyond); 0 = no limit.
+    pub max_channels: u32,
+    /// Per-source rate of error answers to unauthenticated requests.
+    pub unauthenticated_rate: rate_limit::Rate,
+    /// Per-source rate of Binding answers.
+    pub binding_rate: rate_limit::Rate,
 }
 
 impl Default for CoreConfig {
@@ -82,6 +94,11 @@ impl Default for CoreConfig {
             user_quota: 0,
             total_quota: 0,
             refuse_amplification: false,
+            userhash: false,
+            max_permissions: 0,
+            max_channels: 0,
+            unauthenticated_rate: rate_limit::Rate::UNLIMITED,
+            binding_rate: rate_limit::Rate::UNLIMITED,
         }
     }
 }

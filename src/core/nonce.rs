@@ -16,19 +16,25 @@
 //!
 //! # Format
 //!
-//! [`NONCE_LEN`] = 40 lowercase ASCII hex characters:
+//! [`NONCE_LEN`] = 53 ASCII characters:
 //!
 //! ```text
-//! 16 hex: issue time, u64 big-endian, seconds since the Unix epoch
-//! 24 hex: HMAC-SHA1(key, ts_be || client IP octets (4 or 16) || client port_be)[..12]
+//! 13 chars: the "nonce cookie" of RFC 8489 §9.2: "obMatJos2" + base64 of the 24 security
+//!           feature bits (§18.1): "gAAA" (Password algorithms) or "wAAA" (and Username
+//!           anonymity)
+//! 16 hex:   issue time, u64 big-endian, seconds since the Unix epoch
+//! 24 hex:   HMAC-SHA1(key, ts_be || features (3 bytes) || client IP octets (4 or 16) ||
+//!           client port_be)[..12]
 //! ```
 //!
-//! Hex is inside RFC 8489's NONCE grammar (qdtext, fewer than 128 characters, §14.10).
+//! The cookie tells an RFC 8489 client that this server offers PASSWORD-ALGORITHMS (and, when
+//! configured, USERHASH); an RFC 5389 client treats the whole nonce as opaque and echoes it.
+//! The feature bits are under the MAC, so an on-path attacker who rewrites them (to bid the
+//! client down to MD5, or to make it reveal its username) turns the nonce invalid: the server
+//! answers the client's next request with 438, never with a weaker exchange (§9.2.1).
+//! Everything is inside RFC 8489's NONCE grammar (qdtext, fewer than 128 characters, §14.10).
 //! A 96-bit truncated MAC is far beyond what an online forger can search within a nonce
-//! lifetime. The nonce deliberately does not start with the "nonce cookie" `obMatJos2` of
-//! RFC 8489 §9.2.1 (it cannot: `o` is not hex), which tells RFC 8489 clients that this server
-//! offers no extra security features (PASSWORD-ALGORITHMS, USERHASH) — true for MD5-only
-//! long-term credentials. Supporting them later means a new format with that prefix.
+//! lifetime.
 //!
 //! # Status mapping
 //!
@@ -42,6 +48,7 @@
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
+use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use sha1::Sha1;
 use subtle::ConstantTimeEq;
@@ -51,15 +58,80 @@ const TS_HEX: usize = 16;
 /// Bytes of the HMAC-SHA1 tag kept in the nonce (96 bits).
 const MAC_BYTES: usize = 12;
 
-/// Length of every nonce this module issues: 16 hex chars of time + 24 hex chars of MAC.
-/// Fixed length and ASCII only, well under RFC 8489's 128-character NONCE limit (§14.10).
-pub const NONCE_LEN: usize = TS_HEX + 2 * MAC_BYTES;
+/// "obMatJos2": the start of RFC 8489's nonce cookie (§9.2).
+pub const COOKIE_MAGIC: &[u8; 9] = b"obMatJos2";
+/// The whole nonce cookie: the magic and 4 base64 characters of security feature bits.
+pub const COOKIE_LEN: usize = 13;
+
+/// Length of every nonce this module issues: the 13-character cookie, 16 hex chars of time
+/// and 24 hex chars of MAC. Fixed length and ASCII only, well under RFC 8489's 128-character
+/// NONCE limit (§14.10).
+pub const NONCE_LEN: usize = COOKIE_LEN + TS_HEX + 2 * MAC_BYTES;
 const _: () = assert!(NONCE_LEN < 128, "RFC 8489 §14.10: NONCE < 128 characters");
 
 /// How far in the future (seconds) an issue time may lie before the nonce is rejected as
 /// [`NonceStatus::Invalid`]: tolerates small clock steps between the shards that issue and
 /// check, but not a nonce minted with a bogus time.
 const MAX_FUTURE_SKEW: u64 = 60;
+
+/// The STUN Security Features of RFC 8489 §18.1 that this server uses: bit 0 (the most
+/// significant bit of the first byte) "Password algorithms", bit 1 "Username anonymity".
+/// Only these two are defined; the other 22 bits are always zero.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SecurityFeatures {
+    /// The server lists PASSWORD-ALGORITHMS in its 401/438 and checks it (§9.2.4).
+    pub password_algorithms: bool,
+    /// The server accepts USERHASH, and RFC 8489 clients must send it (§9.2.5).
+    pub username_anonymity: bool,
+}
+
+impl SecurityFeatures {
+    fn to_bytes(self) -> [u8; 3] {
+        [
+            (u8::from(self.password_algorithms) << 7) | (u8::from(self.username_anonymity) << 6),
+            0,
+            0,
+        ]
+    }
+
+    fn from_bytes(b: [u8; 3]) -> Option<SecurityFeatures> {
+        if b[0] & 0x3f != 0 || b[1] != 0 || b[2] != 0 {
+            return None;
+        }
+        Some(SecurityFeatures {
+            password_algorithms: b[0] & 0x80 != 0,
+            username_anonymity: b[0] & 0x40 != 0,
+        })
+    }
+
+    /// The feature bits a nonce's cookie claims, `None` without a well-formed cookie. Not
+    /// authenticated: trust them only once [`NonceKey::check`] says the nonce is ours.
+    pub fn of_nonce(nonce: &[u8]) -> Option<SecurityFeatures> {
+        let cookie = nonce.get(..COOKIE_LEN)?;
+        if &cookie[..COOKIE_MAGIC.len()] != COOKIE_MAGIC {
+            return None;
+        }
+        let mut bits = [0u8; 3];
+        let n = base64::engine::general_purpose::STANDARD
+            .decode_slice(&cookie[COOKIE_MAGIC.len()..], &mut bits)
+            .ok()?;
+        if n != 3 {
+            return None;
+        }
+        let features = SecurityFeatures::from_bytes(bits)?;
+        // Only the canonical encoding is ours (base64 is not unique in its last character).
+        (features.cookie_b64() == cookie[COOKIE_MAGIC.len()..]).then_some(features)
+    }
+
+    fn cookie_b64(self) -> [u8; 4] {
+        let mut out = [0u8; 4];
+        // Invariant: 3 bytes encode to exactly 4 base64 characters.
+        base64::engine::general_purpose::STANDARD
+            .encode_slice(self.to_bytes(), &mut out)
+            .expect("4 bytes hold base64 of 3");
+        out
+    }
+}
 
 /// The server secret that MACs nonces. Every worker that may check a nonce must hold the same
 /// key; replacing it invalidates all outstanding nonces (clients recover with one 438).
@@ -101,10 +173,24 @@ impl NonceKey {
         }
     }
 
+    /// A secret value derived from the key for another use (`context` names it), e.g. the
+    /// hash key of the pre-authentication rate limiter: unknown to clients, unlike anything
+    /// derived from a seed whose generator's outputs they see.
+    pub fn derive_u64(&self, context: &[u8]) -> u64 {
+        let mut mac = self.mac.clone();
+        mac.update(b"turnd derive\0");
+        mac.update(context);
+        let full = mac.finalize().into_bytes();
+        let mut out = [0u8; 8];
+        out.copy_from_slice(&full[..8]);
+        u64::from_be_bytes(out)
+    }
+
     /// The truncated MAC binding `issued` to `client`.
-    fn tag(&self, issued: u64, client: SocketAddr) -> [u8; MAC_BYTES] {
+    fn tag(&self, issued: u64, features: SecurityFeatures, client: SocketAddr) -> [u8; MAC_BYTES] {
         let mut mac = self.mac.clone();
         mac.update(&issued.to_be_bytes());
+        mac.update(&features.to_bytes());
         match client.ip() {
             IpAddr::V4(ip) => mac.update(&ip.octets()),
             IpAddr::V6(ip) => mac.update(&ip.octets()),
@@ -121,16 +207,20 @@ impl NonceKey {
     /// 401/438 response).
     pub fn issue<'a>(
         &self,
+        features: SecurityFeatures,
         unix_now: u64,
         client: SocketAddr,
         out: &'a mut [u8; NONCE_LEN],
     ) -> &'a str {
-        let (ts, mac) = out.split_at_mut(TS_HEX);
+        let (cookie, rest) = out.split_at_mut(COOKIE_LEN);
+        cookie[..COOKIE_MAGIC.len()].copy_from_slice(COOKIE_MAGIC);
+        cookie[COOKIE_MAGIC.len()..].copy_from_slice(&features.cookie_b64());
+        let (ts, mac) = rest.split_at_mut(TS_HEX);
         encode_hex(&unix_now.to_be_bytes(), ts);
-        encode_hex(&self.tag(unix_now, client), mac);
+        encode_hex(&self.tag(unix_now, features, client), mac);
         let out: &'a [u8; NONCE_LEN] = out;
-        // Only lowercase hex digits were written, which is always valid UTF-8.
-        std::str::from_utf8(out).expect("hex is ASCII")
+        // Only ASCII (the cookie, base64, lowercase hex) was written: always valid UTF-8.
+        std::str::from_utf8(out).expect("the nonce is ASCII")
     }
 
     /// Checks a nonce the client echoed in its NONCE attribute (raw attribute bytes: any
@@ -149,14 +239,17 @@ impl NonceKey {
         if nonce.len() != NONCE_LEN {
             return NonceStatus::Invalid;
         }
-        let (ts_hex, mac_hex) = nonce.split_at(TS_HEX);
+        let Some(features) = SecurityFeatures::of_nonce(nonce) else {
+            return NonceStatus::Invalid;
+        };
+        let (ts_hex, mac_hex) = nonce[COOKIE_LEN..].split_at(TS_HEX);
         let mut ts = [0u8; 8];
         let mut mac = [0u8; MAC_BYTES];
         if decode_hex(ts_hex, &mut ts).is_none() || decode_hex(mac_hex, &mut mac).is_none() {
             return NonceStatus::Invalid;
         }
         let issued = u64::from_be_bytes(ts);
-        if !bool::from(self.tag(issued, client).ct_eq(&mac)) {
+        if !bool::from(self.tag(issued, features, client).ct_eq(&mac)) {
             return NonceStatus::Invalid;
         }
         if issued > unix_now.saturating_add(MAX_FUTURE_SKEW) {
@@ -215,22 +308,54 @@ mod tests {
         SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, a)), port)
     }
 
+    const PA: SecurityFeatures = SecurityFeatures {
+        password_algorithms: true,
+        username_anonymity: false,
+    };
+    const TS: std::ops::Range<usize> = COOKIE_LEN..COOKIE_LEN + TS_HEX;
+
     fn issue(key: &NonceKey, now: u64, client: SocketAddr) -> [u8; NONCE_LEN] {
         let mut buf = [0u8; NONCE_LEN];
-        key.issue(now, client, &mut buf);
+        key.issue(PA, now, client, &mut buf);
         buf
     }
 
     #[test]
     fn issue_format() {
         let mut buf = [0u8; NONCE_LEN];
-        let s = key().issue(NOW, v4(1, 5000), &mut buf);
+        let s = key().issue(PA, NOW, v4(1, 5000), &mut buf);
         assert_eq!(s.len(), NONCE_LEN);
-        assert!(s
+        assert!(s.starts_with("obMatJos2gAAA"), "{s}");
+        assert!(s[COOKIE_LEN..]
             .bytes()
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
-        assert_eq!(&s[..TS_HEX], format!("{NOW:016x}"));
-        assert!(!s.starts_with("obMatJos2"));
+        assert_eq!(&s[TS], format!("{NOW:016x}"));
+        let both = SecurityFeatures {
+            password_algorithms: true,
+            username_anonymity: true,
+        };
+        let s = key().issue(both, NOW, v4(1, 5000), &mut buf);
+        assert!(s.starts_with("obMatJos2wAAA"), "{s}");
+        assert_eq!(SecurityFeatures::of_nonce(s.as_bytes()), Some(both));
+        let s = key().issue(SecurityFeatures::default(), NOW, v4(1, 5000), &mut buf);
+        assert!(s.starts_with("obMatJos2AAAA"), "{s}");
+    }
+
+    #[test]
+    fn feature_bits_are_under_the_mac() {
+        // A bid-down attacker flips the cookie's bits: the nonce is no longer ours.
+        let k = key();
+        let c = v4(1, 5000);
+        let n = issue(&k, NOW, c);
+        assert_eq!(SecurityFeatures::of_nonce(&n), Some(PA));
+        for cookie in [&b"obMatJos2AAAA"[..], b"obMatJos2wAAA", b"obMatJos2gAAB"] {
+            let mut t = n;
+            t[..COOKIE_LEN].copy_from_slice(cookie);
+            assert_eq!(k.check(&t, NOW, c, LIFETIME), NonceStatus::Invalid);
+        }
+        assert_eq!(SecurityFeatures::of_nonce(b"obMatJos2gAA"), None);
+        assert_eq!(SecurityFeatures::of_nonce(b"obMatJos2g==="), None);
+        assert_eq!(SecurityFeatures::of_nonce(b"0123456789abcdef"), None);
     }
 
     #[test]
@@ -353,7 +478,7 @@ mod tests {
         }
         // Moving the timestamp (e.g. to extend the lifetime) breaks the MAC.
         let mut t = n;
-        t[..TS_HEX].copy_from_slice(format!("{:016x}", NOW + 100).as_bytes());
+        t[TS].copy_from_slice(format!("{:016x}", NOW + 100).as_bytes());
         assert_eq!(
             k.check(&t, NOW + LIFETIME + 50, c, LIFETIME),
             NonceStatus::Invalid
@@ -377,7 +502,7 @@ mod tests {
         let n = issue(&k, NOW, c);
         let mut long = n.to_vec();
         long.push(b'0');
-        let multibyte = "é".repeat(NONCE_LEN / 2);
+        let multibyte = "é".repeat(NONCE_LEN / 2) + "0";
         assert_eq!(multibyte.len(), NONCE_LEN);
         let inputs: [&[u8]; 8] = [
             b"",
@@ -399,6 +524,14 @@ mod tests {
                 assert_eq!(k.check(&v[..len], NOW, c, LIFETIME), NonceStatus::Invalid);
             }
         }
+    }
+
+    #[test]
+    fn derived_values_depend_on_key_and_context() {
+        let a = key().derive_u64(b"binding");
+        assert_eq!(a, key().derive_u64(b"binding"));
+        assert_ne!(a, key().derive_u64(b"unauthenticated"));
+        assert_ne!(a, NonceKey::new([8u8; 32]).derive_u64(b"binding"));
     }
 
     #[test]

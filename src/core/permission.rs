@@ -44,6 +44,12 @@ impl Permissions {
         self.list.iter().map(|p| p.expires).min()
     }
 
+    /// Whether `ip` has an entry (live, or expired and not yet swept): installing it again
+    /// takes no new entry.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        self.list.iter().any(|p| p.ip == ip)
+    }
+
     pub fn len(&self) -> usize {
         self.list.len()
     }

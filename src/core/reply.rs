@@ -1,7 +1,7 @@
 //! Building responses. Control-path only: responses are small, built on the stack and then
 //! copied into the `Vec` the shell sends.
 
-use super::auth::Key;
+use super::auth::SessionKey;
 use crate::stun::{
     AttrType, BuildError, Class, Message, MessageBuilder, MessageType, Method, TransactionId,
 };
@@ -38,8 +38,9 @@ pub fn reason(code: u16) -> &'static str {
 pub struct Responder<'a> {
     pub method: Method,
     pub txid: TransactionId,
-    /// Present once the request authenticated: the response then carries MESSAGE-INTEGRITY.
-    pub key: Option<&'a Key>,
+    /// Present once the request authenticated: the response then carries MESSAGE-INTEGRITY
+    /// or MESSAGE-INTEGRITY-SHA256, as the key says (RFC 8489 §9.2.4).
+    pub key: Option<&'a SessionKey>,
     pub software: Option<&'a str>,
     /// Answer with FINGERPRINT when the request had one (RFC 8489 §7.3).
     pub fingerprint: bool,
@@ -47,7 +48,11 @@ pub struct Responder<'a> {
 
 impl<'a> Responder<'a> {
     /// A responder for `msg`, signing with `key` when the request authenticated.
-    pub fn to(msg: &Message, key: Option<&'a Key>, software: Option<&'a str>) -> Responder<'a> {
+    pub fn to(
+        msg: &Message,
+        key: Option<&'a SessionKey>,
+        software: Option<&'a str>,
+    ) -> Responder<'a> {
         Responder {
             method: msg.method(),
             txid: msg.transaction_id(),
@@ -96,7 +101,11 @@ impl<'a> Responder<'a> {
                 b.add(AttrType::SOFTWARE, s.as_bytes())?;
             }
             if let Some(key) = self.key {
-                b.add_message_integrity(key)?;
+                if key.sha256_integrity {
+                    b.add_message_integrity_sha256(key.as_bytes())?;
+                } else {
+                    b.add_message_integrity(key.as_bytes())?;
+                }
             }
             if self.fingerprint {
                 b.add_fingerprint()?;

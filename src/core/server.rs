@@ -3,6 +3,7 @@
 
 use super::allocation::{AllocationId, AllocationTable, State};
 use super::five_tuple::FiveTuple;
+use super::rate_limit::RateLimiter;
 use super::reply::Responder;
 use super::timer::{TimerKind, Timers};
 use super::transactions::TransactionCache;
@@ -42,6 +43,16 @@ pub struct Counters {
     pub peers_denied: u64,
     /// Requests refused by an allocation quota (486).
     pub quota: u64,
+    /// CreatePermission/ChannelBind refused by `max_permissions` (508).
+    pub permission_quota: u64,
+    /// ChannelBind refused by `max_channels` (508).
+    pub channel_quota: u64,
+    /// Requests not answered because their source is over its pre-authentication rate
+    /// (`unauthenticated_rate`, `binding_rate`).
+    pub rate_limited: u64,
+    /// Unauthenticated requests not answered because the answer would be larger than the
+    /// request (`amplification = "refuse"`).
+    pub amplification: u64,
     /// Relayed traffic, indexed by the client's transport ([`transport_index`]).
     pub relayed: [Relayed; TRANSPORTS],
     /// Responses sent, by method ([`METHOD_LABELS`]) and result ([`RESULT_LABELS`]).
@@ -99,13 +110,15 @@ pub const RESULT_LABELS: [&str; RESULTS] = [
     "486", "500", "508", "other",
 ];
 
-pub const AUTH_FAILURES: usize = 5;
+pub const AUTH_FAILURES: usize = 7;
 pub const AUTH_FAILURE_LABELS: [&str; AUTH_FAILURES] = [
     "bad_request",
     "stale_nonce",
     "unknown_user",
     "expired",
     "bad_integrity",
+    "bid_down",
+    "unsupported_algorithm",
 ];
 
 /// An index into [`AUTH_FAILURE_LABELS`].
@@ -119,6 +132,11 @@ pub(crate) enum AuthFailure {
     /// A TURN REST API username past its expiry.
     Expired = 3,
     BadIntegrity = 4,
+    /// PASSWORD-ALGORITHMS/PASSWORD-ALGORITHM missing one of the pair, or not what we
+    /// offered (RFC 8489 §9.2.4 bid-down check, 400).
+    BidDown = 5,
+    /// SHA-256 asked for a user configured with only an MD5 key (401).
+    UnsupportedAlgorithm = 6,
 }
 
 impl Counters {
@@ -132,6 +150,10 @@ impl Counters {
         self.auth_failures += other.auth_failures;
         self.peers_denied += other.peers_denied;
         self.quota += other.quota;
+        self.permission_quota += other.permission_quota;
+        self.channel_quota += other.channel_quota;
+        self.rate_limited += other.rate_limited;
+        self.amplification += other.amplification;
         for (a, b) in self.relayed.iter_mut().zip(&other.relayed) {
             a.to_peer_packets += b.to_peer_packets;
             a.to_peer_bytes += b.to_peer_bytes;
@@ -211,13 +233,33 @@ pub struct Server {
     pub(super) relay_cursor: usize,
     pub(super) counters: Counters,
     pub(super) tcp_relay: super::tcp_relay::TcpRelayState,
+    /// Error answers to unauthenticated requests, per source (`unauthenticated_rate`).
+    unauthenticated_limit: RateLimiter,
+    /// Binding answers, per source (`binding_rate`).
+    binding_limit: RateLimiter,
 }
 
 impl Server {
     /// `seed` drives relay port choice and transaction ids of Data indications; `now` and
     /// `unix_now` anchor the wall clock (REST API expiry and nonces need Unix time).
     pub fn new(shared: Arc<Shared>, seed: u64, now: Instant, unix_now: u64) -> Server {
+        // The limiters' hash keys are secret (derived from the nonce key, per worker): a
+        // client that could compute them could aim a flood at another source's buckets.
+        let limiter_key = |which: &[u8]| {
+            let mut context = which.to_vec();
+            context.extend_from_slice(&seed.to_be_bytes());
+            shared.nonce_key.derive_u64(&context)
+        };
+        let unauthenticated_limit = RateLimiter::new(
+            shared.config.unauthenticated_rate,
+            limiter_key(b"unauthenticated"),
+            now,
+        );
+        let binding_limit =
+            RateLimiter::new(shared.config.binding_rate, limiter_key(b"binding"), now);
         Server {
+            unauthenticated_limit,
+            binding_limit,
             shared,
             allocations: AllocationTable::default(),
             timers: Timers::default(),
@@ -333,11 +375,15 @@ impl Server {
         // TURN requests are checked for unknown attributes after authentication (below).
         if n > 0 && !turn_method {
             let resp = responder.error(420, |b| b.add_unknown_attributes(&unknown[..n]));
-            self.transmit_unauthenticated(from, resp, msg.raw().len());
+            self.transmit_unauthenticated(now, from, resp, msg.raw().len());
             return;
         }
         match msg.method() {
             Method::BINDING => {
+                if !self.binding_limit.allow(now, from.client.ip()) {
+                    self.counters.rate_limited += 1;
+                    return;
+                }
                 let resp = self.handle_binding(from, msg);
                 self.transmit(from, resp);
             }
@@ -371,7 +417,7 @@ impl Server {
                 let (username, key) = match self.authenticate(now, auth_from, msg) {
                     Ok(v) => v,
                     Err(resp) => {
-                        self.transmit_unauthenticated(from, resp, msg.raw().len());
+                        self.transmit_unauthenticated(now, from, resp, msg.raw().len());
                         return;
                     }
                 };
@@ -385,6 +431,7 @@ impl Server {
                     self.respond_and_remember(now, from, msg.transaction_id(), resp);
                     return;
                 }
+                let username: &str = &username;
                 let resp = match msg.method() {
                     Method::ALLOCATE => self.handle_allocate(now, from, msg, username, &key),
                     Method::REFRESH => Some(self.handle_refresh(now, from, msg, username, &key)),
@@ -403,7 +450,7 @@ impl Server {
             }
             _ => {
                 let resp = responder.plain_error(400);
-                self.transmit_unauthenticated(from, resp, msg.raw().len());
+                self.transmit_unauthenticated(now, from, resp, msg.raw().len());
             }
         }
     }
@@ -414,13 +461,22 @@ impl Server {
     /// more bytes than the attacker spends. RFC 8489 lets a server ignore a request it will
     /// not serve. Binding success responses are exempt: XOR-MAPPED-ADDRESS is the service
     /// itself, and adds a fixed 12 (IPv4) or 24 (IPv6) bytes.
+    ///
+    /// Over its source's `unauthenticated_rate`, nothing is sent either: a spoofed flood gets
+    /// a bounded trickle of answers per victim address.
     pub(super) fn transmit_unauthenticated(
         &mut self,
+        now: Instant,
         to: FiveTuple,
         payload: Vec<u8>,
         request_len: usize,
     ) {
         if self.shared.config.refuse_amplification && payload.len() > request_len {
+            self.counters.amplification += 1;
+            return;
+        }
+        if !self.unauthenticated_limit.allow(now, to.client.ip()) {
+            self.counters.rate_limited += 1;
             return;
         }
         self.transmit(to, payload);

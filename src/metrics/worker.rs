@@ -65,6 +65,10 @@ pub struct WorkerMetrics {
     auth_failures: Cell,
     peers_denied: Cell,
     quota: Cell,
+    permission_quota: Cell,
+    channel_quota: Cell,
+    rate_limited: Cell,
+    amplification: Cell,
     /// Per transport: to-peer packets, to-peer bytes, to-client packets, to-client bytes.
     relayed: [[Cell; 4]; TRANSPORTS],
     responses: [[Cell; RESULTS]; METHODS],
@@ -145,6 +149,10 @@ impl WorkerMetrics {
         self.auth_failures.set(c.auth_failures);
         self.peers_denied.set(c.peers_denied);
         self.quota.set(c.quota);
+        self.permission_quota.set(c.permission_quota);
+        self.channel_quota.set(c.channel_quota);
+        self.rate_limited.set(c.rate_limited);
+        self.amplification.set(c.amplification);
         for (cells, row) in self.responses.iter().zip(&c.responses) {
             for (cell, v) in cells.iter().zip(row) {
                 cell.set(*v);
@@ -226,6 +234,10 @@ impl WorkerMetrics {
         c.auth_failures = self.auth_failures.get();
         c.peers_denied = self.peers_denied.get();
         c.quota = self.quota.get();
+        c.permission_quota = self.permission_quota.get();
+        c.channel_quota = self.channel_quota.get();
+        c.rate_limited = self.rate_limited.get();
+        c.amplification = self.amplification.get();
         for (r, cells) in c.relayed.iter_mut().zip(&self.relayed) {
             r.to_peer_packets = cells[0].get();
             r.to_peer_bytes = cells[1].get();

@@ -82,6 +82,11 @@ pub fn shared_state(config: &Config) -> anyhow::Result<Arc<Shared>> {
         relays,
         user_quota: config.user_quota,
         refuse_amplification: config.refuse_amplification,
+        userhash: config.userhash,
+        max_permissions: config.max_permissions,
+        max_channels: config.max_channels,
+        unauthenticated_rate: config.unauthenticated_rate,
+        binding_rate: config.binding_rate,
         total_quota: config.total_quota,
     };
     Ok(Arc::new(Shared {

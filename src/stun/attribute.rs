@@ -62,6 +62,10 @@ pub fn is_understood(t: AttrType) -> bool {
         AttrType::MAPPED_ADDRESS
             | AttrType::USERNAME
             | AttrType::MESSAGE_INTEGRITY
+            // RFC 8489 §9.2: SHA-256 long-term credentials and anonymous usernames.
+            | AttrType::MESSAGE_INTEGRITY_SHA256
+            | AttrType::PASSWORD_ALGORITHM
+            | AttrType::USERHASH
             | AttrType::ERROR_CODE
             | AttrType::UNKNOWN_ATTRIBUTES
             | AttrType::CHANNEL_NUMBER

@@ -5,7 +5,7 @@
 
 use super::address;
 use super::attribute::AttrType;
-use super::integrity::{self, INTEGRITY_LEN};
+use super::integrity::{self, INTEGRITY_LEN, INTEGRITY_SHA256_MAX};
 use super::{BuildError, MessageType, TransactionId, HEADER_LEN, MAGIC_COOKIE};
 use std::net::SocketAddr;
 
@@ -123,6 +123,17 @@ impl<'b> MessageBuilder<'b> {
         let length_field = (at + 4 + INTEGRITY_LEN - HEADER_LEN) as u16;
         let mac = integrity::hmac_sha1(key, &self.buf[..at], length_field);
         self.add(AttrType::MESSAGE_INTEGRITY, &mac)
+    }
+
+    /// Appends MESSAGE-INTEGRITY-SHA256 (untruncated) keyed with `key` (RFC 8489 §14.6).
+    pub fn add_message_integrity_sha256(&mut self, key: &[u8]) -> Result<(), BuildError> {
+        let at = self.len;
+        if at + 4 + INTEGRITY_SHA256_MAX > self.buf.len() {
+            return Err(BuildError::BufferTooSmall);
+        }
+        let length_field = (at + 4 + INTEGRITY_SHA256_MAX - HEADER_LEN) as u16;
+        let mac = integrity::hmac_sha256(key, &self.buf[..at], length_field);
+        self.add(AttrType::MESSAGE_INTEGRITY_SHA256, &mac)
     }
 
     /// Appends FINGERPRINT; it must be the last attribute.

@@ -7,7 +7,7 @@
 
 use super::address::{self, AddressFamily};
 use super::attribute::AttrType;
-use super::integrity::{self, INTEGRITY_LEN};
+use super::integrity::{self, INTEGRITY_LEN, INTEGRITY_SHA256_MAX, INTEGRITY_SHA256_MIN};
 use super::{Class, MessageType, Method, ParseError, TransactionId, HEADER_LEN, MAGIC_COOKIE};
 use std::net::SocketAddr;
 
@@ -34,6 +34,8 @@ pub struct Message<'a> {
     count: usize,
     /// Offset of the MESSAGE-INTEGRITY attribute header, if present.
     integrity_at: Option<usize>,
+    /// Offset of the MESSAGE-INTEGRITY-SHA256 attribute header, if present.
+    integrity_sha256_at: Option<usize>,
     has_fingerprint: bool,
 }
 
@@ -71,6 +73,7 @@ impl<'a> Message<'a> {
             attrs: [AttrRef::default(); MAX_ATTRIBUTES],
             count: 0,
             integrity_at: None,
+            integrity_sha256_at: None,
             has_fingerprint: false,
         };
         let mut at = HEADER_LEN;
@@ -105,9 +108,28 @@ impl<'a> Message<'a> {
                     return Err(ParseError::BadFingerprint);
                 }
                 msg.has_fingerprint = true;
-            } else if msg.integrity_at.is_none() {
-                // Attributes after MESSAGE-INTEGRITY (other than FINGERPRINT) are ignored
-                // (RFC 8489 §14.5): they are not covered by the HMAC.
+            } else if at_type == AttrType::MESSAGE_INTEGRITY_SHA256
+                && msg.integrity_sha256_at.is_none()
+            {
+                // MESSAGE-INTEGRITY-SHA256 may follow MESSAGE-INTEGRITY (RFC 8489 §14.5); its
+                // value is an HMAC-SHA256 truncated to 16–32 bytes, a multiple of 4 (§14.6).
+                if !(INTEGRITY_SHA256_MIN..=INTEGRITY_SHA256_MAX).contains(&l) || l % 4 != 0 {
+                    return Err(ParseError::BadAttribute(t));
+                }
+                msg.integrity_sha256_at = Some(at);
+                if msg.count == MAX_ATTRIBUTES {
+                    return Err(ParseError::TooManyAttributes);
+                }
+                msg.attrs[msg.count] = AttrRef {
+                    ty: t,
+                    start: start as u32,
+                    len: l as u16,
+                };
+                msg.count += 1;
+            } else if msg.integrity_at.is_none() && msg.integrity_sha256_at.is_none() {
+                // Attributes after MESSAGE-INTEGRITY or MESSAGE-INTEGRITY-SHA256 (other than
+                // FINGERPRINT, and MESSAGE-INTEGRITY-SHA256 after MESSAGE-INTEGRITY) are
+                // ignored (RFC 8489 §14.5, §14.6): they are not covered by the HMAC.
                 if at_type == AttrType::MESSAGE_INTEGRITY {
                     if l != INTEGRITY_LEN {
                         return Err(ParseError::BadAttribute(t));
@@ -151,7 +173,8 @@ impl<'a> Message<'a> {
         self.buf
     }
 
-    /// Every attribute before MESSAGE-INTEGRITY (inclusive), in order, duplicates included.
+    /// Every attribute up to MESSAGE-INTEGRITY (inclusive; and MESSAGE-INTEGRITY-SHA256 when it
+    /// follows), in order, duplicates included.
     pub fn attributes(&self) -> impl Iterator<Item = (AttrType, &'a [u8])> + '_ {
         let buf = self.buf;
         self.attrs[..self.count].iter().map(move |a| {
@@ -195,8 +218,37 @@ impl<'a> Message<'a> {
         self.has_fingerprint
     }
 
+    /// Whether MESSAGE-INTEGRITY or MESSAGE-INTEGRITY-SHA256 is present (RFC 8489 §9.2.4
+    /// treats either as an attempt to authenticate).
     pub fn has_integrity(&self) -> bool {
-        self.integrity_at.is_some()
+        self.integrity_at.is_some() || self.integrity_sha256_at.is_some()
+    }
+
+    /// Whether MESSAGE-INTEGRITY-SHA256 is present: it is then the one checked (§9.2.4).
+    pub fn has_integrity_sha256(&self) -> bool {
+        self.integrity_sha256_at.is_some()
+    }
+
+    /// Checks the request's integrity against `key` the way RFC 8489 §9.2.4 says: with
+    /// MESSAGE-INTEGRITY-SHA256 when present, else with MESSAGE-INTEGRITY. Constant time.
+    pub fn verify_any_integrity(&self, key: &[u8]) -> bool {
+        if self.integrity_sha256_at.is_some() {
+            self.verify_integrity_sha256(key)
+        } else {
+            self.verify_integrity(key)
+        }
+    }
+
+    /// Checks MESSAGE-INTEGRITY-SHA256 against `key` in constant time, over the value's
+    /// (possibly truncated) length. False when absent.
+    pub fn verify_integrity_sha256(&self, key: &[u8]) -> bool {
+        let Some(at) = self.integrity_sha256_at else {
+            return false;
+        };
+        let len = u16::from_be_bytes([self.buf[at + 2], self.buf[at + 3]]) as usize;
+        let length_field = (at + 4 + len - HEADER_LEN) as u16;
+        let value = &self.buf[at + 4..at + 4 + len];
+        integrity::verify_hmac_sha256(key, &self.buf[..at], length_field, value)
     }
 
     /// Checks MESSAGE-INTEGRITY against `key` in constant time. False when absent.
@@ -236,6 +288,34 @@ impl<'a> Message<'a> {
         } else {
             Ok(v)
         })
+    }
+
+    /// USERHASH: SHA-256(username ":" realm), exactly 32 bytes (RFC 8489 §14.4).
+    pub fn userhash(&self) -> Option<Result<&'a [u8; 32], ParseError>> {
+        let v = self.get(AttrType::USERHASH)?;
+        Some(
+            v.try_into()
+                .map_err(|_| ParseError::BadAttribute(AttrType::USERHASH.0)),
+        )
+    }
+
+    /// PASSWORD-ALGORITHM: the algorithm number; its parameters must fit the value
+    /// (RFC 8489 §14.12). Neither MD5 nor SHA-256 has parameters.
+    pub fn password_algorithm(&self) -> Option<Result<u16, ParseError>> {
+        let v = self.get(AttrType::PASSWORD_ALGORITHM)?;
+        let bad = ParseError::BadAttribute(AttrType::PASSWORD_ALGORITHM.0);
+        Some(match v {
+            [a, b, c, d, params @ ..] if u16::from_be_bytes([*c, *d]) as usize == params.len() => {
+                Ok(u16::from_be_bytes([*a, *b]))
+            }
+            _ => Err(bad),
+        })
+    }
+
+    /// PASSWORD-ALGORITHMS as sent (RFC 8489 §14.11): the server compares it byte for byte
+    /// with the list it offers (§9.2.4).
+    pub fn password_algorithms(&self) -> Option<&'a [u8]> {
+        self.get(AttrType::PASSWORD_ALGORITHMS)
     }
 
     pub fn software(&self) -> Option<Result<&'a str, ParseError>> {

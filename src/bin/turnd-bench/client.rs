@@ -178,6 +178,13 @@ impl Client {
         Ok(())
     }
 
+    /// Refreshes the allocation for `lifetime` seconds: succeeds only while it is alive.
+    pub fn refresh(&mut self, lifetime: u32) -> Result<()> {
+        self.request(Method::REFRESH, |b| b.add_u32(AttrType::LIFETIME, lifetime))
+            .context("Refresh")?;
+        Ok(())
+    }
+
     /// Ends the allocation (Refresh, LIFETIME 0), so repetitions do not pile up allocations.
     pub fn release(&mut self) -> Result<()> {
         self.request(Method::REFRESH, |b| b.add_u32(AttrType::LIFETIME, 0))

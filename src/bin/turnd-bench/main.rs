@@ -67,6 +67,11 @@ struct Args {
     /// allocation.
     #[arg(long)]
     setup_only: Option<usize>,
+    /// Scale: before the load, open N more allocations (a permission each) and hold them,
+    /// idle, while the --clients flows carry traffic; afterwards each is refreshed, and any
+    /// that is gone counts as an error. Needs about N open files here and in the server.
+    #[arg(long, default_value_t = 0)]
+    hold: usize,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
@@ -79,6 +84,8 @@ const MAX_ALLOCATIONS: usize = 100_000;
 
 fn main() -> Result<()> {
     let a = Args::parse();
+    // --hold and --setup-only need a socket per allocation.
+    let _ = turnd::shell::raise_nofile_limit();
     if !a.server.ip().is_loopback() {
         bail!("--server must be a loopback address (this tool only loads loopback)");
     }
@@ -140,6 +147,7 @@ fn traffic(a: &Args, creds: &Creds) -> Result<()> {
         ModeArg::Channel => Mode::Channel,
         ModeArg::Send => Mode::Send,
     };
+    let held = hold(a, creds)?;
     let mut flows = Vec::with_capacity(a.clients);
     for i in 0..a.clients {
         let mut c = Client::allocate(a.server, creds).with_context(|| format!("client {i}"))?;
@@ -167,11 +175,14 @@ fn traffic(a: &Args, creds: &Creds) -> Result<()> {
         RTT_CAP,
     )?;
     let after = sample(a.server_pid)?;
+    let fds = a.server_pid.and_then(stats::open_fds);
     for f in &mut flows {
         // Best effort: a server that lost the allocation already is no error here.
         f.client.sock.set_nonblocking(false)?;
         let _ = f.client.release();
     }
+    let (held_count, held_setup_per_s) = (held.clients.len(), held.setup_per_s);
+    let hold_errors = held.finish();
 
     let mut rtt = counts.rtt_us;
     rtt.sort_unstable();
@@ -201,9 +212,59 @@ fn traffic(a: &Args, creds: &Creds) -> Result<()> {
         ("rtt_p99_us", stats::percentile(&rtt, 99.0).map(f64::from)),
         ("server_cpu_us_per_datagram", cpu),
         ("server_rss_kb", after.map(|s| s.rss_bytes as f64 / 1024.0)),
+        ("held_allocations", Some(held_count as f64)),
+        ("held_setup_per_s", held_setup_per_s),
+        ("held_errors", Some(hold_errors as f64)),
+        ("server_open_fds", fds.map(|n| n as f64)),
     ])
     .print(a.json);
+    if hold_errors > 0 {
+        bail!("{hold_errors} held allocations were lost or refused");
+    }
     Ok(())
+}
+
+/// The idle allocations of `--hold`.
+struct Held {
+    clients: Vec<Client>,
+    setup_per_s: Option<f64>,
+}
+
+impl Held {
+    /// Refreshes every held allocation (proving it is still there), then releases it;
+    /// returns how many failed.
+    fn finish(mut self) -> usize {
+        let mut errors = 0;
+        for c in &mut self.clients {
+            if c.refresh(600).is_err() {
+                errors += 1;
+            }
+            let _ = c.release();
+        }
+        errors
+    }
+}
+
+fn hold(a: &Args, creds: &Creds) -> Result<Held> {
+    if a.hold > MAX_ALLOCATIONS {
+        bail!("--hold must be at most {MAX_ALLOCATIONS}");
+    }
+    let peer = UdpSocket::bind("127.0.0.1:0")?;
+    let peer_addr = peer.local_addr()?;
+    let t0 = Instant::now();
+    let mut clients = Vec::with_capacity(a.hold);
+    for i in 0..a.hold {
+        let mut c =
+            Client::allocate(a.server, creds).with_context(|| format!("held allocation {i}"))?;
+        c.create_permission(peer_addr)
+            .with_context(|| format!("held allocation {i}"))?;
+        clients.push(c);
+    }
+    let setup_per_s = (a.hold > 0).then(|| stats::rate(a.hold as u64, t0.elapsed()));
+    Ok(Held {
+        clients,
+        setup_per_s,
+    })
 }
 
 fn setup_only(a: &Args, creds: &Creds, n: usize) -> Result<()> {

@@ -63,6 +63,11 @@ pub fn parse_status_rss(status: &str) -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// How many files process `pid` has open (`/proc/PID/fd`), if readable.
+pub fn open_fds(pid: u32) -> Option<usize> {
+    Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count())
+}
+
 pub fn sample(pid: u32) -> anyhow::Result<ProcSample> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;

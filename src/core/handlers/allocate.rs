@@ -5,7 +5,7 @@
 //! response is sent from [`Server::finish_allocate`] when the shell reports back.
 
 use crate::core::allocation::{Allocation, AllocationId, State, Stats};
-use crate::core::auth::Key;
+use crate::core::auth::SessionKey;
 use crate::core::five_tuple::FiveTuple;
 use crate::core::reply::Responder;
 use crate::core::tcp_relay::TCP;
@@ -36,7 +36,7 @@ impl Server {
         from: FiveTuple,
         msg: &Message,
         username: &str,
-        key: &Key,
+        key: &SessionKey,
     ) -> Option<Vec<u8>> {
         let shared = self.shared.clone();
         let r = Responder::to(msg, Some(key), shared.config.software.as_deref());

@@ -1,7 +1,7 @@
 //! ChannelBind (RFC 8656 §11): bind a channel number to a peer transport address, which also
 //! installs or refreshes a permission for the peer's IP.
 
-use crate::core::auth::Key;
+use crate::core::auth::SessionKey;
 use crate::core::five_tuple::FiveTuple;
 use crate::core::reply::Responder;
 use crate::core::Server;
@@ -16,7 +16,7 @@ impl Server {
         from: FiveTuple,
         msg: &Message,
         username: &str,
-        key: &Key,
+        key: &SessionKey,
     ) -> Vec<u8> {
         let shared = self.shared.clone();
         let r = Responder::to(msg, Some(key), shared.config.software.as_deref());
@@ -40,6 +40,26 @@ impl Server {
         if !shared.peer_filter.load().is_allowed(peer.ip()) {
             self.counters.peers_denied += 1;
             return r.plain_error(403);
+        }
+        // `max_channels` and `max_permissions` bound the allocation's lists: 508 when this
+        // binding needs a new entry that would not fit (RFC 8656 §11.2, a capacity limit).
+        let (max_channels, max_permissions) = (
+            shared.config.max_channels as usize,
+            shared.config.max_permissions as usize,
+        );
+        if max_channels > 0
+            && !a.channels.holds(number, peer, now)
+            && a.channels.held(now) >= max_channels
+        {
+            self.counters.channel_quota += 1;
+            return r.plain_error(508);
+        }
+        if max_permissions > 0
+            && !a.permissions.contains(peer.ip())
+            && a.permissions.len() >= max_permissions
+        {
+            self.counters.permission_quota += 1;
+            return r.plain_error(508);
         }
         let (channels, permissions) = (a.channels.len(), a.permissions.len());
         let new_channel = a.channels.by_number(number, now).is_none();

@@ -6,7 +6,7 @@
 //! ([`TcpRelayOutput::Connect`]), and the response — success with CONNECTION-ID, or 447 —
 //! is sent when the shell reports back, or when [`CONNECT_TIMEOUT`] passes first.
 
-use crate::core::auth::Key;
+use crate::core::auth::SessionKey;
 use crate::core::five_tuple::FiveTuple;
 use crate::core::reply::Responder;
 use crate::core::tcp_relay::{
@@ -25,7 +25,7 @@ impl Server {
         from: FiveTuple,
         msg: &Message,
         username: &str,
-        key: &Key,
+        key: &SessionKey,
     ) -> Option<Vec<u8>> {
         let shared = self.shared.clone();
         let r = Responder::to(msg, Some(key), shared.config.software.as_deref());

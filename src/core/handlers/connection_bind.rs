@@ -6,7 +6,7 @@
 //! the shared CONNECTION-ID map, authenticated like any request, and must come from the user
 //! who owns the allocation (441 otherwise, as for every request on an allocation).
 
-use crate::core::auth::Key;
+use crate::core::auth::SessionKey;
 use crate::core::five_tuple::FiveTuple;
 use crate::core::nonce::NonceStatus;
 use crate::core::reply::Responder;
@@ -23,7 +23,7 @@ impl Server {
         from: FiveTuple,
         msg: &Message,
         username: &str,
-        key: &Key,
+        key: &SessionKey,
     ) -> Option<Vec<u8>> {
         let shared = self.shared.clone();
         let r = Responder::to(msg, Some(key), shared.config.software.as_deref());

@@ -2,7 +2,7 @@
 //! allocation for 5 minutes. All addresses are checked before any is installed, so a request
 //! naming one denied peer changes nothing.
 
-use crate::core::auth::Key;
+use crate::core::auth::SessionKey;
 use crate::core::five_tuple::FiveTuple;
 use crate::core::reply::Responder;
 use crate::core::Server;
@@ -18,7 +18,7 @@ impl Server {
         from: FiveTuple,
         msg: &Message,
         username: &str,
-        key: &Key,
+        key: &SessionKey,
     ) -> Vec<u8> {
         let shared = self.shared.clone();
         let r = Responder::to(msg, Some(key), shared.config.software.as_deref());
@@ -52,6 +52,23 @@ impl Server {
         }
         if n == 0 {
             return r.plain_error(400);
+        }
+        // `max_permissions` bounds each allocation's list (and so the per-datagram scan of
+        // it): 508 when the new peers would not fit (RFC 8656 §9.2, a capacity limit).
+        let max = shared.config.max_permissions as usize;
+        if max > 0 {
+            if let Some(a) = self.allocations.get(id) {
+                let peers = &peers[..n];
+                let new = peers
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, ip)| !a.permissions.contains(**ip) && !peers[..*i].contains(ip))
+                    .count();
+                if a.permissions.len() + new > max {
+                    self.counters.permission_quota += 1;
+                    return r.plain_error(508);
+                }
+            }
         }
         if let Some(a) = self.allocations.get_mut(id) {
             let mut expires = now;

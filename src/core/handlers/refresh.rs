@@ -1,7 +1,7 @@
 //! Refresh (RFC 8656 §8): extend an allocation's life, or end it with LIFETIME 0.
 
 use crate::core::allocation::{AllocationId, State};
-use crate::core::auth::Key;
+use crate::core::auth::SessionKey;
 use crate::core::five_tuple::FiveTuple;
 use crate::core::reply::Responder;
 use crate::core::timer::TimerKind;
@@ -35,7 +35,7 @@ impl Server {
         from: FiveTuple,
         msg: &Message,
         username: &str,
-        key: &Key,
+        key: &SessionKey,
     ) -> Vec<u8> {
         let shared = self.shared.clone();
         let r = Responder::to(msg, Some(key), shared.config.software.as_deref());

@@ -28,6 +28,22 @@ fn small_unauthenticated_requests_get_no_larger_answer() {
         "400 larger than the request"
     );
     assert_eq!(h.allocation_count(), 0);
+    // Each refusal is counted (turnd_datagrams_dropped_total{reason="amplification"}).
+    assert_eq!(h.server.counters().amplification, 2);
+}
+
+#[test]
+fn a_401_is_120_bytes_with_a_one_letter_realm() {
+    // The figure the README quotes: header 20, ERROR-CODE 20, REALM 8, NONCE (53 characters
+    // with its RFC 8489 cookie) 60, PASSWORD-ALGORITHMS 12.
+    let shared = Setup::default().shared();
+    shared.credentials.store(Credentials::new("R", [], []));
+    let mut h = Harness::from_shared(shared, 1);
+    let mut c = Client::alice(udp("192.0.2.100:40000"));
+    let txid = c.txid();
+    let req = c.unsigned(Method::ALLOCATE, txid, &[transport_udp()]);
+    let resp = c.send_raw(&mut h, &req).expect("401");
+    assert_eq!((req.len(), resp.0.len()), (28, 120));
 }
 
 #[test]

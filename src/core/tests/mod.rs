@@ -26,12 +26,14 @@ mod prop;
 mod refresh;
 mod relay;
 mod retransmit;
+mod rfc8489;
 mod tcp_relay;
 
 use super::auth::{long_term_key, rest_api_password, Credentials, Key, UserSecret};
 use super::nonce::NonceKey;
 use super::peer_filter::{Cidr, PeerFilter};
 use super::ports::PortPool;
+use super::rate_limit::Rate;
 use super::tcp_relay::TcpRelayOutput;
 use super::{
     Allocation, AllocationId, CoreConfig, EndReason, Event, FiveTuple, Forward, Output, RelayAddr,
@@ -127,6 +129,11 @@ pub struct Setup {
     /// (user_quota, total_quota); 0 = no limit.
     pub quotas: (u32, u32),
     pub refuse_amplification: bool,
+    pub userhash: bool,
+    /// (max_permissions, max_channels); 0 = no limit.
+    pub per_allocation: (u32, u32),
+    /// (unauthenticated_rate, binding_rate).
+    pub rates: (Rate, Rate),
 }
 
 impl Default for Setup {
@@ -139,6 +146,9 @@ impl Default for Setup {
             software: None,
             quotas: (0, 0),
             refuse_amplification: false,
+            userhash: false,
+            per_allocation: (0, 0),
+            rates: (Rate::UNLIMITED, Rate::UNLIMITED),
         }
     }
 }
@@ -162,6 +172,11 @@ impl Setup {
         let users = [
             ("alice".to_string(), UserSecret::Password("alice-pw".into())),
             ("bob".to_string(), UserSecret::Password("bob-pw".into())),
+            // Configured with the MD5 key only: no SHA-256 key can be derived.
+            (
+                "carol".to_string(),
+                UserSecret::Key(long_term_key("carol", REALM, "carol-pw")),
+            ),
         ];
         let allow = vec![
             Cidr::new(ip("198.51.100.0"), 24).unwrap(),
@@ -174,6 +189,11 @@ impl Setup {
                 user_quota: self.quotas.0,
                 total_quota: self.quotas.1,
                 refuse_amplification: self.refuse_amplification,
+                userhash: self.userhash,
+                max_permissions: self.per_allocation.0,
+                max_channels: self.per_allocation.1,
+                unauthenticated_rate: self.rates.0,
+                binding_rate: self.rates.1,
                 ..CoreConfig::default()
             },
             credentials: Credentials::new(REALM, users, self.secrets.iter().map(|s| s.to_string()))
