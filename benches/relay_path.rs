@@ -41,6 +41,7 @@ fn shared() -> Arc<Shared> {
         peer_filter: PeerFilter::new(vec!["198.51.100.0/24".parse().unwrap()], vec![]).into(),
         ports: Mutex::new(PortPool::new(&[relay], 50000, 60000)),
         reservations: Default::default(),
+        tcp_connections: Default::default(),
         quotas: Default::default(),
     })
 }

@@ -113,6 +113,7 @@ fn relay_path_allocates_nothing() {
         peer_filter: PeerFilter::new(vec!["198.51.100.0/24".parse().unwrap()], vec![]).into(),
         ports: Mutex::new(PortPool::new(&[relay], 50000, 50100)),
         reservations: Default::default(),
+        tcp_connections: Default::default(),
         quotas: Default::default(),
     });
     let t0 = Instant::now();
@@ -230,6 +231,7 @@ fn dual_allocation_relay_path_allocates_nothing() {
         ports: Mutex::new(PortPool::new(&[v4, v6], 50000, 50100)),
         reservations: Default::default(),
         quotas: Default::default(),
+        tcp_connections: Default::default(),
     });
     let t0 = Instant::now();
     let mut s = Server::new(shared.clone(), 7, t0, UNIX);

@@ -8,6 +8,7 @@ mod rlimit;
 mod setup;
 mod socket;
 mod tcp;
+mod tcp_relay;
 mod tls;
 pub mod udp;
 mod worker;
@@ -116,6 +117,7 @@ impl Server {
             open: Default::default(),
             unauthenticated_timeout: Duration::from_secs(config.unauthenticated_timeout.into()),
             max_frame: config.max_frame_size as usize,
+            parked: Default::default(),
         };
 
         let (tx, rx) = watch::channel(false);

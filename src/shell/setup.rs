@@ -118,6 +118,7 @@ pub fn shared_state(config: &Config) -> anyhow::Result<Arc<Shared>> {
             config.relay_ports.high,
         )),
         reservations: Default::default(),
+        tcp_connections: Default::default(),
         quotas: Default::default(),
     }))
 }

@@ -126,6 +126,8 @@ pub(super) struct Worker {
     rx: RecvBatch,
     tx: SendBatch,
     udp: udp::Options,
+    /// RFC 6062 TCP allocations' listeners and peer connections (`tcp_relay.rs`).
+    pub(super) tcp_relays: super::tcp_relay::TcpRelays,
     index: usize,
     metrics: std::sync::Arc<WorkerMetrics>,
 }
@@ -184,6 +186,7 @@ pub fn run(
             rx: RecvBatch::new(),
             tx: SendBatch::new(udp.gso),
             udp,
+            tcp_relays: super::tcp_relay::TcpRelays::new(limits.parked.clone()),
             index,
             metrics,
         }));
@@ -363,6 +366,7 @@ impl Worker {
                     self.core.handle_relay_opened(Instant::now(), id, result);
                 }
                 Output::CloseRelay { id, family } => self.relays.remove(id, family),
+                Output::TcpRelay(o) => self.tcp_relay_output(o),
                 Output::Event(e) => {
                     self.metrics.on_event(&e);
                     self.track_connection(&e);
@@ -405,7 +409,7 @@ impl Worker {
         Ok(())
     }
 
-    fn self_handle(&self) -> Shared {
+    pub(super) fn self_handle(&self) -> Shared {
         SELF.with(|s| {
             // Invariant: set before any task runs (see `run`).
             s.borrow()
