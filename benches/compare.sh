@@ -13,7 +13,8 @@
 #
 # Knobs (environment): REPS (5), RATE (20000 datagrams/s offered in (a) and (b)), CLIENTS (4),
 # FLOOD_CLIENTS (8), DURATION (3 s), SIZE (160 payload bytes), SETUP (1000),
-# UCLIENT_ARGS ("-n 2000 -m 10 -l 170 -z 1 -c").
+# UCLIENT_ARGS ("-n 2000 -m 10 -l 170 -z 1 -c"), SERVER_BIN / BENCH_BIN (prebuilt binaries:
+# no build).
 set -euo pipefail
 
 REPS=${REPS:-5}
@@ -38,9 +39,12 @@ target=${CARGO_TARGET_DIR:-$root/target}
 for tool in turnserver turnutils_uclient turnutils_peer python3; do
     command -v "$tool" >/dev/null || { echo "compare.sh: $tool is missing (apt-get install coturn python3)" >&2; exit 1; }
 done
-cargo build --release --quiet --bin turnd --bin turnd-bench
-TURND=$target/release/turnd
-BENCH=$target/release/turnd-bench
+# SERVER_BIN=path runs that turnd binary instead of building this tree's (to compare builds).
+if [ -z "${SERVER_BIN:-}" ]; then
+    cargo build --release --quiet --bin turnd --bin turnd-bench
+fi
+TURND=${SERVER_BIN:-$target/release/turnd}
+BENCH=${BENCH_BIN:-$target/release/turnd-bench}
 
 # SETUP allocations need a socket each in the tool and in the server.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true

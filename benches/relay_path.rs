@@ -1,5 +1,7 @@
 //! Micro-benchmarks of the per-packet work: STUN parse, MESSAGE-INTEGRITY check, and the
-//! core's relay decisions (ChannelData client → peer, peer datagram framed for the client).
+//! core's relay decisions (ChannelData client → peer, peer datagram framed for the client);
+//! and of an allocation's life in the core: creation (a signed Allocate, its relay opened)
+//! and expiry (the timer firing, the relay closed, the end event).
 //!
 //! Run: `cargo bench --bench relay_path`. These measure turnd alone; the comparison with
 //! coturn lives with the load tool (issue 5).
@@ -39,6 +41,7 @@ fn shared() -> Arc<Shared> {
         peer_filter: PeerFilter::new(vec!["198.51.100.0/24".parse().unwrap()], vec![]).into(),
         ports: Mutex::new(PortPool::new(&[relay], 50000, 60000)),
         reservations: Default::default(),
+        tcp_connections: Default::default(),
         quotas: Default::default(),
     })
 }
@@ -146,5 +149,95 @@ fn benches(c: &mut Criterion) {
     });
 }
 
-criterion_group!(relay, benches);
+/// Signed Allocate requests from `n` distinct clients (ports from 10,000), each with a nonce
+/// issued for its own address.
+fn allocate_requests(s: &Server, n: usize) -> Vec<(FiveTuple, Vec<u8>)> {
+    (0..n)
+        .map(|i| {
+            let client = FiveTuple::udp(
+                SocketAddr::new("203.0.113.5".parse().unwrap(), 10_000 + i as u16),
+                "192.0.2.1:3478".parse().unwrap(),
+            );
+            let mut nonce = [0u8; turnd::core::nonce::NONCE_LEN];
+            let nonce = s
+                .shared()
+                .nonce_key
+                .issue(
+                    SecurityFeatures::default(),
+                    1_700_000_000,
+                    client.client,
+                    &mut nonce,
+                )
+                .as_bytes()
+                .to_vec();
+            let req = request(Method::ALLOCATE, &nonce, 1, |b| {
+                b.add_u32(AttrType::REQUESTED_TRANSPORT, 17 << 24).unwrap()
+            });
+            (client, req)
+        })
+        .collect()
+}
+
+/// Creates an allocation for every request, as the shell would: the Allocate, then the relay
+/// socket reported open, then the success response and event polled.
+fn create_all(s: &mut Server, now: Instant, reqs: &[(FiveTuple, Vec<u8>)]) {
+    for (client, req) in reqs {
+        s.handle_client_datagram(now, *client, req);
+        while let Some(o) = s.poll_output() {
+            if let Output::OpenRelay { id, .. } = o {
+                s.handle_relay_opened(now, id, Ok(()));
+            }
+        }
+    }
+}
+
+/// Allocations per timed chunk: well inside the port pool (10,000 ports).
+const CHUNK: u64 = 2_000;
+
+fn allocation_benches(c: &mut Criterion) {
+    c.bench_function("core_allocation_create", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            let mut left = iters;
+            while left > 0 {
+                let n = left.min(CHUNK);
+                left -= n;
+                let now = Instant::now();
+                let mut s = Server::new(shared(), 1, now, 1_700_000_000);
+                let reqs = allocate_requests(&s, n as usize);
+                let t = Instant::now();
+                create_all(&mut s, now, black_box(&reqs));
+                total += t.elapsed();
+            }
+            total
+        })
+    });
+    c.bench_function("core_allocation_expire", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            let mut left = iters;
+            while left > 0 {
+                let n = left.min(CHUNK);
+                left -= n;
+                let now = Instant::now();
+                let mut s = Server::new(shared(), 1, now, 1_700_000_000);
+                let reqs = allocate_requests(&s, n as usize);
+                create_all(&mut s, now, &reqs);
+                // Past the default lifetime (600 s): every allocation expires at once.
+                let later = now + Duration::from_secs(601);
+                let t = Instant::now();
+                s.handle_timeout(later);
+                let mut ended = 0u64;
+                while let Some(o) = s.poll_output() {
+                    ended += matches!(o, Output::CloseRelay { .. }) as u64;
+                }
+                total += t.elapsed();
+                assert_eq!(ended, n, "every allocation expired");
+            }
+            total
+        })
+    });
+}
+
+criterion_group!(relay, benches, allocation_benches);
 criterion_main!(relay);

@@ -441,8 +441,11 @@ fn e441_wrong_credentials_on_same_five_tuple() {
 fn e442_unsupported_transport() {
     let server = TestServer::start(base_args());
     let mut c = server.client();
-    let r = c.allocate_with(&[requested_transport(TCP)]);
+    let r = c.allocate_with(&[requested_transport(132)]);
     assert_error(&r, ALLOCATE, 442);
+    // TCP is offered (RFC 6062), but only to a TCP or TLS control connection: over UDP, 400.
+    let r = c.allocate_with(&[requested_transport(TCP)]);
+    assert_error(&r, ALLOCATE, 400);
     c.allocate();
 }
 

@@ -5,7 +5,8 @@
 //!   channel mode (ChannelBind + ChannelData), in Send-indication mode (CreatePermission + Send/Data
 //!   indications) and in its default RTP/RTCP mode (EVEN-PORT + RESERVATION-TOKEN pairs); every
 //!   packet must come back (zero loss). The channel and Send modes run over TCP (`-t`) and
-//!   TLS (`-S`, against a certificate made for the test) too.
+//!   TLS (`-S`, against a certificate made for the test) too; and RFC 6062 TCP relay
+//!   allocations (`-T`: Connect, ConnectionAttempt, ConnectionBind, client to client).
 //!
 //! The tools are required: a machine without them fails these tests (install Debian package
 //! `coturn`; `.ci/run` does this).
@@ -161,6 +162,22 @@ fn uclient_tcp_send_indication_mode_zero_loss() {
     );
 }
 
+#[test]
+fn uclient_tcp_relay_zero_loss() {
+    // -T: RFC 6062 TCP relay allocations over TCP control connections, client to client
+    // (implies -t -y -c): each client allocates a TCP relay, one Connects to the other's
+    // relayed address, the other gets a ConnectionAttempt, both ConnectionBind new data
+    // connections, and the messages go through the two splices.
+    let out = run_uclient(&["-T"]);
+    for line in [
+        "tcp connect sent",
+        "connection bind sent",
+        "connect bind response received",
+    ] {
+        assert!(out.contains(line), "uclient did not log `{line}`:\n{out}");
+    }
+}
+
 /// [`run_uclient`] over TLS (`-t -S`; `-S` alone would be DTLS over UDP): the server gets a TLS listener with a
 /// certificate made for the test.
 fn run_uclient_tls(mode_flags: &[&str]) -> String {
@@ -178,6 +195,16 @@ fn uclient_tls_channel_mode_zero_loss() {
     assert!(
         out.contains("cb response received"),
         "no ChannelBind response:\n{out}"
+    );
+}
+
+#[test]
+fn uclient_tls_tcp_relay_zero_loss() {
+    // -T over TLS: control and data connections are TLS; the peer side stays plain TCP.
+    let out = run_uclient_tls(&["-T"]);
+    assert!(
+        out.contains("connect bind response received"),
+        "no ConnectionBind response:\n{out}"
     );
 }
 

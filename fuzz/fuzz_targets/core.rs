@@ -54,6 +54,7 @@ fn shared() -> Arc<Shared> {
         peer_filter: PeerFilter::new(allow, Vec::new()).into(),
         ports: Mutex::new(PortPool::new(&[relay], 50000, 50007)),
         reservations: Default::default(),
+        tcp_connections: Default::default(),
         quotas: Default::default(),
     })
 }
@@ -145,7 +146,7 @@ impl Run {
                     self.fail_open >>= 2;
                     self.server.handle_relay_opened(self.now, id, r);
                 }
-                Output::CloseRelay { .. } | Output::Event(_) => {}
+                Output::CloseRelay { .. } | Output::TcpRelay(_) | Output::Event(_) => {}
             }
         }
     }

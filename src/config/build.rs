@@ -72,6 +72,8 @@ pub(crate) fn build(settings: &Settings, problems: &mut Vec<Problem>) -> Config 
             parse_seconds,
         ),
         max_frame_size: b.one("max_frame_size", defaults.max_frame_size, parse_frame_size),
+        udp_recv_buffer: b.one("udp_recv_buffer", defaults.udp_recv_buffer, parse_buffer),
+        udp_send_buffer: b.one("udp_send_buffer", defaults.udp_send_buffer, parse_buffer),
         tls_listen: b.list("tls_listen", defaults.tls_listen, parse_listen),
         alternate_servers: b.list(
             "alternate_servers",
@@ -490,6 +492,20 @@ fn parse_count(s: &str) -> Result<u32, String> {
             u32::MAX
         )
     })
+}
+
+/// A socket buffer size: the kernel takes an `int`.
+fn parse_buffer(s: &str) -> Result<u32, String> {
+    s.trim()
+        .parse::<u32>()
+        .ok()
+        .filter(|&n| n <= i32::MAX as u32)
+        .ok_or_else(|| {
+            format!(
+                "`{s}` is not a size in bytes from 0 (the kernel's default) to {}",
+                i32::MAX
+            )
+        })
 }
 
 /// The smallest useful frame limit: a STUN Allocate with long-term credentials is a few

@@ -219,6 +219,16 @@ pub struct ConfigArgs {
     #[arg(long, value_name = "BYTES")]
     pub max_frame_size: Option<String>,
 
+    /// SO_RCVBUF of UDP listening and relay sockets, bytes; 0 = kernel default
+    /// (capped by the sysctl net.core.rmem_max) [key: udp_recv_buffer]
+    #[arg(long, value_name = "BYTES")]
+    pub udp_recv_buffer: Option<String>,
+
+    /// SO_SNDBUF of UDP listening and relay sockets, bytes; 0 = kernel default
+    /// (capped by the sysctl net.core.wmem_max) [key: udp_send_buffer]
+    #[arg(long, value_name = "BYTES")]
+    pub udp_send_buffer: Option<String>,
+
     /// Address serving TURN over TLS, IP:PORT (repeatable; 5349, 443)
     /// [key: tls_listen]
     #[arg(long, value_name = "IP:PORT")]
@@ -302,6 +312,8 @@ impl ConfigArgs {
             &later.unauthenticated_timeout,
         );
         one(&mut self.max_frame_size, &later.max_frame_size);
+        one(&mut self.udp_recv_buffer, &later.udp_recv_buffer);
+        one(&mut self.udp_send_buffer, &later.udp_send_buffer);
         list(&mut self.tls_listen, &later.tls_listen);
         list(&mut self.nat_discovery_listen, &later.nat_discovery_listen);
         list(&mut self.alternate_servers, &later.alternate_servers);

@@ -108,6 +108,10 @@ pub struct Config {
     /// Largest frame (STUN message or padded ChannelData) accepted on a TCP connection, in
     /// bytes; it bounds the connection's read buffer.
     pub max_frame_size: u32,
+    /// `SO_RCVBUF` of the UDP listening and relay sockets, in bytes; 0 = the kernel's default.
+    pub udp_recv_buffer: u32,
+    /// `SO_SNDBUF` of the UDP listening and relay sockets, in bytes; 0 = the kernel's default.
+    pub udp_send_buffer: u32,
     /// Addresses serving TURN over TLS (TURNS); empty = no TLS.
     pub tls_listen: Vec<SocketAddr>,
     /// RFC 5780 alternate addresses (IP2:P2), each paired with the first `listen` address of
@@ -185,6 +189,8 @@ impl Default for Config {
             max_channels: 256,
             unauthenticated_timeout: 10,
             max_frame_size: crate::stun::framing::MAX_FRAME_LEN as u32,
+            udp_recv_buffer: 0,
+            udp_send_buffer: 0,
             tls_listen: Vec::new(),
             nat_discovery_listen: Vec::new(),
             alternate_servers: Vec::new(),
@@ -368,6 +374,8 @@ impl fmt::Debug for Config {
             .field("max_channels", &self.max_channels)
             .field("unauthenticated_timeout", &self.unauthenticated_timeout)
             .field("max_frame_size", &self.max_frame_size)
+            .field("udp_recv_buffer", &self.udp_recv_buffer)
+            .field("udp_send_buffer", &self.udp_send_buffer)
             .field("tls_listen", &self.tls_listen)
             .field("nat_discovery_listen", &self.nat_discovery_listen)
             .field("alternate_servers", &self.alternate_servers)

@@ -100,6 +100,16 @@ impl Config {
             self.unauthenticated_timeout
         );
         let _ = writeln!(w, "max_frame_size = {}", self.max_frame_size);
+        let _ = writeln!(
+            w,
+            "udp_recv_buffer = {} # 0 = the kernel's default",
+            self.udp_recv_buffer
+        );
+        let _ = writeln!(
+            w,
+            "udp_send_buffer = {} # 0 = the kernel's default",
+            self.udp_send_buffer
+        );
         let _ = writeln!(w, "tls_listen = {}", list(&self.tls_listen));
         let _ = writeln!(
             w,

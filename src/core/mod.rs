@@ -27,6 +27,7 @@ pub mod rate_limit;
 pub mod reloadable;
 mod reply;
 mod server;
+pub mod tcp_relay;
 pub mod timer;
 mod transactions;
 
@@ -141,6 +142,8 @@ pub struct Shared {
     pub reservations: DashMap<[u8; 8], Reservation>,
     /// Allocations held per user and in total, for the quotas (486).
     pub quotas: quota::Quotas,
+    /// RFC 6062 peer connections by CONNECTION-ID: a ConnectionBind may reach any worker.
+    pub tcp_connections: tcp_relay::Connections,
 }
 
 impl Shared {
@@ -225,6 +228,8 @@ pub enum Output {
         id: AllocationId,
         family: Option<AddressFamily>,
     },
+    /// RFC 6062 TCP relay work (listeners, peer connections, splices).
+    TcpRelay(tcp_relay::TcpRelayOutput),
     Event(Event),
 }
 

@@ -10,7 +10,7 @@ use crate::stun::{
 /// attributes, or an Allocate success with IPv6 addresses: well under 300 bytes).
 const MAX_RESPONSE: usize = 548;
 
-/// The reason phrases of RFC 8489 §14.8 and RFC 8656 §19.
+/// The reason phrases of RFC 8489 §14.8, RFC 8656 §19 and RFC 6062 §6.3.
 pub fn reason(code: u16) -> &'static str {
     match code {
         300 => "Try Alternate",
@@ -24,6 +24,8 @@ pub fn reason(code: u16) -> &'static str {
         441 => "Wrong Credentials",
         442 => "Unsupported Transport Protocol",
         443 => "Peer Address Family Mismatch",
+        446 => "Connection Already Exists",
+        447 => "Connection Timeout or Failure",
         486 => "Allocation Quota Reached",
         500 => "Server Error",
         508 => "Insufficient Capacity",

@@ -90,26 +90,28 @@ pub fn transport_index(t: super::Transport) -> usize {
     }
 }
 
-pub const METHODS: usize = 6;
+pub const METHODS: usize = 8;
 pub const METHOD_LABELS: [&str; METHODS] = [
     "binding",
     "allocate",
     "refresh",
     "create_permission",
     "channel_bind",
+    "connect",
+    "connection_bind",
     "other",
 ];
 
 /// Every error code the server sends, plus "other" for any code not listed.
 const RESULT_CODES: [u16; RESULTS - 2] = [
-    400, 401, 403, 420, 437, 438, 440, 441, 442, 443, 486, 500, 508, 300,
+    400, 401, 403, 420, 437, 438, 440, 441, 442, 443, 446, 447, 486, 500, 508, 300,
 ];
-pub const RESULTS: usize = 16;
+pub const RESULTS: usize = 18;
 /// In the order of [`RESULT_CODES`]; 300 (Try Alternate) came last, so earlier indices keep
 /// their meaning.
 pub const RESULT_LABELS: [&str; RESULTS] = [
-    "success", "400", "401", "403", "420", "437", "438", "440", "441", "442", "443", "486", "500",
-    "508", "300", "other",
+    "success", "400", "401", "403", "420", "437", "438", "440", "441", "442", "443", "446", "447",
+    "486", "500", "508", "300", "other",
 ];
 
 pub const AUTH_FAILURES: usize = 7;
@@ -198,7 +200,9 @@ impl Counters {
             Method::REFRESH => 2,
             Method::CREATE_PERMISSION => 3,
             Method::CHANNEL_BIND => 4,
-            _ => 5,
+            Method::CONNECT => 5,
+            Method::CONNECTION_BIND => 6,
+            _ => 7,
         };
         let result = match msg.class() {
             Class::SuccessResponse => 0,
@@ -233,6 +237,7 @@ pub struct Server {
     wall: WallClock,
     pub(super) relay_cursor: usize,
     pub(super) counters: Counters,
+    pub(super) tcp_relay: super::tcp_relay::TcpRelayState,
     /// Error answers to unauthenticated requests, per source (`unauthenticated_rate`).
     unauthenticated_limit: RateLimiter,
     /// Binding answers, per source (`binding_rate`).
@@ -273,6 +278,7 @@ impl Server {
             },
             relay_cursor: 0,
             counters: Counters::default(),
+            tcp_relay: Default::default(),
         }
     }
 
@@ -375,7 +381,12 @@ impl Server {
         }
         let turn_method = matches!(
             msg.method(),
-            Method::ALLOCATE | Method::REFRESH | Method::CREATE_PERMISSION | Method::CHANNEL_BIND
+            Method::ALLOCATE
+                | Method::REFRESH
+                | Method::CREATE_PERMISSION
+                | Method::CHANNEL_BIND
+                | Method::CONNECT
+                | Method::CONNECTION_BIND
         );
         // TURN requests are checked for unknown attributes after authentication (below).
         if n > 0 && !turn_method {
@@ -394,7 +405,9 @@ impl Server {
             Method::ALLOCATE
             | Method::REFRESH
             | Method::CREATE_PERMISSION
-            | Method::CHANNEL_BIND => {
+            | Method::CHANNEL_BIND
+            | Method::CONNECT
+            | Method::CONNECTION_BIND => {
                 if let Some(cached) = self.transactions.get(&from, &msg.transaction_id()) {
                     let payload = cached.to_vec();
                     self.transmit(from, payload);
@@ -411,7 +424,12 @@ impl Server {
                         self.free_allocation(now, id, EndReason::Expired);
                     }
                 }
-                let (username, key) = match self.authenticate(now, from, msg) {
+                let auth_from = if msg.method() == Method::CONNECTION_BIND {
+                    self.connection_bind_nonce_owner(now, from, msg)
+                } else {
+                    from
+                };
+                let (username, key) = match self.authenticate(now, auth_from, msg) {
                     Ok(v) => v,
                     Err(resp) => {
                         self.transmit_unauthenticated(now, from, resp, msg.raw().len());
@@ -435,13 +453,16 @@ impl Server {
                     Method::CREATE_PERMISSION => {
                         Some(self.handle_create_permission(now, from, msg, username, &key))
                     }
+                    Method::CONNECT => self.handle_connect(now, from, msg, username, &key),
+                    Method::CONNECTION_BIND => {
+                        self.handle_connection_bind(now, from, msg, username, &key)
+                    }
                     _ => Some(self.handle_channel_bind(now, from, msg, username, &key)),
                 };
                 if let Some(resp) = resp {
                     self.respond_and_remember(now, from, msg.transaction_id(), resp);
                 }
             }
-            // RFC 6062 methods arrive with the TCP transport work; until then they are unknown.
             _ => {
                 let resp = responder.plain_error(400);
                 self.transmit_unauthenticated(now, from, resp, msg.raw().len());
@@ -567,6 +588,7 @@ impl Server {
                         self.release_port(r.relay);
                     }
                 }
+                TimerKind::TcpConnection(cid) => self.tcp_connection_timeout(now, cid),
             }
         }
     }
@@ -615,6 +637,7 @@ impl Server {
         c.channels = c.channels.saturating_sub(a.channels.len() as u64);
         self.outputs
             .push_back(Output::CloseRelay { id, family: None });
+        self.tcp_allocation_ended(id);
         if a.state == State::Active {
             self.outputs
                 .push_back(Output::Event(Event::AllocationEnded {

@@ -18,6 +18,8 @@ pub enum TimerKind {
     Sweep(AllocationId),
     /// A reservation made by EVEN-PORT with the R bit lapses after 30 s (RFC 8656 §7.2).
     Reservation([u8; 8]),
+    /// An RFC 6062 peer connection's Connect attempt or ConnectionBind wait may be over.
+    TcpConnection(u32),
 }
 
 #[derive(Default, Debug)]

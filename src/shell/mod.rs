@@ -9,7 +9,9 @@ mod rlimit;
 mod setup;
 mod socket;
 mod tcp;
+mod tcp_relay;
 mod tls;
+pub mod udp;
 mod worker;
 
 pub use rlimit::raise_nofile_limit;
@@ -36,11 +38,12 @@ const PORT_ATTEMPTS: usize = 16;
 fn bind_listen_addr(
     addr: SocketAddr,
     workers: usize,
+    opts: &udp::Options,
 ) -> anyhow::Result<(Vec<std::net::UdpSocket>, Vec<std::net::TcpListener>)> {
     let mut attempts = 0;
     loop {
         attempts += 1;
-        let udp = socket::bind_reuseport_group(addr, workers)
+        let udp = socket::bind_reuseport_group(addr, workers, opts)
             .with_context(|| format!("cannot listen on udp {addr}"))?;
         let bound = udp[0].local_addr()?;
         match socket::bind_tcp_reuseport_group(bound, workers, addr.port() == 0) {
@@ -72,6 +75,12 @@ impl Server {
     /// a bind failure is reported here rather than in a log line.
     pub fn start(config: Config) -> anyhow::Result<Server> {
         let workers = config.effective_workers().max(1);
+        let udp_opts = udp::Options {
+            recv_buffer: config.udp_recv_buffer,
+            send_buffer: config.udp_send_buffer,
+            gso: udp::gso_enabled(),
+        };
+        tracing::debug!(gso = udp_opts.gso, "udp batching: recvmmsg/sendmmsg");
 
         // Per listening address, one SO_REUSEPORT UDP socket and one TCP listener per worker.
         let mut per_worker: Vec<Vec<std::net::UdpSocket>> =
@@ -81,7 +90,7 @@ impl Server {
         let mut udp_addrs = Vec::new();
         let mut tcp_addrs = Vec::new();
         for addr in &config.listen {
-            let (udp, tcp) = bind_listen_addr(*addr, workers)?;
+            let (udp, tcp) = bind_listen_addr(*addr, workers, &udp_opts)?;
             udp_addrs.push(udp[0].local_addr()?);
             tcp_addrs.push(tcp[0].local_addr()?);
             for (w, s) in udp.into_iter().enumerate() {
@@ -93,7 +102,7 @@ impl Server {
         }
         // RFC 5780's extra addresses are more UDP listeners of each worker.
         let pairs = crate::config::nat_discovery_pairs(&config).map_err(anyhow::Error::msg)?;
-        let nat = nat_discovery::bind(&pairs, &udp_addrs, workers)?;
+        let nat = nat_discovery::bind(&pairs, &udp_addrs, workers, &udp_opts)?;
         for (w, socks) in nat.per_worker.into_iter().enumerate() {
             per_worker[w].extend(socks);
         }
@@ -115,6 +124,7 @@ impl Server {
             open: Default::default(),
             unauthenticated_timeout: Duration::from_secs(config.unauthenticated_timeout.into()),
             max_frame: config.max_frame_size as usize,
+            parked: Default::default(),
         };
 
         let (tx, rx) = watch::channel(false);
@@ -161,6 +171,7 @@ impl Server {
                         limits,
                         rx,
                         link,
+                        udp_opts,
                     )
                 })
                 .context("cannot start worker thread")?;

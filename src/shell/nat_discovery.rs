@@ -6,7 +6,7 @@
 //! whose address the core names as the source, so the worker needs no code of its own for
 //! discovery. The core answers only Binding on these three addresses.
 
-use super::socket;
+use super::{socket, udp};
 use crate::core::nat_discovery::NatPair;
 use anyhow::{bail, Context};
 use std::io;
@@ -27,6 +27,7 @@ pub fn bind(
     pairs: &[(usize, SocketAddr)],
     listen: &[SocketAddr],
     workers: usize,
+    opts: &udp::Options,
 ) -> anyhow::Result<Bound> {
     let mut bound = Bound {
         pairs: Vec::new(),
@@ -37,7 +38,7 @@ pub fn bind(
         let primary = *listen
             .get(index)
             .context("nat_discovery_listen: no listen address to pair with")?;
-        let (pair, groups) = bind_pair(primary, alternate, workers)?;
+        let (pair, groups) = bind_pair(primary, alternate, workers, opts)?;
         tracing::info!(
             primary = %pair.primary,
             alternate = %pair.alternate,
@@ -59,10 +60,11 @@ fn bind_pair(
     primary: SocketAddr,
     alternate: SocketAddr,
     workers: usize,
+    opts: &udp::Options,
 ) -> anyhow::Result<(NatPair, [Vec<UdpSocket>; 3])> {
     let any_port = alternate.port() == 0;
     for _ in 0..PORT_ATTEMPTS {
-        let a2p2 = socket::bind_reuseport_group(alternate, workers)
+        let a2p2 = socket::bind_reuseport_group(alternate, workers, opts)
             .with_context(|| format!("cannot listen on udp {alternate} (nat_discovery_listen)"))?;
         let alternate = a2p2[0].local_addr()?;
         if alternate.port() == primary.port() {
@@ -73,8 +75,8 @@ fn bind_pair(
         }
         let a1p2 = SocketAddr::new(primary.ip(), alternate.port());
         let a2p1 = SocketAddr::new(alternate.ip(), primary.port());
-        let result = socket::bind_reuseport_group(a1p2, workers)
-            .and_then(|g1| socket::bind_reuseport_group(a2p1, workers).map(|g2| (g1, g2)));
+        let result = socket::bind_reuseport_group(a1p2, workers, opts)
+            .and_then(|g1| socket::bind_reuseport_group(a2p1, workers, opts).map(|g2| (g1, g2)));
         match result {
             Ok((g1, g2)) => {
                 let pair = NatPair { primary, alternate };

@@ -126,6 +126,7 @@ pub fn shared_state(
             config.relay_ports.high,
         )),
         reservations: Default::default(),
+        tcp_connections: Default::default(),
         quotas: Default::default(),
     }))
 }

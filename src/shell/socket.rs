@@ -1,15 +1,18 @@
 //! Socket set-up: `SO_REUSEPORT` listeners (one per worker on the same address, so the
 //! kernel spreads clients over cores by their 4-tuple hash) and relay sockets.
 
+use super::udp;
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Binds `count` UDP sockets to `addr` with `SO_REUSEPORT`. With port 0, the first socket
 /// picks the port and the rest join it, so tests can run on ephemeral ports.
 pub fn bind_reuseport_group(
     addr: SocketAddr,
     count: usize,
+    opts: &udp::Options,
 ) -> io::Result<Vec<std::net::UdpSocket>> {
     let mut out = Vec::with_capacity(count);
     let mut addr = addr;
@@ -20,6 +23,7 @@ pub fn bind_reuseport_group(
             s.set_only_v6(true)?;
         }
         s.set_nonblocking(true)?;
+        set_buffers(&s, opts)?;
         if addr.port() == 0 {
             // An SO_REUSEPORT bind to port 0 may be handed a port another SO_REUSEPORT
             // socket of the same user already holds, and two servers would then split one
@@ -81,17 +85,58 @@ pub fn bind_tcp_reuseport_group(
 
 /// Binds a relay socket. With `dont_fragment`, the DF bit is set on everything it sends
 /// (RFC 8656 §7.2, DONT-FRAGMENT), via path-MTU discovery mode "do".
-pub fn bind_relay(addr: SocketAddr, dont_fragment: bool) -> io::Result<std::net::UdpSocket> {
+pub fn bind_relay(
+    addr: SocketAddr,
+    dont_fragment: bool,
+    opts: &udp::Options,
+) -> io::Result<std::net::UdpSocket> {
     let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     if addr.is_ipv6() {
         s.set_only_v6(true)?;
     }
     s.set_nonblocking(true)?;
+    set_buffers(&s, opts)?;
     if dont_fragment {
         set_dont_fragment(&s, addr.is_ipv6())?;
     }
     s.bind(&addr.into())?;
     Ok(s.into())
+}
+
+/// Applies `udp_recv_buffer` and `udp_send_buffer` (0 leaves the kernel's default). The
+/// kernel silently caps a request at `net.core.rmem_max` / `net.core.wmem_max`, so the size
+/// is read back and a shortfall logged, once per process (relay sockets open per allocation).
+pub fn set_buffers(s: &Socket, opts: &udp::Options) -> io::Result<()> {
+    static RCV_WARNED: AtomicBool = AtomicBool::new(false);
+    static SND_WARNED: AtomicBool = AtomicBool::new(false);
+    if opts.recv_buffer > 0 {
+        let want = opts.recv_buffer as usize;
+        s.set_recv_buffer_size(want)?;
+        // Linux reports twice the size granted (it counts its bookkeeping too).
+        let got = s.recv_buffer_size()? / 2;
+        if got < want && !RCV_WARNED.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                asked = want,
+                granted = got,
+                "udp_recv_buffer capped by the kernel: raise the sysctl net.core.rmem_max \
+                 (see deploy/sysctl/99-turnd.conf)"
+            );
+        }
+    }
+    if opts.send_buffer > 0 {
+        let want = opts.send_buffer as usize;
+        s.set_send_buffer_size(want)?;
+        let got = s.send_buffer_size()? / 2;
+        if got < want && !SND_WARNED.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                asked = want,
+                granted = got,
+                "udp_send_buffer capped by the kernel: raise the sysctl net.core.wmem_max \
+                 (see deploy/sysctl/99-turnd.conf)"
+            );
+        }
+    }
+    Ok(())
 }
 
 #[cfg(target_os = "linux")]

@@ -61,6 +61,8 @@ pub struct Limits {
     pub open: Arc<AtomicUsize>,
     pub unauthenticated_timeout: Duration,
     pub max_frame: usize,
+    /// RFC 6062 peer connections waiting for a ConnectionBind on any worker.
+    pub parked: Arc<super::tcp_relay::ParkedPeers>,
 }
 
 /// One slot of `max_connections`, given back when the connection ends.
@@ -97,6 +99,9 @@ pub struct Conn {
     idle_since: Cell<Option<Instant>>,
     /// Frames dropped because the queue was over its bound.
     pub dropped: Cell<u64>,
+    /// Set when a ConnectionBind made this an RFC 6062 data connection: the task stops
+    /// reading STUN and splices it with that peer connection (`tcp_relay.rs`).
+    splice: Cell<Option<u32>>,
 }
 
 impl Conn {
@@ -107,6 +112,7 @@ impl Conn {
             wake: Notify::new(),
             idle_since: Cell::new(Some(Instant::now())),
             dropped: Cell::new(0),
+            splice: Cell::new(None),
         }
     }
 
@@ -126,6 +132,12 @@ impl Conn {
             self.wake.notify_one();
         }
         true
+    }
+
+    /// The core bound this connection to peer connection `cid` (RFC 6062 ConnectionBind).
+    pub fn start_splice(&self, cid: u32) {
+        self.splice.set(Some(cid));
+        self.wake.notify_one();
     }
 
     /// The worker saw this connection's allocation start (`false`) or end (`true`).
@@ -202,6 +214,8 @@ enum Closed {
     Error,
     Framing(framing::FramingError),
     NoAllocation,
+    /// Became an RFC 6062 data connection.
+    Spliced,
 }
 
 impl std::fmt::Display for Closed {
@@ -211,6 +225,7 @@ impl std::fmt::Display for Closed {
             Closed::Error => f.write_str("socket error"),
             Closed::Framing(e) => write!(f, "framing error: {e}"),
             Closed::NoAllocation => f.write_str("no allocation within unauthenticated_timeout"),
+            Closed::Spliced => f.write_str("tcp relay data connection ended"),
         }
     }
 }
@@ -306,8 +321,11 @@ async fn connection<S>(
             Step::Read(Ok(0)) => break Closed::ByClient,
             Step::Read(Ok(n)) => {
                 reader.filled += n;
-                if let Err(why) = reader.cut(&worker, ft) {
+                if let Err(why) = reader.cut(&worker, ft, &conn) {
                     break why;
+                }
+                if conn.splice.get().is_some() {
+                    break Closed::Spliced;
                 }
                 reads += 1;
                 if reads == BATCH {
@@ -344,7 +362,14 @@ async fn connection<S>(
             w.drain_outputs();
         }
     }
-    if !matches!(why, Closed::Error) {
+    if let (Closed::Spliced, Some(cid)) = (&why, conn.splice.get()) {
+        // What is still queued for the client (the ConnectionBind response) goes first;
+        // what the client sent after its ConnectionBind goes to the peer.
+        let mut to_client = out.split_off(pos);
+        to_client.extend_from_slice(&conn.queue.borrow());
+        let to_peer = &reader.buf[..reader.filled];
+        super::tcp_relay::splice(&worker, stream, ft, cid, &to_client, to_peer).await;
+    } else if !matches!(why, Closed::Error) {
         // Close politely: a TCP FIN, and over TLS a close_notify alert first, so the client
         // sees a clean end of stream rather than a truncation it must treat as an attack
         // (RFC 8446 §6.1). Bounded, so a client that never reads cannot hold the task.
@@ -370,7 +395,7 @@ struct Reader {
 impl Reader {
     /// Hands every complete frame to the core, keeps the incomplete rest at the front, and
     /// grows the buffer when the next frame is longer than it.
-    fn cut(&mut self, worker: &Shared, ft: FiveTuple) -> Result<(), Closed> {
+    fn cut(&mut self, worker: &Shared, ft: FiveTuple, conn: &Conn) -> Result<(), Closed> {
         let mut start = 0;
         let mut w = worker.borrow_mut();
         let now = Instant::now();
@@ -380,6 +405,14 @@ impl Reader {
                 Some(n) if n <= pending.len() => {
                     w.on_stream_frame(now, ft, &pending[..n]);
                     start += n;
+                    // A ConnectionBind request (type 0x000b) may turn the connection into a
+                    // raw RFC 6062 data connection: what follows it is not STUN.
+                    if pending[..2] == [0x00, 0x0b] {
+                        w.drain_outputs();
+                        if conn.splice.get().is_some() {
+                            break;
+                        }
+                    }
                 }
                 Some(n) => {
                     if n > self.buf.len() {

@@ -10,28 +10,24 @@
 use super::socket;
 use super::tcp::{self, Conn, Limits};
 use super::tls::{self, Certs};
-use crate::core::{
-    AllocationId, Event, FiveTuple, Output, RelayOpenError, Server as Core, PEER_HEADROOM,
-    PEER_TAILROOM,
-};
+use super::udp::{self, RecvBatch, SendBatch};
+use crate::core::{AllocationId, Event, FiveTuple, Output, RelayOpenError, Server as Core};
 use crate::metrics::WorkerMetrics;
 use crate::stun::AddressFamily;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
+use std::ops::Range;
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-/// Datagrams handled per wake-up before yielding, so one busy socket cannot starve the
-/// worker's other sockets and timers.
-const BATCH: usize = 64;
-/// Largest UDP payload, plus room to frame it in place.
-const BUF_LEN: usize = PEER_HEADROOM + 65_536 + PEER_TAILROOM;
 /// The timer task wakes at least this often, to refresh the wall clock.
 const MAX_SLEEP: Duration = Duration::from_secs(1);
 
@@ -125,7 +121,13 @@ pub(super) struct Worker {
     /// This worker's TCP connections, by 5-tuple, for writes to their clients.
     pub(super) conns: HashMap<FiveTuple, Rc<Conn>>,
     relays: Relays,
-    buf: Box<[u8]>,
+    /// Datagrams of one wake-up (one `recvmmsg`, at most [`udp::RING`], so one busy socket
+    /// cannot starve the worker's other sockets and timers), and the sends they caused.
+    rx: RecvBatch,
+    tx: SendBatch,
+    udp: udp::Options,
+    /// RFC 6062 TCP allocations' listeners and peer connections (`tcp_relay.rs`).
+    pub(super) tcp_relays: super::tcp_relay::TcpRelays,
     index: usize,
     metrics: std::sync::Arc<WorkerMetrics>,
 }
@@ -151,6 +153,7 @@ pub fn run(
     limits: Limits,
     mut shutdown: watch::Receiver<bool>,
     link: crate::metrics::WorkerLink,
+    udp: udp::Options,
 ) {
     let crate::metrics::WorkerLink { metrics, admin } = link;
     let rt = match tokio::runtime::Builder::new_current_thread()
@@ -180,7 +183,10 @@ pub fn run(
                 .collect(),
             conns: HashMap::new(),
             relays: Relays::default(),
-            buf: vec![0u8; BUF_LEN].into_boxed_slice(),
+            rx: RecvBatch::new(),
+            tx: SendBatch::new(udp.gso),
+            udp,
+            tcp_relays: super::tcp_relay::TcpRelays::new(limits.parked.clone()),
             index,
             metrics,
         }));
@@ -279,75 +285,69 @@ async fn timers(worker: Shared) {
 }
 
 impl Worker {
-    /// Reads up to [`BATCH`] client datagrams; true when the batch filled (more may wait).
+    /// Reads one batch of client datagrams and relays them; true when the batch filled
+    /// (more may wait).
     fn on_listener_readable(&mut self, socket: &UdpSocket, local: SocketAddr) -> bool {
+        let full = recv_batch(socket, &mut self.rx);
         let now = Instant::now();
-        let mut full = true;
-        for _ in 0..BATCH {
-            match socket.try_recv_from(&mut self.buf) {
-                Ok((n, from)) => self.on_client_datagram(now, FiveTuple::udp(from, local), n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    full = false;
-                    break;
-                }
-                // ICMP-induced errors and the like: the socket itself is fine.
-                Err(_) => {}
+        let Worker {
+            core,
+            relays,
+            rx,
+            tx,
+            metrics,
+            ..
+        } = self;
+        for i in 0..rx.len() {
+            let Some((from, slot, payload)) = rx.get_mut(i) else {
+                continue;
+            };
+            let from = FiveTuple::udp(from, local);
+            if let Some(fwd) = core.handle_client_datagram(now, from, &slot[payload.clone()]) {
+                let range = payload.start + fwd.payload.start..payload.start + fwd.payload.end;
+                queue_forward(relays, tx, metrics, fwd.id, fwd.peer, i, range);
             }
         }
+        flush(tx, rx, metrics);
         self.drain_outputs();
         full
     }
 
-    /// Reads up to [`BATCH`] peer datagrams from one relay socket.
+    /// Reads one batch of peer datagrams from allocation `id`'s relay socket and relays them.
     fn on_relay_readable(&mut self, socket: &UdpSocket, id: AllocationId) -> bool {
+        let full = recv_batch(socket, &mut self.rx);
         let now = Instant::now();
-        let mut full = true;
-        for _ in 0..BATCH {
-            let end = BUF_LEN - PEER_TAILROOM;
-            match socket.try_recv_from(&mut self.buf[PEER_HEADROOM..end]) {
-                Ok((n, peer)) => self.on_peer_datagram(now, id, peer, n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    full = false;
-                    break;
-                }
-                Err(_) => {}
-            }
-        }
-        self.metrics.publish_relay(self.core.counters());
-        full
-    }
-
-    fn on_client_datagram(&mut self, now: Instant, from: FiveTuple, n: usize) {
         let Worker {
             core,
-            relays,
-            buf,
+            listeners,
+            conns,
+            rx,
+            tx,
             metrics,
             ..
         } = self;
-        if let Some(fwd) = core.handle_client_datagram(now, from, &buf[..n]) {
-            forward(relays, metrics, &buf[fwd.payload], fwd.id, fwd.peer);
+        for i in 0..rx.len() {
+            let Some((peer, slot, payload)) = rx.get_mut(i) else {
+                continue;
+            };
+            if let Some(out) = core.handle_peer_datagram(now, id, peer, slot, payload) {
+                if out.to.transport.is_stream() {
+                    to_client(listeners, conns, metrics, out.to, &slot[out.range]);
+                } else if let Some(l) = listener_for(listeners, out.to.server) {
+                    if !tx.push(l.as_raw_fd(), out.to.client, i, out.range) {
+                        metrics.send_error();
+                    }
+                }
+            }
         }
+        flush(tx, rx, metrics);
+        self.metrics.publish_relay(self.core.counters());
+        full
     }
 
     /// Sends `payload` from allocation `id`'s relay socket to `peer`.
     pub(super) fn forward(&self, payload: &[u8], id: AllocationId, peer: SocketAddr) {
         forward(&self.relays, &self.metrics, payload, id, peer);
-    }
-
-    fn on_peer_datagram(&mut self, now: Instant, id: AllocationId, peer: SocketAddr, n: usize) {
-        let Worker {
-            core,
-            listeners,
-            conns,
-            buf,
-            metrics,
-            ..
-        } = self;
-        let payload = PEER_HEADROOM..PEER_HEADROOM + n;
-        if let Some(out) = core.handle_peer_datagram(now, id, peer, buf, payload) {
-            to_client(listeners, conns, metrics, out.to, &buf[out.range]);
-        }
     }
 
     /// Executes everything the core asked for.
@@ -366,6 +366,7 @@ impl Worker {
                     self.core.handle_relay_opened(Instant::now(), id, result);
                 }
                 Output::CloseRelay { id, family } => self.relays.remove(id, family),
+                Output::TcpRelay(o) => self.tcp_relay_output(o),
                 Output::Event(e) => {
                     self.metrics.on_event(&e);
                     self.track_connection(&e);
@@ -393,7 +394,7 @@ impl Worker {
         bind: SocketAddr,
         dont_fragment: bool,
     ) -> Result<(), RelayOpenError> {
-        let std_socket = socket::bind_relay(bind, dont_fragment).map_err(|e| {
+        let std_socket = socket::bind_relay(bind, dont_fragment, &self.udp).map_err(|e| {
             if e.kind() == io::ErrorKind::AddrInUse {
                 RelayOpenError::AddrInUse
             } else {
@@ -408,7 +409,7 @@ impl Worker {
         Ok(())
     }
 
-    fn self_handle(&self) -> Shared {
+    pub(super) fn self_handle(&self) -> Shared {
         SELF.with(|s| {
             // Invariant: set before any task runs (see `run`).
             s.borrow()
@@ -421,6 +422,55 @@ impl Worker {
 thread_local! {
     /// The worker of this thread, so code holding `&mut Worker` can hand tasks a handle.
     static SELF: RefCell<Option<Shared>> = const { RefCell::new(None) };
+}
+
+/// Reads one batch from `socket` into `ring` with one `recvmmsg`; true when the batch filled
+/// (more may wait, so the caller yields and comes back).
+///
+/// A short batch means the socket's queue was empty when the kernel stopped reading, so
+/// tokio's readiness is cleared then and there (by answering `WouldBlock` from `try_io`),
+/// sparing the extra call that would only have answered `EAGAIN`. Tokio keeps any readiness
+/// that arrived after it handed this one out, so no wake-up is lost.
+fn recv_batch(socket: &UdpSocket, ring: &mut RecvBatch) -> bool {
+    let fd = socket.as_raw_fd();
+    let r = socket.try_io(Interest::READABLE, || {
+        if ring.recv(fd)? < udp::RING {
+            Err(io::ErrorKind::WouldBlock.into())
+        } else {
+            Ok(())
+        }
+    });
+    match r {
+        Ok(()) => true,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => false,
+        // ICMP-induced errors and the like: the socket itself is fine; come back.
+        Err(_) => true,
+    }
+}
+
+/// Queues `ring` slot `slot`'s `range` to go from allocation `id`'s relay socket to `peer`.
+fn queue_forward(
+    relays: &Relays,
+    tx: &mut SendBatch,
+    metrics: &WorkerMetrics,
+    id: AllocationId,
+    peer: SocketAddr,
+    slot: usize,
+    range: Range<usize>,
+) {
+    if let Some(socket) = relays.socket(id, peer) {
+        if !tx.push(socket.as_raw_fd(), peer, slot, range) {
+            metrics.send_error();
+        }
+    }
+}
+
+/// Sends what one batch queued. A refused datagram is lost and counted; it never ends an
+/// allocation, so one bad ICE candidate cannot break the others.
+fn flush(tx: &mut SendBatch, rx: &RecvBatch, metrics: &WorkerMetrics) {
+    for _ in 0..tx.flush(rx) {
+        metrics.send_error();
+    }
 }
 
 /// Sends `payload` from allocation `id`'s relay socket to `peer`.

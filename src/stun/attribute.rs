@@ -81,6 +81,7 @@ pub fn is_understood(t: AttrType) -> bool {
             | AttrType::DONT_FRAGMENT
             | AttrType::XOR_MAPPED_ADDRESS
             | AttrType::RESERVATION_TOKEN
+            | AttrType::CONNECTION_ID
             // ICE connectivity-check attributes: harmless on a Binding request.
             | AttrType::PRIORITY
             | AttrType::USE_CANDIDATE

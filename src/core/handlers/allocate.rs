@@ -8,6 +8,7 @@ use crate::core::allocation::{Additional, Allocation, AllocationId, Dual, State,
 use crate::core::auth::SessionKey;
 use crate::core::five_tuple::FiveTuple;
 use crate::core::reply::{reason, Responder};
+use crate::core::tcp_relay::TCP;
 use crate::core::timer::TimerKind;
 use crate::core::{Event, Output, RelayOpenError, Reservation, Server};
 use crate::stun::{AddressFamily, AttrType, Message};
@@ -63,12 +64,15 @@ impl Server {
                     .unwrap_or_else(|| r.plain_error(508)),
             );
         }
-        match msg.requested_transport() {
-            Some(Ok(UDP)) => {}
-            // TCP relaying (RFC 6062) is not offered yet.
+        let tcp = match msg.requested_transport() {
+            Some(Ok(UDP)) => false,
+            Some(Ok(TCP)) => match Self::check_tcp_allocate(from, msg) {
+                Ok(()) => true,
+                Err(code) => return Some(r.plain_error(code)),
+            },
             Some(Ok(_)) => return Some(r.plain_error(442)),
             None | Some(Err(_)) => return Some(r.plain_error(400)),
-        }
+        };
         let even = match msg.even_port().transpose() {
             Ok(v) => v,
             Err(_) => return Some(r.plain_error(400)),
@@ -217,11 +221,11 @@ impl Server {
             },
             dual: None,
         });
-        self.outputs.push_back(Output::OpenRelay {
-            id,
-            bind: relay,
-            dont_fragment,
-        });
+        if tcp {
+            self.tcp_relay.allocs.insert(id, Vec::new());
+        }
+        let open = self.open_relay_output(id, relay, dont_fragment);
+        self.outputs.push_back(open);
         None
     }
 
@@ -352,11 +356,8 @@ impl Server {
                             additional,
                         };
                         let (bind, dont_fragment) = (a.relay, a.dont_fragment);
-                        self.outputs.push_back(Output::OpenRelay {
-                            id,
-                            bind,
-                            dont_fragment,
-                        });
+                        let open = self.open_relay_output(id, bind, dont_fragment);
+                        self.outputs.push_back(open);
                     }
                     None => {
                         if let Some(a) = self.allocations.get_mut(id) {
@@ -523,6 +524,7 @@ impl Server {
         if let Some((_, res)) = reservation.and_then(|t| self.shared.reservations.remove(&t)) {
             self.release_port(res.relay);
         }
+        self.tcp_allocation_ended(id);
         if let Additional::Waiting { bind } = additional {
             self.release_port(bind);
         }

@@ -98,10 +98,11 @@ fn missing_requested_transport_gets_400() {
 }
 
 #[test]
-fn tcp_transport_gets_442() {
+fn transport_other_than_udp_or_tcp_gets_442() {
+    // TCP (6) is RFC 6062's: see tests/tcp_relay.rs. SCTP (132) is offered by no one.
     let mut h = Harness::new();
     let mut c = Client::alice(ft(40000));
-    c.request(&mut h, Method::ALLOCATE, &[transport(6)])
+    c.request(&mut h, Method::ALLOCATE, &[transport(132)])
         .assert_error(Method::ALLOCATE, 442, Some(&c.key));
     assert_eq!(h.allocation_count(), 0);
     assert_eq!(h.ports_in_use(relay_v4()), 0);

@@ -31,12 +31,14 @@ mod refresh;
 mod relay;
 mod retransmit;
 mod rfc8489;
+mod tcp_relay;
 
 use super::auth::{long_term_key, rest_api_password, Credentials, Key, UserSecret};
 use super::nonce::NonceKey;
 use super::peer_filter::{Cidr, PeerFilter};
 use super::ports::PortPool;
 use super::rate_limit::Rate;
+use super::tcp_relay::TcpRelayOutput;
 use super::{
     Allocation, AllocationId, CoreConfig, EndReason, Event, FiveTuple, Forward, Output, RelayAddr,
     RelayOpenError, Server, Shared, Stats, ToClient, Transport, PEER_HEADROOM, PEER_TAILROOM,
@@ -220,6 +222,7 @@ impl Setup {
             peer_filter: PeerFilter::new(allow, Vec::new()).into(),
             ports: Mutex::new(PortPool::new(&ips, self.ports.0, self.ports.1)),
             reservations: Default::default(),
+            tcp_connections: Default::default(),
             quotas: Default::default(),
         })
     }
@@ -250,6 +253,8 @@ pub struct Harness {
     /// `CloseRelay`s of one family of a dual allocation.
     pub closed_families: Vec<(AllocationId, crate::stun::AddressFamily)>,
     pub events: Vec<Event>,
+    /// Every RFC 6062 output, in order (a `Listen` is also answered like `OpenRelay`).
+    pub tcp: Vec<TcpRelayOutput>,
 }
 
 impl Harness {
@@ -276,6 +281,7 @@ impl Harness {
             closed: Vec::new(),
             closed_families: Vec::new(),
             events: Vec::new(),
+            tcp: Vec::new(),
         }
     }
 
@@ -344,6 +350,22 @@ impl Harness {
                     id,
                     family: Some(f),
                 } => self.closed_families.push((id, f)),
+                Output::TcpRelay(o) => {
+                    if let TcpRelayOutput::Listen { id, bind } = o {
+                        self.opened.push(Opened {
+                            id,
+                            bind,
+                            dont_fragment: false,
+                        });
+                        if self.auto_open {
+                            let result = self.open_results.pop_front().unwrap_or(Ok(()));
+                            self.server.handle_relay_opened(self.now, id, result);
+                        } else {
+                            self.pending_open.push(id);
+                        }
+                    }
+                    self.tcp.push(o);
+                }
                 Output::Event(e) => self.events.push(e),
             }
         }

@@ -1,0 +1,188 @@
+//! Connect (RFC 6062 §5.2): the client asks the server to open a TCP connection from the
+//! relayed transport address to a peer.
+//!
+//! Like Allocate, handled in two steps because connecting is I/O: the request is checked
+//! and a CONNECTION-ID reserved here, the shell is asked to connect
+//! ([`TcpRelayOutput::Connect`]), and the response — success with CONNECTION-ID, or 447 —
+//! is sent when the shell reports back, or when [`CONNECT_TIMEOUT`] passes first.
+
+use crate::core::auth::SessionKey;
+use crate::core::five_tuple::FiveTuple;
+use crate::core::reply::Responder;
+use crate::core::tcp_relay::{
+    ConnState, Connecting, Connection, ConnectionId, TcpRelayOutput, BIND_TIMEOUT, CONNECT_TIMEOUT,
+    MAX_PEER_CONNECTIONS,
+};
+use crate::core::timer::TimerKind;
+use crate::core::{Output, Server};
+use crate::stun::{AddressFamily, AttrType, Message, Method};
+use std::time::Instant;
+
+impl Server {
+    pub(crate) fn handle_connect(
+        &mut self,
+        now: Instant,
+        from: FiveTuple,
+        msg: &Message,
+        username: &str,
+        key: &SessionKey,
+    ) -> Option<Vec<u8>> {
+        let shared = self.shared.clone();
+        let r = Responder::to(msg, Some(key), shared.config.software.as_deref());
+        let id = match self.owned_allocation(&from, username) {
+            Ok(id) => id,
+            Err(code) => return Some(r.plain_error(code)),
+        };
+        // Connect only makes sense on a TCP allocation.
+        if !self.tcp_relay.allocs.contains_key(&id) {
+            return Some(r.plain_error(400));
+        }
+        let peer = match msg.xor_peer_address() {
+            Some(Ok(p)) => p,
+            _ => return Some(r.plain_error(400)),
+        };
+        let Some(a) = self.allocations.get(id) else {
+            return Some(r.plain_error(437));
+        };
+        if AddressFamily::of(&peer) != AddressFamily::of(&a.relay) {
+            return Some(r.plain_error(443));
+        }
+        // "Forbidden by local policy" (403): the peer filter, and — as for data on a UDP
+        // allocation — a peer the client has installed no permission for.
+        if !shared.peer_filter.load().is_allowed(peer.ip()) {
+            self.counters.peers_denied += 1;
+            return Some(r.plain_error(403));
+        }
+        if !a.permissions.allows(peer.ip(), now) {
+            return Some(r.plain_error(403));
+        }
+        let (relay, username_owned, control) = (a.relay, a.username.clone(), a.five_tuple.client);
+        // 446 while a connection to this peer is being made, waits for its bind, or is
+        // active; a retransmission of the Connect being made gets its answer later.
+        let ids = self.tcp_relay.allocs.get(&id).cloned().unwrap_or_default();
+        for cid in ids {
+            match shared.tcp_connections.get(cid) {
+                Some(c) if c.peer == peer => {
+                    let retransmit = self
+                        .tcp_relay
+                        .connecting
+                        .get(&cid)
+                        .is_some_and(|c| c.txid == msg.transaction_id());
+                    if retransmit {
+                        return None;
+                    }
+                    return Some(r.plain_error(446));
+                }
+                Some(_) => {}
+                // Ended on another worker (its data connection closed): prune.
+                None => self.forget_connection(id, cid),
+            }
+        }
+        if self.tcp_relay.allocs.get(&id).map_or(0, Vec::len) >= MAX_PEER_CONNECTIONS {
+            return Some(r.plain_error(508));
+        }
+        let conn = Connection {
+            owner: self.tcp_relay.tag,
+            alloc: id,
+            username: username_owned,
+            peer,
+            control,
+            state: ConnState::Connecting,
+        };
+        let cid = shared.tcp_connections.insert(|| self.random(), conn);
+        self.tcp_relay.connecting.insert(
+            cid,
+            Connecting {
+                alloc: id,
+                txid: msg.transaction_id(),
+                fingerprint: msg.has_fingerprint(),
+            },
+        );
+        if let Some(ids) = self.tcp_relay.allocs.get_mut(&id) {
+            ids.push(cid);
+        }
+        self.timers
+            .push(now + CONNECT_TIMEOUT, TimerKind::TcpConnection(cid));
+        self.outputs
+            .push_back(Output::TcpRelay(TcpRelayOutput::Connect {
+                id,
+                connection_id: cid,
+                bind: relay,
+                peer,
+            }));
+        None
+    }
+
+    /// The shell's connection for `cid` is established. Returns whether to keep it: false
+    /// when the attempt was given up (timeout, allocation gone) — then the shell closes it.
+    /// The shell must have stored the stream under `cid` before calling this, since the
+    /// success response (carrying `cid`) goes out with the next outputs.
+    pub fn handle_peer_connected(&mut self, now: Instant, cid: ConnectionId) -> bool {
+        let Some(c) = self.tcp_relay.connecting.remove(&cid) else {
+            return false;
+        };
+        let expires = now + BIND_TIMEOUT;
+        let state = ConnState::Pending { expires };
+        let Some(a) = self.allocations.get(c.alloc) else {
+            return false;
+        };
+        if !self
+            .shared
+            .tcp_connections
+            .set_state(cid, self.tcp_relay.tag, state)
+        {
+            return false;
+        }
+        let (key, five_tuple) = (a.key, a.five_tuple);
+        let shared = self.shared.clone();
+        let r = Responder {
+            method: Method::CONNECT,
+            txid: c.txid,
+            key: Some(&key),
+            software: shared.config.software.as_deref(),
+            fingerprint: c.fingerprint,
+        };
+        let resp = r.success(|b| b.add_u32(AttrType::CONNECTION_ID, cid));
+        self.timers.push(expires, TimerKind::TcpConnection(cid));
+        self.respond_and_remember(now, five_tuple, c.txid, resp);
+        true
+    }
+
+    /// The shell could not connect for `cid`: 447 (RFC 6062 §5.2).
+    pub fn handle_peer_connect_failed(&mut self, now: Instant, cid: ConnectionId) {
+        if self.tcp_relay.connecting.contains_key(&cid) {
+            self.fail_connect(now, cid);
+        }
+    }
+
+    /// Answers the Connect of `cid` with 447 and forgets the connection.
+    pub(crate) fn fail_connect(&mut self, now: Instant, cid: ConnectionId) {
+        let Some(c) = self.tcp_relay.connecting.remove(&cid) else {
+            return;
+        };
+        let owner = self.tcp_relay.tag;
+        self.shared
+            .tcp_connections
+            .remove_if(cid, |e| e.owner == owner);
+        self.forget_connection(c.alloc, cid);
+        self.outputs
+            .push_back(Output::TcpRelay(TcpRelayOutput::CloseConnection {
+                id: c.alloc,
+                connection_id: cid,
+            }));
+        let Some(a) = self.allocations.get(c.alloc) else {
+            return;
+        };
+        let (key, five_tuple) = (a.key, a.five_tuple);
+        let shared = self.shared.clone();
+        let r = Responder {
+            method: Method::CONNECT,
+            txid: c.txid,
+            key: Some(&key),
+            software: shared.config.software.as_deref(),
+            fingerprint: c.fingerprint,
+        };
+        let resp = r.plain_error(447);
+        self.respond_and_remember(now, five_tuple, c.txid, resp);
+    }
+}

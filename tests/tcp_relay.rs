@@ -1,0 +1,432 @@
+//! RFC 6062 TCP relay allocations against an in-process server (two workers, so a data
+//! connection often lands on the worker that does not hold the allocation), with a raw client
+//! on plain `TcpStream`s and TCP peers on loopback: Connect to an echo peer then
+//! ConnectionBind on a new connection and bytes both ways; a peer connecting in, announced by
+//! ConnectionAttempt; a peer without permission; 447 for a closed port; data connections closed
+//! with their control connection. Every wait is bounded.
+
+mod common;
+mod raw;
+
+use raw::*;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+use turnd::config::ConfigArgs;
+
+const CONNECT: u16 = 0x00a;
+const CONNECTION_BIND: u16 = 0x00b;
+const CONNECTION_ATTEMPT: u16 = 0x00c;
+const A_CONNECTION_ID: u16 = 0x002a;
+
+/// How long anything the server must do may take to be seen.
+const WAIT: Duration = Duration::from_secs(5);
+/// Bytes sent each way through a splice: several KB, in uneven writes.
+const PAYLOAD: usize = 64 * 1024 + 123;
+
+fn server() -> TestServer {
+    TestServer::start(ConfigArgs {
+        allow_peer: vec!["127.0.0.0/8".into()],
+        workers: Some("2".into()),
+        ..base_args()
+    })
+}
+
+fn payload(seed: u8) -> Vec<u8> {
+    (0..PAYLOAD)
+        .map(|i| (i as u32).wrapping_mul(2_654_435_761).to_be_bytes()[0] ^ seed)
+        .collect()
+}
+
+/// STUN over one TCP connection to the server, as alice.
+struct StunConn {
+    stream: TcpStream,
+    buf: Vec<u8>,
+    realm: String,
+    nonce: Option<Vec<u8>>,
+}
+
+impl StunConn {
+    fn connect(server: SocketAddr) -> StunConn {
+        let stream = TcpStream::connect_timeout(&server, WAIT).expect("tcp connect");
+        stream.set_nodelay(true).unwrap();
+        StunConn {
+            stream,
+            buf: Vec::new(),
+            realm: REALM.into(),
+            nonce: None,
+        }
+    }
+
+    /// The next STUN message within `timeout`; `None` on timeout or close.
+    fn recv_for(&mut self, timeout: Duration) -> Option<Parsed> {
+        let deadline = Instant::now() + timeout;
+        let mut chunk = [0u8; 4096];
+        loop {
+            if self.buf.len() >= 20 {
+                let n = 20 + u16::from_be_bytes([self.buf[2], self.buf[3]]) as usize;
+                if self.buf.len() >= n {
+                    let frame: Vec<u8> = self.buf.drain(..n).collect();
+                    return Some(Parsed::parse(&frame).expect("server sent STUN"));
+                }
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            self.stream.set_read_timeout(Some(left)).unwrap();
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(_) => return None,
+            }
+        }
+    }
+
+    #[track_caller]
+    fn transact(&mut self, bytes: &[u8]) -> Parsed {
+        let txid: [u8; 12] = bytes[8..20].try_into().unwrap();
+        self.stream.write_all(bytes).expect("write");
+        for _ in 0..16 {
+            let p = self.recv_for(WAIT).expect("a response");
+            if p.txid == txid && matches!(p.class(), SUCCESS | ERROR) {
+                return p;
+            }
+        }
+        panic!("no response with the request's transaction id");
+    }
+
+    #[track_caller]
+    fn request(&mut self, method: u16, attrs: &[Attr]) -> Parsed {
+        if self.nonce.is_none() {
+            let bytes = encode(msg_type(REFRESH, REQUEST), new_txid(), &[], None, false);
+            let r = self.transact(&bytes);
+            assert_error(&r, REFRESH, 401);
+            self.realm = r.realm().expect("REALM");
+            self.nonce = r.nonce();
+        }
+        let auth = Auth {
+            username: ALICE.0.into(),
+            realm: self.realm.clone(),
+            nonce: self.nonce.clone().expect("nonce"),
+            key: long_term_key(ALICE.0, &self.realm, ALICE.1),
+        };
+        let bytes = encode(
+            msg_type(method, REQUEST),
+            new_txid(),
+            attrs,
+            Some(&auth),
+            false,
+        );
+        self.transact(&bytes)
+    }
+
+    /// A TCP allocation; returns the relayed address.
+    #[track_caller]
+    fn allocate_tcp(&mut self) -> SocketAddr {
+        let r = self.request(ALLOCATE, &[requested_transport(TCP)]);
+        assert_success(&r, ALLOCATE);
+        r.xor_address(A_XOR_RELAYED_ADDRESS).expect("relayed")
+    }
+
+    #[track_caller]
+    fn permit(&mut self, p: SocketAddr) {
+        let r = self.request(CREATE_PERMISSION, &[peer(p)]);
+        assert_success(&r, CREATE_PERMISSION);
+    }
+
+    /// Connect to `p`: the CONNECTION-ID.
+    #[track_caller]
+    fn connect_peer(&mut self, p: SocketAddr) -> u32 {
+        let r = self.request(CONNECT, &[peer(p)]);
+        assert_success(&r, CONNECT);
+        r.u32_attr(A_CONNECTION_ID).expect("CONNECTION-ID")
+    }
+
+    /// ConnectionBind `cid` on this (new) connection, which then carries raw bytes.
+    #[track_caller]
+    fn bind(mut self, cid: u32) -> TcpStream {
+        let r = self.request(
+            CONNECTION_BIND,
+            &[Attr::Raw(A_CONNECTION_ID, cid.to_be_bytes().to_vec())],
+        );
+        assert_success(&r, CONNECTION_BIND);
+        assert!(
+            self.buf.is_empty(),
+            "bytes after the ConnectionBind response"
+        );
+        self.stream.set_read_timeout(None).unwrap();
+        self.stream
+    }
+}
+
+/// Echoes every connection it accepts (each on its own thread, for at most 30 s) and reports
+/// each connection's remote address.
+struct EchoPeer {
+    addr: SocketAddr,
+    accepted: mpsc::Receiver<SocketAddr>,
+}
+
+impl EchoPeer {
+    fn spawn() -> EchoPeer {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, accepted) = mpsc::channel();
+        thread::spawn(move || {
+            // Bounded: a test makes a handful of connections; the thread ends with the process.
+            for _ in 0..16 {
+                let Ok((mut s, from)) = listener.accept() else {
+                    return;
+                };
+                let _ = tx.send(from);
+                thread::spawn(move || {
+                    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+                    let mut buf = [0u8; 8192];
+                    while let Ok(n) = s.read(&mut buf) {
+                        if n == 0 || s.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        EchoPeer { addr, accepted }
+    }
+}
+
+/// Writes `data` in uneven chunks from a thread while reading the same number of bytes back.
+fn round_trip(stream: &TcpStream, data: &[u8]) -> Vec<u8> {
+    let mut w = stream.try_clone().unwrap();
+    let out = data.to_vec();
+    let writer = thread::spawn(move || {
+        for chunk in out.chunks(7_777) {
+            w.write_all(chunk).unwrap();
+        }
+    });
+    let got = read_exactly(stream, data.len());
+    writer.join().unwrap();
+    got
+}
+
+fn read_exactly(mut stream: &TcpStream, n: usize) -> Vec<u8> {
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    let mut got = vec![0u8; n];
+    stream.read_exact(&mut got).expect("all bytes back in time");
+    got
+}
+
+/// True once the other side has closed `stream` (EOF or reset) within [`WAIT`].
+fn closed_within(mut stream: &TcpStream) -> bool {
+    let deadline = Instant::now() + WAIT;
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        stream.set_read_timeout(Some(left)).unwrap();
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                return false
+            }
+            Err(_) => return true,
+        }
+    }
+}
+
+#[test]
+fn connect_then_bind_relays_bytes_both_ways() {
+    let server = server();
+    let mut control = StunConn::connect(server.tcp_addr);
+    let relayed = control.allocate_tcp();
+    assert_eq!(relayed.ip().to_string(), "127.0.0.1");
+    // Several peers, each on its own data connection: with two workers, some of the data
+    // connections land on the worker that does not hold the allocation.
+    let peers: Vec<EchoPeer> = (0..4).map(|_| EchoPeer::spawn()).collect();
+    control.permit(peers[0].addr);
+    let mut data = Vec::new();
+    for (i, p) in peers.iter().enumerate() {
+        let cid = control.connect_peer(p.addr);
+        // RFC 6062 §5.2: the connection to the peer comes from the relayed address.
+        let from = p.accepted.recv_timeout(WAIT).expect("peer connected");
+        assert_eq!(from, relayed, "peer {i} connected from elsewhere");
+        let stream = StunConn::connect(server.tcp_addr).bind(cid);
+        data.push(stream);
+    }
+    for (i, stream) in data.iter().enumerate() {
+        let sent = payload(i as u8);
+        let got = round_trip(stream, &sent);
+        assert!(got == sent, "data connection {i}: bytes differ");
+    }
+    // A second Connect to a connected peer: 446.
+    let r = control.request(CONNECT, &[peer(peers[0].addr)]);
+    assert_error(&r, CONNECT, 446);
+    // Spliced bytes count as relayed bytes of the data connections' transport, live.
+    let total = (PAYLOAD * peers.len()) as f64;
+    expect_metrics(
+        server.metrics_addr(),
+        &[
+            (
+                "turnd_relayed_bytes_total{direction=\"client_to_peer\",transport=\"tcp\"}",
+                total,
+            ),
+            (
+                "turnd_relayed_bytes_total{direction=\"peer_to_client\",transport=\"tcp\"}",
+                total,
+            ),
+            (
+                "turnd_requests_total{method=\"connect\",result=\"success\"}",
+                4.0,
+            ),
+            (
+                "turnd_requests_total{method=\"connect\",result=\"446\"}",
+                1.0,
+            ),
+            (
+                "turnd_requests_total{method=\"connection_bind\",result=\"success\"}",
+                4.0,
+            ),
+        ],
+    );
+}
+
+/// Scrapes `/metrics` until every series has its value (bounded by [`WAIT`]).
+#[track_caller]
+fn expect_metrics(addr: SocketAddr, expected: &[(&str, f64)]) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let mut s = TcpStream::connect_timeout(&addr, WAIT).expect("metrics listener");
+        s.set_read_timeout(Some(WAIT)).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut text = String::new();
+        let _ = s.read_to_string(&mut text);
+        let value = |series: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(series)?.trim().parse::<f64>().ok())
+        };
+        let wrong: Vec<String> = expected
+            .iter()
+            .filter(|(k, v)| value(k) != Some(*v))
+            .map(|(k, v)| format!("{k}: expected {v}, got {:?}", value(k)))
+            .collect();
+        if wrong.is_empty() {
+            return;
+        }
+        if Instant::now() >= deadline {
+            panic!("{}\n{text}", wrong.join("\n"));
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn peer_connecting_in_is_announced_and_bound() {
+    let server = server();
+    let mut control = StunConn::connect(server.tcp_addr);
+    let relayed = control.allocate_tcp();
+    control.permit("127.0.0.1:1".parse().unwrap());
+    let mut peer_conn = TcpStream::connect_timeout(&relayed, WAIT).expect("peer connects");
+    // Sent before the client binds: the server must keep it.
+    peer_conn.write_all(b"early bytes").unwrap();
+    let ind = control.recv_for(WAIT).expect("ConnectionAttempt");
+    assert_eq!(
+        (ind.method(), ind.class()),
+        (CONNECTION_ATTEMPT, INDICATION)
+    );
+    assert_eq!(
+        ind.xor_address(A_XOR_PEER_ADDRESS),
+        Some(peer_conn.local_addr().unwrap())
+    );
+    let cid = ind.u32_attr(A_CONNECTION_ID).expect("CONNECTION-ID");
+    let data = StunConn::connect(server.tcp_addr).bind(cid);
+    assert_eq!(read_exactly(&data, 11), b"early bytes");
+    // Both ways, several KB.
+    let sent = payload(9);
+    let writer = {
+        let mut d = data.try_clone().unwrap();
+        let sent = sent.clone();
+        thread::spawn(move || d.write_all(&sent).unwrap())
+    };
+    let got = read_exactly(&peer_conn, sent.len());
+    writer.join().unwrap();
+    assert!(got == sent, "client to peer bytes differ");
+    let back = payload(3);
+    let writer = {
+        let mut p = peer_conn.try_clone().unwrap();
+        let back = back.clone();
+        thread::spawn(move || p.write_all(&back).unwrap())
+    };
+    let got = read_exactly(&data, back.len());
+    writer.join().unwrap();
+    assert!(got == back, "peer to client bytes differ");
+    // The peer closes: the data connection closes.
+    drop(peer_conn);
+    assert!(closed_within(&data));
+}
+
+#[test]
+fn peer_without_permission_is_closed() {
+    let server = server();
+    let mut control = StunConn::connect(server.tcp_addr);
+    let relayed = control.allocate_tcp();
+    let peer_conn = TcpStream::connect_timeout(&relayed, WAIT).expect("accepted, then closed");
+    assert!(closed_within(&peer_conn));
+    assert!(
+        control.recv_for(QUIET).is_none(),
+        "no ConnectionAttempt without a permission"
+    );
+}
+
+#[test]
+fn connect_to_a_closed_port_is_447() {
+    let server = server();
+    let closed = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let mut control = StunConn::connect(server.tcp_addr);
+    control.allocate_tcp();
+    control.permit(closed);
+    let r = control.request(CONNECT, &[peer(closed)]);
+    assert_error(&r, CONNECT, 447);
+}
+
+#[test]
+fn connection_bind_with_an_unknown_id_is_400_and_tcp_over_udp_is_400() {
+    let server = server();
+    let mut data = StunConn::connect(server.tcp_addr);
+    let r = data.request(
+        CONNECTION_BIND,
+        &[Attr::Raw(A_CONNECTION_ID, 12345u32.to_be_bytes().to_vec())],
+    );
+    assert_error(&r, CONNECTION_BIND, 400);
+    let mut udp_client = server.client();
+    let r = udp_client.allocate_with(&[requested_transport(TCP)]);
+    assert_error(&r, ALLOCATE, 400);
+}
+
+#[test]
+fn closing_the_control_connection_closes_data_connections() {
+    let server = server();
+    let mut control = StunConn::connect(server.tcp_addr);
+    control.allocate_tcp();
+    let echo = EchoPeer::spawn();
+    control.permit(echo.addr);
+    let cid = control.connect_peer(echo.addr);
+    let data = StunConn::connect(server.tcp_addr).bind(cid);
+    let sent = payload(1);
+    assert!(round_trip(&data, &sent) == sent);
+    // A second, pending connection (connected, never bound) goes too.
+    let echo2 = EchoPeer::spawn();
+    let _pending = control.connect_peer(echo2.addr);
+    drop(control);
+    assert!(
+        closed_within(&data),
+        "data connection outlived its allocation"
+    );
+}
