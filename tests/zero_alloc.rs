@@ -101,6 +101,10 @@ fn relay_path_allocates_nothing() {
                 bind: relay,
                 advertised: relay,
             }],
+            // Both bandwidth caps on (high enough never to drop): their buckets sit on the
+            // relay path, and must not allocate either.
+            allocation_bandwidth: 10_000_000_000,
+            user_bandwidth: 10_000_000_000,
             ..Default::default()
         },
         credentials: Credentials::new(

@@ -45,6 +45,12 @@ pub(crate) fn build(settings: &Settings, problems: &mut Vec<Problem>) -> Config 
         software: b.one("software", defaults.software, parse_software),
         user_quota: b.one("user_quota", defaults.user_quota, parse_count),
         total_quota: b.one("total_quota", defaults.total_quota, parse_count),
+        allocation_bandwidth: b.one(
+            "allocation_bandwidth",
+            defaults.allocation_bandwidth,
+            parse_count,
+        ),
+        user_bandwidth: b.one("user_bandwidth", defaults.user_bandwidth, parse_count),
         max_connections: b.one("max_connections", defaults.max_connections, parse_count),
         refuse_amplification: b.one(
             "amplification",
@@ -69,6 +75,16 @@ pub(crate) fn build(settings: &Settings, problems: &mut Vec<Problem>) -> Config 
         udp_recv_buffer: b.one("udp_recv_buffer", defaults.udp_recv_buffer, parse_buffer),
         udp_send_buffer: b.one("udp_send_buffer", defaults.udp_send_buffer, parse_buffer),
         tls_listen: b.list("tls_listen", defaults.tls_listen, parse_listen),
+        alternate_servers: b.list(
+            "alternate_servers",
+            defaults.alternate_servers,
+            parse_listen,
+        ),
+        nat_discovery_listen: b.list(
+            "nat_discovery_listen",
+            defaults.nat_discovery_listen,
+            parse_listen,
+        ),
         tls_cert: b.one("tls_cert", defaults.tls_cert, parse_path),
         tls_key: b.one("tls_key", defaults.tls_key, parse_path),
         metrics_listen: b.one("metrics_listen", defaults.metrics_listen, parse_listen),
@@ -264,6 +280,21 @@ impl Builder<'_> {
                     );
                 }
             }
+        }
+        if !self.has_problem("nat_discovery_listen") && !self.has_problem("listen") {
+            if let Err(e) = super::nat_discovery_pairs(c) {
+                self.invalid("nat_discovery_listen", e);
+            }
+        }
+        if let Some(a) = c
+            .alternate_servers
+            .iter()
+            .find(|a| a.port() == 0 || a.ip().is_unspecified())
+        {
+            self.invalid(
+                "alternate_servers",
+                format!("{a}: a client must be able to reach it: give a real IP and port"),
+            );
         }
         if let Some(dup) = first_duplicate(&c.relay_ips) {
             self.invalid("relay_ips", format!("{dup} is listed twice"));

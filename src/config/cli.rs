@@ -161,6 +161,16 @@ pub struct ConfigArgs {
     #[arg(long, value_name = "N")]
     pub total_quota: Option<String>,
 
+    /// Relayed bytes per second one allocation may carry, both directions together (more
+    /// is dropped); 0 = no cap [key: allocation_bandwidth]
+    #[arg(long, value_name = "BYTES_PER_S")]
+    pub allocation_bandwidth: Option<String>,
+
+    /// Relayed bytes per second all of one user's allocations may carry together, across
+    /// workers (more is dropped); 0 = no cap [key: user_bandwidth]
+    #[arg(long, value_name = "BYTES_PER_S")]
+    pub user_bandwidth: Option<String>,
+
     /// Most TCP connections the server holds at once; more are closed at accept;
     /// 0 = no limit [key: max_connections]
     #[arg(long, value_name = "N")]
@@ -224,6 +234,16 @@ pub struct ConfigArgs {
     #[arg(long, value_name = "IP:PORT")]
     pub tls_listen: Vec<String>,
 
+    /// RFC 5780 NAT behaviour discovery: the alternate IP:PORT paired with the first `listen`
+    /// address of its family (repeatable, one per family) [key: nat_discovery_listen]
+    #[arg(long, value_name = "IP:PORT")]
+    pub nat_discovery_listen: Vec<String>,
+
+    /// Another TURN server, IP:PORT, a new allocation is sent to (300 Try Alternate) when
+    /// this one is draining or full (repeatable) [key: alternate_servers]
+    #[arg(long = "alternate-server", value_name = "IP:PORT")]
+    pub alternate_servers: Vec<String>,
+
     /// PEM certificate chain for TLS, leaf first [key: tls_cert]
     #[arg(long, value_name = "FILE")]
     pub tls_cert: Option<String>,
@@ -278,6 +298,8 @@ impl ConfigArgs {
         one(&mut self.software, &later.software);
         one(&mut self.user_quota, &later.user_quota);
         one(&mut self.total_quota, &later.total_quota);
+        one(&mut self.allocation_bandwidth, &later.allocation_bandwidth);
+        one(&mut self.user_bandwidth, &later.user_bandwidth);
         one(&mut self.max_connections, &later.max_connections);
         one(&mut self.amplification, &later.amplification);
         one(&mut self.unauthenticated_rate, &later.unauthenticated_rate);
@@ -293,6 +315,8 @@ impl ConfigArgs {
         one(&mut self.udp_recv_buffer, &later.udp_recv_buffer);
         one(&mut self.udp_send_buffer, &later.udp_send_buffer);
         list(&mut self.tls_listen, &later.tls_listen);
+        list(&mut self.nat_discovery_listen, &later.nat_discovery_listen);
+        list(&mut self.alternate_servers, &later.alternate_servers);
         one(&mut self.tls_cert, &later.tls_cert);
         one(&mut self.tls_key, &later.tls_key);
         one(&mut self.metrics_listen, &later.metrics_listen);

@@ -83,6 +83,10 @@ pub struct Config {
     pub user_quota: u32,
     /// Most allocations the whole server holds at once; 0 = no limit.
     pub total_quota: u32,
+    /// Relayed bytes per second per allocation, both directions; 0 = no cap.
+    pub allocation_bandwidth: u32,
+    /// Relayed bytes per second per user (all allocations, all workers); 0 = no cap.
+    pub user_bandwidth: u32,
     /// Most TCP connections the server holds at once (all workers); 0 = no limit.
     pub max_connections: u32,
     /// When true (`amplification = "refuse"`), an error response to an unauthenticated
@@ -110,6 +114,12 @@ pub struct Config {
     pub udp_send_buffer: u32,
     /// Addresses serving TURN over TLS (TURNS); empty = no TLS.
     pub tls_listen: Vec<SocketAddr>,
+    /// RFC 5780 alternate addresses (IP2:P2), each paired with the first `listen` address of
+    /// its family (IP1:P1); empty = NAT behaviour discovery off. See [`nat_discovery_pairs`].
+    pub nat_discovery_listen: Vec<SocketAddr>,
+    /// TURN servers an Allocate is redirected to (300 Try Alternate) when this one is
+    /// draining or full; empty = refuse with 508/486.
+    pub alternate_servers: Vec<SocketAddr>,
     /// PEM certificate chain for TLS, leaf first.
     pub tls_cert: Option<PathBuf>,
     /// PEM private key of the TLS certificate.
@@ -162,6 +172,8 @@ impl Default for Config {
             software: Some(concat!("turnd/", env!("CARGO_PKG_VERSION")).to_string()),
             user_quota: 0,
             total_quota: 0,
+            allocation_bandwidth: 0,
+            user_bandwidth: 0,
             max_connections: 10_000,
             refuse_amplification: false,
             unauthenticated_rate: Rate {
@@ -180,6 +192,8 @@ impl Default for Config {
             udp_recv_buffer: 0,
             udp_send_buffer: 0,
             tls_listen: Vec::new(),
+            nat_discovery_listen: Vec::new(),
+            alternate_servers: Vec::new(),
             tls_cert: None,
             tls_key: None,
             metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9641)),
@@ -214,6 +228,45 @@ impl Config {
         };
         exact.or_else(family).map_or(relay_ip, |e| e.public)
     }
+}
+
+/// RFC 5780 address pairs: for each `nat_discovery_listen` address (IP2:P2), the index in
+/// `listen` of its primary (IP1:P1), the first listen address of the same family. The server
+/// then also listens on IP1:P2 and IP2:P1, so it can answer from any of the four as
+/// CHANGE-REQUEST asks. The primary must name a specific IP (responses carry it in
+/// RESPONSE-ORIGIN and OTHER-ADDRESS); the two IPs, and the two ports when both are fixed,
+/// must differ. A port of 0 is picked at start-up.
+pub fn nat_discovery_pairs(c: &Config) -> Result<Vec<(usize, SocketAddr)>, String> {
+    let mut out: Vec<(usize, SocketAddr)> = Vec::new();
+    for alt in &c.nat_discovery_listen {
+        let Some(index) = c.listen.iter().position(|l| l.is_ipv4() == alt.is_ipv4()) else {
+            return Err(format!(
+                "{alt}: no `listen` address of its family to pair it with"
+            ));
+        };
+        let primary = c.listen[index];
+        if primary.ip().is_unspecified() || alt.ip().is_unspecified() {
+            return Err(format!(
+                "{alt}: RFC 5780 needs specific IPs, and the primary `listen` address {primary} \
+                 and this one must not be wildcards"
+            ));
+        }
+        if primary.ip() == alt.ip() {
+            return Err(format!(
+                "{alt}: needs an IP other than the listen address {primary}"
+            ));
+        }
+        if alt.port() != 0 && alt.port() == primary.port() {
+            return Err(format!(
+                "{alt}: needs a port other than the listen address {primary}"
+            ));
+        }
+        if out.iter().any(|(i, _)| *i == index) {
+            return Err(format!("{alt}: only one alternate address per family"));
+        }
+        out.push((index, *alt));
+    }
+    Ok(out)
 }
 
 /// Loads the configuration for `args`, reading `TURND_*` from the process
@@ -310,6 +363,8 @@ impl fmt::Debug for Config {
             .field("software", &self.software)
             .field("user_quota", &self.user_quota)
             .field("total_quota", &self.total_quota)
+            .field("allocation_bandwidth", &self.allocation_bandwidth)
+            .field("user_bandwidth", &self.user_bandwidth)
             .field("max_connections", &self.max_connections)
             .field("refuse_amplification", &self.refuse_amplification)
             .field("unauthenticated_rate", &self.unauthenticated_rate)
@@ -322,6 +377,8 @@ impl fmt::Debug for Config {
             .field("udp_recv_buffer", &self.udp_recv_buffer)
             .field("udp_send_buffer", &self.udp_send_buffer)
             .field("tls_listen", &self.tls_listen)
+            .field("nat_discovery_listen", &self.nat_discovery_listen)
+            .field("alternate_servers", &self.alternate_servers)
             .field("tls_cert", &self.tls_cert)
             .field("tls_key", &self.tls_key)
             .field("metrics_listen", &self.metrics_listen)

@@ -54,6 +54,16 @@ impl Config {
         let _ = writeln!(w, "total_quota = {} # 0 = no limit", self.total_quota);
         let _ = writeln!(
             w,
+            "allocation_bandwidth = {} # bytes/s, 0 = no cap",
+            self.allocation_bandwidth
+        );
+        let _ = writeln!(
+            w,
+            "user_bandwidth = {} # bytes/s, 0 = no cap",
+            self.user_bandwidth
+        );
+        let _ = writeln!(
+            w,
             "max_connections = {} # 0 = no limit",
             self.max_connections
         );
@@ -101,6 +111,12 @@ impl Config {
             self.udp_send_buffer
         );
         let _ = writeln!(w, "tls_listen = {}", list(&self.tls_listen));
+        let _ = writeln!(
+            w,
+            "nat_discovery_listen = {}",
+            list(&self.nat_discovery_listen)
+        );
+        let _ = writeln!(w, "alternate_servers = {}", list(&self.alternate_servers));
         for (key, file) in [("tls_cert", &self.tls_cert), ("tls_key", &self.tls_key)] {
             match file {
                 Some(f) => {

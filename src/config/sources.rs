@@ -37,7 +37,7 @@ const fn key(name: &'static str, flag: &'static str, shape: Shape) -> Key {
 }
 
 /// Every config key, in the order they are documented and printed.
-pub(crate) const KEYS: [Key; 35] = [
+pub(crate) const KEYS: [Key; 39] = [
     key("listen", "--listen", Shape::List),
     key("relay_ips", "--relay-ip", Shape::List),
     key("relay_ports", "--relay-ports", Shape::Scalar),
@@ -56,6 +56,12 @@ pub(crate) const KEYS: [Key; 35] = [
     key("software", "--software", Shape::Scalar),
     key("user_quota", "--user-quota", Shape::Scalar),
     key("total_quota", "--total-quota", Shape::Scalar),
+    key(
+        "allocation_bandwidth",
+        "--allocation-bandwidth",
+        Shape::Scalar,
+    ),
+    key("user_bandwidth", "--user-bandwidth", Shape::Scalar),
     key("max_connections", "--max-connections", Shape::Scalar),
     key("amplification", "--amplification", Shape::Scalar),
     key(
@@ -76,6 +82,12 @@ pub(crate) const KEYS: [Key; 35] = [
     key("udp_recv_buffer", "--udp-recv-buffer", Shape::Scalar),
     key("udp_send_buffer", "--udp-send-buffer", Shape::Scalar),
     key("tls_listen", "--tls-listen", Shape::List),
+    key("alternate_servers", "--alternate-server", Shape::List),
+    key(
+        "nat_discovery_listen",
+        "--nat-discovery-listen",
+        Shape::List,
+    ),
     key("tls_cert", "--tls-cert", Shape::Scalar),
     key("tls_key", "--tls-key", Shape::Scalar),
     key("metrics_listen", "--metrics-listen", Shape::Scalar),
@@ -346,7 +358,7 @@ fn from_env(env: &HashMap<String, String>, settings: &mut Settings, problems: &m
 }
 
 fn from_flags(args: &ConfigArgs, settings: &mut Settings) {
-    let lists: [(&str, &Vec<String>); 8] = [
+    let lists: [(&str, &Vec<String>); 10] = [
         ("listen", &args.listen),
         ("relay_ips", &args.relay_ip),
         ("external_ips", &args.external_ip),
@@ -355,8 +367,10 @@ fn from_flags(args: &ConfigArgs, settings: &mut Settings) {
         ("deny_peers", &args.deny_peer),
         ("users", &args.user),
         ("tls_listen", &args.tls_listen),
+        ("nat_discovery_listen", &args.nat_discovery_listen),
+        ("alternate_servers", &args.alternate_servers),
     ];
-    let scalars: [(&str, &Option<String>); 27] = [
+    let scalars: [(&str, &Option<String>); 29] = [
         ("relay_ports", &args.relay_ports),
         ("realm", &args.realm),
         ("workers", &args.workers),
@@ -368,6 +382,8 @@ fn from_flags(args: &ConfigArgs, settings: &mut Settings) {
         ("software", &args.software),
         ("user_quota", &args.user_quota),
         ("total_quota", &args.total_quota),
+        ("allocation_bandwidth", &args.allocation_bandwidth),
+        ("user_bandwidth", &args.user_bandwidth),
         ("max_connections", &args.max_connections),
         ("amplification", &args.amplification),
         ("unauthenticated_rate", &args.unauthenticated_rate),

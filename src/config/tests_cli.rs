@@ -74,10 +74,13 @@ fn every_key_has_a_flag_in_the_cli_and_in_the_sources() {
             "metrics_listen" => "127.0.0.1:2",
             "tls_cert" | "tls_key" => "/etc/turnd/x.pem",
             "relay_ips" => "127.0.0.2",
+            "nat_discovery_listen" => "127.0.0.2:2",
+            "alternate_servers" => "192.0.2.7:3478",
             "relay_ports" => "2000-2001",
             "external_ips" => "203.0.113.5",
             "allow_peers" | "deny_peers" => "10.9.0.0/16",
             "workers" | "user_quota" | "total_quota" | "max_connections" => "7",
+            "allocation_bandwidth" | "user_bandwidth" => "125000",
             "default_lifetime"
             | "max_lifetime"
             | "nonce_lifetime"
@@ -96,6 +99,8 @@ fn every_key_has_a_flag_in_the_cli_and_in_the_sources() {
         // tls_listen alone is refused: it needs a certificate and key.
         let extra: &[&str] = match key.name {
             "tls_listen" => &["--tls-cert", "c.pem", "--tls-key", "k.pem"],
+            // RFC 5780 pairs the alternate with a specific listen address.
+            "nat_discovery_listen" => &["--listen", "127.0.0.1:1"],
             _ => &[],
         };
         let args: Vec<&str> = [key.flag, value].iter().chain(extra).copied().collect();

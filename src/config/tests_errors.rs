@@ -359,6 +359,72 @@ fn tls_listen_needs_cert_and_key() {
 }
 
 #[test]
+fn nat_discovery_listen_needs_a_specific_listen_address_to_pair_with() {
+    // The default listen address is a wildcard: RESPONSE-ORIGIN could not name it.
+    let msg = fails_on(
+        "nat_discovery_listen",
+        None,
+        &[],
+        &["--nat-discovery-listen", "127.0.0.2:3479"],
+    );
+    assert!(msg.contains("wildcard"), "{msg}");
+    for (alt, why) in [
+        ("127.0.0.1:3479", "IP other than"),
+        ("127.0.0.2:3478", "port other than"),
+        ("[::1]:3479", "no `listen` address of its family"),
+    ] {
+        let msg = fails_on(
+            "nat_discovery_listen",
+            None,
+            &[("TURND_NAT_DISCOVERY_LISTEN", alt)],
+            &["--listen", "127.0.0.1:3478"],
+        );
+        assert!(msg.contains(why), "{alt}: {msg}");
+    }
+    let msg = fails_on(
+        "nat_discovery_listen",
+        Some("listen = [\"127.0.0.1:3478\"]\nnat_discovery_listen = [\"127.0.0.2:1\", \"127.0.0.3:2\"]"),
+        &[],
+        &[],
+    );
+    assert!(msg.contains("one alternate address per family"), "{msg}");
+    // Port 0 is picked at start-up, and a good pair loads.
+    let c = load_with(
+        None,
+        &[],
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--nat-discovery-listen",
+            "127.0.0.2:0",
+        ],
+    )
+    .unwrap();
+    assert_eq!(
+        nat_discovery_pairs(&c),
+        Ok(vec![(0, "127.0.0.2:0".parse().unwrap())])
+    );
+}
+
+#[test]
+fn alternate_servers_must_be_reachable() {
+    for bad in ["0.0.0.0:3478", "192.0.2.7:0"] {
+        let msg = fails_on("alternate_servers", None, &[], &["--alternate-server", bad]);
+        assert!(msg.contains("real IP and port"), "{bad}: {msg}");
+    }
+    let c = load_with(
+        None,
+        &[(
+            "TURND_ALTERNATE_SERVERS",
+            "192.0.2.7:3478,[2001:db8::7]:3478",
+        )],
+        &[],
+    )
+    .unwrap();
+    assert_eq!(c.alternate_servers.len(), 2);
+}
+
+#[test]
 fn rates_and_switches() {
     let c = load_with(None, &[], &["--unauthenticated-rate", "5"]).unwrap();
     assert_eq!(

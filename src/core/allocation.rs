@@ -110,6 +110,31 @@ pub struct Allocation {
     /// The earliest pending sweep of permissions and channels, so refreshes do not pile up
     /// one heap entry each.
     pub next_sweep: Option<Instant>,
+    /// The `allocation_bandwidth` cap, when one is set.
+    pub bandwidth: Option<super::bandwidth::TokenBucket>,
+    /// The `user_bandwidth` bucket its user's allocations share, when a cap is set.
+    pub user_bandwidth: Option<std::sync::Arc<super::bandwidth::SharedBucket>>,
+}
+
+impl Allocation {
+    /// Whether `bytes` more may be relayed now under the allocation's and its user's caps
+    /// (both directions count). Nothing is taken from either bucket unless both allow it
+    /// (the allocation's own is checked on a copy first).
+    pub fn within_bandwidth(&mut self, now: Instant, bytes: u64) -> bool {
+        let mut own = self.bandwidth;
+        if own.as_mut().is_some_and(|b| !b.take(now, bytes)) {
+            return false;
+        }
+        if self
+            .user_bandwidth
+            .as_ref()
+            .is_some_and(|u| !u.take(now, bytes))
+        {
+            return false;
+        }
+        self.bandwidth = own;
+        true
+    }
 }
 
 impl Allocation {

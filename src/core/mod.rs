@@ -13,9 +13,11 @@
 
 pub mod allocation;
 pub mod auth;
+pub mod bandwidth;
 pub mod channel;
 pub mod five_tuple;
 mod handlers;
+pub mod nat_discovery;
 pub mod nonce;
 pub mod peer_filter;
 pub mod permission;
@@ -71,6 +73,17 @@ pub struct CoreConfig {
     /// Drop an unauthenticated request rather than answer it with an error response larger
     /// than itself (see [`Server::transmit_unauthenticated`]).
     pub refuse_amplification: bool,
+    /// RFC 5780 address pairs (at most one per family); empty = NAT behaviour discovery off,
+    /// and CHANGE-REQUEST, PADDING and RESPONSE-PORT are unknown attributes (420).
+    pub nat_discovery: Vec<nat_discovery::NatPair>,
+    /// Other TURN servers an Allocate is redirected to (300 Try Alternate, RFC 8489 §10)
+    /// when this one is draining or full; empty = refuse with 486/508 instead.
+    pub alternate_servers: Vec<SocketAddr>,
+    /// Relayed payload bytes per second one allocation may carry, both directions together
+    /// (a token bucket; beyond it datagrams are dropped); 0 = no cap.
+    pub allocation_bandwidth: u64,
+    /// The same across all of one user's allocations, on every worker; 0 = no cap.
+    pub user_bandwidth: u64,
     /// Set the "Username anonymity" bit in our nonces (RFC 8489 §9.2): RFC 8489 clients then
     /// send USERHASH instead of USERNAME, which only static users can use.
     pub userhash: bool,
@@ -95,6 +108,10 @@ impl Default for CoreConfig {
             user_quota: 0,
             total_quota: 0,
             refuse_amplification: false,
+            nat_discovery: Vec::new(),
+            alternate_servers: Vec::new(),
+            allocation_bandwidth: 0,
+            user_bandwidth: 0,
             userhash: false,
             max_permissions: 0,
             max_channels: 0,

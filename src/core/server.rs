@@ -8,7 +8,7 @@ use super::reply::Responder;
 use super::timer::{TimerKind, Timers};
 use super::transactions::TransactionCache;
 use super::{EndReason, Event, Forward, Output, RelayOpenError, Shared, ToClient};
-use crate::stun::attribute::is_understood;
+use crate::stun::attribute::{is_nat_discovery_attribute, is_understood};
 use crate::stun::{ChannelData, Class, Message, Method};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -43,6 +43,8 @@ pub struct Counters {
     pub peers_denied: u64,
     /// Requests refused by an allocation quota (486).
     pub quota: u64,
+    /// Datagrams dropped by the `allocation_bandwidth` cap.
+    pub bandwidth: u64,
     /// CreatePermission/ChannelBind refused by `max_permissions` (508).
     pub permission_quota: u64,
     /// ChannelBind refused by `max_channels` (508).
@@ -102,12 +104,14 @@ pub const METHOD_LABELS: [&str; METHODS] = [
 
 /// Every error code the server sends, plus "other" for any code not listed.
 const RESULT_CODES: [u16; RESULTS - 2] = [
-    400, 401, 403, 420, 437, 438, 440, 441, 442, 443, 446, 447, 486, 500, 508,
+    400, 401, 403, 420, 437, 438, 440, 441, 442, 443, 446, 447, 486, 500, 508, 300,
 ];
-pub const RESULTS: usize = 17;
+pub const RESULTS: usize = 18;
+/// In the order of [`RESULT_CODES`]; 300 (Try Alternate) came last, so earlier indices keep
+/// their meaning.
 pub const RESULT_LABELS: [&str; RESULTS] = [
     "success", "400", "401", "403", "420", "437", "438", "440", "441", "442", "443", "446", "447",
-    "486", "500", "508", "other",
+    "486", "500", "508", "300", "other",
 ];
 
 pub const AUTH_FAILURES: usize = 7;
@@ -150,6 +154,7 @@ impl Counters {
         self.auth_failures += other.auth_failures;
         self.peers_denied += other.peers_denied;
         self.quota += other.quota;
+        self.bandwidth += other.bandwidth;
         self.permission_quota += other.permission_quota;
         self.channel_quota += other.channel_quota;
         self.rate_limited += other.rate_limited;
@@ -362,7 +367,18 @@ impl Server {
     fn handle_request(&mut self, now: Instant, from: FiveTuple, msg: &Message) {
         let responder = Responder::to(msg, None, None);
         let mut unknown = [0u16; 16];
-        let n = msg.unknown_required(is_understood, &mut unknown);
+        let nat = msg.method() == Method::BINDING && self.nat_pair(&from).is_some();
+        // RFC 5780's request attributes are understood only where discovery is served:
+        // elsewhere CHANGE-REQUEST must earn a 420 (RFC 5780 §6).
+        let n = msg.unknown_required(
+            |t| is_understood(t) || (nat && is_nat_discovery_attribute(t)),
+            &mut unknown,
+        );
+        // Only Binding is served on the three extra NAT discovery addresses: TURN stays on
+        // the primary listen address (dropped, like any datagram for no one).
+        if msg.method() != Method::BINDING && self.on_nat_secondary(&from) {
+            return;
+        }
         let turn_method = matches!(
             msg.method(),
             Method::ALLOCATE
@@ -384,8 +400,7 @@ impl Server {
                     self.counters.rate_limited += 1;
                     return;
                 }
-                let resp = self.handle_binding(from, msg);
-                self.transmit(from, resp);
+                self.handle_binding(now, from, msg);
             }
             Method::ALLOCATE
             | Method::REFRESH

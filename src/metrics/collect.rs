@@ -286,6 +286,7 @@ pub(crate) fn encode_snapshot(s: &Snapshot, e: &mut DescriptorEncoder) -> fmt::R
         ("send_error", s.send_errors),
         ("write_queue_full", s.write_queue_full),
         ("quota", c.quota),
+        ("bandwidth", c.bandwidth),
         ("permission_quota", c.permission_quota),
         ("channel_quota", c.channel_quota),
         ("rate_limited", c.rate_limited),

@@ -76,6 +76,7 @@ pub struct WorkerMetrics {
     auth_failures: Cell,
     peers_denied: Cell,
     quota: Cell,
+    bandwidth: Cell,
     permission_quota: Cell,
     channel_quota: Cell,
     rate_limited: Cell,
@@ -160,6 +161,7 @@ impl WorkerMetrics {
         self.auth_failures.set(c.auth_failures);
         self.peers_denied.set(c.peers_denied);
         self.quota.set(c.quota);
+        self.bandwidth.set(c.bandwidth);
         self.permission_quota.set(c.permission_quota);
         self.channel_quota.set(c.channel_quota);
         self.rate_limited.set(c.rate_limited);
@@ -249,6 +251,7 @@ impl WorkerMetrics {
         c.auth_failures = self.auth_failures.get();
         c.peers_denied = self.peers_denied.get();
         c.quota = self.quota.get();
+        c.bandwidth = self.bandwidth.get();
         c.permission_quota = self.permission_quota.get();
         c.channel_quota = self.channel_quota.get();
         c.rate_limited = self.rate_limited.get();

@@ -4,6 +4,7 @@
 //! handle with the bound addresses, so tests can run a real server on port 0.
 
 mod discover;
+mod nat_discovery;
 mod rlimit;
 mod setup;
 mod socket;
@@ -73,18 +74,6 @@ impl Server {
     /// Binds every listener and starts the workers. Returns once all sockets are bound, so
     /// a bind failure is reported here rather than in a log line.
     pub fn start(config: Config) -> anyhow::Result<Server> {
-        let shared = setup::shared_state(&config)?;
-        for r in &shared.config.relays {
-            tracing::info!(bind = %r.bind, advertised = %r.advertised, "relay address");
-            // Clients told a private address cannot reach the relay from outside.
-            if !crate::core::peer_filter::PeerFilter::default().is_allowed(r.advertised) {
-                tracing::warn!(
-                    advertised = %r.advertised,
-                    "relay address is not publicly routable; clients on other networks cannot reach \
-                     it: set external_ips (--external-ip PUBLIC) if this host is behind NAT or Docker"
-                );
-            }
-        }
         let workers = config.effective_workers().max(1);
         let udp_opts = udp::Options {
             recv_buffer: config.udp_recv_buffer,
@@ -109,6 +98,24 @@ impl Server {
             }
             for (w, s) in tcp.into_iter().enumerate() {
                 tcp_per_worker[w].push(s);
+            }
+        }
+        // RFC 5780's extra addresses are more UDP listeners of each worker.
+        let pairs = crate::config::nat_discovery_pairs(&config).map_err(anyhow::Error::msg)?;
+        let nat = nat_discovery::bind(&pairs, &udp_addrs, workers, &udp_opts)?;
+        for (w, socks) in nat.per_worker.into_iter().enumerate() {
+            per_worker[w].extend(socks);
+        }
+        let shared = setup::shared_state(&config, nat.pairs)?;
+        for r in &shared.config.relays {
+            tracing::info!(bind = %r.bind, advertised = %r.advertised, "relay address");
+            // Clients told a private address cannot reach the relay from outside.
+            if !crate::core::peer_filter::PeerFilter::default().is_allowed(r.advertised) {
+                tracing::warn!(
+                    advertised = %r.advertised,
+                    "relay address is not publicly routable; clients on other networks cannot reach \
+                     it: set external_ips (--external-ip PUBLIC) if this host is behind NAT or Docker"
+                );
             }
         }
         let mut tls = tls::Listeners::bind(&config, workers)?;

@@ -88,7 +88,11 @@ pub fn peer_filter(config: &Config) -> PeerFilter {
     PeerFilter::new(config.allow_peers.clone(), config.deny_peers.clone())
 }
 
-pub fn shared_state(config: &Config) -> anyhow::Result<Arc<Shared>> {
+/// The core's shared state; `nat_discovery` holds the RFC 5780 pairs with their bound ports.
+pub fn shared_state(
+    config: &Config,
+    nat_discovery: Vec<crate::core::nat_discovery::NatPair>,
+) -> anyhow::Result<Arc<Shared>> {
     let relays = relay_addrs(config)?;
     let bind_ips: Vec<IpAddr> = relays.iter().map(|r| r.bind).collect();
     let credentials = credentials(config);
@@ -106,6 +110,10 @@ pub fn shared_state(config: &Config) -> anyhow::Result<Arc<Shared>> {
         unauthenticated_rate: config.unauthenticated_rate,
         binding_rate: config.binding_rate,
         total_quota: config.total_quota,
+        nat_discovery,
+        alternate_servers: config.alternate_servers.clone(),
+        allocation_bandwidth: config.allocation_bandwidth.into(),
+        user_bandwidth: config.user_bandwidth.into(),
     };
     Ok(Arc::new(Shared {
         config: core,

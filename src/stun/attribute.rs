@@ -88,6 +88,15 @@ pub fn is_understood(t: AttrType) -> bool {
     )
 }
 
+/// RFC 5780's comprehension-required request attributes, understood on Binding requests
+/// where NAT behaviour discovery is served.
+pub fn is_nat_discovery_attribute(t: AttrType) -> bool {
+    matches!(
+        t,
+        AttrType::CHANGE_REQUEST | AttrType::PADDING | AttrType::RESPONSE_PORT
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -72,6 +72,12 @@ impl<'b> MessageBuilder<'b> {
         Ok(())
     }
 
+    /// An attribute of `len` zero bytes (PADDING, RFC 5780 §7.6: its value does not matter).
+    pub fn add_zeros(&mut self, ty: AttrType, len: usize) -> Result<(), BuildError> {
+        self.reserve(ty, len)?.fill(0);
+        Ok(())
+    }
+
     pub fn add_u32(&mut self, ty: AttrType, v: u32) -> Result<(), BuildError> {
         self.add(ty, &v.to_be_bytes())
     }

@@ -56,9 +56,13 @@ impl Server {
             return Some(r.plain_error(437));
         }
         // Draining before exit: existing allocations keep relaying, new ones go elsewhere
-        // (508: the server cannot carry out the request for capacity reasons).
+        // (300 to an alternate server, else 508: the server cannot carry out the request for
+        // capacity reasons).
         if self.shared.quotas.is_draining() {
-            return Some(r.plain_error(508));
+            return Some(
+                self.try_alternate(from, &r)
+                    .unwrap_or_else(|| r.plain_error(508)),
+            );
         }
         let tcp = match msg.requested_transport() {
             Some(Ok(UDP)) => false,
@@ -132,7 +136,10 @@ impl Server {
                 ports.take(ip, random, even.is_some(), pair)
             };
             let Some(port) = port else {
-                return Some(r.plain_error(508));
+                return Some(
+                    self.try_alternate(from, &r)
+                        .unwrap_or_else(|| r.plain_error(508)),
+                );
             };
             let reservation = if pair {
                 let token = self.random().to_be_bytes();
@@ -161,9 +168,9 @@ impl Server {
 
         // Quotas are checked last, once everything else succeeded, so a refused request
         // holds nothing: the ports (and any reservation) taken above go back.
-        if !shared
+        if let Err(refusal) = shared
             .quotas
-            .acquire(username, cfg.user_quota, cfg.total_quota)
+            .try_acquire(username, cfg.user_quota, cfg.total_quota)
         {
             self.release_port(relay);
             if let Additional::Waiting { bind } = additional {
@@ -171,6 +178,12 @@ impl Server {
             }
             if let Some((_, res)) = reservation.and_then(|t| shared.reservations.remove(&t)) {
                 self.release_port(res.relay);
+            }
+            // A full server sends the client elsewhere; a user over their own quota is not.
+            if refusal == crate::core::quota::Refusal::Total {
+                if let Some(resp) = self.try_alternate(from, &r) {
+                    return Some(resp);
+                }
             }
             self.counters.quota += 1;
             return Some(r.plain_error(486));
@@ -199,6 +212,13 @@ impl Server {
             channels: Default::default(),
             stats: Stats::default(),
             next_sweep: None,
+            bandwidth: (cfg.allocation_bandwidth > 0)
+                .then(|| crate::core::bandwidth::TokenBucket::new(cfg.allocation_bandwidth, now)),
+            user_bandwidth: if cfg.user_bandwidth > 0 {
+                shared.quotas.user_bucket(username, cfg.user_bandwidth, now)
+            } else {
+                None
+            },
             dual: None,
         });
         if tcp {

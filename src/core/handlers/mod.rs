@@ -1,6 +1,7 @@
 //! One file per TURN method, each an `impl Server` block holding that method's rules.
 
 mod allocate;
+mod alternate;
 mod authenticate;
 mod binding;
 mod channel_bind;

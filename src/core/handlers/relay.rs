@@ -50,6 +50,10 @@ impl Server {
             self.counters.no_permission += 1;
             return None;
         }
+        if !a.within_bandwidth(now, cd.data.len() as u64) {
+            self.counters.bandwidth += 1;
+            return None;
+        }
         a.stats.to_peer_packets += 1;
         a.stats.to_peer_bytes += cd.data.len() as u64;
         let r = &mut self.counters.relayed[transport_index(from.transport)];
@@ -95,6 +99,10 @@ impl Server {
             self.counters.no_permission += 1;
             return None;
         }
+        if !a.within_bandwidth(now, range.len() as u64) {
+            self.counters.bandwidth += 1;
+            return None;
+        }
         a.stats.to_peer_packets += 1;
         a.stats.to_peer_bytes += range.len() as u64;
         let r = &mut self.counters.relayed[transport_index(from.transport)];
@@ -137,6 +145,10 @@ impl Server {
         }
         if !a.permissions.allows(peer.ip(), now) || !a.relays_family_of(peer.ip(), now) {
             self.counters.no_permission += 1;
+            return None;
+        }
+        if !a.within_bandwidth(now, len as u64) {
+            self.counters.bandwidth += 1;
             return None;
         }
         a.stats.to_client_packets += 1;

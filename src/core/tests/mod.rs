@@ -14,14 +14,17 @@
 //! Every `Transmit` the harness drains is checked to parse as STUN, in every test.
 
 mod allocate;
+mod alternate;
 mod amplification;
 mod auth;
+mod bandwidth;
 mod binding;
 mod channel_bind;
 mod connection;
 mod counters;
 mod dual;
 mod expiry;
+mod nat_discovery;
 mod permission;
 mod prop;
 mod refresh;
@@ -130,6 +133,14 @@ pub struct Setup {
     /// (user_quota, total_quota); 0 = no limit.
     pub quotas: (u32, u32),
     pub refuse_amplification: bool,
+    /// RFC 5780 pairs; empty = NAT behaviour discovery off.
+    pub nat_discovery: Vec<super::nat_discovery::NatPair>,
+    /// ALTERNATE-SERVER targets (300 Try Alternate).
+    pub alternate_servers: Vec<SocketAddr>,
+    /// `allocation_bandwidth`, bytes/s; 0 = no cap.
+    pub allocation_bandwidth: u64,
+    /// `user_bandwidth`, bytes/s; 0 = no cap.
+    pub user_bandwidth: u64,
     pub userhash: bool,
     /// (max_permissions, max_channels); 0 = no limit.
     pub per_allocation: (u32, u32),
@@ -147,6 +158,10 @@ impl Default for Setup {
             software: None,
             quotas: (0, 0),
             refuse_amplification: false,
+            nat_discovery: Vec::new(),
+            alternate_servers: Vec::new(),
+            allocation_bandwidth: 0,
+            user_bandwidth: 0,
             userhash: false,
             per_allocation: (0, 0),
             rates: (Rate::UNLIMITED, Rate::UNLIMITED),
@@ -190,6 +205,10 @@ impl Setup {
                 user_quota: self.quotas.0,
                 total_quota: self.quotas.1,
                 refuse_amplification: self.refuse_amplification,
+                nat_discovery: self.nat_discovery.clone(),
+                alternate_servers: self.alternate_servers.clone(),
+                allocation_bandwidth: self.allocation_bandwidth,
+                user_bandwidth: self.user_bandwidth,
                 userhash: self.userhash,
                 max_permissions: self.per_allocation.0,
                 max_channels: self.per_allocation.1,

@@ -1,0 +1,51 @@
+//! ALTERNATE-SERVER (RFC 8489 §10, §14.15): an Allocate this server cannot take — it is
+//! draining, its relay ports are used up, or it holds `total_quota` allocations — is answered
+//! with 300 Try Alternate naming another server, instead of 508 or 486.
+//!
+//! Loop safety: only Allocate is redirected, and only for the server's own capacity (a user
+//! over their own quota gets 486: another server would not change their limit). The list
+//! never yields the address the request reached, so a misconfigured list cannot send a client
+//! back to where it is. A ping-pong between two full servers is ended by the client, which
+//! RFC 8489 §10 tells to ignore a redirect to a server it tried in the last five minutes; the
+//! server keeps no per-client state to do it (stateless, as every unauthenticated path is).
+//! The answer follows authentication, so it is signed like any other (§10 allows it; the
+//! client can trust the redirect).
+
+use crate::core::five_tuple::FiveTuple;
+use crate::core::reply::Responder;
+use crate::core::Server;
+use crate::stun::AttrType;
+use std::net::SocketAddr;
+
+impl Server {
+    /// The 300 answer for `from`, or None when no alternate fits (the caller then sends its
+    /// 486 or 508). The first ALTERNATE-SERVER is of the request's family (required), picked
+    /// at random among those listed so load spreads; a second of the other family follows
+    /// when one is configured (RFC 8489 §10: SHOULD).
+    pub(crate) fn try_alternate(&mut self, from: FiveTuple, r: &Responder) -> Option<Vec<u8>> {
+        let list = &self.shared.config.alternate_servers;
+        let usable = |a: &&SocketAddr| **a != from.server;
+        let same: Vec<SocketAddr> = list
+            .iter()
+            .filter(usable)
+            .filter(|a| a.is_ipv4() == from.client.is_ipv4())
+            .copied()
+            .collect();
+        if same.is_empty() {
+            return None;
+        }
+        let other = list
+            .iter()
+            .filter(usable)
+            .find(|a| a.is_ipv4() != from.client.is_ipv4())
+            .copied();
+        let first = same[(self.random() % same.len() as u64) as usize];
+        Some(r.error(300, |b| {
+            b.add_address(AttrType::ALTERNATE_SERVER, &first)?;
+            if let Some(o) = other {
+                b.add_address(AttrType::ALTERNATE_SERVER, &o)?;
+            }
+            Ok(())
+        }))
+    }
+}

@@ -1,0 +1,83 @@
+//! ALTERNATE-SERVER (RFC 8489 §10) between two turnd binaries on loopback: server A holds at
+//! most one allocation (`--total-quota 1`) and names server B in `--alternate-server`. A
+//! second client's Allocate to A gets a 300 Try Alternate signed with its key and naming B;
+//! the raw client follows it, with the same credentials and socket, and B allocates. A server
+//! draining after SIGTERM (an allocation keeps it alive) redirects to B as well.
+
+mod common;
+mod raw;
+
+use common::{TurnServer, PASSWORD, USER};
+use raw::{assert_success, Client, ALLOCATE};
+use std::net::SocketAddr;
+
+const A_ALTERNATE_SERVER: u16 = 0x8023;
+
+fn client(server: SocketAddr) -> Client {
+    Client::new(server).with_user(USER, PASSWORD)
+}
+
+/// Allocates on `c.server`; on a 300, checks it is signed and names `expected`, then follows
+/// it (at most one hop: a second 300 fails the test). Returns the relayed address.
+fn allocate_following(c: &mut Client, expected: SocketAddr) -> SocketAddr {
+    let r = c.allocate_with(&[raw::udp()]);
+    assert_eq!(
+        r.error_code().map(|(code, _)| code),
+        Some(300),
+        "{}",
+        raw::describe(&r)
+    );
+    assert!(r.verify_integrity(&c.key()), "the 300 is not signed");
+    let v = r.get(A_ALTERNATE_SERVER).expect("ALTERNATE-SERVER");
+    assert_eq!(v[1], 1, "IPv4, the family of the request");
+    let alt = SocketAddr::from(([v[4], v[5], v[6], v[7]], u16::from_be_bytes([v[2], v[3]])));
+    assert_eq!(alt, expected);
+    // RFC 8489 §10: the same request, same credentials, to the alternate (a new nonce).
+    c.server = alt;
+    c.nonce = None;
+    let r = c.allocate_with(&[raw::udp()]);
+    assert_success(&r, ALLOCATE);
+    r.xor_address(raw::A_XOR_RELAYED_ADDRESS).expect("relayed")
+}
+
+#[test]
+fn full_server_redirects_to_the_alternate() {
+    let b = TurnServer::spawn_turnd(&[]);
+    let b_arg = b.addr().to_string();
+    let a = TurnServer::spawn_turnd(&["--total-quota", "1", "--alternate-server", &b_arg]);
+
+    let mut first = client(a.addr());
+    first.allocate();
+    let mut second = client(a.addr());
+    allocate_following(&mut second, b.addr());
+    // A's own allocation is untouched.
+    assert_success(&first.refresh(None), raw::REFRESH);
+}
+
+#[test]
+fn draining_server_redirects_to_the_alternate() {
+    let b = TurnServer::spawn_turnd(&[]);
+    let b_arg = b.addr().to_string();
+    let a = TurnServer::spawn_turnd(&["--alternate-server", &b_arg]);
+    // An allocation keeps A running while it drains.
+    let mut keeper = client(a.addr());
+    keeper.allocate();
+    let pid = a.pid() as libc::pid_t;
+    // SAFETY: kill(2) on our own child, not reaped while `a` holds its handle.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    // The signal is handled on another thread: until it is, Allocates still succeed on A.
+    // Bounded: at most 100 tries, 20 ms apart.
+    for _ in 0..100 {
+        let mut c = client(a.addr());
+        let r = c.allocate_with(&[raw::udp()]);
+        if r.error_code().map(|(code, _)| code) == Some(300) {
+            let mut c = client(a.addr());
+            allocate_following(&mut c, b.addr());
+            assert_success(&keeper.refresh(None), raw::REFRESH);
+            return;
+        }
+        assert_success(&r, ALLOCATE);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    panic!("A never started redirecting after SIGTERM");
+}
