@@ -443,6 +443,9 @@ fn private_relay_address_behind_a_public_server_address_names_external_ip() {
         set -e
         ip link set lo up
         ip addr add 198.51.100.7/32 dev lo
+        # Empty the log first: the previous round's "listening" line must not count for this
+        # turnd, whose own redirection may truncate the file only after the wait below began.
+        : >"$LOG"
         "$TURND" --listen 198.51.100.7:3478 --relay-ip 127.0.0.1 --realm turnd.test \
             --user alice:alice-pw --workers 1 --metrics-listen 127.0.0.1:0 $EXTRA >"$LOG" 2>&1 &
         pid=$!
