@@ -12,12 +12,14 @@
 //!   (`/metrics`, `/healthz`, `/readyz`).
 //! - [`credentials`] and [`healthcheck`]: the `turnd credentials` and `turnd healthcheck`
 //!   subcommands.
+//! - [`heap`]: the counting global allocator behind the `turnd_heap_bytes` gauge.
 //! - [`probe`]: `turnd probe`, a TURN client that diagnoses connectivity from the client's side.
 
 pub mod config;
 pub mod core;
 pub mod credentials;
 pub mod healthcheck;
+pub mod heap;
 pub mod metrics;
 pub mod probe;
 pub mod shell;

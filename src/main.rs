@@ -11,6 +11,10 @@ use tracing_subscriber::util::SubscriberInitExt;
 use turnd::config::{self, Cli};
 use turnd::shell::Server;
 
+/// Counts live heap bytes for `turnd_heap_bytes` (see `turnd::heap`).
+#[global_allocator]
+static GLOBAL: turnd::heap::Counting = turnd::heap::Counting;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(config::Command::Credentials(args)) = &cli.command {

@@ -198,6 +198,7 @@ fn allocation_churn_with_traffic_leaves_nothing_behind() {
     let secs = soak_secs();
     let rounds = ROUNDS.min(secs).max(1);
     let mut idle = Vec::new();
+    let mut heaps = Vec::new();
     let mut cycles = 0;
     for round in 0..rounds {
         let n = churn(addr, secs / rounds, &relayed);
@@ -205,11 +206,13 @@ fn allocation_churn_with_traffic_leaves_nothing_behind() {
         wait_idle(metrics);
         thread::sleep(Duration::from_secs(42));
         let u = usage(pid);
+        let heap = metric(metrics, "turnd_heap_bytes");
         eprintln!(
-            "round {round}: {n} allocations; idle: RSS {} KiB, {} fds",
+            "round {round}: {n} allocations; idle: heap {heap} bytes, RSS {} KiB, {} fds",
             u.0, u.1
         );
         idle.push(u);
+        heaps.push(heap);
     }
     let end = *idle.last().expect("at least one round");
     eprintln!(
@@ -238,15 +241,19 @@ fn allocation_churn_with_traffic_leaves_nothing_behind() {
         start.0,
         end.0
     );
-    // The allocator settles over the first two rounds (measured: 12.9 MB at start, 18.4 after
-    // round one, 24.7 after round two, 24.8 after round three, ~9,000 allocations a round);
-    // from then on idle memory must stay flat.
-    let settled = idle[(idle.len() - 1).min(1)].0;
-    assert!(
-        end.0 <= settled + 2 * 1024,
-        "idle memory grew round over round: {:?} KiB",
-        idle.iter().map(|u| u.0).collect::<Vec<_>>()
-    );
+    // Live heap bytes are exact (turnd counts them in its global allocator): after the first
+    // round has sized the tables, later rounds must leave them where it did. Resident memory
+    // is only held to a margin: glibc keeps freed memory in its arenas (measured: 14.1 MB at
+    // the start, then 18.6, 23.2, 26.8 MB idle after rounds of ~6,500 allocations while the
+    // live heap stayed flat).
+    assert!(heaps[0] > 0.0, "no turnd_heap_bytes in /metrics");
+    for (round, h) in heaps.iter().enumerate().skip(1) {
+        assert!(
+            *h <= heaps[0] + 256.0 * 1024.0,
+            "round {round}: live heap {h} bytes, {} after the first round: {heaps:?}",
+            heaps[0]
+        );
+    }
     let log = server.output();
     let bad: Vec<&str> = log[startup_log..]
         .lines()

@@ -593,6 +593,26 @@ impl Server {
         }
     }
 
+    /// Drops the deadlines of allocations that no longer exist once they outnumber the live
+    /// ones. Deletion is lazy (a freed allocation's expiry and sweep deadlines stay in the heap
+    /// until due — a sweep up to 15 minutes later), so under churn the heap would otherwise
+    /// hold every allocation of the last quarter hour. Compacting only when the heap is four
+    /// times the allocations (and past a floor) keeps the cost O(1) amortised per deadline.
+    fn compact_timers(&mut self) {
+        const FLOOR: usize = 1024;
+        if self.timers.len() <= FLOOR.max(4 * self.allocations.len()) {
+            return;
+        }
+        let allocations = &self.allocations;
+        self.timers.retain(|kind| match kind {
+            TimerKind::AllocationExpiry(id) | TimerKind::Sweep(id) => {
+                allocations.get(*id).is_some()
+            }
+            // Short-lived (30 s) and not tied to one allocation.
+            TimerKind::Reservation(_) | TimerKind::TcpConnection(_) => true,
+        });
+    }
+
     /// Makes sure a sweep of the allocation's permissions and channels happens by `at`,
     /// pushing a deadline only when none earlier is pending.
     pub(super) fn schedule_sweep(&mut self, id: AllocationId, at: Instant) {
@@ -638,6 +658,7 @@ impl Server {
         self.outputs
             .push_back(Output::CloseRelay { id, family: None });
         self.tcp_allocation_ended(id);
+        self.compact_timers();
         if a.state == State::Active {
             self.outputs
                 .push_back(Output::Event(Event::AllocationEnded {
@@ -653,13 +674,18 @@ impl Server {
         }
     }
 
-    /// Whether the client of `five_tuple` holds an allocation (one still being opened counts).
-    /// The shell asks this to close stream connections that never allocate.
     /// Responses held for retransmissions (RFC 8489 §6.3.1).
     pub fn cached_responses(&self) -> usize {
         self.transactions.len()
     }
 
+    /// Deadlines held, current or stale (see [`Server::compact_timers`]).
+    pub fn pending_timers(&self) -> usize {
+        self.timers.len()
+    }
+
+    /// Whether the client of `five_tuple` holds an allocation (one still being opened counts).
+    /// The shell asks this to close stream connections that never allocate.
     pub fn has_allocation(&self, five_tuple: &FiveTuple) -> bool {
         self.allocations.id_for(five_tuple).is_some()
     }

@@ -45,6 +45,11 @@ impl Timers {
         }
     }
 
+    /// Keeps only the deadlines `keep` says are still wanted (O(n), then a re-heapify).
+    pub fn retain(&mut self, mut keep: impl FnMut(&TimerKind) -> bool) {
+        self.heap.retain(|Reverse((_, kind))| keep(kind));
+    }
+
     pub fn len(&self) -> usize {
         self.heap.len()
     }

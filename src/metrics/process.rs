@@ -122,6 +122,11 @@ pub fn encode(e: &mut DescriptorEncoder) -> fmt::Result {
         ConstGauge::new(v).encode(m)?;
     }
     for (name, help, v) in [
+        (
+            "turnd_heap_bytes",
+            "Bytes in live heap blocks (exact, unlike resident memory).",
+            crate::heap::live_bytes(),
+        ),
         ("process_open_fds", "Open file descriptors.", p.open_fds),
         (
             "process_max_fds",
