@@ -10,16 +10,15 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use turnd::core::auth::{long_term_key, Credentials, UserSecret};
-use turnd::core::nonce::{NonceKey, SecurityFeatures, NONCE_LEN};
-use turnd::core::peer_filter::PeerFilter;
-use turnd::core::ports::PortPool;
+use turnd::core::nonce::{SecurityFeatures, NONCE_LEN};
 use turnd::core::{
     CoreConfig, FiveTuple, Output, RelayAddr, Server, Shared, PEER_HEADROOM, PEER_TAILROOM,
 };
-use turnd::stun::{AttrType, Class, MessageBuilder, MessageType, Method, TransactionId};
+mod core_fixture;
+
+use core_fixture::{request, shared, UNIX};
+use turnd::stun::{AttrType, Method};
 
 /// Tracks the live heap bytes of threads whose `TRACKING` flag is set (libtest's own threads
 /// allocate now and then and must not count).
@@ -63,25 +62,9 @@ unsafe impl GlobalAlloc for Live {
 #[global_allocator]
 static GLOBAL: Live = Live;
 
-const REALM: &str = "leak";
-const UNIX: u64 = 1_700_000_000;
 /// Allocations per round.
 const PER_ROUND: u16 = 2_000;
 const ROUNDS: usize = 4;
-
-fn request(method: Method, nonce: &[u8], txid: u8, f: impl FnOnce(&mut MessageBuilder)) -> Vec<u8> {
-    let mut buf = [0u8; 512];
-    let ty = MessageType::new(method, Class::Request);
-    let mut b = MessageBuilder::new(&mut buf, ty, TransactionId([txid; 12])).unwrap();
-    f(&mut b);
-    b.add(AttrType::USERNAME, b"u").unwrap();
-    b.add(AttrType::REALM, REALM.as_bytes()).unwrap();
-    b.add(AttrType::NONCE, nonce).unwrap();
-    b.add_message_integrity(&long_term_key("u", REALM, "p"))
-        .unwrap();
-    let n = b.finish();
-    buf[..n].to_vec()
-}
 
 /// Runs every output, opening relay sockets as the shell would.
 fn drain(s: &mut Server, now: Instant) {
@@ -148,8 +131,8 @@ fn one_allocation(s: &mut Server, shared: &Shared, now: Instant, unix: u64, port
 fn allocation_churn_leaves_no_live_heap_behind() {
     TRACKING.with(|t| t.set(true));
     let relay = "192.0.2.10".parse().unwrap();
-    let shared = Arc::new(Shared {
-        config: CoreConfig {
+    let shared = shared(
+        CoreConfig {
             relays: vec![RelayAddr {
                 bind: relay,
                 advertised: relay,
@@ -157,19 +140,9 @@ fn allocation_churn_leaves_no_live_heap_behind() {
             default_lifetime: Duration::from_secs(10),
             ..Default::default()
         },
-        credentials: Credentials::new(
-            REALM,
-            [("u".to_string(), UserSecret::Password("p".into()))],
-            [],
-        )
-        .into(),
-        nonce_key: NonceKey::new([5; 32]),
-        peer_filter: PeerFilter::new(vec!["198.51.100.0/24".parse().unwrap()], vec![]).into(),
-        ports: Mutex::new(PortPool::new(&[relay], 40000, 49999)),
-        reservations: Default::default(),
-        tcp_connections: Default::default(),
-        quotas: Default::default(),
-    });
+        &["198.51.100.0/24"],
+        (40000, 49999),
+    );
     let t0 = Instant::now();
     let mut s = Server::new(shared.clone(), 11, t0, UNIX);
     let mut live = Vec::new();

@@ -10,15 +10,12 @@ use std::cell::Cell;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use turnd::core::auth::{long_term_key, Credentials, UserSecret};
-use turnd::core::nonce::{NonceKey, SecurityFeatures, NONCE_LEN};
-use turnd::core::peer_filter::PeerFilter;
-use turnd::core::ports::PortPool;
-use turnd::core::{
-    CoreConfig, FiveTuple, Output, RelayAddr, Server, Shared, PEER_HEADROOM, PEER_TAILROOM,
-};
+use turnd::core::nonce::{SecurityFeatures, NONCE_LEN};
+use turnd::core::{CoreConfig, FiveTuple, Output, RelayAddr, Server, PEER_HEADROOM, PEER_TAILROOM};
+mod core_fixture;
+
+use core_fixture::{request, shared, UNIX};
 use turnd::stun::{AttrType, Class, MessageBuilder, MessageType, Method, TransactionId};
 
 /// Counts allocations made by the test's thread while its `COUNTING` flag is set. The flag is
@@ -63,23 +60,6 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-const REALM: &str = "zero";
-const UNIX: u64 = 1_700_000_000;
-
-fn request(method: Method, nonce: &[u8], txid: u8, f: impl FnOnce(&mut MessageBuilder)) -> Vec<u8> {
-    let mut buf = [0u8; 512];
-    let ty = MessageType::new(method, Class::Request);
-    let mut b = MessageBuilder::new(&mut buf, ty, TransactionId([txid; 12])).unwrap();
-    f(&mut b);
-    b.add(AttrType::USERNAME, b"u").unwrap();
-    b.add(AttrType::REALM, REALM.as_bytes()).unwrap();
-    b.add(AttrType::NONCE, nonce).unwrap();
-    b.add_message_integrity(&long_term_key("u", REALM, "p"))
-        .unwrap();
-    let n = b.finish();
-    buf[..n].to_vec()
-}
-
 fn send_indication(peer: SocketAddr, payload: &[u8]) -> Vec<u8> {
     let mut buf = vec![0u8; 2048];
     let ty = MessageType::new(Method::SEND, Class::Indication);
@@ -95,8 +75,8 @@ fn send_indication(peer: SocketAddr, payload: &[u8]) -> Vec<u8> {
 #[test]
 fn relay_path_allocates_nothing() {
     let relay = "192.0.2.10".parse().unwrap();
-    let shared = Arc::new(Shared {
-        config: CoreConfig {
+    let shared = shared(
+        CoreConfig {
             relays: vec![RelayAddr {
                 bind: relay,
                 advertised: relay,
@@ -107,19 +87,9 @@ fn relay_path_allocates_nothing() {
             user_bandwidth: 10_000_000_000,
             ..Default::default()
         },
-        credentials: Credentials::new(
-            REALM,
-            [("u".to_string(), UserSecret::Password("p".into()))],
-            [],
-        )
-        .into(),
-        nonce_key: NonceKey::new([3; 32]),
-        peer_filter: PeerFilter::new(vec!["198.51.100.0/24".parse().unwrap()], vec![]).into(),
-        ports: Mutex::new(PortPool::new(&[relay], 50000, 50100)),
-        reservations: Default::default(),
-        tcp_connections: Default::default(),
-        quotas: Default::default(),
-    });
+        &["198.51.100.0/24"],
+        (50000, 50100),
+    );
     let t0 = Instant::now();
     let mut s = Server::new(shared.clone(), 7, t0, UNIX);
     let client = FiveTuple::udp(
@@ -203,8 +173,8 @@ fn relay_path_allocates_nothing() {
 fn dual_allocation_relay_path_allocates_nothing() {
     let v4 = "192.0.2.10".parse().unwrap();
     let v6 = "2001:db8::10".parse().unwrap();
-    let shared = Arc::new(Shared {
-        config: CoreConfig {
+    let shared = shared(
+        CoreConfig {
             relays: vec![
                 RelayAddr {
                     bind: v4,
@@ -217,26 +187,9 @@ fn dual_allocation_relay_path_allocates_nothing() {
             ],
             ..Default::default()
         },
-        credentials: Credentials::new(
-            REALM,
-            [("u".to_string(), UserSecret::Password("p".into()))],
-            [],
-        )
-        .into(),
-        nonce_key: NonceKey::new([3; 32]),
-        peer_filter: PeerFilter::new(
-            vec![
-                "198.51.100.0/24".parse().unwrap(),
-                "2001:db8:1::/48".parse().unwrap(),
-            ],
-            vec![],
-        )
-        .into(),
-        ports: Mutex::new(PortPool::new(&[v4, v6], 50000, 50100)),
-        reservations: Default::default(),
-        quotas: Default::default(),
-        tcp_connections: Default::default(),
-    });
+        &["198.51.100.0/24", "2001:db8:1::/48"],
+        (50000, 50100),
+    );
     let t0 = Instant::now();
     let mut s = Server::new(shared.clone(), 7, t0, UNIX);
     let client = FiveTuple::udp(
