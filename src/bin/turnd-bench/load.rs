@@ -2,9 +2,13 @@
 //! client sends to the peer through the relay (ChannelData or Send indications), the peer
 //! echoes each datagram back to the relayed address, and the client takes the round trip from
 //! the send time written into the payload. One thread, non-blocking sockets, `ppoll`, and
-//! buffers made once, so the tool stays cheap next to the server it measures.
+//! buffers made once, so the tool stays cheap next to the server it measures; the system
+//! calls are batched (`batch.rs`): a flow's burst is one `sendmmsg` (or one GSO `send`), and
+//! a readable socket is drained with `recvmmsg`, the peers echoing with one `sendmmsg`.
 
+use crate::batch::{self, Scratch, MAX_BATCH};
 use crate::client::Client;
+use crate::stats;
 use anyhow::Result;
 use std::net::UdpSocket;
 use std::os::fd::AsRawFd;
@@ -29,11 +33,16 @@ pub enum Offer {
 pub struct Flow {
     pub client: Client,
     pub peer: UdpSocket,
-    /// The datagram the client sends: ChannelData header or Send indication around the
-    /// payload. Only the timestamp inside is rewritten per send.
-    template: Vec<u8>,
-    /// Where the payload starts in `template`.
+    /// [`MAX_BATCH`] copies, back to back, of the datagram the client sends: ChannelData
+    /// header or Send indication around the payload. A burst of k datagrams is the first k
+    /// copies; only the timestamp inside each is rewritten per send.
+    burst: Vec<u8>,
+    /// Bytes per datagram.
+    len: usize,
+    /// Where the payload starts in each copy.
     payload_at: usize,
+    /// The socket has UDP GSO for `len`-byte segments: a burst is one `send`.
+    gso: bool,
     sent: u64,
     received: u64,
     /// Datagrams given up as lost in flood mode (so the window reopens).
@@ -50,6 +59,7 @@ impl Flow {
         channel: u16,
         mode: Mode,
         size: usize,
+        gso: bool,
     ) -> Result<Flow> {
         let peer_addr = peer.local_addr()?;
         let size = size.max(STAMP_LEN);
@@ -81,11 +91,16 @@ impl Flow {
         };
         client.sock.set_nonblocking(true)?;
         peer.set_nonblocking(true)?;
+        let len = template.len();
+        let burst = template.repeat(MAX_BATCH);
+        let gso = gso && batch::enable_gso(client.sock.as_raw_fd(), len);
         Ok(Flow {
             client,
             peer,
-            template,
+            burst,
+            len,
             payload_at,
+            gso,
             sent: 0,
             received: 0,
             forgiven: 0,
@@ -94,6 +109,31 @@ impl Flow {
 
     fn in_flight(&self) -> u64 {
         self.sent.saturating_sub(self.received + self.forgiven)
+    }
+
+    /// Whether this flow's bursts go out as GSO sends.
+    pub fn gso(&self) -> bool {
+        self.gso
+    }
+
+    /// Sends `k` datagrams now, in bursts of at most a batch each, stamped with the same send
+    /// time. All count as sent: one a full buffer dropped is loss, as on the wire.
+    fn send(&mut self, k: u64, start: Instant, io: &mut Scratch) -> Result<()> {
+        let mut left = k as usize;
+        // Bounded: each round sends at least one datagram (batch ≥ 1).
+        while left > 0 {
+            let n = left.min(io.batch());
+            let ns = start.elapsed().as_nanos() as u64;
+            for i in 0..n {
+                let at = i * self.len + self.payload_at;
+                self.burst[at..at + 8].copy_from_slice(&ns.to_be_bytes());
+            }
+            let fd = self.client.sock.as_raw_fd();
+            io.send_burst(fd, &self.burst, self.len, n, self.gso)?;
+            self.sent += n as u64;
+            left -= n;
+        }
+        Ok(())
     }
 }
 
@@ -110,6 +150,12 @@ pub struct Counts {
     pub rtt_us: Vec<u32>,
     /// How long datagrams were offered.
     pub send_window: Duration,
+    /// This process's own CPU time over the run (offering plus draining), user and system,
+    /// in microseconds (`getrusage`).
+    pub generator_user_us: u64,
+    pub generator_sys_us: u64,
+    /// The run's wall-clock length, offering plus draining.
+    pub wall: Duration,
 }
 
 /// Runs the load: offers for `duration`, then waits up to `drain` for the last echoes.
@@ -120,6 +166,7 @@ pub fn run(
     duration: Duration,
     drain: Duration,
     rtt_cap: usize,
+    io: &mut Scratch,
 ) -> Result<Counts> {
     let n = flows.len();
     let mut counts = Counts {
@@ -135,7 +182,7 @@ pub fn run(
             revents: 0,
         })
         .collect();
-    let mut buf = vec![0u8; 65536];
+    let cpu0 = stats::self_cpu_us();
     let start = Instant::now();
     let send_end = start + duration;
     let hard_end = send_end + drain;
@@ -160,26 +207,27 @@ pub fn run(
                 Offer::Rate(pps) => {
                     let elapsed = now - start;
                     let due = (pps as f64 * elapsed.as_secs_f64()) as u64;
-                    // A burst is bounded so receiving is never starved for long.
-                    let mut burst = 0;
-                    while counts.sent < due && burst < 512 {
-                        let f = &mut flows[next_flow];
-                        next_flow = (next_flow + 1) % n;
-                        send_one(f, start)?;
-                        counts.sent += 1;
-                        burst += 1;
+                    // A burst is bounded so receiving is never starved for long. It is
+                    // spread round-robin from `next_flow` on, as one datagram after another
+                    // would be, and each flow sends its share in one batch.
+                    let burst = due.saturating_sub(counts.sent).min(512);
+                    if burst > 0 {
+                        let (each, extra) = (burst / n as u64, (burst % n as u64) as usize);
+                        for (j, f) in flows.iter_mut().enumerate() {
+                            let k = each + u64::from((j + n - next_flow) % n < extra);
+                            f.send(k, start, io)?;
+                        }
+                        next_flow = (next_flow + extra) % n;
+                        counts.sent += burst;
                     }
                     let next_due = Duration::from_secs_f64((counts.sent + 1) as f64 / pps as f64);
                     wait = next_due.saturating_sub(elapsed).min(wait);
                 }
                 Offer::Flood { window } => {
                     for f in flows.iter_mut() {
-                        let mut burst = 0;
-                        while f.in_flight() < window && burst < 64 {
-                            send_one(f, start)?;
-                            counts.sent += 1;
-                            burst += 1;
-                        }
+                        let k = window.saturating_sub(f.in_flight()).min(64);
+                        f.send(k, start, io)?;
+                        counts.sent += k;
                     }
                     wait = Duration::from_millis(20);
                 }
@@ -225,13 +273,17 @@ pub fn run(
             p.revents = 0;
             let f = &mut flows[i / 2];
             if i % 2 == 1 {
-                counts.peer_received += echo(f, &mut buf);
+                counts.peer_received += echo(f, io);
             } else {
-                receive(f, mode, &mut buf, start, &mut counts)?;
+                receive(f, mode, io, start, &mut counts)?;
             }
         }
     }
     counts.send_window = duration.min(start.elapsed());
+    counts.wall = start.elapsed();
+    let cpu1 = stats::self_cpu_us();
+    counts.generator_user_us = cpu1.0.saturating_sub(cpu0.0);
+    counts.generator_sys_us = cpu1.1.saturating_sub(cpu0.1);
     Ok(counts)
 }
 
@@ -239,61 +291,67 @@ fn total_forgiven(flows: &[Flow]) -> u64 {
     flows.iter().map(|f| f.forgiven).sum()
 }
 
-fn send_one(f: &mut Flow, start: Instant) -> Result<()> {
-    let ns = start.elapsed().as_nanos() as u64;
-    let at = f.payload_at;
-    f.template[at..at + 8].copy_from_slice(&ns.to_be_bytes());
-    f.sent += 1;
-    match f.client.sock.send(&f.template) {
-        Ok(_) => Ok(()),
-        // A full socket buffer is a lost datagram, as on the wire; the count shows it.
-        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Ok(()),
-        Err(e) => Err(e.into()),
-    }
-}
+/// Rounds of draining one readable socket per wake-up: up to 4 batches, so one busy socket
+/// cannot starve the others.
+const DRAIN_ROUNDS: usize = 4;
 
 /// The peer side: echo every datagram back to where it came from (the relayed address).
-fn echo(f: &mut Flow, buf: &mut [u8]) -> u64 {
+fn echo(f: &mut Flow, io: &mut Scratch) -> u64 {
+    let fd = f.peer.as_raw_fd();
     let mut n = 0;
-    for _ in 0..256 {
-        match f.peer.recv_from(buf) {
-            Ok((len, from)) => {
-                n += 1;
-                let _ = f.peer.send_to(&buf[..len], from);
-            }
+    for _ in 0..DRAIN_ROUNDS {
+        let got = match io.recv(fd, true) {
+            Ok(got) => got,
             Err(_) => break,
+        };
+        n += got as u64;
+        // What a full send buffer drops comes back as loss.
+        let _ = io.echo(fd, got);
+        if got < io.batch() {
+            break;
         }
     }
     n
 }
 
 /// The client side: ChannelData or Data indications carrying an echo.
-fn receive(f: &mut Flow, mode: Mode, buf: &mut [u8], start: Instant, c: &mut Counts) -> Result<()> {
-    for _ in 0..256 {
-        let len = match f.client.sock.recv(buf) {
-            Ok(len) => len,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+fn receive(
+    f: &mut Flow,
+    mode: Mode,
+    io: &mut Scratch,
+    start: Instant,
+    c: &mut Counts,
+) -> Result<()> {
+    let fd = f.client.sock.as_raw_fd();
+    for _ in 0..DRAIN_ROUNDS {
+        let got = match io.recv(fd, false) {
+            Ok(got) => got,
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => break,
             Err(e) => return Err(e.into()),
         };
-        let payload = match mode {
-            Mode::Channel if len >= 4 + STAMP_LEN && buf[0] & 0xC0 == 0x40 => &buf[4..len],
-            Mode::Send => match Message::parse(&buf[..len]).ok().and_then(|m| m.data()) {
-                Some(d) if d.len() >= STAMP_LEN => d,
-                _ => continue,
-            },
-            _ => continue,
-        };
-        let mut stamp = [0u8; 8];
-        stamp.copy_from_slice(&payload[..8]);
-        let sent_ns = u64::from_be_bytes(stamp);
         let now_ns = start.elapsed().as_nanos() as u64;
-        f.received += 1;
-        c.client_received += 1;
-        if c.rtt_us.len() < c.rtt_us.capacity() {
-            c.rtt_us
-                .push((now_ns.saturating_sub(sent_ns) / 1000).min(u32::MAX as u64) as u32);
+        for i in 0..got {
+            let d = io.datagram(i);
+            let payload = match mode {
+                Mode::Channel if d.len() >= 4 + STAMP_LEN && d[0] & 0xC0 == 0x40 => &d[4..],
+                Mode::Send => match Message::parse(d).ok().and_then(|m| m.data()) {
+                    Some(p) if p.len() >= STAMP_LEN => p,
+                    _ => continue,
+                },
+                _ => continue,
+            };
+            let mut stamp = [0u8; 8];
+            stamp.copy_from_slice(&payload[..8]);
+            let sent_ns = u64::from_be_bytes(stamp);
+            f.received += 1;
+            c.client_received += 1;
+            if c.rtt_us.len() < c.rtt_us.capacity() {
+                c.rtt_us
+                    .push((now_ns.saturating_sub(sent_ns) / 1000).min(u32::MAX as u64) as u32);
+            }
+        }
+        if got < io.batch() {
+            break;
         }
     }
     Ok(())

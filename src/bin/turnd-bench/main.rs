@@ -5,17 +5,21 @@
 //! fixed load (`--rate`) or floods (`--flood`), and reports offered and delivered datagrams/s,
 //! loss, round-trip p50/p99 and — with `--server-pid` — the server's CPU time per relayed
 //! datagram and its RSS. `--setup-only N` instead measures the server's CPU and memory per
-//! allocation. Only loopback addresses are used; every loop is bounded in count and time.
+//! allocation. With `--server-pid` it also splits the server's CPU into user and system time
+//! and counts its context switches (wake-ups), and it always reports its own CPU per datagram
+//! (`generator_cpu_us_per_datagram`), to show it is not what limits a flood. Only loopback addresses are used; every loop is bounded in count and time.
 
+mod batch;
 mod client;
 mod load;
 mod stats;
 
 use anyhow::{bail, Context, Result};
+use batch::Scratch;
 use clap::{Parser, ValueEnum};
 use client::{Client, Creds, FIRST_CHANNEL};
 use load::{Flow, Mode, Offer};
-use stats::ProcSample;
+use stats::{ProcSample, SplitPer};
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
@@ -72,6 +76,13 @@ struct Args {
     /// that is gone counts as an error. Needs about N open files here and in the server.
     #[arg(long, default_value_t = 0)]
     hold: usize,
+    /// Most datagrams per system call in the generator (1–64): a flow's burst is one
+    /// `sendmmsg`, a readable socket is drained by `recvmmsg`. 1 is one call per datagram.
+    #[arg(long, default_value_t = batch::MAX_BATCH)]
+    batch: usize,
+    /// Send each flow's burst as plain `sendmmsg`, without UDP GSO on the client sockets.
+    #[arg(long)]
+    no_gso: bool,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
@@ -92,6 +103,9 @@ fn main() -> Result<()> {
     if a.size > 1400 {
         bail!("--size must be at most 1400");
     }
+    if !(1..=batch::MAX_BATCH).contains(&a.batch) {
+        bail!("--batch must be 1–{}", batch::MAX_BATCH);
+    }
     if !(0.0..=3600.0).contains(&a.duration) {
         bail!("--duration must be 0–3600 s");
     }
@@ -104,6 +118,12 @@ fn main() -> Result<()> {
         Some(n) => setup_only(&a, &creds, n),
         None => traffic(&a, &creds),
     }
+}
+
+/// The server's user/system/wake-up split per unit between two samples.
+fn split(before: Option<ProcSample>, after: Option<ProcSample>, units: u64) -> Option<SplitPer> {
+    let (b, e) = (before?, after?);
+    stats::split_per(b.split, e.split, units, stats::clock_ticks_per_sec())
 }
 
 fn sample(pid: Option<u32>) -> Result<Option<ProcSample>> {
@@ -158,13 +178,15 @@ fn traffic(a: &Args, creds: &Creds) -> Result<()> {
             Mode::Channel => c.channel_bind(channel, peer_addr)?,
             Mode::Send => c.create_permission(peer_addr)?,
         }
-        flows.push(Flow::new(c, peer, channel, mode, a.size)?);
+        flows.push(Flow::new(c, peer, channel, mode, a.size, !a.no_gso)?);
     }
     let offer = if a.flood {
         Offer::Flood { window: a.window }
     } else {
         Offer::Rate(a.rate)
     };
+    let gso = flows.iter().all(|f| f.gso());
+    let mut io = Scratch::new(a.batch);
     let before = sample(a.server_pid)?;
     let counts = load::run(
         &mut flows,
@@ -173,6 +195,7 @@ fn traffic(a: &Args, creds: &Creds) -> Result<()> {
         Duration::from_secs_f64(a.duration),
         Duration::from_millis(500),
         RTT_CAP,
+        &mut io,
     )?;
     let after = sample(a.server_pid)?;
     let fds = a.server_pid.and_then(stats::open_fds);
@@ -192,6 +215,9 @@ fn traffic(a: &Args, creds: &Creds) -> Result<()> {
         (Some(b), Some(e)) => stats::cpu_us_per(b, e, relayed),
         _ => None,
     };
+    let split = split(before, after, relayed);
+    let gen_us = (counts.generator_user_us + counts.generator_sys_us) as f64;
+    let per = |us: u64| (relayed > 0).then(|| us as f64 / relayed as f64);
     Report(vec![
         ("clients", Some(a.clients as f64)),
         ("offered_pps", Some(stats::rate(counts.sent, w))),
@@ -212,6 +238,27 @@ fn traffic(a: &Args, creds: &Creds) -> Result<()> {
         ("rtt_p99_us", stats::percentile(&rtt, 99.0).map(f64::from)),
         ("server_cpu_us_per_datagram", cpu),
         ("server_rss_kb", after.map(|s| s.rss_bytes as f64 / 1024.0)),
+        ("server_user_us_per_datagram", split.map(|p| p.user_us)),
+        ("server_sys_us_per_datagram", split.map(|p| p.sys_us)),
+        ("server_wakeups_per_datagram", split.map(|p| p.wakeups)),
+        (
+            "generator_cpu_us_per_datagram",
+            per(counts.generator_user_us + counts.generator_sys_us),
+        ),
+        (
+            "generator_user_us_per_datagram",
+            per(counts.generator_user_us),
+        ),
+        (
+            "generator_sys_us_per_datagram",
+            per(counts.generator_sys_us),
+        ),
+        (
+            "generator_cpu_pct",
+            Some(100.0 * gen_us / 1e6 / counts.wall.as_secs_f64().max(1e-9)),
+        ),
+        ("generator_batch", Some(a.batch as f64)),
+        ("generator_gso", Some(f64::from(u8::from(gso)))),
         ("held_allocations", Some(held_count as f64)),
         ("held_setup_per_s", held_setup_per_s),
         ("held_errors", Some(hold_errors as f64)),
@@ -298,6 +345,7 @@ fn setup_only(a: &Args, creds: &Creds, n: usize) -> Result<()> {
         (Some(b), Some(e)) => stats::cpu_us_per(b, e, n as u64),
         _ => None,
     };
+    let split = split(before, after, n as u64);
     let rss_per = match (before, held) {
         (Some(b), Some(h)) => Some((h.rss_bytes as f64 - b.rss_bytes as f64) / n as f64 / 1024.0),
         _ => None,
@@ -307,6 +355,9 @@ fn setup_only(a: &Args, creds: &Creds, n: usize) -> Result<()> {
         ("setup_per_s", Some(stats::rate(n as u64, setup_time))),
         ("server_cpu_us_per_allocation", cpu),
         ("server_rss_kb_per_allocation", rss_per),
+        ("server_user_us_per_allocation", split.map(|p| p.user_us)),
+        ("server_sys_us_per_allocation", split.map(|p| p.sys_us)),
+        ("server_wakeups_per_allocation", split.map(|p| p.wakeups)),
         (
             "server_rss_kb_before",
             before.map(|s| s.rss_bytes as f64 / 1024.0),

@@ -20,6 +20,50 @@ pub struct ProcSample {
     /// `/proc/PID/stat` (10 ms ticks) converted when schedstat is unavailable.
     pub cpu_ns: u64,
     pub rss_bytes: u64,
+    /// The CPU split, summed over the threads alive at the sample (`/proc/PID/task/*`): user
+    /// and system time in clock ticks (utime, stime of each `stat`) and context switches
+    /// (voluntary + nonvoluntary of each `status`), i.e. how often a thread went to sleep
+    /// or was preempted — for a relay, about how many wake-ups it needed.
+    pub split: Split,
+}
+
+/// User time, system time (clock ticks) and context switches of a process's threads.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Split {
+    pub user_ticks: u64,
+    pub sys_ticks: u64,
+    pub ctxt_switches: u64,
+}
+
+impl Split {
+    fn add(self, o: Split) -> Split {
+        Split {
+            user_ticks: self.user_ticks + o.user_ticks,
+            sys_ticks: self.sys_ticks + o.sys_ticks,
+            ctxt_switches: self.ctxt_switches + o.ctxt_switches,
+        }
+    }
+}
+
+/// The split between two samples, per unit (relayed datagram, or allocation set up): user µs,
+/// system µs, context switches. `None` when there were no units.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SplitPer {
+    pub user_us: f64,
+    pub sys_us: f64,
+    pub wakeups: f64,
+}
+
+pub fn split_per(before: Split, after: Split, units: u64, ticks_per_s: u64) -> Option<SplitPer> {
+    if units == 0 || ticks_per_s == 0 {
+        return None;
+    }
+    let us = |a: u64, b: u64| a.saturating_sub(b) as f64 * 1e6 / ticks_per_s as f64 / units as f64;
+    Some(SplitPer {
+        user_us: us(after.user_ticks, before.user_ticks),
+        sys_us: us(after.sys_ticks, before.sys_ticks),
+        wakeups: after.ctxt_switches.saturating_sub(before.ctxt_switches) as f64 / units as f64,
+    })
 }
 
 /// The first field of a `schedstat` line: time spent on the CPU, in nanoseconds.
@@ -45,15 +89,58 @@ fn schedstat_ns(pid: u32) -> Option<u64> {
     Some(total)
 }
 
-/// Parses utime + stime (fields 14 and 15) out of a `/proc/PID/stat` line. The command name
-/// (field 2) may contain spaces and parentheses, so fields are counted after the last ')'.
+/// Parses utime + stime (fields 14 and 15) out of a `/proc/PID/stat` line.
 pub fn parse_stat_cpu_ticks(stat: &str) -> Option<u64> {
+    parse_stat_user_sys_ticks(stat).map(|(u, s)| u + s)
+}
+
+/// Parses (utime, stime) — fields 14 and 15, in clock ticks — out of a `/proc/PID/stat` or
+/// `/proc/PID/task/TID/stat` line. The command name (field 2) may contain spaces and
+/// parentheses (a thread may name itself `a) b (c`), so fields are counted after the *last*
+/// ')': the kernel writes nothing after the name that could contain one.
+pub fn parse_stat_user_sys_ticks(stat: &str) -> Option<(u64, u64)> {
     let rest = &stat[stat.rfind(')')? + 1..];
     let mut f = rest.split_whitespace();
     // After ')': field 3 is state; utime is field 14, i.e. the 12th token here.
     let utime: u64 = f.nth(11)?.parse().ok()?;
     let stime: u64 = f.next()?.parse().ok()?;
-    Some(utime + stime)
+    Some((utime, stime))
+}
+
+/// `voluntary_ctxt_switches` + `nonvoluntary_ctxt_switches` of a `/proc/PID/status` (or a
+/// thread's); `None` unless both are there.
+pub fn parse_status_ctxt_switches(status: &str) -> Option<u64> {
+    let field = |name: &str| -> Option<u64> {
+        let line = status.lines().find(|l| l.starts_with(name))?;
+        line[name.len()..].trim().parse().ok()
+    };
+    Some(field("voluntary_ctxt_switches:")? + field("nonvoluntary_ctxt_switches:")?)
+}
+
+/// The split summed over the threads of `pid` alive now. A thread that exits between the
+/// listing and the reads counts zero (both servers keep their relay threads for their life).
+fn thread_split(pid: u32) -> Option<Split> {
+    let mut total = Split::default();
+    // Bounded: a process has a finite task list; 100,000 is far above either server.
+    for entry in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .take(100_000)
+    {
+        let dir = entry.ok()?.path();
+        let (Ok(stat), Ok(status)) = (
+            std::fs::read_to_string(dir.join("stat")),
+            std::fs::read_to_string(dir.join("status")),
+        ) else {
+            continue;
+        };
+        let (user_ticks, sys_ticks) = parse_stat_user_sys_ticks(&stat)?;
+        total = total.add(Split {
+            user_ticks,
+            sys_ticks,
+            ctxt_switches: parse_status_ctxt_switches(&status)?,
+        });
+    }
+    Some(total)
 }
 
 /// `VmRSS` of a `/proc/PID/status`, in bytes.
@@ -83,7 +170,23 @@ pub fn sample(pid: u32) -> anyhow::Result<ProcSample> {
         cpu_ns,
         rss_bytes: parse_status_rss(&status)
             .ok_or_else(|| anyhow::anyhow!("no VmRSS in /proc/{pid}/status"))?,
+        split: thread_split(pid)
+            .ok_or_else(|| anyhow::anyhow!("unparsable /proc/{pid}/task/*/stat or status"))?,
     })
+}
+
+/// This process's own CPU time so far, (user, system) in microseconds (`getrusage`,
+/// microsecond resolution, every thread).
+pub fn self_cpu_us() -> (u64, u64) {
+    // SAFETY: all-zero is a valid rusage, and getrusage only writes the struct it is given.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid pointer to a live rusage.
+    let r = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    if r != 0 {
+        return (0, 0);
+    }
+    let us = |t: libc::timeval| t.tv_sec.max(0) as u64 * 1_000_000 + t.tv_usec.max(0) as u64;
+    (us(ru.ru_utime), us(ru.ru_stime))
 }
 
 /// Clock ticks per second (`sysconf(_SC_CLK_TCK)`, 100 on Linux).
@@ -146,11 +249,11 @@ mod tests {
     fn cpu_per_datagram() {
         let a = ProcSample {
             cpu_ns: 10_000_000_000,
-            rss_bytes: 0,
+            ..ProcSample::default()
         };
         let b = ProcSample {
             cpu_ns: 10_500_000_000,
-            rss_bytes: 0,
+            ..ProcSample::default()
         };
         // 0.5 s of CPU over 100,000 datagrams = 5 µs each.
         let us = cpu_us_per(a, b, 100_000).unwrap();
@@ -169,6 +272,63 @@ mod tests {
         assert_eq!(parse_status_rss("Name: x\n"), None);
         assert_eq!(parse_schedstat_ns("123456789 2000 31\n"), Some(123_456_789));
         assert_eq!(parse_schedstat_ns(""), None);
+    }
+
+    #[test]
+    fn stat_with_a_hostile_comm() {
+        // A thread name with spaces and parentheses, even ") S 1 2": only the last ')' counts.
+        let stat = "4242 (x) S 1 (evil) 2) S 1 4242 4242 0 -1 4194624 120 0 0 0 731 1294 0 0 20 0 9 0 5 1 2";
+        assert_eq!(parse_stat_user_sys_ticks(stat), Some((731, 1294)));
+        assert_eq!(parse_stat_cpu_ticks(stat), Some(2025));
+        let plain = "17 (turnd-worker-0) R 1 17 17 0 -1 4194368 9 0 0 0 12 34 0 0 20 0 3 0";
+        assert_eq!(parse_stat_user_sys_ticks(plain), Some((12, 34)));
+        // Truncated or garbled lines are no sample, never a panic.
+        assert_eq!(parse_stat_user_sys_ticks("17 (a b) R 1 2 3"), None);
+        assert_eq!(parse_stat_user_sys_ticks("17 no parenthesis 1 2 3"), None);
+        assert_eq!(
+            parse_stat_user_sys_ticks("17 (x) S 1 1 1 0 -1 0 0 0 0 0 u 5"),
+            None
+        );
+        assert_eq!(parse_stat_user_sys_ticks(")"), None);
+    }
+
+    #[test]
+    fn status_context_switches() {
+        let status = "Name:\tturn (relay) 1\nState:\tS (sleeping)\nVmRSS:\t  1 kB\n\
+                      voluntary_ctxt_switches:\t1500\nnonvoluntary_ctxt_switches:\t  25\n";
+        assert_eq!(parse_status_ctxt_switches(status), Some(1525));
+        assert_eq!(
+            parse_status_ctxt_switches("voluntary_ctxt_switches:\t3\n"),
+            None
+        );
+        assert_eq!(
+            parse_status_ctxt_switches(
+                "voluntary_ctxt_switches: x\nnonvoluntary_ctxt_switches: 1\n"
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn split_per_unit() {
+        let a = Split {
+            user_ticks: 100,
+            sys_ticks: 200,
+            ctxt_switches: 1_000,
+        };
+        let b = Split {
+            user_ticks: 150,
+            sys_ticks: 500,
+            ctxt_switches: 51_000,
+        };
+        // 50 and 300 ticks at 100/s = 0.5 s and 3 s over 100,000 datagrams.
+        let p = split_per(a, b, 100_000, 100).unwrap();
+        assert!((p.user_us - 5.0).abs() < 1e-9, "{p:?}");
+        assert!((p.sys_us - 30.0).abs() < 1e-9, "{p:?}");
+        assert!((p.wakeups - 0.5).abs() < 1e-12, "{p:?}");
+        assert_eq!(split_per(a, b, 0, 100), None);
+        // Counters never go back; an odd pair gives zero, not a wrap.
+        assert_eq!(split_per(b, a, 10, 100).map(|p| p.sys_us), Some(0.0));
     }
 
     #[test]
