@@ -9,12 +9,16 @@
 #   (d) allocation setup: SETUP allocations with a permission each, on a freshly started server
 #   (e) coturn's own turnutils_uclient as a second, independent generator (server CPU from /proc)
 # and prints, per metric, the median and min–max for each server, the ratio turnd/coturn and
-# the target of issue 5. A benchmark, not a test: nothing here asserts a time.
+# the target of issue 5. Beside the CPU totals it prints the split: user and system µs and
+# context switches ("wake-ups") per datagram or allocation, from /proc/PID/task/*/{stat,status},
+# and the generator's own CPU (which bounds a flood on a small machine). A benchmark, not a
+# test: nothing here asserts a time.
 #
 # Knobs (environment): REPS (5), RATE (20000 datagrams/s offered in (a) and (b)), CLIENTS (4),
 # FLOOD_CLIENTS (8), DURATION (3 s), SIZE (160 payload bytes), SETUP (1000),
 # UCLIENT_ARGS ("-n 2000 -m 10 -l 170 -z 1 -c"), SERVER_BIN / BENCH_BIN (prebuilt binaries:
-# no build).
+# no build), BENCH_ARGS (extra turnd-bench flags for (a)–(c), e.g. "--batch 1 --no-gso" for the
+# unbatched generator).
 set -euo pipefail
 
 REPS=${REPS:-5}
@@ -25,6 +29,7 @@ DURATION=${DURATION:-3}
 SIZE=${SIZE:-160}
 SETUP=${SETUP:-1000}
 UCLIENT_ARGS=${UCLIENT_ARGS:-"-n 2000 -m 10 -l 170 -z 1 -c"}
+BENCH_ARGS=${BENCH_ARGS:-}
 
 TURND_PORT=34781
 COTURN_PORT=34782
@@ -142,9 +147,12 @@ echo "compare.sh: $REPS repetitions; results in $work" >&2
 for rep in $(seq "$REPS"); do
     echo "  repetition $rep/$REPS" >&2
     for s in turnd coturn; do
-        bench $s chan_fixed --mode channel --clients "$CLIENTS" --rate "$RATE" --duration "$DURATION" --size "$SIZE"
-        bench $s send_fixed --mode send --clients "$CLIENTS" --rate "$RATE" --duration "$DURATION" --size "$SIZE"
-        bench $s flood --mode channel --clients "$FLOOD_CLIENTS" --flood --duration "$DURATION" --size "$SIZE"
+        # shellcheck disable=SC2086 # BENCH_ARGS is a list of flags.
+        bench $s chan_fixed --mode channel --clients "$CLIENTS" --rate "$RATE" --duration "$DURATION" --size "$SIZE" $BENCH_ARGS
+        # shellcheck disable=SC2086
+        bench $s send_fixed --mode send --clients "$CLIENTS" --rate "$RATE" --duration "$DURATION" --size "$SIZE" $BENCH_ARGS
+        # shellcheck disable=SC2086
+        bench $s flood --mode channel --clients "$FLOOD_CLIENTS" --flood --duration "$DURATION" --size "$SIZE" $BENCH_ARGS
         uclient $s
     done
     # (d) on freshly started servers, so RSS per allocation is not memory freed by a former run.
@@ -158,7 +166,8 @@ echo
 echo "machine: $(nproc) cores, $(uname -sr); turnd workers: $turnd_workers (one per core);" \
     "coturn threads: $coturn_threads (its default relay threads plus its own)"
 echo "load: (a)(b) $RATE datagrams/s offered by $CLIENTS clients, $SIZE-byte payloads, ${DURATION}s;" \
-    "(c) flood by $FLOOD_CLIENTS clients; (d) $SETUP allocations; (e) turnutils_uclient $UCLIENT_ARGS"
+    "(c) flood by $FLOOD_CLIENTS clients; (d) $SETUP allocations; (e) turnutils_uclient $UCLIENT_ARGS;" \
+    "turnd-bench extra flags: ${BENCH_ARGS:-none}"
 python3 - "$results" <<'PY'
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
@@ -176,16 +185,31 @@ def uclient_cpu(m):
     return m["cpu_ns"] / 1e3 / n if n else None
 metrics = [
     ("(a) CPU us/datagram, ChannelData fixed load", "chan_fixed", "server_cpu_us_per_datagram", "<= 0.6x"),
+    ("(a) user us/datagram", "chan_fixed", "server_user_us_per_datagram", ""),
+    ("(a) system us/datagram", "chan_fixed", "server_sys_us_per_datagram", ""),
+    ("(a) wake-ups (context switches)/datagram", "chan_fixed", "server_wakeups_per_datagram", ""),
+    ("(a) generator CPU us/datagram", "chan_fixed", "generator_cpu_us_per_datagram", ""),
     ("(a) loss %, ChannelData fixed load", "chan_fixed", "loss_pct", ""),
     ("(a) RTT p50 us, ChannelData", "chan_fixed", "rtt_p50_us", ""),
     ("(a) RTT p99 us, ChannelData", "chan_fixed", "rtt_p99_us", ""),
     ("(b) CPU us/datagram, Send/Data fixed load", "send_fixed", "server_cpu_us_per_datagram", "<= 0.6x"),
+    ("(b) user us/datagram", "send_fixed", "server_user_us_per_datagram", ""),
+    ("(b) system us/datagram", "send_fixed", "server_sys_us_per_datagram", ""),
+    ("(b) wake-ups (context switches)/datagram", "send_fixed", "server_wakeups_per_datagram", ""),
     ("(b) loss %, Send/Data fixed load", "send_fixed", "loss_pct", ""),
     ("(b) RTT p50 us, Send/Data", "send_fixed", "rtt_p50_us", ""),
     ("(c) flood relayed datagrams/s (both dirs)", "flood", "relayed_both_directions_pps", ">= 1.5x"),
     ("(c) flood CPU us/datagram", "flood", "server_cpu_us_per_datagram", ""),
+    ("(c) flood user us/datagram", "flood", "server_user_us_per_datagram", ""),
+    ("(c) flood system us/datagram", "flood", "server_sys_us_per_datagram", ""),
+    ("(c) flood wake-ups/datagram", "flood", "server_wakeups_per_datagram", ""),
+    ("(c) flood generator CPU us/datagram", "flood", "generator_cpu_us_per_datagram", ""),
+    ("(c) flood generator CPU % of one core", "flood", "generator_cpu_pct", ""),
     ("(c) flood RTT p50 us", "flood", "rtt_p50_us", ""),
     ("(d) CPU us per allocation setup", "setup", "server_cpu_us_per_allocation", "<= 0.1x"),
+    ("(d) user us per allocation", "setup", "server_user_us_per_allocation", ""),
+    ("(d) system us per allocation", "setup", "server_sys_us_per_allocation", ""),
+    ("(d) wake-ups per allocation", "setup", "server_wakeups_per_allocation", ""),
     ("(d) RSS KB per allocation", "setup", "server_rss_kb_per_allocation", "<= 0.2x"),
     ("(d) allocations set up per s", "setup", "setup_per_s", ""),
     ("(e) uclient: CPU us/datagram", "uclient", uclient_cpu, "<= 0.6x"),
