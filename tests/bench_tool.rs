@@ -105,7 +105,15 @@ fn flood_counts_add_up() {
     let server = TurnServer::spawn_turnd(&[]);
     let r = bench(
         &server,
-        &["--clients", "2", "--flood", "--window", "32", "--duration", "0.3"],
+        &[
+            "--clients",
+            "2",
+            "--flood",
+            "--window",
+            "32",
+            "--duration",
+            "0.3",
+        ],
     );
     let to_peer = num(&r, "relayed_to_peer_pps");
     let back = num(&r, "delivered_round_trip_pps");

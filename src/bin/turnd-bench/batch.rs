@@ -18,6 +18,9 @@ pub const MAX_BATCH: usize = 64;
 /// Bytes per receive slot: above any datagram of this tool (payload ≤ 1400 plus a header).
 pub const SLOT: usize = 2048;
 
+/// Most bytes of one GSO send: the largest UDP payload (65,507 over IPv4), rounded down.
+pub const GSO_MAX_BYTES: usize = 65_000;
+
 /// `SOL_UDP` option / cmsg type of the GSO segment size (Linux 4.18+; not in every libc).
 const UDP_SEGMENT: libc::c_int = 103;
 
