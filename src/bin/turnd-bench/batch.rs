@@ -1,9 +1,10 @@
 //! Batched UDP system calls for the generator, so that it costs little next to the server it
 //! measures: `recvmmsg` drains a readable socket up to [`MAX_BATCH`] datagrams per call,
-//! `sendmmsg` sends a burst (or echoes a batch back to where each datagram came from), and on
-//! a client socket with UDP GSO (`UDP_SEGMENT` set on the socket) a burst of equal-size
-//! datagrams to its one destination is a single `send` that the kernel splits into separate
-//! datagrams — the server receives them one by one, as from any client.
+//! `sendmmsg` sends a burst (or echoes a batch back to where each datagram came from), and
+//! with UDP GSO a burst of equal-size datagrams to one destination is a single send that the
+//! kernel splits into separate datagrams — the server receives them one by one, as from any
+//! client: on a client socket `UDP_SEGMENT` is set on the (connected) socket, on a peer socket
+//! a batch to echo from one sender goes out with a `UDP_SEGMENT` control message.
 //!
 //! Every buffer lives in [`Scratch`], allocated once; the `mmsghdr`/`iovec` arrays are
 //! re-pointed at it before each call (a few dozen stores), so nothing refers to memory that
@@ -33,10 +34,17 @@ pub struct Scratch {
     iovs: Vec<libc::iovec>,
     hdrs: Vec<libc::mmsghdr>,
     addrs: Vec<libc::sockaddr_storage>,
+    /// Echo a batch of equal-size datagrams from one sender as GSO sends (turned off for the
+    /// run if the kernel refuses).
+    gso_echo: bool,
+    /// The contiguous copy of a batch a GSO echo sends.
+    echo_buf: Vec<u8>,
+    /// Room for one `UDP_SEGMENT` control message (8-aligned; CMSG_SPACE(2) is 24 bytes).
+    cmsg: [u64; 4],
 }
 
 impl Scratch {
-    pub fn new(batch: usize) -> Scratch {
+    pub fn new(batch: usize, gso_echo: bool) -> Scratch {
         // SAFETY: iovec, mmsghdr and sockaddr_storage are plain C structs for which all-zero
         // bytes are a valid (empty) value.
         let zero_iov: libc::iovec = unsafe { std::mem::zeroed() };
@@ -48,6 +56,9 @@ impl Scratch {
             iovs: vec![zero_iov; MAX_BATCH],
             hdrs: vec![zero_hdr; MAX_BATCH],
             addrs: vec![zero_addr; MAX_BATCH],
+            gso_echo,
+            echo_buf: vec![0u8; GSO_MAX_BYTES],
+            cmsg: [0; 4],
         }
     }
 
@@ -111,10 +122,26 @@ impl Scratch {
     }
 
     /// Sends the first `n` datagrams of the last [`Scratch::recv`] (made `with_addr`) back to
-    /// their senders with one `sendmmsg`; returns how many went out. A full send buffer drops
-    /// the rest, as the wire would.
+    /// their senders: as GSO sends when they all have one size and one sender (a peer socket
+    /// hears only its flow's relayed address), else with one `sendmmsg`. Returns how many
+    /// went out. A full send buffer drops the rest, as the wire would.
     pub fn echo(&mut self, fd: RawFd, n: usize) -> io::Result<usize> {
         let n = n.min(self.batch);
+        if self.gso_echo && n > 1 && self.one_size_one_sender(n) {
+            match self.echo_gso(fd, n) {
+                Ok(sent) => return Ok(sent),
+                // The kernel or device has no UDP GSO: sendmmsg from now on.
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EIO | libc::EINVAL | libc::ENOPROTOOPT | libc::EOPNOTSUPP)
+                    ) =>
+                {
+                    self.gso_echo = false
+                }
+                Err(e) => return Err(e),
+            }
+        }
         for i in 0..n {
             // The receive left msg_len (the datagram) and msg_namelen (the sender) in place.
             self.iovs[i].iov_len = self.hdrs[i].msg_len as usize;
@@ -130,6 +157,73 @@ impl Scratch {
             )
         };
         dropped_is_zero(sent as i64)
+    }
+
+    /// Whether the first `n` received datagrams share one length and one IPv4 sender.
+    fn one_size_one_sender(&self, n: usize) -> bool {
+        let v4 = |i: usize| -> Option<(u16, u32)> {
+            let a = &self.addrs[i];
+            if a.ss_family != libc::AF_INET as libc::sa_family_t {
+                return None;
+            }
+            // SAFETY: ss_family says AF_INET, so the storage holds a sockaddr_in, which is
+            // smaller than sockaddr_storage and no more aligned.
+            let sin = unsafe { &*(a as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            Some((sin.sin_port, sin.sin_addr.s_addr))
+        };
+        let (len, from) = (self.hdrs[0].msg_len, v4(0));
+        from.is_some() && len > 0 && (1..n).all(|i| self.hdrs[i].msg_len == len && v4(i) == from)
+    }
+
+    /// Echoes `n` datagrams of one size to their one sender as GSO sends (`UDP_SEGMENT` in a
+    /// control message), each at most [`GSO_MAX_BYTES`]; returns how many went out.
+    fn echo_gso(&mut self, fd: RawFd, n: usize) -> io::Result<usize> {
+        let len = (self.hdrs[0].msg_len as usize).min(SLOT);
+        let per_send = (GSO_MAX_BYTES / len).max(1);
+        let mut done = 0;
+        // Bounded: each round takes at least one datagram.
+        while done < n {
+            let k = (n - done).min(per_send);
+            for j in 0..k {
+                let from = (done + j) * SLOT;
+                self.echo_buf[j * len..(j + 1) * len].copy_from_slice(&self.bufs[from..from + len]);
+            }
+            let mut iov = libc::iovec {
+                iov_base: self.echo_buf.as_mut_ptr().cast(),
+                iov_len: k * len,
+            };
+            // SAFETY: all-zero is a valid msghdr; every pointer set below is live for the call.
+            let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+            msg.msg_name = (&mut self.addrs[0] as *mut libc::sockaddr_storage).cast();
+            msg.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            msg.msg_iov = &mut iov;
+            msg.msg_iovlen = 1;
+            msg.msg_control = self.cmsg.as_mut_ptr().cast();
+            // SAFETY: CMSG_SPACE only computes a size.
+            msg.msg_controllen = unsafe { libc::CMSG_SPACE(2) } as _;
+            // SAFETY: `cmsg` is 8-aligned and 32 bytes, more than CMSG_SPACE(2), so
+            // CMSG_FIRSTHDR is non-null and the header plus 2 data bytes fit.
+            unsafe {
+                let c = libc::CMSG_FIRSTHDR(&msg);
+                (*c).cmsg_len = libc::CMSG_LEN(2) as _;
+                (*c).cmsg_level = libc::SOL_UDP;
+                (*c).cmsg_type = UDP_SEGMENT;
+                std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u16>(), len as u16);
+            }
+            // SAFETY: msg and everything it points at are live for the call.
+            let r = unsafe { libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT) };
+            if r < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::WouldBlock || done > 0 {
+                    // A full buffer drops the rest of this batch (and a failure after a
+                    // first send must not make the caller send that part again).
+                    return Ok(done);
+                }
+                return Err(e);
+            }
+            done += k;
+        }
+        Ok(done)
     }
 
     /// Sends `count` datagrams of `len` bytes laid out back to back in `burst` on a *connected*

@@ -80,7 +80,7 @@ struct Args {
     /// `sendmmsg`, a readable socket is drained by `recvmmsg`. 1 is one call per datagram.
     #[arg(long, default_value_t = batch::MAX_BATCH)]
     batch: usize,
-    /// Send each flow's burst as plain `sendmmsg`, without UDP GSO on the client sockets.
+    /// Send bursts and echoes as plain `sendmmsg`, without UDP GSO.
     #[arg(long)]
     no_gso: bool,
     /// Print one JSON object instead of a table.
@@ -186,7 +186,7 @@ fn traffic(a: &Args, creds: &Creds) -> Result<()> {
         Offer::Rate(a.rate)
     };
     let gso = flows.iter().all(|f| f.gso());
-    let mut io = Scratch::new(a.batch);
+    let mut io = Scratch::new(a.batch, !a.no_gso);
     let before = sample(a.server_pid)?;
     let counts = load::run(
         &mut flows,
