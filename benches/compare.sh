@@ -17,8 +17,8 @@
 # Knobs (environment): REPS (5), RATE (20000 datagrams/s offered in (a) and (b)), CLIENTS (4),
 # FLOOD_CLIENTS (8), DURATION (3 s), SIZE (160 payload bytes), SETUP (1000),
 # UCLIENT_ARGS ("-n 2000 -m 10 -l 170 -z 1 -c"), SERVER_BIN / BENCH_BIN (prebuilt binaries:
-# no build), BENCH_ARGS (extra turnd-bench flags for (a)–(c), e.g. "--batch 1 --no-gso" for the
-# unbatched generator).
+# no build), BENCH_ARGS (extra turnd-bench flags for (a)–(c): "--batch 1 --no-gso" for the
+# unbatched generator, "--no-gso" for sendmmsg bursts, "--echo-gso" for GSO echoes too).
 set -euo pipefail
 
 REPS=${REPS:-5}

@@ -93,6 +93,11 @@ fn channel_data_one_datagram_per_call() {
 }
 
 #[test]
+fn channel_data_with_gso_echoes() {
+    light_load_counts_exactly(&["--echo-gso"], "channel");
+}
+
+#[test]
 fn send_data_batched() {
     light_load_counts_exactly(&[], "send");
 }

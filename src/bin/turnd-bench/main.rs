@@ -80,9 +80,14 @@ struct Args {
     /// `sendmmsg`, a readable socket is drained by `recvmmsg`. 1 is one call per datagram.
     #[arg(long, default_value_t = batch::MAX_BATCH)]
     batch: usize,
-    /// Send bursts and echoes as plain `sendmmsg`, without UDP GSO.
+    /// Send the clients' bursts as plain `sendmmsg`, without UDP GSO.
     #[arg(long)]
     no_gso: bool,
+    /// Let the peers echo a batch of one size as GSO sends too. Off by default: it makes the
+    /// peer→server direction arrive in bursts of up to 64 at once as well, which favours a
+    /// batching server more than a real peer would (see README, Performance).
+    #[arg(long)]
+    echo_gso: bool,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
@@ -186,7 +191,7 @@ fn traffic(a: &Args, creds: &Creds) -> Result<()> {
         Offer::Rate(a.rate)
     };
     let gso = flows.iter().all(|f| f.gso());
-    let mut io = Scratch::new(a.batch, !a.no_gso);
+    let mut io = Scratch::new(a.batch, a.echo_gso);
     let before = sample(a.server_pid)?;
     let counts = load::run(
         &mut flows,
@@ -259,6 +264,7 @@ fn traffic(a: &Args, creds: &Creds) -> Result<()> {
         ),
         ("generator_batch", Some(a.batch as f64)),
         ("generator_gso", Some(f64::from(u8::from(gso)))),
+        ("generator_echo_gso", Some(f64::from(u8::from(a.echo_gso)))),
         ("held_allocations", Some(held_count as f64)),
         ("held_setup_per_s", held_setup_per_s),
         ("held_errors", Some(hold_errors as f64)),
