@@ -131,8 +131,8 @@ uclient() {
     out=$(timeout 120 turnutils_uclient $UCLIENT_ARGS -u $USER -w $PASS -e 127.0.0.1 \
         -r $PEER_PORT -p "$port" 127.0.0.1 2>&1) || true
     t1=$(cpu_ns "$pid")
-    sent=$(grep 'start_mclient: tot_send_msgs=' <<<"$out" | tail -1 | sed 's/.*tot_send_msgs=\([0-9]*\).*/\1/')
-    recv=$(grep 'start_mclient: tot_send_msgs=' <<<"$out" | tail -1 | sed 's/.*tot_recv_msgs=\([0-9]*\).*/\1/')
+    sent=$(grep 'start_mclient: tot_send_msgs=' <<<"$out" | tail -1 | sed 's/.*tot_send_msgs=\([0-9]*\).*/\1/' || true)
+    recv=$(grep 'start_mclient: tot_send_msgs=' <<<"$out" | tail -1 | sed 's/.*tot_recv_msgs=\([0-9]*\).*/\1/' || true)
     echo "{\"server\":\"$server\",\"scenario\":\"uclient\",\"m\":{\"cpu_ns\":$((t1 - t0)),\"sent\":${sent:-0},\"recv\":${recv:-0}}}" >>"$results"
 }
 
