@@ -221,12 +221,10 @@ pub fn run(
                     // would be, and each flow sends its share in one batch.
                     let burst = due.saturating_sub(counts.sent).min(512);
                     if burst > 0 {
-                        let (each, extra) = (burst / n as u64, (burst % n as u64) as usize);
                         for (j, f) in flows.iter_mut().enumerate() {
-                            let k = each + u64::from((j + n - next_flow) % n < extra);
-                            f.send(k, start, io)?;
+                            f.send(share(burst, n, next_flow, j), start, io)?;
                         }
-                        next_flow = (next_flow + extra) % n;
+                        next_flow = (next_flow + (burst % n as u64) as usize) % n;
                         counts.sent += burst;
                     }
                     let next_due = Duration::from_secs_f64((counts.sent + 1) as f64 / pps as f64);
@@ -294,6 +292,14 @@ pub fn run(
     counts.generator_user_us = cpu1.0.saturating_sub(cpu0.0);
     counts.generator_sys_us = cpu1.1.saturating_sub(cpu0.1);
     Ok(counts)
+}
+
+/// Flow `j`'s part of a fixed-rate burst of `burst` datagrams dealt round-robin over `n`
+/// flows starting at flow `next`: what one-at-a-time sending would have given each.
+fn share(burst: u64, n: usize, next: usize, j: usize) -> u64 {
+    let n64 = n as u64;
+    let extra = (burst % n64) as usize;
+    burst / n64 + u64::from((j + n - next) % n < extra)
 }
 
 fn total_forgiven(flows: &[Flow]) -> u64 {
@@ -364,4 +370,27 @@ fn receive(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::share;
+
+    #[test]
+    fn bursts_are_dealt_round_robin() {
+        for n in 1..6usize {
+            for next in 0..n {
+                for burst in 0..20u64 {
+                    let parts: Vec<u64> = (0..n).map(|j| share(burst, n, next, j)).collect();
+                    assert_eq!(parts.iter().sum::<u64>(), burst, "{n} {next} {burst}");
+                    // One at a time from `next` on: flow next+i (mod n) gets the i-th datagram.
+                    let mut expect = vec![0u64; n];
+                    for i in 0..burst as usize {
+                        expect[(next + i) % n] += 1;
+                    }
+                    assert_eq!(parts, expect, "{n} {next} {burst}");
+                }
+            }
+        }
+    }
 }
