@@ -2,9 +2,13 @@
 //!
 //! Plain integers in the allocation, touched only by the worker that owns it: no lock, no
 //! atomic, no allocation. Time is an argument, as everywhere in the core.
+//!
+//! Datagrams over a cap are dropped ([`TokenBucket::take`], [`SharedBucket::take`]); the
+//! bytes of a spliced TCP relay connection are reliable and are paced instead
+//! ([`SharedBucket::pace`]): charged, then held back for as long as the cap needs.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// The bucket holds at most a tenth of a second of traffic, but never less than one largest
 /// UDP datagram, or a datagram that size could never pass.
@@ -86,6 +90,27 @@ impl SharedBucket {
             })
             .is_ok()
     }
+
+    /// Charges `bytes` that will be sent whatever happens (a TCP relay's, which may not be
+    /// dropped) and returns how long the sender must wait before sending them so that the
+    /// rate stays under the cap: zero while the bucket holds them. The debt is what keeps
+    /// the other users of the bucket fair: until it is paid, [`SharedBucket::take`] refuses
+    /// their datagrams too. A sender that waits before reading more never runs the debt
+    /// further than the bytes it holds, so a wait is at most `bytes / rate` per sender.
+    pub fn pace(&self, now: Instant, bytes: u64) -> Duration {
+        let now_ns = now.saturating_duration_since(self.epoch).as_nanos() as u64;
+        let cost = (bytes as u128 * 1_000_000_000 / self.rate as u128) as u64;
+        let prev = self
+            .tat
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |tat| {
+                Some(tat.max(now_ns).saturating_add(cost))
+            })
+            // The closure always answers `Some`, so the update cannot fail; both arms hold
+            // the value it replaced.
+            .unwrap_or_else(|v| v);
+        let next = prev.max(now_ns).saturating_add(cost);
+        Duration::from_nanos((next - now_ns).saturating_sub(self.burst_ns))
+    }
 }
 
 #[cfg(test)]
@@ -135,6 +160,42 @@ mod tests {
         let expected = rate * 10;
         let err = (passed as f64 - expected as f64).abs() / expected as f64;
         assert!(err < 0.01, "passed {passed}, expected about {expected}");
+    }
+
+    #[test]
+    fn pace_waits_once_the_burst_is_spent() {
+        let t0 = Instant::now();
+        let b = SharedBucket::new(1_000_000, t0);
+        // The burst (a tenth of a second) passes at once.
+        assert_eq!(b.pace(t0, 100_000), Duration::ZERO);
+        // 10,000 more bytes: 10 ms of debt.
+        assert_eq!(b.pace(t0, 10_000), Duration::from_millis(10));
+        // Meanwhile a datagram is refused: the debt is the user's, whichever path made it.
+        assert!(!b.take(t0 + Duration::from_millis(10), 1));
+        // Once it is paid, 20 ms later, 10 ms of tokens are back.
+        assert!(b.take(t0 + Duration::from_millis(20), 10_000));
+    }
+
+    #[test]
+    fn paced_sender_holds_the_rate() {
+        // A sender that reads 16 KiB, waits what `pace` says, and reads again: 10 s at 200 kB/s.
+        let t0 = Instant::now();
+        let rate = 200_000;
+        let b = SharedBucket::new(rate, t0);
+        let (mut now, mut sent) = (t0, 0u64);
+        let end = t0 + Duration::from_secs(10);
+        for _ in 0..1_000_000 {
+            if now >= end {
+                break;
+            }
+            now += b.pace(now, 16_384);
+            sent += 16_384;
+            now += Duration::from_micros(50);
+        }
+        let burst = MIN_BURST;
+        let expected = rate * 10 + burst;
+        let err = (sent as f64 - expected as f64).abs() / expected as f64;
+        assert!(err < 0.01, "sent {sent}, expected about {expected}");
     }
 
     #[test]
