@@ -93,10 +93,20 @@ impl SharedBucket {
 
     /// Charges `bytes` that will be sent whatever happens (a TCP relay's, which may not be
     /// dropped) and returns how long the sender must wait before sending them so that the
-    /// rate stays under the cap: zero while the bucket holds them. The debt is what keeps
-    /// the other users of the bucket fair: until it is paid, [`SharedBucket::take`] refuses
-    /// their datagrams too. A sender that waits before reading more never runs the debt
-    /// further than the bytes it holds, so a wait is at most `bytes / rate` per sender.
+    /// rate stays under the cap: zero while the first half of the burst holds them.
+    ///
+    /// The charge is taken at once, even into debt: the bytes are already read and will be
+    /// sent, and until the debt is paid [`SharedBucket::take`] refuses the datagrams of the
+    /// bucket's other users, so the total stays under the cap. But a paced sender only ever
+    /// spends the first half of the burst: it waits until the bucket is back to half full
+    /// before its bytes go, where a datagram may use all of it. A datagram cannot wait — over
+    /// the cap it is dropped — so without that half a bulk TCP splice, charging as soon as it
+    /// is allowed, would leave its user's UDP allocations nothing; with it, datagrams below
+    /// the cap pass and a splice gets the rest, and under a flood of both each gets a share
+    /// (see `paced_and_dropped_traffic_share_the_cap`).
+    ///
+    /// A sender that waits before reading more runs the debt no further than the bytes it
+    /// holds, so a wait is at most half the burst plus `bytes / rate`.
     pub fn pace(&self, now: Instant, bytes: u64) -> Duration {
         let now_ns = now.saturating_duration_since(self.epoch).as_nanos() as u64;
         let cost = (bytes as u128 * 1_000_000_000 / self.rate as u128) as u64;
@@ -109,7 +119,7 @@ impl SharedBucket {
             // the value it replaced.
             .unwrap_or_else(|v| v);
         let next = prev.max(now_ns).saturating_add(cost);
-        Duration::from_nanos((next - now_ns).saturating_sub(self.burst_ns))
+        Duration::from_nanos((next - now_ns).saturating_sub(self.burst_ns / 2))
     }
 }
 
@@ -163,17 +173,21 @@ mod tests {
     }
 
     #[test]
-    fn pace_waits_once_the_burst_is_spent() {
+    fn pace_waits_once_half_the_burst_is_spent() {
         let t0 = Instant::now();
         let b = SharedBucket::new(1_000_000, t0);
-        // The burst (a tenth of a second) passes at once.
-        assert_eq!(b.pace(t0, 100_000), Duration::ZERO);
-        // 10,000 more bytes: 10 ms of debt.
+        // Half the burst (a twentieth of a second) passes at once.
+        assert_eq!(b.pace(t0, 50_000), Duration::ZERO);
+        // 10,000 more bytes: 10 ms to wait.
         assert_eq!(b.pace(t0, 10_000), Duration::from_millis(10));
-        // Meanwhile a datagram is refused: the debt is the user's, whichever path made it.
+        // The other half is still there for datagrams.
+        assert!(b.take(t0, 40_000));
+        assert!(!b.take(t0, 1));
+        // Paced bytes wait for the datagrams' debt too: 40 ms of it, then 10 ms of their own.
+        assert_eq!(b.pace(t0, 10_000), Duration::from_millis(60));
+        // Meanwhile datagrams are refused until the debt is paid, whichever path made it.
         assert!(!b.take(t0 + Duration::from_millis(10), 1));
-        // Once it is paid, 20 ms later, 10 ms of tokens are back.
-        assert!(b.take(t0 + Duration::from_millis(20), 10_000));
+        assert!(b.take(t0 + Duration::from_millis(30), 10_000));
     }
 
     #[test]
@@ -192,10 +206,47 @@ mod tests {
             sent += 16_384;
             now += Duration::from_micros(50);
         }
-        let burst = MIN_BURST;
-        let expected = rate * 10 + burst;
+        let expected = rate * 10 + MIN_BURST / 2;
         let err = (sent as f64 - expected as f64).abs() / expected as f64;
         assert!(err < 0.01, "sent {sent}, expected about {expected}");
+    }
+
+    /// Simulates one user's TCP splice (16 KiB chunks, paced) and UDP allocation (1,000-byte
+    /// datagrams, offered at `udp_rate`) on one 1 MB/s bucket for 10 s: (tcp, udp) bytes.
+    fn share(udp_rate: u64) -> (u64, u64) {
+        let t0 = Instant::now();
+        let b = SharedBucket::new(1_000_000, t0);
+        let (mut tcp, mut udp) = (0u64, 0u64);
+        let mut tcp_wake = t0 + b.pace(t0, 16_384);
+        let step = Duration::from_nanos(1_000 * 1_000_000_000 / udp_rate);
+        let mut now = t0;
+        let end = t0 + Duration::from_secs(10);
+        // Bounded: 10 s in steps of one datagram's time (at most 100,000 steps).
+        while now < end {
+            while tcp_wake <= now {
+                tcp += 16_384;
+                tcp_wake += b.pace(tcp_wake, 16_384);
+            }
+            udp += 1_000 * u64::from(b.take(now, 1_000));
+            now += step;
+        }
+        (tcp, udp)
+    }
+
+    #[test]
+    fn paced_and_dropped_traffic_share_the_cap() {
+        // Datagrams below the cap all pass; the splice gets the rest.
+        let (tcp, udp) = share(200_000);
+        assert_eq!(udp, 2_000_000);
+        let total = (tcp + udp) as f64;
+        assert!((total / 10e6 - 1.0).abs() < 0.02, "tcp {tcp} + udp {udp}");
+        // A flood of datagrams does not starve the splice, nor the splice the datagrams.
+        let (tcp, udp) = share(10_000_000);
+        eprintln!("flood: tcp {tcp}, udp {udp}");
+        let total = (tcp + udp) as f64;
+        assert!((total / 10e6 - 1.0).abs() < 0.02, "tcp {tcp} + udp {udp}");
+        assert!(tcp as f64 > 0.1 * total, "tcp {tcp} of {total}");
+        assert!(udp as f64 > 0.1 * total, "udp {udp} of {total}");
     }
 
     #[test]

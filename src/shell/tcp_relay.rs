@@ -21,7 +21,8 @@
 //! **Bandwidth caps.** `allocation_bandwidth` and `user_bandwidth` hold for spliced bytes too,
 //! both directions charging the same buckets (the user's is the one their UDP allocations
 //! charge). TCP is reliable, so nothing is dropped: each chunk read is charged, and when the
-//! caps say so the pump sleeps for the refill time before writing it and reading the next.
+//! caps say so the pump sleeps for the refill time before writing it and reading the next
+//! (leaving datagrams, which cannot wait, half of each bucket's burst).
 //! Meanwhile the kernel's buffers fill and TCP flow control slows the sender — back-pressure.
 //! Without a cap the pump only tests two `Option`s per chunk.
 
@@ -311,9 +312,9 @@ impl Splice<'_> {
             let mut w = self.worker.borrow_mut();
             w.core.count_splice_throttled();
         }
-        // Bounded: a wait is the refill time of the bytes this pump holds, at most
-        // `SPLICE_BUF` / the smaller cap (see `SharedBucket::pace`); it ends early only when
-        // the whole splice is dropped (the allocation ended).
+        // Bounded: a wait is at most half the bucket's burst plus the refill time of the
+        // bytes this pump holds (see `SharedBucket::pace`); it ends early only when the
+        // whole splice is dropped (the allocation ended).
         tokio::time::sleep(wait).await;
     }
 

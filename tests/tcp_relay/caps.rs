@@ -9,6 +9,7 @@
 //! asserted.
 
 use super::*;
+use std::net::UdpSocket;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -233,4 +234,85 @@ fn admin_api_counts_spliced_bytes_per_allocation() {
         assert!(Instant::now() < deadline, "expected {want:?} in:\n{ours}");
         thread::sleep(Duration::from_millis(20));
     }
+}
+
+#[test]
+fn user_cap_is_shared_by_a_users_udp_and_tcp_relay_allocations() {
+    let server = capped_server("user");
+    // Alice's UDP allocation floods ChannelData at three times the cap...
+    let udp_peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut u = server.client();
+    u.allocate();
+    u.bind_channel(0x4000, udp_peer.local_addr().unwrap());
+    let stop = Arc::new(AtomicBool::new(false));
+    let udp_counter = {
+        let stop = stop.clone();
+        thread::spawn(move || {
+            udp_peer
+                .set_read_timeout(Some(Duration::from_millis(100)))
+                .unwrap();
+            let mut got = Vec::new();
+            let mut buf = [0u8; 2048];
+            // Bounded: by `stop`, and by count.
+            while !stop.load(Ordering::Relaxed) && got.len() < 100_000 {
+                if let Ok((n, _)) = udp_peer.recv_from(&mut buf) {
+                    got.push((Instant::now(), n));
+                }
+            }
+            got
+        })
+    };
+    let udp_flood = {
+        let stop = stop.clone();
+        thread::spawn(move || {
+            let payload = [0x5Au8; 1000];
+            // 6 datagrams every 10 ms; bounded by `stop` and by count.
+            for _ in 0..2_000 {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                for _ in 0..6 {
+                    u.send_channel_data(0x4000, &payload, false);
+                }
+                thread::sleep(Duration::from_millis(10));
+            }
+        })
+    };
+    // ... while a peer blasts into her TCP allocation's splice.
+    let (_control, data, peer) = spliced(&server);
+    let writer = blast(peer, stop.clone());
+    let tcp = arrivals(&data);
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+    udp_flood.join().unwrap();
+    let end = tcp.last().expect("tcp arrivals").0;
+    let udp: Vec<_> = udp_counter
+        .join()
+        .unwrap()
+        .into_iter()
+        .filter(|(t, _)| *t <= end)
+        .collect();
+    let (tb, ub): (usize, usize) = (
+        tcp.iter().map(|(_, n)| n).sum(),
+        udp.iter().map(|(_, n)| n).sum(),
+    );
+    eprintln!("tcp relay: {tb} bytes, udp: {ub} bytes");
+    // Paced bytes leave datagrams half the burst, so neither starves the other.
+    let total = (tb + ub) as f64;
+    assert!(tb as f64 > 0.1 * total && ub as f64 > 0.1 * total);
+    // Apart, each would reach the cap; together they stay under one.
+    assert_capped(
+        "user_bandwidth, udp and tcp relay",
+        steady_rate(&[tcp, udp]),
+    );
+}
+
+#[test]
+fn channel_bind_on_a_tcp_allocation_is_400() {
+    let server = server();
+    let mut control = StunConn::connect(server.tcp_addr);
+    control.allocate_tcp();
+    let p: SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let r = control.request(CHANNEL_BIND, &[channel_number(0x4000), peer(p)]);
+    assert_error(&r, CHANNEL_BIND, 400);
 }

@@ -97,9 +97,9 @@ fn allocation_cap_paces_both_directions_together() {
     });
     let share = other.server.splice_share(cid).expect("bound");
     let now = other.now;
-    // The burst passes at once, split between the directions.
-    assert_eq!(share.pace(now, 40_000), Duration::ZERO);
-    assert_eq!(share.pace(now, 25_536), Duration::ZERO);
+    // Half the burst passes at once, split between the directions.
+    assert_eq!(share.pace(now, 20_000), Duration::ZERO);
+    assert_eq!(share.pace(now, 12_768), Duration::ZERO);
     // 10,000 bytes more, whichever way: 100 ms at 100 kB/s.
     assert_eq!(share.pace(now, 10_000), Duration::from_millis(100));
     // Having waited that long, the next chunk waits for its own refill only.
@@ -121,20 +121,27 @@ fn user_cap_is_the_bucket_the_udp_path_charges() {
     let mut u = Client::alice(ft);
     u.allocate(&mut h);
     u.permit(&mut h, &[peer_a()]);
-    // Her splice spends the burst and more: 10 ms of debt.
-    assert_eq!(share.pace(h.now, 65_536), Duration::ZERO);
-    assert_eq!(share.pace(h.now, 1_000), Duration::from_millis(10));
-    // Her UDP datagrams are over the same cap now.
+    // Her splice spends the half of the burst paced bytes may use.
+    assert_eq!(share.pace(h.now, 32_768), Duration::ZERO);
+    // The other half is her datagrams', and no more.
     let drops = h.server.counters().bandwidth;
-    assert!(u.send_indication(&mut h, peer_a(), &[0; 100]).0.is_none());
+    for i in 0..32 {
+        assert!(
+            u.send_indication(&mut h, peer_a(), &[0; 1000]).0.is_some(),
+            "{i}"
+        );
+    }
+    assert!(u.send_indication(&mut h, peer_a(), &[0; 1000]).0.is_none());
     assert_eq!(h.server.counters().bandwidth, drops + 1);
-    // Bob's are not.
+    // Her splice now waits for what her datagrams took too: 32,000 + 1,000 bytes, 330 ms.
+    assert_eq!(share.pace(h.now, 1_000), Duration::from_millis(330));
+    // Bob's datagrams are not under her cap.
     let mut b = Client::bob(udp("192.0.2.100:40010"));
     b.allocate(&mut h);
     b.permit(&mut h, &[peer_a()]);
-    assert!(b.send_indication(&mut h, peer_a(), &[0; 100]).0.is_some());
-    // Once the debt is paid, Alice's datagrams pass again.
-    h.advance(Duration::from_millis(20));
+    assert!(b.send_indication(&mut h, peer_a(), &[0; 1000]).0.is_some());
+    // 10 ms later, 1,000 bytes of the cap are back.
+    h.advance(Duration::from_millis(10));
     assert!(u.send_indication(&mut h, peer_a(), &[0; 100]).0.is_some());
 }
 
