@@ -106,7 +106,8 @@ impl SharedBucket {
     /// (see `paced_and_dropped_traffic_share_the_cap`).
     ///
     /// A sender that waits before reading more runs the debt no further than the bytes it
-    /// holds, so a wait is at most half the burst plus `bytes / rate`.
+    /// holds, so a wait is at most half the burst plus the refill time of what the bucket's
+    /// paced senders hold (one chunk each).
     pub fn pace(&self, now: Instant, bytes: u64) -> Duration {
         let now_ns = now.saturating_duration_since(self.epoch).as_nanos() as u64;
         let cost = (bytes as u128 * 1_000_000_000 / self.rate as u128) as u64;

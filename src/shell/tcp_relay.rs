@@ -312,9 +312,9 @@ impl Splice<'_> {
             let mut w = self.worker.borrow_mut();
             w.core.count_splice_throttled();
         }
-        // Bounded: a wait is at most half the bucket's burst plus the refill time of the
-        // bytes this pump holds (see `SharedBucket::pace`); it ends early only when the
-        // whole splice is dropped (the allocation ended).
+        // Bounded: a wait is at most half the bucket's burst plus the refill time of one
+        // chunk per pump charging the bucket (see `SharedBucket::pace`); it ends early only
+        // when the whole splice is dropped (the allocation ended).
         tokio::time::sleep(wait).await;
     }
 
