@@ -44,7 +44,6 @@ fn spliced(server: &TestServer) -> (StunConn, TcpStream, TcpStream) {
     let peer_addr = listener.local_addr().unwrap();
     control.permit(peer_addr);
     let cid = control.connect_peer(peer_addr);
-    listener.set_nonblocking(false).unwrap();
     // The server connected before it answered the Connect: the connection is queued.
     let (peer, _) = listener.accept().expect("the relay connected to the peer");
     let data = StunConn::connect(server.tcp_addr).bind(cid);
