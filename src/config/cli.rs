@@ -162,12 +162,13 @@ pub struct ConfigArgs {
     pub total_quota: Option<String>,
 
     /// Relayed bytes per second one allocation may carry, both directions together (more
-    /// is dropped); 0 = no cap [key: allocation_bandwidth]
+    /// is dropped; TCP relay data is paced instead); 0 = no cap [key: allocation_bandwidth]
     #[arg(long, value_name = "BYTES_PER_S")]
     pub allocation_bandwidth: Option<String>,
 
     /// Relayed bytes per second all of one user's allocations may carry together, across
-    /// workers (more is dropped); 0 = no cap [key: user_bandwidth]
+    /// workers, UDP and TCP relay alike (more is dropped or paced); 0 = no cap
+    /// [key: user_bandwidth]
     #[arg(long, value_name = "BYTES_PER_S")]
     pub user_bandwidth: Option<String>,
 

@@ -6,13 +6,15 @@
 
 use crate::core::allocation::{Additional, Allocation, AllocationId, Dual, State, Stats};
 use crate::core::auth::SessionKey;
+use crate::core::bandwidth::SharedBucket;
 use crate::core::five_tuple::FiveTuple;
 use crate::core::reply::{reason, Responder};
-use crate::core::tcp_relay::TCP;
+use crate::core::tcp_relay::{SpliceShare, TCP};
 use crate::core::timer::TimerKind;
 use crate::core::{Event, Output, RelayOpenError, Reservation, Server};
 use crate::stun::{AddressFamily, AttrType, Message};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// REQUESTED-TRANSPORT value for UDP (IANA protocol number 17).
@@ -190,6 +192,11 @@ impl Server {
         }
         let id = self.allocations.next_id();
         let dont_fragment = msg.dont_fragment();
+        let user_bandwidth = if cfg.user_bandwidth > 0 {
+            shared.quotas.user_bucket(username, cfg.user_bandwidth, now)
+        } else {
+            None
+        };
         self.allocations.insert(Allocation {
             id,
             five_tuple: from,
@@ -214,11 +221,14 @@ impl Server {
             next_sweep: None,
             bandwidth: (cfg.allocation_bandwidth > 0)
                 .then(|| crate::core::bandwidth::TokenBucket::new(cfg.allocation_bandwidth, now)),
-            user_bandwidth: if cfg.user_bandwidth > 0 {
-                shared.quotas.user_bucket(username, cfg.user_bandwidth, now)
-            } else {
-                None
-            },
+            splice: tcp.then(|| {
+                Arc::new(SpliceShare::new(
+                    (cfg.allocation_bandwidth > 0)
+                        .then(|| SharedBucket::new(cfg.allocation_bandwidth, now)),
+                    user_bandwidth.clone(),
+                ))
+            }),
+            user_bandwidth,
             dual: None,
         });
         if tcp {
