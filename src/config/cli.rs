@@ -230,6 +230,11 @@ pub struct ConfigArgs {
     #[arg(long, value_name = "BYTES")]
     pub udp_send_buffer: Option<String>,
 
+    /// Microseconds a busy worker waits before blocking, so datagrams arriving meanwhile
+    /// share one wake-up and one batch (0 = off; at most 5000) [key: udp_coalesce]
+    #[arg(long, value_name = "MICROSECONDS")]
+    pub udp_coalesce: Option<String>,
+
     /// Address serving TURN over TLS, IP:PORT (repeatable; 5349, 443)
     /// [key: tls_listen]
     #[arg(long, value_name = "IP:PORT")]
@@ -315,6 +320,7 @@ impl ConfigArgs {
         one(&mut self.max_frame_size, &later.max_frame_size);
         one(&mut self.udp_recv_buffer, &later.udp_recv_buffer);
         one(&mut self.udp_send_buffer, &later.udp_send_buffer);
+        one(&mut self.udp_coalesce, &later.udp_coalesce);
         list(&mut self.tls_listen, &later.tls_listen);
         list(&mut self.nat_discovery_listen, &later.nat_discovery_listen);
         list(&mut self.alternate_servers, &later.alternate_servers);

@@ -110,6 +110,11 @@ impl Config {
             "udp_send_buffer = {} # 0 = the kernel's default",
             self.udp_send_buffer
         );
+        let _ = writeln!(
+            w,
+            "udp_coalesce = {} # microseconds; 0 = off",
+            self.udp_coalesce
+        );
         let _ = writeln!(w, "tls_listen = {}", list(&self.tls_listen));
         let _ = writeln!(
             w,
