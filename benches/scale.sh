@@ -4,16 +4,18 @@
 # Starts INSTANCES release turnd processes (default 1) and splits N among them. Instance i
 # (0-based) listens on 127.0.0.1:PORT+i and relays on 127.0.i.2, 127.0.i.3, 127.0.i.4 (16,384
 # ports each, so up to 49,152 relay ports; more addresses, 127.0.i.5…, when its share needs
-# them), and has a turnd-bench of its own whose clients and peers use 127.0.i.1. Each bench
-# first opens its share of the N idle allocations (a permission each) and holds them while
-# CLIENTS more allocations carry RATE datagrams/s of ChannelData for DURATION seconds; at the
-# end every held allocation is refreshed — one that is gone or refused is an error, and the
-# run fails. All the instances run at once, and the script samples every turnd's
-# turnd_allocations_active gauge twice a second to report how many were held at the same
-# time. It prints each bench's table, then one row per instance and a total: allocations held,
-# set-up rate, errors, server RSS and open files, RSS per held allocation, and the traffic.
+# them with 10 % headroom), and has a turnd-bench of its own whose clients and peers use
+# 127.0.i.1. Each bench first opens its share of the N idle allocations (a permission each)
+# and holds them while CLIENTS more allocations carry RATE datagrams/s of ChannelData for
+# DURATION seconds; at the end every held allocation is refreshed — one that is gone or
+# refused is an error, and the run fails. All the instances run at once, and the script
+# samples every turnd's turnd_allocations_active gauge twice a second to report how many
+# were held at the same time. It prints each bench's table, then one row per instance and a
+# total: allocations held, set-up rate, errors, server RSS and open files, RSS per held
+# allocation, and the traffic.
 #
-# With INSTANCES=1 this is one turnd on 127.0.0.1:PORT relaying on 127.0.0.2–4, as before.
+# With INSTANCES=1 this is one turnd on 127.0.0.1:PORT relaying on 127.0.0.2–4, as before
+# (and a fourth address above ~44,600 allocations).
 # Several instances are how one box holds more allocations than one process's open-file
 # limit allows ("Scaling out" in the README, on one host).
 #
@@ -108,9 +110,11 @@ rss0=()
 metrics=()
 for ((i = 0; i < INSTANCES; i++)); do
     port=$((PORT + i))
-    # Enough relay addresses for the share at 16,384 ports each (round-robin over them),
-    # and never fewer than the three of the single-instance run.
-    nips=$(((share[i] + CLIENTS) / (RELAY_HIGH - RELAY_LOW + 1) + 1))
+    # Enough relay addresses for the share at 16,384 ports each, with 10 % headroom: each
+    # worker takes them in turn, so they fill about evenly, and an Allocate whose turn lands
+    # on a full one gets 508. Never fewer than the three of the single-instance run.
+    ports=$((RELAY_HIGH - RELAY_LOW + 1))
+    nips=$((((share[i] + CLIENTS) * 11 / 10 + ports - 1) / ports))
     [ "$nips" -lt 3 ] && nips=3
     relay_args=()
     for ((j = 0; j < nips; j++)); do relay_args+=(--relay-ip "127.0.$i.$((j + 2))"); done
