@@ -110,9 +110,9 @@ rss0=()
 metrics=()
 for ((i = 0; i < INSTANCES; i++)); do
     port=$((PORT + i))
-    # Enough relay addresses for the share at 16,384 ports each, with 10 % headroom: each
-    # worker takes them in turn, so they fill about evenly, and an Allocate whose turn lands
-    # on a full one gets 508. Never fewer than the three of the single-instance run.
+    # Enough relay addresses for the share at 16,384 ports each, with 10 % headroom (each
+    # worker spreads allocations over them in turn, moving on when one is full). Never fewer
+    # than the three of the single-instance run.
     ports=$((RELAY_HIGH - RELAY_LOW + 1))
     nips=$((((share[i] + CLIENTS) * 11 / 10 + ports - 1) / ports))
     [ "$nips" -lt 3 ] && nips=3
