@@ -88,6 +88,9 @@ fn main() -> ExitCode {
         Ok((soft, _)) => tracing::info!(open_files = soft, "file descriptor limit"),
         Err(e) => tracing::warn!(error = %e, "cannot raise the file descriptor limit"),
     }
+    // What the running server was started with: a reload compares the new sources against
+    // it to name the changed keys that only a restart applies.
+    let started_with = cfg.clone();
     let server = match Server::start(cfg) {
         Ok(s) => s,
         Err(e) => {
@@ -130,6 +133,14 @@ fn main() -> ExitCode {
                     Err(e) => tracing::error!(error = %e, "reload: log_level kept"),
                 }
                 server.reload(&new);
+                let restart = started_with.changed_needing_restart(&new);
+                if !restart.is_empty() {
+                    tracing::warn!(
+                        keys = %restart.join(", "),
+                        "reload: these keys changed but take effect only at the next start; \
+                         the running server keeps their old values"
+                    );
+                }
                 tracing::info!(
                     users = new.users.len(),
                     auth_secrets = new.auth_secrets.len(),
