@@ -215,14 +215,34 @@ impl Signals {
 /// Reloads on SIGHUP until the first SIGTERM/SIGINT, then drains: `/readyz` turns 503 and new
 /// allocations are refused while existing ones keep relaying, until the last one ends,
 /// `timeout` passes, or a second signal arrives.
+/// How often idle cached heap memory is checked for ([`turnd::heap::Trimmer`]).
+const TRIM_CHECK: Duration = Duration::from_secs(10);
+
 async fn wait_and_drain(
     mut signals: Signals,
     server: &Server,
     timeout: Duration,
     reload: impl Fn(),
 ) {
-    while let Sig::Reload = signals.next().await {
-        reload();
+    let mut trimmer = turnd::heap::Trimmer::default();
+    let mut trim_check = tokio::time::interval(TRIM_CHECK);
+    // Until the first SIGTERM/SIGINT: reloads, and gives cached memory back after peaks.
+    loop {
+        tokio::select! {
+            sig = signals.next() => match sig {
+                Sig::Reload => reload(),
+                Sig::Stop => break,
+            },
+            _ = trim_check.tick() => {
+                if let Some((before, after)) = trimmer.tick() {
+                    tracing::debug!(
+                        rss_before = before,
+                        rss_after = after,
+                        "gave cached heap memory back to the kernel"
+                    );
+                }
+            }
+        }
     }
     tracing::info!(
         allocations = server.allocations(),
