@@ -88,6 +88,9 @@ fn main() -> ExitCode {
         Ok((soft, _)) => tracing::info!(open_files = soft, "file descriptor limit"),
         Err(e) => tracing::warn!(error = %e, "cannot raise the file descriptor limit"),
     }
+    // What the running server was started with: a reload compares the new sources against
+    // it to name the changed keys that only a restart applies.
+    let started_with = cfg.clone();
     let server = match Server::start(cfg) {
         Ok(s) => s,
         Err(e) => {
@@ -130,6 +133,14 @@ fn main() -> ExitCode {
                     Err(e) => tracing::error!(error = %e, "reload: log_level kept"),
                 }
                 server.reload(&new);
+                let restart = started_with.changed_needing_restart(&new);
+                if !restart.is_empty() {
+                    tracing::warn!(
+                        keys = %restart.join(", "),
+                        "reload: these keys changed but take effect only at the next start; \
+                         the running server keeps their old values"
+                    );
+                }
                 tracing::info!(
                     users = new.users.len(),
                     auth_secrets = new.auth_secrets.len(),
@@ -204,14 +215,34 @@ impl Signals {
 /// Reloads on SIGHUP until the first SIGTERM/SIGINT, then drains: `/readyz` turns 503 and new
 /// allocations are refused while existing ones keep relaying, until the last one ends,
 /// `timeout` passes, or a second signal arrives.
+/// How often idle cached heap memory is checked for ([`turnd::heap::Trimmer`]).
+const TRIM_CHECK: Duration = Duration::from_secs(10);
+
 async fn wait_and_drain(
     mut signals: Signals,
     server: &Server,
     timeout: Duration,
     reload: impl Fn(),
 ) {
-    while let Sig::Reload = signals.next().await {
-        reload();
+    let mut trimmer = turnd::heap::Trimmer::default();
+    let mut trim_check = tokio::time::interval(TRIM_CHECK);
+    // Until the first SIGTERM/SIGINT: reloads, and gives cached memory back after peaks.
+    loop {
+        tokio::select! {
+            sig = signals.next() => match sig {
+                Sig::Reload => reload(),
+                Sig::Stop => break,
+            },
+            _ = trim_check.tick() => {
+                if let Some((before, after)) = trimmer.tick() {
+                    tracing::debug!(
+                        rss_before = before,
+                        rss_after = after,
+                        "gave cached heap memory back to the kernel"
+                    );
+                }
+            }
+        }
     }
     tracing::info!(
         allocations = server.allocations(),

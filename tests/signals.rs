@@ -337,6 +337,16 @@ fn sighup_reloads_users_and_secrets_and_keeps_allocations() {
         403,
     );
 
+    // A key only a restart applies: the reload says so, naming it, and applies the rest.
+    std::fs::write(
+        &file,
+        config_with("alice-new-pw", "secret-2", "", "user_quota = 5"),
+    )
+    .unwrap();
+    t.signal(libc::SIGHUP);
+    t.wait_for_output("take effect only at the next start");
+    t.wait_for_output("keys=user_quota");
+
     // A bad file is refused and the running configuration stays.
     std::fs::write(&file, "workers = \"many\"\n").unwrap();
     t.signal(libc::SIGHUP);

@@ -8,6 +8,10 @@
 mod common;
 mod raw;
 
+/// Bandwidth caps and per-allocation statistics on spliced data (`tests/tcp_relay/caps.rs`).
+#[path = "tcp_relay/caps.rs"]
+mod caps;
+
 use raw::*;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -74,6 +74,7 @@ pub(crate) fn build(settings: &Settings, problems: &mut Vec<Problem>) -> Config 
         max_frame_size: b.one("max_frame_size", defaults.max_frame_size, parse_frame_size),
         udp_recv_buffer: b.one("udp_recv_buffer", defaults.udp_recv_buffer, parse_buffer),
         udp_send_buffer: b.one("udp_send_buffer", defaults.udp_send_buffer, parse_buffer),
+        udp_coalesce: b.one("udp_coalesce", defaults.udp_coalesce, parse_coalesce),
         tls_listen: b.list("tls_listen", defaults.tls_listen, parse_listen),
         alternate_servers: b.list(
             "alternate_servers",
@@ -505,6 +506,20 @@ fn parse_buffer(s: &str) -> Result<u32, String> {
                 "`{s}` is not a size in bytes from 0 (the kernel's default) to {}",
                 i32::MAX
             )
+        })
+}
+
+/// The longest coalescing window: beyond a few milliseconds the added delay would show in
+/// calls (and a worker would sit idle with datagrams queued).
+const MAX_COALESCE_US: u32 = 5_000;
+
+fn parse_coalesce(s: &str) -> Result<u32, String> {
+    s.trim()
+        .parse::<u32>()
+        .ok()
+        .filter(|&n| n <= MAX_COALESCE_US)
+        .ok_or_else(|| {
+            format!("`{s}` is not a window in microseconds from 0 (off) to {MAX_COALESCE_US}")
         })
 }
 

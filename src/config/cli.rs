@@ -162,12 +162,13 @@ pub struct ConfigArgs {
     pub total_quota: Option<String>,
 
     /// Relayed bytes per second one allocation may carry, both directions together (more
-    /// is dropped); 0 = no cap [key: allocation_bandwidth]
+    /// is dropped; TCP relay data is paced instead); 0 = no cap [key: allocation_bandwidth]
     #[arg(long, value_name = "BYTES_PER_S")]
     pub allocation_bandwidth: Option<String>,
 
     /// Relayed bytes per second all of one user's allocations may carry together, across
-    /// workers (more is dropped); 0 = no cap [key: user_bandwidth]
+    /// workers, UDP and TCP relay alike (more is dropped or paced); 0 = no cap
+    /// [key: user_bandwidth]
     #[arg(long, value_name = "BYTES_PER_S")]
     pub user_bandwidth: Option<String>,
 
@@ -228,6 +229,11 @@ pub struct ConfigArgs {
     /// (capped by the sysctl net.core.wmem_max) [key: udp_send_buffer]
     #[arg(long, value_name = "BYTES")]
     pub udp_send_buffer: Option<String>,
+
+    /// Microseconds a busy worker waits before blocking, so datagrams arriving meanwhile
+    /// share one wake-up and one batch (0 = off; at most 5000) [key: udp_coalesce]
+    #[arg(long, value_name = "MICROSECONDS")]
+    pub udp_coalesce: Option<String>,
 
     /// Address serving TURN over TLS, IP:PORT (repeatable; 5349, 443)
     /// [key: tls_listen]
@@ -314,6 +320,7 @@ impl ConfigArgs {
         one(&mut self.max_frame_size, &later.max_frame_size);
         one(&mut self.udp_recv_buffer, &later.udp_recv_buffer);
         one(&mut self.udp_send_buffer, &later.udp_send_buffer);
+        one(&mut self.udp_coalesce, &later.udp_coalesce);
         list(&mut self.tls_listen, &later.tls_listen);
         list(&mut self.nat_discovery_listen, &later.nat_discovery_listen);
         list(&mut self.alternate_servers, &later.alternate_servers);

@@ -110,6 +110,11 @@ impl Config {
             "udp_send_buffer = {} # 0 = the kernel's default",
             self.udp_send_buffer
         );
+        let _ = writeln!(
+            w,
+            "udp_coalesce = {} # microseconds; 0 = off",
+            self.udp_coalesce
+        );
         let _ = writeln!(w, "tls_listen = {}", list(&self.tls_listen));
         let _ = writeln!(
             w,
@@ -173,4 +178,44 @@ pub(crate) fn quote(s: &str) -> String {
 fn list<T: Display>(items: &[T]) -> String {
     let quoted: Vec<String> = items.iter().map(|i| quote(&i.to_string())).collect();
     format!("[{}]", quoted.join(", "))
+}
+
+/// The keys SIGHUP applies to the running server; every other key waits for a restart.
+pub const RELOADABLE: [&str; 6] = [
+    "realm",
+    "users",
+    "auth_secrets",
+    "allow_peers",
+    "deny_peers",
+    "log_level",
+];
+
+impl Config {
+    /// The keys whose value differs between `self` (running) and `new` (just loaded) but that a
+    /// reload does not apply, so the operator can be told a restart is needed for them rather
+    /// than believe the change took effect. Compared through [`Config::to_toml`], one line per
+    /// key (secrets are redacted there, and secrets are all reloadable).
+    pub fn changed_needing_restart(&self, new: &Config) -> Vec<String> {
+        let old = self.to_toml();
+        let new = new.to_toml();
+        let old = top_level_lines(&old);
+        let new = top_level_lines(&new);
+        let mut changed: Vec<String> = old
+            .iter()
+            .filter(|(key, line)| new.iter().all(|(k, l)| k != key || l != line))
+            .map(|(key, _)| key.to_string())
+            .filter(|key| !RELOADABLE.contains(&key.as_str()))
+            .collect();
+        changed.dedup();
+        changed
+    }
+}
+
+/// `(key, line)` for each `key = value` line of a rendered configuration before its first
+/// table (`[[users]]`).
+fn top_level_lines(toml: &str) -> Vec<(&str, &str)> {
+    toml.lines()
+        .take_while(|l| !l.starts_with('['))
+        .filter_map(|l| Some((l.split_once(" = ")?.0, l)))
+        .collect()
 }

@@ -37,7 +37,7 @@ const fn key(name: &'static str, flag: &'static str, shape: Shape) -> Key {
 }
 
 /// Every config key, in the order they are documented and printed.
-pub(crate) const KEYS: [Key; 39] = [
+pub(crate) const KEYS: [Key; 40] = [
     key("listen", "--listen", Shape::List),
     key("relay_ips", "--relay-ip", Shape::List),
     key("relay_ports", "--relay-ports", Shape::Scalar),
@@ -81,6 +81,7 @@ pub(crate) const KEYS: [Key; 39] = [
     key("max_frame_size", "--max-frame-size", Shape::Scalar),
     key("udp_recv_buffer", "--udp-recv-buffer", Shape::Scalar),
     key("udp_send_buffer", "--udp-send-buffer", Shape::Scalar),
+    key("udp_coalesce", "--udp-coalesce", Shape::Scalar),
     key("tls_listen", "--tls-listen", Shape::List),
     key("alternate_servers", "--alternate-server", Shape::List),
     key(
@@ -370,7 +371,7 @@ fn from_flags(args: &ConfigArgs, settings: &mut Settings) {
         ("nat_discovery_listen", &args.nat_discovery_listen),
         ("alternate_servers", &args.alternate_servers),
     ];
-    let scalars: [(&str, &Option<String>); 29] = [
+    let scalars: [(&str, &Option<String>); 30] = [
         ("relay_ports", &args.relay_ports),
         ("realm", &args.realm),
         ("workers", &args.workers),
@@ -395,6 +396,7 @@ fn from_flags(args: &ConfigArgs, settings: &mut Settings) {
         ("max_frame_size", &args.max_frame_size),
         ("udp_recv_buffer", &args.udp_recv_buffer),
         ("udp_send_buffer", &args.udp_send_buffer),
+        ("udp_coalesce", &args.udp_coalesce),
         ("tls_cert", &args.tls_cert),
         ("tls_key", &args.tls_key),
         ("metrics_listen", &args.metrics_listen),

@@ -484,3 +484,39 @@ fn value_types_round_trip_through_text() {
     assert!("0.0.0.0".parse::<ExternalIp>().is_err());
     assert!("nocolon".parse::<User>().is_err());
 }
+
+#[test]
+fn a_reload_names_the_changed_keys_it_cannot_apply() {
+    let running = load_with(Some(FILE), &[], &[]).unwrap();
+    // The same sources again: nothing changed.
+    let same = load_with(Some(FILE), &[], &[]).unwrap();
+    assert!(running.changed_needing_restart(&same).is_empty());
+    // Reloadable keys (realm, peers, secrets, users, log level) changed: still nothing to say.
+    let reloadable = load_with(
+        Some(FILE),
+        &[],
+        &[
+            "--realm",
+            "other.example",
+            "--deny-peer",
+            "10.0.0.0/8",
+            "--auth-secret",
+            "s9",
+            "--log-level",
+            "debug",
+        ],
+    )
+    .unwrap();
+    assert!(running.changed_needing_restart(&reloadable).is_empty());
+    // A quota and the listen address changed: both named, in file order.
+    let restart = load_with(
+        Some(FILE),
+        &[],
+        &["--user-quota", "3", "--listen", "127.0.0.1:3479"],
+    )
+    .unwrap();
+    assert_eq!(
+        running.changed_needing_restart(&restart),
+        ["listen", "user_quota"]
+    );
+}

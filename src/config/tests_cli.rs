@@ -88,6 +88,7 @@ fn every_key_has_a_flag_in_the_cli_and_in_the_sources() {
             | "drain_timeout" => "700",
             "max_frame_size" => "4096",
             "udp_recv_buffer" | "udp_send_buffer" => "1048576",
+            "udp_coalesce" => "300",
             "log_level" => "warn",
             "log_format" => "json",
             "amplification" => "refuse",

@@ -114,6 +114,8 @@ pub struct Allocation {
     pub bandwidth: Option<super::bandwidth::TokenBucket>,
     /// The `user_bandwidth` bucket its user's allocations share, when a cap is set.
     pub user_bandwidth: Option<std::sync::Arc<super::bandwidth::SharedBucket>>,
+    /// A TCP allocation's (RFC 6062) caps and spliced byte counts, shared with its splices.
+    pub splice: Option<std::sync::Arc<super::tcp_relay::SpliceShare>>,
 }
 
 impl Allocation {
@@ -138,6 +140,24 @@ impl Allocation {
 }
 
 impl Allocation {
+    /// Whether it is a TCP allocation (RFC 6062): its relayed address is a TCP listener, and
+    /// data reaches its peers only through spliced connections.
+    pub fn is_tcp(&self) -> bool {
+        self.splice.is_some()
+    }
+
+    /// What the allocation relayed: its datagrams, plus for a TCP allocation the bytes its
+    /// splices copied (they have no datagrams to count).
+    pub fn relayed(&self) -> Stats {
+        let mut s = self.stats;
+        if let Some(share) = &self.splice {
+            let (to_peer, to_client) = share.bytes();
+            s.to_peer_bytes += to_peer;
+            s.to_client_bytes += to_client;
+        }
+        s
+    }
+
     /// Which entry of [`Dual::expires`] a family is: 0 the first relayed address, 1 the second.
     fn dual_index(&self, d: &Dual, family: AddressFamily) -> Option<usize> {
         if AddressFamily::of(&self.relay) == family {

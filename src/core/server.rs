@@ -45,6 +45,9 @@ pub struct Counters {
     pub quota: u64,
     /// Datagrams dropped by the `allocation_bandwidth` cap.
     pub bandwidth: u64,
+    /// Times a TCP relay splice waited for the `allocation_bandwidth` or `user_bandwidth`
+    /// cap before passing bytes on (a stream is paced, never dropped).
+    pub tcp_relay_throttled: u64,
     /// CreatePermission/ChannelBind refused by `max_permissions` (508).
     pub permission_quota: u64,
     /// ChannelBind refused by `max_channels` (508).
@@ -155,6 +158,7 @@ impl Counters {
         self.peers_denied += other.peers_denied;
         self.quota += other.quota;
         self.bandwidth += other.bandwidth;
+        self.tcp_relay_throttled += other.tcp_relay_throttled;
         self.permission_quota += other.permission_quota;
         self.channel_quota += other.channel_quota;
         self.rate_limited += other.rate_limited;
@@ -660,6 +664,7 @@ impl Server {
         self.tcp_allocation_ended(id);
         self.compact_timers();
         if a.state == State::Active {
+            let stats = a.relayed();
             self.outputs
                 .push_back(Output::Event(Event::AllocationEnded {
                     id,
@@ -669,7 +674,7 @@ impl Server {
                     additional: a.dual.map(|d| d.advertised),
                     reason,
                     duration: now.saturating_duration_since(a.created),
-                    stats: a.stats,
+                    stats,
                 }));
         }
     }

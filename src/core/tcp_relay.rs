@@ -16,12 +16,14 @@
 //! stays in the owner's [`TcpRelayState`].
 
 use super::allocation::AllocationId;
+use super::bandwidth::SharedBucket;
 use super::five_tuple::FiveTuple;
 use crate::stun::TransactionId;
 use dashmap::DashMap;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// REQUESTED-TRANSPORT value for TCP (IANA protocol number 6).
@@ -38,6 +40,75 @@ pub const MAX_PEER_CONNECTIONS: usize = 64;
 
 /// The 32-bit CONNECTION-ID (RFC 6062 §6.2.1).
 pub type ConnectionId = u32;
+
+/// What every splice of one TCP allocation shares, on whichever worker it runs: the caps
+/// that pace it and the bytes it relayed. A splice runs on the worker that took the
+/// ConnectionBind, not necessarily the allocation's owner, and one allocation may have
+/// splices on several workers at once, so its `allocation_bandwidth` cap is a
+/// [`SharedBucket`] here rather than the owner's plain
+/// [`TokenBucket`](super::bandwidth::TokenBucket), and its byte counts are atomics the owner reads for the
+/// allocation's statistics. Touched once per chunk a splice copies (up to 16 KiB), never per
+/// datagram.
+#[derive(Debug, Default)]
+pub struct SpliceShare {
+    /// `allocation_bandwidth`, when set.
+    bandwidth: Option<SharedBucket>,
+    /// `user_bandwidth`: the very bucket the user's UDP allocations charge, when set.
+    user_bandwidth: Option<Arc<SharedBucket>>,
+    to_peer_bytes: AtomicU64,
+    to_client_bytes: AtomicU64,
+}
+
+impl SpliceShare {
+    pub fn new(
+        bandwidth: Option<SharedBucket>,
+        user_bandwidth: Option<Arc<SharedBucket>>,
+    ) -> SpliceShare {
+        SpliceShare {
+            bandwidth,
+            user_bandwidth,
+            ..SpliceShare::default()
+        }
+    }
+
+    /// Whether any cap applies: without one the splice never calls [`SpliceShare::pace`].
+    pub fn is_capped(&self) -> bool {
+        self.bandwidth.is_some() || self.user_bandwidth.is_some()
+    }
+
+    /// Charges `bytes` just read from one side to every cap and returns how long to hold
+    /// them before writing them to the other side (and reading more): the longer of the two
+    /// caps' waits. Both directions charge the same buckets.
+    pub fn pace(&self, now: Instant, bytes: u64) -> Duration {
+        let own = self
+            .bandwidth
+            .as_ref()
+            .map_or(Duration::ZERO, |b| b.pace(now, bytes));
+        let user = self
+            .user_bandwidth
+            .as_ref()
+            .map_or(Duration::ZERO, |b| b.pace(now, bytes));
+        own.max(user)
+    }
+
+    /// Adds `bytes` relayed towards the peer (`to_peer`) or the client.
+    pub fn count(&self, to_peer: bool, bytes: u64) {
+        let c = if to_peer {
+            &self.to_peer_bytes
+        } else {
+            &self.to_client_bytes
+        };
+        c.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Bytes relayed so far: (to the peers, to the client).
+    pub fn bytes(&self) -> (u64, u64) {
+        (
+            self.to_peer_bytes.load(Ordering::Relaxed),
+            self.to_client_bytes.load(Ordering::Relaxed),
+        )
+    }
+}
 
 /// Where a peer connection is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,6 +134,8 @@ pub struct Connection {
     /// the nonce issued there (see `Server::connection_bind_nonce_owner`).
     pub control: SocketAddr,
     pub state: ConnState,
+    /// Its allocation's caps and byte counts, for the splice.
+    pub share: Arc<SpliceShare>,
 }
 
 /// Every worker's peer connections, by CONNECTION-ID.
@@ -90,6 +163,13 @@ impl Connections {
 
     pub fn get(&self, id: ConnectionId) -> Option<Connection> {
         self.map.get(&id).map(|c| c.clone())
+    }
+
+    /// The [`SpliceShare`] of bound connection `id`, for its splice; `None` once it is gone
+    /// (its allocation ended) or when it is not bound.
+    pub fn share(&self, id: ConnectionId) -> Option<Arc<SpliceShare>> {
+        let c = self.map.get(&id)?;
+        (c.state == ConnState::Bound).then(|| c.share.clone())
     }
 
     pub fn len(&self) -> usize {

@@ -81,7 +81,7 @@ fn info(worker: usize, a: &Allocation, now: Instant, unix_now: u64) -> Allocatio
         relays: a.advertised_relays().collect(),
         created_unix: unix(a.created),
         expires_unix: unix(a.expires),
-        stats: a.stats,
+        stats: a.relayed(),
         permissions: a
             .permissions
             .iter()

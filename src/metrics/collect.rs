@@ -278,6 +278,13 @@ pub(crate) fn encode_snapshot(s: &Snapshot, e: &mut DescriptorEncoder) -> fmt::R
         None,
         c.peers_denied,
     )?;
+    counter(
+        e,
+        "turnd_tcp_relay_throttled",
+        "Times a TCP relay splice held bytes back for allocation_bandwidth or user_bandwidth.",
+        None,
+        c.tcp_relay_throttled,
+    )?;
     let drops = [
         ("malformed", c.malformed),
         ("no_allocation", c.no_allocation),

@@ -77,6 +77,7 @@ pub struct WorkerMetrics {
     peers_denied: Cell,
     quota: Cell,
     bandwidth: Cell,
+    tcp_relay_throttled: Cell,
     permission_quota: Cell,
     channel_quota: Cell,
     rate_limited: Cell,
@@ -162,6 +163,7 @@ impl WorkerMetrics {
         self.peers_denied.set(c.peers_denied);
         self.quota.set(c.quota);
         self.bandwidth.set(c.bandwidth);
+        self.tcp_relay_throttled.set(c.tcp_relay_throttled);
         self.permission_quota.set(c.permission_quota);
         self.channel_quota.set(c.channel_quota);
         self.rate_limited.set(c.rate_limited);
@@ -252,6 +254,7 @@ impl WorkerMetrics {
         c.peers_denied = self.peers_denied.get();
         c.quota = self.quota.get();
         c.bandwidth = self.bandwidth.get();
+        c.tcp_relay_throttled = self.tcp_relay_throttled.get();
         c.permission_quota = self.permission_quota.get();
         c.channel_quota = self.channel_quota.get();
         c.rate_limited = self.rate_limited.get();

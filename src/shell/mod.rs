@@ -3,6 +3,7 @@
 //! Like mini-redis's `server::run`, [`Server::start`] takes a ready [`Config`] and returns a
 //! handle with the bound addresses, so tests can run a real server on port 0.
 
+mod coalesce;
 mod discover;
 mod nat_discovery;
 mod rlimit;
@@ -79,6 +80,8 @@ impl Server {
             recv_buffer: config.udp_recv_buffer,
             send_buffer: config.udp_send_buffer,
             gso: udp::gso_enabled(),
+            coalesce: (config.udp_coalesce > 0)
+                .then(|| std::time::Duration::from_micros(config.udp_coalesce.into())),
         };
         tracing::debug!(gso = udp_opts.gso, "udp batching: recvmmsg/sendmmsg");
 

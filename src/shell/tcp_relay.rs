@@ -15,10 +15,19 @@
 //! allocation ended) every splice of that allocation ends, on whatever worker it runs.
 //!
 //! The splice is not the per-datagram hot path of UDP relaying: it copies through two
-//! bounded buffers per connection and counts bytes into the splicing worker's counters.
+//! bounded buffers per connection and counts bytes into the splicing worker's counters and
+//! into its allocation's [`SpliceShare`] (the allocation's own statistics).
+//!
+//! **Bandwidth caps.** `allocation_bandwidth` and `user_bandwidth` hold for spliced bytes too,
+//! both directions charging the same buckets (the user's is the one their UDP allocations
+//! charge). TCP is reliable, so nothing is dropped: each chunk read is charged, and when the
+//! caps say so the pump sleeps for the refill time before writing it and reading the next
+//! (leaving datagrams, which cannot wait, half of each bucket's burst).
+//! Meanwhile the kernel's buffers fill and TCP flow control slows the sender — back-pressure.
+//! Without a cap the pump only tests two `Option`s per chunk.
 
 use super::worker::{Shared, Worker};
-use crate::core::tcp_relay::{ConnectionId, TcpRelayOutput};
+use crate::core::tcp_relay::{ConnectionId, SpliceShare, TcpRelayOutput};
 use crate::core::{AllocationId, FiveTuple, RelayOpenError, Transport};
 use dashmap::DashMap;
 use std::collections::HashMap;
@@ -263,22 +272,67 @@ pub(super) async fn splice<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let parked = {
+    let (parked, share) = {
         let w = worker.borrow();
-        w.tcp_relays.parked.map.remove(&cid).map(|(_, p)| p)
+        let parked = w.tcp_relays.parked.map.remove(&cid).map(|(_, p)| p);
+        (parked, w.core.splice_share(cid))
     };
-    if let Some(p) = parked {
-        let _ = run_splice(worker, client, ft.transport, p, to_client, to_peer).await;
+    // No share: the connection is no longer bound (its allocation ended meanwhile).
+    if let (Some(p), Some(share)) = (parked, share) {
+        let s = Splice {
+            worker,
+            transport: ft.transport,
+            share: &share,
+        };
+        let _ = run_splice(&s, client, p, to_client, to_peer).await;
     }
     let mut w = worker.borrow_mut();
     w.core.handle_data_connection_closed(cid);
     w.drain_outputs();
 }
 
-async fn run_splice<S>(
-    worker: &Shared,
-    mut client: S,
+/// What both directions of one splice count into.
+struct Splice<'a> {
+    worker: &'a Shared,
     transport: Transport,
+    share: &'a SpliceShare,
+}
+
+impl Splice<'_> {
+    /// Waits, when a cap says so, before `bytes` just read are passed on.
+    async fn pace(&self, bytes: usize) {
+        if bytes == 0 || !self.share.is_capped() {
+            return;
+        }
+        let wait = self.share.pace(Instant::now(), bytes as u64);
+        if wait.is_zero() {
+            return;
+        }
+        {
+            let mut w = self.worker.borrow_mut();
+            w.core.count_splice_throttled();
+        }
+        // Bounded: a wait is at most half the bucket's burst plus the refill time of one
+        // chunk per pump charging the bucket (see `SharedBucket::pace`); it ends early only
+        // when the whole splice is dropped (the allocation ended).
+        tokio::time::sleep(wait).await;
+    }
+
+    /// Adds bytes passed on to the worker's relayed counters (published) and to the
+    /// allocation's.
+    fn count(&self, to_peer: bool, bytes: usize) {
+        self.share.count(to_peer, bytes as u64);
+        let (p, c) = if to_peer { (bytes, 0) } else { (0, bytes) };
+        let mut w = self.worker.borrow_mut();
+        w.core
+            .count_stream_relayed(self.transport, p as u64, c as u64);
+        w.drain_outputs();
+    }
+}
+
+async fn run_splice<S>(
+    s: &Splice<'_>,
+    mut client: S,
     parked: Parked,
     to_client: &[u8],
     to_peer: &[u8],
@@ -290,12 +344,13 @@ where
     let mut peer = TcpStream::from_std(stream)?;
     client.write_all(to_client).await?;
     client.flush().await?;
+    s.pace(to_peer.len()).await;
     peer.write_all(to_peer).await?;
-    count(worker, transport, to_peer.len(), 0);
+    s.count(true, to_peer.len());
     let (mut client_r, mut client_w) = tokio::io::split(client);
     let (mut peer_r, mut peer_w) = peer.split();
-    let up = pump(worker, &mut client_r, &mut peer_w, transport, true);
-    let down = pump(worker, &mut peer_r, &mut client_w, transport, false);
+    let up = pump(s, &mut client_r, &mut peer_w, true);
+    let down = pump(s, &mut peer_r, &mut client_w, false);
     tokio::select! {
         r = async { tokio::try_join!(up, down) } => r.map(|_| ()),
         // The allocation ended: its sender is gone.
@@ -304,14 +359,9 @@ where
 }
 
 /// Copies one direction until EOF, which it passes on as a write shutdown (the other
-/// direction goes on until its own EOF).
-async fn pump<R, W>(
-    worker: &Shared,
-    from: &mut R,
-    to: &mut W,
-    transport: Transport,
-    to_peer: bool,
-) -> io::Result<()>
+/// direction goes on until its own EOF). Under a cap it waits between reading a chunk and
+/// writing it, so it reads no faster than the cap allows.
+async fn pump<R, W>(s: &Splice<'_>, from: &mut R, to: &mut W, to_peer: bool) -> io::Result<()>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -323,21 +373,10 @@ where
             to.shutdown().await?;
             return Ok(());
         }
+        s.pace(n).await;
         to.write_all(&buf[..n]).await?;
         // TLS buffers records until flushed; for TCP this is a no-op.
         to.flush().await?;
-        if to_peer {
-            count(worker, transport, n, 0);
-        } else {
-            count(worker, transport, 0, n);
-        }
+        s.count(to_peer, n);
     }
-}
-
-/// Adds spliced bytes to the worker's relayed counters and publishes them.
-fn count(worker: &Shared, transport: Transport, to_peer: usize, to_client: usize) {
-    let mut w = worker.borrow_mut();
-    w.core
-        .count_stream_relayed(transport, to_peer as u64, to_client as u64);
-    w.drain_outputs();
 }

@@ -156,10 +156,12 @@ pub fn run(
     udp: udp::Options,
 ) {
     let crate::metrics::WorkerLink { metrics, admin } = link;
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_current_thread();
+    builder.enable_all();
+    if let Some(window) = udp.coalesce {
+        builder.on_thread_park(move || super::coalesce::before_park(window));
+    }
+    let rt = match builder.build() {
         Ok(rt) => rt,
         Err(e) => {
             tracing::error!(worker = index, error = %e, "cannot start worker runtime");
@@ -434,7 +436,9 @@ thread_local! {
 fn recv_batch(socket: &UdpSocket, ring: &mut RecvBatch) -> bool {
     let fd = socket.as_raw_fd();
     let r = socket.try_io(Interest::READABLE, || {
-        if ring.recv(fd)? < udp::RING {
+        let n = ring.recv(fd)?;
+        super::coalesce::received(n);
+        if n < udp::RING {
             Err(io::ErrorKind::WouldBlock.into())
         } else {
             Ok(())

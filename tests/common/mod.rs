@@ -96,6 +96,22 @@ pub fn free_udp_port() -> u16 {
         .port()
 }
 
+/// A port `p` with `p` and `p + 1` both free on 127.0.0.1 (for a server that binds a pair).
+pub fn free_udp_port_pair() -> u16 {
+    // Bounded: 100 tries; another process may hold the port above any one we are given.
+    for _ in 0..100 {
+        let low = UdpSocket::bind("127.0.0.1:0").expect("bind an ephemeral UDP port on 127.0.0.1");
+        let port = low
+            .local_addr()
+            .expect("local_addr of a bound socket")
+            .port();
+        if port < u16::MAX && UdpSocket::bind(("127.0.0.1", port + 1)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no two adjacent free UDP ports on 127.0.0.1 in 100 tries");
+}
+
 /// A fresh scratch directory under the system temp dir, removed on drop.
 pub struct ScratchDir(PathBuf);
 
@@ -576,7 +592,9 @@ impl EchoPeer {
         let peer = require_tool("turnutils_peer");
         let mut last_output = String::new();
         for _attempt in 0..3 {
-            let port = free_udp_port();
+            // turnutils_peer listens on the port and the one above it (RTP/RTCP pairs, where
+            // turnutils_uclient sends RTCP), and only logs a failure to bind the second.
+            let port = free_udp_port_pair();
             let mut cmd = Command::new(&peer);
             cmd.args(["-L", "127.0.0.1", "-p", &port.to_string()]);
             let mut proc = Proc::spawn("turnutils_peer", cmd);
@@ -587,13 +605,23 @@ impl EchoPeer {
                 .expect("set_read_timeout");
             let deadline = Instant::now() + Duration::from_secs(5);
             let mut buf = [0u8; 64];
+            let rtcp = SocketAddr::new(addr.ip(), port + 1);
+            let mut echoed = [false, false];
             // Bounded: each probe waits ≤ 100 ms, until the deadline.
             while Instant::now() < deadline && proc.try_wait().is_none() {
-                let _ = probe.send_to(b"turnd-itest-probe", addr);
-                if let Ok((n, from)) = probe.recv_from(&mut buf) {
-                    if from == addr && &buf[..n] == b"turnd-itest-probe" {
-                        return EchoPeer { addr, proc };
+                for (i, to) in [addr, rtcp].into_iter().enumerate() {
+                    if !echoed[i] {
+                        let _ = probe.send_to(b"turnd-itest-probe", to);
                     }
+                }
+                if let Ok((n, from)) = probe.recv_from(&mut buf) {
+                    if &buf[..n] == b"turnd-itest-probe" {
+                        echoed[0] |= from == addr;
+                        echoed[1] |= from == rtcp;
+                    }
+                }
+                if echoed == [true, true] {
+                    return EchoPeer { addr, proc };
                 }
             }
             let _ = proc.wait_timeout(Duration::from_millis(100));

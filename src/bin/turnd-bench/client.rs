@@ -3,7 +3,7 @@
 //! blocking UDP socket, with bounded retransmissions, speaking only through `turnd::stun`.
 
 use anyhow::{anyhow, bail, Context, Result};
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::time::Duration;
 use turnd::core::auth::long_term_key;
 use turnd::stun::{AttrType, Class, Message, MessageBuilder, MessageType, Method, TransactionId};
@@ -77,9 +77,9 @@ fn error_of(m: &Message) -> String {
 }
 
 impl Client {
-    /// Opens a socket and allocates a UDP relay on `server`.
-    pub fn allocate(server: SocketAddr, creds: &Creds) -> Result<Client> {
-        let sock = UdpSocket::bind("127.0.0.1:0")?;
+    /// Opens a socket on `local` (an ephemeral port) and allocates a UDP relay on `server`.
+    pub fn allocate(server: SocketAddr, local: IpAddr, creds: &Creds) -> Result<Client> {
+        let sock = UdpSocket::bind(SocketAddr::new(local, 0))?;
         sock.connect(server)?;
         let mut buf = [0u8; 1500];
         let mut resp = [0u8; 1500];

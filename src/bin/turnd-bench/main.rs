@@ -20,7 +20,7 @@ use clap::{Parser, ValueEnum};
 use client::{Client, Creds, FIRST_CHANNEL};
 use load::{Flow, Mode, Offer};
 use stats::{ProcSample, SplitPer};
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -88,6 +88,11 @@ struct Args {
     /// batching server more than a real peer would (see README, Performance).
     #[arg(long)]
     echo_gso: bool,
+    /// The loopback address the client and peer sockets bind to. One address offers only the
+    /// kernel's ephemeral ports (`net.ipv4.ip_local_port_range`, ~28,000 by default), so
+    /// generators that together hold more allocations each take an address of their own.
+    #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
+    client_ip: IpAddr,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
@@ -104,6 +109,9 @@ fn main() -> Result<()> {
     let _ = turnd::shell::raise_nofile_limit();
     if !a.server.ip().is_loopback() {
         bail!("--server must be a loopback address (this tool only loads loopback)");
+    }
+    if !a.client_ip.is_loopback() || a.client_ip.is_ipv4() != a.server.is_ipv4() {
+        bail!("--client-ip must be a loopback address of the --server's family");
     }
     if a.size > 1400 {
         bail!("--size must be at most 1400");
@@ -175,8 +183,9 @@ fn traffic(a: &Args, creds: &Creds) -> Result<()> {
     let held = hold(a, creds)?;
     let mut flows = Vec::with_capacity(a.clients);
     for i in 0..a.clients {
-        let mut c = Client::allocate(a.server, creds).with_context(|| format!("client {i}"))?;
-        let peer = UdpSocket::bind("127.0.0.1:0")?;
+        let mut c = Client::allocate(a.server, a.client_ip, creds)
+            .with_context(|| format!("client {i}"))?;
+        let peer = UdpSocket::bind(SocketAddr::new(a.client_ip, 0))?;
         let peer_addr = peer.local_addr()?;
         let channel = FIRST_CHANNEL;
         match mode {
@@ -302,13 +311,13 @@ fn hold(a: &Args, creds: &Creds) -> Result<Held> {
     if a.hold > MAX_ALLOCATIONS {
         bail!("--hold must be at most {MAX_ALLOCATIONS}");
     }
-    let peer = UdpSocket::bind("127.0.0.1:0")?;
+    let peer = UdpSocket::bind(SocketAddr::new(a.client_ip, 0))?;
     let peer_addr = peer.local_addr()?;
     let t0 = Instant::now();
     let mut clients = Vec::with_capacity(a.hold);
     for i in 0..a.hold {
-        let mut c =
-            Client::allocate(a.server, creds).with_context(|| format!("held allocation {i}"))?;
+        let mut c = Client::allocate(a.server, a.client_ip, creds)
+            .with_context(|| format!("held allocation {i}"))?;
         c.create_permission(peer_addr)
             .with_context(|| format!("held allocation {i}"))?;
         clients.push(c);
@@ -325,13 +334,14 @@ fn setup_only(a: &Args, creds: &Creds, n: usize) -> Result<()> {
         bail!("--setup-only must be 1–{MAX_ALLOCATIONS}");
     }
     // One peer socket stands for every allocation's peer: only the permission matters here.
-    let peer = UdpSocket::bind("127.0.0.1:0")?;
+    let peer = UdpSocket::bind(SocketAddr::new(a.client_ip, 0))?;
     let peer_addr = peer.local_addr()?;
     let before = sample(a.server_pid)?;
     let t0 = Instant::now();
     let mut clients = Vec::with_capacity(n);
     for i in 0..n {
-        let mut c = Client::allocate(a.server, creds).with_context(|| format!("allocation {i}"))?;
+        let mut c = Client::allocate(a.server, a.client_ip, creds)
+            .with_context(|| format!("allocation {i}"))?;
         c.create_permission(peer_addr)
             .with_context(|| format!("allocation {i}"))?;
         clients.push(c);

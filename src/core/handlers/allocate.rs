@@ -6,13 +6,15 @@
 
 use crate::core::allocation::{Additional, Allocation, AllocationId, Dual, State, Stats};
 use crate::core::auth::SessionKey;
+use crate::core::bandwidth::SharedBucket;
 use crate::core::five_tuple::FiveTuple;
 use crate::core::reply::{reason, Responder};
-use crate::core::tcp_relay::TCP;
+use crate::core::tcp_relay::{SpliceShare, TCP};
 use crate::core::timer::TimerKind;
 use crate::core::{Event, Output, RelayOpenError, Reservation, Server};
 use crate::stun::{AddressFamily, AttrType, Message};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// REQUESTED-TRANSPORT value for UDP (IANA protocol number 17).
@@ -21,6 +23,14 @@ const UDP: u8 = 17;
 const RESERVATION_LIFETIME: Duration = Duration::from_secs(30);
 /// Ports tried before answering 508 when other processes hold the ones we pick.
 const MAX_BIND_ATTEMPTS: u8 = 8;
+
+/// Why no relay port could be taken.
+enum NoPort {
+    /// No relay address of the family is configured (440).
+    NoAddress,
+    /// Every relay address of the family has all its ports taken (508).
+    Full,
+}
 
 fn family_of(ip: IpAddr) -> AddressFamily {
     match ip {
@@ -126,20 +136,16 @@ impl Server {
             if dual && !self.has_relay_ip(AddressFamily::V4) {
                 family = AddressFamily::V6;
             }
-            let Some(ip) = self.pick_relay_ip(family) else {
-                return Some(r.plain_error(440));
-            };
-            let random = self.random();
             let pair = even == Some(true);
-            let port = {
-                let mut ports = shared.ports.lock().unwrap_or_else(|e| e.into_inner());
-                ports.take(ip, random, even.is_some(), pair)
-            };
-            let Some(port) = port else {
-                return Some(
-                    self.try_alternate(from, &r)
-                        .unwrap_or_else(|| r.plain_error(508)),
-                );
+            let (ip, port) = match self.take_relay_port(family, even.is_some(), pair) {
+                Ok(taken) => taken,
+                Err(NoPort::NoAddress) => return Some(r.plain_error(440)),
+                Err(NoPort::Full) => {
+                    return Some(
+                        self.try_alternate(from, &r)
+                            .unwrap_or_else(|| r.plain_error(508)),
+                    )
+                }
             };
             let reservation = if pair {
                 let token = self.random().to_be_bytes();
@@ -190,6 +196,11 @@ impl Server {
         }
         let id = self.allocations.next_id();
         let dont_fragment = msg.dont_fragment();
+        let user_bandwidth = if cfg.user_bandwidth > 0 {
+            shared.quotas.user_bucket(username, cfg.user_bandwidth, now)
+        } else {
+            None
+        };
         self.allocations.insert(Allocation {
             id,
             five_tuple: from,
@@ -214,11 +225,14 @@ impl Server {
             next_sweep: None,
             bandwidth: (cfg.allocation_bandwidth > 0)
                 .then(|| crate::core::bandwidth::TokenBucket::new(cfg.allocation_bandwidth, now)),
-            user_bandwidth: if cfg.user_bandwidth > 0 {
-                shared.quotas.user_bucket(username, cfg.user_bandwidth, now)
-            } else {
-                None
-            },
+            splice: tcp.then(|| {
+                Arc::new(SpliceShare::new(
+                    (cfg.allocation_bandwidth > 0)
+                        .then(|| SharedBucket::new(cfg.allocation_bandwidth, now)),
+                    user_bandwidth.clone(),
+                ))
+            }),
+            user_bandwidth,
             dual: None,
         });
         if tcp {
@@ -242,39 +256,51 @@ impl Server {
             SocketAddr::V4(_) => AddressFamily::V6,
             SocketAddr::V6(_) => AddressFamily::V4,
         };
-        let Some(ip) = self.pick_relay_ip(family) else {
-            return Additional::Refused { family, code: 440 };
-        };
-        let random = self.random();
-        let port = {
-            let mut ports = self.shared.ports.lock().unwrap_or_else(|e| e.into_inner());
-            ports.take(ip, random, false, false)
-        };
-        match port {
-            Some(port) => Additional::Waiting {
+        match self.take_relay_port(family, false, false) {
+            Ok((ip, port)) => Additional::Waiting {
                 bind: SocketAddr::new(ip, port),
             },
-            None => Additional::Refused { family, code: 508 },
+            Err(NoPort::NoAddress) => Additional::Refused { family, code: 440 },
+            Err(NoPort::Full) => Additional::Refused { family, code: 508 },
         }
     }
 
-    /// Round-robin over the configured relay addresses of `family`.
-    fn pick_relay_ip(&mut self, family: AddressFamily) -> Option<IpAddr> {
-        let relays = &self.shared.config.relays;
-        let candidates = relays
+    /// Takes a relay port on one of the configured relay addresses of `family`: starting
+    /// round-robin (so allocations spread over the addresses), and moving on to the next
+    /// address when one has no free port, so one full address never refuses an allocation
+    /// another could carry.
+    fn take_relay_port(
+        &mut self,
+        family: AddressFamily,
+        even: bool,
+        pair: bool,
+    ) -> Result<(IpAddr, u16), NoPort> {
+        let shared = self.shared.clone();
+        let candidates: usize = shared
+            .config
+            .relays
             .iter()
             .filter(|r| family_of(r.bind) == family)
             .count();
         if candidates == 0 {
-            return None;
+            return Err(NoPort::NoAddress);
         }
         self.relay_cursor = self.relay_cursor.wrapping_add(1);
-        let k = self.relay_cursor % candidates;
-        relays
+        let start = self.relay_cursor % candidates;
+        let random = self.random();
+        // Invariant: the pool's mutex is never held across a panic (no code panics inside).
+        let mut ports = shared.ports.lock().unwrap_or_else(|e| e.into_inner());
+        let mut ips = shared
+            .config
+            .relays
             .iter()
             .filter(|r| family_of(r.bind) == family)
-            .nth(k)
             .map(|r| r.bind)
+            .cycle()
+            .skip(start)
+            .take(candidates);
+        ips.find_map(|ip| ports.take(ip, random, even, pair).map(|port| (ip, port)))
+            .ok_or(NoPort::Full)
     }
 
     /// Takes the shell's answer to the allocation's outstanding `OpenRelay`: the first relay

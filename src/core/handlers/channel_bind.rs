@@ -1,5 +1,10 @@
 //! ChannelBind (RFC 8656 §11): bind a channel number to a peer transport address, which also
 //! installs or refreshes a permission for the peer's IP.
+//!
+//! Not on a TCP allocation (RFC 6062): a channel frames datagrams, and a TCP allocation relays
+//! no datagrams — its data goes through connections opened with Connect or accepted from
+//! peers. The request is a 400, as coturn answers it too; the permission it would have
+//! installed is not, so a client that wants one asks with CreatePermission.
 
 use crate::core::auth::SessionKey;
 use crate::core::five_tuple::FiveTuple;
@@ -24,6 +29,9 @@ impl Server {
             Ok(id) => id,
             Err(code) => return r.plain_error(code),
         };
+        if self.tcp_relay.allocs.contains_key(&id) {
+            return r.plain_error(400);
+        }
         let (Some(Ok(number)), Some(Ok(peer))) = (msg.channel_number(), msg.xor_peer_address())
         else {
             return r.plain_error(400);

@@ -57,6 +57,9 @@ impl Server {
             return Some(r.plain_error(403));
         }
         let (relay, username_owned, control) = (a.relay, a.username.clone(), a.five_tuple.client);
+        // Every TCP allocation has one (set when it was made); the default (no cap, counted
+        // nowhere) only guards against a bug.
+        let share = a.splice.clone().unwrap_or_default();
         // 446 while a connection to this peer is being made, waits for its bind, or is
         // active; a retransmission of the Connect being made gets its answer later.
         let ids = self.tcp_relay.allocs.get(&id).cloned().unwrap_or_default();
@@ -88,6 +91,7 @@ impl Server {
             peer,
             control,
             state: ConnState::Connecting,
+            share,
         };
         let cid = shared.tcp_connections.insert(|| self.random(), conn);
         self.tcp_relay.connecting.insert(

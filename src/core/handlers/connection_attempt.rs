@@ -38,6 +38,9 @@ impl Server {
             return None;
         }
         let (five_tuple, username) = (a.five_tuple, a.username.clone());
+        // Every TCP allocation has one (set when it was made); the default (no cap, counted
+        // nowhere) only guards against a bug.
+        let share = a.splice.clone().unwrap_or_default();
         let expires = now + BIND_TIMEOUT;
         let conn = Connection {
             owner: self.tcp_relay.tag,
@@ -46,6 +49,7 @@ impl Server {
             peer,
             control: five_tuple.client,
             state: ConnState::Pending { expires },
+            share,
         };
         let shared = self.shared.clone();
         let cid = shared.tcp_connections.insert(|| self.random(), conn);

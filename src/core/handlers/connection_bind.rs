@@ -11,9 +11,10 @@ use crate::core::five_tuple::FiveTuple;
 use crate::core::nonce::NonceStatus;
 use crate::core::reply::Responder;
 use crate::core::server::transport_index;
-use crate::core::tcp_relay::{ClaimError, ConnState, ConnectionId, TcpRelayOutput};
+use crate::core::tcp_relay::{ClaimError, ConnState, ConnectionId, SpliceShare, TcpRelayOutput};
 use crate::core::{Output, Server, Transport};
 use crate::stun::{AttrType, Message};
+use std::sync::Arc;
 use std::time::Instant;
 
 impl Server {
@@ -94,6 +95,18 @@ impl Server {
         self.shared
             .tcp_connections
             .remove_if(cid, |c| c.state == ConnState::Bound);
+    }
+
+    /// The caps and byte counts of bound connection `cid`'s allocation, for its splice:
+    /// `None` when it is no longer bound (its allocation ended meanwhile), and then there is
+    /// nothing to splice.
+    pub fn splice_share(&self, cid: ConnectionId) -> Option<Arc<SpliceShare>> {
+        self.shared.tcp_connections.share(cid)
+    }
+
+    /// A splice held bytes back for its allocation's or user's bandwidth cap.
+    pub fn count_splice_throttled(&mut self) {
+        self.counters.tcp_relay_throttled += 1;
     }
 
     /// Bytes spliced between a client data connection over `transport` and its peer, for the

@@ -89,7 +89,10 @@ impl Server {
             self.counters.no_allocation += 1;
             return None;
         };
-        if a.state != State::Active || a.expires <= now {
+        // A TCP allocation (RFC 6062) has no UDP relayed address to send a datagram from:
+        // its data goes through spliced connections only, so a Send indication on it is
+        // discarded like one with no allocation (an indication has no error response).
+        if a.state != State::Active || a.expires <= now || a.is_tcp() {
             self.counters.no_allocation += 1;
             return None;
         }

@@ -667,3 +667,41 @@ fn draining_refuses_new_allocations_with_508_and_keeps_existing_ones() {
     h.server.shared().quotas.set_draining(false);
     b.allocate(&mut h);
 }
+
+/// With several relay addresses of a family, one whose ports are all taken never refuses an
+/// allocation another can carry: the round robin moves on to the next address, and 508 comes
+/// only when every address is full.
+#[test]
+fn a_full_relay_address_hands_over_to_the_next() {
+    let second = ip("192.0.2.11");
+    let mut shared = Setup {
+        v6: false,
+        ports: (50000, 50001),
+        ..Setup::default()
+    }
+    .shared();
+    {
+        let s = Arc::get_mut(&mut shared).expect("not shared yet");
+        s.config.relays.push(RelayAddr {
+            bind: second,
+            advertised: second,
+        });
+        s.ports = Mutex::new(PortPool::new(&[relay_v4(), second], 50000, 50001));
+    }
+    let mut h = Harness::from_shared(shared, 3);
+    // Fill the first address directly, as if its other ports were long taken.
+    {
+        let mut ports = h.shared.ports.lock().unwrap();
+        assert!(ports.take(relay_v4(), 0, false, false).is_some());
+        assert!(ports.take(relay_v4(), 0, false, false).is_some());
+    }
+    // Whichever address the round robin starts at, both allocations land on the second.
+    for i in 0..2 {
+        let mut c = Client::alice(ft(40000 + i));
+        let (_, relayed) = c.allocate(&mut h);
+        assert_eq!(relayed.ip(), second, "allocation {i}");
+    }
+    let mut c = Client::alice(ft(40002));
+    c.allocate_with(&mut h, &[])
+        .assert_error(Method::ALLOCATE, 508, Some(&c.key));
+}

@@ -296,3 +296,75 @@ fn close_all_ends_every_allocation() {
     assert_eq!(h.allocation_count(), 0);
     assert_eq!(h.ports_in_use(relay_v4()), 0);
 }
+
+/// Churn like the soak test's (created, refreshed, deleted, abandoned to expiry), long enough
+/// for the timer heap to be compacted many times, with client ports reused as an OS would reuse
+/// them: every abandoned allocation must have expired before its 5-tuple comes back, so a new
+/// Allocate from it must never meet 437.
+#[test]
+fn long_churn_with_reused_client_ports_never_meets_a_stale_allocation() {
+    const LIFETIME: u64 = 2;
+    const PORTS: u16 = 2000;
+    let mut shared = Setup {
+        ports: (20000, 60000),
+        ..Setup::default()
+    }
+    .shared();
+    {
+        let s = Arc::get_mut(&mut shared).expect("not shared yet");
+        s.config.default_lifetime = secs(LIFETIME);
+    }
+    let mut h = Harness::from_shared(shared, 1);
+    // When each client port is free again (its abandoned allocation surely expired).
+    let mut free_at = vec![h.now; PORTS as usize];
+    let mut port = 0u16;
+    let mut abandoned = 0usize;
+    let mut most_timers = 0;
+    for cycle in 0..40_000u64 {
+        h.advance(Duration::from_millis(7));
+        // The next port that is free, round robin (an OS picks any free one).
+        let mut tries = 0;
+        while free_at[port as usize] > h.now {
+            port = (port + 1) % PORTS;
+            tries += 1;
+            assert!(tries <= PORTS, "no free client port at cycle {cycle}");
+        }
+        let ft = udp(&format!("192.0.2.100:{}", 30000 + port));
+        let mut c = Client::alice(ft);
+        let resp = c.allocate_with(&mut h, &[]);
+        assert_eq!(
+            resp.code(),
+            None,
+            "cycle {cycle}: Allocate from reused port {} refused; {} allocations live, {} timers",
+            30000 + port,
+            h.allocation_count(),
+            h.server.pending_timers(),
+        );
+        match cycle % 3 {
+            0 => {
+                c.refresh(&mut h, Some(0))
+                    .assert_success(Method::REFRESH, &c.key);
+            }
+            1 => {
+                c.refresh(&mut h, Some(60))
+                    .assert_success(Method::REFRESH, &c.key);
+                c.refresh(&mut h, Some(0))
+                    .assert_success(Method::REFRESH, &c.key);
+            }
+            _ => {
+                abandoned += 1;
+                free_at[port as usize] = h.now + secs(LIFETIME + 10);
+            }
+        }
+        port = (port + 1) % PORTS;
+        most_timers = most_timers.max(h.server.pending_timers());
+    }
+    // Deleted allocations leave their deadlines behind (lazy deletion), the refreshed ones for
+    // 60 s: well over a thousand at a time, so the heap was compacted again and again.
+    assert!(
+        most_timers >= 1024,
+        "the heap was never compacted: {most_timers}"
+    );
+    h.advance(secs(LIFETIME + 1));
+    assert_eq!(h.allocation_count(), 0, "{abandoned} abandoned");
+}

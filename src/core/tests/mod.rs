@@ -32,6 +32,7 @@ mod relay;
 mod retransmit;
 mod rfc8489;
 mod tcp_relay;
+mod tcp_relay_caps;
 
 use super::auth::{long_term_key, rest_api_password, Credentials, Key, UserSecret};
 use super::nonce::NonceKey;

@@ -6,11 +6,11 @@
 use super::*;
 use crate::core::tcp_relay::{ConnState, TcpRelayOutput, MAX_PEER_CONNECTIONS, TCP};
 
-fn control() -> FiveTuple {
+pub(super) fn control() -> FiveTuple {
     tcp("192.0.2.100:40000")
 }
 
-fn data_ft(port: u16) -> FiveTuple {
+pub(super) fn data_ft(port: u16) -> FiveTuple {
     tcp(&format!("192.0.2.100:{port}"))
 }
 
@@ -19,7 +19,7 @@ fn connection_id(cid: u32) -> Attr {
 }
 
 /// A TCP allocation over TCP with a permission for `peer_a`: the client, its allocation id.
-fn tcp_allocation(h: &mut Harness) -> (Client, AllocationId) {
+pub(super) fn tcp_allocation(h: &mut Harness) -> (Client, AllocationId) {
     let mut c = Client::alice(control());
     let resp = c.request(h, Method::ALLOCATE, &[transport(TCP)]);
     resp.assert_success(Method::ALLOCATE, &c.key);
@@ -51,7 +51,7 @@ fn connect_output(h: &Harness, id: AllocationId, peer: SocketAddr) -> u32 {
 }
 
 /// Connect to `peer` and report the connection made: returns the CONNECTION-ID.
-fn connect(h: &mut Harness, c: &mut Client, id: AllocationId, peer: SocketAddr) -> u32 {
+pub(super) fn connect(h: &mut Harness, c: &mut Client, id: AllocationId, peer: SocketAddr) -> u32 {
     assert!(c
         .try_request(h, Method::CONNECT, &[Attr::Peer(peer)])
         .is_none());
@@ -67,7 +67,7 @@ fn connect(h: &mut Harness, c: &mut Client, id: AllocationId, peer: SocketAddr) 
     cid
 }
 
-fn connection_bind(h: &mut Harness, c: &mut Client, cid: u32) -> Resp {
+pub(super) fn connection_bind(h: &mut Harness, c: &mut Client, cid: u32) -> Resp {
     c.request(h, Method::CONNECTION_BIND, &[connection_id(cid)])
 }
 

@@ -54,6 +54,8 @@ pub struct Options {
     pub send_buffer: u32,
     /// Use UDP GSO for runs of equal-sized datagrams to one destination.
     pub gso: bool,
+    /// `udp_coalesce`: the window a busy worker waits before blocking (`None`: never waits).
+    pub coalesce: Option<std::time::Duration>,
 }
 
 /// The hidden switch: `TURND_UDP_GSO=off` turns GSO off (tests force the fallback with it).

@@ -184,6 +184,7 @@ fn socket_buffers_are_applied_and_read_back() {
         recv_buffer: 65_536,
         send_buffer: 98_304,
         gso: false,
+        coalesce: None,
     };
     super::super::socket::set_buffers(&s, &opts).expect("set");
     // Linux reports twice what it granted; both sizes are below any rmem_max/wmem_max.
