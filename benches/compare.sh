@@ -31,9 +31,11 @@ SETUP=${SETUP:-1000}
 UCLIENT_ARGS=${UCLIENT_ARGS:-"-n 2000 -m 10 -l 170 -z 1 -c"}
 BENCH_ARGS=${BENCH_ARGS:-}
 
-TURND_PORT=34781
-COTURN_PORT=34782
-PEER_PORT=34790
+# Fixed ports and relay ranges below the kernel's ephemeral range (32768-60999 by default), so
+# no other process's outgoing socket can be holding one of them.
+TURND_PORT=19781
+COTURN_PORT=19782
+PEER_PORT=19790
 USER=bench
 PASS=bench-password
 REALM=bench
@@ -88,7 +90,7 @@ wait_udp() { # Bounded wait until something listens on UDP port $1.
 }
 
 start_turnd() {
-    "$TURND" --listen 127.0.0.1:$TURND_PORT --relay-ports 40000-44999 \
+    "$TURND" --listen 127.0.0.1:$TURND_PORT --relay-ports 20000-24999 \
         --user "$USER:$PASS" --realm "$REALM" --allow-peer 127.0.0.0/8 \
         --metrics-listen 127.0.0.1:0 --log-level warn \
         --unauthenticated-rate 0 >>"$work/turnd.log" 2>&1 &  # every bench client is 127.0.0.1
@@ -98,7 +100,7 @@ start_turnd() {
 
 start_coturn() {
     turnserver -n --listening-ip 127.0.0.1 --listening-port $COTURN_PORT --relay-ip 127.0.0.1 \
-        --min-port 45000 --max-port 49999 --allow-loopback-peers --no-tls --no-dtls \
+        --min-port 25000 --max-port 29999 --allow-loopback-peers --no-tls --no-dtls \
         --lt-cred-mech --user "$USER:$PASS" --realm "$REALM" --no-cli \
         --pidfile "$work/coturn.pid" --log-file "$work/coturn.log" --simple-log \
         >>"$work/coturn.out" 2>&1 &
