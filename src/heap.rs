@@ -68,11 +68,12 @@ const TRIM_SLACK: u64 = 16 << 20;
 /// burst of allocations (a flood of new allocations, 40 s of cached responses) ends, the freed
 /// middle stays resident: the soak test saw 40 MB of RSS over a flat 9 MB live heap. Checked
 /// every few seconds off the relay path, [`Trimmer::tick`] calls `malloc_trim(0)` when RSS
-/// exceeds the live heap by more than [`TRIM_SLACK`] and has grown that much since the last
-/// trim (so memory that fragmentation pins is not trimmed again and again).
+/// exceeds the live heap by [`TRIM_SLACK`] more than it did right after the last trim (so
+/// memory that fragmentation pins is not trimmed again and again, while a trim during a peak
+/// does not stop the one after it).
 #[derive(Debug, Default)]
 pub struct Trimmer {
-    /// RSS right after the last trim.
+    /// How far RSS exceeded the live heap right after the last trim.
     floor: u64,
 }
 
@@ -86,13 +87,15 @@ impl Trimmer {
         }
         trim();
         let after = resident_bytes().unwrap_or(rss);
-        self.floor = after;
+        self.floor = after.saturating_sub(live_bytes().unwrap_or(live));
         Some((rss, after))
     }
 }
 
+/// Whether RSS exceeds the live heap by more than `floor` (the excess the last trim left)
+/// plus the slack.
 fn should_trim(live: u64, rss: u64, floor: u64) -> bool {
-    rss > live.saturating_add(TRIM_SLACK) && rss > floor.saturating_add(TRIM_SLACK)
+    rss.saturating_sub(live) > floor.saturating_add(TRIM_SLACK)
 }
 
 /// Resident memory of this process, from `/proc/self/statm` (pages).
@@ -133,14 +136,17 @@ mod tests {
     const MB: u64 = 1 << 20;
 
     #[test]
-    fn trims_only_well_above_the_live_heap_and_the_last_trim() {
+    fn trims_only_well_above_the_live_heap_and_what_the_last_trim_left() {
         // Resident close to live: nothing cached worth giving back.
         assert!(!should_trim(9 * MB, 20 * MB, 0));
         // 31 MB cached over a 9 MB heap: trim.
         assert!(should_trim(9 * MB, 40 * MB, 0));
-        // The last trim only got down to 38 MB (fragmentation): not again until RSS grows.
-        assert!(!should_trim(9 * MB, 40 * MB, 38 * MB));
-        assert!(should_trim(9 * MB, 60 * MB, 38 * MB));
+        // The last trim left 29 MB over the heap (fragmentation): not again until that grows.
+        assert!(!should_trim(9 * MB, 40 * MB, 29 * MB));
+        assert!(should_trim(9 * MB, 60 * MB, 29 * MB));
+        // A trim during a peak (heap 30 MB, RSS 34 MB after it: 4 MB over) does not stop the
+        // one after the peak, when the heap is back at 9 MB and RSS stayed at 40.
+        assert!(should_trim(9 * MB, 40 * MB, 4 * MB));
     }
 
     #[test]

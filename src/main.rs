@@ -216,7 +216,7 @@ impl Signals {
 /// allocations are refused while existing ones keep relaying, until the last one ends,
 /// `timeout` passes, or a second signal arrives.
 /// How often idle cached heap memory is checked for ([`turnd::heap::Trimmer`]).
-const TRIM_CHECK: Duration = Duration::from_secs(10);
+const TRIM_CHECK: Duration = Duration::from_secs(2);
 
 async fn wait_and_drain(
     mut signals: Signals,
