@@ -127,9 +127,9 @@ impl Server {
         };
         let expires = now + BIND_TIMEOUT;
         let state = ConnState::Pending { expires };
-        let Some(a) = self.allocations.get(c.alloc) else {
+        if self.allocations.get(c.alloc).is_none() {
             return false;
-        };
+        }
         if !self
             .shared
             .tcp_connections
@@ -137,6 +137,25 @@ impl Server {
         {
             return false;
         }
+        self.timers.push(expires, TimerKind::TcpConnection(cid));
+        self.answer_connect(now, &c, |r| {
+            r.success(|b| b.add_u32(AttrType::CONNECTION_ID, cid))
+        });
+        true
+    }
+
+    /// Answers the deferred Connect request `c` with what `answer` builds, signed with its
+    /// allocation's key and with FINGERPRINT when the request had one; nothing when the
+    /// allocation is gone.
+    fn answer_connect(
+        &mut self,
+        now: Instant,
+        c: &Connecting,
+        answer: impl FnOnce(&Responder) -> Vec<u8>,
+    ) {
+        let Some(a) = self.allocations.get(c.alloc) else {
+            return;
+        };
         let (key, five_tuple) = (a.key, a.five_tuple);
         let shared = self.shared.clone();
         let r = Responder {
@@ -146,10 +165,8 @@ impl Server {
             software: shared.config.software.as_deref(),
             fingerprint: c.fingerprint,
         };
-        let resp = r.success(|b| b.add_u32(AttrType::CONNECTION_ID, cid));
-        self.timers.push(expires, TimerKind::TcpConnection(cid));
+        let resp = answer(&r);
         self.respond_and_remember(now, five_tuple, c.txid, resp);
-        true
     }
 
     /// The shell could not connect for `cid`: 447 (RFC 6062 §5.2).
@@ -174,19 +191,6 @@ impl Server {
                 id: c.alloc,
                 connection_id: cid,
             }));
-        let Some(a) = self.allocations.get(c.alloc) else {
-            return;
-        };
-        let (key, five_tuple) = (a.key, a.five_tuple);
-        let shared = self.shared.clone();
-        let r = Responder {
-            method: Method::CONNECT,
-            txid: c.txid,
-            key: Some(&key),
-            software: shared.config.software.as_deref(),
-            fingerprint: c.fingerprint,
-        };
-        let resp = r.plain_error(447);
-        self.respond_and_remember(now, five_tuple, c.txid, resp);
+        self.answer_connect(now, &c, |r| r.plain_error(447));
     }
 }
