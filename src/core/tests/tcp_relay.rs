@@ -51,11 +51,17 @@ fn connect_output(h: &Harness, id: AllocationId, peer: SocketAddr) -> u32 {
 }
 
 /// Connect to `peer` and report the connection made: returns the CONNECTION-ID.
-pub(super) fn connect(h: &mut Harness, c: &mut Client, id: AllocationId, peer: SocketAddr) -> u32 {
+/// Sends a Connect to `peer`, which the core leaves unanswered while the shell connects;
+/// returns the CONNECTION-ID of the `Connect` output.
+fn start_connect(h: &mut Harness, c: &mut Client, id: AllocationId, peer: SocketAddr) -> u32 {
     assert!(c
         .try_request(h, Method::CONNECT, &[Attr::Peer(peer)])
         .is_none());
-    let cid = connect_output(h, id, peer);
+    connect_output(h, id, peer)
+}
+
+pub(super) fn connect(h: &mut Harness, c: &mut Client, id: AllocationId, peer: SocketAddr) -> u32 {
+    let cid = start_connect(h, c, id, peer);
     assert!(h.server.handle_peer_connected(h.now, cid));
     h.drain();
     let resp = h.take_one(control());
@@ -178,10 +184,7 @@ fn connect_to_a_peer_already_connecting_or_connected_is_446() {
 fn connect_failure_is_447() {
     let mut h = Harness::new();
     let (mut c, id) = tcp_allocation(&mut h);
-    assert!(c
-        .try_request(&mut h, Method::CONNECT, &[Attr::Peer(peer_a())])
-        .is_none());
-    let cid = connect_output(&h, id, peer_a());
+    let cid = start_connect(&mut h, &mut c, id, peer_a());
     h.server.handle_peer_connect_failed(h.now, cid);
     h.drain();
     h.take_one(control())
@@ -197,10 +200,7 @@ fn connect_failure_is_447() {
 fn connect_timeout_is_447_after_30_seconds() {
     let mut h = Harness::new();
     let (mut c, id) = tcp_allocation(&mut h);
-    assert!(c
-        .try_request(&mut h, Method::CONNECT, &[Attr::Peer(peer_a())])
-        .is_none());
-    let cid = connect_output(&h, id, peer_a());
+    let cid = start_connect(&mut h, &mut c, id, peer_a());
     h.advance(secs(29));
     h.assert_silent();
     h.advance(secs(1));
