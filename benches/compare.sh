@@ -6,7 +6,10 @@
 #   (a) a fixed offered load of ChannelData over UDP         (turnd-bench --mode channel --rate)
 #   (b) a fixed offered load of Send/Data indications        (turnd-bench --mode send --rate)
 #   (c) a ChannelData flood from several clients             (turnd-bench --flood)
-#   (d) allocation setup: SETUP allocations with a permission each, on a freshly started server
+#   (d) allocation setup: SETUP allocations with a permission each, on a freshly started server,
+#       one client after another, then (d') in bursts of SETUP_BURST clients side by side; both
+#       also against turnd-bench's "null server" (the kernel work of a set-up and nothing else),
+#       whose figure over coturn's is the smallest ratio any server could reach on this machine
 #   (e) coturn's own turnutils_uclient as a second, independent generator (server CPU from /proc)
 # and prints, per metric, the median and min–max for each server, the ratio turnd/coturn and
 # the target of issue 5. Beside the CPU totals it prints the split: user and system µs and
@@ -15,7 +18,7 @@
 # test: nothing here asserts a time.
 #
 # Knobs (environment): REPS (5), RATE (20000 datagrams/s offered in (a) and (b)), CLIENTS (4),
-# FLOOD_CLIENTS (8), DURATION (3 s), SIZE (160 payload bytes), SETUP (1000),
+# FLOOD_CLIENTS (8), DURATION (3 s), SIZE (160 payload bytes), SETUP (1000), SETUP_BURST (100),
 # UCLIENT_ARGS ("-n 2000 -m 10 -l 170 -z 1 -c"), SERVER_BIN / BENCH_BIN (prebuilt binaries:
 # no build), BENCH_ARGS (extra turnd-bench flags for (a)–(c): "--batch 1 --no-gso" for the
 # unbatched generator, "--no-gso" for sendmmsg bursts, "--echo-gso" for GSO echoes too).
@@ -28,6 +31,7 @@ FLOOD_CLIENTS=${FLOOD_CLIENTS:-8}
 DURATION=${DURATION:-3}
 SIZE=${SIZE:-160}
 SETUP=${SETUP:-1000}
+SETUP_BURST=${SETUP_BURST:-100}
 UCLIENT_ARGS=${UCLIENT_ARGS:-"-n 2000 -m 10 -l 170 -z 1 -c"}
 BENCH_ARGS=${BENCH_ARGS:-}
 
@@ -35,6 +39,7 @@ BENCH_ARGS=${BENCH_ARGS:-}
 # no other process's outgoing socket can be holding one of them.
 TURND_PORT=19781
 COTURN_PORT=19782
+NULL_PORT=19783
 PEER_PORT=19790
 USER=bench
 PASS=bench-password
@@ -60,6 +65,7 @@ work=$(mktemp -d /tmp/turnd-compare.XXXXXX)
 results=$work/results.jsonl
 turnd_pid=""
 coturn_pid=""
+null_pid=""
 peer_pid=""
 
 stop() {
@@ -76,6 +82,7 @@ stop() {
 cleanup() {
     stop "$turnd_pid"
     stop "$coturn_pid"
+    stop "$null_pid"
     stop "$peer_pid"
 }
 trap cleanup EXIT
@@ -112,7 +119,11 @@ start_coturn() {
 bench() {
     local server=$1 scenario=$2; shift 2
     local port pid
-    if [ "$server" = turnd ]; then port=$TURND_PORT pid=$turnd_pid; else port=$COTURN_PORT pid=$coturn_pid; fi
+    case $server in
+        turnd) port=$TURND_PORT pid=$turnd_pid ;;
+        coturn) port=$COTURN_PORT pid=$coturn_pid ;;
+        null) port=$NULL_PORT pid=$null_pid ;;
+    esac
     local out
     out=$("$BENCH" --server 127.0.0.1:$port --user $USER --password $PASS \
         --server-pid "$pid" --json "$@")
@@ -142,6 +153,9 @@ turnutils_peer -L 127.0.0.1 -p $PEER_PORT >"$work/peer.log" 2>&1 &
 peer_pid=$!
 start_turnd
 start_coturn
+"$BENCH" --user x --password x --null-server 127.0.0.1:$NULL_PORT >"$work/null.log" 2>&1 &
+null_pid=$!
+wait_udp $NULL_PORT
 turnd_workers=$(nproc)
 coturn_threads=$(ls "/proc/$coturn_pid/task" | wc -l)
 
@@ -160,8 +174,10 @@ for rep in $(seq "$REPS"); do
     # (d) on freshly started servers, so RSS per allocation is not memory freed by a former run.
     stop "$turnd_pid"; stop "$coturn_pid"
     start_turnd; start_coturn
-    bench turnd setup --setup-only "$SETUP"
-    bench coturn setup --setup-only "$SETUP"
+    for s in turnd coturn null; do bench $s setup --setup-only "$SETUP"; done
+    for s in turnd coturn null; do
+        bench $s setup_burst --setup-only "$SETUP" --setup-concurrency "$SETUP_BURST"
+    done
 done
 
 echo
@@ -214,6 +230,9 @@ metrics = [
     ("(d) wake-ups per allocation", "setup", "server_wakeups_per_allocation", ""),
     ("(d) RSS KB per allocation", "setup", "server_rss_kb_per_allocation", "<= 0.2x"),
     ("(d) allocations set up per s", "setup", "setup_per_s", ""),
+    ("(d') burst: CPU us per allocation setup", "setup_burst", "server_cpu_us_per_allocation", "<= 0.1x"),
+    ("(d') burst: wake-ups per allocation", "setup_burst", "server_wakeups_per_allocation", ""),
+    ("(d') burst: allocations set up per s", "setup_burst", "setup_per_s", ""),
     ("(e) uclient: CPU us/datagram", "uclient", uclient_cpu, "<= 0.6x"),
     ("(e) uclient: datagrams relayed", "uclient", lambda m: m["sent"] + m["recv"], ""),
 ]
@@ -229,4 +248,14 @@ for name, sc, key, target in metrics:
     if t and c and statistics.median(c):
         ratio = f"{statistics.median(t) / statistics.median(c):.2f}"
     print(f"{name:<44} {cell(t):<26} {cell(c):<26} {ratio:>6}  {target}")
+print()
+print("kernel floor of a set-up (turnd-bench --null-server: the same datagrams, socket, bind and")
+print("epoll registration, no protocol work); floor/coturn is the smallest ratio any server could reach:")
+print(f"{'scenario':<44} {'floor CPU us/allocation':<26} {'floor/coturn':>12} {'turnd/floor':>12}")
+for name, sc in [("(d) one client after another", "setup"), ("(d') bursts", "setup_burst")]:
+    key = "server_cpu_us_per_allocation"
+    n, c, t = vals("null", sc, key), vals("coturn", sc, key), vals("turnd", sc, key)
+    fc = f"{statistics.median(n) / statistics.median(c):.2f}" if n and c else "-"
+    tf = f"{statistics.median(t) / statistics.median(n):.2f}" if n and t else "-"
+    print(f"{name:<44} {cell(n):<26} {fc:>12} {tf:>12}")
 PY

@@ -143,3 +143,53 @@ fn setup_only_reports_the_split() {
     }
     assert!(num(&r, "server_wakeups_per_allocation") > 0.0, "{r}");
 }
+
+/// Set-up in bursts (`--setup-concurrency`): waves of 25, 25 and 10 clients, every one of
+/// which must end with an allocation that its release then finds.
+#[test]
+fn setup_in_bursts_sets_up_every_allocation() {
+    let server = TurnServer::spawn_turnd(&[]);
+    let r = bench(
+        &server,
+        &["--setup-only", "60", "--setup-concurrency", "25"],
+    );
+    assert_eq!(num(&r, "allocations"), 60.0, "{r}");
+    assert_eq!(num(&r, "setup_concurrency"), 25.0, "{r}");
+    assert_eq!(num(&r, "released"), 60.0, "{r}");
+}
+
+/// The null server (the kernel floor of `benches/compare.sh`) answers a whole set-up, one
+/// client after another and in bursts, and its CPU is measured like any server's.
+#[test]
+fn null_server_answers_a_setup() {
+    let port = free_udp_port();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_turnd-bench"));
+    cmd.args(["--user", "x", "--password", "x", "--null-server"])
+        .arg(format!("127.0.0.1:{port}"));
+    let null = Proc::spawn("null server", cmd);
+    // Bounded wait for its start-up line.
+    for _ in 0..100 {
+        if null.output().contains("null server on") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        null.output().contains("null server on"),
+        "{}",
+        null.output()
+    );
+    for concurrency in ["1", "8"] {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_turnd-bench"));
+        cmd.args(["--server", &format!("127.0.0.1:{port}")])
+            .args(["--user", USER, "--password", PASSWORD, "--json"])
+            .args(["--server-pid", &null.id().to_string()])
+            .args(["--setup-only", "20", "--setup-concurrency", concurrency]);
+        let (status, out) = run_tool("turnd-bench", cmd, Duration::from_secs(60));
+        assert!(status.success(), "{out}\n{}", null.output());
+        let line = out.lines().find(|l| l.starts_with('{')).expect("JSON");
+        let r: serde_json::Value = serde_json::from_str(line).expect("JSON report");
+        assert_eq!(num(&r, "released"), 20.0, "{r}");
+        assert!(num(&r, "server_cpu_us_per_allocation") > 0.0, "{r}");
+    }
+}

@@ -73,6 +73,14 @@ impl Scratch {
         &self.bufs[i * SLOT..i * SLOT + len]
     }
 
+    /// The sender of datagram `i` of the last [`Scratch::recv`] made `with_addr`.
+    pub fn source(&self, i: usize) -> Option<std::net::SocketAddr> {
+        let len = self.hdrs[i].msg_hdr.msg_namelen;
+        // SAFETY: the kernel wrote a sockaddr of `len` (≤ its size) bytes into addrs[i].
+        let addr = unsafe { socket2::SockAddr::new(self.addrs[i], len) };
+        addr.as_socket()
+    }
+
     /// Points header `i` at slot `i` (whole slot) and, if `with_addr`, at address `i`.
     fn point(&mut self, i: usize, len: usize, with_addr: bool) {
         self.iovs[i] = libc::iovec {

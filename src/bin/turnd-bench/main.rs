@@ -12,6 +12,7 @@
 mod batch;
 mod client;
 mod load;
+mod null_server;
 mod stats;
 
 use anyhow::{bail, Context, Result};
@@ -71,6 +72,11 @@ struct Args {
     /// allocation.
     #[arg(long)]
     setup_only: Option<usize>,
+    /// With --setup-only: clients setting up side by side. Each step (Allocate, authenticated
+    /// Allocate, CreatePermission) is sent for this many clients before their answers are
+    /// awaited, as when a burst of clients arrives together; 1 is one client after another.
+    #[arg(long, default_value_t = 1)]
+    setup_concurrency: usize,
     /// Scale: before the load, open N more allocations (a permission each) and hold them,
     /// idle, while the --clients flows carry traffic; afterwards each is refreshed, and any
     /// that is gone counts as an error. Needs about N open files here and in the server.
@@ -93,6 +99,10 @@ struct Args {
     /// generators that together hold more allocations each take an address of their own.
     #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
     client_ip: IpAddr,
+    /// Run no load: be the "null server" on this loopback address — the kernel work of an
+    /// allocation's set-up and nothing else (see null_server.rs) — until killed.
+    #[arg(long)]
+    null_server: Option<SocketAddr>,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
@@ -105,6 +115,9 @@ const MAX_ALLOCATIONS: usize = 100_000;
 
 fn main() -> Result<()> {
     let a = Args::parse();
+    if let Some(listen) = a.null_server {
+        return null_server::run(listen);
+    }
     // --hold and --setup-only need a socket per allocation.
     let _ = turnd::shell::raise_nofile_limit();
     if !a.server.ip().is_loopback() {
@@ -333,18 +346,31 @@ fn setup_only(a: &Args, creds: &Creds, n: usize) -> Result<()> {
     if n == 0 || n > MAX_ALLOCATIONS {
         bail!("--setup-only must be 1–{MAX_ALLOCATIONS}");
     }
+    if !(1..=1000).contains(&a.setup_concurrency) {
+        bail!("--setup-concurrency must be 1–1000");
+    }
     // One peer socket stands for every allocation's peer: only the permission matters here.
     let peer = UdpSocket::bind(SocketAddr::new(a.client_ip, 0))?;
     let peer_addr = peer.local_addr()?;
     let before = sample(a.server_pid)?;
     let t0 = Instant::now();
     let mut clients = Vec::with_capacity(n);
-    for i in 0..n {
-        let mut c = Client::allocate(a.server, a.client_ip, creds)
-            .with_context(|| format!("allocation {i}"))?;
-        c.create_permission(peer_addr)
-            .with_context(|| format!("allocation {i}"))?;
-        clients.push(c);
+    let k = a.setup_concurrency;
+    while clients.len() < n {
+        let i = clients.len();
+        if k == 1 {
+            let mut c = Client::allocate(a.server, a.client_ip, creds)
+                .with_context(|| format!("allocation {i}"))?;
+            c.create_permission(peer_addr)
+                .with_context(|| format!("allocation {i}"))?;
+            clients.push(c);
+        } else {
+            let wave = k.min(n - i);
+            clients.extend(
+                Client::allocate_many(a.server, a.client_ip, creds, wave, peer_addr)
+                    .with_context(|| format!("allocations {i}–{}", i + wave - 1))?,
+            );
+        }
     }
     let setup_time = t0.elapsed();
     let after = sample(a.server_pid)?;
@@ -368,6 +394,7 @@ fn setup_only(a: &Args, creds: &Creds, n: usize) -> Result<()> {
     };
     Report(vec![
         ("allocations", Some(n as f64)),
+        ("setup_concurrency", Some(k as f64)),
         ("setup_per_s", Some(stats::rate(n as u64, setup_time))),
         ("server_cpu_us_per_allocation", cpu),
         ("server_rss_kb_per_allocation", rss_per),
