@@ -43,13 +43,28 @@ pub enum State {
         reservation: Option<[u8; 8]>,
         /// Whether the request carried FINGERPRINT, so the answer does too.
         fingerprint: bool,
-        /// Whether another port may be tried if this one is taken by another process
-        /// (not when the port was chosen by EVEN-PORT or a reservation).
-        retryable: bool,
+        /// What may be tried if this port is taken by another process.
+        retry: Retry,
         /// The second relayed address asked for by ADDITIONAL-ADDRESS-FAMILY.
         additional: Additional,
     },
     Active,
+}
+
+/// What an Allocate whose relay port turns out to be taken by another process (the shell's
+/// bind answers "address in use") may try instead: the port pool only knows turnd's own ports,
+/// and the range may be shared with other programs (or other turnd processes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Retry {
+    /// Any other port of the same address.
+    Any,
+    /// Another even port (EVEN-PORT without the R bit).
+    Even,
+    /// Another even port whose next port is free too: the reservation moves with it (EVEN-PORT
+    /// with the R bit; the token is not out yet, it goes in this Allocate's answer).
+    Pair,
+    /// None: the port is the one a RESERVATION-TOKEN promised.
+    No,
 }
 
 /// The second relayed address of a dual allocation while the Allocate is in progress

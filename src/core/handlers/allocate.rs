@@ -4,7 +4,7 @@
 //! a port chosen here, the shell is asked to open the socket ([`Output::OpenRelay`]), and the
 //! response is sent from [`Server::finish_allocate`] when the shell reports back.
 
-use crate::core::allocation::{Additional, Allocation, AllocationId, Dual, State, Stats};
+use crate::core::allocation::{Additional, Allocation, AllocationId, Dual, Retry, State, Stats};
 use crate::core::auth::SessionKey;
 use crate::core::bandwidth::SharedBucket;
 use crate::core::five_tuple::FiveTuple;
@@ -120,9 +120,9 @@ impl Server {
             Err(_) => return Some(r.plain_error(400)),
         };
 
-        let (relay, reservation, retryable) = if let Some(t) = token {
+        let (relay, reservation, retry) = if let Some(t) = token {
             match shared.reservations.remove(&t) {
-                Some((_, res)) if res.expires > now => (res.relay, None, false),
+                Some((_, res)) if res.expires > now => (res.relay, None, Retry::No),
                 Some((_, res)) => {
                     self.release_port(res.relay);
                     return Some(r.plain_error(508));
@@ -163,7 +163,12 @@ impl Server {
             } else {
                 None
             };
-            (SocketAddr::new(ip, port), reservation, even.is_none())
+            let retry = match even {
+                None => Retry::Any,
+                Some(false) => Retry::Even,
+                Some(true) => Retry::Pair,
+            };
+            (SocketAddr::new(ip, port), reservation, retry)
         };
 
         let additional = if dual {
@@ -215,7 +220,7 @@ impl Server {
                 attempts: 1,
                 reservation,
                 fingerprint: msg.has_fingerprint(),
-                retryable,
+                retry,
                 additional,
             },
             dont_fragment,
@@ -337,7 +342,7 @@ impl Server {
             attempts,
             reservation,
             fingerprint,
-            retryable,
+            retry,
             additional,
         } = a.state
         else {
@@ -351,7 +356,7 @@ impl Server {
                         attempts,
                         reservation,
                         fingerprint,
-                        retryable,
+                        retry,
                         additional: Additional::Opening { bind, attempts: 1 },
                     };
                     let dont_fragment = a.dont_fragment;
@@ -364,9 +369,11 @@ impl Server {
                     self.complete_allocate(now, id, None);
                 }
             }
-            Err(RelayOpenError::AddrInUse) if retryable && attempts < MAX_BIND_ATTEMPTS => {
+            Err(RelayOpenError::AddrInUse)
+                if retry != Retry::No && attempts < MAX_BIND_ATTEMPTS =>
+            {
                 let old = a.relay;
-                match self.retake_port(old) {
+                match self.retake_port(old, retry, reservation) {
                     Some(port) => {
                         let Some(a) = self.allocations.get_mut(id) else {
                             return;
@@ -378,7 +385,7 @@ impl Server {
                             attempts: attempts + 1,
                             reservation,
                             fingerprint,
-                            retryable,
+                            retry,
                             additional,
                         };
                         let (bind, dont_fragment) = (a.relay, a.dont_fragment);
@@ -412,7 +419,7 @@ impl Server {
         let refused = match result {
             Ok(()) => return self.complete_allocate(now, id, Some(bind)),
             Err(RelayOpenError::AddrInUse) if attempts < MAX_BIND_ATTEMPTS => {
-                match self.retake_port(bind) {
+                match self.retake_port(bind, Retry::Any, None) {
                     Some(port) => {
                         let Some(a) = self.allocations.get_mut(id) else {
                             return;
@@ -454,13 +461,41 @@ impl Server {
         self.complete_allocate(now, id, None);
     }
 
-    /// Takes another port on `old`'s IP and releases `old`'s (taken by another process).
-    fn retake_port(&mut self, old: SocketAddr) -> Option<u16> {
+    /// Takes another port on `old`'s IP, of the kind `retry` allows, and releases `old`'s (taken
+    /// by another process). For a pair, the reserved next port moves too: the old one is
+    /// released and `reservation` now promises the new port's neighbour. With no port to be had
+    /// nothing moves but `old`'s release (and, for a pair, its reserved neighbour's, whose
+    /// reservation is dropped).
+    fn retake_port(
+        &mut self,
+        old: SocketAddr,
+        retry: Retry,
+        reservation: Option<[u8; 8]>,
+    ) -> Option<u16> {
         let random = self.random();
-        // Invariant: the pool's mutex is never held across a panic (no code panics inside).
-        let mut ports = self.shared.ports.lock().unwrap_or_else(|e| e.into_inner());
-        let port = ports.take(old.ip(), random, false, false);
-        ports.release(old.ip(), old.port());
+        let pair = retry == Retry::Pair;
+        let port = {
+            // Invariant: the pool's mutex is never held across a panic (no code panics inside).
+            let mut ports = self.shared.ports.lock().unwrap_or_else(|e| e.into_inner());
+            let port = ports.take(old.ip(), random, retry == Retry::Even, pair);
+            ports.release(old.ip(), old.port());
+            if pair {
+                ports.release(old.ip(), old.port().saturating_add(1));
+            }
+            port
+        };
+        if let Some(token) = reservation.filter(|_| pair) {
+            match port {
+                Some(p) => {
+                    if let Some(mut res) = self.shared.reservations.get_mut(&token) {
+                        res.relay = SocketAddr::new(old.ip(), p + 1);
+                    }
+                }
+                None => {
+                    self.shared.reservations.remove(&token);
+                }
+            }
+        }
         port
     }
 

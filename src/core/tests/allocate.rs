@@ -424,8 +424,64 @@ fn other_open_error_gets_508() {
 }
 
 #[test]
-fn even_port_addr_in_use_is_not_retried_and_releases_the_reservation() {
+fn even_port_addr_in_use_is_retried_on_another_even_port() {
+    // The range may be shared with another program: an even port it holds is no reason to
+    // refuse, another even port does as well.
     let mut h = Harness::new();
+    h.open_results.push_back(Err(RelayOpenError::AddrInUse));
+    let mut c = Client::alice(ft(40000));
+    let resp = c.allocate_with(&mut h, &[even_port(false)]);
+    resp.assert_success(Method::ALLOCATE, &c.key);
+    let binds: Vec<u16> = h.opened.iter().map(|o| o.bind.port()).collect();
+    assert_eq!(binds.len(), 2);
+    assert_ne!(binds[0], binds[1]);
+    assert!(binds.iter().all(|p| p % 2 == 0), "{binds:?}");
+    assert_eq!(resp.relayed().port(), binds[1]);
+    assert_eq!(h.ports_in_use(relay_v4()), 1);
+}
+
+#[test]
+fn even_port_pair_addr_in_use_moves_the_reservation_with_the_port() {
+    let mut h = Harness::new();
+    h.open_results.push_back(Err(RelayOpenError::AddrInUse));
+    let mut c = Client::alice(ft(40000));
+    let resp = c.allocate_with(&mut h, &[even_port(true)]);
+    resp.assert_success(Method::ALLOCATE, &c.key);
+    let binds: Vec<u16> = h.opened.iter().map(|o| o.bind.port()).collect();
+    assert_eq!(binds.len(), 2);
+    assert!(binds.iter().all(|p| p % 2 == 0), "{binds:?}");
+    assert_eq!(resp.relayed().port(), binds[1]);
+    // The new pair is held (the old one given back), and the token names the new neighbour.
+    assert_eq!(h.ports_in_use(relay_v4()), 2);
+    let tok = resp.token();
+    let mut d = Client::alice(ft(40001));
+    let resp = d.allocate_with(&mut h, &[token(tok)]);
+    resp.assert_success(Method::ALLOCATE, &d.key);
+    assert_eq!(resp.relayed().port(), binds[1] + 1);
+    assert_eq!(h.opened.last().map(|o| o.bind.port()), Some(binds[1] + 1));
+    assert_eq!(h.ports_in_use(relay_v4()), 2);
+}
+
+#[test]
+fn even_port_pair_that_never_binds_gets_508_and_holds_nothing() {
+    let mut h = Harness::new();
+    h.open_results
+        .extend(std::iter::repeat_n(Err(RelayOpenError::AddrInUse), 8));
+    let mut c = Client::alice(ft(40000));
+    c.allocate_with(&mut h, &[even_port(true)])
+        .assert_error(Method::ALLOCATE, 508, Some(&c.key));
+    assert_eq!(h.opened.len(), 8);
+    assert_eq!(h.ports_in_use(relay_v4()), 0);
+    assert!(h.shared.reservations.is_empty());
+    assert_eq!(h.allocation_count(), 0);
+}
+
+#[test]
+fn even_port_pair_with_no_other_pair_left_gets_508_and_holds_nothing() {
+    let mut h = Harness::with(Setup {
+        ports: (PORT_LOW, PORT_LOW + 1),
+        ..Setup::default()
+    });
     h.open_results.push_back(Err(RelayOpenError::AddrInUse));
     let mut c = Client::alice(ft(40000));
     c.allocate_with(&mut h, &[even_port(true)])
