@@ -9,7 +9,8 @@
 #   (d) allocation setup: SETUP allocations with a permission each, on a freshly started server,
 #       one client after another, then (d') in bursts of SETUP_BURST clients side by side; both
 #       also against turnd-bench's "null server" (the kernel work of a set-up and nothing else),
-#       whose figure over coturn's is the smallest ratio any server could reach on this machine
+#       whose figure over coturn's is the smallest ratio any server could reach on this machine;
+#       (a), (b) and (e) run against the null server too (it relays), for their kernel floor
 #   (e) coturn's own turnutils_uclient as a second, independent generator (server CPU from /proc)
 # and prints, per metric, the median and min–max for each server, the ratio turnd/coturn and
 # the target of issue 5. Beside the CPU totals it prints the split: user and system µs and
@@ -115,15 +116,20 @@ start_coturn() {
     wait_udp $COTURN_PORT
 }
 
-# bench SERVER SCENARIO ARGS...: one turnd-bench run, its JSON tagged and appended.
-bench() {
-    local server=$1 scenario=$2; shift 2
-    local port pid
-    case $server in
+# target SERVER: sets port and pid of turnd, coturn or the null server.
+target() {
+    case $1 in
         turnd) port=$TURND_PORT pid=$turnd_pid ;;
         coturn) port=$COTURN_PORT pid=$coturn_pid ;;
         null) port=$NULL_PORT pid=$null_pid ;;
     esac
+}
+
+# bench SERVER SCENARIO ARGS...: one turnd-bench run, its JSON tagged and appended.
+bench() {
+    local server=$1 scenario=$2; shift 2
+    local port pid
+    target "$server"
     local out
     out=$("$BENCH" --server 127.0.0.1:$port --user $USER --password $PASS \
         --server-pid "$pid" --json "$@")
@@ -137,7 +143,7 @@ cpu_ns() { # On-CPU nanoseconds of PID $1, summed over its threads (schedstat).
 # uclient SERVER: turnutils_uclient against a turnutils_peer echo; server CPU from /proc.
 uclient() {
     local server=$1 port pid
-    if [ "$server" = turnd ]; then port=$TURND_PORT pid=$turnd_pid; else port=$COTURN_PORT pid=$coturn_pid; fi
+    target "$server"
     local t0 t1 out sent recv
     t0=$(cpu_ns "$pid")
     # shellcheck disable=SC2086 # UCLIENT_ARGS is a list of flags.
@@ -153,7 +159,7 @@ turnutils_peer -L 127.0.0.1 -p $PEER_PORT >"$work/peer.log" 2>&1 &
 peer_pid=$!
 start_turnd
 start_coturn
-"$BENCH" --user x --password x --null-server 127.0.0.1:$NULL_PORT >"$work/null.log" 2>&1 &
+"$BENCH" --user $USER --password $PASS --null-server 127.0.0.1:$NULL_PORT >"$work/null.log" 2>&1 &
 null_pid=$!
 wait_udp $NULL_PORT
 turnd_workers=$(nproc)
@@ -171,6 +177,12 @@ for rep in $(seq "$REPS"); do
         bench $s flood --mode channel --clients "$FLOOD_CLIENTS" --flood --duration "$DURATION" --size "$SIZE" $BENCH_ARGS
         uclient $s
     done
+    # The kernel floor of the fixed loads and of uclient's (the null server relays too).
+    # shellcheck disable=SC2086
+    bench null chan_fixed --mode channel --clients "$CLIENTS" --rate "$RATE" --duration "$DURATION" --size "$SIZE" $BENCH_ARGS
+    # shellcheck disable=SC2086
+    bench null send_fixed --mode send --clients "$CLIENTS" --rate "$RATE" --duration "$DURATION" --size "$SIZE" $BENCH_ARGS
+    uclient null
     # (d) on freshly started servers, so RSS per allocation is not memory freed by a former run.
     stop "$turnd_pid"; stop "$coturn_pid"
     start_turnd; start_coturn
@@ -249,11 +261,19 @@ for name, sc, key, target in metrics:
         ratio = f"{statistics.median(t) / statistics.median(c):.2f}"
     print(f"{name:<44} {cell(t):<26} {cell(c):<26} {ratio:>6}  {target}")
 print()
-print("kernel floor of a set-up (turnd-bench --null-server: the same datagrams, socket, bind and")
-print("epoll registration, no protocol work); floor/coturn is the smallest ratio any server could reach:")
-print(f"{'scenario':<44} {'floor CPU us/allocation':<26} {'floor/coturn':>12} {'turnd/floor':>12}")
-for name, sc in [("(d) one client after another", "setup"), ("(d') bursts", "setup_burst")]:
-    key = "server_cpu_us_per_allocation"
+print("kernel floor (turnd-bench --null-server: the same datagrams, relay sockets and epoll registrations,")
+print("no protocol work, one recvmmsg per readable socket and one sendto per datagram out). For set-up,")
+print("floor/coturn is the smallest ratio any server could reach here; for relaying, a server that batches")
+print("its sends (turnd does) can go somewhat below the floor:")
+print(f"{'scenario':<44} {'floor median [min-max]':<26} {'floor/coturn':>12} {'turnd/floor':>12}")
+floors = [
+    ("(a) CPU us/datagram, ChannelData fixed load", "chan_fixed", "server_cpu_us_per_datagram"),
+    ("(b) CPU us/datagram, Send/Data fixed load", "send_fixed", "server_cpu_us_per_datagram"),
+    ("(d) CPU us/allocation, one after another", "setup", "server_cpu_us_per_allocation"),
+    ("(d') CPU us/allocation, bursts", "setup_burst", "server_cpu_us_per_allocation"),
+    ("(e) uclient: CPU us/datagram", "uclient", uclient_cpu),
+]
+for name, sc, key in floors:
     n, c, t = vals("null", sc, key), vals("coturn", sc, key), vals("turnd", sc, key)
     fc = f"{statistics.median(n) / statistics.median(c):.2f}" if n and c else "-"
     tf = f"{statistics.median(t) / statistics.median(n):.2f}" if n and t else "-"

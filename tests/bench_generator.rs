@@ -159,12 +159,13 @@ fn setup_in_bursts_sets_up_every_allocation() {
 }
 
 /// The null server (the kernel floor of `benches/compare.sh`) answers a whole set-up, one
-/// client after another and in bursts, and its CPU is measured like any server's.
+/// client after another and in bursts, relays ChannelData and Send/Data both ways, and its CPU
+/// is measured like any server's.
 #[test]
-fn null_server_answers_a_setup() {
+fn null_server_sets_up_and_relays() {
     let port = free_udp_port();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_turnd-bench"));
-    cmd.args(["--user", "x", "--password", "x", "--null-server"])
+    cmd.args(["--user", USER, "--password", PASSWORD, "--null-server"])
         .arg(format!("127.0.0.1:{port}"));
     let null = Proc::spawn("null server", cmd);
     // Bounded wait for its start-up line.
@@ -179,17 +180,37 @@ fn null_server_answers_a_setup() {
         "{}",
         null.output()
     );
-    for concurrency in ["1", "8"] {
+    let run = |args: &[&str]| {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_turnd-bench"));
         cmd.args(["--server", &format!("127.0.0.1:{port}")])
             .args(["--user", USER, "--password", PASSWORD, "--json"])
             .args(["--server-pid", &null.id().to_string()])
-            .args(["--setup-only", "20", "--setup-concurrency", concurrency]);
+            .args(args);
         let (status, out) = run_tool("turnd-bench", cmd, Duration::from_secs(60));
         assert!(status.success(), "{out}\n{}", null.output());
         let line = out.lines().find(|l| l.starts_with('{')).expect("JSON");
         let r: serde_json::Value = serde_json::from_str(line).expect("JSON report");
+        r
+    };
+    for concurrency in ["1", "8"] {
+        let r = run(&["--setup-only", "20", "--setup-concurrency", concurrency]);
         assert_eq!(num(&r, "released"), 20.0, "{r}");
         assert!(num(&r, "server_cpu_us_per_allocation") > 0.0, "{r}");
+    }
+    for mode in ["channel", "send"] {
+        let r = run(&[
+            "--mode",
+            mode,
+            "--clients",
+            "2",
+            "--rate",
+            "200",
+            "--duration",
+            "0.5",
+        ]);
+        // Loss is 0 on a quiet machine; allow a few percent for a stalled CI runner.
+        assert!(num(&r, "offered_pps") * 0.5 >= 50.0, "{r}");
+        assert!(num(&r, "loss_pct") < 5.0, "{mode}: {r}");
+        assert!(num(&r, "server_cpu_us_per_datagram") > 0.0, "{r}");
     }
 }

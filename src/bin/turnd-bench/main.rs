@@ -99,8 +99,9 @@ struct Args {
     /// generators that together hold more allocations each take an address of their own.
     #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
     client_ip: IpAddr,
-    /// Run no load: be the "null server" on this loopback address — the kernel work of an
-    /// allocation's set-up and nothing else (see null_server.rs) — until killed.
+    /// Run no load: be the "null server" on this loopback address — the kernel work of
+    /// allocations and relaying and next to nothing else, trusting every request (see
+    /// null_server.rs); answers are signed with --user/--password in realm "bench".
     #[arg(long)]
     null_server: Option<SocketAddr>,
     /// Print one JSON object instead of a table.
@@ -116,7 +117,7 @@ const MAX_ALLOCATIONS: usize = 100_000;
 fn main() -> Result<()> {
     let a = Args::parse();
     if let Some(listen) = a.null_server {
-        return null_server::run(listen);
+        return null_server::run(listen, &a.user, &a.password);
     }
     // --hold and --setup-only need a socket per allocation.
     let _ = turnd::shell::raise_nofile_limit();
