@@ -112,7 +112,7 @@ pub fn run(listen: SocketAddr, user: &str, password: &str) -> Result<()> {
                 let n = scratch.recv(null.listener.as_raw_fd(), true)?;
                 for i in 0..n {
                     if let Some(from) = scratch.source(i) {
-                        null.from_client(scratch.datagram(i), from)?;
+                        null.on_client(scratch.datagram(i), from)?;
                     }
                 }
             } else {
@@ -125,7 +125,7 @@ pub fn run(listen: SocketAddr, user: &str, password: &str) -> Result<()> {
                     let n = scratch.recv(fd.sock.as_raw_fd(), true)?;
                     for i in 0..n {
                         if let Some(from) = scratch.source(i) {
-                            null.from_peer(slot, scratch.datagram(i), from)?;
+                            null.on_peer(slot, scratch.datagram(i), from)?;
                         }
                     }
                     if n < scratch.batch() {
@@ -139,7 +139,7 @@ pub fn run(listen: SocketAddr, user: &str, password: &str) -> Result<()> {
 
 impl Null {
     /// A datagram from a client: ChannelData to relay, or a request to answer.
-    fn from_client(&mut self, d: &[u8], from: SocketAddr) -> Result<()> {
+    fn on_client(&mut self, d: &[u8], from: SocketAddr) -> Result<()> {
         if ChannelData::is_channel_data(d) {
             if let (Ok(cd), Some(&slot)) = (ChannelData::parse(d), self.by_client.get(&from)) {
                 if let Some(r) = &self.relays[slot] {
@@ -236,7 +236,7 @@ impl Null {
 
     /// A datagram from a peer on relay `slot`: ChannelData to the client when the peer has a
     /// channel, else a Data indication.
-    fn from_peer(&mut self, slot: usize, d: &[u8], from: SocketAddr) -> Result<()> {
+    fn on_peer(&mut self, slot: usize, d: &[u8], from: SocketAddr) -> Result<()> {
         let Some(r) = &self.relays[slot] else {
             return Ok(());
         };
