@@ -9,7 +9,7 @@
 #   (d) allocation setup: SETUP allocations with a permission each, on a freshly started server,
 #       one client after another, then (d') in bursts of SETUP_BURST clients side by side; both
 #       also against turnd-bench's "null server" (the kernel work of a set-up and nothing else),
-#       whose figure over coturn's is the smallest ratio any server could reach on this machine;
+#       whose figure over coturn's is about the smallest ratio any server could reach here;
 #       (a), (b) and (e) run against the null server too (it relays), for their kernel floor
 #   (e) coturn's own turnutils_uclient as a second, independent generator (server CPU from /proc)
 # and prints, per metric, the median and min–max for each server, the ratio turnd/coturn and
@@ -263,7 +263,7 @@ for name, sc, key, target in metrics:
 print()
 print("kernel floor (turnd-bench --null-server: the same datagrams, relay sockets and epoll registrations,")
 print("no protocol work, one recvmmsg per readable socket and one sendto per datagram out). For set-up,")
-print("floor/coturn is the smallest ratio any server could reach here; for relaying, a server that batches")
+print("floor/coturn is about the smallest ratio any server could reach here; for relaying, a server that batches")
 print("its sends (turnd does) can go somewhat below the floor:")
 print(f"{'scenario':<44} {'floor median [min-max]':<26} {'floor/coturn':>12} {'turnd/floor':>12}")
 floors = [
