@@ -1,7 +1,7 @@
-//! Micro-benchmarks of the per-packet work: STUN parse, MESSAGE-INTEGRITY check, and the
-//! core's relay decisions (ChannelData client → peer, peer datagram framed for the client);
-//! and of an allocation's life in the core: creation (a signed Allocate, its relay opened)
-//! and expiry (the timer firing, the relay closed, the end event).
+//! Micro-benchmarks of the per-packet work: STUN parse and build, MESSAGE-INTEGRITY check,
+//! and the core's relay decisions (ChannelData client → peer, peer datagram framed for the
+//! client); and of an allocation's life in the core: creation (a signed Allocate, its relay
+//! opened) and expiry (the timer firing, the relay closed, the end event).
 //!
 //! Run: `cargo bench --bench relay_path`. These measure turnd alone; the comparison with
 //! coturn lives with the load tool (issue 5).
@@ -120,6 +120,27 @@ fn benches(c: &mut Criterion) {
     c.bench_function("stun_verify_integrity", |b| {
         let m = Message::parse(&signed).unwrap();
         b.iter(|| m.verify_integrity(black_box(&key)))
+    });
+    // The answer to an Allocate: what every set-up builds once.
+    c.bench_function("stun_build_signed_allocate_response", |b| {
+        let mut out = [0u8; 256];
+        let relayed: SocketAddr = "192.0.2.10:50000".parse().unwrap();
+        b.iter(|| {
+            let mut m = MessageBuilder::new(
+                &mut out,
+                MessageType::new(Method::ALLOCATE, Class::SuccessResponse),
+                TransactionId([7; 12]),
+            )
+            .unwrap();
+            m.add_xor_address(AttrType::XOR_RELAYED_ADDRESS, black_box(&relayed))
+                .unwrap();
+            m.add_xor_address(AttrType::XOR_MAPPED_ADDRESS, black_box(&client.client))
+                .unwrap();
+            m.add_u32(AttrType::LIFETIME, 600).unwrap();
+            m.add_message_integrity(&key).unwrap();
+            m.add_fingerprint().unwrap();
+            m.finish()
+        })
     });
 
     let (mut server, now) = bound_server(client, peer);
