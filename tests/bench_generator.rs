@@ -12,16 +12,21 @@ use std::time::Duration;
 
 /// Runs turnd-bench against `server` with `args` and returns its JSON report.
 fn bench(server: &TurnServer, args: &[&str]) -> serde_json::Value {
+    bench_at(&server.addr().to_string(), server.pid(), args)
+}
+
+/// Runs turnd-bench against the server at `addr` (process `pid`) with `args`; its JSON report.
+fn bench_at(addr: &str, pid: u32, args: &[&str]) -> serde_json::Value {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_turnd-bench"));
     cmd.args([
         "--server",
-        &server.addr().to_string(),
+        addr,
         "--user",
         USER,
         "--password",
         PASSWORD,
         "--server-pid",
-        &server.pid().to_string(),
+        &pid.to_string(),
         "--json",
     ])
     .args(args);
@@ -180,18 +185,8 @@ fn null_server_sets_up_and_relays() {
         "{}",
         null.output()
     );
-    let run = |args: &[&str]| {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_turnd-bench"));
-        cmd.args(["--server", &format!("127.0.0.1:{port}")])
-            .args(["--user", USER, "--password", PASSWORD, "--json"])
-            .args(["--server-pid", &null.id().to_string()])
-            .args(args);
-        let (status, out) = run_tool("turnd-bench", cmd, Duration::from_secs(60));
-        assert!(status.success(), "{out}\n{}", null.output());
-        let line = out.lines().find(|l| l.starts_with('{')).expect("JSON");
-        let r: serde_json::Value = serde_json::from_str(line).expect("JSON report");
-        r
-    };
+    let addr = format!("127.0.0.1:{port}");
+    let run = |args: &[&str]| bench_at(&addr, null.id(), args);
     for concurrency in ["1", "8"] {
         let r = run(&["--setup-only", "20", "--setup-concurrency", concurrency]);
         assert_eq!(num(&r, "released"), 20.0, "{r}");
