@@ -9,10 +9,9 @@
 mod common;
 mod raw;
 
-use common::{TurnServer, PASSWORD, USER};
+use common::{http_get, TurnServer, PASSWORD, USER};
 use raw::Client;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 /// Bytes per second.
@@ -41,29 +40,16 @@ fn metrics_addr(server: &TurnServer) -> SocketAddr {
 }
 
 fn scrape(addr: SocketAddr) -> String {
-    get(addr, "/metrics")
+    http_get(addr, "/metrics")
 }
 
 /// The workers holding allocations, from the admin API's ids (`WORKER-INDEX-GENERATION`).
 fn workers_with_allocations(addr: SocketAddr) -> std::collections::BTreeSet<String> {
-    let body = get(addr, "/allocations");
+    let body = http_get(addr, "/allocations");
     body.split("\"id\":\"")
         .skip(1)
         .filter_map(|rest| rest.split('-').next().map(str::to_string))
         .collect()
-}
-
-fn get(addr: SocketAddr, path: &str) -> String {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    out
 }
 
 /// Floods ChannelData from the clients in turn (each with channel 0x4000 to `peer`), three

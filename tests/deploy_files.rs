@@ -20,10 +20,8 @@
 mod common;
 mod raw;
 
-use common::{require_tool, run_tool};
+use common::{http_get, require_tool, run_tool};
 use std::collections::{BTreeSet, HashMap};
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -164,6 +162,7 @@ fn metric_names_in(query: &str) -> BTreeSet<String> {
 fn exported_metric_names() -> BTreeSet<String> {
     let server = raw::TestServer::start(raw::base_args());
     let text = http_get(server.metrics_addr(), "/metrics");
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     let mut names = BTreeSet::new();
     for line in text.lines() {
         if let Some(rest) = line.strip_prefix("# TYPE ") {
@@ -194,17 +193,6 @@ fn exported_metric_names() -> BTreeSet<String> {
         assert!(names.contains(must), "{must} not exported:\n{text}");
     }
     names
-}
-
-fn http_get(addr: SocketAddr, path: &str) -> String {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("set_read_timeout");
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").expect("send request");
-    let mut text = String::new();
-    s.read_to_string(&mut text).expect("read answer");
-    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
-    text
 }
 
 #[test]

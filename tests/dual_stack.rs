@@ -6,11 +6,12 @@
 //!
 //! The server runs in-process on loopback (`tests/raw`); every wait is bounded.
 
+mod common;
 mod raw;
 
+use common::http_get;
 use raw::*;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use turnd::config::ConfigArgs;
 
@@ -200,19 +201,4 @@ fn ipv6_only_allocation_over_an_ipv6_listener() {
         CREATE_PERMISSION,
         443,
     );
-}
-
-/// A bare HTTP/1.1 GET; returns the body.
-fn http_get(addr: SocketAddr, path: &str) -> String {
-    let mut s = TcpStream::connect_timeout(&addr, REPLY_TIMEOUT).expect("connect to metrics");
-    s.set_read_timeout(Some(REPLY_TIMEOUT)).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).expect("read the response");
-    raw.split_once("\r\n\r\n")
-        .map_or(raw.clone(), |(_, b)| b.to_string())
 }

@@ -540,6 +540,28 @@ fn coturn_args(extra: &[&str]) -> Vec<String> {
     out
 }
 
+/// A bare `GET path` over HTTP/1.1 to the admin listener at `addr` (bounded by a 5 s timeout);
+/// the whole response, status line and headers included. [`http_body`] takes the body.
+pub fn http_get(addr: SocketAddr, path: &str) -> String {
+    use std::io::Write;
+    let timeout = Duration::from_secs(5);
+    let mut s = std::net::TcpStream::connect_timeout(&addr, timeout).expect("connect");
+    s.set_read_timeout(Some(timeout)).expect("set_read_timeout");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send request");
+    let mut raw = String::new();
+    let _ = s.read_to_string(&mut raw);
+    raw
+}
+
+/// The body of an HTTP response (all of it when there is no header end).
+pub fn http_body(raw: &str) -> &str {
+    raw.split_once("\r\n\r\n").map_or(raw, |(_, b)| b)
+}
+
 /// Sends one STUN Binding request from a fresh loopback socket and returns the
 /// XOR-MAPPED-ADDRESS of a matching success response, or `None` on timeout or a malformed
 /// answer. Used as the readiness probe for coturn.
