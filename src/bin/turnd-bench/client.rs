@@ -110,7 +110,7 @@ fn unauthenticated_allocate() -> Result<Built> {
         MessageType::new(Method::ALLOCATE, Class::Request),
         id,
     )?;
-    b.add_u32(AttrType::REQUESTED_TRANSPORT, 17 << 24)?;
+    allocate_attrs(&mut b)?;
     let n = b.finish();
     Ok(Built {
         bytes: buf[..n].to_vec(),
