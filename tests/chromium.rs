@@ -5,7 +5,9 @@
 //! the relay carried the data — over `?transport=udp` and `?transport=tcp`. A data channel
 //! carries 100 messages (1–1.2 kB, content depending on the index) and their echoes, each
 //! checked intact and in order, and the page POSTs to `/result` the selected candidate pair of
-//! both sides from `getStats()`: both candidates relay, and the local relay candidate's
+//! both sides from `getStats()` (polled, bounded, until its state reads "succeeded": Chromium
+//! marks a pair "in-progress" while any check on it — a keepalive on the pair in use too — awaits
+//! its answer): both candidates relay, and the local relay candidate's
 //! `relayProtocol` (the client-to-TURN transport) the one asked for. turnd's relayed-bytes
 //! counter for clients on that transport must have moved.
 //!
@@ -96,6 +98,9 @@ fn run_page(transport: &str) {
         .filter_map(|w| w.split_once('='))
         .collect();
     let context = format!("page result: {summary}\n{details}");
+    // Shown with --nocapture: how many getStats() polls each side's pair took to read
+    // "succeeded" (more than 1 when a keepalive check was in flight).
+    eprintln!("page result: {summary}");
     assert!(!words.contains_key("error"), "the page failed: {context}");
     assert_eq!(words.get("ok"), Some(&"true"), "{context}");
     let n = MESSAGES.to_string();
