@@ -212,12 +212,12 @@ impl Signals {
     }
 }
 
-/// Reloads on SIGHUP until the first SIGTERM/SIGINT, then drains: `/readyz` turns 503 and new
-/// allocations are refused while existing ones keep relaying, until the last one ends,
-/// `timeout` passes, or a second signal arrives.
 /// How often idle cached heap memory is checked for ([`turnd::heap::Trimmer`]).
 const TRIM_CHECK: Duration = Duration::from_secs(2);
 
+/// Reloads on SIGHUP until the first SIGTERM/SIGINT, then drains: `/readyz` turns 503 and new
+/// allocations are refused while existing ones keep relaying, until the last one ends,
+/// `timeout` passes, or a second signal arrives.
 async fn wait_and_drain(
     mut signals: Signals,
     server: &Server,

@@ -301,6 +301,7 @@ impl Client {
         }
         Ok(out)
     }
+
     pub fn create_permission(&mut self, peer: SocketAddr) -> Result<()> {
         self.request(Method::CREATE_PERMISSION, |b| {
             b.add_xor_address(AttrType::XOR_PEER_ADDRESS, &peer)
