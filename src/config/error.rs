@@ -14,7 +14,7 @@ pub(crate) enum Origin {
     Default,
     File(String),
     Env(String),
-    Flag(&'static str),
+    Flag(String),
 }
 
 impl fmt::Display for Origin {

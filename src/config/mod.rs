@@ -11,207 +11,47 @@
 //! once, each naming its key and where the value came from, because the
 //! alternative — a relay that starts and then silently misbehaves — is worse.
 //!
-//! Layout: `sources` gathers text from file, env and flags; `build` parses and
-//! validates it into [`Config`]; `render` prints it back (`check-config`).
+//! Layout: `keys` declares every key once (see there to add one), and `declare`
+//! turns that into [`Config`], [`ConfigArgs`] and the key table the rest loops
+//! over: `sources` gathers text from file, env and flags; `build` parses
+//! (with `parse`) and validates it into [`Config`]; `render` prints it back
+//! (`check-config`); `reference` writes `docs/configuration.md` and
+//! `config/turnd.toml`.
 
 mod build;
 mod cli;
+mod declare;
 mod error;
+mod keys;
+mod parse;
 mod render;
 mod sources;
 mod types;
 
+// Writes docs/configuration.md and config/turnd.toml; only its test runs it.
+#[cfg(test)]
+mod reference;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod tests_cli;
 #[cfg(test)]
 mod tests_errors;
+#[cfg(test)]
+mod tests_reference;
 
 use std::collections::HashMap;
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
-use crate::core::peer_filter::Cidr;
 pub use crate::core::rate_limit::Rate;
 
-pub use cli::{Cli, Command, ConfigArgs};
+pub use cli::{Cli, Command};
 pub use error::{ConfigError, Problem};
+pub use keys::{Config, ConfigArgs, DEFAULT_UDP_COALESCE_US};
 pub use render::REDACTED;
-pub use types::{ExternalIp, PortRange, User, ValueError};
-
-/// The effective configuration. Build it with [`load`]; `Config::default()` is
-/// what turnd runs with when nothing is configured.
-#[derive(Clone)]
-pub struct Config {
-    /// Addresses the STUN/TURN service listens on, over UDP and TCP (same port).
-    pub listen: Vec<SocketAddr>,
-    /// IPs relayed transport addresses are allocated on. Empty: the shell
-    /// derives them from `listen`.
-    pub relay_ips: Vec<IpAddr>,
-    /// Ports relayed transport addresses are allocated from.
-    pub relay_ports: PortRange,
-    /// Public addresses advertised in place of relay IPs (1:1 NAT); see
-    /// [`Config::advertised_ip`].
-    pub external_ips: Vec<ExternalIp>,
-    /// REALM for long-term credentials (RFC 8489 §9.2).
-    pub realm: String,
-    /// Static long-term-credential users.
-    pub users: Vec<User>,
-    /// Shared secrets for TURN REST API (time-limited) credentials.
-    pub auth_secrets: Vec<String>,
-    /// Peer networks allowed even though the built-in peer filter denies them.
-    pub allow_peers: Vec<Cidr>,
-    /// Peer networks denied in addition to the built-in ones.
-    pub deny_peers: Vec<Cidr>,
-    /// Worker threads; 0 = one per CPU core. Use [`Config::effective_workers`].
-    pub workers: usize,
-    /// A `tracing` level or `EnvFilter` directive string.
-    pub log_level: String,
-    /// Log lines as human-readable text or as one JSON object per line.
-    pub log_format: LogFormat,
-    /// Allocation lifetime (seconds) when a request has no LIFETIME.
-    pub default_lifetime: u32,
-    /// The longest allocation lifetime (seconds) granted.
-    pub max_lifetime: u32,
-    /// How long (seconds) a NONCE is accepted before a 438 Stale Nonce.
-    pub nonce_lifetime: u32,
-    /// SOFTWARE attribute for responses; `None` sends none.
-    pub software: Option<String>,
-    /// Most allocations one user may hold at once; 0 = no limit.
-    pub user_quota: u32,
-    /// Most allocations the whole server holds at once; 0 = no limit.
-    pub total_quota: u32,
-    /// Relayed bytes per second per allocation, both directions; 0 = no cap.
-    pub allocation_bandwidth: u32,
-    /// Relayed bytes per second per user (all allocations, all workers); 0 = no cap.
-    pub user_bandwidth: u32,
-    /// Most TCP connections the server holds at once (all workers); 0 = no limit.
-    pub max_connections: u32,
-    /// When true (`amplification = "refuse"`), an error response to an unauthenticated
-    /// request that would be larger than the request is not sent: the request is dropped.
-    pub refuse_amplification: bool,
-    /// Per source, error answers to unauthenticated requests a second (and burst).
-    pub unauthenticated_rate: Rate,
-    /// Per source, Binding answers a second (and burst).
-    pub binding_rate: Rate,
-    /// Set RFC 8489's "Username anonymity" bit: clients send USERHASH.
-    pub userhash: bool,
-    /// Most permissions per allocation; 0 = no limit.
-    pub max_permissions: u32,
-    /// Most channel bindings per allocation; 0 = no limit.
-    pub max_channels: u32,
-    /// Seconds a TCP connection may stay open without an allocation (before its first one,
-    /// and after its allocation ends).
-    pub unauthenticated_timeout: u32,
-    /// Largest frame (STUN message or padded ChannelData) accepted on a TCP connection, in
-    /// bytes; it bounds the connection's read buffer.
-    pub max_frame_size: u32,
-    /// `SO_RCVBUF` of the UDP listening and relay sockets, in bytes; 0 = the kernel's default.
-    pub udp_recv_buffer: u32,
-    /// `SO_SNDBUF` of the UDP listening and relay sockets, in bytes; 0 = the kernel's default.
-    pub udp_send_buffer: u32,
-    /// A busy worker waits this many microseconds before blocking so that datagrams arriving
-    /// meanwhile share one wake-up and one `recvmmsg`/`sendmmsg` (0 = never waits); see
-    /// `shell::coalesce`.
-    pub udp_coalesce: u32,
-    /// Addresses serving TURN over TLS (TURNS); empty = no TLS.
-    pub tls_listen: Vec<SocketAddr>,
-    /// RFC 5780 alternate addresses (IP2:P2), each paired with the first `listen` address of
-    /// its family (IP1:P1); empty = NAT behaviour discovery off. See [`nat_discovery_pairs`].
-    pub nat_discovery_listen: Vec<SocketAddr>,
-    /// TURN servers an Allocate is redirected to (300 Try Alternate) when this one is
-    /// draining or full; empty = refuse with 508/486.
-    pub alternate_servers: Vec<SocketAddr>,
-    /// PEM certificate chain for TLS, leaf first.
-    pub tls_cert: Option<PathBuf>,
-    /// PEM private key of the TLS certificate.
-    pub tls_key: Option<PathBuf>,
-    /// The admin HTTP listener: /metrics, /healthz, /readyz.
-    pub metrics_listen: SocketAddr,
-    /// After SIGTERM/SIGINT, seconds existing allocations may keep relaying (no new ones are
-    /// admitted) before the process exits.
-    pub drain_timeout: u32,
-    /// The bearer token `/allocations` requires; `None` leaves it open to whoever reaches
-    /// `metrics_listen`.
-    pub admin_token: Option<String>,
-}
-
-/// How log lines are written (config key `log_format`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
-
-impl LogFormat {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LogFormat::Text => "text",
-            LogFormat::Json => "json",
-        }
-    }
-}
-
-/// Default `udp_coalesce`: 200 µs. Under a steady load it halved turnd's CPU per relayed
-/// datagram on the development machine (README, Performance) for at most 0.2 ms more per hop,
-/// far below what a call's jitter buffer absorbs; an idle or lightly loaded worker never waits.
-pub const DEFAULT_UDP_COALESCE_US: u32 = 200;
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            listen: vec![SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 3478)],
-            relay_ips: Vec::new(),
-            relay_ports: PortRange::DEFAULT,
-            external_ips: Vec::new(),
-            realm: "turnd".to_string(),
-            users: Vec::new(),
-            auth_secrets: Vec::new(),
-            allow_peers: Vec::new(),
-            deny_peers: Vec::new(),
-            workers: 0,
-            log_level: "info".to_string(),
-            log_format: LogFormat::Text,
-            // RFC 8656 §3.5: 10 minutes by default.
-            default_lifetime: 600,
-            max_lifetime: 3600,
-            nonce_lifetime: 600,
-            software: Some(concat!("turnd/", env!("CARGO_PKG_VERSION")).to_string()),
-            user_quota: 0,
-            total_quota: 0,
-            allocation_bandwidth: 0,
-            user_bandwidth: 0,
-            max_connections: 10_000,
-            refuse_amplification: false,
-            unauthenticated_rate: Rate {
-                per_second: 20,
-                burst: 40,
-            },
-            binding_rate: Rate {
-                per_second: 50,
-                burst: 100,
-            },
-            userhash: false,
-            max_permissions: 256,
-            max_channels: 256,
-            unauthenticated_timeout: 10,
-            max_frame_size: crate::stun::framing::MAX_FRAME_LEN as u32,
-            udp_recv_buffer: 0,
-            udp_send_buffer: 0,
-            udp_coalesce: DEFAULT_UDP_COALESCE_US,
-            tls_listen: Vec::new(),
-            nat_discovery_listen: Vec::new(),
-            alternate_servers: Vec::new(),
-            tls_cert: None,
-            tls_key: None,
-            metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9641)),
-            drain_timeout: 30,
-            admin_token: None,
-        }
-    }
-}
+pub use types::{Amplification, ExternalIp, LogFormat, PortRange, User, ValueError};
 
 impl Config {
     /// Worker threads to start: `workers`, or one per CPU core when it is 0
@@ -330,71 +170,14 @@ pub(crate) fn load_text(
     }
 }
 
-/// `Cidr` comes from the core and need not be `Debug`; print it with `Display`.
-struct Shown<'a, T>(&'a [T]);
-
-/// One item of [`Shown`].
-struct ShownItem<'a, T>(&'a T);
-
-impl<T: fmt::Display> fmt::Debug for ShownItem<'_, T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(self.0, f)
-    }
-}
-
-impl<T: fmt::Display> fmt::Debug for Shown<'_, T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list()
-            .entries(self.0.iter().map(ShownItem))
-            .finish()
-    }
-}
-
-/// Secrets are redacted, so the config can be logged at startup.
+/// Secrets are redacted (each key as `check-config` shows it), so the config can be logged.
 impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let secrets = vec![REDACTED; self.auth_secrets.len()];
-        f.debug_struct("Config")
-            .field("listen", &self.listen)
-            .field("relay_ips", &self.relay_ips)
-            .field("relay_ports", &self.relay_ports)
-            .field("external_ips", &self.external_ips)
-            .field("realm", &self.realm)
-            .field("users", &self.users)
-            .field("auth_secrets", &secrets)
-            .field("allow_peers", &Shown(&self.allow_peers))
-            .field("deny_peers", &Shown(&self.deny_peers))
-            .field("workers", &self.workers)
-            .field("log_level", &self.log_level)
-            .field("log_format", &self.log_format)
-            .field("default_lifetime", &self.default_lifetime)
-            .field("max_lifetime", &self.max_lifetime)
-            .field("nonce_lifetime", &self.nonce_lifetime)
-            .field("software", &self.software)
-            .field("user_quota", &self.user_quota)
-            .field("total_quota", &self.total_quota)
-            .field("allocation_bandwidth", &self.allocation_bandwidth)
-            .field("user_bandwidth", &self.user_bandwidth)
-            .field("max_connections", &self.max_connections)
-            .field("refuse_amplification", &self.refuse_amplification)
-            .field("unauthenticated_rate", &self.unauthenticated_rate)
-            .field("binding_rate", &self.binding_rate)
-            .field("userhash", &self.userhash)
-            .field("max_permissions", &self.max_permissions)
-            .field("max_channels", &self.max_channels)
-            .field("unauthenticated_timeout", &self.unauthenticated_timeout)
-            .field("max_frame_size", &self.max_frame_size)
-            .field("udp_recv_buffer", &self.udp_recv_buffer)
-            .field("udp_send_buffer", &self.udp_send_buffer)
-            .field("udp_coalesce", &self.udp_coalesce)
-            .field("tls_listen", &self.tls_listen)
-            .field("nat_discovery_listen", &self.nat_discovery_listen)
-            .field("alternate_servers", &self.alternate_servers)
-            .field("tls_cert", &self.tls_cert)
-            .field("tls_key", &self.tls_key)
-            .field("metrics_listen", &self.metrics_listen)
-            .field("drain_timeout", &self.drain_timeout)
-            .field("admin_token", &self.admin_token.as_ref().map(|_| REDACTED))
-            .finish()
+        let mut s = f.debug_struct("Config");
+        for key in keys::KEYS {
+            let value = (key.render)(self).unwrap_or_else(|| "not set".to_string());
+            s.field(key.name, &format_args!("{value}"));
+        }
+        s.finish()
     }
 }

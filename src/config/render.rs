@@ -4,22 +4,29 @@
 //! `"<redacted>"` so the output can be pasted into a bug report.
 
 use std::fmt::{Display, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use crate::core::auth::UserSecret;
+use crate::core::rate_limit::Rate;
 
-use super::{Config, Rate};
+use super::keys::{KEYS, SECTIONS};
+use super::types::{Amplification, LogFormat, PortRange, User};
+use super::Config;
 
 /// What replaces every password, key and shared secret in the output.
 pub const REDACTED: &str = "<redacted>";
 
 impl Config {
-    /// The effective configuration as TOML, secrets redacted.
+    /// The effective configuration as TOML, secrets redacted, grouped by section; a value
+    /// that is not the default is followed by the default as a comment.
     ///
     /// It parses as TOML, and loads again as the same configuration apart from
     /// the secrets: a password user keeps a password (`"<redacted>"`), while a
     /// `key` user's `key = "<redacted>"` is refused on load, on purpose, since
     /// the real key is gone.
     pub fn to_toml(&self) -> String {
+        let defaults = Config::default();
         let mut out = String::new();
         // Writing to a String cannot fail; `let _` keeps the lines short.
         let w = &mut out;
@@ -27,131 +34,146 @@ impl Config {
             w,
             "# turnd effective configuration: defaults < file < env < flags."
         );
-        let _ = writeln!(w, "# Secrets are shown as \"{REDACTED}\".");
-        let _ = writeln!(w, "listen = {}", list(&self.listen));
-        let _ = writeln!(w, "relay_ips = {}", list(&self.relay_ips));
-        let _ = writeln!(w, "relay_ports = {}", quote(&self.relay_ports.to_string()));
-        let _ = writeln!(w, "external_ips = {}", list(&self.external_ips));
-        let _ = writeln!(w, "realm = {}", quote(&self.realm));
-        let secrets = vec![REDACTED; self.auth_secrets.len()];
-        let _ = writeln!(w, "auth_secrets = {}", list(&secrets));
-        let _ = writeln!(w, "allow_peers = {}", list(&self.allow_peers));
-        let _ = writeln!(w, "deny_peers = {}", list(&self.deny_peers));
         let _ = writeln!(
             w,
-            "workers = {} # 0 = one per CPU core: {} here",
-            self.workers,
-            self.effective_workers()
+            "# Secrets are shown as \"{REDACTED}\"; a value other than the default has it after."
         );
-        let _ = writeln!(w, "log_level = {}", quote(&self.log_level));
-        let _ = writeln!(w, "log_format = {}", quote(self.log_format.as_str()));
-        let _ = writeln!(w, "default_lifetime = {}", self.default_lifetime);
-        let _ = writeln!(w, "max_lifetime = {}", self.max_lifetime);
-        let _ = writeln!(w, "nonce_lifetime = {}", self.nonce_lifetime);
-        let software = self.software.as_deref().unwrap_or("");
-        let _ = writeln!(w, "software = {}", quote(software));
-        let _ = writeln!(w, "user_quota = {} # 0 = no limit", self.user_quota);
-        let _ = writeln!(w, "total_quota = {} # 0 = no limit", self.total_quota);
-        let _ = writeln!(
-            w,
-            "allocation_bandwidth = {} # bytes/s, 0 = no cap",
-            self.allocation_bandwidth
-        );
-        let _ = writeln!(
-            w,
-            "user_bandwidth = {} # bytes/s, 0 = no cap",
-            self.user_bandwidth
-        );
-        let _ = writeln!(
-            w,
-            "max_connections = {} # 0 = no limit",
-            self.max_connections
-        );
-        let _ = writeln!(
-            w,
-            "amplification = {} # allow or refuse",
-            quote(if self.refuse_amplification {
-                "refuse"
-            } else {
-                "allow"
-            })
-        );
-        let rate = |r: &Rate| quote(&format!("{}/{}", r.per_second, r.burst));
-        let _ = writeln!(
-            w,
-            "unauthenticated_rate = {} # per second/burst; 0 = no limit",
-            rate(&self.unauthenticated_rate)
-        );
-        let _ = writeln!(
-            w,
-            "binding_rate = {} # per second/burst; 0 = no limit",
-            rate(&self.binding_rate)
-        );
-        let _ = writeln!(w, "userhash = {}", self.userhash);
-        let _ = writeln!(
-            w,
-            "max_permissions = {} # 0 = no limit",
-            self.max_permissions
-        );
-        let _ = writeln!(w, "max_channels = {} # 0 = no limit", self.max_channels);
-        let _ = writeln!(
-            w,
-            "unauthenticated_timeout = {}",
-            self.unauthenticated_timeout
-        );
-        let _ = writeln!(w, "max_frame_size = {}", self.max_frame_size);
-        let _ = writeln!(
-            w,
-            "udp_recv_buffer = {} # 0 = the kernel's default",
-            self.udp_recv_buffer
-        );
-        let _ = writeln!(
-            w,
-            "udp_send_buffer = {} # 0 = the kernel's default",
-            self.udp_send_buffer
-        );
-        let _ = writeln!(
-            w,
-            "udp_coalesce = {} # microseconds; 0 = off",
-            self.udp_coalesce
-        );
-        let _ = writeln!(w, "tls_listen = {}", list(&self.tls_listen));
-        let _ = writeln!(
-            w,
-            "nat_discovery_listen = {}",
-            list(&self.nat_discovery_listen)
-        );
-        let _ = writeln!(w, "alternate_servers = {}", list(&self.alternate_servers));
-        for (key, file) in [("tls_cert", &self.tls_cert), ("tls_key", &self.tls_key)] {
-            match file {
-                Some(f) => {
-                    let _ = writeln!(w, "{key} = {}", quote(&f.display().to_string()));
+        if self.workers == 0 {
+            let _ = writeln!(
+                w,
+                "# workers = 0: one per CPU core, {} here.",
+                self.effective_workers()
+            );
+        }
+        for section in SECTIONS {
+            let _ = writeln!(w, "\n# {}", section.title);
+            for key in KEYS.iter().filter(|k| k.section == section.title) {
+                let value = (key.render)(self);
+                let default = (key.render)(&defaults);
+                match &value {
+                    Some(v) => {
+                        let _ = write!(w, "{} = {v}", key.name);
+                    }
+                    None => {
+                        let _ = write!(w, "# {} is not set", key.name);
+                    }
                 }
-                None => {
-                    let _ = writeln!(w, "# {key} is not set");
+                if value != default {
+                    let shown = default.as_deref().unwrap_or("not set");
+                    let _ = write!(w, " # default: {}", shown.replace('\n', " "));
                 }
+                let _ = writeln!(w);
             }
         }
-        let _ = writeln!(
-            w,
-            "metrics_listen = {}",
-            quote(&self.metrics_listen.to_string())
-        );
-        let _ = writeln!(w, "drain_timeout = {}", self.drain_timeout);
-        let token = self.admin_token.as_ref().map_or("", |_| REDACTED);
-        let _ = writeln!(w, "admin_token = {} # \"\" = none", quote(token));
-        // Array-of-tables must follow every top-level key.
-        for user in &self.users {
+        out
+    }
+
+    /// The keys whose value differs between `self` (running) and `new` (just loaded) but that a
+    /// reload does not apply, so the operator can be told a restart is needed for them rather
+    /// than believe the change took effect. Compared as [`Config::to_toml`] shows them (secrets
+    /// are redacted there, and secrets are all reloadable).
+    pub fn changed_needing_restart(&self, new: &Config) -> Vec<String> {
+        KEYS.iter()
+            .filter(|k| !k.reload && (k.render)(self) != (k.render)(new))
+            .map(|k| k.name.to_string())
+            .collect()
+    }
+}
+
+/// A config value written as TOML, for `check-config`, the reference and `Debug`. `None`
+/// means an optional value is unset (TOML has no null).
+pub(crate) trait TomlValue {
+    fn toml_value(&self) -> Option<String>;
+}
+
+impl TomlValue for u32 {
+    fn toml_value(&self) -> Option<String> {
+        Some(self.to_string())
+    }
+}
+
+impl TomlValue for usize {
+    fn toml_value(&self) -> Option<String> {
+        Some(self.to_string())
+    }
+}
+
+impl TomlValue for bool {
+    fn toml_value(&self) -> Option<String> {
+        Some(self.to_string())
+    }
+}
+
+impl TomlValue for String {
+    fn toml_value(&self) -> Option<String> {
+        Some(quote(self))
+    }
+}
+
+/// An optional text where "" means none (`software`).
+impl TomlValue for Option<String> {
+    fn toml_value(&self) -> Option<String> {
+        Some(quote(self.as_deref().unwrap_or("")))
+    }
+}
+
+impl TomlValue for Option<PathBuf> {
+    fn toml_value(&self) -> Option<String> {
+        self.as_ref().map(|p| quote(&p.display().to_string()))
+    }
+}
+
+impl TomlValue for Rate {
+    fn toml_value(&self) -> Option<String> {
+        Some(quote(&format!("{}/{}", self.per_second, self.burst)))
+    }
+}
+
+/// Types written as a string of their `Display` form.
+macro_rules! quoted_display {
+    ($($t:ty),*) => {$(
+        impl TomlValue for $t {
+            fn toml_value(&self) -> Option<String> {
+                Some(quote(&self.to_string()))
+            }
+        }
+    )*};
+}
+
+quoted_display!(PortRange, SocketAddr, LogFormat, Amplification);
+
+impl<T: Display> TomlValue for Vec<T> {
+    fn toml_value(&self) -> Option<String> {
+        let quoted: Vec<String> = self.iter().map(|i| quote(&i.to_string())).collect();
+        Some(format!("[{}]", quoted.join(", ")))
+    }
+}
+
+/// Users as an array of inline tables, one per line, secrets redacted.
+impl TomlValue for Vec<User> {
+    fn toml_value(&self) -> Option<String> {
+        if self.is_empty() {
+            return Some("[]".to_string());
+        }
+        let mut out = String::from("[\n");
+        for user in self {
             let field = match user.secret {
                 UserSecret::Password(_) => "password",
                 UserSecret::Key(_) => "key",
             };
-            let _ = writeln!(w, "\n[[users]]");
-            let _ = writeln!(w, "name = {}", quote(&user.name));
-            let _ = writeln!(w, "{field} = {}", quote(REDACTED));
+            let name = quote(&user.name);
+            let _ = writeln!(out, "  {{ name = {name}, {field} = {} }},", quote(REDACTED));
         }
-        out
+        out.push(']');
+        Some(out)
     }
+}
+
+/// A list of secrets, each redacted.
+pub(crate) fn redacted_list(secrets: &[String]) -> String {
+    vec![REDACTED; secrets.len()]
+        .toml_value()
+        .unwrap_or_default()
 }
 
 /// A TOML basic string: quotes, backslashes and control characters escaped.
@@ -173,49 +195,4 @@ pub(crate) fn quote(s: &str) -> String {
     }
     out.push('"');
     out
-}
-
-fn list<T: Display>(items: &[T]) -> String {
-    let quoted: Vec<String> = items.iter().map(|i| quote(&i.to_string())).collect();
-    format!("[{}]", quoted.join(", "))
-}
-
-/// The keys SIGHUP applies to the running server; every other key waits for a restart.
-pub const RELOADABLE: [&str; 6] = [
-    "realm",
-    "users",
-    "auth_secrets",
-    "allow_peers",
-    "deny_peers",
-    "log_level",
-];
-
-impl Config {
-    /// The keys whose value differs between `self` (running) and `new` (just loaded) but that a
-    /// reload does not apply, so the operator can be told a restart is needed for them rather
-    /// than believe the change took effect. Compared through [`Config::to_toml`], one line per
-    /// key (secrets are redacted there, and secrets are all reloadable).
-    pub fn changed_needing_restart(&self, new: &Config) -> Vec<String> {
-        let old = self.to_toml();
-        let new = new.to_toml();
-        let old = top_level_lines(&old);
-        let new = top_level_lines(&new);
-        let mut changed: Vec<String> = old
-            .iter()
-            .filter(|(key, line)| new.iter().all(|(k, l)| k != key || l != line))
-            .map(|(key, _)| key.to_string())
-            .filter(|key| !RELOADABLE.contains(&key.as_str()))
-            .collect();
-        changed.dedup();
-        changed
-    }
-}
-
-/// `(key, line)` for each `key = value` line of a rendered configuration before its first
-/// table (`[[users]]`).
-fn top_level_lines(toml: &str) -> Vec<(&str, &str)> {
-    toml.lines()
-        .take_while(|l| !l.starts_with('['))
-        .filter_map(|l| Some((l.split_once(" = ")?.0, l)))
-        .collect()
 }

@@ -10,106 +10,21 @@ use std::collections::HashMap;
 
 use config::{Map, Value, ValueKind};
 
-use super::cli::ConfigArgs;
+use super::declare::{Key, Shape, ENV_PREFIX};
 use super::error::{Origin, Problem};
-
-/// How a key's value is written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Shape {
-    /// One value; in the file a string or a number.
-    Scalar,
-    /// Several values; in the file an array of strings (a lone string is a list
-    /// of one), in env comma-separated, as a flag repeated.
-    List,
-    /// `[[users]]` tables in the file; `NAME:PASSWORD` items elsewhere.
-    Users,
-}
-
-/// One config key and its flag. The env var is `TURND_` + the key uppercased.
-pub(crate) struct Key {
-    pub name: &'static str,
-    pub flag: &'static str,
-    pub shape: Shape,
-}
-
-const fn key(name: &'static str, flag: &'static str, shape: Shape) -> Key {
-    Key { name, flag, shape }
-}
-
-/// Every config key, in the order they are documented and printed.
-pub(crate) const KEYS: [Key; 40] = [
-    key("listen", "--listen", Shape::List),
-    key("relay_ips", "--relay-ip", Shape::List),
-    key("relay_ports", "--relay-ports", Shape::Scalar),
-    key("external_ips", "--external-ip", Shape::List),
-    key("realm", "--realm", Shape::Scalar),
-    key("users", "--user", Shape::Users),
-    key("auth_secrets", "--auth-secret", Shape::List),
-    key("allow_peers", "--allow-peer", Shape::List),
-    key("deny_peers", "--deny-peer", Shape::List),
-    key("workers", "--workers", Shape::Scalar),
-    key("log_level", "--log-level", Shape::Scalar),
-    key("log_format", "--log-format", Shape::Scalar),
-    key("default_lifetime", "--default-lifetime", Shape::Scalar),
-    key("max_lifetime", "--max-lifetime", Shape::Scalar),
-    key("nonce_lifetime", "--nonce-lifetime", Shape::Scalar),
-    key("software", "--software", Shape::Scalar),
-    key("user_quota", "--user-quota", Shape::Scalar),
-    key("total_quota", "--total-quota", Shape::Scalar),
-    key(
-        "allocation_bandwidth",
-        "--allocation-bandwidth",
-        Shape::Scalar,
-    ),
-    key("user_bandwidth", "--user-bandwidth", Shape::Scalar),
-    key("max_connections", "--max-connections", Shape::Scalar),
-    key("amplification", "--amplification", Shape::Scalar),
-    key(
-        "unauthenticated_rate",
-        "--unauthenticated-rate",
-        Shape::Scalar,
-    ),
-    key("binding_rate", "--binding-rate", Shape::Scalar),
-    key("userhash", "--userhash", Shape::Scalar),
-    key("max_permissions", "--max-permissions", Shape::Scalar),
-    key("max_channels", "--max-channels", Shape::Scalar),
-    key(
-        "unauthenticated_timeout",
-        "--unauthenticated-timeout",
-        Shape::Scalar,
-    ),
-    key("max_frame_size", "--max-frame-size", Shape::Scalar),
-    key("udp_recv_buffer", "--udp-recv-buffer", Shape::Scalar),
-    key("udp_send_buffer", "--udp-send-buffer", Shape::Scalar),
-    key("udp_coalesce", "--udp-coalesce", Shape::Scalar),
-    key("tls_listen", "--tls-listen", Shape::List),
-    key("alternate_servers", "--alternate-server", Shape::List),
-    key(
-        "nat_discovery_listen",
-        "--nat-discovery-listen",
-        Shape::List,
-    ),
-    key("tls_cert", "--tls-cert", Shape::Scalar),
-    key("tls_key", "--tls-key", Shape::Scalar),
-    key("metrics_listen", "--metrics-listen", Shape::Scalar),
-    key("drain_timeout", "--drain-timeout", Shape::Scalar),
-    key("admin_token", "--admin-token", Shape::Scalar),
-];
-
-/// Keys that are switches: the file may give them as TOML booleans.
-const BOOLEAN_KEYS: [&str; 1] = ["userhash"];
+use super::keys::KEYS;
+use super::ConfigArgs;
 
 /// The variable naming the config file; read by clap for `--config`, and by
 /// [`super::load_from`] from its env map when `--config` is absent.
 pub(crate) const CONFIG_ENV: &str = "TURND_CONFIG";
-const ENV_PREFIX: &str = "TURND_";
-
-pub(crate) fn env_var(key: &str) -> String {
-    format!("{ENV_PREFIX}{}", key.to_ascii_uppercase())
-}
 
 fn key_names() -> Vec<&'static str> {
     KEYS.iter().map(|k| k.name).collect()
+}
+
+fn find_key(name: &str) -> Option<&'static Key> {
+    KEYS.iter().find(|k| k.name == name)
 }
 
 /// A value as written, before parsing.
@@ -173,12 +88,13 @@ fn from_file(path: &str, text: &str, settings: &mut Settings, problems: &mut Vec
     let mut entries: Vec<(String, Value)> = table.into_iter().collect();
     entries.sort_by(|a, b| a.0.cmp(&b.0));
     for (name, value) in entries {
-        let Some(key) = KEYS.iter().find(|k| k.name == name) else {
+        let Some(key) = find_key(&name) else {
             problems.push(Problem::unknown_key(name, &key_names(), &origin));
             continue;
         };
         let raw = match key.shape {
-            Shape::Scalar => file_scalar(key.name, value).map(Raw::Scalar),
+            Shape::One => file_scalar(key.name, value, false).map(Raw::Scalar),
+            Shape::Switch => file_scalar(key.name, value, true).map(Raw::Scalar),
             Shape::List => file_list(key.name, value).map(Raw::List),
             Shape::Users => file_users(value, &origin, problems).map(Raw::Users),
         };
@@ -209,10 +125,10 @@ fn kind_name(kind: &ValueKind) -> &'static str {
 
 /// Strings and whole numbers are taken as text (and booleans, for the keys that
 /// are switches); parsing comes later, the same way for every source.
-fn file_scalar(key: &str, value: Value) -> Result<String, String> {
+fn file_scalar(key: &str, value: Value, switch: bool) -> Result<String, String> {
     match value.kind {
         ValueKind::String(s) => Ok(s),
-        ValueKind::Boolean(b) if BOOLEAN_KEYS.contains(&key) => Ok(b.to_string()),
+        ValueKind::Boolean(b) if switch => Ok(b.to_string()),
         ValueKind::I64(n) => Ok(n.to_string()),
         ValueKind::I128(n) => Ok(n.to_string()),
         ValueKind::U64(n) => Ok(n.to_string()),
@@ -331,7 +247,7 @@ fn split_list(value: &str) -> Vec<String> {
 }
 
 fn from_env(env: &HashMap<String, String>, settings: &mut Settings, problems: &mut Vec<Problem>) {
-    let known: Vec<String> = KEYS.iter().map(|k| env_var(k.name)).collect();
+    let known: Vec<String> = KEYS.iter().map(Key::env_var).collect();
     let mut vars: Vec<(&String, &String)> = env
         .iter()
         .filter(|(var, _)| {
@@ -343,13 +259,13 @@ fn from_env(env: &HashMap<String, String>, settings: &mut Settings, problems: &m
         .collect();
     vars.sort();
     for (var, value) in vars {
-        let Some(key) = KEYS.iter().find(|k| env_var(k.name) == *var) else {
+        let Some(key) = KEYS.iter().find(|k| k.env_var() == *var) else {
             // A typo such as TURND_RELAY_PORT would otherwise be silently ignored.
             problems.push(Problem::unknown_env(var, &known));
             continue;
         };
         let raw = match key.shape {
-            Shape::Scalar => Raw::Scalar(value.clone()),
+            Shape::One | Shape::Switch => Raw::Scalar(value.clone()),
             Shape::List => Raw::List(split_list(value)),
             Shape::Users => Raw::Users(split_list(value).into_iter().map(RawUser::Text).collect()),
         };
@@ -359,72 +275,10 @@ fn from_env(env: &HashMap<String, String>, settings: &mut Settings, problems: &m
 }
 
 fn from_flags(args: &ConfigArgs, settings: &mut Settings) {
-    let lists: [(&str, &Vec<String>); 10] = [
-        ("listen", &args.listen),
-        ("relay_ips", &args.relay_ip),
-        ("external_ips", &args.external_ip),
-        ("auth_secrets", &args.auth_secret),
-        ("allow_peers", &args.allow_peer),
-        ("deny_peers", &args.deny_peer),
-        ("users", &args.user),
-        ("tls_listen", &args.tls_listen),
-        ("nat_discovery_listen", &args.nat_discovery_listen),
-        ("alternate_servers", &args.alternate_servers),
-    ];
-    let scalars: [(&str, &Option<String>); 30] = [
-        ("relay_ports", &args.relay_ports),
-        ("realm", &args.realm),
-        ("workers", &args.workers),
-        ("log_level", &args.log_level),
-        ("log_format", &args.log_format),
-        ("default_lifetime", &args.default_lifetime),
-        ("max_lifetime", &args.max_lifetime),
-        ("nonce_lifetime", &args.nonce_lifetime),
-        ("software", &args.software),
-        ("user_quota", &args.user_quota),
-        ("total_quota", &args.total_quota),
-        ("allocation_bandwidth", &args.allocation_bandwidth),
-        ("user_bandwidth", &args.user_bandwidth),
-        ("max_connections", &args.max_connections),
-        ("amplification", &args.amplification),
-        ("unauthenticated_rate", &args.unauthenticated_rate),
-        ("binding_rate", &args.binding_rate),
-        ("userhash", &args.userhash),
-        ("max_permissions", &args.max_permissions),
-        ("max_channels", &args.max_channels),
-        ("unauthenticated_timeout", &args.unauthenticated_timeout),
-        ("max_frame_size", &args.max_frame_size),
-        ("udp_recv_buffer", &args.udp_recv_buffer),
-        ("udp_send_buffer", &args.udp_send_buffer),
-        ("udp_coalesce", &args.udp_coalesce),
-        ("tls_cert", &args.tls_cert),
-        ("tls_key", &args.tls_key),
-        ("metrics_listen", &args.metrics_listen),
-        ("drain_timeout", &args.drain_timeout),
-        ("admin_token", &args.admin_token),
-    ];
-    let raws = lists
-        .into_iter()
-        .filter(|(_, items)| !items.is_empty())
-        .map(|(name, items)| {
-            let raw = if name == "users" {
-                Raw::Users(items.iter().cloned().map(RawUser::Text).collect())
-            } else {
-                Raw::List(items.clone())
-            };
-            (name, raw)
-        })
-        .chain(
-            scalars
-                .into_iter()
-                .filter_map(|(name, value)| Some((name, Raw::Scalar(value.clone()?)))),
-        );
-    for (name, raw) in raws {
-        // Every name above is in KEYS; a test checks the two lists agree.
-        let Some(key) = KEYS.iter().find(|k| k.name == name) else {
-            continue;
-        };
-        let origin = Origin::Flag(key.flag);
-        settings.insert(key.name, Setting { raw, origin });
+    for key in KEYS {
+        if let Some(raw) = (key.flag_value)(args) {
+            let origin = Origin::Flag(key.flag());
+            settings.insert(key.name, Setting { raw, origin });
+        }
     }
 }

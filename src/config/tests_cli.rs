@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{CommandFactory, Parser};
 
-use super::sources::{env_var, KEYS};
+use super::keys::KEYS;
 use super::tests::load_with;
 use super::*;
 
@@ -59,12 +59,12 @@ fn clap_definition_is_consistent() {
 #[test]
 fn every_key_has_a_flag_in_the_cli_and_in_the_sources() {
     let cli = Cli::command();
-    for key in &KEYS {
-        let long = key.flag.trim_start_matches("--");
+    for key in KEYS {
+        let flag = key.flag();
+        let long = flag.trim_start_matches("--");
         assert!(
             cli.get_arguments().any(|a| a.get_long() == Some(long)),
-            "no flag {} for key {}",
-            key.flag,
+            "no flag {flag} for key {}",
             key.name
         );
         // Each key must be settable by its flag and by its variable.
@@ -95,6 +95,7 @@ fn every_key_has_a_flag_in_the_cli_and_in_the_sources() {
             "unauthenticated_rate" | "binding_rate" => "7/9",
             "userhash" => "true",
             "max_permissions" | "max_channels" => "7",
+            // A new key needs a valid, non-default sample above.
             _ => "seven",
         };
         // tls_listen alone is refused: it needs a certificate and key.
@@ -104,12 +105,19 @@ fn every_key_has_a_flag_in_the_cli_and_in_the_sources() {
             "nat_discovery_listen" => &["--listen", "127.0.0.1:1"],
             _ => &[],
         };
-        let args: Vec<&str> = [key.flag, value].iter().chain(extra).copied().collect();
-        let from_flag = load_with(None, &[], &args).unwrap().to_toml();
-        let var = env_var(key.name);
-        let from_env = load_with(None, &[(&var, value)], extra).unwrap().to_toml();
+        let args: Vec<&str> = [flag.as_str(), value]
+            .iter()
+            .chain(extra)
+            .copied()
+            .collect();
+        let sample = |e| panic!("give key {} a valid sample value here: {e}", key.name);
+        let from_flag = load_with(None, &[], &args).unwrap_or_else(sample).to_toml();
+        let var = key.env_var();
+        let from_env = load_with(None, &[(&var, value)], extra)
+            .unwrap_or_else(sample)
+            .to_toml();
         let default = Config::default().to_toml();
-        assert_ne!(from_flag, default, "flag {} changed nothing", key.flag);
-        assert_eq!(from_flag, from_env, "flag {} and {var} disagree", key.flag);
+        assert_ne!(from_flag, default, "flag {flag} changed nothing");
+        assert_eq!(from_flag, from_env, "flag {flag} and {var} disagree");
     }
 }

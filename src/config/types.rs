@@ -1,5 +1,6 @@
 //! The small value types of the configuration: [`PortRange`], [`ExternalIp`],
-//! [`User`], each with the text form used in the file, env vars and flags.
+//! [`User`], [`LogFormat`], [`Amplification`], each with the text form used in
+//! the file, env vars and flags.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -91,6 +92,73 @@ impl FromStr for PortRange {
 impl fmt::Display for PortRange {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}-{}", self.low, self.high)
+    }
+}
+
+/// How log lines are written (config key `log_format`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl LogFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+    }
+}
+
+impl FromStr for LogFormat {
+    type Err = ValueError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            _ => Err(ValueError(format!(
+                "`{s}` is not a log format: text or json"
+            ))),
+        }
+    }
+}
+
+impl fmt::Display for LogFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Whether an unauthenticated request is answered when the answer is larger than the request
+/// (config key `amplification`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Amplification {
+    /// Answer it (the default: real clients' first Allocate is smaller than its 401).
+    Allow,
+    /// Drop it, so turnd never amplifies.
+    Refuse,
+}
+
+impl FromStr for Amplification {
+    type Err = ValueError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "allow" => Ok(Amplification::Allow),
+            "refuse" => Ok(Amplification::Refuse),
+            _ => Err(ValueError(format!("`{s}` is neither `allow` nor `refuse`"))),
+        }
+    }
+}
+
+impl fmt::Display for Amplification {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Amplification::Allow => "allow",
+            Amplification::Refuse => "refuse",
+        })
     }
 }
 

@@ -103,7 +103,7 @@ pub fn shared_state(
         nonce_lifetime: Duration::from_secs(config.nonce_lifetime as u64),
         relays,
         user_quota: config.user_quota,
-        refuse_amplification: config.refuse_amplification,
+        refuse_amplification: config.amplification == crate::config::Amplification::Refuse,
         userhash: config.userhash,
         max_permissions: config.max_permissions,
         max_channels: config.max_channels,
