@@ -15,12 +15,18 @@
 //! /// More paragraphs, for --help, docs/configuration.md and config/turnd.toml.
 //! #[arg(value_delimiter = ',')]          // optional: more clap settings for the flag
 //! field: Type = default_expr => {
-//!     flag: arg_field "VALUE",            // ConfigArgs field (--arg-field) and value name
-//!     parse: one(parse_fn),               // one | switch | list (parse_fn) | users
-//!     sighup: restart,                    // applied | restart
-//!     example: r#"["..."]"#,              // optional `Key` fields by name: example,
-//! },                                      // shown_default, render
+//!     flag: arg_field "VALUE", parse: one(parse_fn), sighup: restart,
+//!     example: r#"["..."]"#,
+//! },
 //! ```
+//!
+//! - `flag`: the `ConfigArgs` field (the flag is `--arg-field`) and the flag's value name,
+//!   which also names the type in the reference.
+//! - `parse`: `one`, `switch`, `list` (each with a parser) or `users`; see below.
+//! - `sighup`: `applied` if SIGHUP applies a new value, else `restart`.
+//! - Then, optionally, [`Key`](super::declare::Key) fields by name: `example` (a TOML value for
+//!   `config/turnd.toml` and the reference), `shown_default` (the default in words, where the
+//!   value would not read well), `render` (to redact a secret).
 //!
 //! `one` is a single value, `switch` a single value the file may give as a TOML boolean, `list`
 //! several (a TOML array, a comma-separated variable, a repeated flag), `users` the `[[users]]`
@@ -94,9 +100,7 @@ config_keys! {
         /// interface; add `[::]:3478` (or a specific IPv6 address) to serve IPv6 clients too.
         #[arg(value_delimiter = ',')]
         listen: Vec<SocketAddr> = vec![SocketAddr::from(([0, 0, 0, 0], 3478))] => {
-            flag: listen "IP:PORT",
-            parse: list(socket_addr),
-            sighup: restart,
+            flag: listen "IP:PORT", parse: list(socket_addr), sighup: restart,
         },
 
         /// Addresses serving TURN over TLS (`turns:` URLs); empty means no TLS.
@@ -107,9 +111,7 @@ config_keys! {
         /// within `unauthenticated_timeout`. ALPN "stun.turn" and "stun.nat-discovery" (RFC 7443)
         /// are accepted, as are clients sending none.
         tls_listen: Vec<SocketAddr> = Vec::new() => {
-            flag: tls_listen "IP:PORT",
-            parse: list(socket_addr),
-            sighup: restart,
+            flag: tls_listen "IP:PORT", parse: list(socket_addr), sighup: restart,
             example: r#"["0.0.0.0:5349", "0.0.0.0:443"]"#,
         },
 
@@ -120,9 +122,7 @@ config_keys! {
         /// a restart and without dropping connections; a new pair that does not load is logged
         /// and the old one stays in use. A new file *name* waits for a restart.
         tls_cert: Option<PathBuf> = None => {
-            flag: tls_cert "FILE",
-            parse: one(path),
-            sighup: restart,
+            flag: tls_cert "FILE", parse: one(path), sighup: restart,
             example: r#""/etc/letsencrypt/live/turn.example.com/fullchain.pem""#,
         },
 
@@ -130,9 +130,7 @@ config_keys! {
         ///
         /// It is reloaded with the certificate, as `tls_cert` describes.
         tls_key: Option<PathBuf> = None => {
-            flag: tls_key "FILE",
-            parse: one(path),
-            sighup: restart,
+            flag: tls_key "FILE", parse: one(path), sighup: restart,
             example: r#""/etc/letsencrypt/live/turn.example.com/privkey.pem""#,
         },
 
@@ -145,9 +143,7 @@ config_keys! {
         /// can classify their NAT. Only Binding is served on the three extra addresses; TURN
         /// stays on the listen address. At most one per IP family.
         nat_discovery_listen: Vec<SocketAddr> = Vec::new() => {
-            flag: nat_discovery_listen "IP:PORT",
-            parse: list(socket_addr),
-            sighup: restart,
+            flag: nat_discovery_listen "IP:PORT", parse: list(socket_addr), sighup: restart,
             example: r#"["203.0.113.2:3479"]"#,
         },
     }
@@ -163,9 +159,7 @@ config_keys! {
         /// allocation (ADDITIONAL-ADDRESS-FAMILY).
         #[arg(value_delimiter = ',')]
         relay_ips: Vec<IpAddr> = Vec::new() => {
-            flag: relay_ip "IP",
-            parse: list(relay_ip),
-            sighup: restart,
+            flag: relay_ip "IP", parse: list(relay_ip), sighup: restart,
             shown_default: "the listen IPs",
         },
 
@@ -175,9 +169,7 @@ config_keys! {
         /// allocations per relay IP. Narrow it to match a firewall rule (and open exactly this
         /// range); the default is the IANA dynamic range, as RFC 8656 suggests.
         relay_ports: PortRange = PortRange::DEFAULT => {
-            flag: relay_ports "LOW-HIGH",
-            parse: one(from_str::<PortRange>),
-            sighup: restart,
+            flag: relay_ports "LOW-HIGH", parse: one(from_str::<PortRange>), sighup: restart,
         },
 
         /// Public addresses advertised instead of relay IPs, behind 1:1 NAT.
@@ -189,8 +181,7 @@ config_keys! {
         /// laptop or on a host with a public IP.
         #[arg(value_delimiter = ',')]
         external_ips: Vec<ExternalIp> = Vec::new() => {
-            flag: external_ip "PUBLIC[/PRIVATE]",
-            parse: list(from_str::<ExternalIp>),
+            flag: external_ip "PUBLIC[/PRIVATE]", parse: list(from_str::<ExternalIp>),
             sighup: restart,
             example: r#"["203.0.113.10/10.0.0.5"]"#,
         },
@@ -205,9 +196,7 @@ config_keys! {
         /// precomputed user `key`: choose it once; your domain is the usual choice. At most 127
         /// characters, without `"`, `\` or control characters.
         realm: String = "turnd".to_string() => {
-            flag: realm "REALM",
-            parse: one(realm),
-            sighup: applied,
+            flag: realm "REALM", parse: one(realm), sighup: applied,
         },
 
         /// Static users, each with a password or a key.
@@ -219,9 +208,7 @@ config_keys! {
         /// variable, `NAME:PASSWORD`, split at the first `:`. A flag is visible in `ps`: prefer
         /// the file for real passwords.
         users: Vec<User> = Vec::new() => {
-            flag: user "NAME:PASSWORD",
-            parse: users,
-            sighup: applied,
+            flag: user "NAME:PASSWORD", parse: users, sighup: applied,
         },
 
         /// Shared secrets for TURN REST API (time-limited) credentials.
@@ -232,9 +219,7 @@ config_keys! {
         /// one, switch the app over, then remove the old one. Keep them out of version control,
         /// e.g. in `TURND_AUTH_SECRETS` in the service's environment.
         auth_secrets: Vec<String> = Vec::new() => {
-            flag: auth_secret "SECRET",
-            parse: list(secret),
-            sighup: applied,
+            flag: auth_secret "SECRET", parse: list(secret), sighup: applied,
             example: r#"["change-me-to-a-long-random-string"]"#,
             render: |c| Some(redacted_list(&c.auth_secrets)),
         },
@@ -245,18 +230,14 @@ config_keys! {
         /// users can be found by their hash (not TURN REST API usernames), so leave it off with
         /// `auth_secrets`.
         userhash: bool = false => {
-            flag: userhash "true|false",
-            parse: switch(boolean),
-            sighup: restart,
+            flag: userhash "true|false", parse: switch(boolean), sighup: restart,
         },
 
         /// Seconds a NONCE is accepted before a 438 (Stale Nonce) makes the client retry.
         ///
         /// Shorter limits replay of captured requests, at the cost of more round trips.
         nonce_lifetime: u32 = 600 => {
-            flag: nonce_lifetime "SECONDS",
-            parse: one(seconds),
-            sighup: restart,
+            flag: nonce_lifetime "SECONDS", parse: one(seconds), sighup: restart,
         },
     }
 
@@ -277,9 +258,7 @@ config_keys! {
         /// Each is `ADDR/PREFIX` or a single IP; for example media servers on 10.0.0.0/8.
         #[arg(value_delimiter = ',')]
         allow_peers: Vec<Cidr> = Vec::new() => {
-            flag: allow_peer "CIDR",
-            parse: list(cidr),
-            sighup: applied,
+            flag: allow_peer "CIDR", parse: list(cidr), sighup: applied,
             example: r#"["10.0.0.0/8"]"#,
         },
 
@@ -288,9 +267,7 @@ config_keys! {
         /// Each is `ADDR/PREFIX` or a single IP; for example your own public prefix.
         #[arg(value_delimiter = ',')]
         deny_peers: Vec<Cidr> = Vec::new() => {
-            flag: deny_peer "CIDR",
-            parse: list(cidr),
-            sighup: applied,
+            flag: deny_peer "CIDR", parse: list(cidr), sighup: applied,
             example: r#"["198.51.100.0/24"]"#,
         },
     }
@@ -301,9 +278,7 @@ config_keys! {
         ///
         /// At most `max_lifetime`.
         default_lifetime: u32 = 600 => {
-            flag: default_lifetime "SECONDS",
-            parse: one(seconds),
-            sighup: restart,
+            flag: default_lifetime "SECONDS", parse: one(seconds), sighup: restart,
         },
 
         /// The longest allocation lifetime granted, seconds.
@@ -311,9 +286,7 @@ config_keys! {
         /// Clients refresh before expiry; a longer lifetime lets a vanished client keep its port
         /// longer.
         max_lifetime: u32 = 3600 => {
-            flag: max_lifetime "SECONDS",
-            parse: one(seconds),
-            sighup: restart,
+            flag: max_lifetime "SECONDS", parse: one(seconds), sighup: restart,
         },
 
         /// Most allocations one user (or one REST API username) holds at once; 0 = no limit.
@@ -321,9 +294,7 @@ config_keys! {
         /// Beyond it Allocate gets 486 (Allocation Quota Reached), so one client cannot take
         /// every relay port.
         user_quota: u32 = 0 => {
-            flag: user_quota "N",
-            parse: one(count),
-            sighup: restart,
+            flag: user_quota "N", parse: one(count), sighup: restart,
             example: "10",
         },
 
@@ -331,27 +302,21 @@ config_keys! {
         ///
         /// Beyond it Allocate gets 486, or 300 (Try Alternate) when `alternate_servers` is set.
         total_quota: u32 = 0 => {
-            flag: total_quota "N",
-            parse: one(count),
-            sighup: restart,
+            flag: total_quota "N", parse: one(count), sighup: restart,
         },
 
         /// Most permissions one allocation holds; 0 = no limit.
         ///
         /// A CreatePermission or ChannelBind that needs more gets 508 (Insufficient Capacity).
         max_permissions: u32 = 256 => {
-            flag: max_permissions "N",
-            parse: one(count),
-            sighup: restart,
+            flag: max_permissions "N", parse: one(count), sighup: restart,
         },
 
         /// Most channel bindings one allocation holds, those cooling down included; 0 = no limit.
         ///
         /// Beyond it ChannelBind gets 508 (Insufficient Capacity).
         max_channels: u32 = 256 => {
-            flag: max_channels "N",
-            parse: one(count),
-            sighup: restart,
+            flag: max_channels "N", parse: one(count), sighup: restart,
         },
 
         /// Other TURN servers an Allocate is sent to (300 Try Alternate) when this one is full.
@@ -362,9 +327,7 @@ config_keys! {
         /// user over `user_quota` still gets 486; this server's own address is never named. Each
         /// needs a real IP and port.
         alternate_servers: Vec<SocketAddr> = Vec::new() => {
-            flag: alternate_server "IP:PORT",
-            parse: list(socket_addr),
-            sighup: restart,
+            flag: alternate_server "IP:PORT", parse: list(socket_addr), sighup: restart,
             example: r#"["203.0.113.20:3478"]"#,
         },
     }
@@ -378,9 +341,7 @@ config_keys! {
         /// A token bucket in the allocation (burst: a tenth of a second, at least 64 KiB), so no
         /// lock.
         allocation_bandwidth: u32 = 0 => {
-            flag: allocation_bandwidth "BYTES_PER_S",
-            parse: one(count),
-            sighup: restart,
+            flag: allocation_bandwidth "BYTES_PER_S", parse: one(count), sighup: restart,
         },
 
         /// Relayed bytes per second all of one user's allocations may carry together; 0 = no cap.
@@ -388,9 +349,7 @@ config_keys! {
         /// Counted on every worker, UDP and TCP relay alike, in one lock-free bucket per user (or
         /// REST API username), touched only by the workers relaying for that user.
         user_bandwidth: u32 = 0 => {
-            flag: user_bandwidth "BYTES_PER_S",
-            parse: one(count),
-            sighup: restart,
+            flag: user_bandwidth "BYTES_PER_S", parse: one(count), sighup: restart,
         },
     }
 
@@ -404,8 +363,7 @@ config_keys! {
         /// clients pad their first request (e.g. with SOFTWARE) to at least ~120 bytes. Binding
         /// answers are always sent (12 bytes over the request for IPv4, 24 for IPv6).
         amplification: Amplification = Amplification::Allow => {
-            flag: amplification "allow|refuse",
-            parse: one(from_str::<Amplification>),
+            flag: amplification "allow|refuse", parse: one(from_str::<Amplification>),
             sighup: restart,
         },
 
@@ -416,27 +374,21 @@ config_keys! {
         /// dropped, so a spoofed flood gets its victim a trickle, not one answer per request.
         /// The tables have a fixed size: a flood cannot grow memory.
         unauthenticated_rate: Rate = Rate { per_second: 20, burst: 40 } => {
-            flag: unauthenticated_rate "RATE[/BURST]",
-            parse: one(rate),
-            sighup: restart,
+            flag: unauthenticated_rate "RATE[/BURST]", parse: one(rate), sighup: restart,
         },
 
         /// Per source, Binding answers a second: `RATE[/BURST]`; 0 = no limit.
         ///
         /// Counted like `unauthenticated_rate`.
         binding_rate: Rate = Rate { per_second: 50, burst: 100 } => {
-            flag: binding_rate "RATE[/BURST]",
-            parse: one(rate),
-            sighup: restart,
+            flag: binding_rate "RATE[/BURST]", parse: one(rate), sighup: restart,
         },
 
         /// Most TCP and TLS connections the server holds at once; 0 = no limit.
         ///
         /// More are closed as soon as they are accepted.
         max_connections: u32 = 10_000 => {
-            flag: max_connections "N",
-            parse: one(count),
-            sighup: restart,
+            flag: max_connections "N", parse: one(count), sighup: restart,
         },
 
         /// Seconds a TCP or TLS connection may stay open without an allocation.
@@ -445,18 +397,14 @@ config_keys! {
         /// idle (slowloris) clients cannot hold connections; the TLS handshake must finish
         /// within it too.
         unauthenticated_timeout: u32 = 10 => {
-            flag: unauthenticated_timeout "SECONDS",
-            parse: one(seconds),
-            sighup: restart,
+            flag: unauthenticated_timeout "SECONDS", parse: one(seconds), sighup: restart,
         },
 
         /// Largest frame (STUN message or padded ChannelData) accepted on a TCP connection, bytes.
         ///
         /// It bounds each connection's read buffer; from 512 to 65552, the largest STUN message.
         max_frame_size: u32 = crate::stun::framing::MAX_FRAME_LEN as u32 => {
-            flag: max_frame_size "BYTES",
-            parse: one(frame_size),
-            sighup: restart,
+            flag: max_frame_size "BYTES", parse: one(frame_size), sighup: restart,
         },
     }
 
@@ -466,9 +414,7 @@ config_keys! {
         ///
         /// Lower it to leave cores for other services on the same host. At most 1024.
         workers: usize = 0 => {
-            flag: workers "N",
-            parse: one(workers),
-            sighup: restart,
+            flag: workers "N", parse: one(workers), sighup: restart,
         },
 
         /// `SO_RCVBUF` of the UDP listening and relay sockets, bytes; 0 = the kernel's default.
@@ -476,9 +422,7 @@ config_keys! {
         /// Bursts of video overflow small buffers as loss. The kernel caps the size at the sysctl
         /// `net.core.rmem_max` (turnd warns when it did); `deploy/sysctl/99-turnd.conf` raises it.
         udp_recv_buffer: u32 = 0 => {
-            flag: udp_recv_buffer "BYTES",
-            parse: one(buffer),
-            sighup: restart,
+            flag: udp_recv_buffer "BYTES", parse: one(buffer), sighup: restart,
             example: "4194304",
         },
 
@@ -487,9 +431,7 @@ config_keys! {
         /// The kernel caps the size at the sysctl `net.core.wmem_max` (turnd warns when it did);
         /// `deploy/sysctl/99-turnd.conf` raises it.
         udp_send_buffer: u32 = 0 => {
-            flag: udp_send_buffer "BYTES",
-            parse: one(buffer),
-            sighup: restart,
+            flag: udp_send_buffer "BYTES", parse: one(buffer), sighup: restart,
             example: "4194304",
         },
 
@@ -501,9 +443,7 @@ config_keys! {
         /// window more latency per hop. An idle or lightly loaded worker never waits. At most
         /// 5000.
         udp_coalesce: u32 = DEFAULT_UDP_COALESCE_US => {
-            flag: udp_coalesce "MICROSECONDS",
-            parse: one(coalesce),
-            sighup: restart,
+            flag: udp_coalesce "MICROSECONDS", parse: one(coalesce), sighup: restart,
         },
     }
 
@@ -514,9 +454,7 @@ config_keys! {
         /// A tracing directive list looks like `turnd=debug,info`. `debug` shows every request:
         /// too much for a busy production relay.
         log_level: String = "info".to_string() => {
-            flag: log_level "FILTER",
-            parse: one(log_level),
-            sighup: applied,
+            flag: log_level "FILTER", parse: one(log_level), sighup: applied,
         },
 
         /// Log lines on stderr as `text`, or as `json`: one JSON object per line.
@@ -525,9 +463,7 @@ config_keys! {
         /// event's own fields, e.g. `user`, `client`, `relay`, `to_peer_bytes` when an allocation
         /// ends.
         log_format: LogFormat = LogFormat::Text => {
-            flag: log_format "text|json",
-            parse: one(from_str::<LogFormat>),
-            sighup: restart,
+            flag: log_format "text|json", parse: one(from_str::<LogFormat>), sighup: restart,
         },
 
         /// The SOFTWARE attribute in responses; "" sends none.
@@ -535,9 +471,7 @@ config_keys! {
         /// The default, `turnd/<version>`, tells clients (and scanners) the version; "" hides it.
         /// At most 127 characters.
         software: Option<String> = Some(concat!("turnd/", env!("CARGO_PKG_VERSION")).into()) => {
-            flag: software "TEXT",
-            parse: one(software),
-            sighup: restart,
+            flag: software "TEXT", parse: one(software), sighup: restart,
             shown_default: "`turnd/<version>`",
             example: r#""""#,
         },
@@ -547,9 +481,7 @@ config_keys! {
         /// Only the admin API can ask for a token (`admin_token`), so keep it on loopback or a
         /// private network. Port 0 picks a free port.
         metrics_listen: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 9641)) => {
-            flag: metrics_listen "IP:PORT",
-            parse: one(socket_addr),
-            sighup: restart,
+            flag: metrics_listen "IP:PORT", parse: one(socket_addr), sighup: restart,
         },
 
         /// Bearer token the admin API (`/allocations`) requires; "" = none.
@@ -558,9 +490,7 @@ config_keys! {
         /// Bearer TOKEN` (else 401); without one they are open to whoever reaches
         /// `metrics_listen`. `/metrics`, `/healthz` and `/readyz` never need it.
         admin_token: Option<String> = None => {
-            flag: admin_token "TOKEN",
-            parse: one(admin_token),
-            sighup: restart,
+            flag: admin_token "TOKEN", parse: one(admin_token), sighup: restart,
             example: r#""change-me""#,
             render: |c| Some(quote(c.admin_token.as_ref().map_or("", |_| REDACTED))),
         },
@@ -571,9 +501,7 @@ config_keys! {
         /// existing ones keep relaying; turnd exits when the last one ends or after this many
         /// seconds, whichever is first. A second signal exits at once.
         drain_timeout: u32 = 30 => {
-            flag: drain_timeout "SECONDS",
-            parse: one(seconds),
-            sighup: restart,
+            flag: drain_timeout "SECONDS", parse: one(seconds), sighup: restart,
         },
     }
 }

@@ -86,23 +86,18 @@ pub(crate) trait TomlValue {
     fn toml_value(&self) -> Option<String>;
 }
 
-impl TomlValue for u32 {
-    fn toml_value(&self) -> Option<String> {
-        Some(self.to_string())
-    }
+/// Types written bare, as their `Display` form (numbers, booleans).
+macro_rules! bare_display {
+    ($($t:ty),*) => {$(
+        impl TomlValue for $t {
+            fn toml_value(&self) -> Option<String> {
+                Some(self.to_string())
+            }
+        }
+    )*};
 }
 
-impl TomlValue for usize {
-    fn toml_value(&self) -> Option<String> {
-        Some(self.to_string())
-    }
-}
-
-impl TomlValue for bool {
-    fn toml_value(&self) -> Option<String> {
-        Some(self.to_string())
-    }
-}
+bare_display!(u32, usize, bool);
 
 impl TomlValue for String {
     fn toml_value(&self) -> Option<String> {
