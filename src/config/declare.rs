@@ -179,9 +179,12 @@ macro_rules! config_keys {
     (@shape switch) => { $crate::config::declare::Shape::Switch };
     (@shape list) => { $crate::config::declare::Shape::List };
     (@shape users) => { $crate::config::declare::Shape::Users };
+    (@sighup applied) => { true };
+    (@sighup restart) => { false };
     // `ConfigArgs`: clap's derive reads each field's type as written (`Option<String>` is one
     // value, `Vec<String>` many), so the types must be spelled out, not left to a macro call.
-    // One arm per shape adds a field to the list in `[...]`; the last emits the struct.
+    // One arm per shape adds a field to the list in `[...]`; the last emits the struct. That is
+    // one level of macro recursion per key, well inside the default limit of 128.
     (@args [$($fields:tt)*] (one $($key:tt)*) $($rest:tt)*) => {
         config_keys!(@args [$($fields)* (Option<String>, $($key)*)] $($rest)*);
     };
@@ -233,8 +236,6 @@ macro_rules! config_keys {
             )*
         }
     };
-    (@sighup applied) => { true };
-    (@sighup restart) => { false };
     ($(
         $(#[doc = $section_doc:literal])*
         section $section:literal {

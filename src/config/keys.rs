@@ -466,10 +466,10 @@ config_keys! {
             flag: log_format "text|json", parse: one(from_str::<LogFormat>), sighup: restart,
         },
 
-        /// The SOFTWARE attribute in responses; "" sends none.
+        /// The SOFTWARE attribute in authenticated responses; "" sends none.
         ///
-        /// The default, `turnd/<version>`, tells clients (and scanners) the version; "" hides it.
-        /// At most 127 characters.
+        /// The default, `turnd/<version>`, tells clients the version; "" hides it. At most 127
+        /// characters.
         software: Option<String> = Some(concat!("turnd/", env!("CARGO_PKG_VERSION")).into()) => {
             flag: software "TEXT", parse: one(software), sighup: restart,
             shown_default: "`turnd/<version>`",
