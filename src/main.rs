@@ -86,7 +86,7 @@ fn main() -> ExitCode {
     };
     // The soft limit reached goes into the start-up summary.
     let open_files = match turnd::shell::raise_nofile_limit() {
-        Ok((soft, _)) => Some(u64::from(soft)),
+        Ok((soft, _)) => Some(soft),
         Err(e) => {
             tracing::warn!(
                 error = %e,
