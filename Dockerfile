@@ -4,7 +4,7 @@
 #   docker run -d --name turnd --network host \
 #       -e TURND_CONFIG=/etc/turnd/turnd.toml -v "$PWD/turnd.toml:/etc/turnd/turnd.toml:ro" turnd
 #
-# See the README's "Deployment" section: host networking is the recommended mode (a TURN
+# See docs/deployment.md: host networking is the recommended mode (a TURN
 # server hands out thousands of UDP relay ports, which port publishing handles badly), the
 # narrow-port-range alternative, and `external_ips` behind NAT.
 #

@@ -17,7 +17,7 @@
 # With INSTANCES=1 this is one turnd on 127.0.0.1:PORT relaying on 127.0.0.2–4, as before
 # (and a fourth address above ~44,600 allocations).
 # Several instances are how one box holds more allocations than one process's open-file
-# limit allows ("Scaling out" in the README, on one host).
+# limit allows (docs/scaling.md, on one host).
 #
 # All the clients of an instance come from one address, one source by the pre-authentication
 # rate limit's measure, so the limit is off (--unauthenticated-rate 0).

@@ -14,6 +14,8 @@
 //!   subcommands.
 //! - [`heap`]: the counting global allocator behind the `turnd_heap_bytes` gauge.
 //! - [`probe`]: `turnd probe`, a TURN client that diagnoses connectivity from the client's side.
+//! - [`summary`]: the start-up summary: what listens where, what clients are told, and
+//!   each warning with its fix.
 
 pub mod config;
 pub mod core;
@@ -24,3 +26,4 @@ pub mod metrics;
 pub mod probe;
 pub mod shell;
 pub mod stun;
+pub mod summary;

@@ -84,10 +84,18 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match turnd::shell::raise_nofile_limit() {
-        Ok((soft, _)) => tracing::info!(open_files = soft, "file descriptor limit"),
-        Err(e) => tracing::warn!(error = %e, "cannot raise the file descriptor limit"),
-    }
+    // The soft limit reached goes into the start-up summary.
+    let open_files = match turnd::shell::raise_nofile_limit() {
+        Ok((soft, _)) => Some(soft),
+        Err(e) => {
+            tracing::warn!(
+                error = %e,
+                "cannot read or raise the open-file limit: each allocation needs a file; \
+                 check `ulimit -n` (LimitNOFILE= in systemd, --ulimit nofile= in Docker)"
+            );
+            None
+        }
+    };
     // What the running server was started with: a reload compares the new sources against
     // it to name the changed keys that only a restart applies.
     let started_with = cfg.clone();
@@ -98,26 +106,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    {
-        // A stable, parseable line per listener: tests and scripts wait for it.
-        let mut out = std::io::stdout().lock();
-        for a in server.udp_addrs() {
-            let _ = writeln!(out, "turnd listening udp {a}");
-            tracing::info!(transport = "udp", addr = %a, "listening");
-        }
-        for a in server.tcp_addrs() {
-            let _ = writeln!(out, "turnd listening tcp {a}");
-            tracing::info!(transport = "tcp", addr = %a, "listening");
-        }
-        for a in server.tls_addrs() {
-            let _ = writeln!(out, "turnd listening tls {a}");
-            tracing::info!(transport = "tls", addr = %a, "listening");
-        }
-        let m = server.metrics_addr();
-        let _ = writeln!(out, "turnd metrics http://{m}");
-        tracing::info!(addr = %m, "metrics and health on http://{m}/metrics, /healthz, /readyz");
-        let _ = out.flush();
-    }
+    startup_summary(&started_with, &server, open_files);
     let (rt, signals) = signals;
     let reload = || {
         tracing::info!("SIGHUP: reloading");
@@ -157,6 +146,36 @@ fn main() -> ExitCode {
     tracing::info!("shutting down");
     server.shutdown();
     ExitCode::SUCCESS
+}
+
+/// Prints what listens where and what clients are told (stdout, one fact a line, each once:
+/// tests and scripts wait for the `turnd listening …` and `turnd metrics …` lines), and logs
+/// each warning with what to do about it. See [`turnd::summary`].
+fn startup_summary(cfg: &config::Config, server: &Server, open_files: Option<u64>) {
+    let facts = turnd::summary::Facts {
+        version: env!("CARGO_PKG_VERSION"),
+        workers: cfg.effective_workers().max(1),
+        realm: cfg.realm.clone(),
+        users: cfg.users.len(),
+        auth_secrets: cfg.auth_secrets.len(),
+        udp: server.udp_addrs(),
+        tcp: server.tcp_addrs(),
+        tls: server.tls_addrs(),
+        metrics: server.metrics_addr(),
+        admin_token: cfg.admin_token.is_some(),
+        relays: server.relays(),
+        relay_ports: (cfg.relay_ports.to_string(), cfg.relay_ports.len() as u64),
+        open_files,
+        userhash: cfg.userhash,
+    };
+    let mut out = std::io::stdout().lock();
+    for line in turnd::summary::lines(&facts) {
+        let _ = writeln!(out, "{line}");
+    }
+    let _ = out.flush();
+    for w in turnd::summary::warnings(&facts) {
+        tracing::warn!("{w}");
+    }
 }
 
 /// SIGINT, SIGTERM and SIGHUP, registered before turnd says it is listening, so a signal sent

@@ -1,7 +1,7 @@
 //! Amplification (issue #8): for every request a client can send without credentials, bytes
 //! out against bytes in, on the wire.
 //!
-//! The policy (README, "Security"): a Binding success is answered whatever its size — its
+//! The policy (docs/security.md, "Amplification"): a Binding success is answered whatever its size — its
 //! XOR-MAPPED-ADDRESS is the service, a fixed 12 (IPv4) or 24 (IPv6) bytes over the request and
 //! nothing else (no SOFTWARE); with `amplification = "refuse"`, an error response to an
 //! unauthenticated request (401, 438, 400, 420) that would be larger than the request is not
@@ -177,7 +177,7 @@ fn refusing_server_never_answers_with_more_bytes_than_it_got() {
 #[test]
 fn default_server_answers_small_first_requests() {
     // The default (`allow`) answers a bare 28-byte Allocate with its 401, as every real
-    // client needs; the figures are the README's.
+    // client needs; the figures are docs/security.md's.
     let server = TestServer::start(base_args());
     let mut c = server.client();
     for (what, req, expect) in cases(&mut c, 0) {

@@ -1,5 +1,5 @@
 //! The container image, built from the repository's `Dockerfile` and run with podman the way
-//! the README tells an operator to run it: host networking, configuration from a mounted file
+//! docs/deployment.md tells an operator to run it: host networking, configuration from a mounted file
 //! (`TURND_CONFIG`) plus `TURND_*` variables, a read-only root, no capabilities.
 //!
 //! No registry is reachable in CI, so nothing is pulled: the Dockerfile's runtime stage is

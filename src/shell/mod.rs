@@ -109,18 +109,9 @@ impl Server {
         for (w, socks) in nat.per_worker.into_iter().enumerate() {
             per_worker[w].extend(socks);
         }
+        // The relay addresses, and a warning when clients are told a private one, are part of
+        // the start-up summary (`crate::summary`), from `Server::relays`.
         let shared = setup::shared_state(&config, nat.pairs)?;
-        for r in &shared.config.relays {
-            tracing::info!(bind = %r.bind, advertised = %r.advertised, "relay address");
-            // Clients told a private address cannot reach the relay from outside.
-            if !crate::core::peer_filter::PeerFilter::default().is_allowed(r.advertised) {
-                tracing::warn!(
-                    advertised = %r.advertised,
-                    "relay address is not publicly routable; clients on other networks cannot reach \
-                     it: set external_ips (--external-ip PUBLIC) if this host is behind NAT or Docker"
-                );
-            }
-        }
         let mut tls = tls::Listeners::bind(&config, workers)?;
         let limits = tcp::Limits {
             max_connections: config.max_connections as usize,
@@ -212,6 +203,11 @@ impl Server {
     /// stays. False when it did not load, or there is no TLS.
     pub fn reload_tls(&self) -> bool {
         self.tls.reload("SIGHUP")
+    }
+
+    /// Where relay sockets bind, and the address each tells clients (`external_ips`).
+    pub fn relays(&self) -> Vec<crate::core::RelayAddr> {
+        self.shared.config.relays.clone()
     }
 
     /// The bound address of the metrics and health listener.

@@ -91,7 +91,7 @@ struct Args {
     no_gso: bool,
     /// Let the peers echo a batch of one size as GSO sends too. Off by default: it makes the
     /// peer→server direction arrive in bursts of up to 64 at once as well, which favours a
-    /// batching server more than a real peer would (see README, Performance).
+    /// batching server more than a real peer would (see docs/performance.md).
     #[arg(long)]
     echo_gso: bool,
     /// The loopback address the client and peer sockets bind to. One address offers only the
