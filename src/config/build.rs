@@ -52,6 +52,11 @@ pub(crate) fn build(settings: &Settings, problems: &mut Vec<Problem>) -> Config 
         ),
         user_bandwidth: b.one("user_bandwidth", defaults.user_bandwidth, parse_count),
         max_connections: b.one("max_connections", defaults.max_connections, parse_count),
+        max_connections_per_source: b.one(
+            "max_connections_per_source",
+            defaults.max_connections_per_source,
+            parse_count,
+        ),
         refuse_amplification: b.one(
             "amplification",
             defaults.refuse_amplification,

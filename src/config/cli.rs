@@ -177,6 +177,12 @@ pub struct ConfigArgs {
     #[arg(long, value_name = "N")]
     pub max_connections: Option<String>,
 
+    /// Most TCP and TLS connections one source address (IPv4, or IPv6 /64) holds at once,
+    /// across workers; more are closed at accept; 0 = no limit
+    /// [key: max_connections_per_source]
+    #[arg(long, value_name = "N")]
+    pub max_connections_per_source: Option<String>,
+
     /// `allow` (default) answers unauthenticated TURN requests with their 401/438/400/420
     /// even when the answer is larger than the request; `refuse` drops such requests, so the
     /// server never amplifies [key: amplification]
@@ -307,6 +313,10 @@ impl ConfigArgs {
         one(&mut self.allocation_bandwidth, &later.allocation_bandwidth);
         one(&mut self.user_bandwidth, &later.user_bandwidth);
         one(&mut self.max_connections, &later.max_connections);
+        one(
+            &mut self.max_connections_per_source,
+            &later.max_connections_per_source,
+        );
         one(&mut self.amplification, &later.amplification);
         one(&mut self.unauthenticated_rate, &later.unauthenticated_rate);
         one(&mut self.binding_rate, &later.binding_rate);

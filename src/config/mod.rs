@@ -89,6 +89,9 @@ pub struct Config {
     pub user_bandwidth: u32,
     /// Most TCP connections the server holds at once (all workers); 0 = no limit.
     pub max_connections: u32,
+    /// Most TCP and TLS connections one source (IPv4 address or IPv6 /64) holds at once, all
+    /// workers together; 0 = no limit. See [`DEFAULT_MAX_CONNECTIONS_PER_SOURCE`].
+    pub max_connections_per_source: u32,
     /// When true (`amplification = "refuse"`), an error response to an unauthenticated
     /// request that would be larger than the request is not sent: the request is dropped.
     pub refuse_amplification: bool,
@@ -159,6 +162,12 @@ impl LogFormat {
 /// far below what a call's jitter buffer absorbs; an idle or lightly loaded worker never waits.
 pub const DEFAULT_UDP_COALESCE_US: u32 = 200;
 
+/// Default `max_connections_per_source`: 1,000. A WebRTC client holds one TURN connection per
+/// call (two during an ICE restart), so an office of several hundred people behind one NAT
+/// address stays well below it, while one address can take at most a tenth of the default
+/// `max_connections` (10,000): the other nine tenths stay for everyone else.
+pub const DEFAULT_MAX_CONNECTIONS_PER_SOURCE: u32 = 1_000;
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -184,6 +193,7 @@ impl Default for Config {
             allocation_bandwidth: 0,
             user_bandwidth: 0,
             max_connections: 10_000,
+            max_connections_per_source: DEFAULT_MAX_CONNECTIONS_PER_SOURCE,
             refuse_amplification: false,
             unauthenticated_rate: Rate {
                 per_second: 20,
@@ -376,6 +386,10 @@ impl fmt::Debug for Config {
             .field("allocation_bandwidth", &self.allocation_bandwidth)
             .field("user_bandwidth", &self.user_bandwidth)
             .field("max_connections", &self.max_connections)
+            .field(
+                "max_connections_per_source",
+                &self.max_connections_per_source,
+            )
             .field("refuse_amplification", &self.refuse_amplification)
             .field("unauthenticated_rate", &self.unauthenticated_rate)
             .field("binding_rate", &self.binding_rate)

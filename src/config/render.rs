@@ -69,6 +69,11 @@ impl Config {
         );
         let _ = writeln!(
             w,
+            "max_connections_per_source = {} # per IPv4 address or IPv6 /64, 0 = no limit",
+            self.max_connections_per_source
+        );
+        let _ = writeln!(
+            w,
             "amplification = {} # allow or refuse",
             quote(if self.refuse_amplification {
                 "refuse"

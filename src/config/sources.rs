@@ -37,7 +37,7 @@ const fn key(name: &'static str, flag: &'static str, shape: Shape) -> Key {
 }
 
 /// Every config key, in the order they are documented and printed.
-pub(crate) const KEYS: [Key; 40] = [
+pub(crate) const KEYS: [Key; 41] = [
     key("listen", "--listen", Shape::List),
     key("relay_ips", "--relay-ip", Shape::List),
     key("relay_ports", "--relay-ports", Shape::Scalar),
@@ -63,6 +63,11 @@ pub(crate) const KEYS: [Key; 40] = [
     ),
     key("user_bandwidth", "--user-bandwidth", Shape::Scalar),
     key("max_connections", "--max-connections", Shape::Scalar),
+    key(
+        "max_connections_per_source",
+        "--max-connections-per-source",
+        Shape::Scalar,
+    ),
     key("amplification", "--amplification", Shape::Scalar),
     key(
         "unauthenticated_rate",
@@ -371,7 +376,7 @@ fn from_flags(args: &ConfigArgs, settings: &mut Settings) {
         ("nat_discovery_listen", &args.nat_discovery_listen),
         ("alternate_servers", &args.alternate_servers),
     ];
-    let scalars: [(&str, &Option<String>); 30] = [
+    let scalars: [(&str, &Option<String>); 31] = [
         ("relay_ports", &args.relay_ports),
         ("realm", &args.realm),
         ("workers", &args.workers),
@@ -386,6 +391,10 @@ fn from_flags(args: &ConfigArgs, settings: &mut Settings) {
         ("allocation_bandwidth", &args.allocation_bandwidth),
         ("user_bandwidth", &args.user_bandwidth),
         ("max_connections", &args.max_connections),
+        (
+            "max_connections_per_source",
+            &args.max_connections_per_source,
+        ),
         ("amplification", &args.amplification),
         ("unauthenticated_rate", &args.unauthenticated_rate),
         ("binding_rate", &args.binding_rate),

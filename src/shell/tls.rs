@@ -157,7 +157,7 @@ pub fn watch(certs: Arc<Certs>, stop: mpsc::Receiver<()>) {
 /// Accepts TLS connections on one listener of this worker.
 pub async fn accept(worker: Shared, listener: TcpListener, limits: Limits, certs: Arc<Certs>) {
     loop {
-        let (stream, ft, slot) = tcp::accept_one(&listener, &limits, Transport::Tls).await;
+        let (stream, ft, slot) = tcp::accept_one(&worker, &listener, &limits, Transport::Tls).await;
         let acceptor = TlsAcceptor::from(certs.current());
         tokio::task::spawn_local(handshake(
             worker.clone(),
