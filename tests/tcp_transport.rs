@@ -645,6 +645,10 @@ fn thousands_of_idle_connections_cost_bounded_memory_and_are_all_closed() {
         "2",
         "--max-connections",
         "10000",
+        // All from 127.0.0.1: this test is about idle connections, not the per-source cap
+        // (tests/abuse_connections.rs).
+        "--max-connections-per-source",
+        "0",
     ]);
     let addr = server.addr();
     let pid = server.pid();

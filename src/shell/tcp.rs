@@ -126,7 +126,9 @@ pub(super) async fn accept_one(
         let slot = match Slot::take(limits, client.ip()) {
             Ok(slot) => slot,
             Err(why) => {
-                // Dropping the stream closes it, before anything was read or allocated.
+                // Closed before anything was read or allocated for it (and before it is
+                // counted, so whoever sees the count finds it closed).
+                drop(stream);
                 worker.borrow().connection_refused(why);
                 tracing::debug!(%client, reason = why.label(), "connection refused at accept");
                 continue;
@@ -332,7 +334,12 @@ async fn connection<S>(
         let mut to_client = out.split_off(pos);
         to_client.extend_from_slice(&conn.queue.waiting());
         let to_peer = &reader.buf[..reader.filled];
-        super::tcp_relay::splice(&worker, stream, ft, cid, &to_client, to_peer).await;
+        // Boxed: few connections become splices, and inline its state would make every
+        // connection's task larger.
+        Box::pin(super::tcp_relay::splice(
+            &worker, stream, ft, cid, &to_client, to_peer,
+        ))
+        .await;
     } else if !matches!(why, Closed::Error) {
         // Close politely: a TCP FIN, and over TLS a close_notify alert first, so the client
         // sees a clean end of stream rather than a truncation it must treat as an attack
