@@ -420,6 +420,13 @@ fn max_connections_is_enforced() {
         third.closed_within(CLOSE_TIMEOUT),
         "third connection accepted"
     );
+    // Counted (just after the close the client saw: a bounded wait).
+    let refused = r#"turnd_connections_refused_total{reason="max_connections"}"#;
+    let deadline = Instant::now() + CLOSE_TIMEOUT;
+    while metric(&server, refused) != 1.0 {
+        assert!(Instant::now() < deadline, "{refused} is not 1");
+        thread::sleep(Duration::from_millis(20));
+    }
     // The first two are unaffected; when one closes, its slot is free again.
     a.binding();
     drop(b);
