@@ -23,8 +23,13 @@
 //!   reading the files to storing its result, so the later reload always reads later bytes and
 //!   stores last.
 //!
-//! The handshake must finish within `unauthenticated_timeout`, so a client that opens a
-//! connection and never sends a ClientHello holds a `max_connections` slot only that long.
+//! **Handshakes in progress are bounded** by the connection slots they hold: each is a
+//! connection taken at accept like a TCP one, within `max_connections` and, from one source,
+//! `max_connections_per_source` (so one source cannot hold every handshake), and it must
+//! finish within `unauthenticated_timeout`, so a client that opens a connection and never
+//! sends a ClientHello holds its slot only that long. A half-open handshake costs about 8 KiB
+//! (rustls's state and its read buffer of what arrived plus 4 KiB, at most 64 KiB for a
+//! ClientHello that really is that long), measured by `tests/abuse_connections.rs`.
 
 use super::tcp::{self, Limits, Slot};
 use super::worker::Shared;
