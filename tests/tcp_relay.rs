@@ -2,8 +2,9 @@
 //! connection often lands on the worker that does not hold the allocation), with a raw client
 //! on plain `TcpStream`s and TCP peers on loopback: Connect to an echo peer then
 //! ConnectionBind on a new connection and bytes both ways; a peer connecting in, announced by
-//! ConnectionAttempt; a peer without permission; 447 for a closed port; data connections closed
-//! with their control connection. Every wait is bounded.
+//! ConnectionAttempt; the bound on parked peer connections; a peer without permission; 447 for
+//! a closed port; data connections closed with their control connection. Every wait is
+//! bounded.
 
 mod common;
 mod raw;
@@ -379,6 +380,69 @@ fn peer_connecting_in_is_announced_and_bound() {
     // The peer closes: the data connection closes.
     drop(peer_conn);
     assert!(closed_within(&data));
+}
+
+/// The shell's table of parked peer connections (`ParkedPeers`, shared by the workers) is
+/// bounded by the core's `MAX_PEER_CONNECTIONS` (64) per TCP allocation: 64 peers connecting in
+/// are announced and parked, the 65th is closed at once and announced to no one, a spliced
+/// connection still counts, and a place frees when a connection ends.
+#[test]
+fn parked_peer_connections_stop_at_the_allocations_bound() {
+    const MAX: usize = 64;
+    let server = server();
+    let mut control = StunConn::connect(server.tcp_addr);
+    let relayed = control.allocate_tcp();
+    control.permit("127.0.0.1:1".parse().unwrap());
+    let mut peers = Vec::new();
+    let mut cids = Vec::new();
+    for i in 0..MAX {
+        peers.push(TcpStream::connect_timeout(&relayed, WAIT).expect("peer connects"));
+        let ind = control
+            .recv_for(WAIT)
+            .unwrap_or_else(|| panic!("no ConnectionAttempt for peer {i}"));
+        assert_eq!(ind.method(), CONNECTION_ATTEMPT);
+        cids.push(ind.u32_attr(A_CONNECTION_ID).expect("CONNECTION-ID"));
+    }
+    let over = TcpStream::connect_timeout(&relayed, WAIT).expect("accepted, then closed");
+    assert!(closed_within(&over), "a peer beyond the bound was kept");
+    assert!(
+        control.recv_for(QUIET).is_none(),
+        "a peer beyond the bound was announced"
+    );
+    // One is bound and spliced: it still holds its place.
+    let data = StunConn::connect(server.tcp_addr).bind(cids[0]);
+    let over = TcpStream::connect_timeout(&relayed, WAIT).expect("accepted, then closed");
+    assert!(
+        closed_within(&over),
+        "a splice freed its place while it runs"
+    );
+    // The spliced pair ends (the peer closes, then the client): its place is free again.
+    drop(peers.remove(0));
+    assert!(closed_within(&data));
+    drop(data);
+    let deadline = Instant::now() + WAIT;
+    // Bounded: one peer per round until the deadline (the splice ends asynchronously).
+    let _next = loop {
+        let next = TcpStream::connect_timeout(&relayed, WAIT).expect("peer connects");
+        if let Some(ind) = control.recv_for(QUIET) {
+            assert_eq!(ind.method(), CONNECTION_ATTEMPT);
+            break next;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the ended splice's place stayed taken"
+        );
+    };
+    // Every parked peer is still open, waiting for its bind.
+    for (i, p) in peers.iter().enumerate() {
+        p.set_nonblocking(true).unwrap();
+        let mut b = [0u8; 1];
+        let r = (&*p).read(&mut b);
+        assert!(
+            matches!(&r, Err(e) if e.kind() == ErrorKind::WouldBlock),
+            "parked peer {i}: {r:?}"
+        );
+    }
 }
 
 #[test]

@@ -1,8 +1,9 @@
 //! TURN over TCP against an in-process server, with a raw client on a plain `TcpStream`:
 //! stream framing (a request split byte by byte, two requests in one write), ChannelData
 //! padding on the stream, the allocation's life tied to its control connection, and the
-//! connection hygiene limits (`unauthenticated_timeout`, `max_connections`, garbage,
-//! `max_frame_size`). Every wait is bounded.
+//! connection hygiene limits (`unauthenticated_timeout`, `max_connections`,
+//! `max_connections_per_source`, garbage, `max_frame_size`), and a long frame arriving in
+//! pieces. Every wait is bounded.
 
 mod common;
 mod raw;
@@ -419,6 +420,13 @@ fn max_connections_is_enforced() {
         third.closed_within(CLOSE_TIMEOUT),
         "third connection accepted"
     );
+    // Counted (just after the close the client saw: a bounded wait).
+    let refused = r#"turnd_connections_refused_total{reason="max_connections"}"#;
+    let deadline = Instant::now() + CLOSE_TIMEOUT;
+    while metric(&server, refused) != 1.0 {
+        assert!(Instant::now() < deadline, "{refused} is not 1");
+        thread::sleep(Duration::from_millis(20));
+    }
     // The first two are unaffected; when one closes, its slot is free again.
     a.binding();
     drop(b);
@@ -436,6 +444,125 @@ fn max_connections_is_enforced() {
             Instant::now() < deadline,
             "the closed connection's slot was not freed"
         );
+    }
+}
+
+/// A connection from source address `from` (another loopback address: the whole 127/8
+/// reaches a server on 127.0.0.1).
+fn connect_from(from: &str, server: SocketAddr) -> TcpClient {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    s.bind(&SocketAddr::new(from.parse().unwrap(), 0).into())
+        .unwrap_or_else(|e| panic!("bind {from}: {e}"));
+    s.connect_timeout(&server.into(), REPLY_TIMEOUT)
+        .expect("tcp connect");
+    let stream: TcpStream = s.into();
+    stream.set_nodelay(true).unwrap();
+    TcpClient {
+        stream,
+        buf: Vec::new(),
+        realm: REALM.into(),
+        nonce: None,
+    }
+}
+
+/// One sample of the server's `/metrics` (0 when absent).
+fn metric(server: &TestServer, series: &str) -> f64 {
+    let raw = common::http_get(server.metrics_addr(), "/metrics");
+    common::http_body(&raw)
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn max_connections_per_source_refuses_one_source_and_serves_the_others() {
+    let server = loopback_server(|a| a.max_connections_per_source = Some("2".into()));
+    let mut a = connect_from("127.0.0.1", server.tcp_addr);
+    let mut b = connect_from("127.0.0.1", server.tcp_addr);
+    a.binding();
+    b.binding();
+    // The source's third is closed at accept, and counted.
+    let mut third = connect_from("127.0.0.1", server.tcp_addr);
+    let _ = third.stream.write_all(&encode(
+        msg_type(BINDING, REQUEST),
+        new_txid(),
+        &[],
+        None,
+        false,
+    ));
+    assert!(
+        third.closed_within(CLOSE_TIMEOUT),
+        "a third connection from one source was served"
+    );
+    // Counted just after the close the client saw: a bounded wait.
+    let refused = r#"turnd_connections_refused_total{reason="per_source"}"#;
+    let deadline = Instant::now() + CLOSE_TIMEOUT;
+    while metric(&server, refused) != 1.0 {
+        assert!(Instant::now() < deadline, "{refused} is not 1");
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        metric(
+            &server,
+            r#"turnd_connections_refused_total{reason="max_connections"}"#
+        ),
+        0.0
+    );
+    // Other sources are not affected: two more, from two other addresses.
+    for other in ["127.0.0.2", "127.0.0.3"] {
+        let mut c = connect_from(other, server.tcp_addr);
+        assert_eq!(c.binding().ip().to_string(), other);
+    }
+    // A closed connection gives its source's place back.
+    a.binding();
+    drop(b);
+    let deadline = Instant::now() + CLOSE_TIMEOUT;
+    loop {
+        let mut next = connect_from("127.0.0.1", server.tcp_addr);
+        let _ = next.stream.write_all(&encode(
+            msg_type(BINDING, REQUEST),
+            new_txid(),
+            &[],
+            None,
+            false,
+        ));
+        if next.recv_frame_for(Duration::from_millis(500)).is_some() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the closed connection's place was not given back"
+        );
+    }
+}
+
+/// The read buffer grows as a long frame's bytes arrive (never to the announced length at
+/// once) and back after it: a 60,000-byte ChannelData frame sent in 1,000-byte pieces is
+/// relayed whole, and the short frames after it too.
+#[test]
+fn a_long_frame_arriving_in_pieces_is_relayed_whole() {
+    let server = loopback_server(|_| {});
+    let peer = Peer::v4();
+    let mut c = TcpClient::connect(server.tcp_addr);
+    let relayed = c.allocate();
+    assert_success(
+        &c.request(
+            CHANNEL_BIND,
+            &[channel_number(0x4005), raw::peer(peer.addr())],
+        ),
+        CHANNEL_BIND,
+    );
+    let long = pseudo_random(7, 60_000);
+    let frame = channel_data(0x4005, &long, true);
+    for piece in frame.chunks(1000) {
+        c.send(piece);
+        // Separate reads on the server, most of the time: the buffer grows step by step.
+        thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(peer.recv(), Some((long, relayed)));
+    for i in 0..3u8 {
+        c.send(&channel_data(0x4005, &[i; 5], true));
+        assert_eq!(peer.recv(), Some((vec![i; 5], relayed)));
     }
 }
 
@@ -645,6 +772,10 @@ fn thousands_of_idle_connections_cost_bounded_memory_and_are_all_closed() {
         "2",
         "--max-connections",
         "10000",
+        // All from 127.0.0.1: this test is about idle connections, not the per-source cap
+        // (tests/abuse_connections.rs).
+        "--max-connections-per-source",
+        "0",
     ]);
     let addr = server.addr();
     let pid = server.pid();

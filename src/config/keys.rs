@@ -391,6 +391,19 @@ config_keys! {
             flag: max_connections "N", parse: one(count), sighup: restart,
         },
 
+        /// Most TCP and TLS connections one source holds at once; 0 = no limit.
+        ///
+        /// A source is one IPv4 address, or one IPv6 /64 (what one subscriber is usually given),
+        /// counted across all workers. More from that source are closed as soon as they are
+        /// accepted and counted in `turnd_connections_refused_total{reason="per_source"}`. The
+        /// default is far above what an office behind one NAT address opens (a WebRTC client
+        /// holds one TURN connection per call, two during an ICE restart), and one source can
+        /// take at most a tenth of the default `max_connections`: the rest stays for everyone
+        /// else.
+        max_connections_per_source: u32 = 1_000 => {
+            flag: max_connections_per_source "N", parse: one(count), sighup: restart,
+        },
+
         /// Seconds a TCP or TLS connection may stay open without an allocation.
         ///
         /// Counted before its first Allocate succeeds and again after its allocation ends, so

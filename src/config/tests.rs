@@ -106,6 +106,7 @@ fn defaults_with_nothing_configured() {
         ),
         (10_000, 10, 65_552)
     );
+    assert_eq!(c.max_connections_per_source, 1_000);
 }
 
 #[test]

@@ -80,6 +80,7 @@ fn every_key_has_a_flag_in_the_cli_and_in_the_sources() {
             "external_ips" => "203.0.113.5",
             "allow_peers" | "deny_peers" => "10.9.0.0/16",
             "workers" | "user_quota" | "total_quota" | "max_connections" => "7",
+            "max_connections_per_source" => "7",
             "allocation_bandwidth" | "user_bandwidth" => "125000",
             "default_lifetime"
             | "max_lifetime"

@@ -338,6 +338,12 @@ fn bad_connection_limits() {
     );
     assert!(msg.contains("lowest is 1 s"), "{msg}");
     fails_on("max_connections", None, &[], &["--max-connections=-1"]);
+    fails_on(
+        "max_connections_per_source",
+        Some("max_connections_per_source = \"many\""),
+        &[],
+        &[],
+    );
 }
 
 #[test]

@@ -4,21 +4,25 @@
 //! Allocation tables belong to their workers, so the listener asks each worker over a channel
 //! and waits (bounded) for the answers; a worker answers between two batches of datagrams. The
 //! relay path never sees these requests.
+//!
+//! The wait is asynchronous: the listener's runtime serves `/metrics`, `/healthz` and
+//! `/readyz` meanwhile, so a slow or stuck worker delays only the admin request that asked it
+//! (which answers 504 after [`WORKER_TIMEOUT`]), never a scrape or a health check.
 
 use crate::core::{Allocation, AllocationId, Server as Core, Stats};
 use std::fmt::Write;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
 
-/// How long the listener waits for one worker's answer.
+/// How long the listener waits for the workers' answers to one request.
 pub const WORKER_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A request to one worker.
 #[derive(Debug)]
 pub enum AdminRequest {
-    List(mpsc::Sender<Vec<AllocationInfo>>),
-    Close(AllocationId, mpsc::Sender<bool>),
+    List(oneshot::Sender<Vec<AllocationInfo>>),
+    Close(AllocationId, oneshot::Sender<bool>),
 }
 
 pub type AdminSender = tokio::sync::mpsc::UnboundedSender<AdminRequest>;
@@ -113,34 +117,34 @@ pub fn handle(core: &mut Core, worker: usize, req: AdminRequest, unix_now: u64) 
     }
 }
 
-/// Every worker's allocations; `None` when a worker did not answer in time.
-pub fn list(workers: &[AdminSender]) -> Option<Vec<AllocationInfo>> {
+/// Every worker's allocations; `None` when a worker did not answer within
+/// [`WORKER_TIMEOUT`] (all workers are asked at once, so that is the whole wait).
+pub async fn list(workers: &[AdminSender]) -> Option<Vec<AllocationInfo>> {
     let mut answers = Vec::new();
     for w in workers {
-        let (tx, rx) = mpsc::channel();
+        let (tx, rx) = oneshot::channel();
         w.send(AdminRequest::List(tx)).ok()?;
         answers.push(rx);
     }
-    let deadline = Instant::now() + WORKER_TIMEOUT;
+    let deadline = tokio::time::Instant::now() + WORKER_TIMEOUT;
     let mut all = Vec::new();
     for rx in answers {
-        let left = deadline.saturating_duration_since(Instant::now());
-        all.extend(rx.recv_timeout(left).ok()?);
+        all.extend(tokio::time::timeout_at(deadline, rx).await.ok()?.ok()?);
     }
     Some(all)
 }
 
 /// Ends allocation `id`: `Some(true)` when it existed, `None` when its worker did not answer.
-pub fn close(workers: &[AdminSender], id: &str) -> Option<bool> {
+pub async fn close(workers: &[AdminSender], id: &str) -> Option<bool> {
     let Some((w, id)) = parse_id(id) else {
         return Some(false);
     };
     let Some(worker) = workers.get(w) else {
         return Some(false);
     };
-    let (tx, rx) = mpsc::channel();
+    let (tx, rx) = oneshot::channel();
     worker.send(AdminRequest::Close(id, tx)).ok()?;
-    rx.recv_timeout(WORKER_TIMEOUT).ok()
+    tokio::time::timeout(WORKER_TIMEOUT, rx).await.ok()?.ok()
 }
 
 fn json_str(out: &mut String, s: &str) {

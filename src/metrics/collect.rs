@@ -5,7 +5,9 @@
 //! `encode`, so the relay path never touches a `prometheus-client` type.
 
 use super::process;
-use super::worker::{sum, Snapshot, WorkerMetrics, DURATION_BUCKETS, FAMILY_LABELS};
+use super::worker::{
+    sum, Snapshot, WorkerMetrics, CONNECTION_REFUSAL_LABELS, DURATION_BUCKETS, FAMILY_LABELS,
+};
 use crate::core::{Shared, AUTH_FAILURE_LABELS, METHOD_LABELS, RESULT_LABELS, TRANSPORT_LABELS};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -284,6 +286,19 @@ pub(crate) fn encode_snapshot(s: &Snapshot, e: &mut DescriptorEncoder) -> fmt::R
         "Times a TCP relay splice held bytes back for allocation_bandwidth or user_bandwidth.",
         None,
         c.tcp_relay_throttled,
+    )?;
+    let refused: Vec<_> = CONNECTION_REFUSAL_LABELS
+        .iter()
+        .zip(s.connections_refused)
+        .map(|(reason, v)| (vec![("reason", *reason)], v))
+        .collect();
+    counters(
+        e,
+        "turnd_connections_refused",
+        "TCP and TLS connections closed as soon as they were accepted, by the limit they hit \
+         (max_connections, or max_connections_per_source).",
+        None,
+        &refused,
     )?;
     let drops = [
         ("malformed", c.malformed),

@@ -2,6 +2,14 @@
 //! (`Connection: close`), no request body, a bounded request head, a deadline per connection
 //! and a cap on connections served at once. Prometheus, curl and load balancers' health checks
 //! need nothing more, and it keeps a web framework out of the dependency tree.
+//!
+//! Bounds, so an admin port exposed by mistake is no memory sink ([`Limits::ADMIN`]): at most
+//! 64 connections are served at once, each holding at most an 8 KiB request head; more wait in
+//! the kernel's accept queue (bounded by its backlog) until one ends. A connection must send
+//! its whole request head within 2 s — Prometheus, curl and health checkers send it at once —
+//! and be done within 10 s, so idle connections holding every slot delay a health check by
+//! at most the head timeout. Each request is answered by its own task, so one slow answer
+//! (`/allocations` waiting for a worker) never delays another.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -12,10 +20,32 @@ use tokio::sync::Semaphore;
 
 /// The largest request head (request line and headers) accepted.
 pub const MAX_HEAD: usize = 8 * 1024;
-/// A connection must send its request and take its answer within this.
-pub const CONNECTION_DEADLINE: Duration = Duration::from_secs(10);
-/// Connections served at once; more wait in the kernel's accept queue.
-const MAX_CONNECTIONS: usize = 64;
+
+/// How many connections the server serves at once, and how long each may take.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Connections served at once; more wait in the kernel's accept queue.
+    pub max_connections: usize,
+    /// A connection must have sent its whole request head within this.
+    pub head_timeout: Duration,
+    /// A connection must send its request and take its answer within this.
+    pub deadline: Duration,
+}
+
+impl Limits {
+    /// The admin listener's.
+    pub const ADMIN: Limits = Limits {
+        max_connections: 64,
+        head_timeout: Duration::from_secs(2),
+        deadline: Duration::from_secs(10),
+    };
+}
+
+/// What answers requests: the admin listener's router, or a test's.
+pub trait Route: Send + Sync + 'static {
+    /// The answer to `req`; may wait (for a worker), without delaying other requests.
+    fn route(&self, req: Request) -> impl Future<Output = Response> + Send;
+}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Request {
@@ -154,13 +184,14 @@ impl Response {
     }
 }
 
-/// Serves `listener` until `stop` completes, answering each request with `route`.
-pub async fn serve<R, S>(listener: TcpListener, route: Arc<R>, stop: S)
+/// Serves `listener` until `stop` completes, answering each request with `route`, each
+/// connection on a task of its own.
+pub async fn serve<R, S>(listener: TcpListener, route: Arc<R>, stop: S, limits: Limits)
 where
-    R: Fn(&Request) -> Response + Send + Sync + 'static,
+    R: Route,
     S: Future<Output = ()>,
 {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
     tokio::pin!(stop);
     loop {
         let permit = tokio::select! {
@@ -184,27 +215,37 @@ where
         };
         let route = route.clone();
         tokio::spawn(async move {
-            let _ = tokio::time::timeout(CONNECTION_DEADLINE, connection(stream, &*route)).await;
+            let _ =
+                tokio::time::timeout(limits.deadline, connection(stream, &*route, limits)).await;
             drop(permit);
         });
     }
 }
 
-async fn connection<R: Fn(&Request) -> Response>(mut stream: TcpStream, route: &R) {
+async fn connection<R: Route>(mut stream: TcpStream, route: &R, limits: Limits) {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
-    let result = loop {
-        match parse_request(&buf) {
-            Ok(None) => {}
-            other => break other,
-        }
-        match stream.read(&mut chunk).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+    let head = async {
+        loop {
+            match parse_request(&buf) {
+                Ok(None) => {}
+                other => break Some(other),
+            }
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => break None,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
         }
     };
+    // A connection that has not sent its head in time is closed without an answer.
+    let Ok(Some(result)) = tokio::time::timeout(limits.head_timeout, head).await else {
+        return;
+    };
     let (response, head_only) = match result {
-        Ok(Some(req)) => (route(&req), req.method == "HEAD"),
+        Ok(Some(req)) => {
+            let head_only = req.method == "HEAD";
+            (route.route(req).await, head_only)
+        }
         Err(ParseError::TooLarge) => (Response::text(431, "request head too large\n"), false),
         Err(ParseError::BadRequest) | Ok(None) => (Response::text(400, "bad request\n"), false),
     };

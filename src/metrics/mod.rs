@@ -66,7 +66,7 @@ impl Endpoint {
             workers,
             shared: Some(shared),
         });
-        let route = Arc::new(router(registry, ready.clone(), admin, admin_token));
+        let route = Arc::new(Router::new(registry, ready.clone(), admin, admin_token));
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -89,7 +89,7 @@ impl Endpoint {
                             }
                         }
                     };
-                    http::serve(listener, route, stop).await;
+                    http::serve(listener, route, stop, http::Limits::ADMIN).await;
                 });
             })
             .context("cannot start the metrics thread")?;
@@ -118,17 +118,36 @@ impl Endpoint {
     }
 }
 
-fn router(
+/// The admin listener's routes.
+pub struct Router {
     registry: Registry,
     ready: Arc<AtomicBool>,
     workers: Vec<admin::AdminSender>,
-    token: Option<String>,
-) -> impl Fn(&Request) -> Response {
-    let expected = token.map(|t| format!("Bearer {t}"));
-    move |req| {
+    /// `Bearer TOKEN` when `admin_token` is set.
+    expected: Option<String>,
+}
+
+impl Router {
+    pub fn new(
+        registry: Registry,
+        ready: Arc<AtomicBool>,
+        workers: Vec<admin::AdminSender>,
+        token: Option<String>,
+    ) -> Router {
+        Router {
+            registry,
+            ready,
+            workers,
+            expected: token.map(|t| format!("Bearer {t}")),
+        }
+    }
+
+    /// Answers one request. Only the admin API waits (for the workers, asynchronously);
+    /// every other path answers at once.
+    pub async fn answer(&self, req: &Request) -> Response {
         let get = matches!(req.method.as_str(), "GET" | "HEAD");
         let admin_path = req.path == "/allocations" || req.path.starts_with("/allocations/");
-        if let (true, Some(expected)) = (admin_path, &expected) {
+        if let (true, Some(expected)) = (admin_path, &self.expected) {
             // Constant time, so the token cannot be guessed byte by byte from timings.
             let ok: bool =
                 subtle::ConstantTimeEq::ct_eq(req.authorization.as_bytes(), expected.as_bytes())
@@ -141,11 +160,11 @@ fn router(
             "/metrics" | "/healthz" | "/readyz" | "/allocations" if !get => {
                 Response::method_not_allowed("GET, HEAD")
             }
-            "/metrics" => scrape(&registry, &req.accept),
+            "/metrics" => scrape(&self.registry, &req.accept),
             "/healthz" => Response::text(200, "ok\n"),
-            "/readyz" if ready.load(Ordering::Relaxed) => Response::text(200, "ready\n"),
+            "/readyz" if self.ready.load(Ordering::Relaxed) => Response::text(200, "ready\n"),
             "/readyz" => Response::text(503, "not ready\n"),
-            "/allocations" => match admin::list(&workers) {
+            "/allocations" => match admin::list(&self.workers).await {
                 Some(list) => Response {
                     content_type: "application/json",
                     ..Response::text(200, admin::to_json(&list))
@@ -153,7 +172,7 @@ fn router(
                 None => Response::text(504, "a worker did not answer\n"),
             },
             path => match path.strip_prefix("/allocations/") {
-                Some(id) if req.method == "DELETE" => match admin::close(&workers, id) {
+                Some(id) if req.method == "DELETE" => match admin::close(&self.workers, id).await {
                     Some(true) => Response::text(200, "deleted\n"),
                     Some(false) => Response::text(404, "no such allocation\n"),
                     None => Response::text(504, "the worker did not answer\n"),
@@ -165,6 +184,12 @@ fn router(
                 ),
             },
         }
+    }
+}
+
+impl http::Route for Router {
+    async fn route(&self, req: Request) -> Response {
+        self.answer(&req).await
     }
 }
 
@@ -241,3 +266,5 @@ pub fn openmetrics_to_prometheus(om: &str) -> String {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_listener;

@@ -208,11 +208,25 @@ fn conversion_renames_counters_and_drops_openmetrics_lines() {
     );
 }
 
+/// Runs one request through `router` to its answer.
+pub(super) fn answer(router: &Router, method: &str, path: &str, authorization: &str) -> Response {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(router.answer(&Request {
+        method: method.into(),
+        path: path.into(),
+        accept: String::new(),
+        authorization: authorization.into(),
+    }))
+}
+
 #[test]
 fn routes() {
     let workers = vec![Arc::new(WorkerMetrics::default())];
     let ready = Arc::new(AtomicBool::new(false));
-    let route = router(
+    let route = Router::new(
         registry(TurndCollector {
             workers,
             shared: None,
@@ -221,15 +235,7 @@ fn routes() {
         Vec::new(),
         None,
     );
-    let get = |path: &str| {
-        route(&Request {
-            method: "GET".into(),
-            path: path.into(),
-            accept: String::new(),
-            authorization: String::new(),
-        })
-        .status
-    };
+    let get = |path: &str| answer(&route, "GET", path, "").status;
     assert_eq!(get("/healthz"), 200);
     assert_eq!(get("/readyz"), 503);
     ready.store(true, Ordering::Relaxed);
@@ -238,22 +244,14 @@ fn routes() {
     assert_eq!(get("/nope"), 404);
     assert_eq!(get("/allocations"), 200, "no worker, no allocation");
     assert_eq!(get("/allocations/0-0-0"), 405);
-    let delete = |path: &str| {
-        route(&Request {
-            method: "DELETE".into(),
-            path: path.into(),
-            accept: String::new(),
-            authorization: String::new(),
-        })
-        .status
-    };
+    let delete = |path: &str| answer(&route, "DELETE", path, "").status;
     assert_eq!(delete("/allocations/0-0-0"), 404);
     assert_eq!(delete("/metrics"), 405);
 }
 
 #[test]
 fn admin_token_guards_allocations_only() {
-    let route = router(
+    let route = Router::new(
         registry(TurndCollector {
             workers: vec![Arc::new(WorkerMetrics::default())],
             shared: None,
@@ -262,15 +260,7 @@ fn admin_token_guards_allocations_only() {
         Vec::new(),
         Some("s3cret".into()),
     );
-    let get = |path: &str, authorization: &str| {
-        route(&Request {
-            method: "GET".into(),
-            path: path.into(),
-            accept: String::new(),
-            authorization: authorization.into(),
-        })
-        .status
-    };
+    let get = |path: &str, authorization: &str| answer(&route, "GET", path, authorization).status;
     assert_eq!(get("/allocations", ""), 401);
     assert_eq!(get("/allocations", "Bearer wrong"), 401);
     assert_eq!(get("/allocations", "Bearer s3cret"), 200);

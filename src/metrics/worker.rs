@@ -37,6 +37,12 @@ fn family_index(relay: &std::net::SocketAddr, additional: Option<&std::net::Sock
     }
 }
 
+/// Why a TCP/TLS connection was closed at accept (the shell's `Refusal`, in that order):
+/// `max_connections` for the whole server, `max_connections_per_source` for one source.
+pub const CONNECTION_REFUSAL_LABELS: [&str; CONNECTION_REFUSALS] =
+    ["max_connections", "per_source"];
+pub const CONNECTION_REFUSALS: usize = 2;
+
 /// Upper bounds (seconds) of the allocation duration histogram: from a failed ICE check to a
 /// day-long call.
 pub const DURATION_BUCKETS: [f64; 12] = [
@@ -94,6 +100,8 @@ pub struct WorkerMetrics {
     send_errors: Cell,
     /// Frames for a stream client dropped because its bounded write queue was full.
     write_queue_full: Cell,
+    /// TCP/TLS connections closed at accept, by [`CONNECTION_REFUSAL_LABELS`] index.
+    connections_refused: [Cell; CONNECTION_REFUSALS],
     allocations_created: [[Cell; FAMILIES]; TRANSPORTS],
     allocations_ended: [[Cell; FAMILIES]; TRANSPORTS],
     /// Not cumulative: `durations[i]` counts durations in (bound[i-1], bound[i]]; the last
@@ -108,6 +116,7 @@ pub struct Snapshot {
     pub core: Counters,
     pub send_errors: u64,
     pub write_queue_full: u64,
+    pub connections_refused: [u64; CONNECTION_REFUSALS],
     pub allocations_created: [[u64; FAMILIES]; TRANSPORTS],
     pub allocations_ended: [[u64; FAMILIES]; TRANSPORTS],
     pub durations: [u64; DURATION_BUCKETS.len() + 1],
@@ -119,6 +128,13 @@ impl Snapshot {
         self.core.add(&o.core);
         self.send_errors += o.send_errors;
         self.write_queue_full += o.write_queue_full;
+        for (a, b) in self
+            .connections_refused
+            .iter_mut()
+            .zip(&o.connections_refused)
+        {
+            *a += b;
+        }
         for t in 0..TRANSPORTS {
             for f in 0..FAMILIES {
                 self.allocations_created[t][f] += o.allocations_created[t][f];
@@ -196,6 +212,14 @@ impl WorkerMetrics {
     #[inline]
     pub fn write_queue_full(&self) {
         self.write_queue_full.add(1);
+    }
+
+    /// A TCP/TLS connection was closed at accept, for reason `index` of
+    /// [`CONNECTION_REFUSAL_LABELS`].
+    pub fn connection_refused(&self, index: usize) {
+        if let Some(c) = self.connections_refused.get(index) {
+            c.add(1);
+        }
     }
 
     /// Counts an allocation opening or closing.
@@ -283,6 +307,13 @@ impl WorkerMetrics {
         c.channels_created = self.channels_created.get();
         s.send_errors = self.send_errors.get();
         s.write_queue_full = self.write_queue_full.get();
+        for (v, cell) in s
+            .connections_refused
+            .iter_mut()
+            .zip(&self.connections_refused)
+        {
+            *v = cell.get();
+        }
         for (v, cell) in s.durations.iter_mut().zip(&self.durations) {
             *v = cell.get();
         }

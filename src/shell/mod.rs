@@ -5,6 +5,7 @@
 
 mod coalesce;
 mod discover;
+mod limits;
 mod nat_discovery;
 mod rlimit;
 mod setup;
@@ -14,6 +15,7 @@ mod tcp_relay;
 mod tls;
 pub mod udp;
 mod worker;
+mod write_queue;
 
 pub use rlimit::raise_nofile_limit;
 
@@ -116,6 +118,9 @@ impl Server {
         let limits = tcp::Limits {
             max_connections: config.max_connections as usize,
             open: Default::default(),
+            per_source: std::sync::Arc::new(limits::PerSource::new(
+                config.max_connections_per_source as usize,
+            )),
             unauthenticated_timeout: Duration::from_secs(config.unauthenticated_timeout.into()),
             max_frame: config.max_frame_size as usize,
             parked: Default::default(),

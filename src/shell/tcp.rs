@@ -4,44 +4,45 @@
 //! on one core.
 //!
 //! A connection task owns its stream — a `TcpStream`, or a TLS stream over one (`tls.rs`):
-//! the task is generic over `AsyncRead + AsyncWrite`. It reads into a bounded buffer of its
-//! own, cuts it into frames with [`framing`], and hands each frame to the core exactly like a
-//! UDP datagram. Writes to the client (responses, and peer data on the relay path) go through
-//! [`Conn::send`], which appends the frame to the connection's bounded queue and wakes the
-//! task; the task takes the whole queue at once and writes it (through TLS when the stream is
-//! TLS). Over the bound, whole frames are dropped (and counted) — a TURN relay carries media,
-//! where a late packet is as good as a lost one — so a client that stops reading cannot make
-//! the server grow.
+//! the task is generic over `AsyncRead + AsyncWrite`. It reads into a buffer of its own, cuts
+//! it into frames with [`framing`], and hands each frame to the core exactly like a UDP
+//! datagram. The buffer grows only with bytes that arrived (never to the length a header
+//! announces), up to `max_frame_size`, and shrinks back once a long frame is out: an idle
+//! connection costs its first 4 KiB whatever it announced. Writes to the client (responses,
+//! and peer data on the relay path) go through [`Conn::send`], which appends the frame to the
+//! connection's bounded queue (`write_queue.rs`) and wakes the task; the task takes the whole
+//! queue at once and writes it (through TLS when the stream is TLS). Over the bound, whole
+//! frames are dropped (and counted) — a TURN relay carries media, where a late packet is as
+//! good as a lost one — so a client that stops reading cannot make the server grow.
 //!
 //! Hygiene against clients that hold connections without using them: at most
-//! `max_connections` at once across the server (more are closed at accept), and a connection
-//! with no allocation — before its first one, or after it ends — is closed after
-//! `unauthenticated_timeout`.
+//! `max_connections` at once across the server and `max_connections_per_source` from one
+//! source (more are closed at accept, `limits.rs`), and a connection with no allocation —
+//! before its first one, or after it ends — is closed after `unauthenticated_timeout`.
 
+pub use super::limits::{Limits, Slot};
 use super::worker::{Shared, Worker};
+use super::write_queue::{QueueBudget, WriteQueue};
 use crate::core::{FiveTuple, Transport};
 use crate::stun::framing;
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 
-/// The first read buffer of a connection; it grows (up to `max_frame`) only when a frame
-/// needs more, so idle connections stay small.
+/// The first read buffer of a connection.
 const INITIAL_READ_BUF: usize = 4096;
-/// Bytes queued for a client (waiting, plus taken by the task and not yet written) beyond
-/// which whole frames are dropped.
-const WRITE_QUEUE_MAX: usize = 256 * 1024;
-/// Capacity an emptied write queue keeps.
-const QUEUE_KEEP: usize = 16 * 1024;
+/// How far the read buffer may grow beyond the bytes already in it. A frame longer than the
+/// buffer makes it grow only as its bytes arrive, never to the length its header announces:
+/// a client that sends a 20-byte header announcing 64 KiB and stops costs this much, not
+/// 64 KiB.
+const READ_STEP: usize = 4096;
 /// Reads per wake-up before yielding to the worker's other tasks.
 const BATCH: usize = 64;
 /// After an accept error (fds exhausted, …), wait before trying again rather than spin.
@@ -52,82 +53,40 @@ const RECHECK: Duration = Duration::from_secs(3600);
 /// How long a closing connection may take to send its close_notify and FIN.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
-/// Connection limits shared by every worker of a server.
-#[derive(Clone, Debug)]
-pub struct Limits {
-    /// 0 = no limit.
-    pub max_connections: usize,
-    /// Open connections across all workers.
-    pub open: Arc<AtomicUsize>,
-    pub unauthenticated_timeout: Duration,
-    pub max_frame: usize,
-    /// RFC 6062 peer connections waiting for a ConnectionBind on any worker.
-    pub parked: Arc<super::tcp_relay::ParkedPeers>,
-}
-
-/// One slot of `max_connections`, given back when the connection ends.
-pub(super) struct Slot(Arc<AtomicUsize>);
-
-impl Slot {
-    fn take(limits: &Limits) -> Option<Slot> {
-        let before = limits.open.fetch_add(1, Ordering::Relaxed);
-        if limits.max_connections != 0 && before >= limits.max_connections {
-            limits.open.fetch_sub(1, Ordering::Relaxed);
-            return None;
-        }
-        Some(Slot(limits.open.clone()))
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 /// What the worker keeps of a connection to write to it (the map `FiveTuple → Conn`). The
 /// stream itself belongs to the connection's task; the worker only queues frames here.
 pub struct Conn {
-    /// Whole frames waiting for the task to write them, oldest first.
-    queue: RefCell<Vec<u8>>,
-    /// Bytes the task has taken from `queue` and not yet written: they count towards the
-    /// queue's bound too.
-    in_flight: Cell<usize>,
+    /// Whole frames waiting for the task to write them (`write_queue.rs`).
+    queue: WriteQueue,
     /// Wakes the task: output was queued, the allocation state changed, or close.
     wake: Notify,
     /// Since when the connection has had no allocation (`None` while it has one).
     idle_since: Cell<Option<Instant>>,
-    /// Frames dropped because the queue was over its bound.
-    pub dropped: Cell<u64>,
     /// Set when a ConnectionBind made this an RFC 6062 data connection: the task stops
     /// reading STUN and splices it with that peer connection (`tcp_relay.rs`).
     splice: Cell<Option<u32>>,
 }
 
 impl Conn {
-    fn new() -> Conn {
+    fn new(budget: Rc<QueueBudget>) -> Conn {
         Conn {
-            queue: RefCell::default(),
-            in_flight: Cell::new(0),
+            queue: WriteQueue::new(budget),
             wake: Notify::new(),
             idle_since: Cell::new(Some(Instant::now())),
-            dropped: Cell::new(0),
             splice: Cell::new(None),
         }
     }
 
     /// Queues one whole frame for the client; the connection's task writes it. Dropped when
-    /// the queue is over its bound. Never blocks, and (once the queue has grown to its
-    /// working size) never allocates. Returns false when the frame was dropped.
+    /// the queue is at its bound or the worker's budget is spent (`write_queue.rs`). Never
+    /// blocks, and (once the queue has grown to its working size) never allocates. Returns
+    /// false when the frame was dropped.
     pub fn send(&self, frame: &[u8]) -> bool {
-        let mut q = self.queue.borrow_mut();
-        if q.len() + self.in_flight.get() + frame.len() > WRITE_QUEUE_MAX {
-            self.dropped.set(self.dropped.get() + 1);
+        let mut first = false;
+        if !self.queue.push(frame, &mut first) {
             return false;
         }
-        let was_empty = q.is_empty();
-        q.extend_from_slice(frame);
-        if was_empty {
+        if first {
             // The task takes the whole queue when it wakes, so one wake-up per batch.
             self.wake.notify_one();
         }
@@ -147,8 +106,10 @@ impl Conn {
     }
 }
 
-/// Accepts the next connection within `max_connections` on `listener`, for `transport`.
+/// Accepts the next connection within `max_connections` and `max_connections_per_source` on
+/// `listener`, for `transport`; one refused is closed at once and counted.
 pub(super) async fn accept_one(
+    worker: &Shared,
     listener: &TcpListener,
     limits: &Limits,
     transport: Transport,
@@ -162,10 +123,16 @@ pub(super) async fn accept_one(
                 continue;
             }
         };
-        let Some(slot) = Slot::take(limits) else {
-            // Dropping the stream closes it: over max_connections.
-            tracing::debug!(%client, "connection refused: max_connections reached");
-            continue;
+        let slot = match Slot::take(limits, client.ip()) {
+            Ok(slot) => slot,
+            Err(why) => {
+                // Closed before anything was read or allocated for it (and before it is
+                // counted, so whoever sees the count finds it closed).
+                drop(stream);
+                worker.borrow().connection_refused(why);
+                tracing::debug!(%client, reason = why.label(), "connection refused at accept");
+                continue;
+            }
         };
         let Ok(server) = stream.local_addr() else {
             continue;
@@ -184,7 +151,7 @@ pub(super) async fn accept_one(
 /// Accepts TCP connections on one listener of this worker.
 pub async fn accept(worker: Shared, listener: TcpListener, limits: Limits) {
     loop {
-        let (stream, ft, slot) = accept_one(&listener, &limits, Transport::Tcp).await;
+        let (stream, ft, slot) = accept_one(&worker, &listener, &limits, Transport::Tcp).await;
         tokio::task::spawn_local(serve(worker.clone(), stream, ft, limits.clone(), slot));
     }
 }
@@ -195,7 +162,7 @@ pub(super) async fn serve<S>(worker: Shared, stream: S, ft: FiveTuple, limits: L
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let conn = Rc::new(Conn::new());
+    let conn = Rc::new(Conn::new(worker.borrow().queue_budget.clone()));
     {
         let mut w = worker.borrow_mut();
         if w.conns.insert(ft, conn.clone()).is_some() {
@@ -252,9 +219,11 @@ async fn connection<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let initial = INITIAL_READ_BUF.min(limits.max_frame);
     let mut reader = Reader {
-        buf: vec![0; INITIAL_READ_BUF.min(limits.max_frame)],
+        buf: vec![0; initial],
         filled: 0,
+        initial,
         max_frame: limits.max_frame,
     };
     // What the task is writing: the queue, taken whole (the two buffers swap, so neither
@@ -272,11 +241,8 @@ async fn connection<S>(
     tokio::pin!(sleep);
     let why = loop {
         if pos == out.len() {
-            out.clear();
-            out.shrink_to(QUEUE_KEEP);
             pos = 0;
-            std::mem::swap(&mut out, &mut *conn.queue.borrow_mut());
-            conn.in_flight.set(out.len());
+            conn.queue.take(&mut out);
         }
         let at = tokio::time::Instant::from(deadline(&conn, timeout, recheck_at));
         if sleep.deadline() != at {
@@ -315,7 +281,7 @@ async fn connection<S>(
             Step::Wrote(Ok(n)) => {
                 pos += n;
                 unflushed = true;
-                conn.in_flight.set(out.len() - pos);
+                conn.queue.written(out.len() - pos);
             }
             Step::Flushed(Ok(())) => unflushed = false,
             Step::Read(Ok(0)) => break Closed::ByClient,
@@ -366,16 +332,21 @@ async fn connection<S>(
         // What is still queued for the client (the ConnectionBind response) goes first;
         // what the client sent after its ConnectionBind goes to the peer.
         let mut to_client = out.split_off(pos);
-        to_client.extend_from_slice(&conn.queue.borrow());
+        to_client.extend_from_slice(&conn.queue.waiting());
         let to_peer = &reader.buf[..reader.filled];
-        super::tcp_relay::splice(&worker, stream, ft, cid, &to_client, to_peer).await;
+        // Boxed: few connections become splices, and inline its state would make every
+        // connection's task larger.
+        Box::pin(super::tcp_relay::splice(
+            &worker, stream, ft, cid, &to_client, to_peer,
+        ))
+        .await;
     } else if !matches!(why, Closed::Error) {
         // Close politely: a TCP FIN, and over TLS a close_notify alert first, so the client
         // sees a clean end of stream rather than a truncation it must treat as an attack
         // (RFC 8446 §6.1). Bounded, so a client that never reads cannot hold the task.
         let _ = tokio::time::timeout(CLOSE_GRACE, stream.shutdown()).await;
     }
-    tracing::debug!(client = %ft, reason = %why, dropped = conn.dropped.get(), "connection closed");
+    tracing::debug!(client = %ft, reason = %why, dropped = conn.queue.dropped.get(), "connection closed");
     drop(slot);
 }
 
@@ -389,14 +360,21 @@ fn deadline(conn: &Conn, timeout: Duration, recheck_at: Instant) -> Instant {
 struct Reader {
     buf: Vec<u8>,
     filled: usize,
+    /// The buffer's first size, which it returns to once a longer frame is out.
+    initial: usize,
     max_frame: usize,
 }
 
 impl Reader {
     /// Hands every complete frame to the core, keeps the incomplete rest at the front, and
-    /// grows the buffer when the next frame is longer than it.
+    /// sizes the buffer for what comes next: at most [`READ_STEP`] beyond the bytes already
+    /// in it, however long the next frame says it is (up to `max_frame`, which `frame_len`
+    /// enforces). There is always room for at least one more byte while a frame is
+    /// incomplete, so a read never gets an empty buffer.
     fn cut(&mut self, worker: &Shared, ft: FiveTuple, conn: &Conn) -> Result<(), Closed> {
         let mut start = 0;
+        // The full length of the incomplete frame left at the end, once its header is in.
+        let mut next = None;
         let mut w = worker.borrow_mut();
         let now = Instant::now();
         loop {
@@ -415,10 +393,7 @@ impl Reader {
                     }
                 }
                 Some(n) => {
-                    if n > self.buf.len() {
-                        // Bounded by max_frame, which frame_len enforced.
-                        self.buf.resize(n, 0);
-                    }
+                    next = Some(n);
                     break;
                 }
                 None => break,
@@ -430,7 +405,24 @@ impl Reader {
             self.buf.copy_within(start..self.filled, 0);
             self.filled -= start;
         }
+        self.size_for(next.unwrap_or(0));
         Ok(())
+    }
+
+    /// Grows the buffer towards a frame of `next` bytes by at most [`READ_STEP`] beyond what
+    /// it holds, or gives a grown buffer back once nothing pending needs it.
+    fn size_for(&mut self, next: usize) {
+        let want = next.min(self.filled + READ_STEP).max(self.initial);
+        if want > self.buf.len() {
+            // Exact, so the capacity is what was asked for, not the doubling `resize` does.
+            self.buf.reserve_exact(want - self.buf.len());
+            self.buf.resize(want, 0);
+        } else if self.buf.len() > want {
+            // A long frame is out: its memory goes back rather than stay for the
+            // connection's life. `want` is at least `filled`: nothing pending is cut.
+            self.buf.truncate(want);
+            self.buf.shrink_to_fit();
+        }
     }
 }
 

@@ -56,6 +56,13 @@ pub struct Parked {
 }
 
 /// Parked peer connections of every worker, by CONNECTION-ID.
+///
+/// Bounded by the core: an entry exists only for a peer connection the core accepted, at most
+/// `MAX_PEER_CONNECTIONS` (64) per TCP allocation, each TCP allocation needing a live control
+/// connection (so at most 64 × `max_connections`, and 64 × `max_connections_per_source` for
+/// one source); an entry leaves when its ConnectionBind takes it, when the core closes it
+/// (no ConnectionBind within 30 s, RFC 6062 §5.3) or when its allocation ends. Each holds a
+/// socket, whose unread bytes wait in the kernel's receive buffer, not here.
 #[derive(Debug, Default)]
 pub struct ParkedPeers {
     map: DashMap<ConnectionId, Parked>,

@@ -5,12 +5,31 @@
 //! The certificate can change under a running server (Let's Encrypt renews every few weeks):
 //! [`Certs`] holds the current rustls `ServerConfig` behind a lock that only the accept path
 //! reads, and [`Certs::reload`] swaps in a new one built from the files — on SIGHUP, or when
-//! [`watch`] sees their modification time or size change. A connection keeps the config it was
-//! accepted with, so a reload never drops a connection; a certificate or key that does not load
-//! is logged and the old one keeps serving.
+//! [`watch`] sees their contents change. A connection keeps the config it was accepted with,
+//! so a reload never drops a connection; a certificate or key that does not load is logged and
+//! the old one keeps serving.
 //!
-//! The handshake must finish within `unauthenticated_timeout`, so a client that opens a
-//! connection and never sends a ClientHello holds a `max_connections` slot only that long.
+//! **The final state of the files is always loaded.** Two races used to lose it:
+//! - The watcher told versions apart by modification time and size, read *before* the files
+//!   were parsed. A file rewritten in place while a reload read it (the key half-written, or
+//!   the new certificate next to the old key) was refused, and when the rest was written in the
+//!   same kernel clock tick (mtime is only as fine as the timer tick) or by a copy that keeps
+//!   the mtime (`cp -p`, `rsync -t`, `install -p`) and at the same size (keys of one type are
+//!   all one length), the finished files carried the stamp of the refused read: never loaded.
+//!   Now a version is the SHA-256 of the very bytes parsed, read once: different bytes are
+//!   always tried, and the same bytes give the same result again.
+//! - A SIGHUP reload and a watcher reload could interleave: one reading the old files, the
+//!   other the new ones, the old one storing its config last. Now a reload holds one lock from
+//!   reading the files to storing its result, so the later reload always reads later bytes and
+//!   stores last.
+//!
+//! **Handshakes in progress are bounded** by the connection slots they hold: each is a
+//! connection taken at accept like a TCP one, within `max_connections` and, from one source,
+//! `max_connections_per_source` (so one source cannot hold every handshake), and it must
+//! finish within `unauthenticated_timeout`, so a client that opens a connection and never
+//! sends a ClientHello holds its slot only that long. A half-open handshake costs about 8 KiB
+//! (rustls's state and its read buffer of what arrived plus 4 KiB, at most 64 KiB for a
+//! ClientHello that really is that long), measured by `tests/abuse_connections.rs`.
 
 use super::tcp::{self, Limits, Slot};
 use super::worker::Shared;
@@ -19,11 +38,13 @@ use crate::core::{FiveTuple, Transport};
 use anyhow::{anyhow, Context};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use sha2::{Digest, Sha256};
+use std::io::Read;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::rustls::{self, ServerConfig};
 use tokio_rustls::TlsAcceptor;
@@ -32,37 +53,68 @@ use tokio_rustls::TlsAcceptor;
 /// only others is refused by rustls with a `no_application_protocol` alert (RFC 7301).
 pub const ALPN: [&[u8]; 2] = [b"stun.turn", b"stun.nat-discovery"];
 
-/// How often [`watch`] looks at the files' modification times.
+/// How often [`watch`] reads the files for a change.
 pub const WATCH_INTERVAL: Duration = Duration::from_secs(2);
 
-/// What identifies one version of a file on disk: modification time and size.
-type Stamp = Option<(SystemTime, u64)>;
+/// The largest certificate or key file read: a chain of a few certificates is a few KiB.
+const MAX_FILE: u64 = 1024 * 1024;
 
-fn stamp(path: &Path) -> Stamp {
-    let m = std::fs::metadata(path).ok()?;
-    Some((m.modified().ok()?, m.len()))
+/// One file's contents as read.
+struct File {
+    path: PathBuf,
+    bytes: std::io::Result<Vec<u8>>,
 }
+
+impl File {
+    fn read(path: &Path) -> File {
+        let bytes = std::fs::File::open(path).and_then(|f| {
+            let mut bytes = Vec::new();
+            f.take(MAX_FILE + 1).read_to_end(&mut bytes)?;
+            if bytes.len() as u64 > MAX_FILE {
+                return Err(std::io::Error::other(format!(
+                    "larger than {MAX_FILE} bytes"
+                )));
+            }
+            Ok(bytes)
+        });
+        File {
+            path: path.to_path_buf(),
+            bytes,
+        }
+    }
+
+    /// What identifies this version: the SHA-256 of its bytes (`None` when unreadable).
+    fn digest(&self) -> Option<[u8; 32]> {
+        self.bytes.as_ref().ok().map(|b| Sha256::digest(b).into())
+    }
+}
+
+/// The version of both files a reload last tried, loaded or refused.
+type Version = [Option<[u8; 32]>; 2];
 
 /// The TLS certificate in use and the files it comes from.
 pub struct Certs {
     cert: PathBuf,
     key: PathBuf,
-    current: RwLock<Arc<ServerConfig>>,
-    /// The files' stamps when last loaded (or last refused), so [`Certs::reload_if_changed`]
-    /// tries each new version once.
-    seen: Mutex<[Stamp; 2]>,
+    /// The config served, and the version of the files it was built from.
+    current: RwLock<(Arc<ServerConfig>, Version)>,
+    /// The version last tried, so [`Certs::reload_if_changed`] tries each new one once. Held
+    /// by every reload from reading the files to storing its result, so reloads never
+    /// interleave.
+    tried: Mutex<Version>,
 }
 
 impl Certs {
     /// Loads the certificate chain and key; the error names the config key and the file.
     pub fn load(cert: &Path, key: &Path) -> anyhow::Result<Certs> {
-        let seen = [stamp(cert), stamp(key)];
-        let config = server_config(cert, key)?;
+        let (c, k) = (File::read(cert), File::read(key));
+        let tried = [c.digest(), k.digest()];
+        let config = server_config(&c, &k)?;
         Ok(Certs {
             cert: cert.to_path_buf(),
             key: key.to_path_buf(),
-            current: RwLock::new(config),
-            seen: Mutex::new(seen),
+            current: RwLock::new((config, tried)),
+            tried: Mutex::new(tried),
         })
     }
 
@@ -72,17 +124,42 @@ impl Certs {
         self.current
             .read()
             .unwrap_or_else(|e| e.into_inner())
+            .0
             .clone()
+    }
+
+    /// The version of the files the served config was built from.
+    #[cfg(test)]
+    fn served(&self) -> Version {
+        self.current.read().unwrap_or_else(|e| e.into_inner()).1
     }
 
     /// Loads the files again and, if they load, serves them to new handshakes. `why` is
     /// for the log line. Returns whether the new certificate is in use.
     pub fn reload(&self, why: &str) -> bool {
-        let seen = [stamp(&self.cert), stamp(&self.key)];
-        *self.seen.lock().unwrap_or_else(|e| e.into_inner()) = seen;
-        match server_config(&self.cert, &self.key) {
+        let mut tried = self.tried.lock().unwrap_or_else(|e| e.into_inner());
+        let (c, k) = (File::read(&self.cert), File::read(&self.key));
+        self.load_locked(&mut tried, &c, &k, why)
+    }
+
+    /// Reloads when either file's contents differ from the version last tried. Returns
+    /// whether a new certificate is in use.
+    pub fn reload_if_changed(&self) -> bool {
+        let mut tried = self.tried.lock().unwrap_or_else(|e| e.into_inner());
+        let (c, k) = (File::read(&self.cert), File::read(&self.key));
+        if *tried == [c.digest(), k.digest()] {
+            return false;
+        }
+        self.load_locked(&mut tried, &c, &k, "file changed")
+    }
+
+    /// Builds a config from the bytes just read and serves it if it loads; either way these
+    /// bytes are the version tried. `tried` is the held lock.
+    fn load_locked(&self, tried: &mut Version, c: &File, k: &File, why: &str) -> bool {
+        *tried = [c.digest(), k.digest()];
+        match server_config(c, k) {
             Ok(config) => {
-                *self.current.write().unwrap_or_else(|e| e.into_inner()) = config;
+                *self.current.write().unwrap_or_else(|e| e.into_inner()) = (config, *tried);
                 tracing::info!(reason = why, cert = %self.cert.display(), "tls certificate reloaded");
                 true
             }
@@ -96,32 +173,32 @@ impl Certs {
             }
         }
     }
-
-    /// Reloads when either file changed since it was last loaded (or refused).
-    pub fn reload_if_changed(&self) {
-        let now = [stamp(&self.cert), stamp(&self.key)];
-        let changed = *self.seen.lock().unwrap_or_else(|e| e.into_inner()) != now;
-        if changed {
-            self.reload("file changed");
-        }
-    }
 }
 
-/// Builds a rustls server config (TLS 1.2 and 1.3, ring) from PEM files.
-fn server_config(cert: &Path, key: &Path) -> anyhow::Result<Arc<ServerConfig>> {
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .and_then(|certs| certs.collect::<Result<_, _>>())
+/// Builds a rustls server config (TLS 1.2 and 1.3, ring) from the PEM files' bytes.
+fn server_config(cert: &File, key: &File) -> anyhow::Result<Arc<ServerConfig>> {
+    let chain: Vec<CertificateDer<'static>> = cert
+        .bytes
+        .as_ref()
         .map_err(|e| anyhow!("{e}"))
-        .with_context(|| format!("config key `tls_cert`: cannot load {}", cert.display()))?;
+        .and_then(|b| {
+            CertificateDer::pem_slice_iter(b)
+                .collect::<Result<_, _>>()
+                .map_err(|e| anyhow!("{e}"))
+        })
+        .with_context(|| format!("config key `tls_cert`: cannot load {}", cert.path.display()))?;
     if chain.is_empty() {
         anyhow::bail!(
             "config key `tls_cert`: {} holds no PEM CERTIFICATE",
-            cert.display()
+            cert.path.display()
         );
     }
-    let private = PrivateKeyDer::from_pem_file(key)
+    let private = key
+        .bytes
+        .as_ref()
         .map_err(|e| anyhow!("{e}"))
-        .with_context(|| format!("config key `tls_key`: cannot load {}", key.display()))?;
+        .and_then(|b| PrivateKeyDer::from_pem_slice(b).map_err(|e| anyhow!("{e}")))
+        .with_context(|| format!("config key `tls_key`: cannot load {}", key.path.display()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
@@ -131,8 +208,8 @@ fn server_config(cert: &Path, key: &Path) -> anyhow::Result<Arc<ServerConfig>> {
         .with_context(|| {
             format!(
                 "config keys `tls_cert`/`tls_key`: {} and {} do not make a usable certificate",
-                cert.display(),
-                key.display()
+                cert.path.display(),
+                key.path.display()
             )
         })?;
     config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
@@ -142,7 +219,7 @@ fn server_config(cert: &Path, key: &Path) -> anyhow::Result<Arc<ServerConfig>> {
 /// Checks the certificate files at `check-config` and start-up.
 pub fn check(config: &Config) -> anyhow::Result<()> {
     if let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) {
-        server_config(cert, key)?;
+        server_config(&File::read(cert), &File::read(key))?;
     }
     Ok(())
 }
@@ -157,7 +234,7 @@ pub fn watch(certs: Arc<Certs>, stop: mpsc::Receiver<()>) {
 /// Accepts TLS connections on one listener of this worker.
 pub async fn accept(worker: Shared, listener: TcpListener, limits: Limits, certs: Arc<Certs>) {
     loop {
-        let (stream, ft, slot) = tcp::accept_one(&listener, &limits, Transport::Tls).await;
+        let (stream, ft, slot) = tcp::accept_one(&worker, &listener, &limits, Transport::Tls).await;
         let acceptor = TlsAcceptor::from(certs.current());
         tokio::task::spawn_local(handshake(
             worker.clone(),
@@ -180,7 +257,11 @@ async fn handshake(
     slot: Slot,
 ) {
     let timeout = limits.unauthenticated_timeout;
-    match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+    // The TLS state (1.2 KB inline) is boxed, during the handshake and after it: a future
+    // holds its stream at every step that moves it (the connection, a splice), so unboxed it
+    // made each TLS connection's task some 12 KB instead of 3.
+    let accept = Box::pin(async move { acceptor.accept(stream).await.map(Box::new) });
+    match tokio::time::timeout(timeout, accept).await {
         Ok(Ok(tls)) => {
             let (_, session) = tls.get_ref();
             tracing::debug!(
@@ -331,6 +412,100 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// The lost update: a new certificate and key written in two steps, the key rewritten in
+    /// place at the same length (keys of one type are all one length) and, as after a copy
+    /// that keeps the modification time or two writes within one kernel clock tick, with the
+    /// same mtime. A check between the steps reads a mix and refuses it; the check after the
+    /// second step must still load the finished pair (with modification time and size as the
+    /// version, it saw nothing new and never did).
+    #[test]
+    fn a_pair_finished_after_a_refused_read_is_still_loaded() {
+        let dir = scratch("two-steps");
+        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        let (c1, k1) = self_signed("one");
+        std::fs::write(&cert, &c1).unwrap();
+        std::fs::write(&key, &k1).unwrap();
+        let certs = Certs::load(&cert, &key).unwrap();
+        let first = certs.current();
+        let (c2, k2) = self_signed("two");
+        assert_eq!(k1.len(), k2.len(), "keys of one type have one length");
+        let mtime = std::fs::metadata(&key).unwrap().modified().unwrap();
+        let overwrite = |at: usize, bytes: &[u8]| {
+            use std::io::{Seek, SeekFrom, Write};
+            let mut f = std::fs::OpenOptions::new().write(true).open(&key).unwrap();
+            f.seek(SeekFrom::Start(at as u64)).unwrap();
+            f.write_all(bytes).unwrap();
+            f.set_modified(mtime).unwrap();
+        };
+        // Step one: the new certificate, and half of the new key over the old one.
+        std::fs::write(&cert, &c2).unwrap();
+        let half = k2.len() / 2;
+        overwrite(0, &k2.as_bytes()[..half]);
+        assert!(!certs.reload_if_changed(), "a half-written key loaded");
+        assert!(Arc::ptr_eq(&first, &certs.current()));
+        // Step two: the rest of the key. Same size, same mtime as the refused read saw.
+        overwrite(half, &k2.as_bytes()[half..]);
+        assert_eq!(std::fs::read_to_string(&key).unwrap(), k2);
+        assert!(
+            certs.reload_if_changed(),
+            "the finished pair was not loaded"
+        );
+        let second = certs.current();
+        assert!(!Arc::ptr_eq(&first, &second));
+        let digest = |s: &str| Some(<[u8; 32]>::from(Sha256::digest(s.as_bytes())));
+        assert_eq!(certs.served(), [digest(&c2), digest(&k2)]);
+        // Tried once: the same bytes are not loaded again.
+        assert!(!certs.reload_if_changed());
+        assert!(Arc::ptr_eq(&second, &certs.current()));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// SIGHUP and the watcher reload from two threads while the files change under them:
+    /// once the writes stop, the watcher's next look serves the final pair — a reload that
+    /// read older files never stores its config after one that read newer files.
+    #[test]
+    fn concurrent_reloads_end_on_the_final_files() {
+        let dir = scratch("concurrent");
+        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        let pairs: Vec<(String, String)> = (0..4).map(|i| self_signed(&format!("p{i}"))).collect();
+        std::fs::write(&cert, &pairs[0].0).unwrap();
+        std::fs::write(&key, &pairs[0].1).unwrap();
+        let certs = Arc::new(Certs::load(&cert, &key).unwrap());
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let reloaders: Vec<_> = (0..2)
+            .map(|i| {
+                let (certs, stop) = (certs.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    // Bounded by the writer below, which sets `stop`.
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        if i == 0 {
+                            certs.reload("SIGHUP");
+                        } else {
+                            certs.reload_if_changed();
+                        }
+                    }
+                })
+            })
+            .collect();
+        for round in 0..40 {
+            let (c, k) = &pairs[round % pairs.len()];
+            std::fs::write(&cert, c).unwrap();
+            std::fs::write(&key, k).unwrap();
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for r in reloaders {
+            r.join().unwrap();
+        }
+        // Whatever the threads did, the watcher's next look leaves the last pair written in
+        // use: it loads it now, or those very bytes were the version last tried — a valid
+        // pair, loaded, and under the lock nothing older was stored after it.
+        certs.reload_if_changed();
+        let (c, k) = &pairs[39 % pairs.len()];
+        let digest = |s: &str| Some(<[u8; 32]>::from(Sha256::digest(s.as_bytes())));
+        assert_eq!(certs.served(), [digest(c), digest(k)]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn load_errors_name_the_key_and_the_file() {
         let dir = scratch("errors");
@@ -349,5 +524,36 @@ mod tests {
             "{e}"
         );
         let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+/// What a connection's task holds inline, whatever it has received: the future of a TLS
+/// connection (handshake, then the connection) and of a TCP one. The abuse test
+/// (`tests/abuse_connections.rs`) measures the whole cost; this keeps its largest part from
+/// growing back unseen (a TLS stream held by value at every step that moves it once made the
+/// TLS task 12.5 KB).
+#[cfg(test)]
+mod task_size {
+    /// The size of the future an async fn of five or six arguments returns.
+    fn ret6<A, B, C, D, E, G, F>(_: fn(A, B, C, D, E, G) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+    fn ret5<A, B, C, D, E, F>(_: fn(A, B, C, D, E) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    #[test]
+    fn connection_tasks_stay_small() {
+        type Tls = Box<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>;
+        let sizes = [
+            ("tls handshake and connection", ret6(super::handshake)),
+            (
+                "tcp connection",
+                ret5(super::tcp::serve::<tokio::net::TcpStream>),
+            ),
+            ("tls connection", ret5(super::tcp::serve::<Tls>)),
+        ];
+        for (what, size) in sizes {
+            assert!(size <= 2048, "a {what} task holds {size} bytes inline");
+        }
     }
 }

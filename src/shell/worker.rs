@@ -11,6 +11,7 @@ use super::socket;
 use super::tcp::{self, Conn, Limits};
 use super::tls::{self, Certs};
 use super::udp::{self, RecvBatch, SendBatch};
+use super::write_queue::{QueueBudget, WORKER_QUEUE_BUDGET};
 use crate::core::{AllocationId, Event, FiveTuple, Output, RelayOpenError, Server as Core};
 use crate::metrics::WorkerMetrics;
 use crate::stun::AddressFamily;
@@ -130,6 +131,9 @@ pub(super) struct Worker {
     pub(super) tcp_relays: super::tcp_relay::TcpRelays,
     index: usize,
     metrics: std::sync::Arc<WorkerMetrics>,
+    /// What this worker's TCP/TLS write queues may hold beyond their floors
+    /// (`write_queue.rs`).
+    pub(super) queue_budget: Rc<QueueBudget>,
 }
 
 pub(super) type Shared = Rc<RefCell<Worker>>;
@@ -191,6 +195,7 @@ pub fn run(
             tcp_relays: super::tcp_relay::TcpRelays::new(limits.parked.clone()),
             index,
             metrics,
+            queue_budget: QueueBudget::new(WORKER_QUEUE_BUDGET),
         }));
         SELF.with(|s| *s.borrow_mut() = Some(worker.clone()));
         for s in socks {
@@ -409,6 +414,11 @@ impl Worker {
         let task = tokio::task::spawn_local(relay(worker, id, socket.clone()));
         self.relays.insert(id, bind, RelaySocket { socket, task });
         Ok(())
+    }
+
+    /// Counts a TCP/TLS connection closed at accept.
+    pub(super) fn connection_refused(&self, why: super::limits::Refusal) {
+        self.metrics.connection_refused(why.index());
     }
 
     pub(super) fn self_handle(&self) -> Shared {
