@@ -169,6 +169,9 @@ pub enum EndReason {
     /// made over a stream to that connection.
     ConnectionClosed,
     Shutdown,
+    /// A reloaded peer filter denies a peer its TCP relay (RFC 6062) is spliced to: a stream
+    /// cannot be cut from the core, so the allocation ends.
+    PeerDenied,
 }
 
 impl EndReason {
@@ -178,6 +181,7 @@ impl EndReason {
             EndReason::Deleted => "deleted",
             EndReason::ConnectionClosed => "connection closed",
             EndReason::Shutdown => "shutdown",
+            EndReason::PeerDenied => "peer denied",
         }
     }
 }
