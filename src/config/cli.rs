@@ -112,8 +112,9 @@ pub struct ConfigArgs {
     #[arg(long, value_name = "SECRET")]
     pub auth_secret: Vec<String>,
 
-    /// Peer network to allow even if denied by default; repeatable
-    /// [key: allow_peers]
+    /// Peer network to allow even if denied by default (it opens a built-in
+    /// range only if at least as specific, and this host's own addresses only
+    /// when it names one exactly); repeatable [key: allow_peers]
     #[arg(long, value_name = "CIDR", value_delimiter = ',')]
     pub allow_peer: Vec<String>,
 

@@ -61,7 +61,9 @@ pub struct Config {
     pub users: Vec<User>,
     /// Shared secrets for TURN REST API (time-limited) credentials.
     pub auth_secrets: Vec<String>,
-    /// Peer networks allowed even though the built-in peer filter denies them.
+    /// Peer networks allowed even though the built-in peer filter denies them: an entry opens
+    /// a built-in range only when it is at least as specific, and an address of this host
+    /// only when it names that address exactly (see `core::peer_filter`).
     pub allow_peers: Vec<Cidr>,
     /// Peer networks denied in addition to the built-in ones.
     pub deny_peers: Vec<Cidr>,
