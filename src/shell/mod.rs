@@ -180,6 +180,12 @@ impl Server {
                 .chain([metrics.addr()]),
         );
         store_peer_filter(&shared, setup::peer_filter_for_host(&config, &host));
+        // One list for every node of a cluster is the usual deployment: say which entry is us.
+        for a in &config.alternate_servers {
+            if shared.peer_filter.load().own_host().is_own_listener(*a) {
+                tracing::info!(alternate = %a, "alternate server is this server: never a redirect target here");
+            }
+        }
         let now = Instant::now();
         let unix_now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
