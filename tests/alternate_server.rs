@@ -91,7 +91,7 @@ fn a_wildcard_node_never_redirects_to_itself() {
     let b = TurnServer::spawn_turnd(&[]);
     let port = common::free_udp_port();
     let own = format!("127.0.0.1:{port}");
-    let a = TurnServer::spawn_turnd(&[
+    let _a = TurnServer::spawn_turnd(&[
         "--listen",
         &format!("0.0.0.0:{port}"),
         "--total-quota",
