@@ -218,7 +218,8 @@ impl fmt::Display for Cidr {
 }
 
 /// The built-in deny list, as text (for documentation, logs and config dumps). It is applied to
-/// every form of a peer address unless an explicit allow entry covers that form.
+/// every form of a peer address unless an explicit allow entry at least as specific as the
+/// matching built-in entry covers that form.
 /// [`default_deny`] gives the same list parsed; a test checks the two agree.
 pub const DEFAULT_DENY: &[&str] = &[
     "0.0.0.0/8", // "this network" (RFC 791/1122); 0.0.0.0 reaches the server itself (CVE-2020-26262)

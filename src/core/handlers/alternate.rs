@@ -10,9 +10,10 @@
 //! must still recognise its own entry. The own-host set of the peer filter knows every
 //! listener, every address of the host's interfaces and every advertised address
 //! ([`OwnHost::is_own_listener`](crate::core::own_host::OwnHost::is_own_listener)), so a
-//! misconfigured list cannot send a client back to where it is. A ping-pong between two full servers is ended by the client, which
-//! RFC 8489 §10 tells to ignore a redirect to a server it tried in the last five minutes; the
-//! server keeps no per-client state to do it (stateless, as every unauthenticated path is).
+//! misconfigured list cannot send a client back to where it is. A ping-pong between two full
+//! servers is ended by the client, which RFC 8489 §10 tells to ignore a redirect to a server it
+//! tried in the last five minutes; the server keeps no per-client state to do it (stateless,
+//! as every unauthenticated path is).
 //! The answer follows authentication, so it is signed like any other (§10 allows it; the
 //! client can trust the redirect).
 

@@ -48,9 +48,9 @@ impl Server {
             return Some(r.plain_error(443));
         }
         // "Forbidden by local policy" (403): the peer filter, and — as for data on a UDP
-        // allocation — a peer the client has installed no permission for.
-        // The filter sees the port: a relay IP of this host is reachable on its relay ports
-        // only (another TCP allocation's relayed address), never on a service of the host.
+        // allocation — a peer the client has installed no permission for. The filter sees the
+        // port: a relay IP of this host is reachable on its relay ports only (another TCP
+        // allocation's relayed address), never on a service of the host.
         if !shared.peer_filter.load().allows(peer) {
             self.counters.peers_denied += 1;
             return Some(r.plain_error(403));
