@@ -81,3 +81,32 @@ fn draining_server_redirects_to_the_alternate() {
     }
     panic!("A never started redirecting after SIGTERM");
 }
+
+/// One `alternate_servers` list for every node is the usual deployment, so a node finds itself
+/// in it. Behind a wildcard listener a UDP request's server address is the wildcard, not the
+/// address the client used: the node still recognises its entry (an address of its own
+/// interfaces, on its port) and never redirects a client back to itself.
+#[test]
+fn a_wildcard_node_never_redirects_to_itself() {
+    let b = TurnServer::spawn_turnd(&[]);
+    let port = common::free_udp_port();
+    let own = format!("127.0.0.1:{port}");
+    let _a = TurnServer::spawn_turnd(&[
+        "--listen",
+        &format!("0.0.0.0:{port}"),
+        "--total-quota",
+        "1",
+        "--alternate-server",
+        &own,
+        "--alternate-server",
+        &b.addr().to_string(),
+    ]);
+    let a_wildcard: SocketAddr = own.parse().unwrap();
+    let mut first = client(a_wildcard);
+    first.allocate();
+    // Two same-family entries, one picked at random per answer: 16 answers all naming B.
+    for _ in 0..16 {
+        let mut c = client(a_wildcard);
+        allocate_following(&mut c, b.addr());
+    }
+}

@@ -3,7 +3,8 @@
 //! generators on one box (one address has only the kernel's ~28,000 ephemeral ports).
 //!
 //! The server denies peers in 127.0.0.0/24 (longest prefix wins over the harness's
-//! 127.0.0.0/8), so a bench whose peer socket stayed on 127.0.0.1 would get 403 on its
+//! 127.0.0.0/8) and 127.0.0.1 itself (a tie with the harness's exact entry for the relay's own
+//! address is denied), so a bench whose peer socket stayed on 127.0.0.1 would get 403 on its
 //! CreatePermission and fail: a successful run with `--client-ip 127.0.3.1` shows the peers
 //! moved, and its held allocations all survive the closing refresh.
 
@@ -46,8 +47,14 @@ fn json_number(out: &str, key: &str) -> Option<f64> {
 
 #[test]
 fn clients_and_peers_bind_the_client_ip() {
-    let mut server =
-        TurnServer::spawn_turnd(&["--deny-peer", "127.0.0.0/24", "--unauthenticated-rate", "0"]);
+    let mut server = TurnServer::spawn_turnd(&[
+        "--deny-peer",
+        "127.0.0.0/24",
+        "--deny-peer",
+        "127.0.0.1",
+        "--unauthenticated-rate",
+        "0",
+    ]);
     let (ok, out) = bench(&server, "127.0.3.1");
     assert!(ok, "turnd-bench failed:\n{out}");
     assert_eq!(

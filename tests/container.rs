@@ -106,7 +106,7 @@ fn image_builds_relays_reports_metrics_and_drains_on_sigterm() {
     std::fs::write(
         &config,
         format!(
-            "realm = \"{realm}\"\nallow_peers = [\"127.0.0.0/8\"]\ndrain_timeout = {DRAIN_TIMEOUT_S}\n\
+            "realm = \"{realm}\"\nallow_peers = [\"127.0.0.0/8\", \"127.0.0.1\"]\ndrain_timeout = {DRAIN_TIMEOUT_S}\n\
              [[users]]\nname = \"{user}\"\npassword = \"{pw}\"\n",
             realm = raw::REALM,
             user = raw::ALICE.0,

@@ -48,7 +48,15 @@ const V6_FORMS: &[Form] = &[
     form("IPv4-mapped private", "::ffff:10.0.0.1", "10.0.0.1/32"),
     form("IPv4-compatible loopback", "::127.0.0.1", "127.0.0.1/32"),
     form("NAT64 well-known prefix", "64:ff9b::7f00:1", "127.0.0.1/32"),
-    form("NAT64 local-use prefix", "64:ff9b:1::a00:1", "10.0.0.1/32"),
+    // Under the local-use prefix every RFC 6052 reading (/48, /56, /64, /96) is checked: this
+    // address reads 10.10.10.10 at all four, so the one entry opens it.
+    form(
+        "NAT64 local-use prefix, every reading",
+        "64:ff9b:1:a0a:a:a0a:a0a:a0a",
+        "10.10.10.10/32",
+    ),
+    // (The /96 spelling 64:ff9b:1::a00:1 also reads 0.0.0.0 at /48: see
+    // `local_use_nat64_is_opened_only_when_every_reading_is`.)
     form("6to4 of 127.0.0.1", "2002:7f00:1::", "127.0.0.1/32"),
     // Teredo: server 127.0.0.1, client 1.2.3.4 (stored inverted in the last 32 bits).
     form(
@@ -342,4 +350,65 @@ fn ipv6_relay_families() {
     assert_error(&r, CREATE_PERMISSION, 443);
     let r = c.channel_bind(0x4000, "1.2.3.4:3478".parse().unwrap());
     assert_error(&r, CHANNEL_BIND, 443);
+}
+
+/// Under `64:ff9b:1::/48` the relay cannot know the NAT64 prefix length, so every RFC 6052
+/// reading must be allowed: the /96 spelling of 10.0.0.1 reads 0.0.0.0 at /48 and stays shut
+/// when only 10.0.0.1 is allowed.
+#[test]
+fn local_use_nat64_is_opened_only_when_every_reading_is() {
+    let server = v6_server(&["10.0.0.1/32"]);
+    let mut c = server.client();
+    c.allocate_v6();
+    let mut problems = Vec::new();
+    for (i, (addr, expect)) in [
+        ("64:ff9b:1::a00:1", Some(403)),
+        // A /48 gateway's spelling of 10.0.0.1: its /56, /64, /96 readings are 0.x and 1.0.0.0.
+        ("64:ff9b:1:a00:0:100::", Some(403)),
+        // The well-known prefix has one reading.
+        ("64:ff9b::a00:1", None),
+        // Every reading public (8.8.8.8): open without any entry.
+        ("64:ff9b:1:808:8:808:808:808", None),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let peer = SocketAddr::new(addr.parse().unwrap(), NAMED_PORT);
+        problems.extend(probe(&mut c, addr, peer, 0x4000 + i as u16, expect));
+    }
+    assert_no_problems(problems);
+}
+
+/// An allow entry reopens a built-in range only when it is at least as specific: a /0 written
+/// to "let the internet through" opens none of them, nor the relay's own addresses.
+#[test]
+fn broad_allow_entries_open_nothing_built_in() {
+    let mut problems = Vec::new();
+    let server = v4_server(&["0.0.0.0/0", "169.0.0.0/8"]);
+    let mut c = server.client();
+    c.allocate();
+    for (i, f) in V4_FORMS.iter().enumerate() {
+        let label = format!("{} (with 0.0.0.0/0)", f.label);
+        problems.extend(probe(
+            &mut c,
+            &label,
+            addr_of(f),
+            0x4000 + i as u16,
+            Some(403),
+        ));
+    }
+    let server = v6_server(&["::/0", "0.0.0.0/0"]);
+    let mut c = server.client();
+    c.allocate_v6();
+    for (i, f) in V6_FORMS.iter().enumerate() {
+        let label = format!("{} (with ::/0)", f.label);
+        problems.extend(probe(
+            &mut c,
+            &label,
+            addr_of(f),
+            0x4000 + i as u16,
+            Some(403),
+        ));
+    }
+    assert_no_problems(problems);
 }

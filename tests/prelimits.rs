@@ -274,7 +274,8 @@ fn binding_is_rate_limited_per_source() {
 fn permissions_and_channels_per_allocation_are_limited_with_508() {
     use raw::*;
     let s = TestServer::start(turnd::config::ConfigArgs {
-        allow_peer: vec!["127.0.0.0/8".into()],
+        // 127.0.0.1 is the relay's own address: only an exact entry opens it.
+        allow_peer: vec!["127.0.0.0/8".into(), "127.0.0.1".into()],
         max_permissions: Some("2".into()),
         max_channels: Some("1".into()),
         ..base_args()

@@ -770,7 +770,8 @@ fn garbage_gets_no_response_and_server_keeps_serving() {
 
 #[test]
 fn permissions_are_required_and_per_ip() {
-    let server = TestServer::allowing(&["127.0.0.0/8"]);
+    // 127.0.0.1 (peer `a`) is the relay's own address: only an exact entry opens it.
+    let server = TestServer::allowing(&["127.0.0.0/8", "127.0.0.1"]);
     let a = Peer::v4();
     let same_ip = Peer::v4();
     let other_ip = Peer {

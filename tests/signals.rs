@@ -173,10 +173,15 @@ fn relaying(server: SocketAddr, peer: &Peer) -> (Client, SocketAddr) {
 
 #[track_caller]
 fn round_trip(c: &Client, peer: &Peer, relay: SocketAddr, payload: &[u8]) {
-    c.send_channel_data(0x4000, payload, false);
+    round_trip_on(c, 0x4000, peer, relay, payload);
+}
+
+#[track_caller]
+fn round_trip_on(c: &Client, channel: u16, peer: &Peer, relay: SocketAddr, payload: &[u8]) {
+    c.send_channel_data(channel, payload, false);
     assert_eq!(peer.recv().expect("relayed to the peer").0, payload);
     peer.send_to(relay, payload);
-    assert_eq!(c.recv_channel_data(), (0x4000, payload.to_vec()));
+    assert_eq!(c.recv_channel_data(), (channel, payload.to_vec()));
 }
 
 #[test]
@@ -312,19 +317,35 @@ fn sighup_reloads_users_and_secrets_and_keeps_allocations() {
     let dir = std::env::temp_dir().join(format!("turnd-reload-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("turnd.toml");
-    std::fs::write(&file, config_file(ALICE.1, "secret-1", "\"127.0.0.1/32\"")).unwrap();
+    // Two loopback peers: 127.0.0.2 stays allowed, 127.0.0.1 (also the relay's own address,
+    // so only an exact entry opens it) is dropped by the reload.
+    let both = "\"127.0.0.1/32\", \"127.0.0.2/32\"";
+    let kept_only = "\"127.0.0.2/32\"";
+    std::fs::write(&file, config_file(ALICE.1, "secret-1", both)).unwrap();
     let path = file.to_string_lossy().to_string();
     let mut t = Turnd::spawn(&["--config", &path]);
 
-    let peer = Peer::v4();
-    let (c, relay) = relaying(t.udp, &peer);
+    let peer = Peer {
+        sock: std::net::UdpSocket::bind("127.0.0.2:0").expect("bind 127.0.0.2 (loopback /8)"),
+    };
+    let denied = Peer::v4();
+    let (mut c, relay) = relaying(t.udp, &peer);
+    c.bind_channel(0x4001, denied.addr());
+    round_trip_on(&c, 0x4001, &denied, relay, b"before");
     assert_eq!(rest_allocate(t.udp, "secret-1"), None);
 
-    // New password and secret, and loopback peers no longer allowed: SIGHUP applies them.
-    std::fs::write(&file, config_file("alice-new-pw", "secret-2", "")).unwrap();
+    // New password and secret, and 127.0.0.1 no longer allowed: SIGHUP applies them, to the
+    // existing allocation too.
+    std::fs::write(&file, config_file("alice-new-pw", "secret-2", kept_only)).unwrap();
     t.signal(libc::SIGHUP);
     t.wait_for_output("configuration reloaded");
     round_trip(&c, &peer, relay, b"after the reload");
+    // The denied peer's channel and permission stopped with the reload, both ways.
+    c.send_channel_data(0x4001, b"to a denied peer", false);
+    c.send_indication(denied.addr(), b"to a denied peer");
+    denied.expect_silence("data to a peer the reload denied");
+    denied.send_to(relay, b"from a denied peer");
+    c.expect_silence("data from a peer the reload denied");
     assert_eq!(alice_allocate(t.udp, ALICE.1), Some(401), "old password");
     assert_eq!(alice_allocate(t.udp, "alice-new-pw"), None, "new password");
     assert_eq!(rest_allocate(t.udp, "secret-1"), Some(401), "old secret");
@@ -332,7 +353,7 @@ fn sighup_reloads_users_and_secrets_and_keeps_allocations() {
     let mut fresh = Client::new(t.udp).with_user(ALICE.0, "alice-new-pw");
     fresh.allocate();
     assert_error(
-        &fresh.create_permission(&[peer.addr()]),
+        &fresh.create_permission(&[denied.addr()]),
         CREATE_PERMISSION,
         403,
     );
@@ -340,7 +361,7 @@ fn sighup_reloads_users_and_secrets_and_keeps_allocations() {
     // A key only a restart applies: the reload says so, naming it, and applies the rest.
     std::fs::write(
         &file,
-        config_with("alice-new-pw", "secret-2", "", "user_quota = 5"),
+        config_with("alice-new-pw", "secret-2", kept_only, "user_quota = 5"),
     )
     .unwrap();
     t.signal(libc::SIGHUP);

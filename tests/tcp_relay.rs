@@ -33,7 +33,8 @@ const PAYLOAD: usize = 64 * 1024 + 123;
 
 fn server() -> TestServer {
     TestServer::start(ConfigArgs {
-        allow_peer: vec!["127.0.0.0/8".into()],
+        // The peers listen on 127.0.0.1, the relay's own address: named exactly.
+        allow_peer: vec!["127.0.0.0/8".into(), "127.0.0.1".into()],
         workers: Some("2".into()),
         ..base_args()
     })

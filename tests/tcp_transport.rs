@@ -182,7 +182,8 @@ impl TcpClient {
 
 fn loopback_server(extra: impl FnOnce(&mut ConfigArgs)) -> TestServer {
     let mut args = ConfigArgs {
-        allow_peer: vec!["127.0.0.0/8".into()],
+        // The peers listen on 127.0.0.1, the relay's own address: named exactly.
+        allow_peer: vec!["127.0.0.0/8".into(), "127.0.0.1".into()],
         ..base_args()
     };
     extra(&mut args);

@@ -203,7 +203,8 @@ impl TlsClient {
 /// An in-process server with a TLS listener on 127.0.0.1:0 using `files`.
 fn tls_server(files: &CertFiles, extra: impl FnOnce(&mut ConfigArgs)) -> TestServer {
     let mut args = ConfigArgs {
-        allow_peer: vec!["127.0.0.0/8".into()],
+        // The peers listen on 127.0.0.1, the relay's own address: named exactly.
+        allow_peer: vec!["127.0.0.0/8".into(), "127.0.0.1".into()],
         tls_listen: vec!["127.0.0.1:0".into()],
         tls_cert: Some(files.cert.display().to_string()),
         tls_key: Some(files.key.display().to_string()),

@@ -255,7 +255,16 @@ config_keys! {
     section "Peer filter" {
         /// Peer networks relayed to even though the built-in filter denies them.
         ///
-        /// Each is `ADDR/PREFIX` or a single IP; for example media servers on 10.0.0.0/8.
+        /// Each is `ADDR/PREFIX` or a single IP; for example media servers on 10.0.0.0/8. An
+        /// entry opens a built-in range only if it is at least as specific as that range, so
+        /// `0.0.0.0/0` or `::/0` opens none of them and `169.0.0.0/8` does not open the cloud
+        /// metadata range 169.254.0.0/16.
+        ///
+        /// This host itself is never a peer: every address turnd listens, relays or advertises
+        /// on, and every address of the host's interfaces, is refused on every port except the
+        /// relay ports of the relay IPs (so two clients of this server still reach each other's
+        /// relayed addresses). Only an entry naming one of those addresses exactly (for example
+        /// `127.0.0.1`) reopens it, on every port.
         #[arg(value_delimiter = ',')]
         allow_peers: Vec<Cidr> = Vec::new() => {
             flag: allow_peer "CIDR", parse: list(cidr), sighup: applied,

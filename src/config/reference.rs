@@ -37,7 +37,8 @@ const DEMO: [(&str, &str, &str); 5] = [
         "allow_peers",
         r#"["127.0.0.0/8"]"#,
         "127.0.0.0/8 is here ONLY for the laptop demo (client, relay and peer all on one \
-         machine). Remove it in production.",
+         machine; `turnd probe` relays between two allocations' relayed addresses, which needs \
+         loopback allowed but not 127.0.0.1 by name). Remove it in production.",
     ),
 ];
 

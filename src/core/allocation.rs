@@ -380,4 +380,11 @@ impl AllocationTable {
             Slot::Free { .. } => None,
         })
     }
+
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut Allocation> {
+        self.slots.iter_mut().filter_map(|s| match s {
+            Slot::Used(a) => Some(&mut **a),
+            Slot::Free { .. } => None,
+        })
+    }
 }

@@ -71,6 +71,21 @@ impl Channels {
         self.list.retain(|c| keep(c.peer));
     }
 
+    /// Ends at `now` every live binding whose peer fails `keep` (a reloaded peer filter denies
+    /// it): it stops relaying at once and enters its cool-down, so neither its number nor its
+    /// peer is rebound elsewhere for 5 minutes (a late ChannelData must not reach a new peer).
+    /// Returns whether any ended; the caller schedules the sweep that forgets them.
+    pub fn revoke(&mut self, now: Instant, mut keep: impl FnMut(SocketAddr) -> bool) -> bool {
+        let mut any = false;
+        for c in self.list.iter_mut().filter(|c| c.expires > now) {
+            if !keep(c.peer) {
+                c.expires = now;
+                any = true;
+            }
+        }
+        any
+    }
+
     /// Binds or refreshes `number` ↔ `peer`, enforcing the rules of RFC 8656 §12.2.
     pub fn bind(
         &mut self,
@@ -174,6 +189,31 @@ mod tests {
         let free = expired + CHANNEL_LIFETIME + CHANNEL_COOLDOWN;
         ch.bind(0x4000, peer(2), free).unwrap();
         assert_eq!(ch.by_number(0x4000, free).unwrap().peer, peer(2));
+        assert_eq!(ch.len(), 1);
+    }
+
+    #[test]
+    fn revoke_ends_bindings_into_their_cool_down() {
+        let t0 = Instant::now();
+        let mut ch = Channels::default();
+        ch.bind(0x4000, peer(1), t0).unwrap();
+        ch.bind(0x4001, peer(2), t0).unwrap();
+        let now = t0 + Duration::from_secs(10);
+        assert!(ch.revoke(now, |p| p != peer(1)));
+        assert!(ch.by_number(0x4000, now).is_none() && ch.by_peer(peer(1), now).is_none());
+        assert!(ch.by_number(0x4001, now).is_some());
+        // Still held: the number cannot go to another peer during the cool-down.
+        assert_eq!(ch.held(now), 2);
+        assert_eq!(
+            ch.bind(0x4000, peer(3), now),
+            Err(BindConflict::NumberInUse)
+        );
+        assert_eq!(ch.sweep(now), Some(now + CHANNEL_COOLDOWN));
+        assert!(
+            !ch.revoke(now, |p| p != peer(1)),
+            "nothing live left to end"
+        );
+        ch.sweep(now + CHANNEL_COOLDOWN);
         assert_eq!(ch.len(), 1);
     }
 

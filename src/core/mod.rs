@@ -15,10 +15,12 @@ pub mod allocation;
 pub mod auth;
 pub mod bandwidth;
 pub mod channel;
+pub mod embedded_ipv4;
 pub mod five_tuple;
 mod handlers;
 pub mod nat_discovery;
 pub mod nonce;
+pub mod own_host;
 pub mod peer_filter;
 pub mod permission;
 pub mod ports;
@@ -167,6 +169,9 @@ pub enum EndReason {
     /// made over a stream to that connection.
     ConnectionClosed,
     Shutdown,
+    /// A reloaded peer filter denies a peer its TCP relay (RFC 6062) is spliced to: a stream
+    /// cannot be cut from the core, so the allocation ends.
+    PeerDenied,
 }
 
 impl EndReason {
@@ -176,6 +181,7 @@ impl EndReason {
             EndReason::Deleted => "deleted",
             EndReason::ConnectionClosed => "connection closed",
             EndReason::Shutdown => "shutdown",
+            EndReason::PeerDenied => "peer denied",
         }
     }
 }

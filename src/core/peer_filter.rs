@@ -3,8 +3,8 @@
 //! A TURN server is a proxy by design (RFC 8656): an authenticated client asks it to relay UDP
 //! to an arbitrary peer. Without a filter that makes the server a way into the networks *behind*
 //! it: loopback services, the cloud metadata endpoint (169.254.169.254), RFC 1918 back ends,
-//! link-local neighbours. RFC 8656 lets a server refuse peer addresses with 403 (Forbidden), and
-//! coturn shipped bugs where its restriction was bypassed:
+//! link-local neighbours — and the relay's own host. RFC 8656 lets a server refuse peer
+//! addresses with 403 (Forbidden), and coturn shipped bugs where its restriction was bypassed:
 //!
 //! - CVE-2020-26262: `0.0.0.0`, `[::]` and `[::1]` were not caught by the loopback check, so
 //!   relaying to them reached services listening on the server itself.
@@ -12,17 +12,52 @@
 //!   friends) were checked against the IPv6 rules only, so the IPv4 deny list never fired.
 //!
 //! This module therefore checks **every form** of an address: the address as given, and each
-//! IPv4 address an IPv6 address embeds (see [`PeerFilter::embedded_ipv4`]). The address is
-//! relayed only if all forms are allowed. The filter is on by default: a [`PeerFilter::default`]
-//! with no configuration refuses every special-purpose range in [`DEFAULT_DENY`].
+//! IPv4 address an IPv6 address embeds (see [`embedded_ipv4`](super::embedded_ipv4)). The
+//! address is relayed only if all forms are allowed. The filter is on by default: a
+//! [`PeerFilter::default`] with no configuration refuses every special-purpose range in
+//! [`DEFAULT_DENY`].
 //!
-//! Per form the rule is longest-prefix match over the operator's explicit entries (allow or
-//! deny; a tie is denied), falling back to the built-in deny list when no explicit entry
-//! matches. An explicit allow therefore beats the built-in list (SFU back ends on 10/8, tests on
-//! loopback) and an explicit deny adds ranges (the operator's own prefix).
+//! **Explicit entries and the built-in list.** Per form, the longest matching explicit entry
+//! decides (allow or deny; a tie is denied). An explicit deny adds ranges (the operator's own
+//! prefix). An explicit allow reopens a built-in range only when it is *at least as specific*
+//! as the built-in entry that matches (prefix length >=): `127.0.0.0/8` opens loopback (the
+//! laptop demo), `10.0.0.0/8` opens RFC 1918 back ends, `10.1.2.3` opens one of them, but
+//! `0.0.0.0/0` opens nothing built-in, `::/0` does not open `::1`, and `169.0.0.0/8` does not
+//! open `169.254.0.0/16` (the cloud metadata address). A broad allow written to let "the
+//! internet" through can therefore never reach what the built-in list guards.
+//!
+//! **The relay's own host** ([`OwnHost`], built by the shell and replaced on SIGHUP with the
+//! rest of the filter): a form that is an address of this host is refused even when the rules
+//! above allow it, with one exception and one way out.
+//!
+//! - The exception: on a relay IP (bind or advertised) the relay port range stays open, minus
+//!   turnd's own listening ports, so two clients of this relay reach each other's relayed
+//!   addresses ([`PeerVerdict::RelayPortsOnly`]).
+//! - The way out: an `allow_peers` entry that names the address *exactly* (a host route, /32 or
+//!   /128, equal to it) reopens it whole. A broader entry never does: `127.0.0.0/8` opens
+//!   loopback peers but not the relay's own `127.0.0.1`.
+//!
+//! **Permissions are per IP, the exception is per port.** RFC 8656 permissions name an IP
+//! only, so the port rule is applied where a port is known, from a flag set when the permission
+//! is installed (no filter runs per datagram):
+//!
+//! - CreatePermission: 403 for a [`PeerVerdict::Denied`] address. An own relay IP
+//!   ([`PeerVerdict::RelayPortsOnly`]) gets its permission, marked *own-host*.
+//! - ChannelBind: 403 for a denied address, and for an own relay IP on a port outside the
+//!   relay range (the channel's port is known, so it is refused up front).
+//! - Send indications, ChannelData and datagrams arriving on a relay socket: relayed only
+//!   with a permission, and through an own-host permission only to or from a relay port; any
+//!   other datagram is dropped (counted as "no permission"), so data to a refused port of the
+//!   host never leaves the relay and data from one never reaches the client.
+//! - RFC 6062: Connect gets 403 unless [`PeerFilter::allows`] the peer's address and port; a
+//!   peer's inbound connection is closed unless the same holds.
+//!
+//! After a reload the core re-checks every permission, channel and TCP peer connection against
+//! the new filter at once (`Server::handle_peer_filter_changed`).
 
+use super::own_host::OwnHost;
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
 
 /// An IP network in CIDR notation (`10.0.0.0/8`, `fe80::/10`).
@@ -183,7 +218,8 @@ impl fmt::Display for Cidr {
 }
 
 /// The built-in deny list, as text (for documentation, logs and config dumps). It is applied to
-/// every form of a peer address unless an explicit allow entry covers that form.
+/// every form of a peer address unless an explicit allow entry at least as specific as the
+/// matching built-in entry covers that form.
 /// [`default_deny`] gives the same list parsed; a test checks the two agree.
 pub const DEFAULT_DENY: &[&str] = &[
     "0.0.0.0/8", // "this network" (RFC 791/1122); 0.0.0.0 reaches the server itself (CVE-2020-26262)
@@ -247,22 +283,28 @@ pub fn default_deny() -> [Cidr; DEFAULT_DENY_LEN] {
     DEFAULT_DENY_CIDRS
 }
 
-/// The outcome of checking one peer address.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The outcome of checking one peer address; ordered from most to least refused, so the
+/// verdict of an address is the least of its forms'.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum PeerVerdict {
-    /// Every form of the address is allowed: relay.
-    Allowed,
     /// Some form is denied: answer 403 (Forbidden) (RFC 8656).
     Denied,
+    /// A form is a relay IP of this host: only its relay ports may be reached (another
+    /// allocation's relayed address); a permission for it is marked own-host.
+    RelayPortsOnly,
+    /// Every form of the address is allowed, on every port: relay.
+    Allowed,
 }
 
 /// Decides which peer addresses allocations may relay to. See the module docs for the rules.
 ///
 /// `Default` is the secure configuration: no explicit entries, built-in deny list in force.
+/// It knows no own-host set: the shell adds one with [`PeerFilter::with_own_host`].
 #[derive(Clone, Debug, Default)]
 pub struct PeerFilter {
     allow: Vec<Cidr>,
     deny: Vec<Cidr>,
+    own: OwnHost,
 }
 
 impl PeerFilter {
@@ -272,7 +314,17 @@ impl PeerFilter {
     /// would still leave `127.0.0.1` denied by the built-in list.
     #[must_use]
     pub fn new(allow: Vec<Cidr>, deny: Vec<Cidr>) -> PeerFilter {
-        PeerFilter { allow, deny }
+        PeerFilter {
+            allow,
+            deny,
+            own: OwnHost::default(),
+        }
+    }
+
+    /// The same filter, refusing the addresses of `own` as well (see the module docs).
+    #[must_use]
+    pub fn with_own_host(self, own: OwnHost) -> PeerFilter {
+        PeerFilter { own, ..self }
     }
 
     /// The explicit allow entries.
@@ -287,31 +339,70 @@ impl PeerFilter {
         &self.deny
     }
 
-    /// Whether `ip` may be used as a peer. Called on `CreatePermission`, `ChannelBind` and `Send`, so
-    /// it does not allocate: a linear scan over the explicit entries and the static list.
+    /// The own-host set.
+    #[must_use]
+    pub fn own_host(&self) -> &OwnHost {
+        &self.own
+    }
+
+    /// Whether every port of `ip` may be reached ([`PeerVerdict::Allowed`]). A relay IP of
+    /// this host is not: use [`PeerFilter::verdict`] or [`PeerFilter::allows`] where a port or
+    /// a permission is in play.
     #[must_use]
     pub fn is_allowed(&self, ip: IpAddr) -> bool {
-        if !self.form_allowed(ip) {
-            return false;
-        }
-        match ip {
-            IpAddr::V4(_) => true,
-            IpAddr::V6(v6) => Self::embedded_ipv4(v6).all(|v4| self.form_allowed(IpAddr::V4(v4))),
+        self.verdict(ip) == PeerVerdict::Allowed
+    }
+
+    /// Whether `peer`, address and port, may be reached: [`PeerVerdict::Allowed`], or
+    /// [`PeerVerdict::RelayPortsOnly`] on a relay port.
+    #[must_use]
+    pub fn allows(&self, peer: SocketAddr) -> bool {
+        match self.verdict(peer.ip()) {
+            PeerVerdict::Allowed => true,
+            PeerVerdict::RelayPortsOnly => self.own.is_relay_port(peer.port()),
+            PeerVerdict::Denied => false,
         }
     }
 
-    /// [`PeerFilter::is_allowed`] as a [`PeerVerdict`].
+    /// The verdict for `ip`: the least of its forms' (the address itself and every IPv4
+    /// address it embeds). Called on requests (CreatePermission, ChannelBind, Connect, a
+    /// peer's TCP connection), never per datagram; it does not allocate: a scan over the
+    /// explicit entries and the static list, and a binary search of the own-host set.
     #[must_use]
     pub fn verdict(&self, ip: IpAddr) -> PeerVerdict {
-        if self.is_allowed(ip) {
+        let mut v = self.form_verdict(ip);
+        if let IpAddr::V6(v6) = ip {
+            for v4 in Self::embedded_ipv4(v6) {
+                v = v.min(self.form_verdict(IpAddr::V4(v4)));
+            }
+        }
+        v
+    }
+
+    /// The verdict for one form: the explicit entries and the built-in list, then the own-host
+    /// set unless an allow entry names the form exactly.
+    fn form_verdict(&self, ip: IpAddr) -> PeerVerdict {
+        if !self.form_allowed(ip) {
+            PeerVerdict::Denied
+        } else if !self.own.contains(ip) || self.allows_exactly(ip) {
             PeerVerdict::Allowed
+        } else if self.own.is_relay_ip(ip) {
+            PeerVerdict::RelayPortsOnly
         } else {
             PeerVerdict::Denied
         }
     }
 
-    /// The verdict for one address form: the longest matching explicit entry decides (a tie
-    /// between allow and deny denies); with no explicit match the built-in list decides.
+    /// Whether an allow entry is the host route of `ip` (/32 or /128, equal to it): the only
+    /// entry that reopens an own address.
+    fn allows_exactly(&self, ip: IpAddr) -> bool {
+        let host = if ip.is_ipv4() { 32 } else { 128 };
+        self.allow.iter().any(|c| c.prefix == host && c.addr == ip)
+    }
+
+    /// The explicit entries and the built-in list for one form: the longest matching explicit
+    /// entry decides (a tie between allow and deny denies); an allow reopens a built-in range
+    /// only when it is at least as specific as the longest built-in entry matching.
     fn form_allowed(&self, ip: IpAddr) -> bool {
         let longest = |list: &[Cidr]| {
             list.iter()
@@ -319,52 +410,20 @@ impl PeerFilter {
                 .map(|c| c.prefix)
                 .max()
         };
+        let builtin = longest(&DEFAULT_DENY_CIDRS);
         match (longest(&self.allow), longest(&self.deny)) {
-            (Some(allow), Some(deny)) => allow > deny,
-            (Some(_), None) => true,
+            (Some(allow), Some(deny)) if allow <= deny => false,
+            (Some(allow), _) => builtin.is_none_or(|b| allow >= b),
             (None, Some(_)) => false,
-            (None, None) => !DEFAULT_DENY_CIDRS.iter().any(|c| c.contains(ip)),
+            (None, None) => builtin.is_none(),
         }
     }
 
     /// The IPv4 addresses an IPv6 address embeds, i.e. where a packet sent to it may really end
-    /// up. At most two; no heap. The forms (each prefix is checked exactly, so at most one
-    /// applies):
-    ///
-    /// - IPv4-mapped `::ffff:a.b.c.d` (RFC 4291 §2.5.5.2): dual-stack sockets send these as
-    ///   plain IPv4. This is the CVE-2026-27624 bypass.
-    /// - IPv4-translated `::ffff:0:a.b.c.d` (RFC 2765 §2.1, SIIT).
-    /// - IPv4-compatible `::a.b.c.d` (RFC 4291 §2.5.5.1, deprecated), except `::` and `::1`,
-    ///   which are the unspecified and loopback addresses and are on the IPv6 list themselves.
-    /// - NAT64 well-known prefix `64:ff9b::/96` (RFC 6052) and local-use `64:ff9b:1::/48`
-    ///   (RFC 8215): last 32 bits. A NAT64 gateway would forward to that IPv4 address.
-    /// - 6to4 `2002:AABB:CCDD::/48` (RFC 3056): bits 16..48, the tunnel end point.
-    /// - Teredo `2001:0::/32` (RFC 4380 §4): the server IPv4 (bits 32..64) and the client's
-    ///   public IPv4, stored inverted in the last 32 bits.
+    /// up; see [`embedded_ipv4`](super::embedded_ipv4) for the forms. At most
+    /// [`MAX_EMBEDDED`](super::embedded_ipv4::MAX_EMBEDDED); no heap.
     pub fn embedded_ipv4(ip: Ipv6Addr) -> impl Iterator<Item = Ipv4Addr> {
-        let s = ip.segments();
-        let join = |hi: u16, lo: u16| Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo));
-        let last = join(s[6], s[7]);
-        let found: [Option<Ipv4Addr>; 2] = match s {
-            // ::ffff:a.b.c.d (mapped) and ::ffff:0:a.b.c.d (translated)
-            [0, 0, 0, 0, 0, 0xffff, _, _] | [0, 0, 0, 0, 0xffff, 0, _, _] => [Some(last), None],
-            // :: and ::1 are not IPv4-compatible addresses.
-            [0, 0, 0, 0, 0, 0, 0, 0 | 1] => [None, None],
-            // ::a.b.c.d (compatible)
-            [0, 0, 0, 0, 0, 0, _, _] => [Some(last), None],
-            // 64:ff9b::/96 (NAT64 well-known prefix)
-            [0x64, 0xff9b, 0, 0, 0, 0, _, _] => [Some(last), None],
-            // 64:ff9b:1::/48 (NAT64 local use)
-            [0x64, 0xff9b, 1, _, _, _, _, _] => [Some(last), None],
-            // 2002::/16 (6to4)
-            [0x2002, hi, lo, _, _, _, _, _] => [Some(join(hi, lo)), None],
-            // 2001:0::/32 (Teredo): server, then inverted client address
-            [0x2001, 0, hi, lo, _, _, _, _] => {
-                [Some(join(hi, lo)), Some(Ipv4Addr::from(!u32::from(last)))]
-            }
-            _ => [None, None],
-        };
-        found.into_iter().flatten()
+        super::embedded_ipv4::embedded_ipv4(ip)
     }
 }
 
@@ -426,13 +485,17 @@ mod tests {
             ("translated", Ipv6Addr::new(0, 0, 0, 0, 0xffff, 0, hi, lo)),
             ("nat64", Ipv6Addr::new(0x64, 0xff9b, 0, 0, 0, 0, hi, lo)),
             (
-                "nat64-local",
+                "nat64-local/96",
                 Ipv6Addr::new(0x64, 0xff9b, 1, 0, 0, 0, hi, lo),
             ),
             (
-                "nat64-local-subnet",
+                "nat64-local/96-subnet",
                 Ipv6Addr::new(0x64, 0xff9b, 1, 0xab, 0xcd, 0, hi, lo),
             ),
+            // The target at the /48, /56 and /64 places of RFC 6052 §2.2 (u octet zero).
+            ("nat64-local/48", local_use_at(48, target)),
+            ("nat64-local/56", local_use_at(56, target)),
+            ("nat64-local/64", local_use_at(64, target)),
             ("6to4", Ipv6Addr::new(0x2002, hi, lo, 0, 0, 0, 0, 1)),
             (
                 "6to4-subnet",
@@ -452,6 +515,20 @@ mod tests {
             forms.push(("compatible", Ipv6Addr::new(0, 0, 0, 0, 0, 0, hi, lo)));
         }
         forms
+    }
+
+    /// An address under `64:ff9b:1::/48` whose RFC 6052 reading at `len` (48, 56 or 64) is
+    /// `target`; the bits around it are zero.
+    fn local_use_at(len: u8, target: Ipv4Addr) -> Ipv6Addr {
+        let t = u128::from(u32::from(target));
+        // `len - 48` bits of subnet (zero) follow the /48; the 32 target bits then skip the u
+        // octet (bits 64..71).
+        let before_u = 64 - u32::from(len); // target bits before bit 64
+        let high = t >> (32 - before_u);
+        let low = t & ((1u128 << (32 - before_u)) - 1);
+        let base = u128::from(v6("64:ff9b:1::"));
+        let after_u = 32 - before_u; // target bits from bit 72 on
+        Ipv6Addr::from(base | (high << 64) | (low << (56 - after_u)))
     }
 
     const PRIVATE_TARGETS: &[&str] = &[
@@ -587,7 +664,8 @@ mod tests {
             "::ffff:8.8.8.8",
             "::8.8.8.8",
             "64:ff9b::808:808",
-            "64:ff9b:1::808:808",
+            // Under the local-use NAT64 prefix every RFC 6052 reading is 8.8.8.8.
+            "64:ff9b:1:808:8:808:808:808",
             "2002:808:808::1",
             "2001:0:808:808:8000:ffff:f7f7:fbfb",
         ] {
@@ -608,8 +686,13 @@ mod tests {
         // RFC 6052 §2.4 example.
         assert_eq!(embedded("64:ff9b::c000:221"), [v4("192.0.2.33")]);
         assert_eq!(embedded("64:ff9b::a00:1"), [v4("10.0.0.1")]);
-        assert_eq!(embedded("64:ff9b:1::a00:1"), [v4("10.0.0.1")]);
-        assert_eq!(embedded("64:ff9b:1:ffff:ffff:ffff:a00:1"), [v4("10.0.0.1")]);
+        // The local-use prefix has one reading per RFC 6052 length (embedded_ipv4.rs tests
+        // them); the /96 one is always last.
+        assert_eq!(embedded("64:ff9b:1::a00:1").last(), Some(&v4("10.0.0.1")));
+        assert_eq!(
+            embedded("64:ff9b:1:ffff:ffff:ffff:a00:1").last(),
+            Some(&v4("10.0.0.1"))
+        );
         assert_eq!(embedded("2002:a00:1::"), [v4("10.0.0.1")]);
         assert_eq!(embedded("2002:c000:204:1::1"), [v4("192.0.2.4")]);
         // The well-known Teredo example: server 65.54.227.120, client 192.0.2.45 (port 40000).
@@ -644,11 +727,8 @@ mod tests {
             assert!(exact.is_allowed(IpAddr::V4(target)), "{t}");
             for (name, form) in bypass_forms(target) {
                 let a = IpAddr::V6(form);
-                assert_eq!(
-                    PeerFilter::embedded_ipv4(form)
-                        .filter(|e| *e == target)
-                        .count(),
-                    1,
+                assert!(
+                    PeerFilter::embedded_ipv4(form).any(|e| e == target),
                     "{name} {form} must embed {t}"
                 );
                 assert!(
@@ -661,10 +741,19 @@ mod tests {
                         "{name} {form} ({t}) allowed by unrelated"
                     );
                 }
-                assert!(
+                // A local-use NAT64 address has other readings (zeros around the target, so
+                // 0.x.x.x): allowing the target alone opens it only when they are the target
+                // too.
+                let others_open = PeerFilter::embedded_ipv4(form)
+                    .all(|e| e == target || exact.is_allowed(IpAddr::V4(e)));
+                assert_eq!(
                     exact.is_allowed(a),
-                    "{name} {form} ({t}) denied with allow {t}"
+                    others_open,
+                    "{name} {form} ({t}) with allow {t}"
                 );
+                if !name.starts_with("nat64-local") {
+                    assert!(others_open, "{name} {form} has one reading");
+                }
             }
         }
     }
@@ -765,12 +854,224 @@ mod tests {
     }
 
     #[test]
-    fn explicit_allow_beats_builtin_regardless_of_length() {
-        let f = filter(&["0.0.0.0/0"], &[]);
-        assert!(f.is_allowed(ip("127.0.0.1")));
-        assert!(f.is_allowed(ip("::ffff:10.0.0.1")));
+    fn builtin_deny_yields_only_to_an_allow_at_least_as_specific() {
+        // Wider than every built-in entry: opens none of them.
+        let f = filter(&["0.0.0.0/0", "::/0"], &[]);
+        for a in [
+            "127.0.0.1",
+            "10.0.0.1",
+            "169.254.169.254",
+            "::ffff:10.0.0.1",
+            "::1",
+            "::",
+            "fe80::1",
+            "fd00::1",
+        ] {
+            assert!(!f.is_allowed(ip(a)), "{a} opened by a /0");
+        }
+        assert!(f.is_allowed(ip("8.8.8.8")) && f.is_allowed(ip("2606:4700::1")));
+        // Equal length opens the range (the laptop demo's 127.0.0.0/8, SFU back ends on 10/8).
+        let f = filter(&["127.0.0.0/8", "10.0.0.0/8"], &[]);
+        assert!(f.is_allowed(ip("127.0.0.1")) && f.is_allowed(ip("127.9.9.9")));
+        assert!(f.is_allowed(ip("10.1.2.3")) && f.is_allowed(ip("::ffff:10.1.2.3")));
+        // Longer opens just that part.
+        let f = filter(&["169.254.169.254/32", "fe80::/64"], &[]);
+        assert!(f.is_allowed(ip("169.254.169.254")));
+        assert!(!f.is_allowed(ip("169.254.169.253")));
+        assert!(f.is_allowed(ip("fe80::1")) && !f.is_allowed(ip("fe80:0:0:1::1")));
+        // Shorter does not: 169.0.0.0/8 leaves the metadata range shut, opens the rest.
+        let f = filter(&["169.0.0.0/8", "100.0.0.0/8", "fc00::/6"], &[]);
+        assert!(!f.is_allowed(ip("169.254.169.254")));
+        assert!(f.is_allowed(ip("169.1.1.1")));
+        assert!(!f.is_allowed(ip("100.64.0.1")) && f.is_allowed(ip("100.1.1.1")));
+        assert!(!f.is_allowed(ip("fd00::1")));
+        // The longest matching allow is the one that counts.
+        let f = filter(&["0.0.0.0/0", "127.0.0.0/8"], &[]);
+        assert!(f.is_allowed(ip("127.0.0.1")) && !f.is_allowed(ip("10.0.0.1")));
+        // An explicit deny still beats a shorter allow, and the built-in list a shorter one.
+        let f = filter(&["10.0.0.0/8"], &["10.1.0.0/16"]);
+        assert!(!f.is_allowed(ip("10.1.0.1")) && f.is_allowed(ip("10.2.0.1")));
         // Family-specific: an IPv4 allow does not open IPv6 ranges.
-        assert!(!f.is_allowed(ip("fe80::1")));
+        let f = filter(&["127.0.0.0/8"], &[]);
+        assert!(!f.is_allowed(ip("fe80::1")) && !f.is_allowed(ip("::1")));
+    }
+
+    #[test]
+    fn local_use_nat64_needs_every_reading_allowed() {
+        // Readings: /48 10.10.11.11, /56 10.11.11.12, /64 11.11.12.12, /96 12.12.13.13.
+        let a = ip("64:ff9b:1:a0a:b:b0c:c0c:d0d");
+        assert!(!PeerFilter::default().is_allowed(a));
+        assert!(!filter(&["10.10.11.11"], &[]).is_allowed(a));
+        assert!(filter(&["10.0.0.0/8"], &[]).is_allowed(a));
+        // Each reading is checked: denying any one of them refuses the address.
+        for r in ["10.10.11.11", "10.11.11.12", "11.11.12.12", "12.12.13.13"] {
+            assert!(!filter(&["10.0.0.0/8"], &[r]).is_allowed(a), "{r}");
+        }
+        // The usual /96 spelling reads as 0.0.0.0 at /48: refused even for a public target,
+        // since the relay does not know the length of the operator's NAT64 prefix.
+        assert!(!PeerFilter::default().is_allowed(ip("64:ff9b:1::808:808")));
+        assert!(!filter(&["8.8.8.8"], &[]).is_allowed(ip("64:ff9b:1::808:808")));
+        // The well-known prefix has one reading (/96).
+        assert!(PeerFilter::default().is_allowed(ip("64:ff9b::808:808")));
+        // A private target at each place a local-use prefix may put it is refused.
+        for t in ["10.0.0.1", "127.0.0.1", "169.254.169.254", "192.168.1.1"] {
+            for len in [48, 56, 64] {
+                let form = IpAddr::V6(local_use_at(len, v4(t)));
+                assert!(
+                    !PeerFilter::default().is_allowed(form),
+                    "/{len} {form} ({t})"
+                );
+            }
+        }
+    }
+
+    /// A host at 44.0.0.1 (public, on its interface) listening on 44.0.0.1:3478 and the admin
+    /// listener on 44.0.0.1:9641, relaying on 44.0.0.1 and the private 10.0.0.5 advertised as
+    /// 44.0.0.2, relay ports 49152-65535; loopback and a second public address 44.0.0.9 on its
+    /// interfaces.
+    fn own_host(wildcard: bool) -> OwnHost {
+        use super::super::own_host::{HostAddrs, InterfaceAddr};
+        use super::super::RelayAddr;
+        let listen = if wildcard {
+            "0.0.0.0:3478"
+        } else {
+            "44.0.0.1:3478"
+        };
+        let iface = |a: &str, prefix, loopback| InterfaceAddr {
+            ip: ip(a),
+            prefix,
+            loopback,
+        };
+        OwnHost::new(&HostAddrs {
+            listeners: vec![listen.parse().unwrap(), "44.0.0.1:9641".parse().unwrap()],
+            relays: vec![
+                RelayAddr {
+                    bind: ip("44.0.0.1"),
+                    advertised: ip("44.0.0.1"),
+                },
+                RelayAddr {
+                    bind: ip("10.0.0.5"),
+                    advertised: ip("44.0.0.2"),
+                },
+            ],
+            relay_ports: (49152, 65535),
+            interfaces: vec![
+                iface("127.0.0.1", 8, true),
+                iface("::1", 128, true),
+                iface("44.0.0.1", 24, false),
+                iface("44.0.0.9", 24, false),
+                iface("10.0.0.5", 24, false),
+                iface("2606:4700::5", 64, false),
+            ],
+        })
+    }
+
+    fn sa(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn own_addresses_are_refused_except_relay_ports_on_relay_ips() {
+        let f = filter(&["10.0.0.0/8", "127.0.0.0/8"], &[]).with_own_host(own_host(false));
+        // Relay IPs, bind and advertised: their relay ports only.
+        for a in [
+            "44.0.0.1",
+            "44.0.0.2",
+            "10.0.0.5",
+            "::ffff:44.0.0.1",
+            "64:ff9b::2c00:1",
+        ] {
+            assert_eq!(f.verdict(ip(a)), PeerVerdict::RelayPortsOnly, "{a}");
+            assert!(!f.is_allowed(ip(a)), "{a}");
+        }
+        assert!(f.allows(sa("44.0.0.1:49152")) && f.allows(sa("44.0.0.2:65535")));
+        assert!(f.allows(sa("[::ffff:44.0.0.1]:50000")));
+        for p in [
+            "44.0.0.1:3478",
+            "44.0.0.1:9641",
+            "44.0.0.1:22",
+            "44.0.0.2:49151",
+        ] {
+            assert!(!f.allows(sa(p)), "{p}");
+        }
+        // Other own addresses: no port at all, whatever allow_peers says about their range.
+        for a in [
+            "44.0.0.9",
+            "127.0.0.1",
+            "::1",
+            "0.0.0.0",
+            "::",
+            "2606:4700::5",
+        ] {
+            assert_eq!(f.verdict(ip(a)), PeerVerdict::Denied, "{a}");
+            assert!(!f.allows(SocketAddr::new(ip(a), 50000)), "{a}");
+        }
+        // Every embedded form of an own address is own too.
+        for a in [
+            "::ffff:44.0.0.9",
+            "::ffff:0:44.0.0.9",
+            "64:ff9b::2c00:9",
+            "2002:2c00:9::1",
+        ] {
+            assert_eq!(f.verdict(ip(a)), PeerVerdict::Denied, "{a}");
+        }
+        // Not own: the rules as before (127.0.0.2 is in the allowed 127/8, no wildcard).
+        for a in ["44.0.0.3", "127.0.0.2", "10.0.0.6", "8.8.8.8"] {
+            assert_eq!(f.verdict(ip(a)), PeerVerdict::Allowed, "{a}");
+        }
+        // Without allow_peers the built-in list still refuses a private relay IP outright.
+        let plain = PeerFilter::default().with_own_host(own_host(false));
+        assert_eq!(plain.verdict(ip("10.0.0.5")), PeerVerdict::Denied);
+        assert_eq!(plain.verdict(ip("44.0.0.1")), PeerVerdict::RelayPortsOnly);
+        // An explicit deny beats the exception.
+        let denied = filter(&[], &["44.0.0.0/24"]).with_own_host(own_host(false));
+        assert_eq!(denied.verdict(ip("44.0.0.1")), PeerVerdict::Denied);
+    }
+
+    #[test]
+    fn wildcard_listener_makes_all_of_loopback_own() {
+        let f = filter(&["127.0.0.0/8"], &[]).with_own_host(own_host(true));
+        for a in [
+            "127.0.0.1",
+            "127.0.0.2",
+            "127.255.255.254",
+            "::ffff:127.0.0.3",
+        ] {
+            assert_eq!(f.verdict(ip(a)), PeerVerdict::Denied, "{a}");
+        }
+        // The interfaces' addresses are own with or without a wildcard.
+        assert_eq!(f.verdict(ip("44.0.0.9")), PeerVerdict::Denied);
+    }
+
+    #[test]
+    fn only_an_exact_allow_reopens_an_own_address() {
+        let own = || own_host(true);
+        // Broader entries never do.
+        for broad in ["44.0.0.0/24", "44.0.0.8/31", "0.0.0.0/0", "44.0.0.9/31"] {
+            let f = filter(&[broad], &[]).with_own_host(own());
+            assert_eq!(f.verdict(ip("44.0.0.9")), PeerVerdict::Denied, "{broad}");
+            assert!(!f.allows(sa("44.0.0.1:22")), "{broad}");
+        }
+        let f = filter(&["127.0.0.0/8", "::/0"], &[]).with_own_host(own());
+        assert_eq!(f.verdict(ip("127.0.0.2")), PeerVerdict::Denied);
+        assert_eq!(f.verdict(ip("2606:4700::5")), PeerVerdict::Denied);
+        // A host route equal to the address reopens it, whole (every port), and only it.
+        let f = filter(
+            &["44.0.0.9", "44.0.0.1/32", "127.0.0.0/8", "127.0.0.2"],
+            &[],
+        )
+        .with_own_host(own());
+        assert_eq!(f.verdict(ip("44.0.0.9")), PeerVerdict::Allowed);
+        assert_eq!(f.verdict(ip("::ffff:44.0.0.9")), PeerVerdict::Allowed);
+        assert!(f.allows(sa("44.0.0.1:22")));
+        assert_eq!(f.verdict(ip("127.0.0.2")), PeerVerdict::Allowed);
+        assert_eq!(f.verdict(ip("127.0.0.3")), PeerVerdict::Denied);
+        assert_eq!(f.verdict(ip("44.0.0.2")), PeerVerdict::RelayPortsOnly);
+        // The exact entry still has to pass the built-in list and the explicit denies.
+        let f = filter(&["10.0.0.5"], &["10.0.0.5/32"]).with_own_host(own());
+        assert_eq!(f.verdict(ip("10.0.0.5")), PeerVerdict::Denied);
+        let f = filter(&["::1"], &[]).with_own_host(own());
+        assert_eq!(f.verdict(ip("::1")), PeerVerdict::Allowed);
     }
 
     #[test]
@@ -788,8 +1089,8 @@ mod tests {
             for f in &filters {
                 let want = f.is_allowed(IpAddr::V4(t));
                 for (name, form) in bypass_forms(t) {
-                    if name.starts_with("teredo") {
-                        continue; // the partner address is also checked
+                    if name.starts_with("teredo") || name.starts_with("nat64-local") {
+                        continue; // the partner address, or the other readings, are checked too
                     }
                     assert_eq!(f.is_allowed(IpAddr::V6(form)), want, "{name} {form} vs {t}");
                 }

@@ -3,6 +3,7 @@
 
 use super::allocation::{Additional, AllocationId, AllocationTable, State};
 use super::five_tuple::FiveTuple;
+use super::peer_filter::PeerFilter;
 use super::rate_limit::RateLimiter;
 use super::reply::Responder;
 use super::timer::{TimerKind, Timers};
@@ -246,6 +247,10 @@ pub struct Server {
     unauthenticated_limit: RateLimiter,
     /// Binding answers, per source (`binding_rate`).
     binding_limit: RateLimiter,
+    /// The peer filter this worker last applied to its permissions and channels
+    /// ([`Server::handle_peer_filter_changed`]). The relay path reads its own-host ports
+    /// through this `Arc` rather than the shared `Reloadable`, so it takes no lock.
+    pub(super) filter: Arc<PeerFilter>,
 }
 
 impl Server {
@@ -266,9 +271,11 @@ impl Server {
         );
         let binding_limit =
             RateLimiter::new(shared.config.binding_rate, limiter_key(b"binding"), now);
+        let filter = shared.peer_filter.load();
         Server {
             unauthenticated_limit,
             binding_limit,
+            filter,
             shared,
             allocations: AllocationTable::default(),
             timers: Timers::default(),
@@ -548,6 +555,11 @@ impl Server {
         // (an old entry is never served — `insert` and this purge drop it first), and it
         // rides on every call here; the shell calls at least once a second.
         self.transactions.expire(now);
+        // The shell calls `handle_peer_filter_changed` right after a reload; this catches a
+        // reload it did not report, within a second.
+        if !Arc::ptr_eq(&self.filter, &self.shared.peer_filter.load()) {
+            self.handle_peer_filter_changed(now);
+        }
         while let Some(kind) = self.timers.pop_due(now) {
             match kind {
                 TimerKind::AllocationExpiry(id) => {

@@ -1,8 +1,12 @@
-//! Finding a relay address when the operator listens on a wildcard (`0.0.0.0`, `[::]`) and
-//! gives no `relay_ips`: the address of the interface that carries the default route, which
-//! is the one a host's peers can reach. Nothing is sent; the kernel's routing table
-//! (`/proc/net/route`, `/proc/net/ipv6_route`) and interface list are read.
+//! What the host's network looks like, read from the kernel (nothing is sent):
+//!
+//! - a relay address when the operator listens on a wildcard (`0.0.0.0`, `[::]`) and gives no
+//!   `relay_ips`: the address of the interface that carries the default route, which is the
+//!   one a host's peers can reach (`/proc/net/route`, `/proc/net/ipv6_route`, `getifaddrs`);
+//! - every address of every interface, for the peer filter's own-host set
+//!   ([`interface_addrs`]).
 
+use crate::core::own_host::InterfaceAddr;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// The interface of the IPv4 default route in `/proc/net/route` text.
@@ -25,15 +29,39 @@ pub fn default_route_iface_v6(route: &str) -> Option<&str> {
     })
 }
 
+/// Every address of every interface of the host (its network namespace), with its prefix
+/// length and whether the interface is a loopback: the own-host set of the peer filter is
+/// built from it (start-up and SIGHUP). Empty when `getifaddrs` fails; the listed addresses
+/// of the configuration are still own then.
+pub fn interface_addrs() -> Vec<InterfaceAddr> {
+    let mut out = Vec::new();
+    for_each_ifaddr(|_, addr| out.push(addr));
+    out.sort_unstable_by_key(|a| (a.ip, a.prefix));
+    out.dedup();
+    out
+}
+
 /// Addresses usable as a relay address on `iface`: not loopback, link-local or unspecified.
 fn iface_addrs(iface: &str) -> Vec<IpAddr> {
     let mut out = Vec::new();
+    for_each_ifaddr(|name, addr| {
+        if name == iface.as_bytes() {
+            out.push(addr.ip);
+        }
+    });
+    out.retain(|ip| usable(*ip));
+    out
+}
+
+/// Calls `f` with the interface name and address of each IPv4 and IPv6 entry `getifaddrs`
+/// lists.
+fn for_each_ifaddr(mut f: impl FnMut(&[u8], InterfaceAddr)) {
     let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: getifaddrs fills `head` with a list we only read and free with freeifaddrs;
     // every pointer is checked for null before use and none outlives the list.
     unsafe {
         if libc::getifaddrs(&mut head) != 0 {
-            return out;
+            return;
         }
         let mut cur = head;
         while !cur.is_null() {
@@ -42,26 +70,55 @@ fn iface_addrs(iface: &str) -> Vec<IpAddr> {
             if ifa.ifa_addr.is_null() || ifa.ifa_name.is_null() {
                 continue;
             }
-            if std::ffi::CStr::from_ptr(ifa.ifa_name).to_str() != Ok(iface) {
+            let name = std::ffi::CStr::from_ptr(ifa.ifa_name).to_bytes();
+            let Some(ip) = sockaddr_ip(ifa.ifa_addr) else {
                 continue;
-            }
-            let ip = match (*ifa.ifa_addr).sa_family as i32 {
-                libc::AF_INET => {
-                    let sa = &*(ifa.ifa_addr as *const libc::sockaddr_in);
-                    IpAddr::V4(Ipv4Addr::from(u32::from_be(sa.sin_addr.s_addr)))
-                }
-                libc::AF_INET6 => {
-                    let sa = &*(ifa.ifa_addr as *const libc::sockaddr_in6);
-                    IpAddr::V6(Ipv6Addr::from(sa.sin6_addr.s6_addr))
-                }
-                _ => continue,
             };
-            out.push(ip);
+            let full = if ip.is_ipv4() { 32 } else { 128 };
+            let prefix = if ifa.ifa_netmask.is_null() {
+                full
+            } else {
+                sockaddr_ip(ifa.ifa_netmask).map_or(full, prefix_len)
+            };
+            let loopback = ifa.ifa_flags & libc::IFF_LOOPBACK as libc::c_uint != 0;
+            f(
+                name,
+                InterfaceAddr {
+                    ip,
+                    prefix,
+                    loopback,
+                },
+            );
         }
         libc::freeifaddrs(head);
     }
-    out.retain(|ip| usable(*ip));
-    out
+}
+
+/// The IP of an `AF_INET` or `AF_INET6` socket address.
+///
+/// # Safety
+/// `sa` points at a valid `sockaddr` whose family says how large it is (as `getifaddrs`
+/// guarantees for `ifa_addr` and `ifa_netmask`).
+unsafe fn sockaddr_ip(sa: *const libc::sockaddr) -> Option<IpAddr> {
+    match (*sa).sa_family as i32 {
+        libc::AF_INET => {
+            let sa = &*(sa as *const libc::sockaddr_in);
+            Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(sa.sin_addr.s_addr))))
+        }
+        libc::AF_INET6 => {
+            let sa = &*(sa as *const libc::sockaddr_in6);
+            Some(IpAddr::V6(Ipv6Addr::from(sa.sin6_addr.s6_addr)))
+        }
+        _ => None,
+    }
+}
+
+/// The prefix length of a netmask: its leading one bits.
+fn prefix_len(mask: IpAddr) -> u8 {
+    match mask {
+        IpAddr::V4(m) => u32::from(m).leading_ones() as u8,
+        IpAddr::V6(m) => u128::from(m).leading_ones() as u8,
+    }
 }
 
 fn usable(ip: IpAddr) -> bool {
@@ -109,6 +166,29 @@ fd000000000000000000000000000000 40 00000000000000000000000000000000 00 00000000
         assert_eq!(default_route_iface_v6(ROUTE6), Some("eth0"));
         assert_eq!(default_route_iface_v4("Iface\tDestination\n"), None);
         assert_eq!(default_route_iface_v6(""), None);
+    }
+
+    #[test]
+    fn interface_addrs_include_loopback_with_its_prefix() {
+        // Every network namespace has `lo`; once it is up it holds 127.0.0.1/8.
+        let all = interface_addrs();
+        if let Some(lo) = all.iter().find(|a| a.ip == IpAddr::from([127, 0, 0, 1])) {
+            assert!(lo.loopback);
+            assert_eq!(lo.prefix, 8);
+        }
+        assert!(all
+            .iter()
+            .all(|a| a.prefix <= if a.ip.is_ipv4() { 32 } else { 128 }));
+    }
+
+    #[test]
+    fn netmask_prefix_lengths() {
+        let p = |s: &str| prefix_len(s.parse().unwrap());
+        assert_eq!(p("255.0.0.0"), 8);
+        assert_eq!(p("255.255.255.255"), 32);
+        assert_eq!(p("0.0.0.0"), 0);
+        assert_eq!(p("ffff:ffff:ffff:ffff::"), 64);
+        assert_eq!(p("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"), 128);
     }
 
     #[test]

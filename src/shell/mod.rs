@@ -7,6 +7,7 @@ mod coalesce;
 mod discover;
 mod limits;
 mod nat_discovery;
+mod reload;
 mod rlimit;
 mod setup;
 mod socket;
@@ -31,6 +32,9 @@ pub fn check(config: &Config) -> anyhow::Result<()> {
     setup::relay_addrs(config)?;
     tls::check(config)
 }
+
+/// How long a reload waits for every worker to apply a new peer filter.
+const RELOAD_WAIT: Duration = Duration::from_secs(2);
 
 /// Tries for a port free in both UDP and TCP when the operator asks for port 0.
 const PORT_ATTEMPTS: usize = 16;
@@ -62,6 +66,20 @@ fn bind_listen_addr(
     }
 }
 
+/// Installs `filter` for every worker and logs the own-host set it refuses.
+fn store_peer_filter(shared: &crate::core::Shared, filter: crate::core::peer_filter::PeerFilter) {
+    let own = filter.own_host();
+    let nets: Vec<String> = own.nets().iter().map(ToString::to_string).collect();
+    tracing::info!(
+        addresses = own.addrs().count(),
+        networks = %nets.join(","),
+        "own host: refused as a peer, except the relay ports of the relay IPs"
+    );
+    let addrs: Vec<String> = own.addrs().map(ToString::to_string).collect();
+    tracing::debug!(addresses = %addrs.join(","), "own host addresses");
+    shared.peer_filter.store(filter);
+}
+
 /// A running server.
 pub struct Server {
     udp_addrs: Vec<SocketAddr>,
@@ -71,6 +89,11 @@ pub struct Server {
     workers: Vec<JoinHandle<()>>,
     metrics: crate::metrics::Endpoint,
     shared: std::sync::Arc<crate::core::Shared>,
+    /// The listeners and relay addresses the own-host set is rebuilt from on reload.
+    host: crate::core::own_host::HostAddrs,
+    /// Tells every worker a reload stored a new peer filter, so each applies it to its
+    /// permissions, channels and TCP connections at once.
+    reloads: reload::Reloads,
 }
 
 impl Server {
@@ -126,6 +149,7 @@ impl Server {
             parked: Default::default(),
         };
 
+        let (reloads, mut reload_links) = reload::Reloads::new(workers);
         let (tx, rx) = watch::channel(false);
         let worker_metrics: Vec<std::sync::Arc<crate::metrics::WorkerMetrics>> =
             (0..workers).map(|_| Default::default()).collect();
@@ -140,6 +164,24 @@ impl Server {
             config.admin_token.clone(),
             rx.clone(),
         )?;
+        // The own-host set needs every bound listener: TURN, TLS, RFC 5780, admin.
+        let host = setup::host_addrs(
+            &config,
+            &shared,
+            udp_addrs
+                .iter()
+                .chain(&tcp_addrs)
+                .copied()
+                .chain(tls.addrs())
+                .chain([metrics.addr()]),
+        );
+        store_peer_filter(&shared, setup::peer_filter_for_host(&config, &host));
+        // One list for every node of a cluster is the usual deployment: say which entry is us.
+        for a in &config.alternate_servers {
+            if shared.peer_filter.load().own_host().is_own_listener(*a) {
+                tracing::info!(alternate = %a, "alternate server is this server: never a redirect target here");
+            }
+        }
         let now = Instant::now();
         let unix_now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -153,6 +195,7 @@ impl Server {
             let seed: u64 = rand::random();
             let core = crate::core::Server::new(shared.clone(), seed, now, unix_now);
             let rx = rx.clone();
+            let reloads = reload_links.remove(0);
             let link = crate::metrics::WorkerLink {
                 metrics: worker_metrics[index].clone(),
                 admin: admin_rx.remove(0),
@@ -169,6 +212,7 @@ impl Server {
                         tls_listeners,
                         limits,
                         rx,
+                        reloads,
                         link,
                         udp_opts,
                     )
@@ -185,6 +229,8 @@ impl Server {
             workers: handles,
             metrics,
             shared,
+            host,
+            reloads,
         })
     }
 
@@ -227,12 +273,22 @@ impl Server {
         self.shared.quotas.set_draining(true);
     }
 
-    /// Applies a reloaded configuration's realm, users, REST secrets and peer filter. Existing
-    /// allocations keep relaying; their next request is checked against the new credentials.
-    /// Other keys take effect at the next start.
+    /// Applies a reloaded configuration's realm, users, REST secrets and peer filter, and
+    /// reads the host's interface addresses again for the own-host set. Existing allocations
+    /// keep relaying; their next request is checked against the new credentials, and every
+    /// worker drops at once the permissions, channels and TCP peer connections the new filter
+    /// denies. Other keys take effect at the next start.
     pub fn reload(&self, config: &Config) {
         self.shared.credentials.store(setup::credentials(config));
-        self.shared.peer_filter.store(setup::peer_filter(config));
+        store_peer_filter(
+            &self.shared,
+            setup::peer_filter_for_host(config, &self.host),
+        );
+        if !self.reloads.announce(RELOAD_WAIT) {
+            tracing::warn!(
+                "reload: a worker did not re-check its permissions in time; its timer will"
+            );
+        }
     }
 
     /// Allocations held across all workers (including those still opening their socket).

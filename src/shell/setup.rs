@@ -4,11 +4,12 @@ use super::discover;
 use crate::config::Config;
 use crate::core::auth::Credentials;
 use crate::core::nonce::NonceKey;
+use crate::core::own_host::{HostAddrs, OwnHost};
 use crate::core::peer_filter::PeerFilter;
 use crate::core::ports::PortPool;
 use crate::core::{CoreConfig, RelayAddr, Shared};
 use anyhow::bail;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -83,9 +84,43 @@ pub fn credentials(config: &Config) -> Credentials {
     )
 }
 
-/// The peer filter of `config` (replaced whole on reload).
+/// The peer filter of `config`, without an own-host set (the listeners are not bound yet when
+/// the shared state is made); [`peer_filter_for_host`] is the one workers run with.
 pub fn peer_filter(config: &Config) -> PeerFilter {
     PeerFilter::new(config.allow_peers.clone(), config.deny_peers.clone())
+}
+
+/// The peer filter of `config` refusing the host `host` describes, with the addresses of its
+/// interfaces read now (start-up, and again on every SIGHUP: an address added since is own
+/// too). Replaced whole on reload.
+pub fn peer_filter_for_host(config: &Config, host: &HostAddrs) -> PeerFilter {
+    let host = HostAddrs {
+        interfaces: discover::interface_addrs(),
+        ..host.clone()
+    };
+    peer_filter(config).with_own_host(OwnHost::new(&host))
+}
+
+/// What the own-host set needs besides the interfaces: every bound listening socket, the relay
+/// addresses and the relay port range.
+pub fn host_addrs(
+    config: &Config,
+    shared: &Shared,
+    listeners: impl IntoIterator<Item = SocketAddr>,
+) -> HostAddrs {
+    let mut all: Vec<SocketAddr> = listeners.into_iter().collect();
+    // RFC 5780's four sockets per pair.
+    for p in &shared.config.nat_discovery {
+        all.extend(p.addresses());
+    }
+    all.sort_unstable();
+    all.dedup();
+    HostAddrs {
+        listeners: all,
+        relays: shared.config.relays.clone(),
+        relay_ports: (config.relay_ports.low, config.relay_ports.high),
+        interfaces: Vec::new(),
+    }
 }
 
 /// The core's shared state; `nat_discovery` holds the RFC 5780 pairs with their bound ports.

@@ -156,6 +156,7 @@ pub fn run(
     tls_listeners: Vec<(std::net::TcpListener, Arc<Certs>)>,
     limits: Limits,
     mut shutdown: watch::Receiver<bool>,
+    reloads: super::reload::ReloadLink,
     link: crate::metrics::WorkerLink,
     udp: udp::Options,
 ) {
@@ -224,6 +225,7 @@ pub fn run(
         }
         tokio::task::spawn_local(timers(worker.clone()));
         tokio::task::spawn_local(admin_requests(worker.clone(), admin));
+        tokio::task::spawn_local(peer_filter_reloads(worker.clone(), reloads));
         while !*shutdown.borrow() {
             if shutdown.changed().await.is_err() {
                 break;
@@ -272,6 +274,19 @@ async fn admin_requests(worker: Shared, mut rx: crate::metrics::admin::AdminRece
         if crate::metrics::admin::handle(&mut w.core, index, req, unix_now()) {
             w.drain_outputs();
         }
+    }
+}
+
+/// Applies each reloaded peer filter to the core's existing permissions, channels and TCP
+/// connections as soon as it is stored.
+async fn peer_filter_reloads(worker: Shared, mut reloads: super::reload::ReloadLink) {
+    while let Some(generation) = reloads.changed().await {
+        {
+            let mut w = worker.borrow_mut();
+            w.core.handle_peer_filter_changed(Instant::now());
+            w.drain_outputs();
+        }
+        reloads.applied(generation);
     }
 }
 

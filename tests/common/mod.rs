@@ -291,7 +291,8 @@ pub struct TurnServer {
 impl TurnServer {
     /// Starts the server selected by `TURN_TEST_SERVER` (turnd by default) on 127.0.0.1 with
     /// an ephemeral port, relay address 127.0.0.1, realm `turnd.test`, user `alice:alice-pw`,
-    /// loopback peers allowed and 2 workers, plus `extra_args` (turnd flag syntax).
+    /// loopback peers allowed (127.0.0.1 by name: it is the relay's own address) and 2
+    /// workers, plus `extra_args` (turnd flag syntax).
     pub fn spawn(extra_args: &[&str]) -> TurnServer {
         match ServerKind::from_env() {
             ServerKind::Turnd => TurnServer::spawn_turnd(extra_args),
@@ -312,6 +313,10 @@ impl TurnServer {
             &format!("{USER}:{PASSWORD}"),
             "--allow-peer",
             "127.0.0.0/8",
+            // 127.0.0.1 is the relay's own address: only an entry naming it exactly lets the
+            // tests' peers there be reached (the own-host rule), not the /8 above.
+            "--allow-peer",
+            "127.0.0.1",
             "--workers",
             "2",
             "--metrics-listen",

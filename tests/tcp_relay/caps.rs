@@ -23,7 +23,8 @@ const SKIP: Duration = Duration::from_secs(1);
 fn capped_server(flag: &str) -> TestServer {
     let cap = Some(CAP.to_string());
     let mut args = ConfigArgs {
-        allow_peer: vec!["127.0.0.0/8".into()],
+        // The peers listen on 127.0.0.1, the relay's own address: named exactly.
+        allow_peer: vec!["127.0.0.0/8".into(), "127.0.0.1".into()],
         workers: Some("2".into()),
         ..base_args()
     };

@@ -4,10 +4,16 @@
 //!
 //! Loop safety: only Allocate is redirected, and only for the server's own capacity (a user
 //! over their own quota gets 486: another server would not change their limit). The list
-//! never yields the address the request reached, so a misconfigured list cannot send a client
-//! back to where it is. A ping-pong between two full servers is ended by the client, which
-//! RFC 8489 §10 tells to ignore a redirect to a server it tried in the last five minutes; the
-//! server keeps no per-client state to do it (stateless, as every unauthenticated path is).
+//! never yields the address the request reached, nor any other address of this server: one
+//! config file listing every node of a cluster is the usual way to deploy, and a node listening
+//! on a wildcard (`0.0.0.0:3478`, where a UDP request's server address is the wildcard itself)
+//! must still recognise its own entry. The own-host set of the peer filter knows every
+//! listener, every address of the host's interfaces and every advertised address
+//! ([`OwnHost::is_own_listener`](crate::core::own_host::OwnHost::is_own_listener)), so a
+//! misconfigured list cannot send a client back to where it is. A ping-pong between two full
+//! servers is ended by the client, which RFC 8489 §10 tells to ignore a redirect to a server it
+//! tried in the last five minutes; the server keeps no per-client state to do it (stateless,
+//! as every unauthenticated path is).
 //! The answer follows authentication, so it is signed like any other (§10 allows it; the
 //! client can trust the redirect).
 
@@ -23,8 +29,11 @@ impl Server {
     /// at random among those listed so load spreads; a second of the other family follows
     /// when one is configured (RFC 8489 §10: SHOULD).
     pub(crate) fn try_alternate(&mut self, from: FiveTuple, r: &Responder) -> Option<Vec<u8>> {
-        let list = &self.shared.config.alternate_servers;
-        let usable = |a: &&SocketAddr| **a != from.server;
+        let shared = self.shared.clone();
+        let list = &shared.config.alternate_servers;
+        let filter = shared.peer_filter.load();
+        let own = filter.own_host();
+        let usable = |a: &&SocketAddr| **a != from.server && !own.is_own_listener(**a);
         let same: Vec<SocketAddr> = list
             .iter()
             .filter(usable)

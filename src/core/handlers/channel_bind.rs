@@ -5,9 +5,13 @@
 //! no datagrams — its data goes through connections opened with Connect or accepted from
 //! peers. The request is a 400, as coturn answers it too; the permission it would have
 //! installed is not, so a client that wants one asks with CreatePermission.
+//!
+//! The peer filter sees the whole transport address here: a relay IP of this host may be bound
+//! on a relay port only (another allocation's relayed address), 403 on any other port.
 
 use crate::core::auth::SessionKey;
 use crate::core::five_tuple::FiveTuple;
+use crate::core::peer_filter::PeerVerdict;
 use crate::core::reply::Responder;
 use crate::core::Server;
 use crate::stun::channel_data::is_valid_channel;
@@ -45,10 +49,12 @@ impl Server {
         if !a.has_family(AddressFamily::of(&peer)) {
             return r.plain_error(443);
         }
-        if !shared.peer_filter.load().is_allowed(peer.ip()) {
+        let filter = shared.peer_filter.load();
+        if !filter.allows(peer) {
             self.counters.peers_denied += 1;
             return r.plain_error(403);
         }
+        let own_host = filter.verdict(peer.ip()) == PeerVerdict::RelayPortsOnly;
         // `max_channels` and `max_permissions` bound the allocation's lists: 508 when this
         // binding needs a new entry that would not fit (RFC 8656 §11.2, a capacity limit).
         let (max_channels, max_permissions) = (
@@ -75,7 +81,7 @@ impl Server {
         let Ok(channel_expires) = a.channels.bind(number, peer, now) else {
             return r.plain_error(400);
         };
-        let permission_expires = a.permissions.install(peer.ip(), now);
+        let permission_expires = a.permissions.install(peer.ip(), now, own_host);
         let c = &mut self.counters;
         c.channels = (c.channels + a.channels.len() as u64).saturating_sub(channels as u64);
         c.permissions =

@@ -48,12 +48,14 @@ impl Server {
             return Some(r.plain_error(443));
         }
         // "Forbidden by local policy" (403): the peer filter, and — as for data on a UDP
-        // allocation — a peer the client has installed no permission for.
-        if !shared.peer_filter.load().is_allowed(peer.ip()) {
+        // allocation — a peer the client has installed no permission for. The filter sees the
+        // port: a relay IP of this host is reachable on its relay ports only (another TCP
+        // allocation's relayed address), never on a service of the host.
+        if !shared.peer_filter.load().allows(peer) {
             self.counters.peers_denied += 1;
             return Some(r.plain_error(403));
         }
-        if !a.permissions.allows(peer.ip(), now) {
+        if !a.permissions.allows_peer(peer, now, self.filter.own_host()) {
             return Some(r.plain_error(403));
         }
         let (relay, username_owned, control) = (a.relay, a.username.clone(), a.five_tuple.client);
@@ -178,6 +180,12 @@ impl Server {
 
     /// Answers the Connect of `cid` with 447 and forgets the connection.
     pub(crate) fn fail_connect(&mut self, now: Instant, cid: ConnectionId) {
+        self.refuse_connect(now, cid, 447);
+    }
+
+    /// Answers the Connect of `cid` with error `code` (447, or 403 when a reload denies its
+    /// peer while it connects), aborts the attempt and forgets the connection.
+    pub(crate) fn refuse_connect(&mut self, now: Instant, cid: ConnectionId, code: u16) {
         let Some(c) = self.tcp_relay.connecting.remove(&cid) else {
             return;
         };
@@ -191,6 +199,6 @@ impl Server {
                 id: c.alloc,
                 connection_id: cid,
             }));
-        self.answer_connect(now, &c, |r| r.plain_error(447));
+        self.answer_connect(now, &c, |r| r.plain_error(code));
     }
 }

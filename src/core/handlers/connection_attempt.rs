@@ -31,9 +31,11 @@ impl Server {
         if a.state != State::Active || a.expires <= now {
             return None;
         }
-        // The filter too: it may have been reloaded since the permission was installed.
-        if !a.permissions.allows(peer.ip(), now)
-            || !self.shared.peer_filter.load().is_allowed(peer.ip())
+        // The filter too, with the peer's port: it may have been reloaded since the permission
+        // was installed, and from the host's own address only a relay port (another TCP
+        // allocation connecting from its relayed address) may connect in.
+        if !a.permissions.allows_peer(peer, now, self.filter.own_host())
+            || !self.shared.peer_filter.load().allows(peer)
         {
             return None;
         }

@@ -1,9 +1,14 @@
 //! CreatePermission (RFC 8656 §9): let one or more peer IP addresses exchange data with the
 //! allocation for 5 minutes. All addresses are checked before any is installed, so a request
 //! naming one denied peer changes nothing.
+//!
+//! A relay IP of this host is not denied: other allocations' relayed addresses live there. Its
+//! permission is marked own-host, and data through it is held to the relay ports (see
+//! [`peer_filter`](crate::core::peer_filter)).
 
 use crate::core::auth::SessionKey;
 use crate::core::five_tuple::FiveTuple;
+use crate::core::peer_filter::PeerVerdict;
 use crate::core::reply::Responder;
 use crate::core::Server;
 use crate::stun::message::MAX_ATTRIBUTES;
@@ -35,6 +40,8 @@ impl Server {
             a.has_family(AddressFamily::V6),
         ];
         let mut peers = [IpAddr::V4(Ipv4Addr::UNSPECIFIED); MAX_ATTRIBUTES];
+        let mut own_host = [false; MAX_ATTRIBUTES];
+        let filter = shared.peer_filter.load();
         let mut n = 0;
         for peer in msg.xor_peer_addresses() {
             let Ok(peer) = peer else {
@@ -43,12 +50,14 @@ impl Server {
             if !families[usize::from(peer.is_ipv6())] {
                 return r.plain_error(443);
             }
-            if !shared.peer_filter.load().is_allowed(peer.ip()) {
+            let verdict = filter.verdict(peer.ip());
+            if verdict == PeerVerdict::Denied {
                 self.counters.peers_denied += 1;
                 return r.plain_error(403);
             }
             // At most MAX_ATTRIBUTES attributes parse, so `n` stays in bounds.
             peers[n] = peer.ip();
+            own_host[n] = verdict == PeerVerdict::RelayPortsOnly;
             n += 1;
         }
         if n == 0 {
@@ -74,9 +83,9 @@ impl Server {
         if let Some(a) = self.allocations.get_mut(id) {
             let mut expires = now;
             let before = a.permissions.len() as u64;
-            for ip in &peers[..n] {
+            for (ip, own_host) in peers[..n].iter().zip(own_host) {
                 self.counters.permissions_created += u64::from(!a.permissions.allows(*ip, now));
-                expires = a.permissions.install(*ip, now);
+                expires = a.permissions.install(*ip, now, own_host);
             }
             let c = &mut self.counters;
             c.permissions = (c.permissions + a.permissions.len() as u64).saturating_sub(before);

@@ -10,6 +10,7 @@ mod connection_attempt;
 mod connection_bind;
 mod create_permission;
 mod family;
+mod peer_filter_changed;
 mod refresh;
 mod relay;
 mod tcp_allocation;

@@ -3,7 +3,9 @@
 //!
 //! Nothing here allocates, logs or takes a lock: it is a hash lookup of the 5-tuple, a
 //! linear scan of a few permissions or channels, and (peer → client) a header written in
-//! place in front of the payload the shell received at an offset.
+//! place in front of the payload the shell received at an offset. No peer filter runs here
+//! either: a permission carries the filter's verdict from when it was installed (or the last
+//! reload), and an own-host one is held to the relay ports, both directions.
 
 use crate::core::allocation::State;
 use crate::core::five_tuple::FiveTuple;
@@ -46,7 +48,9 @@ impl Server {
             return None;
         };
         let peer = binding.peer;
-        if !a.permissions.allows(peer.ip(), now) || !a.relays_family_of(peer.ip(), now) {
+        if !a.permissions.allows_peer(peer, now, self.filter.own_host())
+            || !a.relays_family_of(peer.ip(), now)
+        {
             self.counters.no_permission += 1;
             return None;
         }
@@ -97,8 +101,11 @@ impl Server {
             return None;
         }
         // A permission is only ever installed for a peer the filter allowed, so a denied
-        // peer is dropped here too.
-        if !a.permissions.allows(peer.ip(), now) || !a.relays_family_of(peer.ip(), now) {
+        // peer is dropped here too; through an own-host permission, so is a port of the host
+        // that is not a relay port.
+        if !a.permissions.allows_peer(peer, now, self.filter.own_host())
+            || !a.relays_family_of(peer.ip(), now)
+        {
             self.counters.no_permission += 1;
             return None;
         }
@@ -146,7 +153,11 @@ impl Server {
             self.counters.no_allocation += 1;
             return None;
         }
-        if !a.permissions.allows(peer.ip(), now) || !a.relays_family_of(peer.ip(), now) {
+        // From the host's own services (through an own-host permission, any source port but
+        // a relay port) nothing reaches the client either.
+        if !a.permissions.allows_peer(peer, now, self.filter.own_host())
+            || !a.relays_family_of(peer.ip(), now)
+        {
             self.counters.no_permission += 1;
             return None;
         }

@@ -25,6 +25,7 @@ mod counters;
 mod dual;
 mod expiry;
 mod nat_discovery;
+mod own_host;
 mod permission;
 mod prop;
 mod refresh;
@@ -389,7 +390,7 @@ impl Harness {
                 f.payload
             );
             assert!(
-                self.shared.peer_filter.load().is_allowed(f.peer.ip()),
+                self.shared.peer_filter.load().allows(f.peer),
                 "forward to denied peer {}",
                 f.peer
             );

@@ -359,7 +359,7 @@ impl World {
                     .expect("framed for a live allocation");
                 assert_eq!(out.to, a.five_tuple);
                 assert!(a.permissions.allows(peer.ip(), self.h.now));
-                assert!(self.h.shared.peer_filter.load().is_allowed(peer.ip()));
+                assert!(self.h.shared.peer_filter.load().allows(peer));
                 let framed = &buf[out.range];
                 if crate::stun::ChannelData::is_channel_data(framed) {
                     let cd = crate::stun::ChannelData::parse(framed).unwrap();
