@@ -198,9 +198,11 @@ fn sigterm_drains_and_exits_0_when_the_last_allocation_ends() {
     assert_error(&late.allocate_with(&[udp()]), ALLOCATE, 508);
     assert!(t.proc.try_wait().is_none(), "turnd exited while draining");
 
-    // The last allocation ends: turnd exits 0.
+    // The last allocation ends: turnd exits 0, and says why.
     assert_success(&c.refresh(Some(0)), REFRESH);
     t.expect_exit_0_within(SETTLE);
+    let out = t.proc.output();
+    assert!(out.contains("drained: no allocation left"), "{out}");
 }
 
 #[test]
@@ -211,7 +213,10 @@ fn a_second_signal_exits_at_once() {
     t.signal(libc::SIGINT);
     t.wait_not_ready();
     t.signal(libc::SIGTERM);
+    // Within SETTLE of a 60 s drain with an allocation live: the second signal ended it.
     t.expect_exit_0_within(SETTLE);
+    let out = t.proc.output();
+    assert!(out.contains("second signal: exiting at once"), "{out}");
 }
 
 /// A live allocation keeps relaying during the drain, and turnd exits 0 because the 1 s
