@@ -351,11 +351,10 @@ async fn sighup_reloads_the_certificate_while_a_tls_allocation_keeps_relaying() 
     c.relay_round_trip(0x4001, &p, relay, "before").await;
 
     let hup = |server: &common::TurnServer| {
-        let status = std::process::Command::new("kill")
-            .args(["-HUP", &server.pid().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -HUP failed");
+        let pid = libc::pid_t::try_from(server.pid()).expect("pid fits");
+        // SAFETY: kill(2) on our own child, which the server guard has not reaped.
+        let rc = unsafe { libc::kill(pid, libc::SIGHUP) };
+        assert_eq!(rc, 0, "kill({pid}, SIGHUP)");
     };
     // The allocation's log line carries the transport.
     let local = c.stream.get_ref().0.local_addr().unwrap();
