@@ -83,14 +83,6 @@ fn metrics_addr(s: &TurnServer) -> SocketAddr {
     }
 }
 
-/// `turnd_datagrams_dropped_total{reason="REASON"}` from `/metrics`.
-fn dropped(addr: SocketAddr, reason: &str) -> u64 {
-    sample(
-        &metrics_text(addr),
-        &format!("turnd_datagrams_dropped_total{{reason=\"{reason}\"}}"),
-    )
-}
-
 /// The whole `/metrics` exposition.
 fn metrics_text(addr: SocketAddr) -> String {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
