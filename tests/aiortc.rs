@@ -6,6 +6,9 @@
 //!
 //! Needs python3 with the packages in `tests/aiortc/requirements.txt` (`.ci/run` installs them);
 //! without them the test fails, it never skips.
+//!
+//! Tier 2 (tests/README.md): built and run only with `cargo test --features external`, which
+//! `.ci/run` does.
 
 mod common;
 mod tls_certs;

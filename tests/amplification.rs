@@ -141,7 +141,9 @@ fn refusing_server_never_answers_with_more_bytes_than_it_got() {
     assert_error(&r, REFRESH, 401);
     c.realm = r.realm().unwrap();
     c.nonce = r.nonce();
-    // Without padding every error answer would be larger: all are dropped, none amplifies.
+    // Without padding most error answers would be larger than their request, and are
+    // dropped; any that does come back (a 438 to a signed Allocate, which carries more than
+    // its answer) is no larger than the request.
     for (what, req, _) in cases(&mut c, 0) {
         c.send(&req);
         if let Some(resp) = c.recv_for(QUIET) {

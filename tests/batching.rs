@@ -1,7 +1,9 @@
-//! Batched UDP I/O end to end (issue 5): bursts sent faster than the server wakes up are read
-//! with one `recvmmsg` per wake-up and relayed with `sendmmsg` (and GSO for the equal-sized
-//! runs); every datagram must arrive, in order, in both directions, with GSO and with the
-//! fallback forced by the hidden `TURND_UDP_GSO=off`.
+//! Batched UDP I/O end to end (issue 5): bursts sent faster than the server wakes up, which it
+//! reads with `recvmmsg` and relays with `sendmmsg` (and GSO for the equal-sized runs). What
+//! is checked here is the outcome: every datagram arrives, intact and in order, in both
+//! directions, with the GSO path on (where the kernel has it) and with the fallback forced by
+//! the hidden `TURND_UDP_GSO=off`. How a batch is cut into GSO segments and messages is
+//! checked without sockets in `src/shell/udp/tests.rs`.
 
 mod raw;
 

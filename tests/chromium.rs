@@ -15,6 +15,9 @@
 //! the two relay candidates talk to each other through it), which the test configuration
 //! allows. Chromium runs in a PID namespace of its own (`unshare`, util-linux) and is killed with
 //! it, by PID, when the test ends, pass or fail; its profile is a scratch directory. Without `chromium` on PATH the test fails, it never skips.
+//!
+//! Tier 2 (tests/README.md): built and run only with `cargo test --features external`, which
+//! `.ci/run` does.
 
 mod common;
 

@@ -20,6 +20,9 @@
 //! it this test fails. Where the hard `nofile` limit is below podman's default ulimits, podman
 //! cannot start a container; the test gives podman a containers.conf of its own (through
 //! `CONTAINERS_CONF`, never touching the machine's) with `default_ulimits = []`.
+//!
+//! Tier 2 (tests/README.md): built and run only with `cargo test --features external`, which
+//! `.ci/run` does.
 
 mod common;
 mod raw;

@@ -1,32 +1,30 @@
 //! The deployment files under `deploy/` checked the way their tools would check them, so a
 //! broken rule, dashboard or manifest fails CI instead of a deployment:
-//! - Prometheus: `promtool check config` (which checks the rule files it names too),
-//!   `promtool check rules`, and `promtool test rules` (a unit test per alert).
 //! - Grafana: the dashboard is JSON with the fields Grafana needs, and every metric its
 //!   queries (and the alerts') name is one turnd exports — asked of a running turnd.
+//! - The two turnd configurations shipped (compose's turnd.toml, the ConfigMap's) load.
+//! - The Dockerfile: a builder pinned by digest, the `binary` and runtime stages the container
+//!   test relies on.
+//!
+//! And in tier 2 (`mod external`, feature `external`; tests/README.md), with the tools:
+//! - Prometheus: `promtool check config` (which checks the rule files it names too),
+//!   `promtool check rules`, and `promtool test rules` (a unit test per alert).
 //! - Kubernetes: `kubernetes-validate --strict` against the bundled Kubernetes schemas (the
 //!   PodMonitor, a CRD, has none), then `tests/deploy/check_manifests.py` for what no schema
 //!   says (hostNetwork, probes, grace period > drain_timeout, selectors…).
 //! - Compose: the file loads as YAML, and its services, mounts and ports agree with the
 //!   Prometheus and Grafana files (`check_manifests.py compose`).
-//! - The two turnd configurations shipped (compose's turnd.toml, the ConfigMap's) load.
-//! - The Dockerfile: a builder pinned by digest, the `binary` and runtime stages the container
-//!   test relies on.
 //!
-//! The tools are required (promtool: Debian package `prometheus`; kubernetes-validate and
-//! PyYAML: `tests/requirements-deploy.txt`; `.ci/run` installs both): without them these
-//! tests fail.
+//! Those tools are required there (promtool: Debian package `prometheus`; kubernetes-validate
+//! and PyYAML: `tests/requirements-deploy.txt`; `.ci/run` installs both): without them the
+//! tier-2 tests fail.
 
 mod common;
 mod raw;
 
-use common::{http_get, require_tool, run_tool};
+use common::http_get;
 use std::collections::{BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::Duration;
-
-const TOOL_TIMEOUT: Duration = Duration::from_secs(60);
+use std::path::PathBuf;
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -34,26 +32,6 @@ fn repo() -> PathBuf {
 
 fn deploy(rel: &str) -> PathBuf {
     repo().join("deploy").join(rel)
-}
-
-/// Runs a tool and panics with its output unless it exits 0.
-#[track_caller]
-fn run_ok(name: &str, args: &[&str], dir: &Path) -> String {
-    let path = require_tool(name);
-    let mut cmd = Command::new(path);
-    cmd.args(args).current_dir(dir);
-    let (status, out) = run_tool(name, cmd, TOOL_TIMEOUT);
-    assert!(status.success(), "{name} {args:?}: {status}\n{out}");
-    out
-}
-
-#[test]
-fn promtool_accepts_the_config_and_the_rules_and_their_unit_tests_pass() {
-    let dir = deploy("prometheus");
-    run_ok("promtool", &["check", "config", "prometheus.yml"], &dir);
-    run_ok("promtool", &["check", "rules", "alerts.yml"], &dir);
-    let out = run_ok("promtool", &["test", "rules", "alerts_test.yml"], &dir);
-    assert!(out.contains("SUCCESS"), "{out}");
 }
 
 #[test]
@@ -196,51 +174,6 @@ fn exported_metric_names() -> BTreeSet<String> {
 }
 
 #[test]
-fn kubernetes_manifests_validate_against_the_kubernetes_schemas() {
-    let dir = deploy("kubernetes");
-    let mut files: Vec<String> = std::fs::read_dir(&dir)
-        .expect("deploy/kubernetes")
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|n| n.ends_with(".yaml"))
-        // A CRD: no schema in kubernetes-validate; check_manifests.py checks its shape.
-        .filter(|n| n != "podmonitor.yaml")
-        .collect();
-    files.sort();
-    assert!(files.len() >= 5, "{files:?}");
-    let mut args = vec!["--strict"];
-    args.extend(files.iter().map(String::as_str));
-    let out = run_ok("kubernetes-validate", &args, &dir);
-    for f in &files {
-        assert!(
-            out.contains(&format!("{f} passed")),
-            "{f} not validated:\n{out}"
-        );
-    }
-    run_ok(
-        "python3",
-        &[
-            "tests/deploy/check_manifests.py",
-            "kubernetes",
-            &repo().display().to_string(),
-        ],
-        &repo(),
-    );
-}
-
-#[test]
-fn compose_file_agrees_with_the_prometheus_and_grafana_files() {
-    run_ok(
-        "python3",
-        &[
-            "tests/deploy/check_manifests.py",
-            "compose",
-            &repo().display().to_string(),
-        ],
-        &repo(),
-    );
-}
-
-#[test]
 fn the_shipped_turnd_configurations_load() {
     // The compose file's, as is.
     let args = turnd::config::ConfigArgs {
@@ -304,5 +237,85 @@ fn dockerfile_pins_its_builder_and_keeps_its_replaceable_stages() {
         "\"healthcheck\"",
     ] {
         assert!(text.contains(needle), "the Dockerfile lacks {needle}");
+    }
+}
+
+/// Tier 2 (`cargo test --features external`; `.ci/run` runs it): the checks that need the
+/// deployment tools themselves — promtool (Debian package `prometheus`), kubernetes-validate and
+/// python3 with PyYAML (`pip install -r tests/requirements-deploy.txt`). A missing tool fails
+/// the test with the way to get it.
+#[cfg(feature = "external")]
+mod external {
+    use super::*;
+    use common::{require_tool, run_tool};
+    use std::path::Path;
+    use std::process::Command;
+    use std::time::Duration;
+
+    const TOOL_TIMEOUT: Duration = Duration::from_secs(60);
+
+    /// Runs a tool and panics with its output unless it exits 0.
+    #[track_caller]
+    fn run_ok(name: &str, args: &[&str], dir: &Path) -> String {
+        let path = require_tool(name);
+        let mut cmd = Command::new(path);
+        cmd.args(args).current_dir(dir);
+        let (status, out) = run_tool(name, cmd, TOOL_TIMEOUT);
+        assert!(status.success(), "{name} {args:?}: {status}\n{out}");
+        out
+    }
+
+    #[test]
+    fn promtool_accepts_the_config_and_the_rules_and_their_unit_tests_pass() {
+        let dir = deploy("prometheus");
+        run_ok("promtool", &["check", "config", "prometheus.yml"], &dir);
+        run_ok("promtool", &["check", "rules", "alerts.yml"], &dir);
+        let out = run_ok("promtool", &["test", "rules", "alerts_test.yml"], &dir);
+        assert!(out.contains("SUCCESS"), "{out}");
+    }
+
+    #[test]
+    fn kubernetes_manifests_validate_against_the_kubernetes_schemas() {
+        let dir = deploy("kubernetes");
+        let mut files: Vec<String> = std::fs::read_dir(&dir)
+            .expect("deploy/kubernetes")
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.ends_with(".yaml"))
+            // A CRD: no schema in kubernetes-validate; check_manifests.py checks its shape.
+            .filter(|n| n != "podmonitor.yaml")
+            .collect();
+        files.sort();
+        assert!(files.len() >= 5, "{files:?}");
+        let mut args = vec!["--strict"];
+        args.extend(files.iter().map(String::as_str));
+        let out = run_ok("kubernetes-validate", &args, &dir);
+        for f in &files {
+            assert!(
+                out.contains(&format!("{f} passed")),
+                "{f} not validated:\n{out}"
+            );
+        }
+        run_ok(
+            "python3",
+            &[
+                "tests/deploy/check_manifests.py",
+                "kubernetes",
+                &repo().display().to_string(),
+            ],
+            &repo(),
+        );
+    }
+
+    #[test]
+    fn compose_file_agrees_with_the_prometheus_and_grafana_files() {
+        run_ok(
+            "python3",
+            &[
+                "tests/deploy/check_manifests.py",
+                "compose",
+                &repo().display().to_string(),
+            ],
+            &repo(),
+        );
     }
 }

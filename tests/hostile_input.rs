@@ -478,8 +478,13 @@ const DENIED: &[&str] = &[
     "240.0.0.1:9",
 ];
 
+/// Every denied form gets 403 on CreatePermission and ChannelBind, alone or mixed with an
+/// allowed peer, and the refused mixed request installs nothing: a Send indication to the
+/// allowed peer is then dropped for want of a permission. (Nothing is ever sent to the denied,
+/// non-loopback addresses themselves; `tests/peer_filter_matrix.rs` drops data to denied
+/// loopback forms, where a socket listens.)
 #[test]
-fn udp_denied_peers_get_403_and_send_is_dropped() {
+fn udp_denied_peers_get_403_and_a_refused_mixed_request_installs_nothing() {
     let f = Fixture::new();
     let mut c = f.server.client();
     c.allocate();
@@ -626,8 +631,7 @@ fn tcp_denied_peers_and_channel_data() {
     c.s.write_all(&channel_data(0x4001, b"abcd", true)).unwrap();
     f.peer
         .expect_silence("TCP ChannelData on an unbound channel");
-    // Reserved channel number as a stream frame: not STUN, not valid ChannelData → closed or
-    // dropped; either way the bystander is unaffected.
+    // The connection still serves the client's requests.
     let r = c.request(REFRESH, &[lifetime(300)]);
     assert_success(&r, REFRESH);
     f.assert_alive("TCP ChannelData on an unbound channel");

@@ -1,8 +1,10 @@
 //! The admin listener against a running server: relay a known number of datagrams and bytes
 //! with a raw client, scrape `/metrics`, and see the exact counts while the allocation is
 //! alive (counters are live, not settled at the end of a session); end it and see the gauge
-//! drop and the duration histogram count it. `promtool check metrics` (Debian package
-//! `prometheus`) must accept what is scraped.
+//! drop and the duration histogram count it; health, readiness, both exposition formats, and
+//! the admin API. In tier 2 (`mod external`, feature `external`; tests/README.md),
+//! `promtool check metrics` (Debian package `prometheus`) must accept what is scraped, and a
+//! real Prometheus server must scrape it.
 
 mod raw;
 
@@ -10,7 +12,6 @@ use raw::*;
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use turnd::config::ConfigArgs;
 
@@ -109,32 +110,6 @@ fn expect_series(addr: SocketAddr, expected: &[(&str, f64)]) -> String {
     }
 }
 
-fn promtool_check(text: &str) {
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!("cannot run promtool ({e}): install the Debian package `prometheus`")
-        });
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    // promtool reads stdin to its end and answers at once; the wait is bounded by that.
-    let out = child.wait_with_output().expect("promtool runs");
-    assert!(
-        out.status.success(),
-        "promtool check metrics rejected the exposition:\n{}{}\n---\n{text}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 const TO_PEER_DATAGRAMS: &str =
     "turnd_relayed_datagrams_total{direction=\"client_to_peer\",transport=\"udp\"}";
 const TO_PEER_BYTES: &str =
@@ -149,6 +124,13 @@ const DURATIONS: &str = "turnd_allocation_duration_seconds_count";
 
 #[test]
 fn relayed_traffic_is_counted_live_and_exactly() {
+    relay_and_count(|_| {});
+}
+
+/// Relays a known load through one allocation and checks the exact counts while it is alive
+/// and after it ends; `exposition` is given the `/metrics` text scraped at each stage (idle,
+/// relaying, ended) for checks of its own.
+fn relay_and_count(exposition: impl Fn(&str)) {
     let server = TestServer::start(ConfigArgs {
         allow_peer: vec!["127.0.0.1/32".into()],
         workers: Some("2".into()),
@@ -156,10 +138,11 @@ fn relayed_traffic_is_counted_live_and_exactly() {
     });
     let m = server.metrics_addr();
     assert!(m.ip().is_loopback() && m.port() != 0, "metrics on {m}");
-    expect_series(
+    let text = expect_series(
         m,
         &[(ACTIVE, 0.0), (TO_PEER_DATAGRAMS, 0.0), (DURATIONS, 0.0)],
     );
+    exposition(&text);
 
     let peer = Peer::v4();
     let mut c = server.client();
@@ -224,7 +207,7 @@ fn relayed_traffic_is_counted_live_and_exactly() {
             ("turnd_workers", 2.0),
         ],
     );
-    promtool_check(&text);
+    exposition(&text);
 
     // A ChannelData on a channel never bound is dropped and counted as such.
     c.send_channel_data(0x4001, b"nowhere", false);
@@ -252,7 +235,7 @@ fn relayed_traffic_is_counted_live_and_exactly() {
             (TO_CLIENT_BYTES, 400.0),
         ],
     );
-    promtool_check(&text);
+    exposition(&text);
 }
 
 #[test]
@@ -332,7 +315,6 @@ fn health_readiness_and_formats() {
         text.content_type
     );
     assert!(!text.body.contains("# EOF"));
-    promtool_check(&text.body);
     for name in [
         "turnd_build_info",
         "turnd_relay_ports_free",
@@ -495,122 +477,6 @@ fn tcp_clients_are_counted_under_their_transport() {
     expect_series(m, &[(active_tcp, 0.0), (DURATIONS, 1.0)]);
 }
 
-/// Percent-encodes a PromQL query for a URL.
-fn url_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
-
-/// The value of the first sample in a Prometheus instant-query answer, if any.
-fn first_value(json: &str) -> Option<f64> {
-    let rest = &json[json.find("\"value\":[")? + "\"value\":[".len()..];
-    let rest = &rest[rest.find(",\"")? + 2..];
-    rest[..rest.find('"')?].parse().ok()
-}
-
-/// Kills and reaps the Prometheus server the test started, however the test ends.
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A real Prometheus server (Debian package `prometheus`), started on loopback with a 1 s
-/// scrape interval, scrapes turnd; its HTTP API then returns the relayed-bytes series.
-#[test]
-fn a_real_prometheus_scrapes_the_relayed_bytes() {
-    let server = TestServer::start(ConfigArgs {
-        allow_peer: vec!["127.0.0.1/32".into()],
-        ..base_args()
-    });
-    let m = server.metrics_addr();
-    let peer = Peer::v4();
-    let mut c = server.client();
-    c.allocate();
-    c.bind_channel(0x4000, peer.addr());
-    for _ in 0..3 {
-        c.send_channel_data(0x4000, &[0xAB; 111], false);
-        assert_eq!(peer.recv().expect("relayed").0.len(), 111);
-    }
-
-    let dir = std::env::temp_dir().join(format!(
-        "turnd-prometheus-{}-{}",
-        std::process::id(),
-        m.port()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n\
-             scrape_configs:\n  - job_name: turnd\n    static_configs:\n      - targets: [\"{m}\"]\n"
-        ),
-    )
-    .unwrap();
-    let web = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
-    let log = std::fs::File::create(dir.join("prometheus.log")).unwrap();
-    let prometheus = Command::new("prometheus")
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.join("data").display()
-        ))
-        .arg(format!("--web.listen-address={web}"))
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!("cannot run prometheus ({e}): install the Debian package `prometheus`")
-        });
-    let _prometheus = Child(prometheus);
-
-    let query = url_encode(
-        "turnd_relayed_bytes_total{direction=\"client_to_peer\",transport=\"udp\",job=\"turnd\"}",
-    );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut last = String::new();
-    // Bounded: one query every 250 ms until the deadline.
-    while Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(250));
-        let Ok(mut s) = TcpStream::connect_timeout(&web, HTTP_TIMEOUT) else {
-            continue; // not listening yet
-        };
-        let _ = s.set_read_timeout(Some(HTTP_TIMEOUT));
-        let req = format!(
-            "GET /api/v1/query?query={query} HTTP/1.1\r\nHost: {web}\r\nConnection: close\r\n\r\n"
-        );
-        if s.write_all(req.as_bytes()).is_err() {
-            continue;
-        }
-        let mut body = String::new();
-        if s.read_to_string(&mut body).is_err() {
-            continue;
-        }
-        if first_value(&body) == Some(333.0) {
-            let _ = std::fs::remove_dir_all(&dir);
-            return;
-        }
-        last = body;
-    }
-    let log = std::fs::read_to_string(dir.join("prometheus.log")).unwrap_or_default();
-    let _ = std::fs::remove_dir_all(&dir);
-    panic!("Prometheus never returned 333 relayed bytes; last answer:\n{last}\nits log:\n{log}");
-}
-
 #[test]
 fn admin_api_lists_and_deletes_allocations() {
     let server = TestServer::start(ConfigArgs {
@@ -712,4 +578,166 @@ fn admin_token_guards_the_admin_api_but_not_metrics_or_health() {
     assert_eq!(get(m, "/metrics", None).status, 200);
     assert_eq!(get(m, "/healthz", None).status, 200);
     assert_eq!(get(m, "/readyz", None).status, 200);
+}
+
+/// Tier 2 (`cargo test --features external`; `.ci/run` runs it): Prometheus's own tools
+/// (Debian package `prometheus`) read what turnd exposes — `promtool check metrics` accepts the
+/// exposition, and a real Prometheus server scrapes it. A missing tool fails the test with the
+/// way to get it.
+#[cfg(feature = "external")]
+mod external {
+    use super::*;
+    use std::process::{Command, Stdio};
+
+    /// `promtool check metrics` accepts the exposition of an idle server, of a live
+    /// allocation that relayed both ways, and after the allocation ended (a dropped datagram
+    /// counted, its duration in the histogram).
+    #[test]
+    fn promtool_accepts_the_exposition_idle_relaying_and_after_the_allocation_ends() {
+        relay_and_count(promtool_check);
+    }
+
+    fn promtool_check(text: &str) {
+        let mut child = Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot run promtool ({e}): install the Debian package `prometheus`")
+            });
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+        // promtool reads stdin to its end and answers at once; the wait is bounded by that.
+        let out = child.wait_with_output().expect("promtool runs");
+        assert!(
+            out.status.success(),
+            "promtool check metrics rejected the exposition:\n{}{}\n---\n{text}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Percent-encodes a PromQL query for a URL.
+    fn url_encode(s: &str) -> String {
+        s.bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect()
+    }
+
+    /// The value of the first sample in a Prometheus instant-query answer, if any.
+    fn first_value(json: &str) -> Option<f64> {
+        let rest = &json[json.find("\"value\":[")? + "\"value\":[".len()..];
+        let rest = &rest[rest.find(",\"")? + 2..];
+        rest[..rest.find('"')?].parse().ok()
+    }
+
+    /// Kills and reaps the Prometheus server the test started, however the test ends.
+    struct Child(std::process::Child);
+
+    impl Drop for Child {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    /// A real Prometheus server (Debian package `prometheus`), started on loopback with a 1 s
+    /// scrape interval, scrapes turnd; its HTTP API then returns the relayed-bytes series.
+    #[test]
+    fn a_real_prometheus_scrapes_the_relayed_bytes() {
+        let server = TestServer::start(ConfigArgs {
+            allow_peer: vec!["127.0.0.1/32".into()],
+            ..base_args()
+        });
+        let m = server.metrics_addr();
+        let peer = Peer::v4();
+        let mut c = server.client();
+        c.allocate();
+        c.bind_channel(0x4000, peer.addr());
+        for _ in 0..3 {
+            c.send_channel_data(0x4000, &[0xAB; 111], false);
+            assert_eq!(peer.recv().expect("relayed").0.len(), 111);
+        }
+
+        let dir = std::env::temp_dir().join(format!(
+            "turnd-prometheus-{}-{}",
+            std::process::id(),
+            m.port()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = dir.join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n\
+                 scrape_configs:\n  - job_name: turnd\n    static_configs:\n      - targets: [\"{m}\"]\n"
+            ),
+        )
+        .unwrap();
+        let web = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        let log = std::fs::File::create(dir.join("prometheus.log")).unwrap();
+        let prometheus = Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address={web}"))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot run prometheus ({e}): install the Debian package `prometheus`")
+            });
+        let _prometheus = Child(prometheus);
+
+        let query = url_encode(
+            "turnd_relayed_bytes_total{direction=\"client_to_peer\",transport=\"udp\",job=\"turnd\"}",
+        );
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut last = String::new();
+        // Bounded: one query every 250 ms until the deadline.
+        while Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(250));
+            let Ok(mut s) = TcpStream::connect_timeout(&web, HTTP_TIMEOUT) else {
+                continue; // not listening yet
+            };
+            let _ = s.set_read_timeout(Some(HTTP_TIMEOUT));
+            let req = format!(
+                "GET /api/v1/query?query={query} HTTP/1.1\r\nHost: {web}\r\nConnection: close\r\n\r\n"
+            );
+            if s.write_all(req.as_bytes()).is_err() {
+                continue;
+            }
+            let mut body = String::new();
+            if s.read_to_string(&mut body).is_err() {
+                continue;
+            }
+            if first_value(&body) == Some(333.0) {
+                let _ = std::fs::remove_dir_all(&dir);
+                return;
+            }
+            last = body;
+        }
+        let log = std::fs::read_to_string(dir.join("prometheus.log")).unwrap_or_default();
+        let _ = std::fs::remove_dir_all(&dir);
+        panic!(
+            "Prometheus never returned 333 relayed bytes; last answer:\n{last}\nits log:\n{log}"
+        );
+    }
 }

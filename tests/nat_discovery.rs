@@ -6,16 +6,16 @@
 //!   arrives from the address RFC 5780 Table 1 names, that RESPONSE-ORIGIN says so, and that
 //!   OTHER-ADDRESS is Ca:Cp; RESPONSE-PORT sends the answer to another socket; TURN requests
 //!   on the three extra addresses get no answer while the primary answers 401;
-//! - coturn's `turnutils_natdiscovery` (`-m -f`, with and without `-P` padding) reports
-//!   endpoint-independent mapping and filtering, as loopback has no NAT;
-//! - coturn's `turnutils_stunclient -f` reports the response origins and other address;
-//! - turnd's own `probe --nat-behaviour` classifies loopback the same way.
-//!
-//! The coturn tools are required (Debian package `coturn`; `.ci/run` installs it).
+//! - turnd's own `probe --nat-behaviour` classifies loopback as endpoint-independent mapping
+//!   and filtering, as loopback has no NAT;
+//! - in tier 2 (`mod external`, feature `external`; tests/README.md): coturn's
+//!   `turnutils_natdiscovery` (`-m -f`, with and without `-P` padding) reports the same, and
+//!   coturn's `turnutils_stunclient -f` reports the response origins and other address. The
+//!   coturn tools are required there (Debian package `coturn`; `.ci/run` installs it).
 
 mod common;
 
-use common::{require_tool, run_tool, TurnServer};
+use common::{run_tool, TurnServer};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::process::Command;
 use std::time::Duration;
@@ -222,61 +222,6 @@ fn turn_is_served_only_on_the_primary_address() {
     assert_eq!(decode(&m, [10; 12]).error, Some(401));
 }
 
-/// `NAT with Endpoint Independent Mapping!` and `... Filtering!` from natdiscovery's output.
-fn assert_endpoint_independent(out: &str) {
-    for what in ["Mapping", "Filtering"] {
-        let line = format!("NAT with Endpoint Independent {what}!");
-        assert!(out.contains(&line), "no `{line}` in:\n{out}");
-    }
-}
-
-#[test]
-fn turnutils_natdiscovery_reports_endpoint_independent_mapping_and_filtering() {
-    let tool = require_tool("turnutils_natdiscovery");
-    let server = server();
-    let (a1p1, a2p2) = pair(&server);
-    for padding in [false, true] {
-        let mut cmd = Command::new(&tool);
-        cmd.args(["-m", "-f"]);
-        if padding {
-            cmd.arg("-P");
-        }
-        cmd.args(["-p", &a1p1.port().to_string(), "127.0.0.1"]);
-        let (status, out) = run_tool("turnutils_natdiscovery", cmd, TOOL_TIMEOUT);
-        assert!(status.success(), "natdiscovery failed ({status}):\n{out}");
-        assert_endpoint_independent(&out);
-        // Its filtering test asks for change IP and port: the answer came from A2:P2.
-        let origin = format!("Response origin: : {a2p2}");
-        assert!(out.contains(&origin), "no `{origin}` in:\n{out}");
-    }
-}
-
-#[test]
-fn turnutils_stunclient_sees_the_response_origins() {
-    let tool = require_tool("turnutils_stunclient");
-    let server = server();
-    let (a1p1, a2p2) = pair(&server);
-    let mut cmd = Command::new(tool);
-    cmd.args(["-f", "-p", &a1p1.port().to_string(), "127.0.0.1"]);
-    let (status, out) = run_tool("turnutils_stunclient", cmd, TOOL_TIMEOUT);
-    assert!(status.success(), "stunclient failed ({status}):\n{out}");
-    let values = |key: &str| -> Vec<SocketAddr> {
-        out.lines()
-            .filter_map(|l| l.split_once(key).map(|(_, a)| a.trim()))
-            .map(|a| a.parse().unwrap_or_else(|e| panic!("{a:?}: {e}\n{out}")))
-            .collect()
-    };
-    let origins = values("Response origin: : ");
-    // The plain request is answered from A1:P1, the change-IP-and-port one from A2:P2.
-    assert!(origins.contains(&a1p1), "{out}");
-    assert!(origins.contains(&a2p2), "{out}");
-    let others = values("Other addr: : ");
-    assert!(
-        !others.is_empty() && others.iter().all(|o| *o == a2p2),
-        "{out}"
-    );
-}
-
 #[test]
 fn turnd_probe_nat_behaviour_classifies_loopback() {
     let server = server();
@@ -297,5 +242,69 @@ fn turnd_probe_nat_behaviour_classifies_loopback() {
         format!("\"response_origin\":\"{a1p1}\""),
     ] {
         assert!(out.contains(&field), "no {field} in:\n{out}");
+    }
+}
+
+/// Tier 2 (`cargo test --features external`; `.ci/run` runs it): coturn's own RFC 5780 clients
+/// (Debian package `coturn`) against turnd. A missing tool fails the test with the way to get
+/// it.
+#[cfg(feature = "external")]
+mod external {
+    use super::*;
+    use common::require_tool;
+
+    /// `NAT with Endpoint Independent Mapping!` and `... Filtering!` from natdiscovery's output.
+    fn assert_endpoint_independent(out: &str) {
+        for what in ["Mapping", "Filtering"] {
+            let line = format!("NAT with Endpoint Independent {what}!");
+            assert!(out.contains(&line), "no `{line}` in:\n{out}");
+        }
+    }
+
+    #[test]
+    fn turnutils_natdiscovery_reports_endpoint_independent_mapping_and_filtering() {
+        let tool = require_tool("turnutils_natdiscovery");
+        let server = server();
+        let (a1p1, a2p2) = pair(&server);
+        for padding in [false, true] {
+            let mut cmd = Command::new(&tool);
+            cmd.args(["-m", "-f"]);
+            if padding {
+                cmd.arg("-P");
+            }
+            cmd.args(["-p", &a1p1.port().to_string(), "127.0.0.1"]);
+            let (status, out) = run_tool("turnutils_natdiscovery", cmd, TOOL_TIMEOUT);
+            assert!(status.success(), "natdiscovery failed ({status}):\n{out}");
+            assert_endpoint_independent(&out);
+            // Its filtering test asks for change IP and port: the answer came from A2:P2.
+            let origin = format!("Response origin: : {a2p2}");
+            assert!(out.contains(&origin), "no `{origin}` in:\n{out}");
+        }
+    }
+
+    #[test]
+    fn turnutils_stunclient_sees_the_response_origins() {
+        let tool = require_tool("turnutils_stunclient");
+        let server = server();
+        let (a1p1, a2p2) = pair(&server);
+        let mut cmd = Command::new(tool);
+        cmd.args(["-f", "-p", &a1p1.port().to_string(), "127.0.0.1"]);
+        let (status, out) = run_tool("turnutils_stunclient", cmd, TOOL_TIMEOUT);
+        assert!(status.success(), "stunclient failed ({status}):\n{out}");
+        let values = |key: &str| -> Vec<SocketAddr> {
+            out.lines()
+                .filter_map(|l| l.split_once(key).map(|(_, a)| a.trim()))
+                .map(|a| a.parse().unwrap_or_else(|e| panic!("{a:?}: {e}\n{out}")))
+                .collect()
+        };
+        let origins = values("Response origin: : ");
+        // The plain request is answered from A1:P1, the change-IP-and-port one from A2:P2.
+        assert!(origins.contains(&a1p1), "{out}");
+        assert!(origins.contains(&a2p2), "{out}");
+        let others = values("Other addr: : ");
+        assert!(
+            !others.is_empty() && others.iter().all(|o| *o == a2p2),
+            "{out}"
+        );
     }
 }

@@ -41,6 +41,9 @@
 //!
 //! Needs root, `ip` (iproute2), `iptables`, `sh`, and python3 with aiortc (`.ci/run` installs
 //! them); a missing one fails the test, never skips it.
+//!
+//! Tier 2 (tests/README.md): built and run only with `cargo test --features external`, which
+//! `.ci/run` does.
 
 mod common;
 
@@ -161,6 +164,13 @@ struct Net {
 
 impl Net {
     fn new(nat: Nat) -> Net {
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let euid = unsafe { libc::geteuid() };
+        assert_eq!(
+            euid, 0,
+            "tests/nat_namespaces.rs needs root: it creates network namespaces (`ip netns add`) \
+             and NAT rules in them; run it as root (.ci/run does)"
+        );
         require_tool("ip");
         require_tool("iptables");
         remove_stale_namespaces();

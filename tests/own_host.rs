@@ -164,6 +164,13 @@ struct Host {
 
 impl Host {
     fn new() -> Host {
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let euid = unsafe { libc::geteuid() };
+        assert_eq!(
+            euid, 0,
+            "tests/own_host.rs needs root: it creates network namespaces (`ip netns add`); run \
+             it as root (.ci/run does)"
+        );
         require_tool("ip");
         let python = require_tool("python3");
         remove_stale_namespaces();

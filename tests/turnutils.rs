@@ -10,6 +10,9 @@
 //!
 //! The tools are required: a machine without them fails these tests (install Debian package
 //! `coturn`; `.ci/run` does this).
+//!
+//! Tier 2 (tests/README.md): built and run only with `cargo test --features external`, which
+//! `.ci/run` does.
 
 mod common;
 mod tls_certs;

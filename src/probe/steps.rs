@@ -13,7 +13,7 @@
 
 use super::client::{Attr, Credentials, Session, TxError, Via};
 use super::diagnosis::{self, diagnose, ConnectErrorKind, Context, CredKind, Failure};
-use super::report::{Echo, Report, Step};
+use super::report::{DiagnosisJson, Echo, Report, Step};
 use super::transport::{self, Conn, Trust};
 use super::url::{Scheme, ServerUrl, Transport};
 use crate::stun::Method;
@@ -259,8 +259,9 @@ fn relay_both_ways(
         Ok((e, detail))
     });
     let echo_sd = echo_sd?;
-    let sd_ok = echo_sd.received > 0;
+    let (sd_ok, sd_loss) = judge_echo("Send/Data indications", &echo_sd);
     p.report.send_data = echo_sd;
+    p.report.warnings.extend(sd_loss);
     if !sd_ok {
         if let Some(s) = p.report.steps.last_mut() {
             s.ok = false;
@@ -298,8 +299,9 @@ fn relay_both_ways(
         let detail = format!("{}/{} echoed via ChannelData", e.received, e.sent);
         Ok((e, detail))
     })?;
-    let cd_ok = echo_cd.received > 0;
+    let (cd_ok, cd_loss) = judge_echo("ChannelData", &echo_cd);
     p.report.channel_data = echo_cd;
+    p.report.warnings.extend(cd_loss);
     if !cd_ok {
         if let Some(s) = p.report.steps.last_mut() {
             s.ok = false;
@@ -307,6 +309,29 @@ fn relay_both_ways(
         return Err(Failure::NoRoundTrip);
     }
     Ok(())
+}
+
+/// What one framing's echoes say. The relay path works both ways as soon as one payload made
+/// the whole round trip (client → relay A → relay B → peer, and back): that is what the step
+/// and the exit code require. Fewer than all of them back is still a working path — loss on
+/// the way, not a refusal — so the probe passes but says so in a warning (`echo_loss`, with
+/// the count), for a monitor to see without failing on one lost datagram. None back is
+/// [`Failure::NoRoundTrip`]: false, no warning.
+fn judge_echo(framing: &str, e: &Echo) -> (bool, Option<DiagnosisJson>) {
+    if e.received == 0 {
+        return (false, None);
+    }
+    let lost = e.sent.saturating_sub(e.received);
+    let warning = (lost > 0).then(|| DiagnosisJson {
+        code: "echo_loss",
+        message: format!(
+            "{lost} of {} payloads sent via {framing} did not come back within {} s each: \
+             data flows through the relay, but something on the path loses some of it",
+            e.sent,
+            ECHO_WAIT.as_secs()
+        ),
+    });
+    (true, warning)
 }
 
 /// Sends `count` payloads from `a`, waits for each at `b`, sends it back, and waits for it at
@@ -351,4 +376,48 @@ fn wait_for(s: &mut Session, payload: &[u8], ok: &impl Fn(Via) -> bool) -> Resul
         }
     }
     Ok(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn echo(sent: u32, received: u32) -> Echo {
+        Echo {
+            sent,
+            received,
+            rtt_ms: vec![1.0; received as usize],
+        }
+    }
+
+    #[test]
+    fn every_echo_back_passes_without_a_warning() {
+        let (ok, warning) = judge_echo("ChannelData", &echo(5, 5));
+        assert!(ok);
+        assert!(warning.is_none());
+    }
+
+    #[test]
+    fn one_echo_back_of_five_passes_and_warns_with_the_count() {
+        let (ok, warning) = judge_echo("ChannelData", &echo(5, 1));
+        assert!(ok, "one round trip shows the path works both ways");
+        let w = warning.expect("a warning for the four lost");
+        assert_eq!(w.code, "echo_loss");
+        assert!(
+            w.message
+                .starts_with("4 of 5 payloads sent via ChannelData"),
+            "{}",
+            w.message
+        );
+    }
+
+    #[test]
+    fn no_echo_back_fails() {
+        let (ok, warning) = judge_echo("Send/Data indications", &echo(5, 0));
+        assert!(!ok);
+        assert!(
+            warning.is_none(),
+            "the failure's diagnosis says it, not a warning"
+        );
+    }
 }

@@ -63,15 +63,37 @@ pub fn require_tool(name: &str) -> PathBuf {
     if let Some(path) = find_on_path(name) {
         return path;
     }
-    let hint = match name {
-        "turnserver" | "turnutils_uclient" | "turnutils_peer" | "turnutils_stunclient" => {
-            "install Debian package coturn (`apt-get install -y --no-install-recommends coturn`); \
-             .ci/run does this"
+    panic!(
+        "required tool `{name}` not found on PATH: {}. This is a tier-2 test (feature \
+         `external`, tests/README.md); `.ci/run` installs every tool they need, and plain \
+         `cargo test` runs without them",
+        install_hint(name)
+    );
+}
+
+/// How to get tool `name` on Debian (the packages `.ci/run` installs).
+fn install_hint(name: &str) -> &'static str {
+    match name {
+        n if n == "turnserver" || n.starts_with("turnutils_") => {
+            "install the Debian package coturn (`apt-get install -y --no-install-recommends coturn`)"
         }
-        "python3" => "install python3 and pip; .ci/run does this",
-        _ => "install it; .ci/run installs every tool the tests need",
-    };
-    panic!("required tool `{name}` not found on PATH: {hint}");
+        "promtool" | "prometheus" => "install the Debian package prometheus",
+        "chromium" => "install the Debian package chromium",
+        "podman" | "runc" => "install the Debian packages podman and runc",
+        "ip" => "install the Debian package iproute2",
+        "iptables" => "install the Debian package iptables",
+        "unshare" => "install the Debian package util-linux",
+        "kubernetes-validate" => {
+            "`python3 -m pip install -r tests/requirements-deploy.txt` (PIP_BREAK_SYSTEM_PACKAGES=1 \
+             on Debian)"
+        }
+        "python3" => {
+            "install python3 and pip (Debian packages python3 python3-pip), then \
+             `python3 -m pip install -r tests/aiortc/requirements.txt -r \
+             tests/requirements-deploy.txt`"
+        }
+        _ => "install it",
+    }
 }
 
 fn find_on_path(name: &str) -> Option<PathBuf> {

@@ -41,6 +41,24 @@ pub struct Scratch {
     echo_buf: Vec<u8>,
     /// Room for one `UDP_SEGMENT` control message (8-aligned; CMSG_SPACE(2) is 24 bytes).
     cmsg: [u64; 4],
+    /// What the send paths did, for the report: whether batching and GSO really happened.
+    pub sends: SendCounts,
+}
+
+/// System calls that sent more than one datagram, by kind, and the datagrams they carried.
+/// The report shows them so that a run (or a test) can tell that GSO and `sendmmsg` were
+/// used, not only enabled: at a low rate every burst is one datagram, sent with a plain `send`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SendCounts {
+    /// Client bursts of two or more datagrams sent as one GSO `send`.
+    pub gso_sends: u64,
+    pub gso_datagrams: u64,
+    /// Client bursts of two or more datagrams sent with one `sendmmsg`.
+    pub mmsg_sends: u64,
+    pub mmsg_datagrams: u64,
+    /// Peer echoes of two or more datagrams sent as one GSO `sendmsg`.
+    pub echo_gso_sends: u64,
+    pub echo_gso_datagrams: u64,
 }
 
 impl Scratch {
@@ -59,6 +77,7 @@ impl Scratch {
             gso_echo,
             echo_buf: vec![0u8; GSO_MAX_BYTES],
             cmsg: [0; 4],
+            sends: SendCounts::default(),
         }
     }
 
@@ -229,6 +248,10 @@ impl Scratch {
                 }
                 return Err(e);
             }
+            if k > 1 {
+                self.sends.echo_gso_sends += 1;
+                self.sends.echo_gso_datagrams += k as u64;
+            }
             done += k;
         }
         Ok(done)
@@ -255,7 +278,15 @@ impl Scratch {
             // SAFETY: the pointer and length describe the live slice `burst[..count * len]`.
             let r =
                 unsafe { libc::send(fd, burst.as_ptr().cast(), count * len, libc::MSG_DONTWAIT) };
-            return dropped_is_zero(r as i64).map(|sent| if sent > 0 { count } else { 0 });
+            let sent = dropped_is_zero(r as i64)?;
+            if sent == 0 {
+                return Ok(0);
+            }
+            if count > 1 {
+                self.sends.gso_sends += 1;
+                self.sends.gso_datagrams += count as u64;
+            }
+            return Ok(count);
         }
         for i in 0..count {
             self.iovs[i] = libc::iovec {
@@ -282,7 +313,12 @@ impl Scratch {
                 libc::MSG_DONTWAIT,
             )
         };
-        dropped_is_zero(r as i64)
+        let sent = dropped_is_zero(r as i64)?;
+        if sent > 1 {
+            self.sends.mmsg_sends += 1;
+            self.sends.mmsg_datagrams += sent as u64;
+        }
+        Ok(sent)
     }
 }
 

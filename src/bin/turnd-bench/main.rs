@@ -288,6 +288,30 @@ fn traffic(a: &Args, creds: &Creds) -> Result<()> {
         ("generator_batch", Some(a.batch as f64)),
         ("generator_gso", Some(f64::from(u8::from(gso)))),
         ("generator_echo_gso", Some(f64::from(u8::from(a.echo_gso)))),
+        // What the send paths really did (`batch::SendCounts`): GSO and sendmmsg calls that
+        // carried two or more datagrams, and how many they carried.
+        ("generator_gso_sends", Some(io.sends.gso_sends as f64)),
+        (
+            "generator_gso_datagrams",
+            Some(io.sends.gso_datagrams as f64),
+        ),
+        ("generator_mmsg_sends", Some(io.sends.mmsg_sends as f64)),
+        (
+            "generator_mmsg_datagrams",
+            Some(io.sends.mmsg_datagrams as f64),
+        ),
+        (
+            "generator_echo_gso_sends",
+            Some(io.sends.echo_gso_sends as f64),
+        ),
+        (
+            "generator_echo_gso_datagrams",
+            Some(io.sends.echo_gso_datagrams as f64),
+        ),
+        // The counts behind the rates above, for exact comparisons.
+        ("sent", Some(counts.sent as f64)),
+        ("peer_received", Some(counts.peer_received as f64)),
+        ("client_received", Some(counts.client_received as f64)),
         ("held_allocations", Some(held_count as f64)),
         ("held_setup_per_s", held_setup_per_s),
         ("held_errors", Some(hold_errors as f64)),
