@@ -68,7 +68,7 @@ fn request(method: Method, nonce: &[u8], txid: u8, f: impl FnOnce(&mut MessageBu
 /// A server with one allocation, a permission and channel 0x4000 bound to the peer.
 fn bound_server(client: FiveTuple, peer: SocketAddr) -> (Server, Instant) {
     let now = Instant::now();
-    let mut s = Server::new(shared(), 1, now, 1_700_000_000);
+    let mut s = Server::new(shared(), [1; 32], now, 1_700_000_000);
     let mut nonce = [0u8; turnd::core::nonce::NONCE_LEN];
     let nonce = s
         .shared()
@@ -224,7 +224,7 @@ fn allocation_benches(c: &mut Criterion) {
                 let n = left.min(CHUNK);
                 left -= n;
                 let now = Instant::now();
-                let mut s = Server::new(shared(), 1, now, 1_700_000_000);
+                let mut s = Server::new(shared(), [1; 32], now, 1_700_000_000);
                 let reqs = allocate_requests(&s, n as usize);
                 let t = Instant::now();
                 create_all(&mut s, now, black_box(&reqs));
@@ -241,7 +241,7 @@ fn allocation_benches(c: &mut Criterion) {
                 let n = left.min(CHUNK);
                 left -= n;
                 let now = Instant::now();
-                let mut s = Server::new(shared(), 1, now, 1_700_000_000);
+                let mut s = Server::new(shared(), [1; 32], now, 1_700_000_000);
                 let reqs = allocate_requests(&s, n as usize);
                 create_all(&mut s, now, &reqs);
                 // Past the default lifetime (600 s): every allocation expires at once.

@@ -302,7 +302,7 @@ fuzz_target!(|data: &[u8]| {
     let shared = shared();
     let t0 = Instant::now();
     let mut run = Run {
-        server: Server::new(shared.clone(), 0x5eed, t0, 1_700_000_000),
+        server: Server::new(shared.clone(), [0x5e; 32], t0, 1_700_000_000),
         shared,
         now: t0,
         clients: clients(),

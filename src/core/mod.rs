@@ -123,10 +123,23 @@ impl Default for CoreConfig {
 
 /// A port set aside by EVEN-PORT with the R bit, claimed by a later Allocate that quotes
 /// its RESERVATION-TOKEN (possibly arriving on another worker, hence shared).
-#[derive(Clone, Copy, Debug)]
+///
+/// A reservation holds a port and one unit of its user's `user_quota` and of `total_quota`,
+/// like an allocation, so that cycling EVEN-PORT Allocates cannot hold more than the quota
+/// allows. It ends at the first of: its 30 s deadline, the end of the allocation whose
+/// Allocate made it, or its redemption — then its quota unit passes to the allocation that
+/// quoted the token (it is not counted twice).
+#[derive(Clone, Debug)]
 pub struct Reservation {
     pub relay: SocketAddr,
     pub expires: Instant,
+    /// Who obtained the token: only this user may redeem it (anyone else is told, as for an
+    /// unknown token, that there is none), and the quota unit is counted against them.
+    pub username: Box<str>,
+    /// The core (its [`Server`] tag) and allocation whose Allocate made it: it is freed when
+    /// that allocation ends.
+    pub owner: u64,
+    pub alloc: AllocationId,
 }
 
 /// The control plane shared by all workers. Locks here are taken on requests only.

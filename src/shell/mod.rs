@@ -154,7 +154,11 @@ impl Server {
             per_worker.into_iter().zip(tcp_per_worker).enumerate()
         {
             let tls_listeners = tls_per_worker.next().unwrap_or_default();
-            let seed: u64 = rand::random();
+            // Each worker's CSPRNG is seeded straight from the operating system (the core
+            // never reads OS randomness itself).
+            let mut seed = [0u8; 32];
+            rand::RngCore::try_fill_bytes(&mut rand::rngs::OsRng, &mut seed)
+                .context("cannot read random bytes from the operating system")?;
             let core = crate::core::Server::new(shared.clone(), seed, now, unix_now);
             let rx = rx.clone();
             let link = crate::metrics::WorkerLink {
