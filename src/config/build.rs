@@ -12,7 +12,7 @@ use crate::core::peer_filter::Cidr;
 use super::error::{Origin, Problem};
 use super::sources::{Raw, RawUser, Settings};
 use super::types::{ExternalIp, PortRange, User};
-use super::{Config, LogFormat, Rate};
+use super::{Config, LogFormat, Rate, RestUsernameOrder};
 
 /// RFC 8489 §14.9 (REALM) and §14.14 (SOFTWARE): fewer than 128 characters.
 const MAX_TEXT_CHARS: usize = 127;
@@ -34,6 +34,12 @@ pub(crate) fn build(settings: &Settings, problems: &mut Vec<Problem>) -> Config 
         realm: b.one("realm", defaults.realm, parse_realm),
         users: b.users(defaults.users),
         auth_secrets: b.list("auth_secrets", defaults.auth_secrets, parse_secret),
+        rest_username_order: b.one(
+            "rest_username_order",
+            defaults.rest_username_order,
+            parse_rest_username_order,
+        ),
+        rest_max_ttl: b.one("rest_max_ttl", defaults.rest_max_ttl, parse_max_ttl),
         allow_peers: b.list("allow_peers", defaults.allow_peers, parse_cidr),
         deny_peers: b.list("deny_peers", defaults.deny_peers, parse_cidr),
         workers: b.one("workers", defaults.workers, parse_workers),
@@ -484,6 +490,26 @@ fn parse_bool(s: &str) -> Result<bool, String> {
         "false" | "off" | "no" => Ok(false),
         _ => Err(format!("`{s}` is neither `true` nor `false`")),
     }
+}
+
+fn parse_rest_username_order(s: &str) -> Result<RestUsernameOrder, String> {
+    RestUsernameOrder::parse(s.trim()).ok_or_else(|| {
+        format!(
+            "`{s}` is neither `expiry-first` (EXPIRY:USER, the default) nor `user-first` \
+             (USER:EXPIRY)"
+        )
+    })
+}
+
+/// Seconds, 0 = no cap; at most `u32::MAX` (136 years) like every duration here, which also
+/// keeps it a TOML integer when printed.
+fn parse_max_ttl(s: &str) -> Result<u32, String> {
+    s.trim().parse::<u32>().map_err(|_| {
+        format!(
+            "`{s}` is not a number of seconds from 0 (no cap) to {}",
+            u32::MAX
+        )
+    })
 }
 
 fn parse_count(s: &str) -> Result<u32, String> {

@@ -112,6 +112,17 @@ pub struct ConfigArgs {
     #[arg(long, value_name = "SECRET")]
     pub auth_secret: Vec<String>,
 
+    /// Where a TURN REST API username carries its expiry: `expiry-first`
+    /// (EXPIRY:USER, the default, as the draft and coturn) or `user-first`
+    /// (USER:EXPIRY) [key: rest_username_order]
+    #[arg(long, value_name = "expiry-first|user-first")]
+    pub rest_username_order: Option<String>,
+
+    /// Furthest ahead of now a TURN REST API username's expiry may lie, seconds;
+    /// further is refused like an expired one; 0 = no cap [key: rest_max_ttl]
+    #[arg(long, value_name = "SECONDS")]
+    pub rest_max_ttl: Option<String>,
+
     /// Peer network to allow even if denied by default; repeatable
     /// [key: allow_peers]
     #[arg(long, value_name = "CIDR", value_delimiter = ',')]
@@ -293,6 +304,8 @@ impl ConfigArgs {
         one(&mut self.realm, &later.realm);
         list(&mut self.user, &later.user);
         list(&mut self.auth_secret, &later.auth_secret);
+        one(&mut self.rest_username_order, &later.rest_username_order);
+        one(&mut self.rest_max_ttl, &later.rest_max_ttl);
         list(&mut self.allow_peer, &later.allow_peer);
         list(&mut self.deny_peer, &later.deny_peer);
         one(&mut self.workers, &later.workers);

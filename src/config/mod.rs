@@ -33,6 +33,7 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
+pub use crate::core::auth::RestUsernameOrder;
 use crate::core::peer_filter::Cidr;
 pub use crate::core::rate_limit::Rate;
 
@@ -61,6 +62,12 @@ pub struct Config {
     pub users: Vec<User>,
     /// Shared secrets for TURN REST API (time-limited) credentials.
     pub auth_secrets: Vec<String>,
+    /// Where a TURN REST API username carries its expiry: `expiry-first` (the default) or
+    /// `user-first`. Only that position is read.
+    pub rest_username_order: RestUsernameOrder,
+    /// The furthest ahead of now, in seconds, a TURN REST API username's expiry may lie
+    /// (further is refused like an expired one); 0 = no cap. Default 7 days.
+    pub rest_max_ttl: u32,
     /// Peer networks allowed even though the built-in peer filter denies them.
     pub allow_peers: Vec<Cidr>,
     /// Peer networks denied in addition to the built-in ones.
@@ -169,6 +176,8 @@ impl Default for Config {
             realm: "turnd".to_string(),
             users: Vec::new(),
             auth_secrets: Vec::new(),
+            rest_username_order: RestUsernameOrder::ExpiryFirst,
+            rest_max_ttl: crate::core::auth::DEFAULT_REST_MAX_TTL as u32,
             allow_peers: Vec::new(),
             deny_peers: Vec::new(),
             workers: 0,
@@ -362,6 +371,8 @@ impl fmt::Debug for Config {
             .field("realm", &self.realm)
             .field("users", &self.users)
             .field("auth_secrets", &secrets)
+            .field("rest_username_order", &self.rest_username_order)
+            .field("rest_max_ttl", &self.rest_max_ttl)
             .field("allow_peers", &Shown(&self.allow_peers))
             .field("deny_peers", &Shown(&self.deny_peers))
             .field("workers", &self.workers)

@@ -35,6 +35,16 @@ impl Config {
         let _ = writeln!(w, "realm = {}", quote(&self.realm));
         let secrets = vec![REDACTED; self.auth_secrets.len()];
         let _ = writeln!(w, "auth_secrets = {}", list(&secrets));
+        let _ = writeln!(
+            w,
+            "rest_username_order = {} # expiry-first or user-first",
+            quote(self.rest_username_order.as_str())
+        );
+        let _ = writeln!(
+            w,
+            "rest_max_ttl = {} # seconds; 0 = no cap",
+            self.rest_max_ttl
+        );
         let _ = writeln!(w, "allow_peers = {}", list(&self.allow_peers));
         let _ = writeln!(w, "deny_peers = {}", list(&self.deny_peers));
         let _ = writeln!(
@@ -181,10 +191,12 @@ fn list<T: Display>(items: &[T]) -> String {
 }
 
 /// The keys SIGHUP applies to the running server; every other key waits for a restart.
-pub const RELOADABLE: [&str; 6] = [
+pub const RELOADABLE: [&str; 8] = [
     "realm",
     "users",
     "auth_secrets",
+    "rest_username_order",
+    "rest_max_ttl",
     "allow_peers",
     "deny_peers",
     "log_level",

@@ -37,7 +37,7 @@ const fn key(name: &'static str, flag: &'static str, shape: Shape) -> Key {
 }
 
 /// Every config key, in the order they are documented and printed.
-pub(crate) const KEYS: [Key; 40] = [
+pub(crate) const KEYS: [Key; 42] = [
     key("listen", "--listen", Shape::List),
     key("relay_ips", "--relay-ip", Shape::List),
     key("relay_ports", "--relay-ports", Shape::Scalar),
@@ -45,6 +45,12 @@ pub(crate) const KEYS: [Key; 40] = [
     key("realm", "--realm", Shape::Scalar),
     key("users", "--user", Shape::Users),
     key("auth_secrets", "--auth-secret", Shape::List),
+    key(
+        "rest_username_order",
+        "--rest-username-order",
+        Shape::Scalar,
+    ),
+    key("rest_max_ttl", "--rest-max-ttl", Shape::Scalar),
     key("allow_peers", "--allow-peer", Shape::List),
     key("deny_peers", "--deny-peer", Shape::List),
     key("workers", "--workers", Shape::Scalar),
@@ -371,9 +377,11 @@ fn from_flags(args: &ConfigArgs, settings: &mut Settings) {
         ("nat_discovery_listen", &args.nat_discovery_listen),
         ("alternate_servers", &args.alternate_servers),
     ];
-    let scalars: [(&str, &Option<String>); 30] = [
+    let scalars: [(&str, &Option<String>); 32] = [
         ("relay_ports", &args.relay_ports),
         ("realm", &args.realm),
+        ("rest_username_order", &args.rest_username_order),
+        ("rest_max_ttl", &args.rest_max_ttl),
         ("workers", &args.workers),
         ("log_level", &args.log_level),
         ("log_format", &args.log_format),

@@ -230,7 +230,8 @@ impl Server {
         self.shared.quotas.set_draining(true);
     }
 
-    /// Applies a reloaded configuration's realm, users, REST secrets and peer filter. Existing
+    /// Applies a reloaded configuration's realm, users, REST secrets (and how REST usernames
+    /// are read: `rest_username_order`, `rest_max_ttl`) and peer filter. Existing
     /// allocations keep relaying; their next request is checked against the new credentials.
     /// Other keys take effect at the next start.
     pub fn reload(&self, config: &Config) {
