@@ -70,8 +70,12 @@ pub(crate) fn build(settings: &Settings, problems: &mut Vec<Problem>) -> Config 
         ),
         binding_rate: b.one("binding_rate", defaults.binding_rate, parse_rate),
         userhash: b.one("userhash", defaults.userhash, parse_bool),
-        max_permissions: b.one("max_permissions", defaults.max_permissions, parse_count),
-        max_channels: b.one("max_channels", defaults.max_channels, parse_count),
+        max_permissions: b.one(
+            "max_permissions",
+            defaults.max_permissions,
+            parse_per_allocation,
+        ),
+        max_channels: b.one("max_channels", defaults.max_channels, parse_per_allocation),
         unauthenticated_timeout: b.one(
             "unauthenticated_timeout",
             defaults.unauthenticated_timeout,
@@ -510,6 +514,19 @@ fn parse_max_ttl(s: &str) -> Result<u32, String> {
             u32::MAX
         )
     })
+}
+
+/// `max_permissions`, `max_channels`: 0 (the ceiling) to the ceiling, 4096 for both.
+fn parse_per_allocation(s: &str) -> Result<u32, String> {
+    const CEILING: u32 = crate::core::permission::MAX_PERMISSIONS;
+    const _: () = assert!(CEILING == crate::core::channel::MAX_CHANNELS);
+    s.trim()
+        .parse::<u32>()
+        .ok()
+        .filter(|&n| n <= CEILING)
+        .ok_or_else(|| {
+            format!("`{s}` is not a whole number from 1 to {CEILING} (0 = {CEILING}, the most)")
+        })
 }
 
 fn parse_count(s: &str) -> Result<u32, String> {

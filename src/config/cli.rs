@@ -212,13 +212,13 @@ pub struct ConfigArgs {
     #[arg(long, value_name = "true|false")]
     pub userhash: Option<String>,
 
-    /// Most permissions one allocation holds (508 beyond); 0 = no limit
-    /// [key: max_permissions]
+    /// Most permissions one allocation holds (508 beyond); at most 4096,
+    /// 0 = 4096 [key: max_permissions]
     #[arg(long, value_name = "N")]
     pub max_permissions: Option<String>,
 
-    /// Most channel bindings one allocation holds (508 beyond); 0 = no limit
-    /// [key: max_channels]
+    /// Most channel bindings one allocation holds (508 beyond); at most 4096,
+    /// 0 = 4096 [key: max_channels]
     #[arg(long, value_name = "N")]
     pub max_channels: Option<String>,
 

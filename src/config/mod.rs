@@ -105,9 +105,9 @@ pub struct Config {
     pub binding_rate: Rate,
     /// Set RFC 8489's "Username anonymity" bit: clients send USERHASH.
     pub userhash: bool,
-    /// Most permissions per allocation; 0 = no limit.
+    /// Most permissions per allocation, at most 4096; 0 = 4096.
     pub max_permissions: u32,
-    /// Most channel bindings per allocation; 0 = no limit.
+    /// Most channel bindings per allocation, at most 4096; 0 = 4096.
     pub max_channels: u32,
     /// Seconds a TCP connection may stay open without an allocation (before its first one,
     /// and after its allocation ends).

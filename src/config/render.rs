@@ -100,10 +100,14 @@ impl Config {
         let _ = writeln!(w, "userhash = {}", self.userhash);
         let _ = writeln!(
             w,
-            "max_permissions = {} # 0 = no limit",
+            "max_permissions = {} # 0 = 4096, the most",
             self.max_permissions
         );
-        let _ = writeln!(w, "max_channels = {} # 0 = no limit", self.max_channels);
+        let _ = writeln!(
+            w,
+            "max_channels = {} # 0 = 4096, the most",
+            self.max_channels
+        );
         let _ = writeln!(
             w,
             "unauthenticated_timeout = {}",

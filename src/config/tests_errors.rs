@@ -489,4 +489,15 @@ fn rates_and_switches() {
     fails_on("userhash", None, &[], &["--userhash", "maybe"]);
     // Only switches take TOML booleans.
     fails_on("max_channels", Some("max_channels = true"), &[], &[]);
+    // Every allocation's lists have a ceiling: 4096 (0 means it).
+    let msg = fails_on("max_permissions", None, &[], &["--max-permissions", "4097"]);
+    assert!(msg.contains("0 = 4096"), "{msg}");
+    fails_on("max_channels", Some("max_channels = 100000"), &[], &[]);
+    let c = load_with(
+        None,
+        &[],
+        &["--max-permissions", "4096", "--max-channels", "0"],
+    )
+    .unwrap();
+    assert_eq!((c.max_permissions, c.max_channels), (4096, 0));
 }

@@ -87,9 +87,11 @@ pub struct CoreConfig {
     /// Set the "Username anonymity" bit in our nonces (RFC 8489 §9.2): RFC 8489 clients then
     /// send USERHASH instead of USERNAME, which only static users can use.
     pub userhash: bool,
-    /// Most permissions one allocation holds (508 beyond); 0 = no limit.
+    /// Most permissions one allocation holds (508 beyond); 0 = no limit here, but the shell
+    /// passes at most [`permission::MAX_PERMISSIONS`] (an operator's 0 means that ceiling).
     pub max_permissions: u32,
-    /// Most channel bindings one allocation holds (508 beyond); 0 = no limit.
+    /// Most channel bindings one allocation holds (508 beyond); 0 = no limit here, but the
+    /// shell passes at most [`channel::MAX_CHANNELS`].
     pub max_channels: u32,
     /// Per-source rate of error answers to unauthenticated requests.
     pub unauthenticated_rate: rate_limit::Rate,

@@ -3,8 +3,10 @@
 use super::discover;
 use crate::config::Config;
 use crate::core::auth::{Credentials, RestPolicy};
+use crate::core::channel::MAX_CHANNELS;
 use crate::core::nonce::NonceKey;
 use crate::core::peer_filter::PeerFilter;
+use crate::core::permission::MAX_PERMISSIONS;
 use crate::core::ports::PortPool;
 use crate::core::{CoreConfig, RelayAddr, Shared};
 use anyhow::bail;
@@ -93,6 +95,15 @@ pub fn peer_filter(config: &Config) -> PeerFilter {
     PeerFilter::new(config.allow_peers.clone(), config.deny_peers.clone())
 }
 
+/// A per-allocation limit as the core gets it: the operator's, with 0 (no limit of their own)
+/// meaning the built-in ceiling, so every allocation's lists have a bound.
+fn per_allocation(configured: u32, ceiling: u32) -> u32 {
+    match configured {
+        0 => ceiling,
+        n => n.min(ceiling),
+    }
+}
+
 /// The core's shared state; `nat_discovery` holds the RFC 5780 pairs with their bound ports.
 pub fn shared_state(
     config: &Config,
@@ -110,8 +121,8 @@ pub fn shared_state(
         user_quota: config.user_quota,
         refuse_amplification: config.refuse_amplification,
         userhash: config.userhash,
-        max_permissions: config.max_permissions,
-        max_channels: config.max_channels,
+        max_permissions: per_allocation(config.max_permissions, MAX_PERMISSIONS),
+        max_channels: per_allocation(config.max_channels, MAX_CHANNELS),
         unauthenticated_rate: config.unauthenticated_rate,
         binding_rate: config.binding_rate,
         total_quota: config.total_quota,
@@ -138,7 +149,17 @@ pub fn shared_state(
 
 #[cfg(test)]
 mod tests {
-    use super::listen_relay_ips;
+    use super::{listen_relay_ips, per_allocation};
+    use crate::core::channel::MAX_CHANNELS;
+    use crate::core::permission::MAX_PERMISSIONS;
+
+    #[test]
+    fn per_allocation_limits_always_have_a_ceiling() {
+        assert_eq!(per_allocation(0, MAX_PERMISSIONS), 4096);
+        assert_eq!(per_allocation(0, MAX_CHANNELS), 4096);
+        assert_eq!(per_allocation(256, MAX_PERMISSIONS), 256);
+        assert_eq!(per_allocation(u32::MAX, MAX_CHANNELS), 4096);
+    }
     use std::net::IpAddr;
 
     fn discover(v4: Option<&str>, v6: Option<&str>) -> impl Fn(bool) -> Option<IpAddr> {

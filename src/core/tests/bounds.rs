@@ -190,3 +190,54 @@ fn the_retransmission_cache_forgets_the_oldest_past_its_capacity() {
         .assert_error(Method::REFRESH, 437, Some(&x.key));
     assert_eq!(h.server.cached_responses(), capacity);
 }
+
+/// The permissions and channel bindings of one allocation at the ceiling the shell never
+/// exceeds (4096 each, what `max_permissions = 0` and `max_channels = 0` mean): one more of
+/// either is a 508, and the lists stay at the ceiling.
+#[test]
+fn permissions_and_channels_stop_at_their_ceiling() {
+    use crate::core::channel::MAX_CHANNELS;
+    use crate::core::permission::MAX_PERMISSIONS;
+    let mut h = Harness::with(Setup {
+        per_allocation: (MAX_PERMISSIONS, MAX_CHANNELS),
+        ..Setup::default()
+    });
+    let mut c = Client::alice(ft());
+    c.allocate_with(&mut h, &[additional_v6()])
+        .assert_success(Method::ALLOCATE, &c.key);
+    let peer = |i: u32| {
+        SocketAddr::new(
+            IpAddr::V6(
+                0x2001_0db8_0001_u128
+                    .wrapping_shl(80)
+                    .wrapping_add(u128::from(i))
+                    .into(),
+            ),
+            5000,
+        )
+    };
+    let peers: Vec<SocketAddr> = (1..=MAX_PERMISSIONS).map(peer).collect();
+    for chunk in peers.chunks(20) {
+        c.permit(&mut h, chunk);
+    }
+    assert_eq!(h.alloc(ft()).permissions.len(), MAX_PERMISSIONS as usize);
+    let one_more = peer(MAX_PERMISSIONS + 1);
+    c.create_permission(&mut h, &[one_more]).assert_error(
+        Method::CREATE_PERMISSION,
+        508,
+        Some(&c.key),
+    );
+    for (i, p) in peers.iter().enumerate() {
+        c.bind(&mut h, 0x4000 + i as u16, *p);
+    }
+    assert_eq!(h.alloc(ft()).channels.len(), MAX_CHANNELS as usize);
+    c.channel_bind(&mut h, 0x4000 + MAX_CHANNELS as u16, peers[0])
+        .assert_error(Method::CHANNEL_BIND, 508, Some(&c.key));
+    assert_eq!(h.alloc(ft()).permissions.len(), MAX_PERMISSIONS as usize);
+    assert_eq!(h.alloc(ft()).channels.len(), MAX_CHANNELS as usize);
+    // Data still flows on the last of them.
+    let last = *peers.last().unwrap();
+    let id = h.id_of(ft()).unwrap();
+    assert!(h.peer(id, last, b"x").is_some());
+    assert_eq!(h.server.pending_timers(), 2, "one expiry, one sweep");
+}
