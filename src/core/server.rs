@@ -301,7 +301,7 @@ impl Server {
         self.wall.unix + now.saturating_duration_since(self.wall.at).as_secs()
     }
 
-    /// 64 bits from the worker's CSPRNG (see [`Server::rng`](Server)).
+    /// 64 bits from the worker's CSPRNG (the `rng` field: `StdRng`, seeded by the shell).
     pub(super) fn random(&mut self) -> u64 {
         self.rng.next_u64()
     }

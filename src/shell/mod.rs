@@ -239,7 +239,8 @@ impl Server {
         self.shared.peer_filter.store(setup::peer_filter(config));
     }
 
-    /// Allocations held across all workers (including those still opening their socket).
+    /// Allocations held across all workers (including those still opening their socket), and
+    /// port reservations (EVEN-PORT with the R bit) not yet redeemed: each counts like one.
     pub fn allocations(&self) -> u32 {
         self.shared.quotas.total()
     }

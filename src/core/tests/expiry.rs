@@ -48,7 +48,9 @@ fn refresh_postpones_expiry() {
     h.advance_to(500);
     c.refresh(&mut h, None)
         .assert_success(Method::REFRESH, &c.key);
-    // The old deadline still fires (lazy deletion) but finds the allocation current.
+    // The deadline moved: nothing is due at 600 any more.
+    assert_eq!(h.server.poll_timeout(), Some(h.at(1100)));
+    assert_eq!(h.server.pending_timers(), 1);
     h.advance_to(600);
     assert!(h.server.allocation(id).is_some());
     assert!(h.closed.is_empty());
