@@ -1,6 +1,6 @@
 //! Micro-benchmarks of the per-packet work: STUN parse and build, MESSAGE-INTEGRITY check,
 //! and the core's relay decisions (ChannelData client → peer, peer datagram framed for the
-//! client); and of an allocation's life in the core: creation (a signed Allocate, its relay
+//! client as ChannelData or as a Data indication); and of an allocation's life in the core: creation (a signed Allocate, its relay
 //! opened) and expiry (the timer firing, the relay closed, the end event).
 //!
 //! Run: `cargo bench --bench relay_path`. These measure turnd alone; the comparison with
@@ -68,7 +68,7 @@ fn request(method: Method, nonce: &[u8], txid: u8, f: impl FnOnce(&mut MessageBu
 /// A server with one allocation, a permission and channel 0x4000 bound to the peer.
 fn bound_server(client: FiveTuple, peer: SocketAddr) -> (Server, Instant) {
     let now = Instant::now();
-    let mut s = Server::new(shared(), 1, now, 1_700_000_000);
+    let mut s = Server::new(shared(), [1; 32], now, 1_700_000_000);
     let mut nonce = [0u8; turnd::core::nonce::NONCE_LEN];
     let nonce = s
         .shared()
@@ -97,7 +97,20 @@ fn bound_server(client: FiveTuple, peer: SocketAddr) -> (Server, Instant) {
     });
     s.handle_client_datagram(now, client, &bind);
     while s.poll_output().is_some() {}
+    // A second peer with a permission and no channel: its datagrams reach the client as Data
+    // indications.
+    let permit = request(Method::CREATE_PERMISSION, &nonce, 3, |b| {
+        b.add_xor_address(AttrType::XOR_PEER_ADDRESS, &data_peer())
+            .unwrap();
+    });
+    s.handle_client_datagram(now, client, &permit);
+    while s.poll_output().is_some() {}
     (s, now + Duration::from_secs(1))
+}
+
+/// The peer [`bound_server`] permits without a channel.
+fn data_peer() -> SocketAddr {
+    "198.51.100.8:5000".parse().unwrap()
 }
 
 fn benches(c: &mut Criterion) {
@@ -168,6 +181,21 @@ fn benches(c: &mut Criterion) {
                 .unwrap()
         })
     });
+    // The same without a channel: a Data indication, framed in place, with a fresh
+    // transaction id per datagram.
+    c.bench_function("core_peer_datagram_to_data_indication", |b| {
+        b.iter(|| {
+            server
+                .handle_peer_datagram(
+                    now,
+                    id,
+                    data_peer(),
+                    black_box(&mut buf),
+                    PEER_HEADROOM..PEER_HEADROOM + 160,
+                )
+                .unwrap()
+        })
+    });
 }
 
 /// Signed Allocate requests from `n` distinct clients (ports from 10,000), each with a nonce
@@ -224,7 +252,7 @@ fn allocation_benches(c: &mut Criterion) {
                 let n = left.min(CHUNK);
                 left -= n;
                 let now = Instant::now();
-                let mut s = Server::new(shared(), 1, now, 1_700_000_000);
+                let mut s = Server::new(shared(), [1; 32], now, 1_700_000_000);
                 let reqs = allocate_requests(&s, n as usize);
                 let t = Instant::now();
                 create_all(&mut s, now, black_box(&reqs));
@@ -241,7 +269,7 @@ fn allocation_benches(c: &mut Criterion) {
                 let n = left.min(CHUNK);
                 left -= n;
                 let now = Instant::now();
-                let mut s = Server::new(shared(), 1, now, 1_700_000_000);
+                let mut s = Server::new(shared(), [1; 32], now, 1_700_000_000);
                 let reqs = allocate_requests(&s, n as usize);
                 create_all(&mut s, now, &reqs);
                 // Past the default lifetime (600 s): every allocation expires at once.

@@ -3,9 +3,12 @@
 //! writing code.
 //!
 //! The scheme (draft-uberti-behave-turn-rest-00, as coturn and turnd implement it): the
-//! username is `<unix-expiry>:<user-id>`, the password `base64(HMAC-SHA1(secret, username))`.
+//! username is `<unix-expiry>:<user-id>` (`<user-id>:<unix-expiry>` when the server is
+//! configured with `rest_username_order = "user-first"`), the password
+//! `base64(HMAC-SHA1(secret, username))`. A TTL beyond the server's `rest_max_ttl` is refused
+//! here, since the server would refuse the credentials.
 
-use crate::core::auth::rest_api_password;
+use crate::core::auth::{rest_api_password, RestUsernameOrder};
 use std::time::Duration;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -35,15 +38,38 @@ pub struct Minted {
     pub expires: u64,
 }
 
-pub fn mint(secret: &str, user: &str, ttl: Duration, unix_now: u64) -> Minted {
-    let expires = unix_now + ttl.as_secs();
-    let username = format!("{expires}:{user}");
+/// Mints credentials for `user`, valid `ttl` from `unix_now`, with the username written in
+/// `order` (the server's `rest_username_order`; [`RestUsernameOrder::default`] is the draft's
+/// `<unix-expiry>:<user-id>`).
+pub fn mint(
+    secret: &str,
+    user: &str,
+    ttl: Duration,
+    unix_now: u64,
+    order: RestUsernameOrder,
+) -> Minted {
+    let expires = unix_now.saturating_add(ttl.as_secs());
+    let username = order.username(expires, user);
     let password = rest_api_password(secret.as_bytes(), &username);
     Minted {
         username,
         password,
         expires,
     }
+}
+
+/// Refuses a `ttl` longer than the server's `rest_max_ttl` (seconds, 0 = no cap): the server
+/// would answer such credentials with 401 as expiring too far ahead.
+pub fn check_ttl(ttl: Duration, max_ttl: u64) -> Result<(), String> {
+    if max_ttl != 0 && ttl.as_secs() > max_ttl {
+        return Err(format!(
+            "a TTL of {} s is longer than rest_max_ttl ({max_ttl} s): the server would refuse \
+             these credentials (401, counted as expiry_too_far); ask for a shorter --ttl, or \
+             raise rest_max_ttl (0 = no cap)",
+            ttl.as_secs()
+        ));
+    }
+    Ok(())
 }
 
 /// Parses `3600`, `90s`, `30m`, `24h`, `7d`.
@@ -139,12 +165,53 @@ mod tests {
         // printf %s '1700086400:alice' | openssl dgst -binary -sha1 -hmac north | base64
         // python3 -c "import hmac,hashlib,base64; print(base64.b64encode(hmac.new(b'north',
         //   b'1700086400:alice', hashlib.sha1).digest()).decode())"
-        let m = mint("north", "alice", Duration::from_secs(86_400), 1_700_000_000);
+        // (and the same two for 'alice:1700086400').
+        let day = Duration::from_secs(86_400);
+        let m = mint("north", "alice", day, 1_700_000_000, Default::default());
         assert_eq!(m.username, "1700086400:alice");
         assert_eq!(m.expires, 1_700_086_400);
-        // An answer computed outside this code (the two commands above agree); comparing
-        // with `rest_api_password` itself would pass whatever that function computed.
+        // Answers computed outside this code (the two commands above agree); comparing with
+        // `rest_api_password` itself would pass whatever that function computed.
         assert_eq!(m.password, "SXua5ne/+mDhiHTp0pQJzRO4ESg=");
+        let m = mint(
+            "north",
+            "alice",
+            day,
+            1_700_000_000,
+            RestUsernameOrder::UserFirst,
+        );
+        assert_eq!(m.username, "alice:1700086400");
+        assert_eq!(m.password, "gY6OKnTo0pfuyBpk7QnHUFzOaCY=");
+    }
+
+    #[test]
+    fn minted_credentials_authenticate_within_the_cap_only() {
+        use crate::core::auth::{long_term_key, AuthError, Credentials, RestPolicy};
+        let now = 1_700_000_000;
+        for order in [RestUsernameOrder::ExpiryFirst, RestUsernameOrder::UserFirst] {
+            let creds =
+                Credentials::new("r", [], ["north".to_string()]).with_rest_policy(RestPolicy {
+                    order,
+                    max_ttl: 604_800,
+                });
+            for (ttl, ok) in [(604_800, true), (604_801, false)] {
+                let ttl = Duration::from_secs(ttl);
+                assert_eq!(check_ttl(ttl, 604_800).is_ok(), ok);
+                let m = mint("north", "alice", ttl, now, order);
+                let key = long_term_key(&m.username, "r", &m.password);
+                let got = creds.authenticate(&m.username, now, |k| *k == key);
+                assert_eq!(got.is_ok(), ok, "{order:?} {ttl:?}");
+                if !ok {
+                    assert_eq!(got, Err(AuthError::ExpiryTooFar));
+                }
+            }
+        }
+        let msg = check_ttl(Duration::from_secs(30 * 86_400), 604_800).unwrap_err();
+        assert!(msg.contains("rest_max_ttl (604800 s)"), "{msg}");
+        assert!(
+            check_ttl(Duration::from_secs(u64::MAX), 0).is_ok(),
+            "0 = no cap"
+        );
     }
 
     #[test]

@@ -294,25 +294,45 @@ async fn wait_and_drain(
 /// `turnd credentials`: prints REST API credentials minted with `--secret` (or the first
 /// `auth_secrets` entry of the configuration).
 fn credentials(cli: &Cli, args: &turnd::credentials::CredentialsArgs) -> ExitCode {
-    use turnd::credentials::{ice_servers_json, mint, utc};
-    let secret = match &args.secret {
-        Some(s) => s.clone(),
-        None => match config::load(&cli.config_args()).map(|c| c.auth_secrets.first().cloned()) {
-            Ok(Some(s)) => s,
-            Ok(None) => {
+    use turnd::credentials::{check_ttl, ice_servers_json, mint, utc};
+    // Minted the way the server reads them: its username order, within its `rest_max_ttl`.
+    // `--secret` needs no configuration: if none loads, the defaults apply.
+    let loaded = config::load(&cli.config_args());
+    let secret = match (&args.secret, &loaded) {
+        (Some(s), _) => s.clone(),
+        (None, Ok(c)) => match c.auth_secrets.first() {
+            Some(s) => s.clone(),
+            None => {
                 eprintln!("turnd: give --secret, or a configuration with auth_secrets");
                 return ExitCode::from(2);
             }
-            Err(e) => {
-                eprintln!("turnd: {e}");
-                return ExitCode::from(2);
-            }
         },
+        (None, Err(e)) => {
+            eprintln!("turnd: {e}");
+            return ExitCode::from(2);
+        }
     };
+    let config = loaded.unwrap_or_else(|e| {
+        eprintln!(
+            "turnd: warning: the configuration does not load ({e}); minting for the default \
+             rest_username_order and rest_max_ttl"
+        );
+        config::Config::default()
+    });
+    if let Err(why) = check_ttl(args.ttl, config.rest_max_ttl.into()) {
+        eprintln!("turnd: {why}");
+        return ExitCode::from(2);
+    }
     let unix_now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let m = mint(&secret, &args.user, args.ttl, unix_now);
+    let m = mint(
+        &secret,
+        &args.user,
+        args.ttl,
+        unix_now,
+        config.rest_username_order,
+    );
     let json = ice_servers_json(&m, &args.host);
     if args.json {
         println!("{json}");

@@ -144,7 +144,7 @@ fn allocation_churn_leaves_no_live_heap_behind() {
         (40000, 49999),
     );
     let t0 = Instant::now();
-    let mut s = Server::new(shared.clone(), 11, t0, UNIX);
+    let mut s = Server::new(shared.clone(), [11; 32], t0, UNIX);
     let mut live = Vec::new();
     for round in 0..ROUNDS {
         // Each round starts a minute after the last: every allocation and cached response

@@ -212,7 +212,13 @@ fn credential_diagnoses() {
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock after 1970")
         .as_secs();
-    let m = turnd::credentials::mint(SECRET, "dave", Duration::from_secs(3600), now - 7200);
+    let m = turnd::credentials::mint(
+        SECRET,
+        "dave",
+        Duration::from_secs(3600),
+        now - 7200,
+        Default::default(),
+    );
     let o = probe(&[
         &u,
         "--json",

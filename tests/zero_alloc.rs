@@ -91,7 +91,7 @@ fn relay_path_allocates_nothing() {
         (50000, 50100),
     );
     let t0 = Instant::now();
-    let mut s = Server::new(shared.clone(), 7, t0, UNIX);
+    let mut s = Server::new(shared.clone(), [7; 32], t0, UNIX);
     let client = FiveTuple::udp(
         "203.0.113.5:40000".parse().unwrap(),
         "192.0.2.1:3478".parse().unwrap(),
@@ -191,7 +191,7 @@ fn dual_allocation_relay_path_allocates_nothing() {
         (50000, 50100),
     );
     let t0 = Instant::now();
-    let mut s = Server::new(shared.clone(), 7, t0, UNIX);
+    let mut s = Server::new(shared.clone(), [7; 32], t0, UNIX);
     let client = FiveTuple::udp(
         "203.0.113.5:40000".parse().unwrap(),
         "192.0.2.1:3478".parse().unwrap(),

@@ -3,22 +3,32 @@
 //! with the client's last NONCE (so the fuzzer gets past authentication), peer datagrams, relay
 //! socket results, connection closes, and a fake clock that only moves forward.
 //!
+//! Client 2 signs as a second user (bob), so reservation tokens meet another user too; an
+//! Allocate may carry EVEN-PORT with the R bit, or the RESERVATION-TOKEN last handed out.
+//!
 //! Invariants checked after every step:
 //! - no panic;
 //! - every `Transmit` parses as STUN;
 //! - no `Forward` goes to a peer the filter denies;
-//! - after `handle_timeout(now)`, no active allocation has `expires <= now`.
+//! - after `handle_timeout(now)`, no active allocation has `expires <= now`;
+//! - every bound holds: deadlines ≤ `pending_timers_bound()` (three per allocation plus one
+//!   per RFC 6062 connection), cached responses ≤ the cache's capacity, each user's quota
+//!   units (allocations + reservations) ≤ `user_quota`, quota units = allocations +
+//!   reservations exactly, ports in use = the ports allocations and reservations hold,
+//!   permissions and channels per allocation ≤ `max_permissions`/`max_channels`, RFC 6062
+//!   connections ≤ 64 per TCP allocation.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
-use turnd::core::allocation::State;
+use turnd::core::allocation::{Additional, State};
 use turnd::core::auth::{long_term_key, Credentials, Key, UserSecret};
 use turnd::core::nonce::NonceKey;
 use turnd::core::peer_filter::{Cidr, PeerFilter};
 use turnd::core::ports::PortPool;
+use turnd::core::tcp_relay::MAX_PEER_CONNECTIONS;
 use turnd::core::{
     AllocationId, CoreConfig, FiveTuple, Output, RelayAddr, RelayOpenError, Server, Shared,
     Transport, PEER_HEADROOM, PEER_TAILROOM,
@@ -28,6 +38,11 @@ use turnd::stun::{AttrType, Class, Message, MessageBuilder, MessageType, Method,
 const REALM: &str = "fuzz";
 const USER: &str = "alice";
 const PASSWORD: &str = "alice-pw";
+const OTHER_USER: &str = "bob";
+const OTHER_PASSWORD: &str = "bob-pw";
+const USER_QUOTA: u32 = 3;
+const MAX_PERMISSIONS: u32 = 6;
+const MAX_CHANNELS: u32 = 3;
 
 fn shared() -> Arc<Shared> {
     let relay: IpAddr = "192.0.2.10".parse().unwrap();
@@ -41,12 +56,20 @@ fn shared() -> Arc<Shared> {
             default_lifetime: Duration::from_secs(600),
             max_lifetime: Duration::from_secs(3600),
             nonce_lifetime: Duration::from_secs(600),
-            user_quota: 3,
+            user_quota: USER_QUOTA,
+            max_permissions: MAX_PERMISSIONS,
+            max_channels: MAX_CHANNELS,
             ..CoreConfig::default()
         },
         credentials: Credentials::new(
             REALM,
-            [(USER.to_string(), UserSecret::Password(PASSWORD.into()))],
+            [
+                (USER.to_string(), UserSecret::Password(PASSWORD.into())),
+                (
+                    OTHER_USER.to_string(),
+                    UserSecret::Password(OTHER_PASSWORD.into()),
+                ),
+            ],
             ["rest".to_string()],
         )
         .into(),
@@ -89,6 +112,20 @@ fn key() -> &'static Key {
     K.get_or_init(|| long_term_key(USER, REALM, PASSWORD))
 }
 
+fn other_key() -> &'static Key {
+    static K: OnceLock<Key> = OnceLock::new();
+    K.get_or_init(|| long_term_key(OTHER_USER, REALM, OTHER_PASSWORD))
+}
+
+/// Who client `i` is: client 2 is bob, the others alice.
+fn user_of(client: usize) -> (&'static str, &'static Key) {
+    if client == 2 {
+        (OTHER_USER, other_key())
+    } else {
+        (USER, key())
+    }
+}
+
 struct Input<'a>(&'a [u8]);
 
 impl<'a> Input<'a> {
@@ -119,6 +156,8 @@ struct Run {
     txid: u64,
     /// Answer for the next `OpenRelay`s: true = AddrInUse.
     fail_open: u8,
+    /// The last RESERVATION-TOKEN an Allocate answer carried.
+    token: Option<[u8; 8]>,
 }
 
 impl Run {
@@ -127,6 +166,9 @@ impl Run {
             match out {
                 Output::Transmit { to, payload } => {
                     let msg = Message::parse(&payload).expect("every Transmit parses as STUN");
+                    if let Some(Ok(token)) = msg.reservation_token() {
+                        self.token = Some(token);
+                    }
                     if msg.class() == Class::ErrorResponse {
                         if let Some(Ok(nonce)) = msg.nonce() {
                             if let Some(i) = self.clients.iter().position(|c| *c == to) {
@@ -160,6 +202,57 @@ impl Run {
             );
             assert!(f.payload.end <= len);
         }
+    }
+
+    /// Every structure a client grows is within its bound.
+    fn check_bounds(&self) {
+        let s = &self.server;
+        assert!(
+            s.pending_timers() <= s.pending_timers_bound(),
+            "{} deadlines, bound {}",
+            s.pending_timers(),
+            s.pending_timers_bound()
+        );
+        assert!(s.cached_responses() <= s.cached_responses_capacity());
+        let allocations = s.allocations().count();
+        let reservations = self.shared.reservations.len();
+        assert_eq!(
+            self.shared.quotas.total() as usize,
+            allocations + reservations,
+            "quota units: one per allocation and per reservation"
+        );
+        for user in [USER, OTHER_USER] {
+            let held = s.allocations().filter(|a| &*a.username == user).count()
+                + self
+                    .shared
+                    .reservations
+                    .iter()
+                    .filter(|r| &*r.username == user)
+                    .count();
+            assert_eq!(held, self.shared.quotas.of_user(user) as usize, "{user}");
+            assert!(held <= USER_QUOTA as usize, "{user} holds {held}");
+        }
+        let mut held_ports = reservations;
+        let mut tcp = 0;
+        for a in s.allocations() {
+            assert!(a.permissions.len() <= MAX_PERMISSIONS as usize);
+            assert!(a.channels.len() <= MAX_CHANNELS as usize);
+            held_ports += match a.state {
+                State::Active => a.held_relays().count(),
+                State::Opening { additional, .. } => {
+                    usize::from(a.relay.port() != 0)
+                        + usize::from(matches!(
+                            additional,
+                            Additional::Waiting { .. } | Additional::Opening { .. }
+                        ))
+                }
+            };
+            tcp += usize::from(a.is_tcp());
+        }
+        // Invariant: the pool's mutex is never poisoned (nothing panics holding it).
+        let in_use = self.shared.ports.lock().unwrap().in_use_total();
+        assert_eq!(in_use, held_ports, "port accounting");
+        assert!(self.shared.tcp_connections.len() <= tcp * MAX_PEER_CONNECTIONS);
     }
 
     fn check_lifetimes(&self) {
@@ -203,7 +296,7 @@ impl Run {
             Method::CREATE_PERMISSION,
             Method::CHANNEL_BIND,
             Method::BINDING,
-        ][m as usize % 5];
+        ][(m & 0x3f) as usize % 5];
         let flags = inp.byte()?;
         let peer: SocketAddr = PEERS[(flags & 7) as usize].parse().unwrap();
         let lifetime = inp.u16()?;
@@ -215,6 +308,12 @@ impl Run {
             MessageBuilder::new(&mut buf, MessageType::new(method, Class::Request), txid).ok()?;
         if method == Method::ALLOCATE {
             b.add(AttrType::REQUESTED_TRANSPORT, &[17, 0, 0, 0]).ok()?;
+            if m & 0x80 != 0 {
+                b.add(AttrType::EVEN_PORT, &[0x80]).ok()?;
+            }
+            if let Some(token) = self.token.filter(|_| m & 0x40 != 0) {
+                b.add(AttrType::RESERVATION_TOKEN, &token).ok()?;
+            }
         }
         if flags & 0x08 != 0 {
             b.add_u32(AttrType::LIFETIME, lifetime as u32).ok()?;
@@ -236,13 +335,18 @@ impl Run {
         // Re-open the builder over what is written: rebuild from the header we have.
         let mut out = buf[..start + aligned.len()].to_vec();
         let nonce = self.nonces[client].clone().unwrap_or_default();
-        append_attr(&mut out, AttrType::USERNAME, USER.as_bytes());
+        let (user, user_key) = user_of(client);
+        append_attr(&mut out, AttrType::USERNAME, user.as_bytes());
         append_attr(&mut out, AttrType::REALM, REALM.as_bytes());
         append_attr(&mut out, AttrType::NONCE, &nonce);
         let mut tail = vec![0u8; out.len() + 64];
         tail[..out.len()].copy_from_slice(&out);
         let len = out.len();
-        let k = if flags & 0x40 != 0 { &[0u8; 16] } else { key() };
+        let k = if flags & 0x40 != 0 {
+            &[0u8; 16]
+        } else {
+            user_key
+        };
         let n = finish_signed(&mut tail, len, k, flags & 0x80 != 0)?;
         tail.truncate(n);
         Some(tail)
@@ -302,13 +406,14 @@ fuzz_target!(|data: &[u8]| {
     let shared = shared();
     let t0 = Instant::now();
     let mut run = Run {
-        server: Server::new(shared.clone(), 0x5eed, t0, 1_700_000_000),
+        server: Server::new(shared.clone(), [0x5e; 32], t0, 1_700_000_000),
         shared,
         now: t0,
         clients: clients(),
         nonces: Default::default(),
         txid: 0,
         fail_open: 0,
+        token: None,
     };
     let mut inp = Input(data);
     let mut steps = 0;
@@ -414,7 +519,15 @@ fuzz_target!(|data: &[u8]| {
                 run.check_lifetimes();
             }
         }
+        run.check_bounds();
     }
     run.server.close_all(run.now);
     run.drain();
+    run.check_bounds();
+    assert_eq!(
+        run.server.pending_timers(),
+        0,
+        "every deadline went with its owner"
+    );
+    assert_eq!(run.shared.quotas.total(), 0);
 });

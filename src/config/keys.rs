@@ -54,6 +54,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
+use crate::core::auth::{RestUsernameOrder, DEFAULT_REST_MAX_TTL};
 use crate::core::peer_filter::Cidr;
 use crate::core::rate_limit::Rate;
 
@@ -224,6 +225,26 @@ config_keys! {
             render: |c| Some(redacted_list(&c.auth_secrets)),
         },
 
+        /// Where a TURN REST API username carries its expiry: `expiry-first` or `user-first`.
+        ///
+        /// `expiry-first` (the default) reads `EXPIRY:ID` (or a bare `EXPIRY`), as the TURN REST
+        /// API draft and coturn do; `user-first` reads `ID:EXPIRY`, for an application that mints
+        /// it that way. Only the configured position is read, so a numeric ID can never pass for
+        /// an expiry.
+        rest_username_order: RestUsernameOrder = RestUsernameOrder::ExpiryFirst => {
+            flag: rest_username_order "expiry-first|user-first",
+            parse: one(rest_username_order), sighup: applied,
+        },
+
+        /// The furthest ahead of now, in seconds, a REST username's expiry may lie; 0 = no cap.
+        ///
+        /// A username valid for longer is refused like an expired one (401, counted as
+        /// `turnd_auth_failures_total{reason="expiry_too_far"}`), so a backend bug cannot mint a
+        /// credential that outlives every secret rotation. The default is 7 days.
+        rest_max_ttl: u32 = DEFAULT_REST_MAX_TTL as u32 => {
+            flag: rest_max_ttl "SECONDS", parse: one(max_ttl), sighup: applied,
+        },
+
         /// `true` sets RFC 8489's "Username anonymity" bit: clients then send USERHASH.
         ///
         /// RFC 8489 clients send SHA-256(username:realm) instead of the username. Only static
@@ -314,18 +335,20 @@ config_keys! {
             flag: total_quota "N", parse: one(count), sighup: restart,
         },
 
-        /// Most permissions one allocation holds; 0 = no limit.
+        /// Most permissions one allocation holds, at most 4096; 0 means 4096.
         ///
         /// A CreatePermission or ChannelBind that needs more gets 508 (Insufficient Capacity).
+        /// Every client with a credential is held to it, so there is no "no limit".
         max_permissions: u32 = 256 => {
-            flag: max_permissions "N", parse: one(count), sighup: restart,
+            flag: max_permissions "N", parse: one(per_allocation), sighup: restart,
         },
 
-        /// Most channel bindings one allocation holds, those cooling down included; 0 = no limit.
+        /// Most channel bindings one allocation holds, those cooling down included, at most
+        /// 4096; 0 means 4096.
         ///
         /// Beyond it ChannelBind gets 508 (Insufficient Capacity).
         max_channels: u32 = 256 => {
-            flag: max_channels "N", parse: one(count), sighup: restart,
+            flag: max_channels "N", parse: one(per_allocation), sighup: restart,
         },
 
         /// Other TURN servers an Allocate is sent to (300 Try Alternate) when this one is full.

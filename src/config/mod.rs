@@ -45,6 +45,7 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
+pub use crate::core::auth::RestUsernameOrder;
 pub use crate::core::rate_limit::Rate;
 
 pub use cli::{Cli, Command};

@@ -7,6 +7,7 @@ use std::fmt::Display;
 use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 
+use crate::core::auth::RestUsernameOrder;
 use crate::core::peer_filter::Cidr;
 use crate::core::rate_limit::Rate;
 
@@ -252,4 +253,38 @@ pub(crate) fn software(s: &str) -> Result<Option<String>, String> {
         ));
     }
     Ok(Some(s.to_string()))
+}
+
+/// `rest_username_order`: `expiry-first` or `user-first`.
+pub(crate) fn rest_username_order(s: &str) -> Result<RestUsernameOrder, String> {
+    RestUsernameOrder::parse(s.trim()).ok_or_else(|| {
+        format!(
+            "`{s}` is neither `expiry-first` (EXPIRY:USER, the default) nor `user-first` \
+             (USER:EXPIRY)"
+        )
+    })
+}
+
+/// `rest_max_ttl`: seconds, 0 = no cap; at most `u32::MAX` (136 years) like every duration
+/// here, which also keeps it a TOML integer when printed.
+pub(crate) fn max_ttl(s: &str) -> Result<u32, String> {
+    s.trim().parse::<u32>().map_err(|_| {
+        format!(
+            "`{s}` is not a number of seconds from 0 (no cap) to {}",
+            u32::MAX
+        )
+    })
+}
+
+/// `max_permissions`, `max_channels`: 0 (meaning the ceiling) up to the ceiling, 4096 for both.
+pub(crate) fn per_allocation(s: &str) -> Result<u32, String> {
+    const CEILING: u32 = crate::core::permission::MAX_PERMISSIONS;
+    const _: () = assert!(CEILING == crate::core::channel::MAX_CHANNELS);
+    s.trim()
+        .parse::<u32>()
+        .ok()
+        .filter(|&n| n <= CEILING)
+        .ok_or_else(|| {
+            format!("`{s}` is not a whole number from 1 to {CEILING} (0 = {CEILING}, the most)")
+        })
 }

@@ -137,6 +137,12 @@ macro_rules! quoted_display {
 
 quoted_display!(PortRange, SocketAddr, LogFormat, Amplification);
 
+impl TomlValue for crate::core::auth::RestUsernameOrder {
+    fn toml_value(&self) -> Option<String> {
+        Some(quote(self.as_str()))
+    }
+}
+
 impl<T: Display> TomlValue for Vec<T> {
     fn toml_value(&self) -> Option<String> {
         let quoted: Vec<String> = self.iter().map(|i| quote(&i.to_string())).collect();

@@ -349,6 +349,50 @@ fn file_accepts_a_lone_string_for_a_list_and_text_for_numbers() {
 }
 
 #[test]
+fn rest_username_keys_from_file_env_and_flag() {
+    let c = Config::default();
+    assert_eq!(c.rest_username_order, RestUsernameOrder::ExpiryFirst);
+    assert_eq!(c.rest_max_ttl, 604_800);
+    let file = "rest_username_order = \"user-first\"\nrest_max_ttl = 3600";
+    let c = load_with(Some(file), &[], &[]).unwrap();
+    assert_eq!(
+        (c.rest_username_order, c.rest_max_ttl),
+        (RestUsernameOrder::UserFirst, 3600)
+    );
+    let c = load_with(
+        Some(file),
+        &[
+            ("TURND_REST_USERNAME_ORDER", "expiry-first"),
+            ("TURND_REST_MAX_TTL", "0"),
+        ],
+        &[],
+    )
+    .unwrap();
+    assert_eq!(
+        (c.rest_username_order, c.rest_max_ttl),
+        (RestUsernameOrder::ExpiryFirst, 0)
+    );
+    let c = load_with(
+        Some(file),
+        &[("TURND_REST_MAX_TTL", "0")],
+        &["--rest-max-ttl", "4294967295"],
+    )
+    .unwrap();
+    assert_eq!(c.rest_max_ttl, u32::MAX);
+    // Printed, and read back the same.
+    let toml = c.to_toml();
+    assert!(
+        toml.contains("rest_username_order = \"user-first\""),
+        "{toml}"
+    );
+    let again = load_with(Some(&toml), &[], &[]).unwrap();
+    assert_eq!(
+        (again.rest_username_order, again.rest_max_ttl),
+        (RestUsernameOrder::UserFirst, u32::MAX)
+    );
+}
+
+#[test]
 fn example_file_loads() {
     let c = load_text(
         &ConfigArgs::default(),
@@ -368,6 +412,16 @@ fn example_file_loads() {
     assert_eq!(strings(&c.allow_peers), ["127.0.0.0/8"]);
     assert_eq!(c.workers, 0);
     assert_eq!(c.log_level, "info");
+    // The REST keys are documented there, commented out at their defaults.
+    for line in [
+        "# rest_username_order = \"expiry-first\"",
+        "# rest_max_ttl = 604800",
+    ] {
+        assert!(EXAMPLE.contains(line), "{line}");
+        let key = line.trim_start_matches("# ");
+        let set = load_with(Some(key), &[], &[]).unwrap();
+        assert_eq!(set.to_toml(), Config::default().to_toml(), "{key}");
+    }
     // And through the real path, as `turnd --config config/turnd.toml` would.
     let args = ConfigArgs {
         config: Some(EXAMPLE_PATH.into()),
@@ -506,6 +560,14 @@ fn a_reload_names_the_changed_keys_it_cannot_apply() {
     )
     .unwrap();
     assert!(running.changed_needing_restart(&reloadable).is_empty());
+    // How REST usernames are read belongs to the credentials: reloaded with them.
+    let rest = load_with(
+        Some(FILE),
+        &[],
+        &["--rest-username-order", "user-first", "--rest-max-ttl", "0"],
+    )
+    .unwrap();
+    assert!(running.changed_needing_restart(&rest).is_empty());
     // A quota and the listen address changed: both named, in file order.
     let restart = load_with(
         Some(FILE),

@@ -431,6 +431,35 @@ fn alternate_servers_must_be_reachable() {
 }
 
 #[test]
+fn bad_rest_username_keys_name_the_key() {
+    let msg = fails_on(
+        "rest_username_order",
+        Some("rest_username_order = \"expiry_first\""),
+        &[],
+        &[],
+    );
+    assert!(
+        msg.contains("expiry-first") && msg.contains("user-first"),
+        "{msg}"
+    );
+    fails_on(
+        "rest_username_order",
+        None,
+        &[("TURND_REST_USERNAME_ORDER", "both")],
+        &[],
+    );
+    let msg = fails_on("rest_max_ttl", None, &[], &["--rest-max-ttl", "7d"]);
+    assert!(msg.contains("0 (no cap)"), "{msg}");
+    fails_on("rest_max_ttl", Some("rest_max_ttl = -1"), &[], &[]);
+    fails_on(
+        "rest_max_ttl",
+        None,
+        &[("TURND_REST_MAX_TTL", "4294967296")],
+        &[],
+    );
+}
+
+#[test]
 fn rates_and_switches() {
     let c = load_with(None, &[], &["--unauthenticated-rate", "5"]).unwrap();
     assert_eq!(
@@ -466,4 +495,15 @@ fn rates_and_switches() {
     fails_on("userhash", None, &[], &["--userhash", "maybe"]);
     // Only switches take TOML booleans.
     fails_on("max_channels", Some("max_channels = true"), &[], &[]);
+    // Every allocation's lists have a ceiling: 4096 (0 means it).
+    let msg = fails_on("max_permissions", None, &[], &["--max-permissions", "4097"]);
+    assert!(msg.contains("0 = 4096"), "{msg}");
+    fails_on("max_channels", Some("max_channels = 100000"), &[], &[]);
+    let c = load_with(
+        None,
+        &[],
+        &["--max-permissions", "4096", "--max-channels", "0"],
+    )
+    .unwrap();
+    assert_eq!((c.max_permissions, c.max_channels), (4096, 0));
 }

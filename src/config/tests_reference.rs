@@ -124,14 +124,16 @@ fn flag_help_is_the_key_doc() {
 #[test]
 fn a_reload_applies_exactly_the_keys_marked_applied() {
     let applied: Vec<&str> = KEYS.iter().filter(|k| k.reload).map(|k| k.name).collect();
-    // What `Server::reload` and main.rs's reload replace: credentials, the peer filter, the log
-    // level. A key marked applied must be among them.
+    // What `Server::reload` and main.rs's reload replace: credentials (with how REST usernames
+    // are read), the peer filter, the log level. A key marked applied must be among them.
     assert_eq!(
         applied,
         [
             "realm",
             "users",
             "auth_secrets",
+            "rest_username_order",
+            "rest_max_ttl",
             "allow_peers",
             "deny_peers",
             "log_level"

@@ -39,8 +39,6 @@ pub enum State {
         txid: TransactionId,
         /// How many relay ports have been tried so far.
         attempts: u8,
-        /// Set when EVEN-PORT asked for the next port to be reserved.
-        reservation: Option<[u8; 8]>,
         /// Whether the request carried FINGERPRINT, so the answer does too.
         fingerprint: bool,
         /// What may be tried if this port is taken by another process.
@@ -122,9 +120,9 @@ pub struct Allocation {
     pub permissions: Permissions,
     pub channels: Channels,
     pub stats: Stats,
-    /// The earliest pending sweep of permissions and channels, so refreshes do not pile up
-    /// one heap entry each.
-    pub next_sweep: Option<Instant>,
+    /// The RESERVATION-TOKEN of the port this allocation's Allocate reserved (EVEN-PORT with
+    /// the R bit), until it is redeemed, lapses, or goes with this allocation.
+    pub reservation: Option<[u8; 8]>,
     /// The `allocation_bandwidth` cap, when one is set.
     pub bandwidth: Option<super::bandwidth::TokenBucket>,
     /// The `user_bandwidth` bucket its user's allocations share, when a cap is set.

@@ -23,6 +23,13 @@
 //! stops working on its own once the expiry passes. Several secrets may be configured at once
 //! so an operator can rotate the secret without a flag day: every secret is tried in turn.
 //!
+//! The expiry is read from one documented place ([`RestUsernameOrder`]): first by default, as
+//! the draft and coturn have it, last only when the operator says so. Reading both would let a
+//! numeric user id stand in for an expiry (`12345678901:1700000000` read user-first is a
+//! credential valid for four thousand years). And an expiry further ahead than
+//! [`RestPolicy::max_ttl`] is refused, so a backend bug cannot mint a credential that outlives
+//! every secret rotation.
+//!
 //! This module is part of the sans-IO core: it reads no clock (the caller passes `unix_now`),
 //! does no I/O, never panics on network input, and reports failures as a small `Copy` enum.
 //!
@@ -263,6 +270,10 @@ pub enum AuthError {
     UnknownUser,
     /// A TURN REST API username whose expiry timestamp is in the past.
     Expired,
+    /// A TURN REST API username whose expiry lies further ahead than `rest_max_ttl`: refused
+    /// like an expired one (401), counted apart so an operator can tell a backend minting
+    /// too-long credentials from clients holding stale ones.
+    ExpiryTooFar,
     /// A key exists for the name, but the MESSAGE-INTEGRITY check failed with every candidate
     /// key (wrong password, or wrong/rotated-out REST secret).
     BadIntegrity,
@@ -279,6 +290,7 @@ impl AuthError {
         match self {
             AuthError::UnknownUser => "unknown_user",
             AuthError::Expired => "expired",
+            AuthError::ExpiryTooFar => "expiry_too_far",
             AuthError::BadIntegrity => "bad_integrity",
             AuthError::UnsupportedAlgorithm => "unsupported_algorithm",
         }
@@ -293,23 +305,80 @@ impl fmt::Display for AuthError {
 
 impl std::error::Error for AuthError {}
 
-/// Extracts the expiry from a TURN REST API username.
+/// Where a TURN REST API username carries its expiry (config key `rest_username_order`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RestUsernameOrder {
+    /// `<unix-expiry>:<user-id>`, as draft-uberti-behave-turn-rest-00 specifies and coturn
+    /// reads it (the user id may itself contain colons). The default.
+    #[default]
+    ExpiryFirst,
+    /// `<user-id>:<unix-expiry>`, for applications that mint it that way (the expiry is after
+    /// the last colon).
+    UserFirst,
+}
+
+impl RestUsernameOrder {
+    /// The config value: `expiry-first` or `user-first`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RestUsernameOrder::ExpiryFirst => "expiry-first",
+            RestUsernameOrder::UserFirst => "user-first",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<RestUsernameOrder> {
+        match s {
+            "expiry-first" => Some(RestUsernameOrder::ExpiryFirst),
+            "user-first" => Some(RestUsernameOrder::UserFirst),
+            _ => None,
+        }
+    }
+
+    /// The username for `user` valid until `expiry`, in this order.
+    pub fn username(self, expiry: u64, user: &str) -> String {
+        match self {
+            RestUsernameOrder::ExpiryFirst => format!("{expiry}:{user}"),
+            RestUsernameOrder::UserFirst => format!("{user}:{expiry}"),
+        }
+    }
+}
+
+/// Default [`RestPolicy::max_ttl`]: 7 days.
+pub const DEFAULT_REST_MAX_TTL: u64 = 7 * 86_400;
+
+/// How TURN REST API usernames are read (config keys `rest_username_order`, `rest_max_ttl`).
+/// Part of the credentials: replaced with them on reload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RestPolicy {
+    pub order: RestUsernameOrder,
+    /// The furthest ahead of now, in seconds, an expiry may lie; further is refused like an
+    /// expired credential ([`AuthError::ExpiryTooFar`]). 0 = no cap.
+    pub max_ttl: u64,
+}
+
+impl Default for RestPolicy {
+    fn default() -> Self {
+        RestPolicy {
+            order: RestUsernameOrder::ExpiryFirst,
+            max_ttl: DEFAULT_REST_MAX_TTL,
+        }
+    }
+}
+
+/// Extracts the expiry from a TURN REST API username written in `order`.
 ///
 /// draft-uberti-behave-turn-rest-00 specifies `<unix-expiry>:<user-id>` (the id is
-/// optional, so a bare `<unix-expiry>` is valid too). Some deployments mint
-/// `<user-id>:<unix-expiry>` instead; we accept that as well, since the numeric part is
-/// unambiguous. The expiry must be plain ASCII decimal digits fitting a `u64` (no sign, no
-/// spaces); anything else is not a REST username.
-fn rest_expiry(username: &str) -> Option<u64> {
+/// optional, so a bare `<unix-expiry>` is valid too, in either order). Only the configured
+/// position is read: a username with its number elsewhere is not a REST username. The expiry
+/// must be plain ASCII decimal digits fitting a `u64` (no sign, no spaces).
+fn rest_expiry(username: &str, order: RestUsernameOrder) -> Option<u64> {
     if let Some(t) = parse_timestamp(username) {
         return Some(t);
     }
-    let (head, _) = username.split_once(':')?;
-    if let Some(t) = parse_timestamp(head) {
-        return Some(t);
+    match order {
+        RestUsernameOrder::ExpiryFirst => parse_timestamp(username.split_once(':')?.0),
+        RestUsernameOrder::UserFirst => parse_timestamp(username.rsplit_once(':')?.1),
     }
-    let (_, tail) = username.rsplit_once(':')?;
-    parse_timestamp(tail)
 }
 
 fn parse_timestamp(s: &str) -> Option<u64> {
@@ -333,6 +402,7 @@ pub struct Credentials {
     /// server knows them only by deriving their password from the name.
     userhashes: HashMap<[u8; 32], String>,
     secrets: Vec<Vec<u8>>,
+    rest: RestPolicy,
 }
 
 /// A static user's keys: MD5 always; SHA-256 only when the plaintext password was configured.
@@ -349,6 +419,7 @@ impl fmt::Debug for Credentials {
             .field("realm", &self.realm)
             .field("users", &self.users.len())
             .field("secrets", &self.secrets.len())
+            .field("rest", &self.rest)
             .finish()
     }
 }
@@ -389,7 +460,19 @@ impl Credentials {
             users,
             userhashes,
             secrets: secrets.into_iter().map(String::into_bytes).collect(),
+            rest: RestPolicy::default(),
         }
+    }
+
+    /// The same store reading REST usernames by `policy` (the default is
+    /// [`RestPolicy::default`]: expiry first, at most 7 days ahead).
+    pub fn with_rest_policy(mut self, policy: RestPolicy) -> Credentials {
+        self.rest = policy;
+        self
+    }
+
+    pub fn rest_policy(&self) -> RestPolicy {
+        self.rest
     }
 
     /// The REALM this server announces and all keys are derived with.
@@ -407,10 +490,11 @@ impl Credentials {
     /// Static users are tried first; a static user is authoritative for its name (if `verify`
     /// rejects its key the result is `Err(BadIntegrity)`, REST derivation is not tried).
     /// Otherwise, if REST secrets are configured and the username is a REST username —
-    /// `<unix-expiry>` or `<unix-expiry>:<user-id>` (also `<user-id>:<unix-expiry>`, as some
-    /// deployments mint it that way: the numeric part is the expiry) — the expiry is checked
-    /// against `unix_now` (`expiry < unix_now` → `Err(Expired)`, checked before trying any key,
-    /// so an expired credential costs no HMAC) and the key
+    /// `<unix-expiry>`, or `<unix-expiry>:<user-id>` (`<user-id>:<unix-expiry>` instead when
+    /// the policy's order says so) — the expiry is checked against `unix_now`
+    /// (`expiry < unix_now` → `Err(Expired)`, `expiry > unix_now + max_ttl` →
+    /// `Err(ExpiryTooFar)`, both checked before trying any key, so such a credential costs no
+    /// HMAC) and the key
     /// `long_term_key(username, realm, rest_api_password(secret, username))` is derived from
     /// each secret in turn until `verify` accepts one.
     ///
@@ -479,9 +563,12 @@ impl Credentials {
         if self.secrets.is_empty() {
             return Err(AuthError::UnknownUser);
         }
-        let expiry = rest_expiry(&name).ok_or(AuthError::UnknownUser)?;
+        let expiry = rest_expiry(&name, self.rest.order).ok_or(AuthError::UnknownUser)?;
         if expiry < unix_now {
             return Err(AuthError::Expired);
+        }
+        if self.rest.max_ttl != 0 && expiry - unix_now > self.rest.max_ttl {
+            return Err(AuthError::ExpiryTooFar);
         }
         let mut buf = [0u8; REST_PASSWORD_LEN];
         for secret in &self.secrets {
@@ -636,28 +723,135 @@ mod tests {
         );
     }
 
+    fn user_first(creds: Credentials, max_ttl: u64) -> Credentials {
+        creds.with_rest_policy(RestPolicy {
+            order: RestUsernameOrder::UserFirst,
+            max_ttl,
+        })
+    }
+
+    /// Whether `name`, minted with `secret`, authenticates against `creds` at `NOW`.
+    fn rest_result(creds: &Credentials, name: &str) -> Result<Key, AuthError> {
+        let pw = rest_api_password(b"north", name);
+        creds.authenticate(name, NOW, client(name, &pw))
+    }
+
     #[test]
-    fn rest_valid_in_all_username_forms() {
+    fn rest_valid_in_the_default_order_only() {
         let creds = rest(&["north"]);
+        assert_eq!(creds.rest_policy(), RestPolicy::default());
         let exp = NOW + 3600;
         for name in [
             format!("{exp}"),
             format!("{exp}:alice"),
-            format!("alice:{exp}"),
             format!("{exp}:alice:with:colons"),
-            format!("alice:with:colons:{exp}"),
+            format!("{exp}:12345"),
             format!("{NOW}:edge"), // expiry == now is still valid
         ] {
             let pw = rest_api_password(b"north", &name);
             let got = creds.authenticate(&name, NOW, client(&name, &pw));
             assert_eq!(got, Ok(long_term_key(&name, "example.org", &pw)), "{name}");
         }
+        // The other order is not read: its expiry is where a user id would be.
+        for name in [format!("alice:{exp}"), format!("alice:with:colons:{exp}")] {
+            assert_eq!(
+                rest_result(&creds, &name),
+                Err(AuthError::UnknownUser),
+                "{name}"
+            );
+        }
+        // A numeric user id first is read as the expiry it stands in the place of: a
+        // credential of 1970, not one of the year 40 000.
+        let numeric = format!("12345:{exp}");
+        assert_eq!(rest_result(&creds, &numeric), Err(AuthError::Expired));
+    }
+
+    #[test]
+    fn rest_user_first_when_configured() {
+        let creds = user_first(rest(&["north"]), DEFAULT_REST_MAX_TTL);
+        let exp = NOW + 3600;
+        for name in [
+            format!("{exp}"),
+            format!("alice:{exp}"),
+            format!("alice:with:colons:{exp}"),
+            format!("12345:{exp}"),
+        ] {
+            assert!(rest_result(&creds, &name).is_ok(), "{name}");
+        }
+        assert_eq!(
+            rest_result(&creds, &format!("{exp}:alice")),
+            Err(AuthError::UnknownUser)
+        );
+        // A numeric user id last is read as an expiry, never skipped for the one before it.
+        assert_eq!(
+            rest_result(&creds, &format!("{exp}:12345")),
+            Err(AuthError::Expired)
+        );
+        assert_eq!(
+            rest_result(&creds, &format!("alice:{}", NOW - 1)),
+            Err(AuthError::Expired)
+        );
+    }
+
+    #[test]
+    fn rest_max_ttl_caps_how_far_ahead_an_expiry_may_lie() {
+        let cap = 600;
+        for order in [RestUsernameOrder::ExpiryFirst, RestUsernameOrder::UserFirst] {
+            let creds = rest(&["north"]).with_rest_policy(RestPolicy {
+                order,
+                max_ttl: cap,
+            });
+            let at_cap = order.username(NOW + cap, "alice");
+            assert!(rest_result(&creds, &at_cap).is_ok(), "{at_cap}");
+            for name in [
+                order.username(NOW + cap + 1, "alice"),
+                order.username(u64::MAX, "alice"),
+                format!("{}", u64::MAX),
+            ] {
+                let mut calls = 0;
+                let got = creds.authenticate(&name, NOW, |_| {
+                    calls += 1;
+                    true
+                });
+                assert_eq!(got, Err(AuthError::ExpiryTooFar), "{name}");
+                assert_eq!(calls, 0, "refused before any HMAC: {name}");
+            }
+        }
+        // The default cap is 7 days.
+        let creds = rest(&["north"]);
+        let week = format!("{}:alice", NOW + DEFAULT_REST_MAX_TTL);
+        assert!(rest_result(&creds, &week).is_ok());
+        let more = format!("{}:alice", NOW + DEFAULT_REST_MAX_TTL + 1);
+        assert_eq!(rest_result(&creds, &more), Err(AuthError::ExpiryTooFar));
+        // 0: no cap, up to u64::MAX.
+        let uncapped = rest(&["north"]).with_rest_policy(RestPolicy {
+            order: RestUsernameOrder::ExpiryFirst,
+            max_ttl: 0,
+        });
+        for name in [format!("{}:alice", u64::MAX), format!("{}", u64::MAX)] {
+            assert!(rest_result(&uncapped, &name).is_ok(), "{name}");
+        }
+        assert_eq!(AuthError::ExpiryTooFar.as_str(), "expiry_too_far");
+    }
+
+    #[test]
+    fn rest_order_names() {
+        for order in [RestUsernameOrder::ExpiryFirst, RestUsernameOrder::UserFirst] {
+            assert_eq!(RestUsernameOrder::parse(order.as_str()), Some(order));
+        }
+        assert_eq!(RestUsernameOrder::parse("expiry_first"), None);
+        assert_eq!(RestUsernameOrder::ExpiryFirst.username(7, "a:b"), "7:a:b");
+        assert_eq!(RestUsernameOrder::UserFirst.username(7, "a:b"), "a:b:7");
     }
 
     #[test]
     fn rest_expired_checked_before_keys() {
         let creds = rest(&["north"]);
-        for name in [format!("{}:alice", NOW - 1), format!("alice:{}", NOW - 1)] {
+        let late = user_first(rest(&["north"]), DEFAULT_REST_MAX_TTL);
+        for (creds, name) in [
+            (&creds, format!("{}:alice", NOW - 1)),
+            (&late, format!("alice:{}", NOW - 1)),
+        ] {
             let mut calls = 0;
             let got = creds.authenticate(&name, NOW, |_| {
                 calls += 1;
@@ -720,10 +914,11 @@ mod tests {
                 "{name:?}"
             );
         }
-        // u64::MAX is a valid (never-expiring) REST expiry.
-        assert!(creds
-            .authenticate("18446744073709551615:a", NOW, |_| true)
-            .is_ok());
+        // u64::MAX parses as an expiry (and is then too far ahead for the default cap).
+        assert_eq!(
+            creds.authenticate("18446744073709551615:a", NOW, |_| true),
+            Err(AuthError::ExpiryTooFar)
+        );
     }
 
     #[test]

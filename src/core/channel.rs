@@ -14,6 +14,11 @@ pub const CHANNEL_LIFETIME: Duration = Duration::from_secs(600);
 /// for 5 minutes.
 pub const CHANNEL_COOLDOWN: Duration = Duration::from_secs(300);
 
+/// The most channel bindings the shell lets one allocation hold (`max_channels` of 0 means
+/// this). Without it the bound would be the number of channel numbers (16,384, as
+/// 0x4000–0x7FFF are accepted), each a step of the per-datagram scan.
+pub const MAX_CHANNELS: u32 = 4096;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ChannelBinding {
     pub number: u16,

@@ -89,14 +89,41 @@ pub struct CoreConfig {
     /// Set the "Username anonymity" bit in our nonces (RFC 8489 §9.2): RFC 8489 clients then
     /// send USERHASH instead of USERNAME, which only static users can use.
     pub userhash: bool,
-    /// Most permissions one allocation holds (508 beyond); 0 = no limit.
+    /// Most permissions one allocation holds (508 beyond), at most
+    /// [`permission::MAX_PERMISSIONS`]; 0 means that ceiling. Read it through
+    /// [`CoreConfig::permission_limit`].
     pub max_permissions: u32,
-    /// Most channel bindings one allocation holds (508 beyond); 0 = no limit.
+    /// Most channel bindings one allocation holds (508 beyond), at most
+    /// [`channel::MAX_CHANNELS`]; 0 means that ceiling. Read it through
+    /// [`CoreConfig::channel_limit`].
     pub max_channels: u32,
     /// Per-source rate of error answers to unauthenticated requests.
     pub unauthenticated_rate: rate_limit::Rate,
     /// Per-source rate of Binding answers.
     pub binding_rate: rate_limit::Rate,
+}
+
+impl CoreConfig {
+    /// The most permissions one allocation may hold: `max_permissions`, where 0 and anything
+    /// above the ceiling mean the ceiling, so every allocation's list has a bound whatever an
+    /// embedder passes.
+    pub fn permission_limit(&self) -> usize {
+        per_allocation(self.max_permissions, permission::MAX_PERMISSIONS)
+    }
+
+    /// The most channel bindings one allocation may hold; see [`CoreConfig::permission_limit`].
+    pub fn channel_limit(&self) -> usize {
+        per_allocation(self.max_channels, channel::MAX_CHANNELS)
+    }
+}
+
+/// A per-allocation limit: the configured one, with 0 (no limit of the operator's own) meaning
+/// the built-in ceiling.
+fn per_allocation(configured: u32, ceiling: u32) -> usize {
+    match configured {
+        0 => ceiling as usize,
+        n => n.min(ceiling) as usize,
+    }
 }
 
 impl Default for CoreConfig {
@@ -125,10 +152,23 @@ impl Default for CoreConfig {
 
 /// A port set aside by EVEN-PORT with the R bit, claimed by a later Allocate that quotes
 /// its RESERVATION-TOKEN (possibly arriving on another worker, hence shared).
-#[derive(Clone, Copy, Debug)]
+///
+/// A reservation holds a port and one unit of its user's `user_quota` and of `total_quota`,
+/// like an allocation, so that cycling EVEN-PORT Allocates cannot hold more than the quota
+/// allows. It ends at the first of: its 30 s deadline, the end of the allocation whose
+/// Allocate made it, or its redemption — then its quota unit passes to the allocation that
+/// quoted the token (it is not counted twice).
+#[derive(Clone, Debug)]
 pub struct Reservation {
     pub relay: SocketAddr,
     pub expires: Instant,
+    /// Who obtained the token: only this user may redeem it (anyone else is told, as for an
+    /// unknown token, that there is none), and the quota unit is counted against them.
+    pub username: Box<str>,
+    /// The core (its [`Server`] tag) and allocation whose Allocate made it: it is freed when
+    /// that allocation ends.
+    pub owner: u64,
+    pub alloc: AllocationId,
 }
 
 /// The control plane shared by all workers. Locks here are taken on requests only.

@@ -21,6 +21,11 @@ use std::time::{Duration, Instant};
 /// RFC 8656 §9: "The Permission Lifetime MUST be 300 seconds (= 5 minutes)."
 pub const PERMISSION_LIFETIME: Duration = Duration::from_secs(300);
 
+/// The most permissions the shell lets one allocation hold (`max_permissions` of 0 means
+/// this): each costs memory and a step of the per-datagram scan, and RFC 8656 sets no bound
+/// of its own. An ICE agent installs one per remote candidate address: a handful.
+pub const MAX_PERMISSIONS: u32 = 4096;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Permission {
     pub ip: IpAddr,

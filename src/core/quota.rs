@@ -1,6 +1,9 @@
 //! Allocation quotas (RFC 8656 §7.2: 486 Allocation Quota Reached): how many allocations one
-//! user, and the whole server, may hold. Counted across all workers, so the counters are
-//! shared; they are touched when an allocation is created or freed, never on the relay path.
+//! user, and the whole server, may hold. A port reservation (EVEN-PORT with the R bit) counts
+//! as one too, held by the user who made it until it is redeemed (its unit then passes to the
+//! allocation that redeemed it), lapses, or goes with the allocation that made it. Counted
+//! across all workers, so the counters are shared; they are touched when an allocation or a
+//! reservation is created or freed, never on the relay path.
 
 use super::bandwidth::SharedBucket;
 use dashmap::DashMap;

@@ -11,6 +11,8 @@ use super::transactions::TransactionCache;
 use super::{EndReason, Event, Forward, Output, RelayOpenError, Shared, ToClient};
 use crate::stun::attribute::{is_nat_discovery_attribute, is_understood};
 use crate::stun::{ChannelData, Class, Message, Method};
+use rand::rngs::StdRng;
+use rand::{RngCore, SeedableRng};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::ops::Range;
@@ -118,7 +120,7 @@ pub const RESULT_LABELS: [&str; RESULTS] = [
     "486", "500", "508", "300", "other",
 ];
 
-pub const AUTH_FAILURES: usize = 7;
+pub const AUTH_FAILURES: usize = 8;
 pub const AUTH_FAILURE_LABELS: [&str; AUTH_FAILURES] = [
     "bad_request",
     "stale_nonce",
@@ -127,6 +129,7 @@ pub const AUTH_FAILURE_LABELS: [&str; AUTH_FAILURES] = [
     "bad_integrity",
     "bid_down",
     "unsupported_algorithm",
+    "expiry_too_far",
 ];
 
 /// An index into [`AUTH_FAILURE_LABELS`].
@@ -145,6 +148,8 @@ pub(crate) enum AuthFailure {
     BidDown = 5,
     /// SHA-256 asked for a user configured with only an MD5 key (401).
     UnsupportedAlgorithm = 6,
+    /// A TURN REST API username whose expiry lies further ahead than `rest_max_ttl` (401).
+    ExpiryTooFar = 7,
 }
 
 impl Counters {
@@ -238,7 +243,11 @@ pub struct Server {
     pub(super) timers: Timers,
     pub(super) outputs: VecDeque<Output>,
     transactions: TransactionCache,
-    rng: u64,
+    /// Every value a client sees and must not be able to guess comes from here: relay ports,
+    /// transaction ids of Data and ConnectionAttempt indications, CONNECTION-IDs,
+    /// RESERVATION-TOKENs, the alternate server picked. `StdRng` is a CSPRNG (ChaCha12 in
+    /// rand 0.8): its past outputs do not reveal its next ones, as xorshift's did.
+    pub(super) rng: StdRng,
     wall: WallClock,
     pub(super) relay_cursor: usize,
     pub(super) counters: Counters,
@@ -254,23 +263,17 @@ pub struct Server {
 }
 
 impl Server {
-    /// `seed` drives relay port choice and transaction ids of Data indications; `now` and
-    /// `unix_now` anchor the wall clock (REST API expiry and nonces need Unix time).
-    pub fn new(shared: Arc<Shared>, seed: u64, now: Instant, unix_now: u64) -> Server {
-        // The limiters' hash keys are secret (derived from the nonce key, per worker): a
-        // client that could compute them could aim a flood at another source's buckets.
-        let limiter_key = |which: &[u8]| {
-            let mut context = which.to_vec();
-            context.extend_from_slice(&seed.to_be_bytes());
-            shared.nonce_key.derive_u64(&context)
-        };
-        let unauthenticated_limit = RateLimiter::new(
-            shared.config.unauthenticated_rate,
-            limiter_key(b"unauthenticated"),
-            now,
-        );
-        let binding_limit =
-            RateLimiter::new(shared.config.binding_rate, limiter_key(b"binding"), now);
+    /// `seed` seeds the worker's CSPRNG ([`Server::random`]): the shell draws it from the
+    /// operating system for each worker (the core reads no OS randomness itself), tests pass
+    /// fixed ones. `now` and `unix_now` anchor the wall clock (REST API expiry and nonces need
+    /// Unix time).
+    pub fn new(shared: Arc<Shared>, seed: [u8; 32], now: Instant, unix_now: u64) -> Server {
+        let mut rng = StdRng::from_seed(seed);
+        // The limiters' hash keys are secret (random per worker): a client that could compute
+        // them could aim a flood at another source's buckets.
+        let unauthenticated_limit =
+            RateLimiter::new(shared.config.unauthenticated_rate, rng.next_u64(), now);
+        let binding_limit = RateLimiter::new(shared.config.binding_rate, rng.next_u64(), now);
         let filter = shared.peer_filter.load();
         Server {
             unauthenticated_limit,
@@ -281,8 +284,7 @@ impl Server {
             timers: Timers::default(),
             outputs: VecDeque::new(),
             transactions: TransactionCache::new(TRANSACTION_CACHE),
-            // xorshift must not start at zero.
-            rng: seed | 1,
+            rng,
             wall: WallClock {
                 at: now,
                 unix: unix_now,
@@ -306,14 +308,9 @@ impl Server {
         self.wall.unix + now.saturating_duration_since(self.wall.at).as_secs()
     }
 
-    /// xorshift64*: cheap, and unpredictable enough for port choice given a random seed.
+    /// 64 bits from the worker's CSPRNG (the `rng` field: `StdRng`, seeded by the shell).
     pub(super) fn random(&mut self) -> u64 {
-        let mut x = self.rng;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.rng = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        self.rng.next_u64()
     }
 
     pub fn shared(&self) -> &Arc<Shared> {
@@ -570,16 +567,15 @@ impl Server {
                     if due {
                         self.free_allocation(now, id, EndReason::Expired);
                     } else {
-                        // One family of a dual allocation may end before the other.
+                        // One family of a dual allocation may end before the other; the
+                        // deadline then moves to the one left.
                         self.expire_families(now, id);
+                        self.schedule_expiry(id);
                     }
                 }
                 TimerKind::Sweep(id) => {
                     let counters = &mut self.counters;
                     let next = self.allocations.get_mut(id).and_then(|a| {
-                        if a.next_sweep.is_some_and(|t| t <= now) {
-                            a.next_sweep = None;
-                        }
                         let (permissions, channels) = (a.permissions.len(), a.channels.len());
                         let p = a.permissions.sweep(now);
                         let c = a.channels.sweep(now);
@@ -595,13 +591,10 @@ impl Server {
                         self.schedule_sweep(id, next);
                     }
                 }
-                TimerKind::Reservation(token) => {
-                    if let Some((_, r)) = self
-                        .shared
-                        .reservations
-                        .remove_if(&token, |_, r| r.expires <= now)
-                    {
-                        self.release_port(r.relay);
+                TimerKind::Reservation(id) => {
+                    let token = self.allocations.get_mut(id).and_then(|a| a.reservation);
+                    if let Some(token) = token {
+                        self.free_reservation(id, token, Some(now));
                     }
                 }
                 TimerKind::TcpConnection(cid) => self.tcp_connection_timeout(now, cid),
@@ -609,35 +602,65 @@ impl Server {
         }
     }
 
-    /// Drops the deadlines of allocations that no longer exist once they outnumber the live
-    /// ones. Deletion is lazy (a freed allocation's expiry and sweep deadlines stay in the heap
-    /// until due — a sweep up to 15 minutes later), so under churn the heap would otherwise
-    /// hold every allocation of the last quarter hour. Compacting only when the heap is four
-    /// times the allocations (and past a floor) keeps the cost O(1) amortised per deadline.
-    fn compact_timers(&mut self) {
-        const FLOOR: usize = 1024;
-        if self.timers.len() <= FLOOR.max(4 * self.allocations.len()) {
+    /// Makes sure a sweep of the allocation's permissions and channels happens by `at`: one
+    /// pending sweep per allocation, moved earlier when needed, never later.
+    pub(super) fn schedule_sweep(&mut self, id: AllocationId, at: Instant) {
+        if self.allocations.get(id).is_none() {
             return;
         }
-        let allocations = &self.allocations;
-        self.timers.retain(|kind| match kind {
-            TimerKind::AllocationExpiry(id) | TimerKind::Sweep(id) => {
-                allocations.get(*id).is_some()
-            }
-            // Short-lived (30 s) and not tied to one allocation.
-            TimerKind::Reservation(_) | TimerKind::TcpConnection(_) => true,
-        });
+        let kind = TimerKind::Sweep(id);
+        if self.timers.at(kind).is_none_or(|t| at < t) {
+            self.timers.push(at, kind);
+        }
     }
 
-    /// Makes sure a sweep of the allocation's permissions and channels happens by `at`,
-    /// pushing a deadline only when none earlier is pending.
-    pub(super) fn schedule_sweep(&mut self, id: AllocationId, at: Instant) {
-        let Some(a) = self.allocations.get_mut(id) else {
-            return;
-        };
-        if a.next_sweep.is_none_or(|t| at < t) {
-            a.next_sweep = Some(at);
-            self.timers.push(at, TimerKind::Sweep(id));
+    /// Sets the allocation's one expiry deadline to the earliest time-to-expiry of the
+    /// families it still holds (every Refresh moves it; it never adds one).
+    pub(super) fn schedule_expiry(&mut self, id: AllocationId) {
+        let kind = TimerKind::AllocationExpiry(id);
+        let next = self
+            .allocations
+            .get(id)
+            .filter(|a| a.state == State::Active)
+            .and_then(|a| a.held_relays().map(|(_, expires)| expires).min());
+        match next {
+            Some(at) => self.timers.push(at, kind),
+            None => self.timers.cancel(kind),
+        }
+    }
+
+    /// Frees the reservation `token` that allocation `id`'s Allocate made — its port back to
+    /// the pool, its quota unit released — if it is still there (not redeemed) and, with
+    /// `due: Some(now)`, if it has lapsed by `now`. Its deadline goes too.
+    pub(super) fn free_reservation(
+        &mut self,
+        id: AllocationId,
+        token: [u8; 8],
+        due: Option<Instant>,
+    ) {
+        let owner = self.tcp_relay.tag;
+        let freed = self.shared.reservations.remove_if(&token, |_, r| {
+            r.owner == owner && r.alloc == id && due.is_none_or(|now| r.expires <= now)
+        });
+        if let Some((_, r)) = freed {
+            self.release_port(r.relay);
+            self.shared.quotas.release(&r.username);
+        }
+        let still_held = self
+            .shared
+            .reservations
+            .get(&token)
+            .filter(|r| r.owner == owner && r.alloc == id)
+            .map(|r| r.expires);
+        match still_held {
+            // Not due yet (a deadline that fired early): wait for it.
+            Some(expires) => self.timers.push(expires, TimerKind::Reservation(id)),
+            None => {
+                self.timers.cancel(TimerKind::Reservation(id));
+                if let Some(a) = self.allocations.get_mut(id) {
+                    a.reservation = None;
+                }
+            }
         }
     }
 
@@ -647,11 +670,18 @@ impl Server {
         ports.release(relay.ip(), relay.port());
     }
 
-    /// Ends an allocation: frees its port, closes its socket, reports it.
+    /// Ends an allocation: frees its port, its reservation and its deadlines, closes its
+    /// socket, reports it. Its cost does not depend on the allocation's past requests.
     pub(super) fn free_allocation(&mut self, now: Instant, id: AllocationId, reason: EndReason) {
+        if let Some(token) = self.allocations.get(id).and_then(|a| a.reservation) {
+            self.free_reservation(id, token, None);
+        }
         let Some(a) = self.allocations.remove(id) else {
             return;
         };
+        self.timers.cancel(TimerKind::AllocationExpiry(id));
+        self.timers.cancel(TimerKind::Sweep(id));
+        self.timers.cancel(TimerKind::Reservation(id));
         self.shared.quotas.release(&a.username);
         if a.state == State::Active {
             for (relay, _) in a.held_relays() {
@@ -674,7 +704,6 @@ impl Server {
         self.outputs
             .push_back(Output::CloseRelay { id, family: None });
         self.tcp_allocation_ended(id);
-        self.compact_timers();
         if a.state == State::Active {
             let stats = a.relayed();
             self.outputs
@@ -696,9 +725,25 @@ impl Server {
         self.transactions.len()
     }
 
-    /// Deadlines held, current or stale (see [`Server::compact_timers`]).
+    /// Responses the retransmission cache holds at most ([`TRANSACTION_CACHE`]).
+    pub fn cached_responses_capacity(&self) -> usize {
+        TRANSACTION_CACHE
+    }
+
+    /// Deadlines held. Each has one owner and at most one pending deadline per purpose (see
+    /// [`super::timer`]), so this never exceeds [`Server::pending_timers_bound`].
     pub fn pending_timers(&self) -> usize {
         self.timers.len()
+    }
+
+    /// The most deadlines the core may hold in its present state: three per allocation (its
+    /// expiry, its permission/channel sweep, the 30 s of the reservation its Allocate made)
+    /// and one per RFC 6062 peer connection it tracks (at most
+    /// [`MAX_PEER_CONNECTIONS`](super::tcp_relay::MAX_PEER_CONNECTIONS) per TCP allocation).
+    /// Past Refreshes, permissions, bindings and ended allocations add nothing.
+    pub fn pending_timers_bound(&self) -> usize {
+        let connections: usize = self.tcp_relay.allocs.values().map(Vec::len).sum();
+        3 * self.allocations.len() + connections
     }
 
     /// Whether the client of `five_tuple` holds an allocation (one still being opened counts).

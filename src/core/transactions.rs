@@ -74,8 +74,71 @@ impl TransactionCache {
             self.order.pop_front();
         }
         let key = (five_tuple, txid);
+        self.make_room(&key);
         if self.responses.insert(key, response).is_none() {
             self.order.push_back((now, key));
         }
+    }
+
+    /// Keeps the table within what `capacity` entries need. Under churn (the oldest removed,
+    /// a new one inserted, over and over) the hash table's removed slots use up its spare
+    /// room, and once the table is over half full it would then double, although it never
+    /// holds more than `capacity` entries. So when it has no room left for a new key, it is
+    /// rebuilt at its own size instead (O(n), once per many insertions; control path only).
+    fn make_room(&mut self, key: &TxKey) {
+        let len = self.responses.len();
+        if len < self.responses.capacity() || self.responses.contains_key(key) {
+            return;
+        }
+        // Below the bound, grow as the table would; at it, never past it.
+        let room = (2 * len).clamp(len + 1, self.capacity.max(len + 1));
+        let old = std::mem::take(&mut self.responses);
+        self.responses = HashMap::with_capacity(room);
+        self.responses.extend(old);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::SocketAddr;
+
+    fn key(n: u64) -> (FiveTuple, TransactionId) {
+        let client = SocketAddr::from(([192, 0, 2, 1], (n % 50_000) as u16 + 1));
+        let server = SocketAddr::from(([192, 0, 2, 2], 3478));
+        let mut t = [0u8; 12];
+        t[4..].copy_from_slice(&n.to_be_bytes());
+        (FiveTuple::udp(client, server), TransactionId(t))
+    }
+
+    #[test]
+    fn at_capacity_the_oldest_go_and_the_table_never_outgrows_it() {
+        const CAPACITY: usize = 1024;
+        let t0 = Instant::now();
+        let mut cache = TransactionCache::new(CAPACITY);
+        // What a table sized for `CAPACITY` entries can hold.
+        let ceiling = HashMap::<TxKey, Vec<u8>>::with_capacity(CAPACITY).capacity();
+        for n in 0..200_000u64 {
+            let (ft, txid) = key(n);
+            cache.insert(t0, ft, txid, vec![0; 8]);
+            assert!(cache.len() <= CAPACITY);
+            assert!(
+                cache.responses.capacity() <= ceiling,
+                "insert {n}: room for {} entries",
+                cache.responses.capacity()
+            );
+        }
+        assert_eq!(cache.len(), CAPACITY);
+        assert!(cache.order.capacity() <= 2 * CAPACITY);
+        // The newest are there, the oldest gone.
+        let (ft, txid) = key(199_999);
+        assert!(cache.get(&ft, &txid).is_some());
+        let (ft, txid) = key(200_000 - CAPACITY as u64);
+        assert!(cache.get(&ft, &txid).is_some());
+        let (ft, txid) = key(200_000 - CAPACITY as u64 - 1);
+        assert!(cache.get(&ft, &txid).is_none());
+        // Past the retention everything goes, memory included.
+        cache.expire(t0 + RETENTION);
+        assert_eq!((cache.len(), cache.responses.capacity()), (0, 0));
     }
 }

@@ -102,6 +102,8 @@ pub fn main(args: &ProbeArgs) -> u8 {
                 args.user.as_deref().unwrap_or("probe"),
                 args.ttl,
                 unix_now,
+                // The draft's order, which a server reads unless told otherwise.
+                Default::default(),
             );
             (Some((m.username, m.password)), true)
         }

@@ -192,7 +192,11 @@ impl Server {
             per_worker.into_iter().zip(tcp_per_worker).enumerate()
         {
             let tls_listeners = tls_per_worker.next().unwrap_or_default();
-            let seed: u64 = rand::random();
+            // Each worker's CSPRNG is seeded straight from the operating system (the core
+            // never reads OS randomness itself).
+            let mut seed = [0u8; 32];
+            rand::RngCore::try_fill_bytes(&mut rand::rngs::OsRng, &mut seed)
+                .context("cannot read random bytes from the operating system")?;
             let core = crate::core::Server::new(shared.clone(), seed, now, unix_now);
             let rx = rx.clone();
             let reloads = reload_links.remove(0);
@@ -273,11 +277,12 @@ impl Server {
         self.shared.quotas.set_draining(true);
     }
 
-    /// Applies a reloaded configuration's realm, users, REST secrets and peer filter, and
-    /// reads the host's interface addresses again for the own-host set. Existing allocations
-    /// keep relaying; their next request is checked against the new credentials, and every
-    /// worker drops at once the permissions, channels and TCP peer connections the new filter
-    /// denies. Other keys take effect at the next start.
+    /// Applies a reloaded configuration's realm, users, REST secrets (and how REST usernames
+    /// are read: `rest_username_order`, `rest_max_ttl`) and peer filter, and reads the host's
+    /// interface addresses again for the own-host set. Existing allocations keep relaying;
+    /// their next request is checked against the new credentials, and every worker drops at
+    /// once the permissions, channels and TCP peer connections the new filter denies. Other
+    /// keys take effect at the next start.
     pub fn reload(&self, config: &Config) {
         self.shared.credentials.store(setup::credentials(config));
         store_peer_filter(
@@ -291,7 +296,8 @@ impl Server {
         }
     }
 
-    /// Allocations held across all workers (including those still opening their socket).
+    /// Allocations held across all workers (including those still opening their socket), and
+    /// port reservations (EVEN-PORT with the R bit) not yet redeemed: each counts like one.
     pub fn allocations(&self) -> u32 {
         self.shared.quotas.total()
     }

@@ -2,7 +2,7 @@
 
 use super::discover;
 use crate::config::Config;
-use crate::core::auth::Credentials;
+use crate::core::auth::{Credentials, RestPolicy};
 use crate::core::nonce::NonceKey;
 use crate::core::own_host::{HostAddrs, OwnHost};
 use crate::core::peer_filter::PeerFilter;
@@ -72,7 +72,8 @@ fn listen_relay_ips(
     Ok(ips)
 }
 
-/// The realm, static users and REST secrets of `config` (replaced whole on reload).
+/// The realm, static users, REST secrets and the way REST usernames are read
+/// (`rest_username_order`, `rest_max_ttl`) of `config` (replaced whole on reload).
 pub fn credentials(config: &Config) -> Credentials {
     Credentials::new(
         &config.realm,
@@ -82,6 +83,10 @@ pub fn credentials(config: &Config) -> Credentials {
             .map(|u| (u.name.clone(), u.secret.clone())),
         config.auth_secrets.iter().cloned(),
     )
+    .with_rest_policy(RestPolicy {
+        order: config.rest_username_order,
+        max_ttl: config.rest_max_ttl.into(),
+    })
 }
 
 /// The peer filter of `config`, without an own-host set (the listeners are not bound yet when

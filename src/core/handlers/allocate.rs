@@ -120,11 +120,23 @@ impl Server {
             Err(_) => return Some(r.plain_error(400)),
         };
 
-        let (relay, reservation, retry) = if let Some(t) = token {
-            match shared.reservations.remove(&t) {
-                Some((_, res)) if res.expires > now => (res.relay, None, Retry::No),
+        // `redeemed`: the port comes from a reservation, whose quota unit passes to this
+        // allocation; `pair`: the next port is taken too, for a reservation made below.
+        let (relay, pair, retry, redeemed) = if let Some(t) = token {
+            // Only the user who obtained the token may redeem it. Anyone else gets the answer
+            // an unknown token gets, and the reservation stays for its owner.
+            match shared
+                .reservations
+                .remove_if(&t, |_, res| *res.username == *username)
+            {
+                Some((_, res)) if res.expires > now => {
+                    self.forget_redeemed(&res);
+                    (res.relay, false, Retry::No, true)
+                }
                 Some((_, res)) => {
                     self.release_port(res.relay);
+                    shared.quotas.release(&res.username);
+                    self.forget_redeemed(&res);
                     return Some(r.plain_error(508));
                 }
                 None => return Some(r.plain_error(508)),
@@ -147,28 +159,12 @@ impl Server {
                     )
                 }
             };
-            let reservation = if pair {
-                let token = self.random().to_be_bytes();
-                let next = SocketAddr::new(ip, port + 1);
-                let expires = now + RESERVATION_LIFETIME;
-                shared.reservations.insert(
-                    token,
-                    Reservation {
-                        relay: next,
-                        expires,
-                    },
-                );
-                self.timers.push(expires, TimerKind::Reservation(token));
-                Some(token)
-            } else {
-                None
-            };
             let retry = match even {
                 None => Retry::Any,
                 Some(false) => Retry::Even,
                 Some(true) => Retry::Pair,
             };
-            (SocketAddr::new(ip, port), reservation, retry)
+            (SocketAddr::new(ip, port), pair, retry, false)
         };
 
         let additional = if dual {
@@ -178,17 +174,20 @@ impl Server {
         };
 
         // Quotas are checked last, once everything else succeeded, so a refused request
-        // holds nothing: the ports (and any reservation) taken above go back.
-        if let Err(refusal) = shared
-            .quotas
-            .try_acquire(username, cfg.user_quota, cfg.total_quota)
-        {
+        // holds nothing: the ports taken above go back. A reservation is counted like an
+        // allocation (two units for EVEN-PORT with R); a redeemed one brought its unit along.
+        let units = match (redeemed, pair) {
+            (true, _) => 0,
+            (false, false) => 1,
+            (false, true) => 2,
+        };
+        if let Err(refusal) = self.acquire_quota(username, units) {
             self.release_port(relay);
+            if pair {
+                self.release_port(SocketAddr::new(relay.ip(), relay.port() + 1));
+            }
             if let Additional::Waiting { bind } = additional {
                 self.release_port(bind);
-            }
-            if let Some((_, res)) = reservation.and_then(|t| shared.reservations.remove(&t)) {
-                self.release_port(res.relay);
             }
             // A full server sends the client elsewhere; a user over their own quota is not.
             if refusal == crate::core::quota::Refusal::Total {
@@ -200,6 +199,17 @@ impl Server {
             return Some(r.plain_error(486));
         }
         let id = self.allocations.next_id();
+        let reservation = pair.then(|| {
+            let expires = now + RESERVATION_LIFETIME;
+            let reserved = Reservation {
+                relay: SocketAddr::new(relay.ip(), relay.port() + 1),
+                expires,
+                username: username.into(),
+                owner: self.tcp_relay.tag,
+                alloc: id,
+            };
+            (self.insert_reservation(reserved), expires)
+        });
         let dont_fragment = msg.dont_fragment();
         let user_bandwidth = if cfg.user_bandwidth > 0 {
             shared.quotas.user_bucket(username, cfg.user_bandwidth, now)
@@ -218,7 +228,6 @@ impl Server {
             state: State::Opening {
                 txid: msg.transaction_id(),
                 attempts: 1,
-                reservation,
                 fingerprint: msg.has_fingerprint(),
                 retry,
                 additional,
@@ -227,7 +236,7 @@ impl Server {
             permissions: Default::default(),
             channels: Default::default(),
             stats: Stats::default(),
-            next_sweep: None,
+            reservation: reservation.map(|(token, _)| token),
             bandwidth: (cfg.allocation_bandwidth > 0)
                 .then(|| crate::core::bandwidth::TokenBucket::new(cfg.allocation_bandwidth, now)),
             splice: tcp.then(|| {
@@ -243,9 +252,62 @@ impl Server {
         if tcp {
             self.tcp_relay.allocs.insert(id, Vec::new());
         }
+        if let Some((_, expires)) = reservation {
+            self.timers.push(expires, TimerKind::Reservation(id));
+        }
         let open = self.open_relay_output(id, relay, dont_fragment);
         self.outputs.push_back(open);
         None
+    }
+
+    /// Counts `units` allocations (or reservations) against `username`'s and the server's
+    /// quotas, all or none.
+    fn acquire_quota(
+        &mut self,
+        username: &str,
+        units: u32,
+    ) -> Result<(), crate::core::quota::Refusal> {
+        let shared = self.shared.clone();
+        let cfg = &shared.config;
+        for taken in 0..units {
+            if let Err(refusal) =
+                shared
+                    .quotas
+                    .try_acquire(username, cfg.user_quota, cfg.total_quota)
+            {
+                for _ in 0..taken {
+                    shared.quotas.release(username);
+                }
+                return Err(refusal);
+            }
+        }
+        Ok(())
+    }
+
+    /// Stores `reservation` under a fresh RESERVATION-TOKEN from the CSPRNG and returns it.
+    fn insert_reservation(&mut self, reservation: Reservation) -> [u8; 8] {
+        let shared = self.shared.clone();
+        // Bounded in practice: the map holds far fewer than 2^64 tokens, so a draw collides
+        // with a live one about never.
+        loop {
+            let token = self.random().to_be_bytes();
+            if let dashmap::Entry::Vacant(v) = shared.reservations.entry(token) {
+                v.insert(reservation);
+                return token;
+            }
+        }
+    }
+
+    /// A reservation left the map (redeemed, or found lapsed): when this core's allocation
+    /// made it, that allocation forgets it and its deadline goes.
+    fn forget_redeemed(&mut self, res: &Reservation) {
+        if res.owner != self.tcp_relay.tag {
+            return;
+        }
+        self.timers.cancel(TimerKind::Reservation(res.alloc));
+        if let Some(a) = self.allocations.get_mut(res.alloc) {
+            a.reservation = None;
+        }
     }
 
     fn has_relay_ip(&self, family: AddressFamily) -> bool {
@@ -340,7 +402,6 @@ impl Server {
         let State::Opening {
             txid,
             attempts,
-            reservation,
             fingerprint,
             retry,
             additional,
@@ -348,13 +409,13 @@ impl Server {
         else {
             return;
         };
+        let reservation = a.reservation;
         match result {
             Ok(()) => {
                 if let Additional::Waiting { bind } = additional {
                     a.state = State::Opening {
                         txid,
                         attempts,
-                        reservation,
                         fingerprint,
                         retry,
                         additional: Additional::Opening { bind, attempts: 1 },
@@ -383,7 +444,6 @@ impl Server {
                         a.state = State::Opening {
                             txid,
                             attempts: attempts + 1,
-                            reservation,
                             fingerprint,
                             retry,
                             additional,
@@ -492,7 +552,10 @@ impl Server {
                     }
                 }
                 None => {
-                    self.shared.reservations.remove(&token);
+                    // Its port went back above; its quota unit goes too.
+                    if let Some((_, res)) = self.shared.reservations.remove(&token) {
+                        self.shared.quotas.release(&res.username);
+                    }
                 }
             }
         }
@@ -508,7 +571,6 @@ impl Server {
         };
         let State::Opening {
             txid,
-            reservation,
             fingerprint,
             additional,
             ..
@@ -516,6 +578,7 @@ impl Server {
         else {
             return;
         };
+        let reservation = a.reservation;
         a.state = State::Active;
         a.dual = second.map(|relay| Dual {
             relay,
@@ -523,7 +586,7 @@ impl Server {
             expires: [Some(a.expires), Some(a.expires)],
         });
         let lifetime = a.expires.saturating_duration_since(a.created);
-        let (advertised, expires, five_tuple) = (a.advertised, a.expires, a.five_tuple);
+        let (advertised, five_tuple) = (a.advertised, a.five_tuple);
         let second_advertised = a.dual.map(|d| d.advertised);
         let username = a.username.clone();
         let key = a.key;
@@ -534,7 +597,7 @@ impl Server {
             software: shared.config.software.as_deref(),
             fingerprint,
         };
-        self.timers.push(expires, TimerKind::AllocationExpiry(id));
+        self.schedule_expiry(id);
         let resp = r.success(|b| {
             b.add_xor_address(AttrType::XOR_RELAYED_ADDRESS, &advertised)?;
             if let Some(second) = &second_advertised {
@@ -574,7 +637,6 @@ impl Server {
         };
         let State::Opening {
             txid,
-            reservation,
             fingerprint,
             additional,
             ..
@@ -582,9 +644,10 @@ impl Server {
         else {
             return;
         };
-        if let Some((_, res)) = reservation.and_then(|t| self.shared.reservations.remove(&t)) {
-            self.release_port(res.relay);
+        if let Some(token) = a.reservation {
+            self.free_reservation(id, token, None);
         }
+        self.timers.cancel(TimerKind::Reservation(id));
         self.tcp_allocation_ended(id);
         if let Additional::Waiting { bind } = additional {
             self.release_port(bind);

@@ -120,6 +120,7 @@ impl Server {
                 self.counters.auth_failure(match e {
                     AuthError::UnknownUser => AuthFailure::UnknownUser,
                     AuthError::Expired => AuthFailure::Expired,
+                    AuthError::ExpiryTooFar => AuthFailure::ExpiryTooFar,
                     AuthError::BadIntegrity => AuthFailure::BadIntegrity,
                     AuthError::UnsupportedAlgorithm => AuthFailure::UnsupportedAlgorithm,
                 });

@@ -58,20 +58,14 @@ impl Server {
         // `max_channels` and `max_permissions` bound the allocation's lists: 508 when this
         // binding needs a new entry that would not fit (RFC 8656 §11.2, a capacity limit).
         let (max_channels, max_permissions) = (
-            shared.config.max_channels as usize,
-            shared.config.max_permissions as usize,
+            shared.config.channel_limit(),
+            shared.config.permission_limit(),
         );
-        if max_channels > 0
-            && !a.channels.holds(number, peer, now)
-            && a.channels.held(now) >= max_channels
-        {
+        if !a.channels.holds(number, peer, now) && a.channels.held(now) >= max_channels {
             self.counters.channel_quota += 1;
             return r.plain_error(508);
         }
-        if max_permissions > 0
-            && !a.permissions.contains(peer.ip())
-            && a.permissions.len() >= max_permissions
-        {
+        if !a.permissions.contains(peer.ip()) && a.permissions.len() >= max_permissions {
             self.counters.permission_quota += 1;
             return r.plain_error(508);
         }

@@ -65,19 +65,17 @@ impl Server {
         }
         // `max_permissions` bounds each allocation's list (and so the per-datagram scan of
         // it): 508 when the new peers would not fit (RFC 8656 §9.2, a capacity limit).
-        let max = shared.config.max_permissions as usize;
-        if max > 0 {
-            if let Some(a) = self.allocations.get(id) {
-                let peers = &peers[..n];
-                let new = peers
-                    .iter()
-                    .enumerate()
-                    .filter(|(i, ip)| !a.permissions.contains(**ip) && !peers[..*i].contains(ip))
-                    .count();
-                if a.permissions.len() + new > max {
-                    self.counters.permission_quota += 1;
-                    return r.plain_error(508);
-                }
+        let max = shared.config.permission_limit();
+        if let Some(a) = self.allocations.get(id) {
+            let peers = &peers[..n];
+            let new = peers
+                .iter()
+                .enumerate()
+                .filter(|(i, ip)| !a.permissions.contains(**ip) && !peers[..*i].contains(ip))
+                .count();
+            if a.permissions.len() + new > max {
+                self.counters.permission_quota += 1;
+                return r.plain_error(508);
             }
         }
         if let Some(a) = self.allocations.get_mut(id) {

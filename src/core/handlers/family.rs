@@ -41,6 +41,7 @@ impl Server {
             id,
             family: Some(family),
         });
+        self.schedule_expiry(id);
     }
 
     /// The allocation's expiry deadline fired but the allocation lives on: end any family of

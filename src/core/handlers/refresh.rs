@@ -4,7 +4,6 @@ use crate::core::allocation::{AllocationId, State};
 use crate::core::auth::SessionKey;
 use crate::core::five_tuple::FiveTuple;
 use crate::core::reply::Responder;
-use crate::core::timer::TimerKind;
 use crate::core::{EndReason, Server};
 use crate::stun::{AttrType, Message};
 use std::time::{Duration, Instant};
@@ -77,8 +76,8 @@ impl Server {
                         }
                         None => a.set_expiry(now + lifetime),
                     }
-                    self.timers
-                        .push(now + lifetime, TimerKind::AllocationExpiry(id));
+                    // The allocation's one expiry deadline moves; none is added.
+                    self.schedule_expiry(id);
                 }
             }
         }

@@ -17,6 +17,7 @@ use crate::stun::{
     AttrType, ChannelData, Class, Message, MessageType, Method, TransactionId,
     CHANNEL_DATA_HEADER_LEN, HEADER_LEN, MAGIC_COOKIE,
 };
+use rand::RngCore;
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::time::Instant;
@@ -144,7 +145,6 @@ impl Server {
             self.counters.malformed += 1;
             return None;
         }
-        let txid = self.random_txid();
         let Some(a) = self.allocations.get_mut(id) else {
             self.counters.no_allocation += 1;
             return None;
@@ -188,6 +188,10 @@ impl Server {
             });
         }
         // Data indication: header, XOR-PEER-ADDRESS, DATA header, then the payload in place.
+        // Its transaction id is fresh from the CSPRNG: an off-path attacker who saw one must
+        // not be able to forge the next (RFC 8489 §6: "uniformly and randomly chosen").
+        let mut txid = TransactionId::default();
+        self.rng.fill_bytes(&mut txid.0);
         let addr_len = encoded_len(&peer);
         let start = payload.start - (HEADER_LEN + 4 + addr_len + 4);
         let body = 4 + addr_len + 4 + (padded_end - payload.start);
@@ -207,14 +211,5 @@ impl Server {
             to,
             range: start..padded_end,
         })
-    }
-
-    fn random_txid(&mut self) -> TransactionId {
-        let a = self.random().to_be_bytes();
-        let b = self.random().to_be_bytes();
-        let mut t = TransactionId::default();
-        t.0[..8].copy_from_slice(&a);
-        t.0[8..].copy_from_slice(&b[..4]);
-        t
     }
 }

@@ -4,6 +4,7 @@
 use crate::core::allocation::AllocationId;
 use crate::core::five_tuple::FiveTuple;
 use crate::core::tcp_relay::{ConnState, ConnectionId, TcpRelayOutput};
+use crate::core::timer::TimerKind;
 use crate::core::{Output, Server};
 use crate::stun::{AttrType, Message};
 use std::net::SocketAddr;
@@ -82,21 +83,30 @@ impl Server {
     }
 
     /// How many peer connections allocation `id` holds, after dropping those that ended on
-    /// another worker.
+    /// another worker (and their deadlines).
     pub(crate) fn live_connections(&mut self, id: AllocationId) -> usize {
         let shared = self.shared.clone();
         let Some(ids) = self.tcp_relay.allocs.get_mut(&id) else {
             return 0;
         };
-        ids.retain(|&cid| shared.tcp_connections.get(cid).is_some());
+        let timers = &mut self.timers;
+        ids.retain(|&cid| {
+            let live = shared.tcp_connections.get(cid).is_some();
+            if !live {
+                timers.cancel(TimerKind::TcpConnection(cid));
+            }
+            live
+        });
         ids.len()
     }
 
-    /// Drops `cid` from allocation `alloc`'s list.
+    /// Drops `cid` from allocation `alloc`'s list, with its deadline: every pending
+    /// connection deadline belongs to a connection some allocation's list holds.
     pub(crate) fn forget_connection(&mut self, alloc: AllocationId, cid: ConnectionId) {
         if let Some(ids) = self.tcp_relay.allocs.get_mut(&alloc) {
             ids.retain(|&i| i != cid);
         }
+        self.timers.cancel(TimerKind::TcpConnection(cid));
     }
 
     /// Allocation `id` ended (or failed to open): if it was a TCP allocation, its peer
@@ -112,6 +122,7 @@ impl Server {
                 .tcp_connections
                 .remove_if(cid, |c| c.owner == owner && c.alloc == id);
             self.tcp_relay.connecting.remove(&cid);
+            self.timers.cancel(TimerKind::TcpConnection(cid));
         }
         self.outputs
             .push_back(Output::TcpRelay(TcpRelayOutput::Close { id }));

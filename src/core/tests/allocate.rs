@@ -239,8 +239,19 @@ fn even_port_with_r_reserves_the_next_port_for_a_token() {
     );
     assert_eq!(h.shared.reservations.len(), 1);
 
-    // Another 5-tuple (another user even) claims it.
-    let mut rtcp = Client::bob(ft(40001));
+    // Another user cannot redeem it: the answer an unknown token gets, and the reservation
+    // stays where it is.
+    let mut other = Client::bob(ft(40003));
+    other.allocate_with(&mut h, &[token(tok)]).assert_error(
+        Method::ALLOCATE,
+        508,
+        Some(&other.key),
+    );
+    assert_eq!(h.shared.reservations.len(), 1);
+    assert_eq!(h.ports_in_use(relay_v4()), 2);
+
+    // Another 5-tuple of the same user claims it.
+    let mut rtcp = Client::alice(ft(40001));
     let resp = rtcp.allocate_with(&mut h, &[token(tok)]);
     resp.assert_success(Method::ALLOCATE, &rtcp.key);
     assert_eq!(resp.relayed(), SocketAddr::new(advertised_v4(), port + 1));

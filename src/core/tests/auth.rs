@@ -1,6 +1,8 @@
 //! The long-term credential mechanism (RFC 8489 §9.2.4) and TURN REST credentials.
 
 use super::*;
+use crate::core::auth::RestUsernameOrder;
+use crate::core::AUTH_FAILURE_LABELS;
 
 fn ft() -> FiveTuple {
     udp("192.0.2.100:40000")
@@ -218,11 +220,73 @@ fn rest_credentials_valid() {
 }
 
 #[test]
-fn rest_username_with_id_first_is_accepted() {
+fn rest_username_with_id_first_only_when_configured() {
+    let username = format!("carol:{}", UNIX_T0 + 3600);
+    let password = rest_api_password(REST_SECRET.as_bytes(), &username);
+    // The default order reads the expiry first: this name is no REST username.
+    let mut h = Harness::new();
+    let mut c = Client::new(ft(), &username, &password);
+    c.allocate_with(&mut h, &[])
+        .assert_error(Method::ALLOCATE, 401, None);
+    assert_eq!(
+        h.server.counters().auth_failure_reasons[2],
+        1,
+        "unknown_user"
+    );
+    let mut h = Harness::with(Setup {
+        rest: RestPolicy {
+            order: RestUsernameOrder::UserFirst,
+            ..RestPolicy::default()
+        },
+        ..Setup::default()
+    });
+    let mut c = Client::new(ft(), &username, &password);
+    c.allocate(&mut h);
+}
+
+#[test]
+fn rest_expiry_beyond_the_max_ttl_gets_401_counted_apart() {
+    let mut h = Harness::with(Setup {
+        rest: RestPolicy {
+            max_ttl: 3600,
+            ..RestPolicy::default()
+        },
+        ..Setup::default()
+    });
+    let mut far = Client::rest(ft(), UNIX_T0 + 3601, "carol", REST_SECRET);
+    far.allocate_with(&mut h, &[])
+        .assert_error(Method::ALLOCATE, 401, None);
+    let label = AUTH_FAILURE_LABELS
+        .iter()
+        .position(|l| *l == "expiry_too_far")
+        .unwrap();
+    assert_eq!(h.server.counters().auth_failure_reasons[label], 1);
+    assert_eq!(h.allocation_count(), 0);
+    let mut near = Client::rest(
+        udp("192.0.2.100:40001"),
+        UNIX_T0 + 3600,
+        "carol",
+        REST_SECRET,
+    );
+    near.allocate(&mut h);
+}
+
+#[test]
+fn rest_policy_is_reloaded_with_the_credentials() {
     let mut h = Harness::new();
     let username = format!("carol:{}", UNIX_T0 + 3600);
     let password = rest_api_password(REST_SECRET.as_bytes(), &username);
     let mut c = Client::new(ft(), &username, &password);
+    c.allocate_with(&mut h, &[])
+        .assert_error(Method::ALLOCATE, 401, None);
+    // SIGHUP: the same users and secrets, read user-first from now on.
+    let users = [("alice".to_string(), UserSecret::Password("alice-pw".into()))];
+    h.shared.credentials.store(
+        Credentials::new(REALM, users, [REST_SECRET.to_string()]).with_rest_policy(RestPolicy {
+            order: RestUsernameOrder::UserFirst,
+            max_ttl: 0,
+        }),
+    );
     c.allocate(&mut h);
 }
 

@@ -19,6 +19,7 @@ mod amplification;
 mod auth;
 mod bandwidth;
 mod binding;
+mod bounds;
 mod channel_bind;
 mod connection;
 mod counters;
@@ -28,14 +29,16 @@ mod nat_discovery;
 mod own_host;
 mod permission;
 mod prop;
+mod random;
 mod refresh;
 mod relay;
+mod reservation;
 mod retransmit;
 mod rfc8489;
 mod tcp_relay;
 mod tcp_relay_caps;
 
-use super::auth::{long_term_key, rest_api_password, Credentials, Key, UserSecret};
+use super::auth::{long_term_key, rest_api_password, Credentials, Key, RestPolicy, UserSecret};
 use super::nonce::NonceKey;
 use super::peer_filter::{Cidr, PeerFilter};
 use super::ports::PortPool;
@@ -124,6 +127,13 @@ pub fn secs(s: u64) -> Duration {
     Duration::from_secs(s)
 }
 
+/// A fixed 32-byte CSPRNG seed made from `n`.
+pub fn seed_bytes(n: u64) -> [u8; 32] {
+    let mut seed = [0u8; 32];
+    seed[..8].copy_from_slice(&n.to_le_bytes());
+    seed
+}
+
 /// What to build the [`Shared`] state with; `Default` is the standard test server.
 #[derive(Clone, Debug)]
 pub struct Setup {
@@ -148,6 +158,8 @@ pub struct Setup {
     pub per_allocation: (u32, u32),
     /// (unauthenticated_rate, binding_rate).
     pub rates: (Rate, Rate),
+    /// How REST usernames are read (`rest_username_order`, `rest_max_ttl`).
+    pub rest: RestPolicy,
 }
 
 impl Default for Setup {
@@ -167,6 +179,7 @@ impl Default for Setup {
             userhash: false,
             per_allocation: (0, 0),
             rates: (Rate::UNLIMITED, Rate::UNLIMITED),
+            rest: RestPolicy::default(),
         }
     }
 }
@@ -219,6 +232,7 @@ impl Setup {
                 ..CoreConfig::default()
             },
             credentials: Credentials::new(REALM, users, self.secrets.iter().map(|s| s.to_string()))
+                .with_rest_policy(self.rest)
                 .into(),
             nonce_key: NonceKey::new([7; 32]),
             peer_filter: PeerFilter::new(allow, Vec::new()).into(),
@@ -268,10 +282,12 @@ impl Harness {
         Harness::from_shared(setup.shared(), 0x5eed)
     }
 
+    /// A harness around a fresh core on `shared` whose CSPRNG is seeded from `seed` (fixed,
+    /// so a test runs the same every time).
     pub fn from_shared(shared: Arc<Shared>, seed: u64) -> Harness {
         let t0 = Instant::now();
         Harness {
-            server: Server::new(shared.clone(), seed, t0, UNIX_T0),
+            server: Server::new(shared.clone(), seed_bytes(seed), t0, UNIX_T0),
             shared,
             t0,
             now: t0,

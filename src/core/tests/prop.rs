@@ -484,6 +484,18 @@ impl World {
         relays.sort();
         relays.dedup();
         assert_eq!(relays.len(), n, "two owners of one relay port");
+        // Quota units: one per allocation, one per reservation (a redeemed one's passed on).
+        assert_eq!(
+            self.h.shared.quotas.total() as usize,
+            self.h.allocation_count() + self.h.shared.reservations.len(),
+            "quota accounting"
+        );
+        let timers = self.h.server.pending_timers();
+        assert!(
+            timers <= self.h.server.pending_timers_bound(),
+            "{timers} deadlines for {} allocations",
+            self.h.allocation_count()
+        );
     }
 
     fn finish(&mut self) {
@@ -497,6 +509,8 @@ impl World {
         );
         assert!(self.h.shared.reservations.is_empty());
         assert_eq!(self.h.server.poll_timeout(), None);
+        assert_eq!(self.h.server.pending_timers(), 0);
+        assert_eq!(self.h.shared.quotas.total(), 0);
         let created = self.h.created().len();
         assert_eq!(
             self.h.ended().len(),

@@ -505,11 +505,26 @@ fn peer_connections_per_allocation_are_bounded() {
     c.request(&mut h, Method::CONNECT, &[Attr::Peer(one_more)])
         .assert_error(Method::CONNECT, 508, Some(&c.key));
     assert!(h.server.handle_peer_inbound(h.now, id, one_more).is_none());
+    // At the bound: the shared map and the deadlines hold no more than the 64.
+    assert_eq!(h.shared.tcp_connections.len(), MAX_PEER_CONNECTIONS);
+    assert!(h.server.pending_timers() <= h.server.pending_timers_bound());
+    assert_eq!(
+        h.server.pending_timers(),
+        MAX_PEER_CONNECTIONS + 2,
+        "a bind deadline each, the expiry and the sweep"
+    );
     // One ends (bound, then its splice closes on whatever worker): room for one more.
     let mut d = Client::alice(data_ft(40001));
     connection_bind(&mut h, &mut d, ids[0]).assert_success(Method::CONNECTION_BIND, &d.key);
     h.server.handle_data_connection_closed(ids[0]);
     assert!(h.server.handle_peer_inbound(h.now, id, one_more).is_some());
+    // Ending the allocation takes every connection and deadline with it.
+    h.drain();
+    h.transmits.clear();
+    c.refresh(&mut h, Some(0))
+        .assert_success(Method::REFRESH, &c.key);
+    assert!(h.shared.tcp_connections.is_empty());
+    assert_eq!(h.server.pending_timers(), 0);
 }
 
 #[test]
