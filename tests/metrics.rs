@@ -300,6 +300,35 @@ fn quota_refusals_are_counted_as_a_drop_reason() {
     );
 }
 
+/// docs/metrics.md is the operator's reference: every metric family turnd exposes, and every
+/// `reason` label value, must be in it (so a new counter cannot ship undocumented).
+#[test]
+fn every_metric_and_reason_is_in_the_metrics_reference() {
+    let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/metrics.md"))
+        .expect("docs/metrics.md");
+    let server = TestServer::start(base_args());
+    let (text, _) = scrape(server.metrics_addr());
+    let mut missing = Vec::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let family = rest.split_whitespace().next().unwrap_or_default();
+            if family.starts_with("turnd_") && !docs.contains(family) {
+                missing.push(family.to_string());
+            }
+        }
+        if line.starts_with("turnd_") {
+            if let Some(i) = line.find("reason=\"") {
+                let value = line[i + 8..].split('"').next().unwrap_or_default();
+                if !docs.contains(&format!("`{value}`")) {
+                    missing.push(format!("reason=\"{value}\" ({line})"));
+                }
+            }
+        }
+    }
+    missing.dedup();
+    assert!(missing.is_empty(), "not in docs/metrics.md: {missing:#?}");
+}
+
 #[test]
 fn health_readiness_and_formats() {
     let server = TestServer::start(base_args());

@@ -9,7 +9,11 @@
 //! Invariants checked after every step:
 //! - no panic;
 //! - every `Transmit` parses as STUN;
-//! - no `Forward` goes to a peer the filter denies;
+//! - no `Forward` goes to a peer the filter refuses, and no peer datagram the filter refuses
+//!   reaches a client — the own-host rule included: the relay IP is this host's, so only its
+//!   relay ports may be reached, and peers on it at other ports (a host service) never are;
+//! - after a stricter filter is stored and `handle_peer_filter_changed` runs, the same holds
+//!   against the new filter at once;
 //! - after `handle_timeout(now)`, no active allocation has `expires <= now`;
 //! - every bound holds: deadlines ≤ `pending_timers_bound()` (three per allocation plus one
 //!   per RFC 6062 connection), cached responses ≤ the cache's capacity, each user's quota
@@ -26,6 +30,7 @@ use std::time::{Duration, Instant};
 use turnd::core::allocation::{Additional, State};
 use turnd::core::auth::{long_term_key, Credentials, Key, UserSecret};
 use turnd::core::nonce::NonceKey;
+use turnd::core::own_host::{HostAddrs, OwnHost};
 use turnd::core::peer_filter::{Cidr, PeerFilter};
 use turnd::core::ports::PortPool;
 use turnd::core::tcp_relay::MAX_PEER_CONNECTIONS;
@@ -44,9 +49,34 @@ const USER_QUOTA: u32 = 3;
 const MAX_PERMISSIONS: u32 = 6;
 const MAX_CHANNELS: u32 = 3;
 
-fn shared() -> Arc<Shared> {
-    let relay: IpAddr = "192.0.2.10".parse().unwrap();
+/// The relay IP: inside the allowed 198.51.100.0/24, so only the own-host rule keeps its
+/// non-relay ports out of reach.
+const RELAY_IP: &str = "198.51.100.10";
+const RELAY_PORTS: (u16, u16) = (50000, 50007);
+
+/// The filter the program starts with: 198.51.100.0/24 allowed, this host (the listener and
+/// the relay IP) own. `stricter` also denies 198.51.100.0/31 (a reload taking a peer away).
+fn filter(stricter: bool) -> PeerFilter {
     let allow = vec![Cidr::new("198.51.100.0".parse().unwrap(), 24).unwrap()];
+    let deny = if stricter {
+        vec![Cidr::new("198.51.100.0".parse().unwrap(), 31).unwrap()]
+    } else {
+        Vec::new()
+    };
+    let relay: IpAddr = RELAY_IP.parse().unwrap();
+    PeerFilter::new(allow, deny).with_own_host(OwnHost::new(&HostAddrs {
+        listeners: vec!["192.0.2.1:3478".parse().unwrap()],
+        relays: vec![RelayAddr {
+            bind: relay,
+            advertised: relay,
+        }],
+        relay_ports: RELAY_PORTS,
+        interfaces: Vec::new(),
+    }))
+}
+
+fn shared() -> Arc<Shared> {
+    let relay: IpAddr = RELAY_IP.parse().unwrap();
     Arc::new(Shared {
         config: CoreConfig {
             relays: vec![RelayAddr {
@@ -74,18 +104,23 @@ fn shared() -> Arc<Shared> {
         )
         .into(),
         nonce_key: NonceKey::new([7; 32]),
-        peer_filter: PeerFilter::new(allow, Vec::new()).into(),
-        ports: Mutex::new(PortPool::new(&[relay], 50000, 50007)),
+        peer_filter: filter(false).into(),
+        ports: Mutex::new(PortPool::new(&[relay], RELAY_PORTS.0, RELAY_PORTS.1)),
         reservations: Default::default(),
         tcp_connections: Default::default(),
         quotas: Default::default(),
     })
 }
 
-/// Peers the program may name: allowed, and denied in several disguises.
-const PEERS: [&str; 8] = [
+/// Peers the program may name: allowed, denied in several disguises, and this host's relay IP
+/// at a relay port (another allocation's relayed address: allowed) and at other ports (a
+/// service of the host: never).
+const PEERS: [&str; 11] = [
     "198.51.100.1:5000",
     "198.51.100.2:6000",
+    "198.51.100.10:50001",
+    "198.51.100.10:22",
+    "198.51.100.10:3478",
     "10.0.0.1:5000",
     "127.0.0.1:80",
     "169.254.169.254:80",
@@ -196,8 +231,8 @@ impl Run {
     fn check_forward(&self, fwd: Option<turnd::core::Forward>, len: usize) {
         if let Some(f) = fwd {
             assert!(
-                self.shared.peer_filter.load().is_allowed(f.peer.ip()),
-                "forward to denied peer {}",
+                self.shared.peer_filter.load().allows(f.peer),
+                "forward to refused peer {}",
                 f.peer
             );
             assert!(f.payload.end <= len);
@@ -489,6 +524,10 @@ fuzz_target!(|data: &[u8]| {
                     .server
                     .handle_peer_datagram(run.now, id, peer, &mut buf, range)
                 {
+                    assert!(
+                        run.shared.peer_filter.load().allows(peer),
+                        "datagram from refused peer {peer} reached a client"
+                    );
                     assert!(tc.range.end <= buf.len());
                     let framed = &buf[tc.range.clone()];
                     if framed.first().is_some_and(|b| b >> 6 == 0) {
@@ -512,6 +551,13 @@ fuzz_target!(|data: &[u8]| {
                     run.server.close(run.now, id);
                     run.drain();
                 }
+            }
+            // SIGHUP: a stricter (or the first) filter, applied at once.
+            13 => {
+                let stricter = inp.byte().unwrap_or(0) & 1 == 1;
+                run.shared.peer_filter.store(filter(stricter));
+                run.server.handle_peer_filter_changed(run.now);
+                run.drain();
             }
             _ => {
                 run.server.handle_timeout(run.now);
