@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Issue 5: turnd against coturn, in the same run, on loopback.
 #
-# Starts coturn (`turnserver`, Debian package coturn) and turnd side by side, each on its own
+# Starts coturn (`turnserver`: $TURNSERVER, or the one on PATH, e.g. Debian's package coturn;
+# the anchor is coturn 4.17 built from its public repository) and turnd side by side, each on its own
 # port and relay port range, and runs against both, interleaved, REPS repetitions of:
 #   (a) a fixed offered load of ChannelData over UDP         (turnd-bench --mode channel --rate)
 #   (b) a fixed offered load of Send/Data indications        (turnd-bench --mode send --rate)
@@ -18,7 +19,8 @@
 # and the generator's own CPU (which bounds a flood on a small machine). A benchmark, not a
 # test: nothing here asserts a time.
 #
-# Knobs (environment): REPS (5), RATE (20000 datagrams/s offered in (a) and (b)), CLIENTS (4),
+# Knobs (environment): TURNSERVER (the coturn binary to compare with; its version is printed),
+# REPS (5), RATE (20000 datagrams/s offered in (a) and (b)), CLIENTS (4),
 # FLOOD_CLIENTS (8), DURATION (3 s), SIZE (160 payload bytes), SETUP (1000), SETUP_BURST (100),
 # UCLIENT_ARGS ("-n 2000 -m 10 -l 170 -z 1 -c"), SERVER_BIN / BENCH_BIN (prebuilt binaries:
 # no build), BENCH_ARGS (extra turnd-bench flags for (a)–(c): "--batch 1 --no-gso" for the
@@ -49,7 +51,8 @@ REALM=bench
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 target=${CARGO_TARGET_DIR:-$root/target}
-for tool in turnserver turnutils_uclient turnutils_peer python3; do
+TURNSERVER=${TURNSERVER:-turnserver}
+for tool in "$TURNSERVER" turnutils_uclient turnutils_peer python3; do
     command -v "$tool" >/dev/null || { echo "compare.sh: $tool is missing (apt-get install coturn python3)" >&2; exit 1; }
 done
 # SERVER_BIN=path runs that turnd binary instead of building this tree's (to compare builds).
@@ -58,6 +61,10 @@ if [ -z "${SERVER_BIN:-}" ]; then
 fi
 TURND=${SERVER_BIN:-$target/release/turnd}
 BENCH=${BENCH_BIN:-$target/release/turnd-bench}
+
+# Which coturn this run measures (the figures mean nothing without it).
+coturn_version=$("$TURNSERVER" --version 2>/dev/null | head -n 1)
+echo "compare.sh: coturn $coturn_version ($(command -v "$TURNSERVER")), turnd $("$TURND" --version)"
 
 # SETUP allocations need a socket each in the tool and in the server.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
@@ -99,7 +106,7 @@ wait_udp() { # Bounded wait until something listens on UDP port $1.
 
 start_turnd() {
     "$TURND" --listen 127.0.0.1:$TURND_PORT --relay-ports 20000-24999 \
-        --user "$USER:$PASS" --realm "$REALM" --allow-peer 127.0.0.0/8 \
+        --user "$USER:$PASS" --realm "$REALM" --allow-peer 127.0.0.0/8 --allow-peer 127.0.0.1 \
         --metrics-listen 127.0.0.1:0 --log-level warn \
         --unauthenticated-rate 0 >>"$work/turnd.log" 2>&1 &  # every bench client is 127.0.0.1
     turnd_pid=$!
@@ -107,7 +114,7 @@ start_turnd() {
 }
 
 start_coturn() {
-    turnserver -n --listening-ip 127.0.0.1 --listening-port $COTURN_PORT --relay-ip 127.0.0.1 \
+    "$TURNSERVER" -n --listening-ip 127.0.0.1 --listening-port $COTURN_PORT --relay-ip 127.0.0.1 \
         --min-port 25000 --max-port 29999 --allow-loopback-peers --no-tls --no-dtls \
         --lt-cred-mech --user "$USER:$PASS" --realm "$REALM" --no-cli \
         --pidfile "$work/coturn.pid" --log-file "$work/coturn.log" --simple-log \

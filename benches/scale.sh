@@ -120,7 +120,7 @@ for ((i = 0; i < INSTANCES; i++)); do
     for ((j = 0; j < nips; j++)); do relay_args+=(--relay-ip "127.0.$i.$((j + 2))"); done
     "$TURND" --listen 127.0.0.1:$port "${relay_args[@]}" \
         --relay-ports $RELAY_LOW-$RELAY_HIGH --user "$USER:$PASS" --realm bench \
-        --allow-peer 127.0.0.0/8 --workers "$WORKERS" --metrics-listen 127.0.0.1:0 \
+        --allow-peer 127.0.0.0/8 --allow-peer 127.0.0.1 --workers "$WORKERS" --metrics-listen 127.0.0.1:0 \
         --log-level warn --unauthenticated-rate 0 >"$work/turnd$i.log" 2>&1 &
     turnd_pids+=($!)
 done
