@@ -167,6 +167,7 @@ fn startup_summary(cfg: &config::Config, server: &Server, open_files: Option<u64
         relay_ports: (cfg.relay_ports.to_string(), cfg.relay_ports.len() as u64),
         open_files,
         userhash: cfg.userhash,
+        own_host: server.own_host(),
     };
     let mut out = std::io::stdout().lock();
     for line in turnd::summary::lines(&facts) {

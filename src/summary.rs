@@ -45,7 +45,13 @@ pub struct Facts {
     pub open_files: Option<u64>,
     /// `userhash = true`.
     pub userhash: bool,
+    /// This host's addresses and networks the peer filter refuses (but for the relay ports of
+    /// the relay IPs).
+    pub own_host: Vec<String>,
 }
+
+/// The widest summary line: it fits a terminal.
+const WIDTH: usize = 100;
 
 /// The start-up summary for stdout, one fact per line.
 pub fn lines(f: &Facts) -> Vec<String> {
@@ -85,6 +91,9 @@ pub fn lines(f: &Facts) -> Vec<String> {
             r.bind, f.relay_ports.0
         ));
     }
+    if !f.own_host.is_empty() {
+        out.push(own_host_line(&f.own_host));
+    }
     if let Some(n) = f.open_files {
         out.push(format!(
             "turnd open-file limit {n}: room for about {} allocations",
@@ -92,6 +101,27 @@ pub fn lines(f: &Facts) -> Vec<String> {
         ));
     }
     out
+}
+
+/// The own-host set on one line: as many addresses as fit in [`WIDTH`], then how many more
+/// (all of them are logged at debug level).
+fn own_host_line(own: &[String]) -> String {
+    let mut line = String::from("turnd own host, never a peer but for the relay ports:");
+    for (i, a) in own.iter().enumerate() {
+        let rest = own.len() - i - 1;
+        let tail = if rest > 0 {
+            format!(" and {rest} more")
+        } else {
+            String::new()
+        };
+        if line.len() + 1 + a.len() + tail.len() > WIDTH {
+            line.push_str(&format!(" and {} more", own.len() - i));
+            return line;
+        }
+        line.push(' ');
+        line.push_str(a);
+    }
+    line
 }
 
 /// Everything at start-up an operator should act on, each with what to do about it.
@@ -177,6 +207,7 @@ mod tests {
             relay_ports: ("49152-65535".into(), 16384),
             open_files: Some(65536),
             userhash: false,
+            own_host: vec!["0.0.0.0".into(), "127.0.0.1".into(), "::".into()],
         }
     }
 
@@ -192,11 +223,25 @@ mod tests {
                 "turnd metrics http://127.0.0.1:9641",
                 "turnd admin: /metrics /healthz /readyz, and /allocations (open: no admin_token)",
                 "turnd relay 127.0.0.1 ports 49152-65535: clients are told 127.0.0.1",
+                "turnd own host, never a peer but for the relay ports: 0.0.0.0 127.0.0.1 ::",
                 "turnd open-file limit 65536: room for about 65472 allocations",
             ]
         );
         // One screen.
-        assert!(l.iter().all(|l| l.len() <= 100), "{l:#?}");
+        assert!(l.iter().all(|l| l.len() <= WIDTH), "{l:#?}");
+    }
+
+    #[test]
+    fn a_long_own_host_set_is_cut_to_the_width_and_counted() {
+        let own: Vec<String> = (0..40).map(|i| format!("2001:db8::{i:x}")).collect();
+        let line = own_host_line(&own);
+        assert!(line.len() <= WIDTH, "{line}");
+        let shown = line.matches("2001:db8::").count();
+        assert!(shown > 0, "{line}");
+        assert!(
+            line.ends_with(&format!(" and {} more", 40 - shown)),
+            "{line}"
+        );
     }
 
     #[test]

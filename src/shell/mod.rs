@@ -66,16 +66,10 @@ fn bind_listen_addr(
     }
 }
 
-/// Installs `filter` for every worker and logs the own-host set it refuses.
+/// Installs `filter` for every worker. The own-host set it refuses is in the start-up summary
+/// ([`Server::own_host`]) and, on a reload, in the reload's log line; every address at debug.
 fn store_peer_filter(shared: &crate::core::Shared, filter: crate::core::peer_filter::PeerFilter) {
-    let own = filter.own_host();
-    let nets: Vec<String> = own.nets().iter().map(ToString::to_string).collect();
-    tracing::info!(
-        addresses = own.addrs().count(),
-        networks = %nets.join(","),
-        "own host: refused as a peer, except the relay ports of the relay IPs"
-    );
-    let addrs: Vec<String> = own.addrs().map(ToString::to_string).collect();
+    let addrs: Vec<String> = filter.own_host().addrs().map(ToString::to_string).collect();
     tracing::debug!(addresses = %addrs.join(","), "own host addresses");
     shared.peer_filter.store(filter);
 }
@@ -265,6 +259,17 @@ impl Server {
         self.shared.config.relays.clone()
     }
 
+    /// The own-host set the peer filter refuses (its addresses, then its networks), for the
+    /// start-up summary.
+    pub fn own_host(&self) -> Vec<String> {
+        let filter = self.shared.peer_filter.load();
+        let own = filter.own_host();
+        own.addrs()
+            .map(ToString::to_string)
+            .chain(own.nets().iter().map(ToString::to_string))
+            .collect()
+    }
+
     /// The bound address of the metrics and health listener.
     pub fn metrics_addr(&self) -> SocketAddr {
         self.metrics.addr()
@@ -288,6 +293,10 @@ impl Server {
         store_peer_filter(
             &self.shared,
             setup::peer_filter_for_host(config, &self.host),
+        );
+        tracing::info!(
+            own_host = self.own_host().len(),
+            "reload: peer filter and own-host set replaced"
         );
         if !self.reloads.announce(RELOAD_WAIT) {
             tracing::warn!(
