@@ -266,7 +266,8 @@ fn assert_probe_relays(transport: &str) {
 }
 
 /// What the server's start-up output must say, each once: where it listens, the admin
-/// listener, what clients are told, and the loopback warning with its fix.
+/// listener, what clients are told, the addresses of this host it never relays to, and the
+/// loopback warning with its fix.
 fn assert_startup_summary(out: &str) {
     for want in [
         format!("turnd listening udp {DEMO_LISTEN}"),
@@ -277,6 +278,15 @@ fn assert_startup_summary(out: &str) {
         let n = out.lines().filter(|l| l.trim_end() == want).count();
         assert_eq!(n, 1, "`{want}` printed {n} times:\n{out}");
     }
+    let own: Vec<&str> = out
+        .lines()
+        .filter(|l| l.starts_with("turnd own host, never a peer but for the relay ports:"))
+        .collect();
+    assert_eq!(own.len(), 1, "the own-host line once:\n{out}");
+    assert!(
+        own[0].contains(" 127.0.0.1"),
+        "the listen IP is own:\n{out}"
+    );
     let listening = out.lines().filter(|l| l.contains("listening")).count();
     assert_eq!(listening, 2, "a listener announced twice:\n{out}");
     let warning: Vec<&str> = out
