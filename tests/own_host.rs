@@ -32,14 +32,12 @@
 mod common;
 mod raw;
 
+use common::netns::{self, Namespaces, COMMAND_TIMEOUT};
 use common::{require_tool, run_tool, Proc};
 use raw::*;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
-use std::os::fd::AsRawFd;
 use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::thread;
 use std::time::{Duration, Instant};
 
 /// The relay host's public-looking address, and the client's.
@@ -55,8 +53,6 @@ const UDP_SERVICE: u16 = 7000;
 const TCP_SERVICE: u16 = 7001;
 const LO_UDP_SERVICE: u16 = 7002;
 const LO_TCP_SERVICE: u16 = 7003;
-/// Bound on each setup command, and on turnd's and the services' start.
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long a STUN-over-TCP answer may take.
 const WAIT: Duration = Duration::from_secs(5);
 
@@ -96,62 +92,6 @@ while time.time() < end:
             conn.close()
 "#;
 
-/// Runs `program args…` to completion (bounded) and panics with its output unless it succeeds.
-fn run(program: &str, args: &[&str]) {
-    let mut cmd = Command::new(program);
-    cmd.args(args);
-    let (status, out) = run_tool(program, cmd, COMMAND_TIMEOUT);
-    assert!(
-        status.success(),
-        "`{program} {}` failed ({status}):\n{out}",
-        args.join(" ")
-    );
-}
-
-/// `ip -n NS WORDS…`.
-fn ip(ns: &str, words: &str) {
-    let mut all = vec!["-n", ns];
-    all.extend(words.split_whitespace());
-    run("ip", &all);
-}
-
-/// The namespaces of one test; deleting them removes the veth and addresses inside.
-struct Namespaces {
-    names: Vec<String>,
-}
-
-impl Drop for Namespaces {
-    fn drop(&mut self) {
-        for ns in &self.names {
-            // Best effort: a namespace that was never created fails harmlessly.
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
-    }
-}
-
-/// Deletes namespaces a killed earlier run of this file left behind (`turnd-own-PID-…` whose
-/// PID no longer exists).
-fn remove_stale_namespaces() {
-    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
-        return;
-    };
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let Some(name) = line.split_whitespace().next() else {
-            continue;
-        };
-        let Some(pid) = name
-            .strip_prefix("turnd-own-")
-            .and_then(|rest| rest.split('-').next())
-        else {
-            continue;
-        };
-        let alive = std::path::Path::new("/proc").join(pid).exists();
-        if !alive && pid.bytes().all(|b| b.is_ascii_digit()) {
-            let _ = Command::new("ip").args(["netns", "del", name]).status();
-        }
-    }
-}
-
 /// The two namespaces with turnd and the services running in the relay host's.
 struct Host {
     // Field order is drop order: the processes stop before their namespace goes.
@@ -164,66 +104,46 @@ struct Host {
 
 impl Host {
     fn new() -> Host {
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        let euid = unsafe { libc::geteuid() };
-        assert_eq!(
-            euid, 0,
-            "tests/own_host.rs needs root: it creates network namespaces (`ip netns add`); run \
-             it as root (.ci/run does)"
-        );
-        require_tool("ip");
+        netns::require_root("own_host.rs", "network namespaces (`ip netns add`)");
         let python = require_tool("python3");
-        remove_stale_namespaces();
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let prefix = format!(
-            "turnd-own-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
-        let (relay_ns, client_ns) = (format!("{prefix}-relay"), format!("{prefix}-cli"));
-        // Registered before creation, so a failure half-way still deletes what exists.
-        let mut ns = Namespaces { names: Vec::new() };
-        for n in [&relay_ns, &client_ns] {
-            ns.names.push(n.clone());
-            run("ip", &["netns", "add", n]);
-            ip(n, "link set lo up");
-        }
-        // Created inside the namespaces directly, so no name appears in the host's own.
-        ip(
-            &relay_ns,
-            &format!("link add eth0 type veth peer name eth0 netns {client_ns}"),
-        );
-        ip(&relay_ns, &format!("addr add {HOST}/24 dev eth0"));
-        ip(&relay_ns, "link set eth0 up");
-        ip(&client_ns, &format!("addr add {CLIENT}/24 dev eth0"));
-        ip(&client_ns, "link set eth0 up");
+        let ns = Namespaces::create("own", &["relay", "cli"]);
+        let (relay_ns, client_ns) = (ns.name("relay"), ns.name("cli"));
+        netns::veth(&relay_ns, "eth0", &client_ns, "eth0");
+        netns::address(&relay_ns, "eth0", &format!("{HOST}/24"));
+        netns::address(&client_ns, "eth0", &format!("{CLIENT}/24"));
 
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &relay_ns])
             .arg(&python)
             .args(["-u", "-c", SERVICES, HOST]);
-        let services = Proc::spawn("services (relay netns)", cmd);
-        wait_for(&services, "ready", "the services");
+        let mut services = Proc::spawn("services (relay netns)", cmd);
+        services.wait_for_line("ready", COMMAND_TIMEOUT);
 
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &relay_ns, env!("CARGO_BIN_EXE_turnd")])
-            .args(["--listen", &format!("0.0.0.0:{WILDCARD_PORT}")])
-            .args(["--listen", &format!("{HOST}:{TURN_PORT}")])
-            .args(["--relay-ip", HOST, "--relay-ports", RELAY_PORTS])
-            .args(["--realm", REALM])
-            .args(["--user", &format!("{}:{}", ALICE.0, ALICE.1)])
-            .args(["--user", &format!("{}:{}", BOB.0, BOB.1)])
-            .args(["--allow-peer", "127.0.0.0/8"])
-            .args(["--workers", "2"])
-            .args(["--metrics-listen", &format!("{HOST}:{ADMIN_PORT}")]);
-        // The flags above are the whole configuration, whatever TURND_* the environment holds.
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("TURND_") {
-                cmd.env_remove(key);
-            }
-        }
-        let turnd = Proc::spawn("turnd (relay netns)", cmd);
-        wait_for(&turnd, "turnd metrics http://", "turnd");
+        let (turnd, _) = netns::spawn_turnd(
+            &relay_ns,
+            &[
+                "--listen",
+                &format!("0.0.0.0:{WILDCARD_PORT}"),
+                "--listen",
+                &format!("{HOST}:{TURN_PORT}"),
+                "--relay-ip",
+                HOST,
+                "--relay-ports",
+                RELAY_PORTS,
+                "--realm",
+                REALM,
+                "--user",
+                &format!("{}:{}", ALICE.0, ALICE.1),
+                "--user",
+                &format!("{}:{}", BOB.0, BOB.1),
+                "--allow-peer",
+                "127.0.0.0/8",
+                "--workers",
+                "2",
+                "--metrics-listen",
+                &format!("{HOST}:{ADMIN_PORT}"),
+            ],
+        );
         Host {
             turnd,
             services,
@@ -235,19 +155,7 @@ impl Host {
 
     /// Runs `f` on a thread inside the client namespace (sockets it makes live there).
     fn in_client<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        let path = format!("/var/run/netns/{}", self.client_ns);
-        thread::scope(|s| {
-            s.spawn(|| {
-                let ns = std::fs::File::open(&path).expect("open the client namespace");
-                // SAFETY: setns on a namespace file descriptor we own; it changes only this
-                // thread's network namespace, which ends with the thread.
-                let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-                assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-                f()
-            })
-            .join()
-            .unwrap_or_else(|e| std::panic::resume_unwind(e))
-        })
+        netns::run_in(&self.client_ns, f)
     }
 
     /// Sends one UDP datagram inside the relay host, from `HOST:from_port` to `to`.
@@ -258,10 +166,7 @@ impl Host {
             to.ip(),
             to.port()
         );
-        run(
-            "ip",
-            &["netns", "exec", &self.relay_ns, "python3", "-c", &script],
-        );
+        netns::in_ns(&self.relay_ns, "python3", &["-c", &script]);
     }
 
     /// Opens a TCP connection inside the relay host from `HOST:from_port` to `to`, holds it
@@ -279,20 +184,6 @@ impl Host {
         cmd.args(["netns", "exec", &self.relay_ns, "python3", "-c", &script]);
         // The relay may close the connection at once (refused): either outcome is fine here.
         let _ = run_tool("tcp from the host", cmd, COMMAND_TIMEOUT);
-    }
-}
-
-/// Waits (bounded) for `needle` in `p`'s output.
-fn wait_for(p: &Proc, needle: &str, what: &str) {
-    let deadline = Instant::now() + COMMAND_TIMEOUT;
-    // Bounded: one look per 20 ms until the deadline.
-    while !p.output().contains(needle) {
-        assert!(
-            Instant::now() < deadline,
-            "{what} did not start within {COMMAND_TIMEOUT:?}:\n{}",
-            p.output()
-        );
-        thread::sleep(Duration::from_millis(20));
     }
 }
 

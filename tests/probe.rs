@@ -631,11 +631,7 @@ mod external {
                 .env("TURND", env!("CARGO_BIN_EXE_turnd"))
                 .env("LOG", scratch.path().join("turnd.log"))
                 .env("EXTRA", extra);
-            for (key, _) in std::env::vars_os() {
-                if key.to_string_lossy().starts_with("TURND_") {
-                    cmd.env_remove(key);
-                }
-            }
+            common::without_turnd_env(&mut cmd);
             let (status, out) = run_tool("unshare probe", cmd, Duration::from_secs(60));
             let o = Outcome {
                 code: status.code().unwrap_or(-1),

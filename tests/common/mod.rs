@@ -26,6 +26,8 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+pub mod netns;
+
 /// Realm, user and password every spawned server is configured with.
 pub const REALM: &str = "turnd.test";
 pub const USER: &str = "alice";
@@ -236,6 +238,32 @@ impl Proc {
         status
     }
 
+    /// Waits (bounded by `timeout`) for a line of output starting with `prefix` and returns the
+    /// rest of it, trimmed. Panics, showing the output, if the process exits first or the time
+    /// runs out.
+    pub fn wait_for_line(&mut self, prefix: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        // Bounded: one look per 20 ms until the deadline.
+        loop {
+            let out = self.output();
+            if let Some(rest) = out.lines().find_map(|l| l.strip_prefix(prefix)) {
+                return rest.trim().to_string();
+            }
+            if let Some(status) = self.try_wait() {
+                panic!(
+                    "{} exited ({status}) before printing `{prefix}`:\n{out}",
+                    self.name
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not print `{prefix}` within {timeout:?}:\n{out}",
+                self.name
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     fn kill(&mut self) {
         // The process may already have exited; both calls are then harmless.
         let _ = self.child.kill();
@@ -301,6 +329,17 @@ pub fn run_tool(name: &str, cmd: Command, timeout: Duration) -> (ExitStatus, Str
     }
 }
 
+/// Removes every `TURND_*` variable from `cmd`'s environment. turnd reads them as config (and
+/// rejects unknown ones): the flags a test gives must be the whole configuration, whatever the
+/// environment running the tests holds.
+pub fn without_turnd_env(cmd: &mut Command) {
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("TURND_") {
+            cmd.env_remove(key);
+        }
+    }
+}
+
 /// A running TURN server under test, killed when dropped.
 pub struct TurnServer {
     kind: ServerKind,
@@ -345,13 +384,7 @@ impl TurnServer {
             "127.0.0.1:0",
         ]);
         cmd.args(extra_args);
-        // turnd reads TURND_* variables as config (and rejects unknown ones): the flags above
-        // must be the whole configuration, whatever the environment running the tests holds.
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("TURND_") {
-                cmd.env_remove(key);
-            }
-        }
+        without_turnd_env(&mut cmd);
         let (tx, rx) = mpsc::channel::<String>();
         let tx = Mutex::new(tx);
         let mut proc = Proc::spawn_with("turnd", cmd, move |line| {
