@@ -34,11 +34,12 @@ mod raw;
 
 use common::netns::{self, Namespaces, COMMAND_TIMEOUT};
 use common::{require_tool, run_tool, Proc};
+use raw::stream::*;
 use raw::*;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::io::Write;
+use std::net::{SocketAddr, UdpSocket};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The relay host's public-looking address, and the client's.
 const HOST: &str = "44.0.0.1";
@@ -53,14 +54,6 @@ const UDP_SERVICE: u16 = 7000;
 const TCP_SERVICE: u16 = 7001;
 const LO_UDP_SERVICE: u16 = 7002;
 const LO_TCP_SERVICE: u16 = 7003;
-/// How long a STUN-over-TCP answer may take.
-const WAIT: Duration = Duration::from_secs(5);
-
-// RFC 6062 methods and attribute.
-const CONNECT: u16 = 0x00a;
-const CONNECTION_BIND: u16 = 0x00b;
-const CONNECTION_ATTEMPT: u16 = 0x00c;
-const A_CONNECTION_ID: u16 = 0x002a;
 
 /// The services: each datagram or connection they get is one line on stdout, which the test
 /// reads at the end; nothing must have arrived. They exit by themselves after two minutes.
@@ -226,124 +219,6 @@ fn binding_request() -> Vec<u8> {
     encode(msg_type(BINDING, REQUEST), new_txid(), &[], None, false)
 }
 
-/// STUN over one TCP connection (RFC 6062 control and data connections).
-struct StunConn {
-    stream: TcpStream,
-    buf: Vec<u8>,
-    user: (&'static str, &'static str),
-    nonce: Option<Vec<u8>>,
-}
-
-impl StunConn {
-    fn connect(server: SocketAddr, user: (&'static str, &'static str)) -> StunConn {
-        let stream = TcpStream::connect_timeout(&server, WAIT).expect("tcp connect");
-        stream.set_nodelay(true).unwrap();
-        StunConn {
-            stream,
-            buf: Vec::new(),
-            user,
-            nonce: None,
-        }
-    }
-
-    /// The next STUN message within `timeout`; `None` on timeout or close.
-    fn recv_for(&mut self, timeout: Duration) -> Option<Parsed> {
-        let deadline = Instant::now() + timeout;
-        let mut chunk = [0u8; 4096];
-        // Bounded by the deadline: each read waits at most until it.
-        loop {
-            if self.buf.len() >= 20 {
-                let n = 20 + u16::from_be_bytes([self.buf[2], self.buf[3]]) as usize;
-                if self.buf.len() >= n {
-                    let frame: Vec<u8> = self.buf.drain(..n).collect();
-                    return Some(Parsed::parse(&frame).expect("server sent STUN"));
-                }
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return None;
-            }
-            self.stream.set_read_timeout(Some(left)).unwrap();
-            match self.stream.read(&mut chunk) {
-                Ok(0) | Err(_) => return None,
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-            }
-        }
-    }
-
-    #[track_caller]
-    fn transact(&mut self, bytes: &[u8]) -> Parsed {
-        let txid: [u8; 12] = bytes[8..20].try_into().unwrap();
-        self.stream.write_all(bytes).expect("write");
-        for _ in 0..16 {
-            let p = self.recv_for(WAIT).expect("a response");
-            if p.txid == txid && matches!(p.class(), SUCCESS | ERROR) {
-                return p;
-            }
-        }
-        panic!("no response with the request's transaction id");
-    }
-
-    #[track_caller]
-    fn request(&mut self, method: u16, attrs: &[Attr]) -> Parsed {
-        if self.nonce.is_none() {
-            let bytes = encode(msg_type(REFRESH, REQUEST), new_txid(), &[], None, false);
-            let r = self.transact(&bytes);
-            assert_error(&r, REFRESH, 401);
-            self.nonce = r.nonce();
-        }
-        let auth = Auth {
-            username: self.user.0.into(),
-            realm: REALM.into(),
-            nonce: self.nonce.clone().expect("nonce"),
-            key: long_term_key(self.user.0, REALM, self.user.1),
-        };
-        let bytes = encode(
-            msg_type(method, REQUEST),
-            new_txid(),
-            attrs,
-            Some(&auth),
-            false,
-        );
-        self.transact(&bytes)
-    }
-
-    /// A TCP allocation; returns the relayed address.
-    #[track_caller]
-    fn allocate_tcp(&mut self) -> SocketAddr {
-        let r = self.request(ALLOCATE, &[requested_transport(TCP)]);
-        assert_success(&r, ALLOCATE);
-        r.xor_address(A_XOR_RELAYED_ADDRESS).expect("relayed")
-    }
-
-    fn connect_peer(&mut self, p: SocketAddr) -> Parsed {
-        self.request(CONNECT, &[peer(p)])
-    }
-
-    /// ConnectionBind `cid` on this (new) connection, which then carries raw bytes.
-    #[track_caller]
-    fn bind(mut self, cid: u32) -> TcpStream {
-        let r = self.request(
-            CONNECTION_BIND,
-            &[Attr::Raw(A_CONNECTION_ID, cid.to_be_bytes().to_vec())],
-        );
-        assert_success(&r, CONNECTION_BIND);
-        assert!(
-            self.buf.is_empty(),
-            "bytes after the ConnectionBind response"
-        );
-        self.stream.set_read_timeout(Some(WAIT)).unwrap();
-        self.stream
-    }
-}
-
-/// Reads exactly `n` bytes (bounded by the stream's read timeout).
-fn read_n(s: &mut TcpStream, n: usize) -> Vec<u8> {
-    let mut v = vec![0u8; n];
-    s.read_exact(&mut v).expect("spliced bytes");
-    v
-}
-
 /// The sum of turnd's `turnd_requests_total` series for `method`, scraped from the admin
 /// listener.
 fn requests(method: &str) -> f64 {
@@ -438,14 +313,14 @@ fn udp_allocations(host: &Host, wildcard: SocketAddr, specific: SocketAddr) {
 
 /// RFC 6062 TCP allocations (T1 through the wildcard listener, T2 through the specific one).
 fn tcp_allocations(host: &Host, wildcard: SocketAddr, specific: SocketAddr) {
-    let mut t1 = StunConn::connect(wildcard, ALICE);
-    let mut t2 = StunConn::connect(specific, BOB);
+    let mut t1 = StreamClient::connect(wildcard).with_user(ALICE);
+    let mut t2 = StreamClient::connect(specific).with_user(BOB);
     let relayed_1 = t1.allocate_tcp();
     let relayed_2 = t2.allocate_tcp();
     for target in closed_addresses() {
         let r = t1.request(CREATE_PERMISSION, &[peer(target)]);
         assert_error(&r, CREATE_PERMISSION, 403);
-        assert_error(&t1.connect_peer(target), CONNECT, 403);
+        assert_error(&t1.request(CONNECT, &[peer(target)]), CONNECT, 403);
     }
     // The relay IP: the permission is granted, Connect to the host's own ports is not — the
     // admin listener's /allocations among them.
@@ -454,7 +329,7 @@ fn tcp_allocations(host: &Host, wildcard: SocketAddr, specific: SocketAddr) {
     let r = t2.request(CREATE_PERMISSION, &[peer(relayed_1)]);
     assert_success(&r, CREATE_PERMISSION);
     for target in host_ports() {
-        assert_error(&t1.connect_peer(target), CONNECT, 403);
+        assert_error(&t1.request(CONNECT, &[peer(target)]), CONNECT, 403);
     }
     // A connection from a non-relay port of the host is closed, never announced.
     host.tcp_from_host(TCP_SERVICE + 10, relayed_1);
@@ -464,10 +339,8 @@ fn tcp_allocations(host: &Host, wildcard: SocketAddr, specific: SocketAddr) {
     );
 
     // T1 connects to T2's relayed address: announced to T2, bound by both, spliced.
-    let r = t1.connect_peer(relayed_2);
-    assert_success(&r, CONNECT);
-    let cid_1 = r.u32_attr(A_CONNECTION_ID).expect("CONNECTION-ID");
-    let attempt = t2.recv_for(WAIT).expect("a ConnectionAttempt");
+    let cid_1 = t1.connect_peer(relayed_2);
+    let attempt = t2.recv_for(STREAM_WAIT).expect("a ConnectionAttempt");
     assert_eq!(
         (attempt.method(), attempt.class()),
         (CONNECTION_ATTEMPT, INDICATION)
@@ -475,10 +348,10 @@ fn tcp_allocations(host: &Host, wildcard: SocketAddr, specific: SocketAddr) {
     let from = attempt.xor_address(A_XOR_PEER_ADDRESS).expect("peer");
     assert_eq!(from, relayed_1, "connects from T1's relayed address");
     let cid_2 = attempt.u32_attr(A_CONNECTION_ID).expect("CONNECTION-ID");
-    let mut d1 = StunConn::connect(wildcard, ALICE).bind(cid_1);
-    let mut d2 = StunConn::connect(specific, BOB).bind(cid_2);
+    let mut d1 = StreamClient::connect(wildcard).with_user(ALICE).bind(cid_1);
+    let mut d2 = StreamClient::connect(specific).with_user(BOB).bind(cid_2);
     d1.write_all(b"t1 to t2").unwrap();
-    assert_eq!(read_n(&mut d2, 8), b"t1 to t2");
+    assert_eq!(read_exactly(&d2, 8), b"t1 to t2");
     d2.write_all(b"t2 to t1").unwrap();
-    assert_eq!(read_n(&mut d1, 8), b"t2 to t1");
+    assert_eq!(read_exactly(&d1, 8), b"t2 to t1");
 }

@@ -27,6 +27,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 pub mod netns;
+pub mod readings;
 
 /// Realm, user and password every spawned server is configured with.
 pub const REALM: &str = "turnd.test";

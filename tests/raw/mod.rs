@@ -3,8 +3,9 @@
 //! hand, so a bug shared by turnd's builder and parser cannot hide itself.
 //!
 //! Servers run in-process ([`TestServer`], a `turnd::shell::Server` on 127.0.0.1:0 or
-//! [::1]:0); clients and peers are plain UDP sockets on loopback with ephemeral ports. Every
-//! wait is bounded: replies within [`REPLY_TIMEOUT`], silence checked for [`QUIET`].
+//! [::1]:0); clients and peers are plain UDP sockets on loopback with ephemeral ports, and
+//! [`stream::StreamClient`] is the client on one TCP connection. Every wait is bounded:
+//! replies within [`REPLY_TIMEOUT`], silence checked for [`QUIET`].
 
 #![allow(dead_code)]
 
@@ -17,6 +18,8 @@ use hmac::{Hmac, Mac};
 use md5::{Digest, Md5};
 use sha1::Sha1;
 use turnd::config::ConfigArgs;
+
+pub mod stream;
 
 pub const MAGIC_COOKIE: u32 = 0x2112_A442;
 /// The realm every test server announces.

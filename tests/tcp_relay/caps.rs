@@ -48,8 +48,8 @@ fn capped_server(flag: &str) -> TestServer {
 
 /// A spliced pair: the client's data connection and the peer's end, on a new TCP allocation
 /// of alice (the control connection is returned too: dropping it ends the allocation).
-fn spliced(server: &TestServer) -> (StunConn, TcpStream, TcpStream) {
-    let mut control = StunConn::connect(server.tcp_addr);
+fn spliced(server: &TestServer) -> (StreamClient, TcpStream, TcpStream) {
+    let mut control = StreamClient::connect(server.tcp_addr);
     control.allocate_tcp();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let peer_addr = listener.local_addr().unwrap();
@@ -57,7 +57,7 @@ fn spliced(server: &TestServer) -> (StunConn, TcpStream, TcpStream) {
     let cid = control.connect_peer(peer_addr);
     // The server connected before it answered the Connect: the connection is queued.
     let (peer, _) = listener.accept().expect("the relay connected to the peer");
-    let data = StunConn::connect(server.tcp_addr).bind(cid);
+    let data = StreamClient::connect(server.tcp_addr).bind(cid);
     (control, data, peer)
 }
 
@@ -204,12 +204,12 @@ fn user_cap_is_shared_by_a_users_tcp_relay_connections() {
 #[test]
 fn admin_api_counts_spliced_bytes_per_allocation() {
     let server = server();
-    let mut control = StunConn::connect(server.tcp_addr);
+    let mut control = StreamClient::connect(server.tcp_addr);
     let relayed = control.allocate_tcp();
     let echo = EchoPeer::spawn();
     control.permit(echo.addr);
     let cid = control.connect_peer(echo.addr);
-    let data = StunConn::connect(server.tcp_addr).bind(cid);
+    let data = StreamClient::connect(server.tcp_addr).bind(cid);
     let sent = payload(5);
     assert!(round_trip(&data, &sent) == sent);
     // Both directions, on whichever worker the splice ran (bounded by WAIT).
@@ -299,7 +299,7 @@ fn user_cap_is_shared_by_a_users_udp_and_tcp_relay_allocations() {
 #[test]
 fn channel_bind_on_a_tcp_allocation_is_400() {
     let server = server();
-    let mut control = StunConn::connect(server.tcp_addr);
+    let mut control = StreamClient::connect(server.tcp_addr);
     control.allocate_tcp();
     let p: SocketAddr = "127.0.0.1:9".parse().unwrap();
     let r = control.request(CHANNEL_BIND, &[channel_number(0x4000), peer(p)]);
