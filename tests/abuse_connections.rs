@@ -18,6 +18,7 @@ mod common;
 mod raw;
 mod tls_certs;
 
+use common::readings::{metric, rss_kib, wait_metric};
 use raw::stream::*;
 use raw::*;
 use std::io::{ErrorKind, Read, Write};
@@ -39,42 +40,6 @@ const MAX_KIB_PER_CONNECTION: f64 = 10.0;
 const MAX_KIB_PER_HANDSHAKE: f64 = 16.0;
 /// How long anything the server must do may take to be seen.
 const SETTLE: Duration = Duration::from_secs(10);
-
-/// Resident memory of process `pid`, in KiB, from `/proc/PID/status`.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS line")
-}
-
-/// The value of one series of the server's `/metrics` (0 when absent).
-fn metric(metrics: SocketAddr, series: &str) -> f64 {
-    let raw = common::http_get(metrics, "/metrics");
-    common::http_body(&raw)
-        .lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0.0)
-}
-
-/// Waits (bounded) until `series` reads `want`.
-#[track_caller]
-fn wait_metric(metrics: SocketAddr, series: &str, want: f64) {
-    let deadline = Instant::now() + SETTLE;
-    loop {
-        let got = metric(metrics, series);
-        if got == want {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{series} is {got}, expected {want}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 /// Whether the server has closed `s` (EOF or reset), looking without waiting.
 fn closed_now(s: &TcpStream) -> bool {
@@ -186,7 +151,7 @@ fn one_source_cannot_take_every_connection_or_much_memory() {
         })
         .collect();
     // Every attempt was accepted or refused: exactly the cap is held.
-    wait_metric(metrics, refused, (ATTEMPTS - CAP) as f64);
+    wait_metric(metrics, refused, (ATTEMPTS - CAP) as f64, SETTLE);
     let deadline = Instant::now() + SETTLE;
     // Bounded: one look at every connection per round, until the deadline.
     let held = loop {
@@ -230,7 +195,7 @@ fn one_source_cannot_take_every_connection_or_much_memory() {
     for mut c in extra {
         c.request_plain(BINDING, &[]);
     }
-    wait_metric(metrics, refused, (ATTEMPTS - CAP) as f64);
+    wait_metric(metrics, refused, (ATTEMPTS - CAP) as f64, SETTLE);
 
     // TLS: a third source opens handshakes and never finishes them — a record header
     // announcing a 16 KiB ClientHello and a few bytes of it, or nothing at all.
@@ -253,6 +218,7 @@ fn one_source_cannot_take_every_connection_or_much_memory() {
         metrics,
         refused,
         (ATTEMPTS - CAP + TLS_ATTEMPTS - CAP) as f64,
+        SETTLE,
     );
     let mut probe = StreamClient::connect_from(second, addr);
     probe.request_plain(BINDING, &[]);

@@ -184,11 +184,8 @@ impl Net {
             .arg(format!("http://{}/metrics", self.metrics));
         let (status, out) = run_tool("metrics scrape", cmd, COMMAND_TIMEOUT);
         assert!(status.success(), "scraping /metrics failed:\n{out}");
-        out.lines()
-            .filter(|l| l.starts_with("turnd_relayed_bytes_total{"))
-            .filter(|l| l.contains(&format!("transport=\"{transport}\"")))
-            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-            .sum()
+        let label = format!("transport=\"{transport}\"");
+        common::readings::sum_samples(&out, "turnd_relayed_bytes_total", &label)
     }
 
     /// Runs the offerer in cliA and the answerer in cliB with the same `args`, both bounded;

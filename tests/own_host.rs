@@ -33,6 +33,7 @@ mod common;
 mod raw;
 
 use common::netns::{self, Namespaces, COMMAND_TIMEOUT};
+use common::readings::{metrics_text, sum_samples};
 use common::{require_tool, run_tool, Proc};
 use raw::stream::*;
 use raw::*;
@@ -222,12 +223,12 @@ fn binding_request() -> Vec<u8> {
 /// The sum of turnd's `turnd_requests_total` series for `method`, scraped from the admin
 /// listener.
 fn requests(method: &str) -> f64 {
-    let text = common::http_get(addr(HOST, ADMIN_PORT), "/metrics");
-    text.lines()
-        .filter(|l| l.starts_with("turnd_requests_total{"))
-        .filter(|l| l.contains(&format!("method=\"{method}\"")))
-        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-        .sum()
+    let text = metrics_text(addr(HOST, ADMIN_PORT));
+    sum_samples(
+        &text,
+        "turnd_requests_total",
+        &format!("method=\"{method}\""),
+    )
 }
 
 #[test]

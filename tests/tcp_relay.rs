@@ -13,6 +13,7 @@ mod raw;
 #[path = "tcp_relay/caps.rs"]
 mod caps;
 
+use common::readings::{metrics_text, sample};
 use raw::stream::*;
 use raw::*;
 use std::io::{ErrorKind, Read, Write};
@@ -151,16 +152,8 @@ fn connect_then_bind_relays_bytes_both_ways() {
 fn expect_metrics(addr: SocketAddr, expected: &[(&str, f64)]) {
     let deadline = Instant::now() + WAIT;
     loop {
-        let mut s = TcpStream::connect_timeout(&addr, WAIT).expect("metrics listener");
-        s.set_read_timeout(Some(WAIT)).unwrap();
-        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
-            .unwrap();
-        let mut text = String::new();
-        let _ = s.read_to_string(&mut text);
-        let value = |series: &str| {
-            text.lines()
-                .find_map(|l| l.strip_prefix(series)?.trim().parse::<f64>().ok())
-        };
+        let text = metrics_text(addr);
+        let value = |series: &str| sample(&text, series);
         let wrong: Vec<String> = expected
             .iter()
             .filter(|(k, v)| value(k) != Some(*v))

@@ -284,6 +284,22 @@ pub fn encode(
     buf
 }
 
+/// An unauthenticated request's bytes, with a fresh transaction id.
+pub fn plain_request(method: u16, attrs: &[Attr]) -> Vec<u8> {
+    encode(msg_type(method, REQUEST), new_txid(), attrs, None, false)
+}
+
+/// A request's bytes signed with `auth` (MESSAGE-INTEGRITY), with a fresh transaction id.
+pub fn signed_request(method: u16, attrs: &[Attr], auth: &Auth) -> Vec<u8> {
+    encode(
+        msg_type(method, REQUEST),
+        new_txid(),
+        attrs,
+        Some(auth),
+        false,
+    )
+}
+
 /// A ChannelData frame; with `pad`, zero-padded to a multiple of 4 (optional over UDP).
 pub fn channel_data(channel: u16, payload: &[u8], pad: bool) -> Vec<u8> {
     let mut v = Vec::with_capacity(payload.len() + 8);
@@ -831,8 +847,7 @@ impl Client {
     /// An unauthenticated request.
     #[track_caller]
     pub fn request_plain(&self, method: u16, attrs: &[Attr]) -> Parsed {
-        let bytes = encode(msg_type(method, REQUEST), new_txid(), attrs, None, false);
-        self.transact(&bytes)
+        self.transact(&plain_request(method, attrs))
     }
 
     /// Gets REALM and NONCE from a 401 (the first half of the long-term credential dance).
@@ -850,13 +865,7 @@ impl Client {
     /// An authenticated request's bytes, with a fresh transaction id.
     pub fn signed(&mut self, method: u16, attrs: &[Attr]) -> Vec<u8> {
         self.ensure_nonce();
-        encode(
-            msg_type(method, REQUEST),
-            new_txid(),
-            attrs,
-            Some(&self.auth()),
-            false,
-        )
+        signed_request(method, attrs, &self.auth())
     }
 
     /// An authenticated request; a 438 refreshes the nonce and retries once, as a client would.

@@ -38,11 +38,6 @@ pub fn frame_len(buf: &[u8]) -> Option<usize> {
     })
 }
 
-/// An unauthenticated request's bytes, with a fresh transaction id.
-pub fn plain_request(method: u16, attrs: &[Attr]) -> Vec<u8> {
-    encode(msg_type(method, REQUEST), new_txid(), attrs, None, false)
-}
-
 /// A TCP connection to `server` from source address `from` (another loopback address: the
 /// whole 127/8 reaches a server on 127.0.0.1).
 pub fn connect_from(from: IpAddr, server: SocketAddr) -> TcpStream {
@@ -134,13 +129,7 @@ impl Credential {
 
     /// An authenticated request's bytes, with a fresh transaction id.
     pub fn sign(&self, method: u16, attrs: &[Attr]) -> Vec<u8> {
-        encode(
-            msg_type(method, REQUEST),
-            new_txid(),
-            attrs,
-            Some(&self.auth()),
-            false,
-        )
+        signed_request(method, attrs, &self.auth())
     }
 }
 

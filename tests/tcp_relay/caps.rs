@@ -120,21 +120,10 @@ fn assert_within_budget(what: &str, bytes: u64, start: Instant, end: Instant) {
     );
 }
 
-/// The value of an unlabelled series in `/metrics`.
+/// The value of `series` in `/metrics`, which must be there.
 fn metric(addr: SocketAddr, series: &str) -> f64 {
-    let text = get(addr, "/metrics");
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {series} in:\n{text}"))
-}
-
-fn get(addr: SocketAddr, path: &str) -> String {
-    let mut s = TcpStream::connect_timeout(&addr, WAIT).expect("metrics listener");
-    s.set_read_timeout(Some(WAIT)).unwrap();
-    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
-    let mut text = String::new();
-    let _ = s.read_to_string(&mut text);
-    text
+    let text = metrics_text(addr);
+    sample(&text, series).unwrap_or_else(|| panic!("no {series} in:\n{text}"))
 }
 
 /// Each direction on an allocation of its own (the first one's buffered bytes would otherwise
@@ -167,12 +156,12 @@ fn allocation_cap_paces_each_direction_within_the_budget_and_loses_nothing() {
         end,
     );
 
-    let throttled = metric(server.metrics_addr(), "turnd_tcp_relay_throttled_total ");
+    let throttled = metric(server.metrics_addr(), "turnd_tcp_relay_throttled_total");
     assert!(throttled > 0.0, "no throttling counted");
     // Paced, not dropped: nothing counts as a bandwidth drop.
     let drops = metric(
         server.metrics_addr(),
-        "turnd_datagrams_dropped_total{reason=\"bandwidth\"} ",
+        "turnd_datagrams_dropped_total{reason=\"bandwidth\"}",
     );
     assert_eq!(drops, 0.0);
 }
@@ -219,7 +208,7 @@ fn admin_api_counts_spliced_bytes_per_allocation() {
     ];
     let deadline = Instant::now() + WAIT;
     loop {
-        let body = get(server.metrics_addr(), "/allocations");
+        let body = common::http_get(server.metrics_addr(), "/allocations");
         let ours = body
             .split("{\"id\":")
             .find(|a| a.contains(&format!("\"relay\":\"{relayed}\"")))
