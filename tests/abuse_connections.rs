@@ -70,11 +70,7 @@ fn second_source_relays(from: IpAddr, server: SocketAddr, peer: &Peer) {
     let mut tcp =
         StreamClient::connect_from(from, server).with_user((common::USER, common::PASSWORD));
     let relayed = tcp.allocate();
-    let r = tcp.request(
-        CHANNEL_BIND,
-        &[channel_number(0x4000), raw::peer(peer.addr())],
-    );
-    assert_success(&r, CHANNEL_BIND);
+    tcp.bind_channel(0x4000, peer.addr());
     tcp.send(&channel_data(0x4000, b"over tcp", true));
     assert_eq!(peer.recv(), Some((b"over tcp".to_vec(), relayed)));
     peer.send_to(relayed, b"back over tcp");

@@ -383,11 +383,7 @@ fn tcp_clients_are_counted_under_their_transport() {
     let peer = Peer::v4();
     let mut c = StreamClient::connect(server.tcp_addr);
     let relay = c.allocate();
-    let r = c.request(
-        CHANNEL_BIND,
-        &[channel_number(0x4000), raw::peer(peer.addr())],
-    );
-    assert_success(&r, CHANNEL_BIND);
+    c.bind_channel(0x4000, peer.addr());
 
     // Client → peer: 5 + 6 + 7 payload bytes (padding is framing, not payload).
     for size in [5, 6, 7] {

@@ -102,11 +102,7 @@ fn channel_data_over_tcp_is_padded_both_ways() {
     let peer = Peer::v4();
     let mut c = StreamClient::connect(server.tcp_addr);
     let relayed = c.allocate();
-    let r = c.request(
-        CHANNEL_BIND,
-        &[channel_number(0x4001), raw::peer(peer.addr())],
-    );
-    assert_success(&r, CHANNEL_BIND);
+    c.bind_channel(0x4001, peer.addr());
 
     // Client → peer: a padded frame; the peer gets the 5 bytes only. Two frames in one write
     // and a frame split across writes arrive whole.
@@ -346,13 +342,7 @@ fn a_long_frame_arriving_in_pieces_is_relayed_whole() {
     let peer = Peer::v4();
     let mut c = StreamClient::connect(server.tcp_addr);
     let relayed = c.allocate();
-    assert_success(
-        &c.request(
-            CHANNEL_BIND,
-            &[channel_number(0x4005), raw::peer(peer.addr())],
-        ),
-        CHANNEL_BIND,
-    );
+    c.bind_channel(0x4005, peer.addr());
     let long = pseudo_random(7, 60_000);
     let frame = channel_data(0x4005, &long, true);
     for piece in frame.chunks(1000) {
@@ -446,13 +436,7 @@ fn a_client_that_stops_reading_gets_whole_frames_and_never_stalls_the_server() {
     let peer = Peer::v4();
     let mut slow = StreamClient::connect(server.tcp_addr);
     let relayed = slow.allocate();
-    assert_success(
-        &slow.request(
-            CHANNEL_BIND,
-            &[channel_number(0x4002), raw::peer(peer.addr())],
-        ),
-        CHANNEL_BIND,
-    );
+    slow.bind_channel(0x4002, peer.addr());
 
     // Far more than the socket buffers hold, while the client reads nothing.
     const SENT: usize = 6000;
@@ -501,13 +485,7 @@ fn tcp_over_ipv6_loopback() {
     assert_success(&r, ALLOCATE);
     let relayed = r.xor_address(A_XOR_RELAYED_ADDRESS).expect("relayed");
     assert!(relayed.is_ipv6());
-    assert_success(
-        &c.request(
-            CHANNEL_BIND,
-            &[channel_number(0x4003), raw::peer(peer.addr())],
-        ),
-        CHANNEL_BIND,
-    );
+    c.bind_channel(0x4003, peer.addr());
     c.send(&channel_data(0x4003, b"v6!", true));
     assert_eq!(peer.recv().expect("relayed"), (b"v6!".to_vec(), relayed));
     peer.send_to(relayed, b"back6");

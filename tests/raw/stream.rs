@@ -277,6 +277,13 @@ impl StreamClient {
         assert_success(&r, CREATE_PERMISSION);
     }
 
+    /// ChannelBind `channel` to `p`, which must succeed.
+    #[track_caller]
+    pub fn bind_channel(&mut self, channel: u16, p: SocketAddr) {
+        let r = self.request(CHANNEL_BIND, &[channel_number(channel), peer(p)]);
+        assert_success(&r, CHANNEL_BIND);
+    }
+
     /// A Binding request; returns XOR-MAPPED-ADDRESS.
     #[track_caller]
     pub fn binding(&mut self) -> SocketAddr {
