@@ -18,6 +18,8 @@ mod common;
 mod raw;
 mod tls_certs;
 
+use common::readings::{metric, rss_kib, wait_metric};
+use raw::stream::*;
 use raw::*;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
@@ -38,53 +40,6 @@ const MAX_KIB_PER_CONNECTION: f64 = 10.0;
 const MAX_KIB_PER_HANDSHAKE: f64 = 16.0;
 /// How long anything the server must do may take to be seen.
 const SETTLE: Duration = Duration::from_secs(10);
-
-/// Resident memory of process `pid`, in KiB, from `/proc/PID/status`.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS line")
-}
-
-/// The value of one series of the server's `/metrics` (0 when absent).
-fn metric(metrics: SocketAddr, series: &str) -> f64 {
-    let raw = common::http_get(metrics, "/metrics");
-    common::http_body(&raw)
-        .lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0.0)
-}
-
-/// Waits (bounded) until `series` reads `want`.
-#[track_caller]
-fn wait_metric(metrics: SocketAddr, series: &str, want: f64) {
-    let deadline = Instant::now() + SETTLE;
-    loop {
-        let got = metric(metrics, series);
-        if got == want {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{series} is {got}, expected {want}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// A TCP connection to `server` from source address `from`.
-fn connect_from(from: IpAddr, server: SocketAddr) -> TcpStream {
-    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
-        .expect("tcp socket");
-    s.bind(&SocketAddr::new(from, 0).into())
-        .unwrap_or_else(|e| panic!("bind {from}: {e}"));
-    s.connect_timeout(&server.into(), SETTLE)
-        .unwrap_or_else(|e| panic!("connect {from} -> {server}: {e}"));
-    s.into()
-}
 
 /// Whether the server has closed `s` (EOF or reset), looking without waiting.
 fn closed_now(s: &TcpStream) -> bool {
@@ -109,112 +64,17 @@ fn lying_header() -> Vec<u8> {
     h
 }
 
-/// A TURN client on one TCP connection (RFC 8656 framing), enough for an allocation.
-struct StreamClient {
-    stream: TcpStream,
-    buf: Vec<u8>,
-    realm: String,
-    nonce: Option<Vec<u8>>,
-}
-
-impl StreamClient {
-    fn connect(from: IpAddr, server: SocketAddr) -> StreamClient {
-        let stream = connect_from(from, server);
-        stream.set_nodelay(true).unwrap();
-        stream.set_read_timeout(Some(REPLY_TIMEOUT)).unwrap();
-        StreamClient {
-            stream,
-            buf: Vec::new(),
-            realm: String::new(),
-            nonce: None,
-        }
-    }
-
-    fn send(&mut self, bytes: &[u8]) {
-        self.stream.write_all(bytes).expect("tcp write");
-    }
-
-    fn frame(&mut self) -> Vec<u8> {
-        let mut chunk = [0u8; 4096];
-        // Bounded: each read returns bytes or fails within its timeout.
-        for _ in 0..64 {
-            if self.buf.len() >= 4 {
-                let len = u16::from_be_bytes([self.buf[2], self.buf[3]]) as usize;
-                let n = if self.buf[0] & 0xC0 == 0x40 {
-                    4 + len.div_ceil(4) * 4
-                } else {
-                    20 + len
-                };
-                if self.buf.len() >= n {
-                    return self.buf.drain(..n).collect();
-                }
-            }
-            let n = self.stream.read(&mut chunk).expect("tcp read");
-            assert!(n > 0, "the server closed the connection");
-            self.buf.extend_from_slice(&chunk[..n]);
-        }
-        panic!("no whole frame in 64 reads");
-    }
-
-    fn transact(&mut self, bytes: &[u8]) -> Parsed {
-        self.send(bytes);
-        let txid: [u8; 12] = bytes[8..20].try_into().unwrap();
-        for _ in 0..32 {
-            if let Some(p) = Parsed::parse(&self.frame()) {
-                if p.txid == txid {
-                    return p;
-                }
-            }
-        }
-        panic!("no response with the request's transaction id");
-    }
-
-    fn request(&mut self, method: u16, attrs: &[Attr]) -> Parsed {
-        if self.nonce.is_none() {
-            let r = self.transact(&encode(
-                msg_type(REFRESH, REQUEST),
-                new_txid(),
-                &[],
-                None,
-                false,
-            ));
-            assert_error(&r, REFRESH, 401);
-            self.realm = r.realm().expect("REALM");
-            self.nonce = r.nonce();
-        }
-        let auth = Auth {
-            username: common::USER.into(),
-            realm: self.realm.clone(),
-            nonce: self.nonce.clone().expect("nonce"),
-            key: long_term_key(common::USER, &self.realm, common::PASSWORD),
-        };
-        let bytes = encode(
-            msg_type(method, REQUEST),
-            new_txid(),
-            attrs,
-            Some(&auth),
-            false,
-        );
-        self.transact(&bytes)
-    }
-}
-
 /// Source `from` allocates over TCP and over UDP and relays both ways with `peer` on each.
 fn second_source_relays(from: IpAddr, server: SocketAddr, peer: &Peer) {
     // Over TCP: an allocation on the stream, ChannelData both ways.
-    let mut tcp = StreamClient::connect(from, server);
-    let r = tcp.request(ALLOCATE, &[udp()]);
-    assert_success(&r, ALLOCATE);
-    let relayed = r.xor_address(A_XOR_RELAYED_ADDRESS).expect("relayed");
-    let r = tcp.request(
-        CHANNEL_BIND,
-        &[channel_number(0x4000), raw::peer(peer.addr())],
-    );
-    assert_success(&r, CHANNEL_BIND);
+    let mut tcp =
+        StreamClient::connect_from(from, server).with_user((common::USER, common::PASSWORD));
+    let relayed = tcp.allocate();
+    tcp.bind_channel(0x4000, peer.addr());
     tcp.send(&channel_data(0x4000, b"over tcp", true));
     assert_eq!(peer.recv(), Some((b"over tcp".to_vec(), relayed)));
     peer.send_to(relayed, b"back over tcp");
-    let frame = tcp.frame();
+    let frame = tcp.recv_frame();
     assert_eq!(
         parse_channel_data(&frame[..4 + 13]),
         (0x4000, b"back over tcp".to_vec())
@@ -269,13 +129,7 @@ fn one_source_cannot_take_every_connection_or_much_memory() {
     let refused = "turnd_connections_refused_total{reason=\"per_source\"}";
 
     // Warm up: one connection served, so the baseline includes the runtime's first growth.
-    StreamClient::connect(second, addr).transact(&encode(
-        msg_type(BINDING, REQUEST),
-        new_txid(),
-        &[],
-        None,
-        false,
-    ));
+    StreamClient::connect_from(second, addr).request_plain(BINDING, &[]);
     let before = rss_kib(pid);
     let heap_before = metric(metrics, "turnd_heap_bytes");
 
@@ -293,7 +147,7 @@ fn one_source_cannot_take_every_connection_or_much_memory() {
         })
         .collect();
     // Every attempt was accepted or refused: exactly the cap is held.
-    wait_metric(metrics, refused, (ATTEMPTS - CAP) as f64);
+    wait_metric(metrics, refused, (ATTEMPTS - CAP) as f64, SETTLE);
     let deadline = Instant::now() + SETTLE;
     // Bounded: one look at every connection per round, until the deadline.
     let held = loop {
@@ -310,14 +164,8 @@ fn one_source_cannot_take_every_connection_or_much_memory() {
     conns.retain(|s| !closed_now(s));
     // Every header has been read (the server answers requests in the order of its tasks; one
     // more request through the same workers after them) before memory is read.
-    let mut probe = StreamClient::connect(second, addr);
-    probe.transact(&encode(
-        msg_type(BINDING, REQUEST),
-        new_txid(),
-        &[],
-        None,
-        false,
-    ));
+    let mut probe = StreamClient::connect_from(second, addr);
+    probe.request_plain(BINDING, &[]);
     std::thread::sleep(Duration::from_millis(300));
     let during = rss_kib(pid);
     let heap_during = metric(metrics, "turnd_heap_bytes");
@@ -338,18 +186,12 @@ fn one_source_cannot_take_every_connection_or_much_memory() {
     let peer = Peer::v4();
     second_source_relays(second, addr, &peer);
     let extra: Vec<StreamClient> = (0..10)
-        .map(|_| StreamClient::connect(second, addr))
+        .map(|_| StreamClient::connect_from(second, addr))
         .collect();
     for mut c in extra {
-        c.transact(&encode(
-            msg_type(BINDING, REQUEST),
-            new_txid(),
-            &[],
-            None,
-            false,
-        ));
+        c.request_plain(BINDING, &[]);
     }
-    wait_metric(metrics, refused, (ATTEMPTS - CAP) as f64);
+    wait_metric(metrics, refused, (ATTEMPTS - CAP) as f64, SETTLE);
 
     // TLS: a third source opens handshakes and never finishes them — a record header
     // announcing a 16 KiB ClientHello and a few bytes of it, or nothing at all.
@@ -372,15 +214,10 @@ fn one_source_cannot_take_every_connection_or_much_memory() {
         metrics,
         refused,
         (ATTEMPTS - CAP + TLS_ATTEMPTS - CAP) as f64,
+        SETTLE,
     );
-    let mut probe = StreamClient::connect(second, addr);
-    probe.transact(&encode(
-        msg_type(BINDING, REQUEST),
-        new_txid(),
-        &[],
-        None,
-        false,
-    ));
+    let mut probe = StreamClient::connect_from(second, addr);
+    probe.request_plain(BINDING, &[]);
     std::thread::sleep(Duration::from_millis(300));
     let tls_during = rss_kib(pid);
     let heap_during = metric(metrics, "turnd_heap_bytes");

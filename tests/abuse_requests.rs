@@ -16,11 +16,11 @@
 mod common;
 mod raw;
 
+use common::readings::{metrics_text, rss_kib, sample};
 use common::TurnServer;
 use raw::*;
-use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
-use std::time::{Duration, Instant};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Instant;
 
 /// Refreshes in the flood (after the warm-up).
 const REFRESHES: usize = 200_000;
@@ -40,33 +40,6 @@ const HEAP_SLACK: i64 = 1 << 20;
 /// coarser than the heap's).
 const RSS_SLACK_KIB: i64 = 4 * 1024;
 
-/// VmRSS of `pid` in KiB.
-fn rss_kib(pid: u32) -> i64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/PID/status")
-}
-
-/// The value of the sample `series` from `/metrics`.
-fn scrape(addr: SocketAddr, series: &str) -> f64 {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut body = String::new();
-    s.read_to_string(&mut body).expect("metrics body");
-    let want = format!("{series} ");
-    body.lines()
-        .find_map(|l| l.strip_prefix(&want))
-        .unwrap_or_else(|| panic!("no {want} in /metrics"))
-        .trim()
-        .parse()
-        .expect("a number")
-}
-
 /// Memory as measured at one moment.
 #[derive(Clone, Copy, Debug)]
 struct Memory {
@@ -76,8 +49,9 @@ struct Memory {
 
 fn memory(s: &TurnServer) -> Memory {
     Memory {
-        rss_kib: rss_kib(s.pid()),
-        heap: scrape(s.metrics_addr(), "turnd_heap_bytes") as i64,
+        rss_kib: rss_kib(s.pid()) as i64,
+        heap: sample(&metrics_text(s.metrics_addr()), "turnd_heap_bytes")
+            .expect("turnd_heap_bytes in /metrics") as i64,
     }
 }
 

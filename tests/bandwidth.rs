@@ -37,21 +37,6 @@ const TICKS: usize = 400;
 /// drops one and the server's counts add up exactly.
 const AHEAD: u64 = 60;
 
-fn metrics_addr(server: &TurnServer) -> SocketAddr {
-    // turnd prints this line just after its `listening` lines. Bounded: 100 polls, 50 ms apart.
-    for _ in 0..100 {
-        let out = server.output();
-        if let Some(line) = out
-            .lines()
-            .find_map(|l| l.strip_prefix("turnd metrics http://"))
-        {
-            return line.trim().parse().expect("metrics address");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("no metrics line in:\n{}", server.output());
-}
-
 /// The server's counts: ChannelData datagrams and bytes relayed client → peer over UDP, and
 /// datagrams dropped for bandwidth.
 #[derive(Debug, Clone, Copy)]
@@ -205,7 +190,7 @@ fn flood_and_check(what: &str, clients: &[Client], peer: UdpSocket, admin: Socke
 fn allocation_cap_keeps_relayed_bytes_within_the_budget_and_counts_every_drop() {
     let cap = CAP.to_string();
     let server = TurnServer::spawn_turnd(&["--allocation-bandwidth", &cap]);
-    let admin = metrics_addr(&server);
+    let admin = server.metrics_addr();
     let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
     let mut c = Client::new(server.addr()).with_user(USER, PASSWORD);
     c.allocate();
@@ -221,7 +206,7 @@ fn user_cap_keeps_a_users_allocations_on_every_worker_within_one_budget() {
     // Two workers; allocations of one user from new client ports (the kernel spreads them by
     // hash) until both workers hold some, at least four. Bounded: 32 clients.
     let server = TurnServer::spawn_turnd(&["--user-bandwidth", &cap]);
-    let admin = metrics_addr(&server);
+    let admin = server.metrics_addr();
     let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
     let mut clients: Vec<Client> = Vec::new();
     while clients.len() < 4 || workers_with_allocations(admin).len() < 2 {

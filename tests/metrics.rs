@@ -8,6 +8,7 @@
 
 mod raw;
 
+use raw::stream::*;
 use raw::*;
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -372,83 +373,6 @@ fn health_readiness_and_formats() {
     assert!(om.body.contains("# TYPE turnd_relayed_bytes counter\n"));
 }
 
-/// A minimal TURN client on one TCP connection: frames are STUN (20 + length) or ChannelData
-/// padded to 4 (RFC 8656 §12.5).
-struct Tcp {
-    stream: TcpStream,
-    buf: Vec<u8>,
-    nonce: Option<Vec<u8>>,
-    realm: String,
-}
-
-impl Tcp {
-    fn connect(server: SocketAddr) -> Tcp {
-        let stream = TcpStream::connect_timeout(&server, REPLY_TIMEOUT).expect("tcp connect");
-        stream.set_nodelay(true).unwrap();
-        stream.set_read_timeout(Some(REPLY_TIMEOUT)).unwrap();
-        Tcp {
-            stream,
-            buf: Vec::new(),
-            nonce: None,
-            realm: REALM.into(),
-        }
-    }
-
-    /// The next whole frame; each read waits at most [`REPLY_TIMEOUT`].
-    fn frame(&mut self) -> Vec<u8> {
-        let mut chunk = [0u8; 4096];
-        loop {
-            if self.buf.len() >= 4 {
-                let len = u16::from_be_bytes([self.buf[2], self.buf[3]]) as usize;
-                let n = if self.buf[0] & 0xC0 == 0x40 {
-                    4 + len.div_ceil(4) * 4
-                } else {
-                    20 + len
-                };
-                if self.buf.len() >= n {
-                    return self.buf.drain(..n).collect();
-                }
-            }
-            let n = self.stream.read(&mut chunk).expect("a frame in time");
-            assert!(n > 0, "the server closed the connection");
-            self.buf.extend_from_slice(&chunk[..n]);
-        }
-    }
-
-    fn request(&mut self, method: u16, attrs: &[Attr]) -> Parsed {
-        if self.nonce.is_none() {
-            self.stream
-                .write_all(&encode(
-                    msg_type(REFRESH, REQUEST),
-                    new_txid(),
-                    &[],
-                    None,
-                    false,
-                ))
-                .unwrap();
-            let r = Parsed::parse(&self.frame()).expect("a STUN response");
-            assert_error(&r, REFRESH, 401);
-            self.realm = r.realm().expect("REALM");
-            self.nonce = r.nonce();
-        }
-        let auth = Auth {
-            username: ALICE.0.into(),
-            realm: self.realm.clone(),
-            nonce: self.nonce.clone().unwrap(),
-            key: long_term_key(ALICE.0, &self.realm, ALICE.1),
-        };
-        let bytes = encode(
-            msg_type(method, REQUEST),
-            new_txid(),
-            attrs,
-            Some(&auth),
-            false,
-        );
-        self.stream.write_all(&bytes).unwrap();
-        Parsed::parse(&self.frame()).expect("a STUN response")
-    }
-}
-
 #[test]
 fn tcp_clients_are_counted_under_their_transport() {
     let server = TestServer::start(ConfigArgs {
@@ -457,17 +381,9 @@ fn tcp_clients_are_counted_under_their_transport() {
     });
     let m = server.metrics_addr();
     let peer = Peer::v4();
-    let mut c = Tcp::connect(server.tcp_addr);
-    let r = c.request(ALLOCATE, &[udp()]);
-    assert_success(&r, ALLOCATE);
-    let relay = r
-        .xor_address(A_XOR_RELAYED_ADDRESS)
-        .expect("relayed address");
-    let r = c.request(
-        CHANNEL_BIND,
-        &[channel_number(0x4000), raw::peer(peer.addr())],
-    );
-    assert_success(&r, CHANNEL_BIND);
+    let mut c = StreamClient::connect(server.tcp_addr);
+    let relay = c.allocate();
+    c.bind_channel(0x4000, peer.addr());
 
     // Client → peer: 5 + 6 + 7 payload bytes (padding is framing, not payload).
     for size in [5, 6, 7] {
@@ -481,7 +397,7 @@ fn tcp_clients_are_counted_under_their_transport() {
     for i in 0..2 {
         let payload = pseudo_random(50 + i, 10);
         peer.send_to(relay, &payload);
-        let frame = c.frame();
+        let frame = c.recv_frame();
         assert_eq!(parse_channel_data(&frame[..14]), (0x4000, payload));
     }
     let tcp = |name: &str, direction: &str| {

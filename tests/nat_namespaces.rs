@@ -47,12 +47,12 @@
 
 mod common;
 
+use common::netns::{self, in_ns, ip, Namespaces, COMMAND_TIMEOUT};
 use common::{require_tool, run_tool, Proc, ScratchDir, PASSWORD, USER};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// turnd's address on the public segment (the bridge in `pub`).
 const TURND_IP: &str = "198.51.100.1";
@@ -67,39 +67,11 @@ const PEER_TIMEOUT_SECS: u64 = 40;
 const STUN_RETRIES: &str = "4";
 /// Data-channel messages per connecting case, each echoed back.
 const MESSAGES: &str = "200";
-/// Bound on each setup command (`ip`, `iptables`).
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(20);
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Nat {
     Symmetric,
     Cone,
-}
-
-/// Runs `program args…` to completion (bounded) and panics with its output unless it succeeds.
-fn run(program: &str, args: &[&str]) {
-    let mut cmd = Command::new(program);
-    cmd.args(args);
-    let (status, out) = run_tool(program, cmd, COMMAND_TIMEOUT);
-    assert!(
-        status.success(),
-        "`{program} {}` failed ({status}):\n{out}",
-        args.join(" ")
-    );
-}
-
-/// `ip netns exec NS program args…`.
-fn in_ns(ns: &str, program: &str, args: &[&str]) {
-    let mut all = vec!["netns", "exec", ns, program];
-    all.extend_from_slice(args);
-    run("ip", &all);
-}
-
-/// `ip -n NS WORDS…` (WORDS split on whitespace).
-fn ip(ns: &str, words: &str) {
-    let mut all = vec!["-n", ns];
-    all.extend(words.split_whitespace());
-    run("ip", &all);
 }
 
 /// `iptables WORDS…` inside `ns`.
@@ -111,46 +83,6 @@ fn iptables(ns: &str, words: &str) {
     );
 }
 
-/// The five namespaces of one test; deleting them on drop also removes every veth, bridge,
-/// address, route and iptables rule inside them, and kills nothing (processes are guarded
-/// separately, and dropped first: see the field order of [`Net`]).
-struct Namespaces {
-    names: Vec<String>,
-}
-
-impl Drop for Namespaces {
-    fn drop(&mut self) {
-        for ns in &self.names {
-            // Best effort: a namespace that was never created fails harmlessly.
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
-    }
-}
-
-/// Deletes namespaces a previous run of this file left behind because it was killed before its
-/// guards ran: only names this file makes (`turnd-nat-PID-…`), and only when no process with
-/// that PID exists any more.
-fn remove_stale_namespaces() {
-    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
-        return;
-    };
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let Some(name) = line.split_whitespace().next() else {
-            continue;
-        };
-        let Some(pid) = name
-            .strip_prefix("turnd-nat-")
-            .and_then(|rest| rest.split('-').next())
-        else {
-            continue;
-        };
-        let alive = std::path::Path::new("/proc").join(pid).exists();
-        if !alive && pid.bytes().all(|b| b.is_ascii_digit()) {
-            let _ = Command::new("ip").args(["netns", "del", name]).status();
-        }
-    }
-}
-
 /// One test's network: the namespaces and the turnd running in `pub`.
 struct Net {
     // Field order is drop order: turnd stops before its namespace goes.
@@ -159,61 +91,35 @@ struct Net {
     pub_ns: String,
     client_a: String,
     client_b: String,
-    metrics: String,
+    metrics: SocketAddr,
 }
 
 impl Net {
     fn new(nat: Nat) -> Net {
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        let euid = unsafe { libc::geteuid() };
-        assert_eq!(
-            euid, 0,
-            "tests/nat_namespaces.rs needs root: it creates network namespaces (`ip netns add`) \
-             and NAT rules in them; run it as root (.ci/run does)"
+        netns::require_root(
+            "nat_namespaces.rs",
+            "network namespaces (`ip netns add`) and NAT rules in them",
         );
-        require_tool("ip");
         require_tool("iptables");
-        remove_stale_namespaces();
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let prefix = format!(
-            "turnd-nat-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
-        let name = |s: &str| format!("{prefix}-{s}");
-        let (pub_ns, client_a, client_b) = (name("pub"), name("cliA"), name("cliB"));
-        // Registered before creation, so a failure half-way still deletes what exists.
-        let mut ns = Namespaces { names: Vec::new() };
-        for n in [&pub_ns, &name("natA"), &name("natB"), &client_a, &client_b] {
-            ns.names.push(n.clone());
-            run("ip", &["netns", "add", n]);
-            ip(n, "link set lo up");
-        }
+        let ns = Namespaces::create("nat", &["pub", "natA", "natB", "cliA", "cliB"]);
+        let (pub_ns, client_a, client_b) = (ns.name("pub"), ns.name("cliA"), ns.name("cliB"));
         let p = pub_ns.as_str();
         ip(p, "link add br0 type bridge");
         ip(p, "link set br0 up");
         ip(p, &format!("addr add {TURND_IP}/24 dev br0"));
         for (i, side) in [(1, "A"), (2, "B")] {
-            let (nat_ns, cli) = (name(&format!("nat{side}")), name(&format!("cli{side}")));
-            let (n, c) = (nat_ns.as_str(), cli.as_str());
-            // Interfaces are created inside the namespaces directly (`-n`, `netns`), so no name
-            // ever appears in the host's own namespace.
-            ip(
-                p,
-                &format!("link add port{side} type veth peer name wan netns {n}"),
+            let (nat_ns, cli) = (
+                ns.name(&format!("nat{side}")),
+                ns.name(&format!("cli{side}")),
             );
+            let (n, c) = (nat_ns.as_str(), cli.as_str());
+            netns::veth(p, &format!("port{side}"), n, "wan");
             ip(p, &format!("link set port{side} master br0"));
             ip(p, &format!("link set port{side} up"));
-            ip(n, &format!("addr add 198.51.100.{}/24 dev wan", i * 10));
-            ip(n, "link set wan up");
-            ip(
-                n,
-                &format!("link add lan type veth peer name eth0 netns {c}"),
-            );
-            ip(n, &format!("addr add 192.168.{i}.1/24 dev lan"));
-            ip(n, "link set lan up");
-            ip(c, &format!("addr add 192.168.{i}.2/24 dev eth0"));
-            ip(c, "link set eth0 up");
+            netns::address(n, "wan", &format!("198.51.100.{}/24", i * 10));
+            netns::veth(n, "lan", c, "eth0");
+            netns::address(n, "lan", &format!("192.168.{i}.1/24"));
+            netns::address(c, "eth0", &format!("192.168.{i}.2/24"));
             ip(c, &format!("route add default via 192.168.{i}.1"));
             // ip_forward is per network namespace; writing it through /proc needs only `sh`.
             in_ns(n, "sh", &["-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"]);
@@ -233,7 +139,26 @@ impl Net {
             iptables(n, "-A FORWARD -i wan -j DROP");
             iptables(n, "-A INPUT -i wan -j DROP");
         }
-        let (turnd, metrics) = spawn_turnd(p);
+        let user = format!("{USER}:{PASSWORD}");
+        let (turnd, metrics) = netns::spawn_turnd(
+            p,
+            &[
+                "--listen",
+                &format!("{TURND_IP}:{TURND_PORT}"),
+                "--relay-ip",
+                TURND_IP,
+                "--realm",
+                common::REALM,
+                "--user",
+                &user,
+                "--allow-peer",
+                PUBLIC_NET,
+                "--workers",
+                "2",
+                "--metrics-listen",
+                "127.0.0.1:0",
+            ],
+        );
         Net {
             turnd,
             _ns: ns,
@@ -242,48 +167,6 @@ impl Net {
             client_b,
             metrics,
         }
-    }
-}
-
-/// Starts turnd inside `pub_ns` (`ip netns exec` execs it, so the PID the guard kills is
-/// turnd's own); returns it and its metrics address once it listens.
-fn spawn_turnd(pub_ns: &str) -> (Proc, String) {
-    let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", pub_ns, env!("CARGO_BIN_EXE_turnd")])
-        .args(["--listen", &format!("{TURND_IP}:{TURND_PORT}")])
-        .args(["--relay-ip", TURND_IP])
-        .args(["--realm", common::REALM])
-        .args(["--user", &format!("{USER}:{PASSWORD}")])
-        .args(["--allow-peer", PUBLIC_NET])
-        .args(["--workers", "2"])
-        .args(["--metrics-listen", "127.0.0.1:0"]);
-    // The flags above are the whole configuration, whatever TURND_* the environment holds.
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("TURND_") {
-            cmd.env_remove(key);
-        }
-    }
-    let mut proc = Proc::spawn("turnd (in netns)", cmd);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    // Bounded: one look per 20 ms until the deadline.
-    loop {
-        let out = proc.output();
-        let tcp = out.lines().any(|l| l.starts_with("turnd listening tcp "));
-        let metrics = out
-            .lines()
-            .find_map(|l| l.strip_prefix("turnd metrics http://"));
-        if let (true, Some(m)) = (tcp, metrics) {
-            let m = m.trim().to_string();
-            return (proc, m);
-        }
-        if let Some(status) = proc.try_wait() {
-            panic!("turnd exited ({status}) before listening:\n{out}");
-        }
-        assert!(
-            Instant::now() < deadline,
-            "turnd did not listen within 10 s:\n{out}"
-        );
-        thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -301,11 +184,8 @@ impl Net {
             .arg(format!("http://{}/metrics", self.metrics));
         let (status, out) = run_tool("metrics scrape", cmd, COMMAND_TIMEOUT);
         assert!(status.success(), "scraping /metrics failed:\n{out}");
-        out.lines()
-            .filter(|l| l.starts_with("turnd_relayed_bytes_total{"))
-            .filter(|l| l.contains(&format!("transport=\"{transport}\"")))
-            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-            .sum()
+        let label = format!("transport=\"{transport}\"");
+        common::readings::sum_samples(&out, "turnd_relayed_bytes_total", &label)
     }
 
     /// Runs the offerer in cliA and the answerer in cliB with the same `args`, both bounded;

@@ -32,15 +32,15 @@
 mod common;
 mod raw;
 
+use common::netns::{self, Namespaces, COMMAND_TIMEOUT};
+use common::readings::{metrics_text, sum_samples};
 use common::{require_tool, run_tool, Proc};
+use raw::stream::*;
 use raw::*;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
-use std::os::fd::AsRawFd;
+use std::io::Write;
+use std::net::{SocketAddr, UdpSocket};
 use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The relay host's public-looking address, and the client's.
 const HOST: &str = "44.0.0.1";
@@ -55,16 +55,6 @@ const UDP_SERVICE: u16 = 7000;
 const TCP_SERVICE: u16 = 7001;
 const LO_UDP_SERVICE: u16 = 7002;
 const LO_TCP_SERVICE: u16 = 7003;
-/// Bound on each setup command, and on turnd's and the services' start.
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(20);
-/// How long a STUN-over-TCP answer may take.
-const WAIT: Duration = Duration::from_secs(5);
-
-// RFC 6062 methods and attribute.
-const CONNECT: u16 = 0x00a;
-const CONNECTION_BIND: u16 = 0x00b;
-const CONNECTION_ATTEMPT: u16 = 0x00c;
-const A_CONNECTION_ID: u16 = 0x002a;
 
 /// The services: each datagram or connection they get is one line on stdout, which the test
 /// reads at the end; nothing must have arrived. They exit by themselves after two minutes.
@@ -96,62 +86,6 @@ while time.time() < end:
             conn.close()
 "#;
 
-/// Runs `program args…` to completion (bounded) and panics with its output unless it succeeds.
-fn run(program: &str, args: &[&str]) {
-    let mut cmd = Command::new(program);
-    cmd.args(args);
-    let (status, out) = run_tool(program, cmd, COMMAND_TIMEOUT);
-    assert!(
-        status.success(),
-        "`{program} {}` failed ({status}):\n{out}",
-        args.join(" ")
-    );
-}
-
-/// `ip -n NS WORDS…`.
-fn ip(ns: &str, words: &str) {
-    let mut all = vec!["-n", ns];
-    all.extend(words.split_whitespace());
-    run("ip", &all);
-}
-
-/// The namespaces of one test; deleting them removes the veth and addresses inside.
-struct Namespaces {
-    names: Vec<String>,
-}
-
-impl Drop for Namespaces {
-    fn drop(&mut self) {
-        for ns in &self.names {
-            // Best effort: a namespace that was never created fails harmlessly.
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
-    }
-}
-
-/// Deletes namespaces a killed earlier run of this file left behind (`turnd-own-PID-…` whose
-/// PID no longer exists).
-fn remove_stale_namespaces() {
-    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
-        return;
-    };
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let Some(name) = line.split_whitespace().next() else {
-            continue;
-        };
-        let Some(pid) = name
-            .strip_prefix("turnd-own-")
-            .and_then(|rest| rest.split('-').next())
-        else {
-            continue;
-        };
-        let alive = std::path::Path::new("/proc").join(pid).exists();
-        if !alive && pid.bytes().all(|b| b.is_ascii_digit()) {
-            let _ = Command::new("ip").args(["netns", "del", name]).status();
-        }
-    }
-}
-
 /// The two namespaces with turnd and the services running in the relay host's.
 struct Host {
     // Field order is drop order: the processes stop before their namespace goes.
@@ -164,66 +98,46 @@ struct Host {
 
 impl Host {
     fn new() -> Host {
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        let euid = unsafe { libc::geteuid() };
-        assert_eq!(
-            euid, 0,
-            "tests/own_host.rs needs root: it creates network namespaces (`ip netns add`); run \
-             it as root (.ci/run does)"
-        );
-        require_tool("ip");
+        netns::require_root("own_host.rs", "network namespaces (`ip netns add`)");
         let python = require_tool("python3");
-        remove_stale_namespaces();
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let prefix = format!(
-            "turnd-own-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
-        let (relay_ns, client_ns) = (format!("{prefix}-relay"), format!("{prefix}-cli"));
-        // Registered before creation, so a failure half-way still deletes what exists.
-        let mut ns = Namespaces { names: Vec::new() };
-        for n in [&relay_ns, &client_ns] {
-            ns.names.push(n.clone());
-            run("ip", &["netns", "add", n]);
-            ip(n, "link set lo up");
-        }
-        // Created inside the namespaces directly, so no name appears in the host's own.
-        ip(
-            &relay_ns,
-            &format!("link add eth0 type veth peer name eth0 netns {client_ns}"),
-        );
-        ip(&relay_ns, &format!("addr add {HOST}/24 dev eth0"));
-        ip(&relay_ns, "link set eth0 up");
-        ip(&client_ns, &format!("addr add {CLIENT}/24 dev eth0"));
-        ip(&client_ns, "link set eth0 up");
+        let ns = Namespaces::create("own", &["relay", "cli"]);
+        let (relay_ns, client_ns) = (ns.name("relay"), ns.name("cli"));
+        netns::veth(&relay_ns, "eth0", &client_ns, "eth0");
+        netns::address(&relay_ns, "eth0", &format!("{HOST}/24"));
+        netns::address(&client_ns, "eth0", &format!("{CLIENT}/24"));
 
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &relay_ns])
             .arg(&python)
             .args(["-u", "-c", SERVICES, HOST]);
-        let services = Proc::spawn("services (relay netns)", cmd);
-        wait_for(&services, "ready", "the services");
+        let mut services = Proc::spawn("services (relay netns)", cmd);
+        services.wait_for_line("ready", COMMAND_TIMEOUT);
 
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &relay_ns, env!("CARGO_BIN_EXE_turnd")])
-            .args(["--listen", &format!("0.0.0.0:{WILDCARD_PORT}")])
-            .args(["--listen", &format!("{HOST}:{TURN_PORT}")])
-            .args(["--relay-ip", HOST, "--relay-ports", RELAY_PORTS])
-            .args(["--realm", REALM])
-            .args(["--user", &format!("{}:{}", ALICE.0, ALICE.1)])
-            .args(["--user", &format!("{}:{}", BOB.0, BOB.1)])
-            .args(["--allow-peer", "127.0.0.0/8"])
-            .args(["--workers", "2"])
-            .args(["--metrics-listen", &format!("{HOST}:{ADMIN_PORT}")]);
-        // The flags above are the whole configuration, whatever TURND_* the environment holds.
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("TURND_") {
-                cmd.env_remove(key);
-            }
-        }
-        let turnd = Proc::spawn("turnd (relay netns)", cmd);
-        wait_for(&turnd, "turnd metrics http://", "turnd");
+        let (turnd, _) = netns::spawn_turnd(
+            &relay_ns,
+            &[
+                "--listen",
+                &format!("0.0.0.0:{WILDCARD_PORT}"),
+                "--listen",
+                &format!("{HOST}:{TURN_PORT}"),
+                "--relay-ip",
+                HOST,
+                "--relay-ports",
+                RELAY_PORTS,
+                "--realm",
+                REALM,
+                "--user",
+                &format!("{}:{}", ALICE.0, ALICE.1),
+                "--user",
+                &format!("{}:{}", BOB.0, BOB.1),
+                "--allow-peer",
+                "127.0.0.0/8",
+                "--workers",
+                "2",
+                "--metrics-listen",
+                &format!("{HOST}:{ADMIN_PORT}"),
+            ],
+        );
         Host {
             turnd,
             services,
@@ -235,19 +149,7 @@ impl Host {
 
     /// Runs `f` on a thread inside the client namespace (sockets it makes live there).
     fn in_client<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        let path = format!("/var/run/netns/{}", self.client_ns);
-        thread::scope(|s| {
-            s.spawn(|| {
-                let ns = std::fs::File::open(&path).expect("open the client namespace");
-                // SAFETY: setns on a namespace file descriptor we own; it changes only this
-                // thread's network namespace, which ends with the thread.
-                let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-                assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-                f()
-            })
-            .join()
-            .unwrap_or_else(|e| std::panic::resume_unwind(e))
-        })
+        netns::run_in(&self.client_ns, f)
     }
 
     /// Sends one UDP datagram inside the relay host, from `HOST:from_port` to `to`.
@@ -258,10 +160,7 @@ impl Host {
             to.ip(),
             to.port()
         );
-        run(
-            "ip",
-            &["netns", "exec", &self.relay_ns, "python3", "-c", &script],
-        );
+        netns::in_ns(&self.relay_ns, "python3", &["-c", &script]);
     }
 
     /// Opens a TCP connection inside the relay host from `HOST:from_port` to `to`, holds it
@@ -279,20 +178,6 @@ impl Host {
         cmd.args(["netns", "exec", &self.relay_ns, "python3", "-c", &script]);
         // The relay may close the connection at once (refused): either outcome is fine here.
         let _ = run_tool("tcp from the host", cmd, COMMAND_TIMEOUT);
-    }
-}
-
-/// Waits (bounded) for `needle` in `p`'s output.
-fn wait_for(p: &Proc, needle: &str, what: &str) {
-    let deadline = Instant::now() + COMMAND_TIMEOUT;
-    // Bounded: one look per 20 ms until the deadline.
-    while !p.output().contains(needle) {
-        assert!(
-            Instant::now() < deadline,
-            "{what} did not start within {COMMAND_TIMEOUT:?}:\n{}",
-            p.output()
-        );
-        thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -335,133 +220,15 @@ fn binding_request() -> Vec<u8> {
     encode(msg_type(BINDING, REQUEST), new_txid(), &[], None, false)
 }
 
-/// STUN over one TCP connection (RFC 6062 control and data connections).
-struct StunConn {
-    stream: TcpStream,
-    buf: Vec<u8>,
-    user: (&'static str, &'static str),
-    nonce: Option<Vec<u8>>,
-}
-
-impl StunConn {
-    fn connect(server: SocketAddr, user: (&'static str, &'static str)) -> StunConn {
-        let stream = TcpStream::connect_timeout(&server, WAIT).expect("tcp connect");
-        stream.set_nodelay(true).unwrap();
-        StunConn {
-            stream,
-            buf: Vec::new(),
-            user,
-            nonce: None,
-        }
-    }
-
-    /// The next STUN message within `timeout`; `None` on timeout or close.
-    fn recv_for(&mut self, timeout: Duration) -> Option<Parsed> {
-        let deadline = Instant::now() + timeout;
-        let mut chunk = [0u8; 4096];
-        // Bounded by the deadline: each read waits at most until it.
-        loop {
-            if self.buf.len() >= 20 {
-                let n = 20 + u16::from_be_bytes([self.buf[2], self.buf[3]]) as usize;
-                if self.buf.len() >= n {
-                    let frame: Vec<u8> = self.buf.drain(..n).collect();
-                    return Some(Parsed::parse(&frame).expect("server sent STUN"));
-                }
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return None;
-            }
-            self.stream.set_read_timeout(Some(left)).unwrap();
-            match self.stream.read(&mut chunk) {
-                Ok(0) | Err(_) => return None,
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-            }
-        }
-    }
-
-    #[track_caller]
-    fn transact(&mut self, bytes: &[u8]) -> Parsed {
-        let txid: [u8; 12] = bytes[8..20].try_into().unwrap();
-        self.stream.write_all(bytes).expect("write");
-        for _ in 0..16 {
-            let p = self.recv_for(WAIT).expect("a response");
-            if p.txid == txid && matches!(p.class(), SUCCESS | ERROR) {
-                return p;
-            }
-        }
-        panic!("no response with the request's transaction id");
-    }
-
-    #[track_caller]
-    fn request(&mut self, method: u16, attrs: &[Attr]) -> Parsed {
-        if self.nonce.is_none() {
-            let bytes = encode(msg_type(REFRESH, REQUEST), new_txid(), &[], None, false);
-            let r = self.transact(&bytes);
-            assert_error(&r, REFRESH, 401);
-            self.nonce = r.nonce();
-        }
-        let auth = Auth {
-            username: self.user.0.into(),
-            realm: REALM.into(),
-            nonce: self.nonce.clone().expect("nonce"),
-            key: long_term_key(self.user.0, REALM, self.user.1),
-        };
-        let bytes = encode(
-            msg_type(method, REQUEST),
-            new_txid(),
-            attrs,
-            Some(&auth),
-            false,
-        );
-        self.transact(&bytes)
-    }
-
-    /// A TCP allocation; returns the relayed address.
-    #[track_caller]
-    fn allocate_tcp(&mut self) -> SocketAddr {
-        let r = self.request(ALLOCATE, &[requested_transport(TCP)]);
-        assert_success(&r, ALLOCATE);
-        r.xor_address(A_XOR_RELAYED_ADDRESS).expect("relayed")
-    }
-
-    fn connect_peer(&mut self, p: SocketAddr) -> Parsed {
-        self.request(CONNECT, &[peer(p)])
-    }
-
-    /// ConnectionBind `cid` on this (new) connection, which then carries raw bytes.
-    #[track_caller]
-    fn bind(mut self, cid: u32) -> TcpStream {
-        let r = self.request(
-            CONNECTION_BIND,
-            &[Attr::Raw(A_CONNECTION_ID, cid.to_be_bytes().to_vec())],
-        );
-        assert_success(&r, CONNECTION_BIND);
-        assert!(
-            self.buf.is_empty(),
-            "bytes after the ConnectionBind response"
-        );
-        self.stream.set_read_timeout(Some(WAIT)).unwrap();
-        self.stream
-    }
-}
-
-/// Reads exactly `n` bytes (bounded by the stream's read timeout).
-fn read_n(s: &mut TcpStream, n: usize) -> Vec<u8> {
-    let mut v = vec![0u8; n];
-    s.read_exact(&mut v).expect("spliced bytes");
-    v
-}
-
 /// The sum of turnd's `turnd_requests_total` series for `method`, scraped from the admin
 /// listener.
 fn requests(method: &str) -> f64 {
-    let text = common::http_get(addr(HOST, ADMIN_PORT), "/metrics");
-    text.lines()
-        .filter(|l| l.starts_with("turnd_requests_total{"))
-        .filter(|l| l.contains(&format!("method=\"{method}\"")))
-        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-        .sum()
+    let text = metrics_text(addr(HOST, ADMIN_PORT));
+    sum_samples(
+        &text,
+        "turnd_requests_total",
+        &format!("method=\"{method}\""),
+    )
 }
 
 #[test]
@@ -547,14 +314,14 @@ fn udp_allocations(host: &Host, wildcard: SocketAddr, specific: SocketAddr) {
 
 /// RFC 6062 TCP allocations (T1 through the wildcard listener, T2 through the specific one).
 fn tcp_allocations(host: &Host, wildcard: SocketAddr, specific: SocketAddr) {
-    let mut t1 = StunConn::connect(wildcard, ALICE);
-    let mut t2 = StunConn::connect(specific, BOB);
+    let mut t1 = StreamClient::connect(wildcard).with_user(ALICE);
+    let mut t2 = StreamClient::connect(specific).with_user(BOB);
     let relayed_1 = t1.allocate_tcp();
     let relayed_2 = t2.allocate_tcp();
     for target in closed_addresses() {
         let r = t1.request(CREATE_PERMISSION, &[peer(target)]);
         assert_error(&r, CREATE_PERMISSION, 403);
-        assert_error(&t1.connect_peer(target), CONNECT, 403);
+        assert_error(&t1.request(CONNECT, &[peer(target)]), CONNECT, 403);
     }
     // The relay IP: the permission is granted, Connect to the host's own ports is not — the
     // admin listener's /allocations among them.
@@ -563,7 +330,7 @@ fn tcp_allocations(host: &Host, wildcard: SocketAddr, specific: SocketAddr) {
     let r = t2.request(CREATE_PERMISSION, &[peer(relayed_1)]);
     assert_success(&r, CREATE_PERMISSION);
     for target in host_ports() {
-        assert_error(&t1.connect_peer(target), CONNECT, 403);
+        assert_error(&t1.request(CONNECT, &[peer(target)]), CONNECT, 403);
     }
     // A connection from a non-relay port of the host is closed, never announced.
     host.tcp_from_host(TCP_SERVICE + 10, relayed_1);
@@ -573,10 +340,8 @@ fn tcp_allocations(host: &Host, wildcard: SocketAddr, specific: SocketAddr) {
     );
 
     // T1 connects to T2's relayed address: announced to T2, bound by both, spliced.
-    let r = t1.connect_peer(relayed_2);
-    assert_success(&r, CONNECT);
-    let cid_1 = r.u32_attr(A_CONNECTION_ID).expect("CONNECTION-ID");
-    let attempt = t2.recv_for(WAIT).expect("a ConnectionAttempt");
+    let cid_1 = t1.connect_peer(relayed_2);
+    let attempt = t2.recv_for(STREAM_WAIT).expect("a ConnectionAttempt");
     assert_eq!(
         (attempt.method(), attempt.class()),
         (CONNECTION_ATTEMPT, INDICATION)
@@ -584,10 +349,10 @@ fn tcp_allocations(host: &Host, wildcard: SocketAddr, specific: SocketAddr) {
     let from = attempt.xor_address(A_XOR_PEER_ADDRESS).expect("peer");
     assert_eq!(from, relayed_1, "connects from T1's relayed address");
     let cid_2 = attempt.u32_attr(A_CONNECTION_ID).expect("CONNECTION-ID");
-    let mut d1 = StunConn::connect(wildcard, ALICE).bind(cid_1);
-    let mut d2 = StunConn::connect(specific, BOB).bind(cid_2);
+    let mut d1 = StreamClient::connect(wildcard).with_user(ALICE).bind(cid_1);
+    let mut d2 = StreamClient::connect(specific).with_user(BOB).bind(cid_2);
     d1.write_all(b"t1 to t2").unwrap();
-    assert_eq!(read_n(&mut d2, 8), b"t1 to t2");
+    assert_eq!(read_exactly(&d2, 8), b"t1 to t2");
     d2.write_all(b"t2 to t1").unwrap();
-    assert_eq!(read_n(&mut d1, 8), b"t2 to t1");
+    assert_eq!(read_exactly(&d1, 8), b"t2 to t1");
 }

@@ -383,32 +383,25 @@ fn local_use_nat64_is_opened_only_when_every_reading_is() {
 /// to "let the internet through" opens none of them, nor the relay's own addresses.
 #[test]
 fn broad_allow_entries_open_nothing_built_in() {
-    let mut problems = Vec::new();
     let server = v4_server(&["0.0.0.0/0", "169.0.0.0/8"]);
     let mut c = server.client();
     c.allocate();
-    for (i, f) in V4_FORMS.iter().enumerate() {
-        let label = format!("{} (with 0.0.0.0/0)", f.label);
-        problems.extend(probe(
-            &mut c,
-            &label,
-            addr_of(f),
-            0x4000 + i as u16,
-            Some(403),
-        ));
-    }
+    let mut problems = all_refused(&mut c, V4_FORMS, "0.0.0.0/0");
     let server = v6_server(&["::/0", "0.0.0.0/0"]);
     let mut c = server.client();
     c.allocate_v6();
-    for (i, f) in V6_FORMS.iter().enumerate() {
-        let label = format!("{} (with ::/0)", f.label);
-        problems.extend(probe(
-            &mut c,
-            &label,
-            addr_of(f),
-            0x4000 + i as u16,
-            Some(403),
-        ));
-    }
+    problems.extend(all_refused(&mut c, V6_FORMS, "::/0"));
     assert_no_problems(problems);
+}
+
+/// [`probe`] for every one of `forms` through `c`'s allocation, each on a channel of its own,
+/// expecting 403 although the server allows `entry`.
+fn all_refused(c: &mut Client, forms: &[Form], entry: &str) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (i, f) in forms.iter().enumerate() {
+        let label = format!("{} (with {entry})", f.label);
+        let channel = 0x4000 + i as u16;
+        problems.extend(probe(c, &label, addr_of(f), channel, Some(403)));
+    }
+    problems
 }

@@ -13,9 +13,9 @@
 mod common;
 mod raw;
 
+use common::readings::{metrics_text, rss_kib, sample};
 use common::TurnServer;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 /// Requests in the flood.
@@ -56,51 +56,10 @@ fn binding(n: u32) -> Vec<u8> {
     m
 }
 
-/// VmRSS of `pid` in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/PID/status")
-}
-
-/// The admin listener's address, from turnd's `turnd metrics http://ADDR` line.
-fn metrics_addr(s: &TurnServer) -> SocketAddr {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    // Bounded: one look per 20 ms until the deadline.
-    loop {
-        let out = s.output();
-        if let Some(a) = out
-            .lines()
-            .find_map(|l| l.strip_prefix("turnd metrics http://"))
-        {
-            return a.trim().parse().expect("metrics address");
-        }
-        assert!(Instant::now() < deadline, "no metrics line:\n{out}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// The whole `/metrics` exposition.
-fn metrics_text(addr: SocketAddr) -> String {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut body = String::new();
-    s.read_to_string(&mut body).expect("metrics body");
-    body
-}
-
-/// The value of the sample `series` (name and labels, as printed) in `text`; 0 when the
-/// series has not appeared yet (a method/result pair is printed once it has happened).
-fn sample(text: &str, series: &str) -> u64 {
-    let want = format!("{series} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&want))
-        .map_or(0, |v| v.trim().parse().expect("a count"))
+/// The count `series` (name and labels, as printed) in `text`; 0 when the series has not
+/// appeared yet (a method/result pair is printed once it has happened).
+fn count(text: &str, series: &str) -> u64 {
+    sample(text, series).map_or(0, |v| v as u64)
 }
 
 /// Requests the server has dealt with so far: answered with `result` to `method`, or dropped
@@ -116,15 +75,15 @@ impl Handled {
     fn of(addr: SocketAddr, method: &str, result: &str) -> Handled {
         let text = metrics_text(addr);
         Handled {
-            answered: sample(
+            answered: count(
                 &text,
                 &format!("turnd_requests_total{{method=\"{method}\",result=\"{result}\"}}"),
             ),
-            rate_limited: sample(
+            rate_limited: count(
                 &text,
                 "turnd_datagrams_dropped_total{reason=\"rate_limited\"}",
             ),
-            amplification: sample(
+            amplification: count(
                 &text,
                 "turnd_datagrams_dropped_total{reason=\"amplification\"}",
             ),
@@ -262,7 +221,7 @@ fn allowed(rate: u64, burst: u64, secs: f64) -> u64 {
 #[test]
 fn unauthenticated_flood_is_rate_limited_and_memory_stays_flat() {
     let s = TurnServer::spawn_turnd(&["--unauthenticated-rate", "20/40"]);
-    let metrics = metrics_addr(&s);
+    let metrics = s.metrics_addr();
     // Warm up (lazy allocations on the request path), then measure.
     let _ = flood(s.addr(), metrics, |n| allocate(n, 0));
     let before = rss_kib(s.pid());
@@ -309,7 +268,7 @@ fn with_refuse_amplification_bytes_out_never_exceed_bytes_in() {
         "--amplification",
         "refuse",
     ]);
-    let metrics = metrics_addr(&s);
+    let metrics = s.metrics_addr();
     // Half bare (28 bytes: the 401 would be larger, so nothing is sent), half padded past
     // the 401's size (answered, within the rate).
     let f = flood(s.addr(), metrics, |n| {
@@ -337,7 +296,7 @@ fn with_refuse_amplification_bytes_out_never_exceed_bytes_in() {
 #[test]
 fn binding_is_rate_limited_per_source() {
     let s = TurnServer::spawn_turnd(&["--binding-rate", "5/10"]);
-    let metrics = metrics_addr(&s);
+    let metrics = s.metrics_addr();
     // One 5-tuple: one worker, one bucket.
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     sock.set_read_timeout(Some(Duration::from_millis(300)))
@@ -403,21 +362,21 @@ fn permissions_and_channels_per_allocation_are_limited_with_508() {
     c.bind_channel(0x4000, peers[0]);
     let text = metrics_text(s.metrics_addr());
     assert_eq!(
-        sample(
+        count(
             &text,
             "turnd_datagrams_dropped_total{reason=\"permission_quota\"}"
         ),
         2
     );
     assert_eq!(
-        sample(
+        count(
             &text,
             "turnd_datagrams_dropped_total{reason=\"channel_quota\"}"
         ),
         1
     );
     assert_eq!(
-        sample(
+        count(
             &text,
             "turnd_requests_total{method=\"create_permission\",result=\"508\"}"
         ),

@@ -465,63 +465,18 @@ fn client_retransmits_answers_the_challenge_and_retries_a_stale_nonce() {
 #[cfg(feature = "external")]
 mod external {
     use super::*;
-    use common::{free_udp_port, require_tool, stun_binding, Proc};
+    use common::{require_tool, Coturn};
 
     /// coturn's `turnserver` on 127.0.0.1 (and with `second_ip`, on that address too, which turns
     /// on its RFC 5780 support: the other address is `second_ip` and port + 1), UDP and TCP,
     /// realm/user as the harness's, loopback peers allowed. Stopped (by its own handle) on drop.
-    struct Coturn {
-        addr: SocketAddr,
-        _proc: Proc,
-        _scratch: ScratchDir,
-    }
-
     fn coturn(second_ip: Option<&str>, extra: &[&str]) -> Coturn {
-        let turnserver = require_tool("turnserver");
-        let mut last = String::new();
-        // Bounded: 3 attempts, for a port taken between picking and binding it.
-        for _ in 0..3 {
-            let scratch = ScratchDir::new("probe-coturn");
-            let port = free_udp_port();
-            let mut cmd = Command::new(&turnserver);
-            cmd.args([
-                "-n",
-                "--listening-ip=127.0.0.1",
-                &format!("--listening-port={port}"),
-                "--relay-ip=127.0.0.1",
-                &format!("--realm={REALM}"),
-                "--lt-cred-mech",
-                &format!("--user={USER}:{PASSWORD}"),
-                "--allow-loopback-peers",
-                "--no-tls",
-                "--no-dtls",
-                "--no-cli",
-                "--log-file=stdout",
-                "--simple-log",
-                &format!("--pidfile={}", scratch.path().join("pid").display()),
-                &format!("--userdb={}", scratch.path().join("db").display()),
-            ]);
-            if let Some(ip) = second_ip {
-                cmd.arg(format!("--listening-ip={ip}"));
-            }
-            cmd.args(extra);
-            let mut proc = Proc::spawn("coturn turnserver", cmd);
-            let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
-            let deadline = Instant::now() + Duration::from_secs(10);
-            // Bounded: each probe waits ≤ 200 ms, until the deadline.
-            while Instant::now() < deadline && proc.try_wait().is_none() {
-                if stun_binding(addr, Duration::from_millis(200)).is_some() {
-                    return Coturn {
-                        addr,
-                        _proc: proc,
-                        _scratch: scratch,
-                    };
-                }
-            }
-            let _ = proc.wait_timeout(Duration::from_millis(100));
-            last = proc.output();
-        }
-        panic!("coturn did not answer Binding (3 attempts); output:\n{last}");
+        let mut args: Vec<String> = second_ip
+            .map(|ip| format!("--listening-ip={ip}"))
+            .into_iter()
+            .collect();
+        args.extend(extra.iter().map(|a| a.to_string()));
+        Coturn::start(&args)
     }
 
     #[test]
@@ -631,11 +586,7 @@ mod external {
                 .env("TURND", env!("CARGO_BIN_EXE_turnd"))
                 .env("LOG", scratch.path().join("turnd.log"))
                 .env("EXTRA", extra);
-            for (key, _) in std::env::vars_os() {
-                if key.to_string_lossy().starts_with("TURND_") {
-                    cmd.env_remove(key);
-                }
-            }
+            common::without_turnd_env(&mut cmd);
             let (status, out) = run_tool("unshare probe", cmd, Duration::from_secs(60));
             let o = Outcome {
                 code: status.code().unwrap_or(-1),

@@ -160,11 +160,7 @@ impl Group {
             .process_group(0);
         // A fresh machine sets no TURND_* variable; one in the test's environment would
         // change the demo's configuration.
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("TURND_") {
-                cmd.env_remove(key);
-            }
-        }
+        common::without_turnd_env(&mut cmd);
         if let Some(dir) = path {
             cmd.env("PATH", with_path(dir));
         }
@@ -418,11 +414,7 @@ fn config_header_commands_work_as_written() {
                 .arg(cmd)
                 .current_dir(repo())
                 .env("PATH", with_path(bin.path()));
-            for (key, _) in std::env::vars_os() {
-                if key.to_string_lossy().starts_with("TURND_") {
-                    sh.env_remove(key);
-                }
-            }
+            common::without_turnd_env(&mut sh);
             let (status, out) = run_tool(cmd, sh, Duration::from_secs(60));
             assert!(status.success(), "`{cmd}` failed:\n{out}");
             // The effective configuration, secrets redacted.

@@ -60,11 +60,7 @@ impl Turnd {
     fn spawn(args: &[&str]) -> Turnd {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_turnd"));
         cmd.args(args);
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("TURND_") {
-                cmd.env_remove(key);
-            }
-        }
+        common::without_turnd_env(&mut cmd);
         let (tx, rx) = mpsc::channel::<(bool, SocketAddr)>();
         let tx = Mutex::new(tx);
         let proc = Proc::spawn_with("turnd", cmd, move |line| {

@@ -12,11 +12,11 @@
 mod common;
 mod raw;
 
+use common::readings::{metrics_text, open_fds, rss_kib, sum_samples};
 use common::TurnServer;
 use raw::{Client, Peer};
 use std::collections::VecDeque;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -41,32 +41,12 @@ fn soak_secs() -> u64 {
 
 /// Resident memory (KiB) and open file descriptors of process `pid`.
 fn usage(pid: u32) -> (u64, usize) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    let rss = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS line");
-    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .expect("proc fd")
-        .count();
-    (rss, fds)
+    (rss_kib(pid), open_fds(pid))
 }
 
 /// The sum over all series of metric `name` on turnd's `/metrics`.
 fn metric(addr: SocketAddr, name: &str) -> f64 {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(s, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).expect("read /metrics");
-    text.lines()
-        .filter(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    sum_samples(&metrics_text(addr), name, "")
 }
 
 /// Waits (bounded by [`SETTLE`]) until no allocation and no relay port is left.

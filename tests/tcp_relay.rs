@@ -13,6 +13,8 @@ mod raw;
 #[path = "tcp_relay/caps.rs"]
 mod caps;
 
+use common::readings::{metrics_text, sample};
+use raw::stream::*;
 use raw::*;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -20,11 +22,6 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 use turnd::config::ConfigArgs;
-
-const CONNECT: u16 = 0x00a;
-const CONNECTION_BIND: u16 = 0x00b;
-const CONNECTION_ATTEMPT: u16 = 0x00c;
-const A_CONNECTION_ID: u16 = 0x002a;
 
 /// How long anything the server must do may take to be seen.
 const WAIT: Duration = Duration::from_secs(5);
@@ -44,134 +41,6 @@ fn payload(seed: u8) -> Vec<u8> {
     (0..PAYLOAD)
         .map(|i| (i as u32).wrapping_mul(2_654_435_761).to_be_bytes()[0] ^ seed)
         .collect()
-}
-
-/// STUN over one TCP connection to the server, as alice.
-struct StunConn {
-    stream: TcpStream,
-    buf: Vec<u8>,
-    realm: String,
-    nonce: Option<Vec<u8>>,
-}
-
-impl StunConn {
-    fn connect(server: SocketAddr) -> StunConn {
-        let stream = TcpStream::connect_timeout(&server, WAIT).expect("tcp connect");
-        stream.set_nodelay(true).unwrap();
-        StunConn {
-            stream,
-            buf: Vec::new(),
-            realm: REALM.into(),
-            nonce: None,
-        }
-    }
-
-    /// The next STUN message within `timeout`; `None` on timeout or close.
-    fn recv_for(&mut self, timeout: Duration) -> Option<Parsed> {
-        let deadline = Instant::now() + timeout;
-        let mut chunk = [0u8; 4096];
-        loop {
-            if self.buf.len() >= 20 {
-                let n = 20 + u16::from_be_bytes([self.buf[2], self.buf[3]]) as usize;
-                if self.buf.len() >= n {
-                    let frame: Vec<u8> = self.buf.drain(..n).collect();
-                    return Some(Parsed::parse(&frame).expect("server sent STUN"));
-                }
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return None;
-            }
-            self.stream.set_read_timeout(Some(left)).unwrap();
-            match self.stream.read(&mut chunk) {
-                Ok(0) => return None,
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(_) => return None,
-            }
-        }
-    }
-
-    #[track_caller]
-    fn transact(&mut self, bytes: &[u8]) -> Parsed {
-        let txid: [u8; 12] = bytes[8..20].try_into().unwrap();
-        self.stream.write_all(bytes).expect("write");
-        for _ in 0..16 {
-            let p = self.recv_for(WAIT).expect("a response");
-            if p.txid == txid && matches!(p.class(), SUCCESS | ERROR) {
-                return p;
-            }
-        }
-        panic!("no response with the request's transaction id");
-    }
-
-    #[track_caller]
-    fn request(&mut self, method: u16, attrs: &[Attr]) -> Parsed {
-        if self.nonce.is_none() {
-            let bytes = encode(msg_type(REFRESH, REQUEST), new_txid(), &[], None, false);
-            let r = self.transact(&bytes);
-            assert_error(&r, REFRESH, 401);
-            self.realm = r.realm().expect("REALM");
-            self.nonce = r.nonce();
-        }
-        let auth = Auth {
-            username: ALICE.0.into(),
-            realm: self.realm.clone(),
-            nonce: self.nonce.clone().expect("nonce"),
-            key: long_term_key(ALICE.0, &self.realm, ALICE.1),
-        };
-        let bytes = encode(
-            msg_type(method, REQUEST),
-            new_txid(),
-            attrs,
-            Some(&auth),
-            false,
-        );
-        self.transact(&bytes)
-    }
-
-    /// A TCP allocation; returns the relayed address.
-    #[track_caller]
-    fn allocate_tcp(&mut self) -> SocketAddr {
-        let r = self.request(ALLOCATE, &[requested_transport(TCP)]);
-        assert_success(&r, ALLOCATE);
-        r.xor_address(A_XOR_RELAYED_ADDRESS).expect("relayed")
-    }
-
-    #[track_caller]
-    fn permit(&mut self, p: SocketAddr) {
-        let r = self.request(CREATE_PERMISSION, &[peer(p)]);
-        assert_success(&r, CREATE_PERMISSION);
-    }
-
-    /// Connect to `p`: the CONNECTION-ID.
-    #[track_caller]
-    fn connect_peer(&mut self, p: SocketAddr) -> u32 {
-        let r = self.request(CONNECT, &[peer(p)]);
-        assert_success(&r, CONNECT);
-        r.u32_attr(A_CONNECTION_ID).expect("CONNECTION-ID")
-    }
-
-    /// ConnectionBind `cid` on this (new) connection, which then carries raw bytes; for
-    /// connections whose peer has sent nothing yet.
-    #[track_caller]
-    fn bind(self, cid: u32) -> TcpStream {
-        let (stream, early) = self.bind_keeping_early_bytes(cid);
-        assert!(early.is_empty(), "bytes after the ConnectionBind response");
-        stream
-    }
-
-    /// ConnectionBind `cid`; also returns any peer bytes that arrived in the same read as the
-    /// response (the server forwards what the peer sent before the bind right behind it).
-    #[track_caller]
-    fn bind_keeping_early_bytes(mut self, cid: u32) -> (TcpStream, Vec<u8>) {
-        let r = self.request(
-            CONNECTION_BIND,
-            &[Attr::Raw(A_CONNECTION_ID, cid.to_be_bytes().to_vec())],
-        );
-        assert_success(&r, CONNECTION_BIND);
-        self.stream.set_read_timeout(None).unwrap();
-        (self.stream, std::mem::take(&mut self.buf))
-    }
 }
 
 /// Echoes every connection it accepts (each on its own thread, for at most 30 s) and reports
@@ -222,38 +91,10 @@ fn round_trip(stream: &TcpStream, data: &[u8]) -> Vec<u8> {
     got
 }
 
-fn read_exactly(mut stream: &TcpStream, n: usize) -> Vec<u8> {
-    stream.set_read_timeout(Some(WAIT)).unwrap();
-    let mut got = vec![0u8; n];
-    stream.read_exact(&mut got).expect("all bytes back in time");
-    got
-}
-
-/// True once the other side has closed `stream` (EOF or reset) within [`WAIT`].
-fn closed_within(mut stream: &TcpStream) -> bool {
-    let deadline = Instant::now() + WAIT;
-    let mut buf = [0u8; 4096];
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return false;
-        }
-        stream.set_read_timeout(Some(left)).unwrap();
-        match stream.read(&mut buf) {
-            Ok(0) => return true,
-            Ok(_) => {}
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                return false
-            }
-            Err(_) => return true,
-        }
-    }
-}
-
 #[test]
 fn connect_then_bind_relays_bytes_both_ways() {
     let server = server();
-    let mut control = StunConn::connect(server.tcp_addr);
+    let mut control = StreamClient::connect(server.tcp_addr);
     let relayed = control.allocate_tcp();
     assert_eq!(relayed.ip().to_string(), "127.0.0.1");
     // Several peers, each on its own data connection: with two workers, some of the data
@@ -266,7 +107,7 @@ fn connect_then_bind_relays_bytes_both_ways() {
         // RFC 6062 §5.2: the connection to the peer comes from the relayed address.
         let from = p.accepted.recv_timeout(WAIT).expect("peer connected");
         assert_eq!(from, relayed, "peer {i} connected from elsewhere");
-        let stream = StunConn::connect(server.tcp_addr).bind(cid);
+        let stream = StreamClient::connect(server.tcp_addr).bind(cid);
         data.push(stream);
     }
     for (i, stream) in data.iter().enumerate() {
@@ -311,16 +152,8 @@ fn connect_then_bind_relays_bytes_both_ways() {
 fn expect_metrics(addr: SocketAddr, expected: &[(&str, f64)]) {
     let deadline = Instant::now() + WAIT;
     loop {
-        let mut s = TcpStream::connect_timeout(&addr, WAIT).expect("metrics listener");
-        s.set_read_timeout(Some(WAIT)).unwrap();
-        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
-            .unwrap();
-        let mut text = String::new();
-        let _ = s.read_to_string(&mut text);
-        let value = |series: &str| {
-            text.lines()
-                .find_map(|l| l.strip_prefix(series)?.trim().parse::<f64>().ok())
-        };
+        let text = metrics_text(addr);
+        let value = |series: &str| sample(&text, series);
         let wrong: Vec<String> = expected
             .iter()
             .filter(|(k, v)| value(k) != Some(*v))
@@ -339,7 +172,7 @@ fn expect_metrics(addr: SocketAddr, expected: &[(&str, f64)]) {
 #[test]
 fn peer_connecting_in_is_announced_and_bound() {
     let server = server();
-    let mut control = StunConn::connect(server.tcp_addr);
+    let mut control = StreamClient::connect(server.tcp_addr);
     let relayed = control.allocate_tcp();
     control.permit("127.0.0.1:1".parse().unwrap());
     let mut peer_conn = TcpStream::connect_timeout(&relayed, WAIT).expect("peer connects");
@@ -355,7 +188,7 @@ fn peer_connecting_in_is_announced_and_bound() {
         Some(peer_conn.local_addr().unwrap())
     );
     let cid = ind.u32_attr(A_CONNECTION_ID).expect("CONNECTION-ID");
-    let (data, mut early) = StunConn::connect(server.tcp_addr).bind_keeping_early_bytes(cid);
+    let (data, mut early) = StreamClient::connect(server.tcp_addr).bind_keeping_early_bytes(cid);
     assert!(early.len() <= 11, "more than the early bytes: {early:?}");
     early.extend(read_exactly(&data, 11 - early.len()));
     assert_eq!(early, b"early bytes");
@@ -380,7 +213,7 @@ fn peer_connecting_in_is_announced_and_bound() {
     assert!(got == back, "peer to client bytes differ");
     // The peer closes: the data connection closes.
     drop(peer_conn);
-    assert!(closed_within(&data));
+    assert!(closed_within(&data, WAIT));
 }
 
 /// The shell's table of parked peer connections (`ParkedPeers`, shared by the workers) is
@@ -391,7 +224,7 @@ fn peer_connecting_in_is_announced_and_bound() {
 fn parked_peer_connections_stop_at_the_allocations_bound() {
     const MAX: usize = 64;
     let server = server();
-    let mut control = StunConn::connect(server.tcp_addr);
+    let mut control = StreamClient::connect(server.tcp_addr);
     let relayed = control.allocate_tcp();
     control.permit("127.0.0.1:1".parse().unwrap());
     let mut peers = Vec::new();
@@ -405,21 +238,24 @@ fn parked_peer_connections_stop_at_the_allocations_bound() {
         cids.push(ind.u32_attr(A_CONNECTION_ID).expect("CONNECTION-ID"));
     }
     let over = TcpStream::connect_timeout(&relayed, WAIT).expect("accepted, then closed");
-    assert!(closed_within(&over), "a peer beyond the bound was kept");
+    assert!(
+        closed_within(&over, WAIT),
+        "a peer beyond the bound was kept"
+    );
     assert!(
         control.recv_for(QUIET).is_none(),
         "a peer beyond the bound was announced"
     );
     // One is bound and spliced: it still holds its place.
-    let data = StunConn::connect(server.tcp_addr).bind(cids[0]);
+    let data = StreamClient::connect(server.tcp_addr).bind(cids[0]);
     let over = TcpStream::connect_timeout(&relayed, WAIT).expect("accepted, then closed");
     assert!(
-        closed_within(&over),
+        closed_within(&over, WAIT),
         "a splice freed its place while it runs"
     );
     // The spliced pair ends (the peer closes, then the client): its place is free again.
     drop(peers.remove(0));
-    assert!(closed_within(&data));
+    assert!(closed_within(&data, WAIT));
     drop(data);
     let deadline = Instant::now() + WAIT;
     // Bounded: one peer per round until the deadline (the splice ends asynchronously).
@@ -449,10 +285,10 @@ fn parked_peer_connections_stop_at_the_allocations_bound() {
 #[test]
 fn peer_without_permission_is_closed() {
     let server = server();
-    let mut control = StunConn::connect(server.tcp_addr);
+    let mut control = StreamClient::connect(server.tcp_addr);
     let relayed = control.allocate_tcp();
     let peer_conn = TcpStream::connect_timeout(&relayed, WAIT).expect("accepted, then closed");
-    assert!(closed_within(&peer_conn));
+    assert!(closed_within(&peer_conn, WAIT));
     assert!(
         control.recv_for(QUIET).is_none(),
         "no ConnectionAttempt without a permission"
@@ -466,7 +302,7 @@ fn connect_to_a_closed_port_is_447() {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap()
     };
-    let mut control = StunConn::connect(server.tcp_addr);
+    let mut control = StreamClient::connect(server.tcp_addr);
     control.allocate_tcp();
     control.permit(closed);
     let r = control.request(CONNECT, &[peer(closed)]);
@@ -476,7 +312,7 @@ fn connect_to_a_closed_port_is_447() {
 #[test]
 fn connection_bind_with_an_unknown_id_is_400_and_tcp_over_udp_is_400() {
     let server = server();
-    let mut data = StunConn::connect(server.tcp_addr);
+    let mut data = StreamClient::connect(server.tcp_addr);
     let r = data.request(
         CONNECTION_BIND,
         &[Attr::Raw(A_CONNECTION_ID, 12345u32.to_be_bytes().to_vec())],
@@ -490,12 +326,12 @@ fn connection_bind_with_an_unknown_id_is_400_and_tcp_over_udp_is_400() {
 #[test]
 fn closing_the_control_connection_closes_data_connections() {
     let server = server();
-    let mut control = StunConn::connect(server.tcp_addr);
+    let mut control = StreamClient::connect(server.tcp_addr);
     control.allocate_tcp();
     let echo = EchoPeer::spawn();
     control.permit(echo.addr);
     let cid = control.connect_peer(echo.addr);
-    let data = StunConn::connect(server.tcp_addr).bind(cid);
+    let data = StreamClient::connect(server.tcp_addr).bind(cid);
     let sent = payload(1);
     assert!(round_trip(&data, &sent) == sent);
     // A second, pending connection (connected, never bound) goes too.
@@ -503,7 +339,7 @@ fn closing_the_control_connection_closes_data_connections() {
     let _pending = control.connect_peer(echo2.addr);
     drop(control);
     assert!(
-        closed_within(&data),
+        closed_within(&data, WAIT),
         "data connection outlived its allocation"
     );
 }

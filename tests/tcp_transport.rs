@@ -8,8 +8,10 @@
 mod common;
 mod raw;
 
+use common::readings::{metric, open_fds, rss_kib, wait_metric};
+use raw::stream::*;
 use raw::*;
-use std::io::{ErrorKind, Read, Write};
+use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -17,168 +19,6 @@ use turnd::config::ConfigArgs;
 
 /// How long a close the server must make may take to be seen.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// A raw TURN client on one TCP connection.
-struct TcpClient {
-    stream: TcpStream,
-    /// Bytes read but not yet returned as a frame.
-    buf: Vec<u8>,
-    realm: String,
-    nonce: Option<Vec<u8>>,
-}
-
-/// The length of the frame at the start of `buf` once its header is there, computed here
-/// independently of turnd's framing: ChannelData is padded to 4 on streams (RFC 8656 §12.5).
-fn frame_len(buf: &[u8]) -> Option<usize> {
-    if buf.len() < 4 {
-        return None;
-    }
-    let len = u16::from_be_bytes([buf[2], buf[3]]) as usize;
-    Some(if buf[0] & 0xC0 == 0x40 {
-        4 + len.div_ceil(4) * 4
-    } else {
-        20 + len
-    })
-}
-
-impl TcpClient {
-    fn connect(server: SocketAddr) -> TcpClient {
-        let stream = TcpStream::connect_timeout(&server, REPLY_TIMEOUT).expect("tcp connect");
-        stream.set_nodelay(true).unwrap();
-        TcpClient {
-            stream,
-            buf: Vec::new(),
-            realm: REALM.into(),
-            nonce: None,
-        }
-    }
-
-    fn local(&self) -> SocketAddr {
-        self.stream.local_addr().unwrap()
-    }
-
-    fn send(&mut self, bytes: &[u8]) {
-        self.stream.write_all(bytes).expect("tcp write");
-    }
-
-    /// The next whole frame within `timeout`; `None` on timeout or when the server closed.
-    fn recv_frame_for(&mut self, timeout: Duration) -> Option<Vec<u8>> {
-        let deadline = Instant::now() + timeout;
-        let mut chunk = [0u8; 4096];
-        // Bounded: each round reads at least one byte or ends at the deadline.
-        loop {
-            if let Some(n) = frame_len(&self.buf).filter(|&n| n <= self.buf.len()) {
-                return Some(self.buf.drain(..n).collect());
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return None;
-            }
-            self.stream.set_read_timeout(Some(left)).unwrap();
-            match self.stream.read(&mut chunk) {
-                Ok(0) => return None,
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                    return None
-                }
-                Err(_) => return None,
-            }
-        }
-    }
-
-    fn recv_frame(&mut self) -> Vec<u8> {
-        self.recv_frame_for(REPLY_TIMEOUT)
-            .expect("no frame from the server within the timeout")
-    }
-
-    /// True once the server has closed the connection (EOF or reset) within `timeout`;
-    /// whatever it sent before is discarded.
-    fn closed_within(&mut self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        let mut chunk = [0u8; 4096];
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return false;
-            }
-            self.stream.set_read_timeout(Some(left)).unwrap();
-            match self.stream.read(&mut chunk) {
-                Ok(0) => return true,
-                Ok(_) => {}
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                    return false
-                }
-                Err(_) => return true,
-            }
-        }
-    }
-
-    #[track_caller]
-    fn transact(&mut self, bytes: &[u8]) -> Parsed {
-        let txid: [u8; 12] = bytes[8..20].try_into().unwrap();
-        self.send(bytes);
-        self.response_to(txid)
-    }
-
-    #[track_caller]
-    fn response_to(&mut self, txid: [u8; 12]) -> Parsed {
-        for _ in 0..32 {
-            let frame = self.recv_frame();
-            if let Some(p) = Parsed::parse(&frame) {
-                if p.txid == txid && matches!(p.class(), SUCCESS | ERROR) {
-                    return p;
-                }
-            }
-        }
-        panic!("no response with the request's transaction id");
-    }
-
-    fn auth(&self) -> Auth {
-        Auth {
-            username: ALICE.0.into(),
-            realm: self.realm.clone(),
-            nonce: self.nonce.clone().expect("nonce"),
-            key: long_term_key(ALICE.0, &self.realm, ALICE.1),
-        }
-    }
-
-    #[track_caller]
-    fn request(&mut self, method: u16, attrs: &[Attr]) -> Parsed {
-        if self.nonce.is_none() {
-            let bytes = encode(msg_type(REFRESH, REQUEST), new_txid(), &[], None, false);
-            let r = self.transact(&bytes);
-            assert_error(&r, REFRESH, 401);
-            self.realm = r.realm().expect("REALM");
-            self.nonce = r.nonce();
-        }
-        let bytes = encode(
-            msg_type(method, REQUEST),
-            new_txid(),
-            attrs,
-            Some(&self.auth()),
-            false,
-        );
-        self.transact(&bytes)
-    }
-
-    /// A UDP allocation made over this connection; returns the relayed address.
-    #[track_caller]
-    fn allocate(&mut self) -> SocketAddr {
-        let r = self.request(ALLOCATE, &[udp()]);
-        assert_success(&r, ALLOCATE);
-        r.xor_address(A_XOR_RELAYED_ADDRESS)
-            .expect("relayed address")
-    }
-
-    #[track_caller]
-    fn binding(&mut self) -> SocketAddr {
-        let bytes = encode(msg_type(BINDING, REQUEST), new_txid(), &[], None, false);
-        let r = self.transact(&bytes);
-        assert_success(&r, BINDING);
-        r.xor_address(A_XOR_MAPPED_ADDRESS)
-            .expect("XOR-MAPPED-ADDRESS")
-    }
-}
 
 fn loopback_server(extra: impl FnOnce(&mut ConfigArgs)) -> TestServer {
     let mut args = ConfigArgs {
@@ -202,7 +42,7 @@ fn tcp_listens_on_the_udp_port() {
     });
     assert_ne!(s.addr.port(), 0);
     assert_eq!(s.tcp_addr, s.addr);
-    let mut c = TcpClient::connect(s.tcp_addr);
+    let mut c = StreamClient::connect(s.tcp_addr);
     assert_eq!(c.binding(), c.local());
 }
 
@@ -221,14 +61,14 @@ fn the_binary_prints_a_tcp_listening_line_on_the_udp_port() {
         );
         thread::sleep(Duration::from_millis(20));
     }
-    let mut c = TcpClient::connect(server.addr());
+    let mut c = StreamClient::connect(server.addr());
     assert_eq!(c.binding(), c.local());
 }
 
 #[test]
 fn a_request_split_byte_by_byte_is_answered() {
     let server = loopback_server(|_| {});
-    let mut c = TcpClient::connect(server.tcp_addr);
+    let mut c = StreamClient::connect(server.tcp_addr);
     let txid = new_txid();
     let req = encode(msg_type(BINDING, REQUEST), txid, &[], None, true);
     for b in &req {
@@ -244,7 +84,7 @@ fn a_request_split_byte_by_byte_is_answered() {
 #[test]
 fn two_requests_in_one_write_are_both_answered() {
     let server = loopback_server(|_| {});
-    let mut c = TcpClient::connect(server.tcp_addr);
+    let mut c = StreamClient::connect(server.tcp_addr);
     let (t1, t2) = (new_txid(), new_txid());
     let mut both = encode(msg_type(BINDING, REQUEST), t1, &[], None, false);
     both.extend(encode(msg_type(BINDING, REQUEST), t2, &[], None, true));
@@ -260,13 +100,9 @@ fn two_requests_in_one_write_are_both_answered() {
 fn channel_data_over_tcp_is_padded_both_ways() {
     let server = loopback_server(|_| {});
     let peer = Peer::v4();
-    let mut c = TcpClient::connect(server.tcp_addr);
+    let mut c = StreamClient::connect(server.tcp_addr);
     let relayed = c.allocate();
-    let r = c.request(
-        CHANNEL_BIND,
-        &[channel_number(0x4001), raw::peer(peer.addr())],
-    );
-    assert_success(&r, CHANNEL_BIND);
+    c.bind_channel(0x4001, peer.addr());
 
     // Client → peer: a padded frame; the peer gets the 5 bytes only. Two frames in one write
     // and a frame split across writes arrive whole.
@@ -304,7 +140,7 @@ fn channel_data_over_tcp_is_padded_both_ways() {
 fn send_and_data_indications_over_tcp() {
     let server = loopback_server(|_| {});
     let peer = Peer::v4();
-    let mut c = TcpClient::connect(server.tcp_addr);
+    let mut c = StreamClient::connect(server.tcp_addr);
     let relayed = c.allocate();
     assert_success(
         &c.request(CREATE_PERMISSION, &[raw::peer(peer.addr())]),
@@ -332,7 +168,7 @@ fn closing_the_control_connection_frees_the_allocation() {
     let (port, _) = free_ports(ip, 1);
     let server = loopback_server(|a| a.relay_ports = Some(format!("{port}-{port}")));
     let peer = Peer::v4();
-    let mut c = TcpClient::connect(server.tcp_addr);
+    let mut c = StreamClient::connect(server.tcp_addr);
     let relayed = c.allocate();
     assert_eq!(relayed.port(), port);
     assert_success(
@@ -374,9 +210,9 @@ fn a_connection_without_an_allocation_is_closed_after_the_timeout() {
     // machine can only make `waited` longer, and a close before the timeout shows as less
     // than 1 s whatever the load.
     let started = Instant::now();
-    let mut idle = TcpClient::connect(server.tcp_addr);
-    let mut talker = TcpClient::connect(server.tcp_addr);
-    let mut allocated = TcpClient::connect(server.tcp_addr);
+    let mut idle = StreamClient::connect(server.tcp_addr);
+    let mut talker = StreamClient::connect(server.tcp_addr);
+    let mut allocated = StreamClient::connect(server.tcp_addr);
     allocated.allocate();
     // Binding requests do not count as using the connection.
     talker.binding();
@@ -408,137 +244,93 @@ fn a_connection_without_an_allocation_is_closed_after_the_timeout() {
 #[test]
 fn max_connections_is_enforced() {
     let server = loopback_server(|a| a.max_connections = Some("2".into()));
-    let mut a = TcpClient::connect(server.tcp_addr);
-    let mut b = TcpClient::connect(server.tcp_addr);
+    let mut a = StreamClient::connect(server.tcp_addr);
+    let mut b = StreamClient::connect(server.tcp_addr);
     a.binding();
     b.binding();
     // The kernel completes the handshake, then the server closes the third at accept.
-    let mut third = TcpClient::connect(server.tcp_addr);
-    let _ = third.stream.write_all(&encode(
-        msg_type(BINDING, REQUEST),
-        new_txid(),
-        &[],
-        None,
-        false,
-    ));
-    assert!(
-        third.closed_within(CLOSE_TIMEOUT),
-        "third connection accepted"
+    let third = StreamClient::connect(server.tcp_addr);
+    closed_at_accept(
+        &server,
+        third,
+        "max_connections",
+        "third connection accepted",
     );
-    // Counted (just after the close the client saw: a bounded wait).
-    let refused = r#"turnd_connections_refused_total{reason="max_connections"}"#;
-    let deadline = Instant::now() + CLOSE_TIMEOUT;
-    while metric(&server, refused) != 1.0 {
-        assert!(Instant::now() < deadline, "{refused} is not 1");
-        thread::sleep(Duration::from_millis(20));
-    }
     // The first two are unaffected; when one closes, its slot is free again.
     a.binding();
     drop(b);
+    served_again(
+        || StreamClient::connect(server.tcp_addr),
+        "the closed connection's slot was not freed",
+    );
+}
+
+/// `third`, a connection over a limit, is closed at accept (its request never answered) and
+/// counted under `reason` just after the close the client saw (a bounded wait).
+#[track_caller]
+fn closed_at_accept(server: &TestServer, mut third: StreamClient, reason: &str, what: &str) {
+    let _ = third.stream.write_all(&plain_request(BINDING, &[]));
+    assert!(third.closed_within(CLOSE_TIMEOUT), "{what}");
+    let refused = format!("turnd_connections_refused_total{{reason=\"{reason}\"}}");
+    wait_metric(server.metrics_addr(), &refused, 1.0, CLOSE_TIMEOUT);
+}
+
+/// A new connection from `connect` is served again within [`CLOSE_TIMEOUT`]: the place a
+/// closed one held is free.
+#[track_caller]
+fn served_again(connect: impl Fn() -> StreamClient, what: &str) {
     let deadline = Instant::now() + CLOSE_TIMEOUT;
+    // Bounded: one connection per round, each waiting at most 500 ms, until the deadline.
     loop {
-        let mut next = TcpClient::connect(server.tcp_addr);
-        let txid = new_txid();
-        let _ = next
-            .stream
-            .write_all(&encode(msg_type(BINDING, REQUEST), txid, &[], None, false));
+        let mut next = connect();
+        let _ = next.stream.write_all(&plain_request(BINDING, &[]));
         if next.recv_frame_for(Duration::from_millis(500)).is_some() {
-            break;
+            return;
         }
-        assert!(
-            Instant::now() < deadline,
-            "the closed connection's slot was not freed"
-        );
+        assert!(Instant::now() < deadline, "{what}");
     }
 }
 
-/// A connection from source address `from` (another loopback address: the whole 127/8
-/// reaches a server on 127.0.0.1).
-fn connect_from(from: &str, server: SocketAddr) -> TcpClient {
-    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    s.bind(&SocketAddr::new(from.parse().unwrap(), 0).into())
-        .unwrap_or_else(|e| panic!("bind {from}: {e}"));
-    s.connect_timeout(&server.into(), REPLY_TIMEOUT)
-        .expect("tcp connect");
-    let stream: TcpStream = s.into();
-    stream.set_nodelay(true).unwrap();
-    TcpClient {
-        stream,
-        buf: Vec::new(),
-        realm: REALM.into(),
-        nonce: None,
-    }
-}
-
-/// One sample of the server's `/metrics` (0 when absent).
-fn metric(server: &TestServer, series: &str) -> f64 {
-    let raw = common::http_get(server.metrics_addr(), "/metrics");
-    common::http_body(&raw)
-        .lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0.0)
+/// A client whose connection comes from source address `from` (another loopback address: the
+/// whole 127/8 reaches a server on 127.0.0.1).
+fn client_from(from: &str, server: SocketAddr) -> StreamClient {
+    StreamClient::connect_from(from.parse().unwrap(), server)
 }
 
 #[test]
 fn max_connections_per_source_refuses_one_source_and_serves_the_others() {
     let server = loopback_server(|a| a.max_connections_per_source = Some("2".into()));
-    let mut a = connect_from("127.0.0.1", server.tcp_addr);
-    let mut b = connect_from("127.0.0.1", server.tcp_addr);
+    let mut a = client_from("127.0.0.1", server.tcp_addr);
+    let mut b = client_from("127.0.0.1", server.tcp_addr);
     a.binding();
     b.binding();
     // The source's third is closed at accept, and counted.
-    let mut third = connect_from("127.0.0.1", server.tcp_addr);
-    let _ = third.stream.write_all(&encode(
-        msg_type(BINDING, REQUEST),
-        new_txid(),
-        &[],
-        None,
-        false,
-    ));
-    assert!(
-        third.closed_within(CLOSE_TIMEOUT),
-        "a third connection from one source was served"
+    let third = client_from("127.0.0.1", server.tcp_addr);
+    closed_at_accept(
+        &server,
+        third,
+        "per_source",
+        "a third connection from one source was served",
     );
-    // Counted just after the close the client saw: a bounded wait.
-    let refused = r#"turnd_connections_refused_total{reason="per_source"}"#;
-    let deadline = Instant::now() + CLOSE_TIMEOUT;
-    while metric(&server, refused) != 1.0 {
-        assert!(Instant::now() < deadline, "{refused} is not 1");
-        thread::sleep(Duration::from_millis(20));
-    }
     assert_eq!(
         metric(
-            &server,
+            server.metrics_addr(),
             r#"turnd_connections_refused_total{reason="max_connections"}"#
         ),
         0.0
     );
     // Other sources are not affected: two more, from two other addresses.
     for other in ["127.0.0.2", "127.0.0.3"] {
-        let mut c = connect_from(other, server.tcp_addr);
+        let mut c = client_from(other, server.tcp_addr);
         assert_eq!(c.binding().ip().to_string(), other);
     }
     // A closed connection gives its source's place back.
     a.binding();
     drop(b);
-    let deadline = Instant::now() + CLOSE_TIMEOUT;
-    loop {
-        let mut next = connect_from("127.0.0.1", server.tcp_addr);
-        let _ = next.stream.write_all(&encode(
-            msg_type(BINDING, REQUEST),
-            new_txid(),
-            &[],
-            None,
-            false,
-        ));
-        if next.recv_frame_for(Duration::from_millis(500)).is_some() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the closed connection's place was not given back"
-        );
-    }
+    served_again(
+        || client_from("127.0.0.1", server.tcp_addr),
+        "the closed connection's place was not given back",
+    );
 }
 
 /// The read buffer grows as a long frame's bytes arrive (never to the announced length at
@@ -548,15 +340,9 @@ fn max_connections_per_source_refuses_one_source_and_serves_the_others() {
 fn a_long_frame_arriving_in_pieces_is_relayed_whole() {
     let server = loopback_server(|_| {});
     let peer = Peer::v4();
-    let mut c = TcpClient::connect(server.tcp_addr);
+    let mut c = StreamClient::connect(server.tcp_addr);
     let relayed = c.allocate();
-    assert_success(
-        &c.request(
-            CHANNEL_BIND,
-            &[channel_number(0x4005), raw::peer(peer.addr())],
-        ),
-        CHANNEL_BIND,
-    );
+    c.bind_channel(0x4005, peer.addr());
     let long = pseudo_random(7, 60_000);
     let frame = channel_data(0x4005, &long, true);
     for piece in frame.chunks(1000) {
@@ -575,7 +361,7 @@ fn a_long_frame_arriving_in_pieces_is_relayed_whole() {
 fn garbage_closes_only_its_own_connection() {
     let server = loopback_server(|_| {});
     let peer = Peer::v4();
-    let mut good = TcpClient::connect(server.tcp_addr);
+    let mut good = StreamClient::connect(server.tcp_addr);
     let relayed = good.allocate();
     assert_success(
         &good.request(CREATE_PERMISSION, &[raw::peer(peer.addr())]),
@@ -585,7 +371,7 @@ fn garbage_closes_only_its_own_connection() {
 
     // 0b10 / 0b11 in the first two bits: neither STUN nor ChannelData.
     for first in [0x80u8, 0xFF] {
-        let mut bad = TcpClient::connect(server.tcp_addr);
+        let mut bad = StreamClient::connect(server.tcp_addr);
         let mut junk = pseudo_random(first as u64, 64);
         junk[0] = first;
         bad.send(&junk);
@@ -595,7 +381,7 @@ fn garbage_closes_only_its_own_connection() {
         );
     }
     // Valid start, then garbage at the next frame boundary.
-    let mut bad = TcpClient::connect(server.tcp_addr);
+    let mut bad = StreamClient::connect(server.tcp_addr);
     let mut bytes = encode(msg_type(BINDING, REQUEST), new_txid(), &[], None, false);
     bytes.extend([0xC0, 0, 0, 0]);
     bad.send(&bytes);
@@ -615,12 +401,12 @@ fn garbage_closes_only_its_own_connection() {
 #[test]
 fn a_frame_over_max_frame_size_closes_the_connection() {
     let server = loopback_server(|a| a.max_frame_size = Some("512".into()));
-    let mut c = TcpClient::connect(server.tcp_addr);
+    let mut c = StreamClient::connect(server.tcp_addr);
     c.binding();
     // A ChannelData header announcing 1000 bytes: over the limit before any data is sent.
     c.send(&[0x40, 0x00, 0x03, 0xE8]);
     assert!(c.closed_within(CLOSE_TIMEOUT), "oversize frame accepted");
-    let mut ok = TcpClient::connect(server.tcp_addr);
+    let mut ok = StreamClient::connect(server.tcp_addr);
     ok.binding();
 }
 
@@ -628,8 +414,8 @@ fn a_frame_over_max_frame_size_closes_the_connection() {
 fn many_idle_and_half_sent_connections_are_closed_on_time() {
     let server = loopback_server(|a| a.unauthenticated_timeout = Some("1".into()));
     let started = Instant::now();
-    let mut clients: Vec<TcpClient> = (0..100)
-        .map(|_| TcpClient::connect(server.tcp_addr))
+    let mut clients: Vec<StreamClient> = (0..100)
+        .map(|_| StreamClient::connect(server.tcp_addr))
         .collect();
     // Slowloris: half of them send the start of a request and never finish it.
     let req = encode(msg_type(BINDING, REQUEST), new_txid(), &[], None, false);
@@ -641,22 +427,16 @@ fn many_idle_and_half_sent_connections_are_closed_on_time() {
         assert!(c.closed_within(left), "connection {i} still open");
     }
     // And the server still serves new clients.
-    TcpClient::connect(server.tcp_addr).binding();
+    StreamClient::connect(server.tcp_addr).binding();
 }
 
 #[test]
 fn a_client_that_stops_reading_gets_whole_frames_and_never_stalls_the_server() {
     let server = loopback_server(|_| {});
     let peer = Peer::v4();
-    let mut slow = TcpClient::connect(server.tcp_addr);
+    let mut slow = StreamClient::connect(server.tcp_addr);
     let relayed = slow.allocate();
-    assert_success(
-        &slow.request(
-            CHANNEL_BIND,
-            &[channel_number(0x4002), raw::peer(peer.addr())],
-        ),
-        CHANNEL_BIND,
-    );
+    slow.bind_channel(0x4002, peer.addr());
 
     // Far more than the socket buffers hold, while the client reads nothing.
     const SENT: usize = 6000;
@@ -668,7 +448,7 @@ fn a_client_that_stops_reading_gets_whole_frames_and_never_stalls_the_server() {
         }
     }
     // Meanwhile other clients are served.
-    TcpClient::connect(server.tcp_addr).binding();
+    StreamClient::connect(server.tcp_addr).binding();
     server.client().binding();
 
     // Every frame the client then reads is whole and well-formed: a partly written frame was
@@ -699,42 +479,19 @@ fn tcp_over_ipv6_loopback() {
     });
     assert_eq!(server.tcp_addr, server.addr);
     let peer = Peer::v6();
-    let mut c = TcpClient::connect(server.tcp_addr);
+    let mut c = StreamClient::connect(server.tcp_addr);
     assert_eq!(c.binding(), c.local());
     let r = c.request(ALLOCATE, &[udp(), address_family(FAMILY_V6)]);
     assert_success(&r, ALLOCATE);
     let relayed = r.xor_address(A_XOR_RELAYED_ADDRESS).expect("relayed");
     assert!(relayed.is_ipv6());
-    assert_success(
-        &c.request(
-            CHANNEL_BIND,
-            &[channel_number(0x4003), raw::peer(peer.addr())],
-        ),
-        CHANNEL_BIND,
-    );
+    c.bind_channel(0x4003, peer.addr());
     c.send(&channel_data(0x4003, b"v6!", true));
     assert_eq!(peer.recv().expect("relayed"), (b"v6!".to_vec(), relayed));
     peer.send_to(relayed, b"back6");
     let frame = c.recv_frame();
     assert_eq!(frame.len(), 12);
     assert_eq!(parse_channel_data(&frame[..9]), (0x4003, b"back6".to_vec()));
-}
-
-/// Resident memory of process `pid`, in KiB, from `/proc/PID/status`.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS line")
-}
-
-/// Open file descriptors of process `pid`, from `/proc/PID/fd`.
-fn open_fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .expect("/proc/PID/fd")
-        .count()
 }
 
 /// Waits until process `pid` holds at least `n` descriptors (bounded: 10 s).
@@ -841,5 +598,5 @@ fn thousands_of_idle_connections_cost_bounded_memory_and_are_all_closed() {
         "memory grew from the first wave to the second: {peaks:?} KiB"
     );
     // And the server still serves.
-    TcpClient::connect(addr).binding();
+    StreamClient::connect(addr).binding();
 }

@@ -8,6 +8,7 @@ mod common;
 mod raw;
 mod tls_certs;
 
+use raw::stream::*;
 use raw::*;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -56,23 +57,7 @@ async fn try_connect(
 struct TlsClient {
     stream: TlsStream<TcpStream>,
     buf: Vec<u8>,
-    user: (String, String),
-    realm: String,
-    nonce: Option<Vec<u8>>,
-}
-
-/// The length of the frame at the start of `buf` once its header is there (ChannelData
-/// padded to 4 on streams, RFC 8656 §12.5).
-fn frame_len(buf: &[u8]) -> Option<usize> {
-    if buf.len() < 4 {
-        return None;
-    }
-    let len = u16::from_be_bytes([buf[2], buf[3]]) as usize;
-    Some(if buf[0] & 0xC0 == 0x40 {
-        4 + len.div_ceil(4) * 4
-    } else {
-        20 + len
-    })
+    credential: Credential,
 }
 
 impl TlsClient {
@@ -83,9 +68,7 @@ impl TlsClient {
         TlsClient {
             stream,
             buf: Vec::new(),
-            user: (user.0.into(), user.1.into()),
-            realm: String::new(),
-            nonce: None,
+            credential: Credential::new(user),
         }
     }
 
@@ -141,34 +124,18 @@ impl TlsClient {
     }
 
     async fn binding(&mut self) -> SocketAddr {
-        let bytes = encode(msg_type(BINDING, REQUEST), new_txid(), &[], None, false);
-        let r = self.transact(&bytes).await;
+        let r = self.transact(&plain_request(BINDING, &[])).await;
         assert_success(&r, BINDING);
         r.xor_address(A_XOR_MAPPED_ADDRESS)
             .expect("XOR-MAPPED-ADDRESS")
     }
 
     async fn request(&mut self, method: u16, attrs: &[Attr]) -> Parsed {
-        if self.nonce.is_none() {
-            let bytes = encode(msg_type(REFRESH, REQUEST), new_txid(), &[], None, false);
-            let r = self.transact(&bytes).await;
-            assert_error(&r, REFRESH, 401);
-            self.realm = r.realm().expect("REALM");
-            self.nonce = r.nonce();
+        if !self.credential.has_nonce() {
+            let r = self.transact(&plain_request(REFRESH, &[])).await;
+            self.credential.learn(&r);
         }
-        let auth = Auth {
-            username: self.user.0.clone(),
-            realm: self.realm.clone(),
-            nonce: self.nonce.clone().expect("nonce"),
-            key: long_term_key(&self.user.0, &self.realm, &self.user.1),
-        };
-        let bytes = encode(
-            msg_type(method, REQUEST),
-            new_txid(),
-            attrs,
-            Some(&auth),
-            false,
-        );
+        let bytes = self.credential.sign(method, attrs);
         self.transact(&bytes).await
     }
 

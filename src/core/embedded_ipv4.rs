@@ -167,6 +167,11 @@ mod tests {
             embedded("64:ff9b:1::a00:1"),
             [v4("0.0.0.0"), v4("0.0.0.0"), v4("0.0.0.10"), v4("10.0.0.1")]
         );
+        // Whatever the bits between, the /96 reading is always last.
+        assert_eq!(
+            embedded("64:ff9b:1:ffff:ffff:ffff:a00:1").last(),
+            Some(&v4("10.0.0.1"))
+        );
         // A /48 NAT64 gateway's spelling of 10.0.0.1.
         assert!(embedded("64:ff9b:1:a00:0:100::").contains(&v4("10.0.0.1")));
         // A /56 gateway (prefix 64:ff9b:1:ab00::/56).

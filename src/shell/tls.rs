@@ -371,20 +371,29 @@ mod tests {
         (cert.pem(), key.serialize_pem())
     }
 
-    fn scratch(tag: &str) -> PathBuf {
+    /// A fresh scratch directory and the paths of `cert.pem` and `key.pem` in it, holding
+    /// `pair` when one is given: (dir, cert, key).
+    fn pem_files(tag: &str, pair: Option<&(String, String)>) -> (PathBuf, PathBuf, PathBuf) {
         let dir = std::env::temp_dir().join(format!("turnd-tls-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        dir
+        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        if let Some((c, k)) = pair {
+            std::fs::write(&cert, c).unwrap();
+            std::fs::write(&key, k).unwrap();
+        }
+        (dir, cert, key)
+    }
+
+    /// The SHA-256 of `pem`, as [`Certs::served`] reports a file it serves.
+    fn digest(pem: &str) -> Option<[u8; 32]> {
+        Some(Sha256::digest(pem.as_bytes()).into())
     }
 
     #[test]
     fn reload_takes_a_good_pair_and_refuses_a_bad_one() {
-        let dir = scratch("reload");
-        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-        let (c1, k1) = self_signed("one");
-        std::fs::write(&cert, &c1).unwrap();
-        std::fs::write(&key, &k1).unwrap();
+        let one = self_signed("one");
+        let (dir, cert, key) = pem_files("reload", Some(&one));
         let certs = Certs::load(&cert, &key).unwrap();
         let first = certs.current();
         assert_eq!(
@@ -420,15 +429,12 @@ mod tests {
     /// version, it saw nothing new and never did).
     #[test]
     fn a_pair_finished_after_a_refused_read_is_still_loaded() {
-        let dir = scratch("two-steps");
-        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-        let (c1, k1) = self_signed("one");
-        std::fs::write(&cert, &c1).unwrap();
-        std::fs::write(&key, &k1).unwrap();
+        let one = self_signed("one");
+        let (dir, cert, key) = pem_files("two-steps", Some(&one));
         let certs = Certs::load(&cert, &key).unwrap();
         let first = certs.current();
         let (c2, k2) = self_signed("two");
-        assert_eq!(k1.len(), k2.len(), "keys of one type have one length");
+        assert_eq!(one.1.len(), k2.len(), "keys of one type have one length");
         let mtime = std::fs::metadata(&key).unwrap().modified().unwrap();
         let overwrite = |at: usize, bytes: &[u8]| {
             use std::io::{Seek, SeekFrom, Write};
@@ -452,7 +458,6 @@ mod tests {
         );
         let second = certs.current();
         assert!(!Arc::ptr_eq(&first, &second));
-        let digest = |s: &str| Some(<[u8; 32]>::from(Sha256::digest(s.as_bytes())));
         assert_eq!(certs.served(), [digest(&c2), digest(&k2)]);
         // Tried once: the same bytes are not loaded again.
         assert!(!certs.reload_if_changed());
@@ -465,11 +470,8 @@ mod tests {
     /// read older files never stores its config after one that read newer files.
     #[test]
     fn concurrent_reloads_end_on_the_final_files() {
-        let dir = scratch("concurrent");
-        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
         let pairs: Vec<(String, String)> = (0..4).map(|i| self_signed(&format!("p{i}"))).collect();
-        std::fs::write(&cert, &pairs[0].0).unwrap();
-        std::fs::write(&key, &pairs[0].1).unwrap();
+        let (dir, cert, key) = pem_files("concurrent", Some(&pairs[0]));
         let certs = Arc::new(Certs::load(&cert, &key).unwrap());
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let reloaders: Vec<_> = (0..2)
@@ -501,15 +503,13 @@ mod tests {
         // pair, loaded, and under the lock nothing older was stored after it.
         certs.reload_if_changed();
         let (c, k) = &pairs[39 % pairs.len()];
-        let digest = |s: &str| Some(<[u8; 32]>::from(Sha256::digest(s.as_bytes())));
         assert_eq!(certs.served(), [digest(c), digest(k)]);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
     fn load_errors_name_the_key_and_the_file() {
-        let dir = scratch("errors");
-        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        let (dir, cert, key) = pem_files("errors", None);
         let e = format!("{:#}", Certs::load(&cert, &key).err().unwrap());
         assert!(e.contains("`tls_cert`") && e.contains("cert.pem"), "{e}");
         let (c, _) = self_signed("x");

@@ -26,6 +26,9 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+pub mod netns;
+pub mod readings;
+
 /// Realm, user and password every spawned server is configured with.
 pub const REALM: &str = "turnd.test";
 pub const USER: &str = "alice";
@@ -236,6 +239,32 @@ impl Proc {
         status
     }
 
+    /// Waits (bounded by `timeout`) for a line of output starting with `prefix` and returns the
+    /// rest of it, trimmed. Panics, showing the output, if the process exits first or the time
+    /// runs out.
+    pub fn wait_for_line(&mut self, prefix: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        // Bounded: one look per 20 ms until the deadline.
+        loop {
+            let out = self.output();
+            if let Some(rest) = out.lines().find_map(|l| l.strip_prefix(prefix)) {
+                return rest.trim().to_string();
+            }
+            if let Some(status) = self.try_wait() {
+                panic!(
+                    "{} exited ({status}) before printing `{prefix}`:\n{out}",
+                    self.name
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not print `{prefix}` within {timeout:?}:\n{out}",
+                self.name
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     fn kill(&mut self) {
         // The process may already have exited; both calls are then harmless.
         let _ = self.child.kill();
@@ -301,6 +330,17 @@ pub fn run_tool(name: &str, cmd: Command, timeout: Duration) -> (ExitStatus, Str
     }
 }
 
+/// Removes every `TURND_*` variable from `cmd`'s environment. turnd reads them as config (and
+/// rejects unknown ones): the flags a test gives must be the whole configuration, whatever the
+/// environment running the tests holds.
+pub fn without_turnd_env(cmd: &mut Command) {
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("TURND_") {
+            cmd.env_remove(key);
+        }
+    }
+}
+
 /// A running TURN server under test, killed when dropped.
 pub struct TurnServer {
     kind: ServerKind,
@@ -345,13 +385,7 @@ impl TurnServer {
             "127.0.0.1:0",
         ]);
         cmd.args(extra_args);
-        // turnd reads TURND_* variables as config (and rejects unknown ones): the flags above
-        // must be the whole configuration, whatever the environment running the tests holds.
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("TURND_") {
-                cmd.env_remove(key);
-            }
-        }
+        without_turnd_env(&mut cmd);
         let (tx, rx) = mpsc::channel::<String>();
         let tx = Mutex::new(tx);
         let mut proc = Proc::spawn_with("turnd", cmd, move |line| {
@@ -414,58 +448,18 @@ impl TurnServer {
         }
     }
 
-    /// coturn's `turnserver` with settings equivalent to [`TurnServer::spawn_turnd`].
-    /// coturn cannot bind port 0, so a free port is picked and readiness is detected by STUN
-    /// Binding probes; a lost race for the port is retried a bounded number of times.
+    /// coturn's `turnserver` with settings equivalent to [`TurnServer::spawn_turnd`] (see
+    /// [`Coturn::start`]).
     pub fn spawn_coturn(extra_args: &[&str]) -> TurnServer {
-        let turnserver = require_tool("turnserver");
-        let translated = coturn_args(extra_args);
-        let mut last_output = String::new();
-        for _attempt in 0..3 {
-            let scratch = ScratchDir::new("coturn");
-            let port = free_udp_port();
-            let mut cmd = Command::new(&turnserver);
-            cmd.args([
-                "-n", // no config file
-                "--listening-ip=127.0.0.1",
-                &format!("--listening-port={port}"),
-                "--relay-ip=127.0.0.1",
-                &format!("--realm={REALM}"),
-                "--lt-cred-mech",
-                &format!("--user={USER}:{PASSWORD}"),
-                "--allow-loopback-peers",
-                "--relay-threads=2",
-                "--no-tls",
-                "--no-dtls",
-                "--no-tcp",
-                "--no-cli",
-                "--log-file=stdout",
-                "--simple-log",
-                &format!(
-                    "--pidfile={}",
-                    scratch.path().join("turnserver.pid").display()
-                ),
-                &format!("--userdb={}", scratch.path().join("turndb").display()),
-            ]);
-            cmd.args(&translated);
-            let mut proc = Proc::spawn("coturn turnserver", cmd);
-            let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("valid address");
-            let deadline = Instant::now() + STARTUP_TIMEOUT;
-            // Bounded: each probe waits ≤ 200 ms, until the deadline.
-            while Instant::now() < deadline && proc.try_wait().is_none() {
-                if stun_binding(addr, Duration::from_millis(200)).is_some() {
-                    return TurnServer {
-                        kind: ServerKind::Coturn,
-                        addr,
-                        proc,
-                        _scratch: Some(scratch),
-                    };
-                }
-            }
-            let _ = proc.wait_timeout(Duration::from_millis(100));
-            last_output = proc.output();
+        let mut args = vec!["--relay-threads=2".to_string(), "--no-tcp".to_string()];
+        args.extend(coturn_args(extra_args));
+        let coturn = Coturn::start(&args);
+        TurnServer {
+            kind: ServerKind::Coturn,
+            addr: coturn.addr,
+            proc: coturn.proc,
+            _scratch: Some(coturn.scratch),
         }
-        panic!("coturn turnserver did not answer STUN Binding within {STARTUP_TIMEOUT:?} (3 attempts); output:\n{last_output}");
     }
 
     pub fn kind(&self) -> ServerKind {
@@ -528,6 +522,68 @@ impl TurnServer {
                 self.proc.output()
             );
         }
+    }
+}
+
+/// coturn's `turnserver` on a free port of 127.0.0.1, started by a test and killed by its own
+/// handle when dropped.
+pub struct Coturn {
+    pub addr: SocketAddr,
+    pub proc: Proc,
+    // Holds the pid file and user db; removed on drop (after `proc`, field order).
+    pub scratch: ScratchDir,
+}
+
+impl Coturn {
+    /// Starts it with no config file, relay IP 127.0.0.1, the harness's realm and user,
+    /// loopback peers allowed, no TLS or DTLS, plus `args`; returns once it answers STUN
+    /// Binding. coturn cannot bind port 0, so a free port is picked; a lost race for it is
+    /// retried a bounded number of times.
+    pub fn start(args: &[String]) -> Coturn {
+        let turnserver = require_tool("turnserver");
+        let mut last_output = String::new();
+        for _attempt in 0..3 {
+            let scratch = ScratchDir::new("coturn");
+            let port = free_udp_port();
+            let mut cmd = Command::new(&turnserver);
+            cmd.args([
+                "-n", // no config file
+                "--listening-ip=127.0.0.1",
+                &format!("--listening-port={port}"),
+                "--relay-ip=127.0.0.1",
+                &format!("--realm={REALM}"),
+                "--lt-cred-mech",
+                &format!("--user={USER}:{PASSWORD}"),
+                "--allow-loopback-peers",
+                "--no-tls",
+                "--no-dtls",
+                "--no-cli",
+                "--log-file=stdout",
+                "--simple-log",
+                &format!(
+                    "--pidfile={}",
+                    scratch.path().join("turnserver.pid").display()
+                ),
+                &format!("--userdb={}", scratch.path().join("turndb").display()),
+            ]);
+            cmd.args(args);
+            let mut proc = Proc::spawn("coturn turnserver", cmd);
+            let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("valid address");
+            let deadline = Instant::now() + STARTUP_TIMEOUT;
+            // Bounded: each probe waits ≤ 200 ms, until the deadline.
+            while Instant::now() < deadline && proc.try_wait().is_none() {
+                if stun_binding(addr, Duration::from_millis(200)).is_some() {
+                    return Coturn {
+                        addr,
+                        proc,
+                        scratch,
+                    };
+                }
+            }
+            let _ = proc.wait_timeout(Duration::from_millis(100));
+            last_output = proc.output();
+        }
+        panic!("coturn turnserver did not answer STUN Binding within {STARTUP_TIMEOUT:?} (3 attempts); output:\n{last_output}");
     }
 }
 

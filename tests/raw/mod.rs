@@ -3,8 +3,9 @@
 //! hand, so a bug shared by turnd's builder and parser cannot hide itself.
 //!
 //! Servers run in-process ([`TestServer`], a `turnd::shell::Server` on 127.0.0.1:0 or
-//! [::1]:0); clients and peers are plain UDP sockets on loopback with ephemeral ports. Every
-//! wait is bounded: replies within [`REPLY_TIMEOUT`], silence checked for [`QUIET`].
+//! [::1]:0); clients and peers are plain UDP sockets on loopback with ephemeral ports, and
+//! [`stream::StreamClient`] is the client on one TCP connection. Every wait is bounded:
+//! replies within [`REPLY_TIMEOUT`], silence checked for [`QUIET`].
 
 #![allow(dead_code)]
 
@@ -17,6 +18,8 @@ use hmac::{Hmac, Mac};
 use md5::{Digest, Md5};
 use sha1::Sha1;
 use turnd::config::ConfigArgs;
+
+pub mod stream;
 
 pub const MAGIC_COOKIE: u32 = 0x2112_A442;
 /// The realm every test server announces.
@@ -279,6 +282,22 @@ pub fn encode(
         push_attr(&mut buf, A_FINGERPRINT, &crc.to_be_bytes());
     }
     buf
+}
+
+/// An unauthenticated request's bytes, with a fresh transaction id.
+pub fn plain_request(method: u16, attrs: &[Attr]) -> Vec<u8> {
+    encode(msg_type(method, REQUEST), new_txid(), attrs, None, false)
+}
+
+/// A request's bytes signed with `auth` (MESSAGE-INTEGRITY), with a fresh transaction id.
+pub fn signed_request(method: u16, attrs: &[Attr], auth: &Auth) -> Vec<u8> {
+    encode(
+        msg_type(method, REQUEST),
+        new_txid(),
+        attrs,
+        Some(auth),
+        false,
+    )
 }
 
 /// A ChannelData frame; with `pad`, zero-padded to a multiple of 4 (optional over UDP).
@@ -828,8 +847,7 @@ impl Client {
     /// An unauthenticated request.
     #[track_caller]
     pub fn request_plain(&self, method: u16, attrs: &[Attr]) -> Parsed {
-        let bytes = encode(msg_type(method, REQUEST), new_txid(), attrs, None, false);
-        self.transact(&bytes)
+        self.transact(&plain_request(method, attrs))
     }
 
     /// Gets REALM and NONCE from a 401 (the first half of the long-term credential dance).
@@ -847,13 +865,7 @@ impl Client {
     /// An authenticated request's bytes, with a fresh transaction id.
     pub fn signed(&mut self, method: u16, attrs: &[Attr]) -> Vec<u8> {
         self.ensure_nonce();
-        encode(
-            msg_type(method, REQUEST),
-            new_txid(),
-            attrs,
-            Some(&self.auth()),
-            false,
-        )
+        signed_request(method, attrs, &self.auth())
     }
 
     /// An authenticated request; a 438 refreshes the nonce and retries once, as a client would.

@@ -48,8 +48,8 @@ fn capped_server(flag: &str) -> TestServer {
 
 /// A spliced pair: the client's data connection and the peer's end, on a new TCP allocation
 /// of alice (the control connection is returned too: dropping it ends the allocation).
-fn spliced(server: &TestServer) -> (StunConn, TcpStream, TcpStream) {
-    let mut control = StunConn::connect(server.tcp_addr);
+fn spliced(server: &TestServer) -> (StreamClient, TcpStream, TcpStream) {
+    let mut control = StreamClient::connect(server.tcp_addr);
     control.allocate_tcp();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let peer_addr = listener.local_addr().unwrap();
@@ -57,7 +57,7 @@ fn spliced(server: &TestServer) -> (StunConn, TcpStream, TcpStream) {
     let cid = control.connect_peer(peer_addr);
     // The server connected before it answered the Connect: the connection is queued.
     let (peer, _) = listener.accept().expect("the relay connected to the peer");
-    let data = StunConn::connect(server.tcp_addr).bind(cid);
+    let data = StreamClient::connect(server.tcp_addr).bind(cid);
     (control, data, peer)
 }
 
@@ -120,21 +120,10 @@ fn assert_within_budget(what: &str, bytes: u64, start: Instant, end: Instant) {
     );
 }
 
-/// The value of an unlabelled series in `/metrics`.
+/// The value of `series` in `/metrics`, which must be there.
 fn metric(addr: SocketAddr, series: &str) -> f64 {
-    let text = get(addr, "/metrics");
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {series} in:\n{text}"))
-}
-
-fn get(addr: SocketAddr, path: &str) -> String {
-    let mut s = TcpStream::connect_timeout(&addr, WAIT).expect("metrics listener");
-    s.set_read_timeout(Some(WAIT)).unwrap();
-    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
-    let mut text = String::new();
-    let _ = s.read_to_string(&mut text);
-    text
+    let text = metrics_text(addr);
+    sample(&text, series).unwrap_or_else(|| panic!("no {series} in:\n{text}"))
 }
 
 /// Each direction on an allocation of its own (the first one's buffered bytes would otherwise
@@ -167,12 +156,12 @@ fn allocation_cap_paces_each_direction_within_the_budget_and_loses_nothing() {
         end,
     );
 
-    let throttled = metric(server.metrics_addr(), "turnd_tcp_relay_throttled_total ");
+    let throttled = metric(server.metrics_addr(), "turnd_tcp_relay_throttled_total");
     assert!(throttled > 0.0, "no throttling counted");
     // Paced, not dropped: nothing counts as a bandwidth drop.
     let drops = metric(
         server.metrics_addr(),
-        "turnd_datagrams_dropped_total{reason=\"bandwidth\"} ",
+        "turnd_datagrams_dropped_total{reason=\"bandwidth\"}",
     );
     assert_eq!(drops, 0.0);
 }
@@ -204,12 +193,12 @@ fn user_cap_is_shared_by_a_users_tcp_relay_connections() {
 #[test]
 fn admin_api_counts_spliced_bytes_per_allocation() {
     let server = server();
-    let mut control = StunConn::connect(server.tcp_addr);
+    let mut control = StreamClient::connect(server.tcp_addr);
     let relayed = control.allocate_tcp();
     let echo = EchoPeer::spawn();
     control.permit(echo.addr);
     let cid = control.connect_peer(echo.addr);
-    let data = StunConn::connect(server.tcp_addr).bind(cid);
+    let data = StreamClient::connect(server.tcp_addr).bind(cid);
     let sent = payload(5);
     assert!(round_trip(&data, &sent) == sent);
     // Both directions, on whichever worker the splice ran (bounded by WAIT).
@@ -219,7 +208,7 @@ fn admin_api_counts_spliced_bytes_per_allocation() {
     ];
     let deadline = Instant::now() + WAIT;
     loop {
-        let body = get(server.metrics_addr(), "/allocations");
+        let body = common::http_get(server.metrics_addr(), "/allocations");
         let ours = body
             .split("{\"id\":")
             .find(|a| a.contains(&format!("\"relay\":\"{relayed}\"")))
@@ -299,7 +288,7 @@ fn user_cap_is_shared_by_a_users_udp_and_tcp_relay_allocations() {
 #[test]
 fn channel_bind_on_a_tcp_allocation_is_400() {
     let server = server();
-    let mut control = StunConn::connect(server.tcp_addr);
+    let mut control = StreamClient::connect(server.tcp_addr);
     control.allocate_tcp();
     let p: SocketAddr = "127.0.0.1:9".parse().unwrap();
     let r = control.request(CHANNEL_BIND, &[channel_number(0x4000), peer(p)]);
