@@ -259,14 +259,15 @@ impl Server {
         self.shared.config.relays.clone()
     }
 
-    /// The own-host set the peer filter refuses (its addresses, then its networks), for the
-    /// start-up summary.
+    /// The own-host set the peer filter refuses, for the start-up summary: its networks first
+    /// (all of loopback under a wildcard listener: the broadest), then its addresses.
     pub fn own_host(&self) -> Vec<String> {
         let filter = self.shared.peer_filter.load();
         let own = filter.own_host();
-        own.addrs()
+        own.nets()
+            .iter()
             .map(ToString::to_string)
-            .chain(own.nets().iter().map(ToString::to_string))
+            .chain(own.addrs().map(ToString::to_string))
             .collect()
     }
 
