@@ -52,7 +52,14 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 target=${CARGO_TARGET_DIR:-$root/target}
 TURNSERVER=${TURNSERVER:-turnserver}
-for tool in "$TURNSERVER" turnutils_uclient turnutils_peer python3; do
+# (e) uses the turnutils_uclient and turnutils_peer of the same coturn release as TURNSERVER when
+# they sit beside it: Debian's 4.6.1 uclient gets 400 to its ChannelBind from coturn 4.17.1.
+coturn_dir=$(dirname "$(command -v "$TURNSERVER" || echo /nonexistent/turnserver)")
+UCLIENT=turnutils_uclient
+TURN_PEER=turnutils_peer
+[ -x "$coturn_dir/turnutils_uclient" ] && UCLIENT=$coturn_dir/turnutils_uclient
+[ -x "$coturn_dir/turnutils_peer" ] && TURN_PEER=$coturn_dir/turnutils_peer
+for tool in "$TURNSERVER" "$UCLIENT" "$TURN_PEER" python3; do
     command -v "$tool" >/dev/null || { echo "compare.sh: $tool is missing (apt-get install coturn python3)" >&2; exit 1; }
 done
 # SERVER_BIN=path runs that turnd binary instead of building this tree's (to compare builds).
@@ -64,7 +71,7 @@ BENCH=${BENCH_BIN:-$target/release/turnd-bench}
 
 # Which coturn this run measures (the figures mean nothing without it).
 coturn_version=$("$TURNSERVER" --version 2>/dev/null | head -n 1)
-echo "compare.sh: coturn $coturn_version ($(command -v "$TURNSERVER")), turnd $("$TURND" --version)"
+echo "compare.sh: coturn $coturn_version ($(command -v "$TURNSERVER")), $("$TURND" --version) ($TURND)"
 
 # SETUP allocations need a socket each in the tool and in the server.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
@@ -154,7 +161,7 @@ uclient() {
     local t0 t1 out sent recv
     t0=$(cpu_ns "$pid")
     # shellcheck disable=SC2086 # UCLIENT_ARGS is a list of flags.
-    out=$(timeout 120 turnutils_uclient $UCLIENT_ARGS -u $USER -w $PASS -e 127.0.0.1 \
+    out=$(timeout 120 "$UCLIENT" $UCLIENT_ARGS -u $USER -w $PASS -e 127.0.0.1 \
         -r $PEER_PORT -p "$port" 127.0.0.1 2>&1) || true
     t1=$(cpu_ns "$pid")
     sent=$(grep 'start_mclient: tot_send_msgs=' <<<"$out" | tail -1 | sed 's/.*tot_send_msgs=\([0-9]*\).*/\1/' || true)
@@ -162,7 +169,7 @@ uclient() {
     echo "{\"server\":\"$server\",\"scenario\":\"uclient\",\"m\":{\"cpu_ns\":$((t1 - t0)),\"sent\":${sent:-0},\"recv\":${recv:-0}}}" >>"$results"
 }
 
-turnutils_peer -L 127.0.0.1 -p $PEER_PORT >"$work/peer.log" 2>&1 &
+"$TURN_PEER" -L 127.0.0.1 -p $PEER_PORT >"$work/peer.log" 2>&1 &
 peer_pid=$!
 start_turnd
 start_coturn
