@@ -35,7 +35,14 @@ fn main() -> ExitCode {
     };
     // Problems only visible once the config is combined (relay addresses) are checked here
     // too, so `check-config` catches everything start-up would.
-    if let Err(e) = turnd::shell::check(&cfg) {
+    let options = match config::shell_options(&cfg) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("turnd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = turnd::shell::check(&options) {
         eprintln!("turnd: {e:#}");
         return ExitCode::from(2);
     }
@@ -99,7 +106,7 @@ fn main() -> ExitCode {
     // What the running server was started with: a reload compares the new sources against
     // it to name the changed keys that only a restart applies.
     let started_with = cfg.clone();
-    let server = match Server::start(cfg) {
+    let server = match Server::start(options) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("turnd: {e:#}");
@@ -121,7 +128,7 @@ fn main() -> ExitCode {
                     }
                     Err(e) => tracing::error!(error = %e, "reload: log_level kept"),
                 }
-                server.reload(&new);
+                server.reload(&config::access(&new));
                 let restart = started_with.changed_needing_restart(&new);
                 if !restart.is_empty() {
                     tracing::warn!(

@@ -25,6 +25,7 @@ mod error;
 mod keys;
 mod parse;
 mod render;
+mod shell_options;
 mod sources;
 mod types;
 
@@ -52,6 +53,7 @@ pub use cli::{Cli, Command};
 pub use error::{ConfigError, Problem};
 pub use keys::{Config, ConfigArgs, DEFAULT_UDP_COALESCE_US};
 pub use render::REDACTED;
+pub use shell_options::{access, shell_options, GSO_ENV};
 pub use types::{Amplification, ExternalIp, LogFormat, PortRange, User, ValueError};
 
 impl Config {

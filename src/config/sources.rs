@@ -253,8 +253,8 @@ fn from_env(env: &HashMap<String, String>, settings: &mut Settings, problems: &m
         .filter(|(var, _)| {
             var.starts_with(ENV_PREFIX)
                 && var.as_str() != CONFIG_ENV
-                // A hidden switch for tests, not a config key (see shell::udp).
-                && var.as_str() != crate::shell::udp::GSO_ENV
+                // A hidden switch for tests, not a config key (`shell_options`).
+                && var.as_str() != super::GSO_ENV
         })
         .collect();
     vars.sort();

@@ -1,12 +1,13 @@
 //! The thin tokio shell: binds sockets, starts one worker thread per core, and stops them.
 //!
-//! Like mini-redis's `server::run`, [`Server::start`] takes a ready [`Config`] and returns a
+//! Like mini-redis's `server::run`, [`Server::start`] takes ready [`ShellOptions`] and returns a
 //! handle with the bound addresses, so tests can run a real server on port 0.
 
 mod coalesce;
 mod discover;
 mod limits;
 mod nat_discovery;
+mod options;
 mod reload;
 mod rlimit;
 mod setup;
@@ -18,9 +19,9 @@ pub mod udp;
 mod worker;
 mod write_queue;
 
+pub use options::{Access, ShellOptions};
 pub use rlimit::raise_nofile_limit;
 
-use crate::config::Config;
 use anyhow::Context;
 use std::net::SocketAddr;
 use std::thread::JoinHandle;
@@ -28,7 +29,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 
 /// Checks what only start-up would otherwise find wrong in a loaded config.
-pub fn check(config: &Config) -> anyhow::Result<()> {
+pub fn check(config: &ShellOptions) -> anyhow::Result<()> {
     setup::relay_addrs(config)?;
     tls::check(config)
 }
@@ -93,14 +94,11 @@ pub struct Server {
 impl Server {
     /// Binds every listener and starts the workers. Returns once all sockets are bound, so
     /// a bind failure is reported here rather than in a log line.
-    pub fn start(config: Config) -> anyhow::Result<Server> {
-        let workers = config.effective_workers().max(1);
+    pub fn start(config: ShellOptions) -> anyhow::Result<Server> {
+        let workers = config.workers.max(1);
         let udp_opts = udp::Options {
-            recv_buffer: config.udp_recv_buffer,
-            send_buffer: config.udp_send_buffer,
-            gso: udp::gso_enabled(),
-            coalesce: (config.udp_coalesce > 0)
-                .then(|| std::time::Duration::from_micros(config.udp_coalesce.into())),
+            gso: config.udp.gso && udp::gso_supported(),
+            ..config.udp
         };
         tracing::debug!(gso = udp_opts.gso, "udp batching: recvmmsg/sendmmsg");
 
@@ -123,8 +121,7 @@ impl Server {
             }
         }
         // RFC 5780's extra addresses are more UDP listeners of each worker.
-        let pairs = crate::config::nat_discovery_pairs(&config).map_err(anyhow::Error::msg)?;
-        let nat = nat_discovery::bind(&pairs, &udp_addrs, workers, &udp_opts)?;
+        let nat = nat_discovery::bind(&config.nat_discovery, &udp_addrs, workers, &udp_opts)?;
         for (w, socks) in nat.per_worker.into_iter().enumerate() {
             per_worker[w].extend(socks);
         }
@@ -133,13 +130,13 @@ impl Server {
         let shared = setup::shared_state(&config, nat.pairs)?;
         let mut tls = tls::Listeners::bind(&config, workers)?;
         let limits = tcp::Limits {
-            max_connections: config.max_connections as usize,
+            max_connections: config.max_connections,
             open: Default::default(),
             per_source: std::sync::Arc::new(limits::PerSource::new(
-                config.max_connections_per_source as usize,
+                config.max_connections_per_source,
             )),
-            unauthenticated_timeout: Duration::from_secs(config.unauthenticated_timeout.into()),
-            max_frame: config.max_frame_size as usize,
+            unauthenticated_timeout: config.unauthenticated_timeout,
+            max_frame: config.max_frame,
             parked: Default::default(),
         };
 
@@ -169,9 +166,9 @@ impl Server {
                 .chain(tls.addrs())
                 .chain([metrics.addr()]),
         );
-        store_peer_filter(&shared, setup::peer_filter_for_host(&config, &host));
+        store_peer_filter(&shared, setup::peer_filter_for_host(&config.access, &host));
         // One list for every node of a cluster is the usual deployment: say which entry is us.
-        for a in &config.alternate_servers {
+        for a in &config.core.alternate_servers {
             if shared.peer_filter.load().own_host().is_own_listener(*a) {
                 tracing::info!(alternate = %a, "alternate server is this server: never a redirect target here");
             }
@@ -289,12 +286,9 @@ impl Server {
     /// their next request is checked against the new credentials, and every worker drops at
     /// once the permissions, channels and TCP peer connections the new filter denies. Other
     /// keys take effect at the next start.
-    pub fn reload(&self, config: &Config) {
-        self.shared.credentials.store(setup::credentials(config));
-        store_peer_filter(
-            &self.shared,
-            setup::peer_filter_for_host(config, &self.host),
-        );
+    pub fn reload(&self, access: &Access) {
+        self.shared.credentials.store(access.credentials.clone());
+        store_peer_filter(&self.shared, setup::peer_filter_for_host(access, &self.host));
         tracing::info!(
             own_host = self.own_host().len(),
             "reload: peer filter and own-host set replaced"

@@ -1,22 +1,20 @@
-//! Turning the operator's [`Config`] into the core's shared state.
+//! Turning the shell's options into the core's shared state.
 
 use super::discover;
-use crate::config::Config;
-use crate::core::auth::{Credentials, RestPolicy};
+use super::options::{Access, ShellOptions};
 use crate::core::nonce::NonceKey;
 use crate::core::own_host::{HostAddrs, OwnHost};
 use crate::core::peer_filter::PeerFilter;
 use crate::core::ports::PortPool;
-use crate::core::{CoreConfig, RelayAddr, Shared};
+use crate::core::{RelayAddr, Shared};
 use anyhow::bail;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 /// The relay addresses: `relay_ips`, or else the listening IPs; each mapped to the address
 /// advertised to clients by `external_ips` (`PUBLIC` for every relay IP of its family, or
 /// `PUBLIC/PRIVATE` for one).
-pub fn relay_addrs(config: &Config) -> anyhow::Result<Vec<RelayAddr>> {
+pub fn relay_addrs(config: &ShellOptions) -> anyhow::Result<Vec<RelayAddr>> {
     let mut ips: Vec<IpAddr> = config.relay_ips.clone();
     if ips.is_empty() {
         ips = listen_relay_ips(&config.listen, discover::relay_ip_for_wildcard)?;
@@ -27,12 +25,12 @@ pub fn relay_addrs(config: &Config) -> anyhow::Result<Vec<RelayAddr>> {
     Ok(ips
         .into_iter()
         .map(|bind| {
-            let exact = config.external_ips.iter().find(|e| e.private == Some(bind));
+            let exact = config.external_ips.iter().find(|e| e.1 == Some(bind));
             let family = config
                 .external_ips
                 .iter()
-                .find(|e| e.private.is_none() && e.public.is_ipv4() == bind.is_ipv4());
-            let advertised = exact.or(family).map_or(bind, |e| e.public);
+                .find(|e| e.1.is_none() && e.0.is_ipv4() == bind.is_ipv4());
+            let advertised = exact.or(family).map_or(bind, |e| e.0);
             RelayAddr { bind, advertised }
         })
         .collect())
@@ -72,44 +70,21 @@ fn listen_relay_ips(
     Ok(ips)
 }
 
-/// The realm, static users, REST secrets and the way REST usernames are read
-/// (`rest_username_order`, `rest_max_ttl`) of `config` (replaced whole on reload).
-pub fn credentials(config: &Config) -> Credentials {
-    Credentials::new(
-        &config.realm,
-        config
-            .users
-            .iter()
-            .map(|u| (u.name.clone(), u.secret.clone())),
-        config.auth_secrets.iter().cloned(),
-    )
-    .with_rest_policy(RestPolicy {
-        order: config.rest_username_order,
-        max_ttl: config.rest_max_ttl.into(),
-    })
-}
-
-/// The peer filter of `config`, without an own-host set (the listeners are not bound yet when
-/// the shared state is made); [`peer_filter_for_host`] is the one workers run with.
-pub fn peer_filter(config: &Config) -> PeerFilter {
-    PeerFilter::new(config.allow_peers.clone(), config.deny_peers.clone())
-}
-
-/// The peer filter of `config` refusing the host `host` describes, with the addresses of its
+/// The peer filter of `access` refusing the host `host` describes, with the addresses of its
 /// interfaces read now (start-up, and again on every SIGHUP: an address added since is own
 /// too). Replaced whole on reload.
-pub fn peer_filter_for_host(config: &Config, host: &HostAddrs) -> PeerFilter {
+pub fn peer_filter_for_host(access: &Access, host: &HostAddrs) -> PeerFilter {
     let host = HostAddrs {
         interfaces: discover::interface_addrs(),
         ..host.clone()
     };
-    peer_filter(config).with_own_host(OwnHost::new(&host))
+    access.peer_filter.clone().with_own_host(OwnHost::new(&host))
 }
 
 /// What the own-host set needs besides the interfaces: every bound listening socket, the relay
 /// addresses and the relay port range.
 pub fn host_addrs(
-    config: &Config,
+    config: &ShellOptions,
     shared: &Shared,
     listeners: impl IntoIterator<Item = SocketAddr>,
 ) -> HostAddrs {
@@ -123,47 +98,30 @@ pub fn host_addrs(
     HostAddrs {
         listeners: all,
         relays: shared.config.relays.clone(),
-        relay_ports: (config.relay_ports.low, config.relay_ports.high),
+        relay_ports: config.relay_ports,
         interfaces: Vec::new(),
     }
 }
 
 /// The core's shared state; `nat_discovery` holds the RFC 5780 pairs with their bound ports.
 pub fn shared_state(
-    config: &Config,
+    config: &ShellOptions,
     nat_discovery: Vec<crate::core::nat_discovery::NatPair>,
 ) -> anyhow::Result<Arc<Shared>> {
     let relays = relay_addrs(config)?;
     let bind_ips: Vec<IpAddr> = relays.iter().map(|r| r.bind).collect();
-    let credentials = credentials(config);
-    let core = CoreConfig {
-        software: config.software.clone(),
-        default_lifetime: Duration::from_secs(config.default_lifetime as u64),
-        max_lifetime: Duration::from_secs(config.max_lifetime as u64),
-        nonce_lifetime: Duration::from_secs(config.nonce_lifetime as u64),
-        relays,
-        user_quota: config.user_quota,
-        refuse_amplification: config.amplification == crate::config::Amplification::Refuse,
-        userhash: config.userhash,
-        max_permissions: config.max_permissions,
-        max_channels: config.max_channels,
-        unauthenticated_rate: config.unauthenticated_rate,
-        binding_rate: config.binding_rate,
-        total_quota: config.total_quota,
-        nat_discovery,
-        alternate_servers: config.alternate_servers.clone(),
-        allocation_bandwidth: config.allocation_bandwidth.into(),
-        user_bandwidth: config.user_bandwidth.into(),
-    };
+    let mut core = config.core.clone();
+    core.relays = relays;
+    core.nat_discovery = nat_discovery;
     Ok(Arc::new(Shared {
         config: core,
-        credentials: credentials.into(),
+        credentials: config.access.credentials.clone().into(),
         nonce_key: NonceKey::new(rand::random()),
-        peer_filter: peer_filter(config).into(),
+        peer_filter: config.access.peer_filter.clone().into(),
         ports: Mutex::new(PortPool::new(
             &bind_ips,
-            config.relay_ports.low,
-            config.relay_ports.high,
+            config.relay_ports.0,
+            config.relay_ports.1,
         )),
         reservations: Default::default(),
         tcp_connections: Default::default(),

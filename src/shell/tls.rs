@@ -33,7 +33,7 @@
 
 use super::tcp::{self, Limits, Slot};
 use super::worker::Shared;
-use crate::config::Config;
+use super::options::ShellOptions;
 use crate::core::{FiveTuple, Transport};
 use anyhow::{anyhow, Context};
 use rustls_pki_types::pem::PemObject;
@@ -217,8 +217,8 @@ fn server_config(cert: &File, key: &File) -> anyhow::Result<Arc<ServerConfig>> {
 }
 
 /// Checks the certificate files at `check-config` and start-up.
-pub fn check(config: &Config) -> anyhow::Result<()> {
-    if let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) {
+pub fn check(config: &ShellOptions) -> anyhow::Result<()> {
+    if let Some((cert, key)) = &config.tls_files {
         server_config(&File::read(cert), &File::read(key))?;
     }
     Ok(())
@@ -291,14 +291,14 @@ pub struct Listeners {
 impl Listeners {
     /// Loads the certificate, binds every `tls_listen` address (one listener per worker) and
     /// starts the file watcher; nothing when `tls_listen` is empty.
-    pub fn bind(config: &Config, workers: usize) -> anyhow::Result<Listeners> {
+    pub fn bind(config: &ShellOptions, workers: usize) -> anyhow::Result<Listeners> {
         let mut t = Listeners {
             addrs: Vec::new(),
             listeners: Vec::new(),
             certs: None,
             watcher: None,
         };
-        let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) else {
+        let Some((cert, key)) = &config.tls_files else {
             return Ok(t);
         };
         if config.tls_listen.is_empty() {

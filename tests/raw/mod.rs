@@ -658,7 +658,8 @@ impl TestServer {
     pub fn start(args: ConfigArgs) -> TestServer {
         let config = turnd::config::load_from(&args, &HashMap::new())
             .unwrap_or_else(|e| panic!("test config rejected: {e}"));
-        let server = turnd::shell::Server::start(config).expect("server starts");
+        let options = turnd::config::shell_options(&config).expect("shell options");
+        let server = turnd::shell::Server::start(options).expect("server starts");
         let addr = server.udp_addrs()[0];
         let tcp_addr = server.tcp_addrs()[0];
         TestServer {

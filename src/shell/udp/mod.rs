@@ -20,7 +20,8 @@
 //! `EOPNOTSUPP` (no checksum offload on the route's device, an old kernel) turns GSO off for
 //! that worker, logged once, and the datagrams go out one by one; `EINVAL` (a segment larger
 //! than the route's MTU) sends that one group one by one. The hidden environment variable
-//! `TURND_UDP_GSO=off` turns GSO off, so tests can force the fallback.
+//! `TURND_UDP_GSO=off` turns GSO off, so tests can force the fallback (read by config, which
+//! hands the shell [`Options::gso`]).
 
 mod recv;
 mod send;
@@ -52,23 +53,11 @@ pub struct Options {
     pub recv_buffer: u32,
     /// `SO_SNDBUF` in bytes (0: the kernel's default).
     pub send_buffer: u32,
-    /// Use UDP GSO for runs of equal-sized datagrams to one destination.
+    /// Use UDP GSO for runs of equal-sized datagrams to one destination (as the operator
+    /// wants it; the shell also asks [`gso_supported`]).
     pub gso: bool,
     /// `udp_coalesce`: the window a busy worker waits before blocking (`None`: never waits).
     pub coalesce: Option<std::time::Duration>,
-}
-
-/// The hidden switch: `TURND_UDP_GSO=off` turns GSO off (tests force the fallback with it).
-pub const GSO_ENV: &str = "TURND_UDP_GSO";
-
-/// Whether GSO is wanted and the kernel supports it: `TURND_UDP_GSO=off` (hidden, for tests
-/// and for comparing) turns it off; otherwise a probe socket must accept `UDP_SEGMENT`.
-pub fn gso_enabled() -> bool {
-    let off = matches!(
-        std::env::var(GSO_ENV).as_deref(),
-        Ok("off" | "0" | "false" | "no")
-    );
-    !off && gso_supported()
 }
 
 /// Probes the kernel once for UDP GSO (Linux 4.18+), as quinn-udp does: set `UDP_SEGMENT`
