@@ -7,8 +7,8 @@
 //! work cannot cut the cost per datagram much further; only fewer wake-ups and fuller batches can.
 //!
 //! When `udp_coalesce` is set and the worker is busy — it relayed at least two datagrams per
-//! coalescing window over the last millisecond — the worker, about to block, first sleeps for the
-//! window. Datagrams that arrive meanwhile queue in the sockets without waking anybody (the
+//! coalescing window over the last millisecond — the worker's loop, about to block in
+//! `epoll_wait`, first sleeps for the window. Datagrams that arrive meanwhile queue in the sockets without waking anybody (the
 //! thread is not waiting on epoll), and the next `epoll_wait` returns them all at once, so each
 //! `recvmmsg`/`sendmmsg` carries several. A worker that is idle or lightly loaded never sleeps
 //! here and blocks as before, so the added latency (at most one window per hop) is paid only
@@ -24,13 +24,8 @@ const RATE_WINDOW: Duration = Duration::from_millis(1);
 /// Sleep only when at least this many datagrams are expected per coalescing window.
 const MIN_PER_WINDOW: u32 = 2;
 
-thread_local! {
-    static STATE: Coalescer = const { Coalescer::new() };
-}
-
-/// A worker thread's coalescing state; lives in a thread local because tokio's park hook is a
-/// plain closure called on the worker's own thread.
-struct Coalescer {
+/// A worker's coalescing state, owned by its loop.
+pub struct Coalescer {
     /// Datagrams received since the start of the rate window.
     received: Cell<u32>,
     /// Datagrams received since the worker last parked.
@@ -42,7 +37,7 @@ struct Coalescer {
 }
 
 impl Coalescer {
-    const fn new() -> Coalescer {
+    pub const fn new() -> Coalescer {
         Coalescer {
             received: Cell::new(0),
             tick: Cell::new(0),
@@ -52,22 +47,15 @@ impl Coalescer {
     }
 }
 
-/// Counts `n` datagrams received by this thread's worker (called from the receive path; two
-/// thread-local cell updates, no clock).
-pub fn received(n: usize) {
-    let n = u32::try_from(n).unwrap_or(u32::MAX);
-    STATE.with(|s| s.received(n));
-}
-
-/// The park hook: called by the worker's runtime each time it is about to block. Sleeps for
-/// `window` when the worker is busy and this tick relayed something (see the module doc).
-pub fn before_park(window: Duration) {
-    if STATE.with(|s| s.decide(Instant::now(), window)) {
-        std::thread::sleep(window);
-    }
-}
-
 impl Coalescer {
+    /// Called by the loop each time it is about to block: sleeps for `window` when the
+    /// worker is busy and this turn relayed something (see the module doc).
+    pub fn before_wait(&self, window: Duration) {
+        if self.decide(Instant::now(), window) {
+            std::thread::sleep(window);
+        }
+    }
+
     /// Whether to sleep `window` before parking at `now`; rolls the rate window over.
     fn decide(&self, now: Instant, window: Duration) -> bool {
         let since = match self.since.get() {
@@ -90,7 +78,10 @@ impl Coalescer {
         worked && self.busy.get()
     }
 
-    fn received(&self, n: u32) {
+    /// Counts `n` datagrams received (called from the receive path: two cell updates, no
+    /// clock).
+    pub fn received(&self, n: usize) {
+        let n = u32::try_from(n).unwrap_or(u32::MAX);
         self.received.set(self.received.get().saturating_add(n));
         self.tick.set(self.tick.get().saturating_add(n));
     }

@@ -1,4 +1,5 @@
-//! The thin tokio shell: binds sockets, starts one worker thread per core, and stops them.
+//! The thin I/O shell: binds sockets, starts one worker thread per core (each a poll loop
+//! that owns its sockets, `worker/`), and stops them.
 //!
 //! Like mini-redis's `server::run`, [`Server::start`] takes ready [`ShellOptions`] and returns a
 //! handle with the bound addresses, so tests can run a real server on port 0.
@@ -8,13 +9,19 @@ mod discover;
 mod limits;
 mod nat_discovery;
 mod options;
+mod poller;
+mod relays;
 mod reload;
 mod rlimit;
 mod setup;
 mod socket;
+mod splice;
+mod stream;
 mod tcp;
 mod tcp_relay;
+mod timers;
 mod tls;
+mod token;
 pub mod udp;
 mod worker;
 mod write_queue;
@@ -24,7 +31,6 @@ pub use rlimit::raise_nofile_limit;
 
 use anyhow::Context;
 use std::net::SocketAddr;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 
@@ -80,8 +86,9 @@ pub struct Server {
     udp_addrs: Vec<SocketAddr>,
     tcp_addrs: Vec<SocketAddr>,
     tls: tls::Listeners,
+    /// Stops the metrics listener.
     shutdown: watch::Sender<bool>,
-    workers: Vec<JoinHandle<()>>,
+    workers: Vec<worker::WorkerHandle>,
     metrics: crate::metrics::Endpoint,
     shared: std::sync::Arc<crate::core::Shared>,
     /// The listeners and relay addresses the own-host set is rebuilt from on reload.
@@ -140,7 +147,11 @@ impl Server {
             parked: Default::default(),
         };
 
-        let (reloads, mut reload_links) = reload::Reloads::new(workers);
+        let notifiers = (0..workers)
+            .map(|_| poller::Notifier::new().map(std::sync::Arc::new))
+            .collect::<std::io::Result<Vec<_>>>()
+            .context("cannot create the workers' wake-up eventfds")?;
+        let (reloads, mut reload_links) = reload::Reloads::new(notifiers.clone());
         let (tx, rx) = watch::channel(false);
         let worker_metrics: Vec<std::sync::Arc<crate::metrics::WorkerMetrics>> =
             (0..workers).map(|_| Default::default()).collect();
@@ -189,30 +200,20 @@ impl Server {
             rand::RngCore::try_fill_bytes(&mut rand::rngs::OsRng, &mut seed)
                 .context("cannot read random bytes from the operating system")?;
             let core = crate::core::Server::new(shared.clone(), seed, now, unix_now);
-            let rx = rx.clone();
-            let reloads = reload_links.remove(0);
-            let link = crate::metrics::WorkerLink {
+            let handle = worker::spawn(worker::Start {
+                index,
+                core,
+                udp: listeners,
+                tcp: tcp_listeners,
+                tls: tls_listeners,
+                limits: limits.clone(),
+                reload: reload_links.remove(0),
                 metrics: worker_metrics[index].clone(),
                 admin: admin_rx.remove(0),
-            };
-            let limits = limits.clone();
-            let handle = std::thread::Builder::new()
-                .name(format!("turnd-worker-{index}"))
-                .spawn(move || {
-                    worker::run(
-                        index,
-                        core,
-                        listeners,
-                        tcp_listeners,
-                        tls_listeners,
-                        limits,
-                        rx,
-                        reloads,
-                        link,
-                        udp_opts,
-                    )
-                })
-                .context("cannot start worker thread")?;
+                udp_options: udp_opts,
+                notifier: notifiers[index].clone(),
+            })
+            .context("cannot start worker thread")?;
             handles.push(handle);
         }
         metrics.set_ready(true);
@@ -311,9 +312,34 @@ impl Server {
         self.metrics.set_ready(false);
         self.tls.stop();
         let _ = self.shutdown.send(true);
-        for h in self.workers {
-            let _ = h.join();
+        for w in &self.workers {
+            w.send(worker::Command::Stop);
+        }
+        for w in self.workers {
+            let _ = w.thread.join();
         }
         self.metrics.join();
+    }
+
+    /// The panic policy's check (docs/architecture.md#panics): the index of a worker whose
+    /// thread ended while the server runs — it can only have panicked. `/readyz` turns 503 at
+    /// once; the caller (`main`) logs it and exits with a non-zero status, never running on
+    /// with a silently dead worker.
+    pub fn dead_worker(&self) -> Option<usize> {
+        let dead = self.workers.iter().position(|w| w.thread.is_finished());
+        if dead.is_some() {
+            self.metrics.set_ready(false);
+        }
+        dead
+    }
+
+    /// Makes worker `index` panic: the hidden hook that tests the panic policy. Only the
+    /// library API reaches it (no flag, key, signal or request does), so nothing from the
+    /// network can.
+    #[doc(hidden)]
+    pub fn panic_worker(&self, index: usize) {
+        if let Some(w) = self.workers.get(index) {
+            w.send(worker::Command::Panic);
+        }
     }
 }

@@ -8,56 +8,57 @@
 //! The wait is bounded: a worker that does not answer in time (stuck, or stopping) is logged and
 //! the reload goes on; its timer would still apply the filter within a second.
 
+use super::poller::Notifier;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
-use tokio::sync::watch;
 
-/// The generation each worker has applied, by worker index.
+/// The generation announced, and the one each worker has applied, by worker index.
 #[derive(Debug)]
 struct Acks {
+    announced: AtomicU64,
     applied: Mutex<Vec<u64>>,
     changed: Condvar,
 }
 
 /// The reloading side: held by the shell's `Server`.
 pub struct Reloads {
-    tx: watch::Sender<u64>,
     acks: Arc<Acks>,
+    wake: Vec<Arc<Notifier>>,
 }
 
 /// One worker's side.
 pub struct ReloadLink {
-    rx: watch::Receiver<u64>,
     acks: Arc<Acks>,
     index: usize,
+    seen: u64,
 }
 
 impl Reloads {
-    /// The announcer and one link per worker.
-    pub fn new(workers: usize) -> (Reloads, Vec<ReloadLink>) {
-        let (tx, rx) = watch::channel(0u64);
+    /// The announcer (which wakes each worker through its notifier) and one link per worker.
+    pub fn new(wake: Vec<Arc<Notifier>>) -> (Reloads, Vec<ReloadLink>) {
         let acks = Arc::new(Acks {
-            applied: Mutex::new(vec![0; workers]),
+            announced: AtomicU64::new(0),
+            applied: Mutex::new(vec![0; wake.len()]),
             changed: Condvar::new(),
         });
-        let links = (0..workers)
+        let links = (0..wake.len())
             .map(|index| ReloadLink {
-                rx: rx.clone(),
                 acks: acks.clone(),
                 index,
+                seen: 0,
             })
             .collect();
-        (Reloads { tx, acks }, links)
+        (Reloads { acks, wake }, links)
     }
 
     /// Starts a new generation and waits up to `timeout` for every worker to apply it; false
     /// when one did not in time.
     pub fn announce(&self, timeout: Duration) -> bool {
-        let mut generation = 0;
-        self.tx.send_modify(|g| {
-            *g += 1;
-            generation = *g;
-        });
+        let generation = self.acks.announced.fetch_add(1, Ordering::AcqRel) + 1;
+        for w in &self.wake {
+            w.wake();
+        }
         // Invariant: nothing panics while holding the lock (a comparison or a store).
         let applied = self.acks.applied.lock().unwrap_or_else(|e| e.into_inner());
         let (_applied, wait) = self
@@ -70,10 +71,14 @@ impl Reloads {
 }
 
 impl ReloadLink {
-    /// The next generation to apply; `None` once the server is gone.
-    pub async fn changed(&mut self) -> Option<u64> {
-        self.rx.changed().await.ok()?;
-        Some(*self.rx.borrow_and_update())
+    /// A generation announced since this worker last looked, if any (checked on every
+    /// wake-up of the worker: one atomic load).
+    pub fn pending(&mut self) -> Option<u64> {
+        let g = self.acks.announced.load(Ordering::Acquire);
+        (g > self.seen).then(|| {
+            self.seen = g;
+            g
+        })
     }
 
     /// Reports `generation` applied by this worker.
@@ -92,19 +97,20 @@ mod tests {
 
     #[test]
     fn announce_waits_for_every_worker() {
-        let (reloads, links) = Reloads::new(2);
+        let wake: Vec<Arc<Notifier>> = (0..2).map(|_| Arc::new(Notifier::new().unwrap())).collect();
+        let (reloads, links) = Reloads::new(wake);
         let workers: Vec<_> = links
             .into_iter()
             .map(|mut link| {
                 std::thread::spawn(move || {
-                    let rt = tokio::runtime::Builder::new_current_thread()
-                        .build()
-                        .unwrap();
-                    rt.block_on(async {
-                        if let Some(g) = link.changed().await {
+                    // Bounded: ten seconds of polling at most.
+                    for _ in 0..10_000 {
+                        if let Some(g) = link.pending() {
                             link.applied(g);
+                            return;
                         }
-                    });
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
                 })
             })
             .collect();

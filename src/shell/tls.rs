@@ -1,6 +1,6 @@
-//! TURN over TLS (TURNS, RFC 8656 §3.1): TCP listeners on `tls_listen`, a rustls handshake
-//! per connection, then the very same connection task as plain TCP (`tcp.rs`) with
-//! `Transport::Tls` in the 5-tuple.
+//! TURN over TLS (TURNS, RFC 8656 §3.1): TCP listeners on `tls_listen`, a rustls
+//! `ServerConnection` per connection driven by the worker's loop (`stream.rs`), then the very
+//! same connection handling as plain TCP (`tcp.rs`) with `Transport::Tls` in the 5-tuple.
 //!
 //! The certificate can change under a running server (Let's Encrypt renews every few weeks):
 //! [`Certs`] holds the current rustls `ServerConfig` behind a lock that only the accept path
@@ -31,10 +31,7 @@
 //! (rustls's state and its read buffer of what arrived plus 4 KiB, at most 64 KiB for a
 //! ClientHello that really is that long), measured by `tests/abuse_connections.rs`.
 
-use super::tcp::{self, Limits, Slot};
-use super::worker::Shared;
 use super::options::ShellOptions;
-use crate::core::{FiveTuple, Transport};
 use anyhow::{anyhow, Context};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -45,9 +42,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
-use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::rustls::{self, ServerConfig};
-use tokio_rustls::TlsAcceptor;
 
 /// ALPN protocols accepted (RFC 7443). A client offering none is accepted too; one offering
 /// only others is refused by rustls with a `no_application_protocol` alert (RFC 7301).
@@ -228,52 +223,6 @@ pub fn check(config: &ShellOptions) -> anyhow::Result<()> {
 pub fn watch(certs: Arc<Certs>, stop: mpsc::Receiver<()>) {
     while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(WATCH_INTERVAL) {
         certs.reload_if_changed();
-    }
-}
-
-/// Accepts TLS connections on one listener of this worker.
-pub async fn accept(worker: Shared, listener: TcpListener, limits: Limits, certs: Arc<Certs>) {
-    loop {
-        let (stream, ft, slot) = tcp::accept_one(&worker, &listener, &limits, Transport::Tls).await;
-        let acceptor = TlsAcceptor::from(certs.current());
-        tokio::task::spawn_local(handshake(
-            worker.clone(),
-            acceptor,
-            stream,
-            ft,
-            limits.clone(),
-            slot,
-        ));
-    }
-}
-
-/// Runs the TLS handshake (bounded by `unauthenticated_timeout`), then the connection.
-async fn handshake(
-    worker: Shared,
-    acceptor: TlsAcceptor,
-    stream: TcpStream,
-    ft: FiveTuple,
-    limits: Limits,
-    slot: Slot,
-) {
-    let timeout = limits.unauthenticated_timeout;
-    // The TLS state (1.2 KB inline) is boxed, during the handshake and after it: a future
-    // holds its stream at every step that moves it (the connection, a splice), so unboxed it
-    // made each TLS connection's task some 12 KB instead of 3.
-    let accept = Box::pin(async move { acceptor.accept(stream).await.map(Box::new) });
-    match tokio::time::timeout(timeout, accept).await {
-        Ok(Ok(tls)) => {
-            let (_, session) = tls.get_ref();
-            tracing::debug!(
-                client = %ft,
-                alpn = session.alpn_protocol().map(String::from_utf8_lossy).as_deref().unwrap_or("-"),
-                version = ?session.protocol_version(),
-                "tls handshake done"
-            );
-            tcp::serve(worker, tls, ft, limits, slot).await;
-        }
-        Ok(Err(e)) => tracing::debug!(client = %ft, error = %e, "tls handshake failed"),
-        Err(_) => tracing::debug!(client = %ft, "tls handshake timed out"),
     }
 }
 
@@ -524,36 +473,5 @@ mod tests {
             "{e}"
         );
         let _ = std::fs::remove_dir_all(&dir);
-    }
-}
-/// What a connection's task holds inline, whatever it has received: the future of a TLS
-/// connection (handshake, then the connection) and of a TCP one. The abuse test
-/// (`tests/abuse_connections.rs`) measures the whole cost; this keeps its largest part from
-/// growing back unseen (a TLS stream held by value at every step that moves it once made the
-/// TLS task 12.5 KB).
-#[cfg(test)]
-mod task_size {
-    /// The size of the future an async fn of five or six arguments returns.
-    fn ret6<A, B, C, D, E, G, F>(_: fn(A, B, C, D, E, G) -> F) -> usize {
-        std::mem::size_of::<F>()
-    }
-    fn ret5<A, B, C, D, E, F>(_: fn(A, B, C, D, E) -> F) -> usize {
-        std::mem::size_of::<F>()
-    }
-
-    #[test]
-    fn connection_tasks_stay_small() {
-        type Tls = Box<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>;
-        let sizes = [
-            ("tls handshake and connection", ret6(super::handshake)),
-            (
-                "tcp connection",
-                ret5(super::tcp::serve::<tokio::net::TcpStream>),
-            ),
-            ("tls connection", ret5(super::tcp::serve::<Tls>)),
-        ];
-        for (what, size) in sizes {
-            assert!(size <= 2048, "a {what} task holds {size} bytes inline");
-        }
     }
 }
