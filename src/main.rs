@@ -149,10 +149,14 @@ fn main() -> ExitCode {
             }
         }
     };
-    rt.block_on(wait_and_drain(signals, &server, drain_timeout, reload));
+    let outcome = rt.block_on(wait_and_drain(signals, &server, drain_timeout, reload));
     tracing::info!("shutting down");
     server.shutdown();
-    ExitCode::SUCCESS
+    match outcome {
+        Outcome::Stopped => ExitCode::SUCCESS,
+        // The panic policy (docs/architecture.md#panics): a dead worker ends the process.
+        Outcome::WorkerDied => ExitCode::from(WORKER_DIED),
+    }
 }
 
 /// Prints what listens where and what clients are told (stdout, one fact a line, each once:
@@ -242,6 +246,36 @@ impl Signals {
 /// How often idle cached heap memory is checked for ([`turnd::heap::Trimmer`]).
 const TRIM_CHECK: Duration = Duration::from_secs(2);
 
+/// How often the workers are checked for one that died ([`Server::dead_worker`]).
+const WORKER_CHECK: Duration = Duration::from_millis(250);
+
+/// The exit status when a worker died: EX_SOFTWARE (an internal error), so a supervisor
+/// restarts the server rather than let it run short of a core.
+const WORKER_DIED: u8 = 70;
+
+/// How the server's run ended.
+enum Outcome {
+    /// SIGTERM/SIGINT, drained or not.
+    Stopped,
+    /// A worker thread ended (it panicked): logged, and the exit status says so.
+    WorkerDied,
+}
+
+/// Logs a dead worker; true when there is one.
+fn worker_died(server: &Server) -> bool {
+    match server.dead_worker() {
+        Some(index) => {
+            tracing::error!(
+                worker = index,
+                "a worker thread died (a panic: a bug); /readyz is 503 and turnd exits with \
+                 status 70 so a supervisor restarts it"
+            );
+            true
+        }
+        None => false,
+    }
+}
+
 /// Reloads on SIGHUP until the first SIGTERM/SIGINT, then drains: `/readyz` turns 503 and new
 /// allocations are refused while existing ones keep relaying, until the last one ends,
 /// `timeout` passes, or a second signal arrives.
@@ -250,9 +284,10 @@ async fn wait_and_drain(
     server: &Server,
     timeout: Duration,
     reload: impl Fn(),
-) {
+) -> Outcome {
     let mut trimmer = turnd::heap::Trimmer::default();
     let mut trim_check = tokio::time::interval(TRIM_CHECK);
+    let mut worker_check = tokio::time::interval(WORKER_CHECK);
     // Until the first SIGTERM/SIGINT: reloads, and gives cached memory back after peaks.
     loop {
         tokio::select! {
@@ -260,6 +295,11 @@ async fn wait_and_drain(
                 Sig::Reload => reload(),
                 Sig::Stop => break,
             },
+            _ = worker_check.tick() => {
+                if worker_died(server) {
+                    return Outcome::WorkerDied;
+                }
+            }
             _ = trim_check.tick() => {
                 if let Some((before, after)) = trimmer.tick() {
                     tracing::debug!(
@@ -286,17 +326,22 @@ async fn wait_and_drain(
                 Sig::Reload => reload(),
                 Sig::Stop => {
                     tracing::info!("second signal: exiting at once");
-                    return;
+                    return Outcome::Stopped;
                 }
             },
             _ = tokio::time::sleep_until(deadline) => {
                 tracing::info!(allocations = server.allocations(), "drain timeout");
-                return;
+                return Outcome::Stopped;
             }
-            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {
+                if worker_died(server) {
+                    return Outcome::WorkerDied;
+                }
+            }
         }
     }
     tracing::info!("drained: no allocation left");
+    Outcome::Stopped
 }
 
 /// `turnd credentials`: prints REST API credentials minted with `--secret` (or the first

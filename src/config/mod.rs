@@ -53,7 +53,7 @@ pub use cli::{Cli, Command};
 pub use error::{ConfigError, Problem};
 pub use keys::{Config, ConfigArgs, DEFAULT_UDP_COALESCE_US};
 pub use render::REDACTED;
-pub use shell_options::{access, shell_options, GSO_ENV};
+pub use shell_options::{access, shell_options, GSO_ENV, PANIC_ENV};
 pub use types::{Amplification, ExternalIp, LogFormat, PortRange, User, ValueError};
 
 impl Config {

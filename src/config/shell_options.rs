@@ -14,6 +14,19 @@ use std::time::Duration;
 /// check.
 pub const GSO_ENV: &str = "TURND_UDP_GSO";
 
+/// The panic policy's test hook: `TURND_TEST_PANIC_WORKER=N` makes worker N panic once it
+/// runs, so a test can see the process exit non-zero. Read only in debug builds (the ones
+/// tests run): a release binary ignores it. Never reachable from the network.
+pub const PANIC_ENV: &str = "TURND_TEST_PANIC_WORKER";
+
+fn panic_worker() -> Option<usize> {
+    if cfg!(debug_assertions) {
+        std::env::var(PANIC_ENV).ok()?.parse().ok()
+    } else {
+        None
+    }
+}
+
 /// Whether the environment leaves GSO on (the shell also needs the kernel to support it).
 fn gso_wanted() -> bool {
     !matches!(
@@ -45,7 +58,11 @@ pub fn shell_options(c: &Config) -> Result<ShellOptions, String> {
         unauthenticated_timeout: Duration::from_secs(c.unauthenticated_timeout.into()),
         max_frame: c.max_frame_size as usize,
         relay_ips: c.relay_ips.clone(),
-        external_ips: c.external_ips.iter().map(|e| (e.public, e.private)).collect(),
+        external_ips: c
+            .external_ips
+            .iter()
+            .map(|e| (e.public, e.private))
+            .collect(),
         relay_ports: (c.relay_ports.low, c.relay_ports.high),
         core: CoreConfig {
             software: c.software.clone(),
@@ -67,6 +84,7 @@ pub fn shell_options(c: &Config) -> Result<ShellOptions, String> {
             user_bandwidth: c.user_bandwidth.into(),
         },
         access: access(c),
+        panic_worker: panic_worker(),
     })
 }
 

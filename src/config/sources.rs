@@ -255,6 +255,7 @@ fn from_env(env: &HashMap<String, String>, settings: &mut Settings, problems: &m
                 && var.as_str() != CONFIG_ENV
                 // A hidden switch for tests, not a config key (`shell_options`).
                 && var.as_str() != super::GSO_ENV
+                && var.as_str() != super::PANIC_ENV
         })
         .collect();
     vars.sort();

@@ -217,6 +217,11 @@ impl Server {
             handles.push(handle);
         }
         metrics.set_ready(true);
+        if let Some(i) = config.panic_worker {
+            if let Some(w) = handles.get(i) {
+                w.send(worker::Command::Panic);
+            }
+        }
         Ok(Server {
             udp_addrs,
             tcp_addrs,
@@ -289,7 +294,10 @@ impl Server {
     /// keys take effect at the next start.
     pub fn reload(&self, access: &Access) {
         self.shared.credentials.store(access.credentials.clone());
-        store_peer_filter(&self.shared, setup::peer_filter_for_host(access, &self.host));
+        store_peer_filter(
+            &self.shared,
+            setup::peer_filter_for_host(access, &self.host),
+        );
         tracing::info!(
             own_host = self.own_host().len(),
             "reload: peer filter and own-host set replaced"

@@ -46,6 +46,9 @@ pub struct ShellOptions {
     pub core: CoreConfig,
     /// What a reload replaces.
     pub access: Access,
+    /// The panic policy's test hook: make this worker panic once started (debug builds
+    /// only; see `config::PANIC_ENV`).
+    pub panic_worker: Option<usize>,
 }
 
 /// Who may use the relay and which peers they may reach: replaced whole on SIGHUP.

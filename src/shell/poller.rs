@@ -112,10 +112,7 @@ impl Poller {
         let ms = match timeout {
             None => -1,
             // Rounded up, so a deadline 0.3 ms away is not polled for in a busy loop.
-            Some(t) => t
-                .as_micros()
-                .div_ceil(1000)
-                .min(libc::c_int::MAX as u128) as libc::c_int,
+            Some(t) => t.as_micros().div_ceil(1000).min(libc::c_int::MAX as u128) as libc::c_int,
         };
         // SAFETY: `events` holds MAX_EVENTS initialised entries the kernel may write.
         let n = unsafe {

@@ -78,7 +78,10 @@ pub fn peer_filter_for_host(access: &Access, host: &HostAddrs) -> PeerFilter {
         interfaces: discover::interface_addrs(),
         ..host.clone()
     };
-    access.peer_filter.clone().with_own_host(OwnHost::new(&host))
+    access
+        .peer_filter
+        .clone()
+        .with_own_host(OwnHost::new(&host))
 }
 
 /// What the own-host set needs besides the interfaces: every bound listening socket, the relay

@@ -316,9 +316,9 @@ impl Conns {
 
     /// Every connection's token (shutdown, the splice check).
     pub fn tokens(&self) -> impl Iterator<Item = Token> + '_ {
-        self.slots.iter().enumerate().filter_map(|(i, (g, c))| {
-            c.as_ref()
-                .map(|_| Token::new(Kind::Conn, i as u32, *g))
-        })
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, (g, c))| c.as_ref().map(|_| Token::new(Kind::Conn, i as u32, *g)))
     }
 }

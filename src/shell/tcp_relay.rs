@@ -104,7 +104,12 @@ impl TcpRelays {
     }
 
     /// Opens allocation `id`'s listening socket at `bind` and registers it.
-    pub fn listen(&mut self, poller: &Poller, id: AllocationId, bind: SocketAddr) -> io::Result<()> {
+    pub fn listen(
+        &mut self,
+        poller: &Poller,
+        id: AllocationId,
+        bind: SocketAddr,
+    ) -> io::Result<()> {
         let s = reusable_socket(bind)?;
         s.listen(LISTEN_BACKLOG)?;
         let listener: TcpListener = s.into();
@@ -166,7 +171,11 @@ impl TcpRelays {
     }
 
     /// Takes the finished attempt `cid` off the poller: the stream when it connected.
-    pub fn connected(&mut self, poller: &Poller, cid: ConnectionId) -> Option<(AllocationId, io::Result<TcpStream>)> {
+    pub fn connected(
+        &mut self,
+        poller: &Poller,
+        cid: ConnectionId,
+    ) -> Option<(AllocationId, io::Result<TcpStream>)> {
         let c = self.connecting.remove(&cid)?;
         let _ = poller.delete(&c.stream);
         let result = match c.stream.take_error() {

@@ -172,7 +172,11 @@ fn unix_now() -> u64 {
 impl Worker {
     fn new(s: Start, commands: mpsc::Receiver<Command>) -> io::Result<Worker> {
         let poller = Poller::new()?;
-        poller.add(&*s.notifier, Token::new(Kind::Wake, 0, 0).pack(), Interest::READ)?;
+        poller.add(
+            &*s.notifier,
+            Token::new(Kind::Wake, 0, 0).pack(),
+            Interest::READ,
+        )?;
         let mut udp = Vec::new();
         for sock in s.udp {
             let i = udp.len() as u32;
@@ -184,7 +188,11 @@ impl Worker {
         let tls = s.tls.into_iter().map(|(l, c)| (l, Some(c)));
         for (socket, certs) in tcp.chain(tls) {
             let i = listeners.len() as u32;
-            poller.add(&socket, Token::new(Kind::Listener, i, 0).pack(), Interest::READ)?;
+            poller.add(
+                &socket,
+                Token::new(Kind::Listener, i, 0).pack(),
+                Interest::READ,
+            )?;
             listeners.push(Listener { socket, certs });
         }
         let waker = std::task::Waker::from(s.notifier.clone());
@@ -272,8 +280,7 @@ impl Worker {
         }
         self.scratch = again;
         let now = Instant::now();
-        if self.core.poll_timeout().is_some_and(|t| t <= now) || now >= self.clock_at + MAX_SLEEP
-        {
+        if self.core.poll_timeout().is_some_and(|t| t <= now) || now >= self.clock_at + MAX_SLEEP {
             self.tick(now);
         }
         while let Some(t) = self.timers.pop_due(now) {
@@ -292,7 +299,11 @@ impl Worker {
             Kind::RelayV4 => self.on_relay_readable(t, false),
             Kind::RelayV6 => self.on_relay_readable(t, true),
             Kind::Conn => self.on_conn(t, r.read, r.write),
-            Kind::SplicePeer => self.on_conn(Token::new(Kind::Conn, t.index, t.generation), r.read, r.write),
+            Kind::SplicePeer => self.on_conn(
+                Token::new(Kind::Conn, t.index, t.generation),
+                r.read,
+                r.write,
+            ),
             Kind::RelayListener => self.accept_peers(t),
             Kind::Connecting => self.on_connect_done(t.index),
         }

@@ -56,16 +56,14 @@ impl Worker {
     }
 
     fn listen(&mut self, id: AllocationId, bind: SocketAddr) -> Result<(), RelayOpenError> {
-        self.tcp_relays
-            .listen(&self.poller, id, bind)
-            .map_err(|e| {
-                if e.kind() == io::ErrorKind::AddrInUse {
-                    RelayOpenError::AddrInUse
-                } else {
-                    tracing::warn!(%bind, error = %e, "cannot open tcp relay listener");
-                    RelayOpenError::Other
-                }
-            })
+        self.tcp_relays.listen(&self.poller, id, bind).map_err(|e| {
+            if e.kind() == io::ErrorKind::AddrInUse {
+                RelayOpenError::AddrInUse
+            } else {
+                tracing::warn!(%bind, error = %e, "cannot open tcp relay listener");
+                RelayOpenError::Other
+            }
+        })
     }
 
     /// Accepts peers on a TCP allocation's listener; the core says which to keep (parked for
@@ -179,11 +177,8 @@ impl Worker {
             self.core.count_splice_throttled();
         }
         if moved.to_peer > 0 || moved.to_client > 0 {
-            self.core.count_stream_relayed(
-                transport,
-                moved.to_peer as u64,
-                moved.to_client as u64,
-            );
+            self.core
+                .count_stream_relayed(transport, moved.to_peer as u64, moved.to_client as u64);
             self.drain_outputs();
         }
         if finished {

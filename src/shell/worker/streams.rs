@@ -2,11 +2,11 @@
 //! reading and framing, writing queued frames, idle and handshake timeouts, closing.
 
 use super::{forward, Worker};
+use crate::core::{FiveTuple, Transport};
 use crate::shell::poller::Interest;
 use crate::shell::stream::Stream;
 use crate::shell::tcp::{Closed, Conn, Mode, Reader, Slot, READS_PER_TURN};
 use crate::shell::token::{Kind, Token};
-use crate::core::{FiveTuple, Transport};
 use std::io;
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
@@ -180,7 +180,11 @@ impl Worker {
                         why = Some(e);
                         break;
                     }
-                    if self.conns.get_mut(t).is_some_and(|c| c.splice_cid.is_some()) {
+                    if self
+                        .conns
+                        .get_mut(t)
+                        .is_some_and(|c| c.splice_cid.is_some())
+                    {
                         why = Some(Closed::Spliced);
                         break;
                     }
@@ -221,14 +225,24 @@ impl Worker {
                 Ok(Some(n)) if n <= reader.filled - start => {
                     let frame = &reader.buf[start..start + n];
                     if let Some(fwd) = self.core.handle_client_datagram(now, ft, frame) {
-                        forward(&self.relays, &self.metrics, &frame[fwd.payload], fwd.id, fwd.peer);
+                        forward(
+                            &self.relays,
+                            &self.metrics,
+                            &frame[fwd.payload],
+                            fwd.id,
+                            fwd.peer,
+                        );
                     }
                     start += n;
                     // A ConnectionBind request (type 0x000b) may turn the connection into a
                     // raw RFC 6062 data connection.
                     if frame[..2] == [0x00, 0x0b] {
                         self.drain_outputs();
-                        if self.conns.by_tuple(&ft).is_some_and(|c| c.splice_cid.is_some()) {
+                        if self
+                            .conns
+                            .by_tuple(&ft)
+                            .is_some_and(|c| c.splice_cid.is_some())
+                        {
                             break Ok(());
                         }
                     }
@@ -292,7 +306,11 @@ impl Worker {
                 (ci, Some(pi))
             }
         };
-        if client != c.interest && self.poller.modify(c.stream.socket(), t.pack(), client).is_ok()
+        if client != c.interest
+            && self
+                .poller
+                .modify(c.stream.socket(), t.pack(), client)
+                .is_ok()
         {
             c.interest = client;
         }
