@@ -6,6 +6,8 @@
 
 mod coalesce;
 mod discover;
+#[cfg(test)]
+mod imports;
 mod limits;
 mod nat_discovery;
 mod options;
