@@ -6,8 +6,8 @@
 //! - [`core`]: the sans-IO TURN server. It owns no sockets, spawns no tasks and never reads the
 //!   clock; time comes in as an argument and work goes out as returned values.
 //! - [`config`]: the one TOML file, its flags and `TURND_*` environment variables.
-//! - [`shell`]: the thin tokio driver: one worker thread per core, each with its own
-//!   `SO_REUSEPORT` listener, relay sockets and core instance.
+//! - [`shell`]: the thin I/O driver: one worker thread per core, each a poll loop that owns
+//!   its `SO_REUSEPORT` listeners, relay sockets, connections and core instance.
 //! - [`metrics`]: per-worker counters summed at scrape time, and the admin HTTP listener
 //!   (`/metrics`, `/healthz`, `/readyz`).
 //! - [`credentials`] and [`healthcheck`]: the `turnd credentials` and `turnd healthcheck`

@@ -191,6 +191,11 @@ impl Splice {
     /// Moves what both sides allow now; Err when either side failed.
     pub fn pump(&mut self, client: &mut Stream, now: Instant) -> io::Result<Moved> {
         let mut moved = Moved::default();
+        // TLS records still waiting from the last turn go first.
+        match client.flush() {
+            Err(e) if e.kind() != io::ErrorKind::WouldBlock => return Err(e),
+            _ => {}
+        }
         let Splice {
             peer,
             share,

@@ -160,6 +160,8 @@ pub(super) struct Worker {
     coalescer: Coalescer,
     /// When the core's wall clock was last set.
     clock_at: Instant,
+    /// When splices are next checked for an allocation that ended on another worker.
+    orphans_at: Instant,
     stopping: bool,
 }
 
@@ -223,6 +225,7 @@ impl Worker {
             scratch: Vec::new(),
             coalescer: Coalescer::new(),
             clock_at: Instant::now(),
+            orphans_at: Instant::now() + MAX_SLEEP,
             stopping: false,
         })
     }
@@ -315,7 +318,8 @@ impl Worker {
         self.core.set_wall_clock(now, unix_now());
         self.core.handle_timeout(now);
         self.drain_outputs();
-        if now >= self.clock_at + MAX_SLEEP {
+        if now >= self.orphans_at {
+            self.orphans_at = now + MAX_SLEEP;
             self.end_orphaned_splices();
         }
         self.clock_at = now;
