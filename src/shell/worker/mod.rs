@@ -427,7 +427,7 @@ impl Worker {
     fn drain_outputs(&mut self) {
         while let Some(out) = self.core.poll_output() {
             match out {
-                Output::Transmit { to, payload } => self.to_client(to, &payload),
+                Output::Transmit { to, payload } => self.send_to_client(to, &payload),
                 Output::OpenRelay {
                     id,
                     bind,
@@ -450,7 +450,7 @@ impl Worker {
 
     /// Sends one datagram or frame to a client: from the UDP listener it wrote to, or down
     /// its TCP connection (gone already if the connection closed).
-    fn to_client(&mut self, to: FiveTuple, payload: &[u8]) {
+    fn send_to_client(&mut self, to: FiveTuple, payload: &[u8]) {
         if to.transport.is_stream() {
             to_stream(&mut self.conns, &mut self.dirty, &self.metrics, to, payload);
         } else if let Some(l) = listener_for(&self.udp, to.server) {

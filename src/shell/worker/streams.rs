@@ -156,9 +156,8 @@ impl Worker {
         let mut why = None;
         let mut reads = 0;
         loop {
-            let Some(c) = self.conns.get_mut(t) else {
-                return None;
-            };
+            // The connection stays while its frames are handled (only a close removes it).
+            let c = self.conns.get_mut(t)?;
             let handshaking = c.stream.is_handshaking();
             if reads == READS_PER_TURN {
                 self.again.push(t);
