@@ -115,7 +115,10 @@ impl Reader {
         let want = next
             .unwrap_or(0)
             .min(self.filled + READ_STEP)
-            .max(self.initial);
+            .max(self.initial)
+            // Never below what is pending (the raw bytes after a ConnectionBind may be more
+            // than the first size).
+            .max(self.filled);
         if want > self.buf.len() {
             // Exact, so the capacity is what was asked for, not the doubling `resize` does.
             self.buf.reserve_exact(want - self.buf.len());
