@@ -59,6 +59,15 @@ impl Stream {
         Some((alpn, format!("{:?}", t.conn.protocol_version())))
     }
 
+    /// Drives the TLS handshake as far as the socket allows: `Ok(())` once it is done (at
+    /// once for plain TCP), `WouldBlock` while it waits for the client.
+    pub fn handshake(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Tcp(_) => Ok(()),
+            Stream::Tls(t) => t.handshake(),
+        }
+    }
+
     /// Reads what the client sent (plaintext for TLS): `Ok(0)` at its end of stream,
     /// `WouldBlock` when nothing more is there now.
     pub fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
@@ -113,6 +122,30 @@ impl Stream {
 }
 
 impl Tls {
+    fn handshake(&mut self) -> io::Result<()> {
+        while self.conn.is_handshaking() {
+            if self.conn.read_tls(&mut self.sock)? == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            self.process()?;
+        }
+        Ok(())
+    }
+
+    /// Processes the records read, and sends what rustls answers (handshake messages, an
+    /// alert, a KeyUpdate answer) as far as the socket takes it.
+    fn process(&mut self) -> io::Result<()> {
+        if let Err(e) = self.conn.process_new_packets() {
+            // Send the alert rustls queued, then give up on the connection.
+            let _ = self.flush();
+            return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+        }
+        match self.flush() {
+            Err(e) if e.kind() != io::ErrorKind::WouldBlock => Err(e),
+            _ => Ok(()),
+        }
+    }
+
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.more = false;
         loop {
@@ -129,19 +162,7 @@ impl Tls {
             match self.conn.read_tls(&mut self.sock) {
                 // The client closed the socket without a close_notify.
                 Ok(0) => return Ok(0),
-                Ok(_) => {
-                    if let Err(e) = self.conn.process_new_packets() {
-                        // Send the alert rustls queued, then give up on the connection.
-                        let _ = self.flush();
-                        return Err(io::Error::new(io::ErrorKind::InvalidData, e));
-                    }
-                    // Handshake messages (or a KeyUpdate answer) to send.
-                    match self.flush() {
-                        Ok(()) => {}
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                        Err(e) => return Err(e),
-                    }
-                }
+                Ok(_) => self.process()?,
                 Err(e) => return Err(e),
             }
         }

@@ -87,12 +87,26 @@ pub struct Reader {
 
 impl Reader {
     pub fn new(max_frame: usize) -> Reader {
-        let initial = INITIAL_READ_BUF.min(max_frame);
+        let mut r = Reader::empty(max_frame);
+        r.ensure();
+        r
+    }
+
+    /// A reader whose buffer is allocated only by [`Reader::ensure`]: a TLS connection's,
+    /// which needs none until its handshake is done.
+    pub fn empty(max_frame: usize) -> Reader {
         Reader {
-            buf: vec![0; initial],
+            buf: Vec::new(),
             filled: 0,
-            initial,
+            initial: INITIAL_READ_BUF.min(max_frame),
             max_frame,
+        }
+    }
+
+    /// Allocates the first buffer if there is none yet.
+    pub fn ensure(&mut self) {
+        if self.buf.is_empty() {
+            self.buf = vec![0; self.initial];
         }
     }
 
@@ -175,10 +189,17 @@ impl Conn {
         slot: Slot,
         now: Instant,
     ) -> Conn {
+        // A TLS connection reads no plaintext before its handshake is done: no buffer yet, so
+        // a half-open handshake costs only rustls's state.
+        let reader = if stream.is_handshaking() {
+            Reader::empty(max_frame)
+        } else {
+            Reader::new(max_frame)
+        };
         Conn {
             ft,
             stream,
-            reader: Reader::new(max_frame),
+            reader,
             queue: WriteQueue::new(budget),
             out: Vec::new(),
             pos: 0,

@@ -152,23 +152,30 @@ impl Worker {
     fn read_conn(&mut self, t: Token) -> Option<Closed> {
         let c = self.conns.get_mut(t)?;
         let ft = c.ft;
+        if c.stream.is_handshaking() {
+            match c.stream.handshake() {
+                Ok(()) => handshake_done(c),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => return None,
+                Err(e) => {
+                    tracing::debug!(client = %ft, error = %e, "tls handshake failed");
+                    return Some(Closed::HandshakeFailed);
+                }
+            }
+        }
         let mut reader = std::mem::take(&mut c.reader);
+        reader.ensure();
         let mut why = None;
         let mut reads = 0;
         loop {
             // The connection stays while its frames are handled (only a close removes it).
             let c = self.conns.get_mut(t)?;
-            let handshaking = c.stream.is_handshaking();
             if reads == READS_PER_TURN {
                 self.again.push(t);
                 break;
             }
             reads += 1;
-            let r = c.stream.read(&mut reader.buf[reader.filled..]);
-            if handshaking && !c.stream.is_handshaking() {
-                handshake_done(c);
-            }
-            match r {
+            match c.stream.read(&mut reader.buf[reader.filled..]) {
                 Ok(0) => {
                     why = Some(Closed::ByClient);
                     break;
@@ -190,13 +197,8 @@ impl Worker {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    if handshaking {
-                        tracing::debug!(client = %ft, error = %e, "tls handshake failed");
-                        why = Some(Closed::HandshakeFailed);
-                    } else {
-                        why = Some(Closed::Error);
-                    }
+                Err(_) => {
+                    why = Some(Closed::Error);
                     break;
                 }
             }
