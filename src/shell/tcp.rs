@@ -346,3 +346,22 @@ impl Conns {
             .filter_map(|(i, (g, c))| c.as_ref().map(|_| Token::new(Kind::Conn, i as u32, *g)))
     }
 }
+
+/// What each connection holds inline in the worker's table, whatever it has received: TLS
+/// state and splices are boxed, so a plain TCP connection pays for neither. The abuse test
+/// (`tests/abuse_connections.rs`) measures the whole cost; this keeps the entry from growing
+/// unseen (it replaces the size check of the per-connection tasks this table replaced).
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_entry_stays_small() {
+        let conn = std::mem::size_of::<Conn>();
+        let slot = std::mem::size_of::<(u32, Option<Conn>)>();
+        assert!(conn <= 320, "a connection entry holds {conn} bytes inline");
+        assert!(slot <= 320, "a table slot holds {slot} bytes inline");
+        assert!(std::mem::size_of::<Stream>() <= 16);
+        assert!(std::mem::size_of::<Mode>() <= 16);
+    }
+}
