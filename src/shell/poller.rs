@@ -106,6 +106,37 @@ impl Poller {
         self.ctl(libc::EPOLL_CTL_DEL, fd.as_raw_fd(), 0, Interest::NONE)
     }
 
+    /// Brings `fd`'s registration to `want`: adds, changes or — for no interest at all —
+    /// removes it, since `epoll` reports errors and hang-ups whatever the interest, and a
+    /// level-triggered hang-up on a socket with nothing to do (a paced splice) would be
+    /// reported on every turn. `current` is what is registered (`None`: nothing).
+    pub fn set(
+        &self,
+        fd: &impl AsRawFd,
+        token: u64,
+        want: Interest,
+        current: &mut Option<Interest>,
+    ) -> io::Result<()> {
+        match *current {
+            _ if want == Interest::NONE => {
+                if current.is_some() {
+                    *current = None;
+                    self.delete(fd)?;
+                }
+            }
+            None => {
+                self.add(fd, token, want)?;
+                *current = Some(want);
+            }
+            Some(c) if c != want => {
+                self.modify(fd, token, want)?;
+                *current = Some(want);
+            }
+            Some(_) => {}
+        }
+        Ok(())
+    }
+
     /// Waits until something is ready or `timeout` passes (`None`: no limit); then
     /// [`Poller::ready`] yields the events. An interrupted wait yields none.
     pub fn wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {

@@ -100,8 +100,8 @@ pub struct Splice {
     closed: Arc<AtomicBool>,
     up: Pipe,
     down: Pipe,
-    /// What the poller waits for on the peer socket now.
-    pub peer_interest: Interest,
+    /// What the poller waits for on the peer socket now (`None`: not registered).
+    pub peer_interest: Option<Interest>,
 }
 
 /// The two sides of a read or write: the client's stream or the peer's socket.
@@ -153,7 +153,7 @@ impl Splice {
             closed,
             up: Pipe::new(to_peer, true),
             down: Pipe::new(to_client, false),
-            peer_interest: Interest::NONE,
+            peer_interest: None,
         }
     }
 

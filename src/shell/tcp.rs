@@ -172,8 +172,8 @@ pub struct Conn {
     /// frame that did it is handled.
     pub splice_cid: Option<u32>,
     pub mode: Mode,
-    /// What the poller waits for on its socket now.
-    pub interest: Interest,
+    /// What the poller waits for on its socket now (`None`: not registered).
+    pub interest: Option<Interest>,
     /// The earliest deadline of this connection already in the worker's timer heap.
     pub timer_at: Option<Instant>,
     /// Its place in the connection limits, given back when it is dropped.
@@ -206,7 +206,7 @@ impl Conn {
             idle_since: Some(now),
             splice_cid: None,
             mode: Mode::Frames,
-            interest: Interest::READ,
+            interest: None,
             timer_at: None,
             _slot: slot,
         }

@@ -5,10 +5,9 @@
 use super::Worker;
 use crate::core::tcp_relay::{ConnectionId, TcpRelayOutput};
 use crate::core::{AllocationId, RelayOpenError};
-use crate::shell::poller::Interest;
 use crate::shell::splice::Splice;
 use crate::shell::tcp::{Closed, Mode, Reader};
-use crate::shell::token::{Kind, Token};
+use crate::shell::token::Token;
 use crate::shell::write_queue::WriteQueue;
 use std::io;
 use std::net::SocketAddr;
@@ -136,14 +135,6 @@ impl Worker {
         // The queue and read buffer are done with: their memory and budget go back.
         c.queue = WriteQueue::new(self.queue_budget.clone());
         c.reader = Reader::default();
-        let peer_token = Token::new(Kind::SplicePeer, t.index, t.generation);
-        if self
-            .poller
-            .add(&parked.stream, peer_token.pack(), Interest::NONE)
-            .is_err()
-        {
-            return self.end_splice_of(t, cid);
-        }
         c.mode = Mode::Splice(Box::new(Splice::new(
             cid,
             parked.stream,

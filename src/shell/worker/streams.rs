@@ -117,10 +117,14 @@ impl Worker {
             self.core.handle_connection_closed(now, ft);
             self.drain_outputs();
         }
-        let registered = self
-            .conns
-            .get_mut(token)
-            .map(|c| self.poller.add(c.stream.socket(), token.pack(), c.interest));
+        let registered = self.conns.get_mut(token).map(|c| {
+            self.poller.set(
+                c.stream.socket(),
+                token.pack(),
+                Interest::READ,
+                &mut c.interest,
+            )
+        });
         if !matches!(registered, Some(Ok(()))) {
             self.conns.remove(token);
             return;
@@ -307,19 +311,15 @@ impl Worker {
                 (ci, Some(pi))
             }
         };
-        if client != c.interest
-            && self
-                .poller
-                .modify(c.stream.socket(), t.pack(), client)
-                .is_ok()
-        {
-            c.interest = client;
-        }
+        // A failed change keeps the old registration; the next sync tries again.
+        let _ = self
+            .poller
+            .set(c.stream.socket(), t.pack(), client, &mut c.interest);
         if let (Some(pi), Mode::Splice(s)) = (peer, &mut c.mode) {
             let pt = Token::new(Kind::SplicePeer, t.index, t.generation);
-            if pi != s.peer_interest && self.poller.modify(&s.peer, pt.pack(), pi).is_ok() {
-                s.peer_interest = pi;
-            }
+            let _ = self
+                .poller
+                .set(&s.peer, pt.pack(), pi, &mut s.peer_interest);
         }
         if let Some(d) = c.deadline(self.limits.unauthenticated_timeout) {
             if c.timer_at.is_none_or(|at| at > d) {
