@@ -49,6 +49,8 @@ fn a_dead_worker_is_seen_and_readyz_turns_503() {
     server.shutdown();
 }
 
+/// The environment hook exists in debug builds only (the ones `cargo test` builds).
+#[cfg(debug_assertions)]
 #[test]
 fn the_binary_exits_70_when_a_worker_panics() {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_turnd"));
