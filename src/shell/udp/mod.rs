@@ -4,8 +4,9 @@
 //!
 //! Why: a relayed datagram used to cost the kernel a `recvfrom`, a `recvfrom` that answered
 //! `EAGAIN`, and a `sendto`, each a full syscall; the per-syscall cost, not turnd's own code,
-//! dominated the CPU per datagram. Here one readiness costs one `recvmmsg` (a short read also
-//! clears tokio's readiness, so the `EAGAIN` call is gone) and one `sendmmsg` per destination
+//! dominated the CPU per datagram. Here one readiness costs one `recvmmsg` (the worker's
+//! level-triggered poller reports a socket again while it holds datagrams, so no call is spent
+//! only to hear `EAGAIN`) and one `sendmmsg` per destination
 //! socket, and a run of equal-sized datagrams to one client (media) leaves as one GSO
 //! super-packet that the kernel segments as late as possible.
 //!
