@@ -12,16 +12,15 @@
 //! writer.
 
 use crate::core::{
-    transport_index, Counters, Event, AUTH_FAILURE_LABELS, METHOD_LABELS, RESULT_LABELS,
-    TRANSPORT_LABELS,
+    AuthFailure, CounterKey, Counters, Event, RequestMethod, ResponseResult, Transport,
 };
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-const TRANSPORTS: usize = TRANSPORT_LABELS.len();
-const METHODS: usize = METHOD_LABELS.len();
-const RESULTS: usize = RESULT_LABELS.len();
-const AUTH_FAILURES: usize = AUTH_FAILURE_LABELS.len();
+pub(crate) const TRANSPORTS: usize = Transport::ALL.len();
+const METHODS: usize = <Option<RequestMethod>>::ALL.len();
+const RESULTS: usize = ResponseResult::ALL.len();
+const AUTH_FAILURES: usize = AuthFailure::ALL.len();
 
 /// Address families of relayed addresses: index 0 is IPv4, 1 is IPv6, 2 a dual allocation
 /// (ADDITIONAL-ADDRESS-FAMILY: one IPv4 and one IPv6 relayed address), counted once under
@@ -163,7 +162,7 @@ impl WorkerMetrics {
         self.no_allocation.set(c.no_allocation);
         self.no_permission.set(c.no_permission);
         self.no_channel.set(c.no_channel);
-        for (cells, r) in self.relayed.iter().zip(&c.relayed) {
+        for (cells, r) in self.relayed.iter().zip(c.relayed.values()) {
             cells[0].set(r.to_peer_packets);
             cells[1].set(r.to_peer_bytes);
             cells[2].set(r.to_client_packets);
@@ -184,15 +183,15 @@ impl WorkerMetrics {
         self.channel_quota.set(c.channel_quota);
         self.rate_limited.set(c.rate_limited);
         self.amplification.set(c.amplification);
-        for (cells, row) in self.responses.iter().zip(&c.responses) {
-            for (cell, v) in cells.iter().zip(row) {
+        for (cells, row) in self.responses.iter().zip(c.responses.values()) {
+            for (cell, v) in cells.iter().zip(row.values()) {
                 cell.set(*v);
             }
         }
         for (cell, v) in self
             .auth_failure_reasons
             .iter()
-            .zip(&c.auth_failure_reasons)
+            .zip(c.auth_failure_reasons.values())
         {
             cell.set(*v);
         }
@@ -231,7 +230,7 @@ impl WorkerMetrics {
                 additional,
                 ..
             } => {
-                let t = transport_index(five_tuple.transport);
+                let t = five_tuple.transport.index();
                 self.allocations_created[t][family_index(relay, additional.as_ref())].add(1);
             }
             Event::AllocationEnded {
@@ -249,7 +248,7 @@ impl WorkerMetrics {
                 self.durations[bucket].add(1);
                 let ms = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
                 self.duration_sum_ms.add(ms);
-                let t = transport_index(five_tuple.transport);
+                let t = five_tuple.transport.index();
                 self.allocations_ended[t][family_index(relay, additional.as_ref())].add(1);
             }
         }
@@ -283,19 +282,20 @@ impl WorkerMetrics {
         c.channel_quota = self.channel_quota.get();
         c.rate_limited = self.rate_limited.get();
         c.amplification = self.amplification.get();
-        for (r, cells) in c.relayed.iter_mut().zip(&self.relayed) {
+        for (r, cells) in c.relayed.values_mut().iter_mut().zip(&self.relayed) {
             r.to_peer_packets = cells[0].get();
             r.to_peer_bytes = cells[1].get();
             r.to_client_packets = cells[2].get();
             r.to_client_bytes = cells[3].get();
         }
-        for (row, cells) in c.responses.iter_mut().zip(&self.responses) {
-            for (v, cell) in row.iter_mut().zip(cells) {
+        for (row, cells) in c.responses.values_mut().iter_mut().zip(&self.responses) {
+            for (v, cell) in row.values_mut().iter_mut().zip(cells) {
                 *v = cell.get();
             }
         }
         for (v, cell) in c
             .auth_failure_reasons
+            .values_mut()
             .iter_mut()
             .zip(&self.auth_failure_reasons)
         {

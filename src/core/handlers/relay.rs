@@ -9,7 +9,7 @@
 
 use crate::core::allocation::State;
 use crate::core::five_tuple::FiveTuple;
-use crate::core::server::{transport_index, PEER_HEADROOM, PEER_TAILROOM};
+use crate::core::server::{PEER_HEADROOM, PEER_TAILROOM};
 use crate::core::{AllocationId, Forward, Server, ToClient};
 use crate::stun::address::{encode_xor, encoded_len};
 use crate::stun::channel_data::write_header;
@@ -59,11 +59,8 @@ impl Server {
             self.counters.bandwidth += 1;
             return None;
         }
-        a.stats.to_peer_packets += 1;
-        a.stats.to_peer_bytes += cd.data.len() as u64;
-        let r = &mut self.counters.relayed[transport_index(from.transport)];
-        r.to_peer_packets += 1;
-        r.to_peer_bytes += cd.data.len() as u64;
+        a.stats.count_to_peer(cd.data.len());
+        self.counters.relayed[from.transport].count_to_peer(cd.data.len());
         let start = CHANNEL_DATA_HEADER_LEN;
         Some(Forward {
             id: a.id,
@@ -114,11 +111,8 @@ impl Server {
             self.counters.bandwidth += 1;
             return None;
         }
-        a.stats.to_peer_packets += 1;
-        a.stats.to_peer_bytes += range.len() as u64;
-        let r = &mut self.counters.relayed[transport_index(from.transport)];
-        r.to_peer_packets += 1;
-        r.to_peer_bytes += range.len() as u64;
+        a.stats.count_to_peer(range.len());
+        self.counters.relayed[from.transport].count_to_peer(range.len());
         Some(Forward {
             id: a.id,
             peer,
@@ -165,12 +159,9 @@ impl Server {
             self.counters.bandwidth += 1;
             return None;
         }
-        a.stats.to_client_packets += 1;
-        a.stats.to_client_bytes += len as u64;
+        a.stats.count_to_client(len);
         let to = a.five_tuple;
-        let r = &mut self.counters.relayed[transport_index(to.transport)];
-        r.to_client_packets += 1;
-        r.to_client_bytes += len as u64;
+        self.counters.relayed[to.transport].count_to_client(len);
         let padded_end = payload.start + ((len + 3) & !3);
         if let Some(binding) = a.channels.by_peer(peer, now) {
             let start = payload.start - CHANNEL_DATA_HEADER_LEN;

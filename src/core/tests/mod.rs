@@ -46,7 +46,7 @@ use super::rate_limit::Rate;
 use super::tcp_relay::TcpRelayOutput;
 use super::{
     Allocation, AllocationId, CoreConfig, EndReason, Event, FiveTuple, Forward, Output, RelayAddr,
-    RelayOpenError, Server, Shared, Stats, ToClient, Transport, PEER_HEADROOM, PEER_TAILROOM,
+    RelayOpenError, Relayed, Server, Shared, ToClient, Transport, PEER_HEADROOM, PEER_TAILROOM,
 };
 use crate::stun::{AttrType, Class, Message, MessageBuilder, MessageType, Method, TransactionId};
 use std::collections::VecDeque;
@@ -492,7 +492,7 @@ impl Harness {
         self.shared.ports.lock().unwrap().in_use(ip)
     }
 
-    pub fn ended(&self) -> Vec<(AllocationId, EndReason, Stats, Duration)> {
+    pub fn ended(&self) -> Vec<(AllocationId, EndReason, Relayed, Duration)> {
         self.events
             .iter()
             .filter_map(|e| match e {

@@ -41,7 +41,7 @@ fn send_indication_without_permission_is_dropped() {
     c.permit(&mut h, &[peer_a()]);
     assert!(c.send_indication(&mut h, peer_b(), b"x").0.is_none());
     assert_eq!(h.server.counters().no_permission, 1);
-    assert_eq!(h.alloc(ft()).stats, Stats::default());
+    assert_eq!(h.alloc(ft()).stats, Relayed::default());
 }
 
 #[test]
@@ -290,7 +290,7 @@ fn stats_are_reported_when_the_allocation_ends() {
     assert!(h.peer(id, sa("198.51.100.99:1"), b"nope").is_none());
     assert!(h.peer(id, peer_a(), b"1234567").is_some());
     assert!(h.peer(id, peer_b(), b"12").is_some());
-    let want = Stats {
+    let want = Relayed {
         to_peer_packets: 3,
         to_peer_bytes: 8,
         to_client_packets: 2,

@@ -5,7 +5,7 @@
 
 use super::*;
 use crate::core::auth::{long_term_key_sha256, userhash};
-use crate::core::server::AUTH_FAILURE_LABELS;
+use crate::core::{AuthFailure, CounterKey};
 use crate::stun::integrity::{hmac_sha256, INTEGRITY_SHA256_MAX};
 
 const MD5: u16 = 0x0001;
@@ -13,10 +13,10 @@ const SHA256: u16 = 0x0002;
 /// What the server offers: SHA-256, then MD5, no parameters.
 const OFFERED: [u8; 8] = [0, 2, 0, 0, 0, 1, 0, 0];
 
-fn reason(label: &str) -> usize {
-    AUTH_FAILURE_LABELS
+fn reason(label: &str) -> AuthFailure {
+    *AuthFailure::ALL
         .iter()
-        .position(|l| *l == label)
+        .find(|r| r.label() == label)
         .unwrap()
 }
 

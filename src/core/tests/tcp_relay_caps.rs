@@ -61,7 +61,7 @@ fn send_indication_on_a_tcp_allocation_is_discarded() {
         h.take_to(control()).is_empty(),
         "an indication gets no answer"
     );
-    assert_eq!(h.alloc(control()).relayed(), Stats::default());
+    assert_eq!(h.alloc(control()).relayed(), Relayed::default());
 }
 
 #[test]
@@ -71,14 +71,19 @@ fn the_binding_worker_gets_the_allocations_share() {
         ..Setup::default()
     });
     let share = other.server.splice_share(cid).expect("bound");
-    let own = h.alloc(control()).splice.clone().expect("a TCP allocation");
+    let own = h
+        .alloc(control())
+        .tcp()
+        .expect("a TCP allocation")
+        .splice
+        .clone();
     assert!(Arc::ptr_eq(&share, &own));
     assert!(share.is_capped());
     // A UDP allocation has none.
     let mut u = Harness::new();
     let mut c = Client::alice(udp("192.0.2.100:40000"));
     c.allocate(&mut u);
-    assert!(u.alloc(udp("192.0.2.100:40000")).splice.is_none());
+    assert!(!u.alloc(udp("192.0.2.100:40000")).is_tcp());
 }
 
 #[test]
