@@ -256,6 +256,70 @@ impl From<AuthError> for AuthFailure {
     }
 }
 
+/// Why the core dropped a datagram, or did not answer a request as asked (the `reason` of
+/// `turnd_datagrams_dropped_total`; the shell adds `send_error` and `write_queue_full`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DropReason {
+    /// Not well-formed STUN or ChannelData, or a request of a method the server does not
+    /// serve (RFC 8489 §6.3: silently discarded).
+    Malformed,
+    /// Relay-path traffic on a 5-tuple or relay socket with no (live) allocation.
+    NoAllocation,
+    /// Relay-path traffic to or from a peer without a permission.
+    NoPermission,
+    /// ChannelData on a channel number that is not bound.
+    NoChannel,
+    /// An Allocate refused by `user_quota`/`total_quota` (486).
+    Quota,
+    /// Over `allocation_bandwidth` or `user_bandwidth`.
+    Bandwidth,
+    /// A CreatePermission/ChannelBind refused by `max_permissions` (508).
+    PermissionQuota,
+    /// A ChannelBind refused by `max_channels` (508).
+    ChannelQuota,
+    /// A request not answered: its source is over its pre-authentication rate
+    /// (`unauthenticated_rate`, `binding_rate`).
+    RateLimited,
+    /// An unauthenticated request not answered because the answer would be larger than the
+    /// request (`amplification = "refuse"`).
+    Amplification,
+}
+
+impl CounterKey for DropReason {
+    const ALL: &'static [DropReason] = &[
+        DropReason::Malformed,
+        DropReason::NoAllocation,
+        DropReason::NoPermission,
+        DropReason::NoChannel,
+        DropReason::Quota,
+        DropReason::Bandwidth,
+        DropReason::PermissionQuota,
+        DropReason::ChannelQuota,
+        DropReason::RateLimited,
+        DropReason::Amplification,
+    ];
+    #[inline]
+    fn index(self) -> usize {
+        self as usize
+    }
+    fn label(self) -> &'static str {
+        match self {
+            DropReason::Malformed => "malformed",
+            DropReason::NoAllocation => "no_allocation",
+            DropReason::NoPermission => "no_permission",
+            DropReason::NoChannel => "no_channel",
+            DropReason::Quota => "quota",
+            DropReason::Bandwidth => "bandwidth",
+            DropReason::PermissionQuota => "permission_quota",
+            DropReason::ChannelQuota => "channel_quota",
+            DropReason::RateLimited => "rate_limited",
+            DropReason::Amplification => "amplification",
+        }
+    }
+}
+
+/// Datagrams dropped (and requests not answered as asked) by reason.
+pub type Drops = ByKey<DropReason, u64, 10>;
 /// Relayed traffic by the client's transport.
 pub type RelayedByTransport = ByKey<Transport, Relayed, 3>;
 /// Responses by result.
@@ -268,34 +332,16 @@ pub type AuthFailures = ByKey<AuthFailure, u64, 8>;
 /// One worker core's counters (see the module docs).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Counters {
-    /// Datagrams that are not well-formed STUN or ChannelData, and requests of a method the
-    /// server does not support (RFC 8489 §6.3: silently discarded).
-    pub malformed: u64,
-    pub no_allocation: u64,
-    pub no_permission: u64,
-    pub no_channel: u64,
+    /// Datagrams dropped, and requests not answered as asked, by reason.
+    pub dropped: Drops,
     /// Requests received (every supported method, before any check).
     pub requests: u64,
     /// Failed authentications, all reasons ([`Counters::auth_failure_reasons`] splits them).
     pub auth_failures: u64,
     pub peers_denied: u64,
-    /// Requests refused by an allocation quota (486).
-    pub quota: u64,
-    /// Datagrams dropped by the `allocation_bandwidth` cap.
-    pub bandwidth: u64,
     /// Times a TCP relay splice waited for the `allocation_bandwidth` or `user_bandwidth`
     /// cap before passing bytes on (a stream is paced, never dropped).
     pub tcp_relay_throttled: u64,
-    /// CreatePermission/ChannelBind refused by `max_permissions` (508).
-    pub permission_quota: u64,
-    /// ChannelBind refused by `max_channels` (508).
-    pub channel_quota: u64,
-    /// Requests not answered because their source is over its pre-authentication rate
-    /// (`unauthenticated_rate`, `binding_rate`).
-    pub rate_limited: u64,
-    /// Unauthenticated requests not answered because the answer would be larger than the
-    /// request (`amplification = "refuse"`).
-    pub amplification: u64,
     /// Relayed traffic, by the client's transport.
     pub relayed: RelayedByTransport,
     /// Responses sent, by method and result.
@@ -313,20 +359,13 @@ pub struct Counters {
 impl Counters {
     /// Adds `other` into `self` (summing workers).
     pub fn add(&mut self, other: &Counters) {
-        self.malformed += other.malformed;
-        self.no_allocation += other.no_allocation;
-        self.no_permission += other.no_permission;
-        self.no_channel += other.no_channel;
+        for (reason, n) in other.dropped.iter() {
+            self.dropped[reason] += n;
+        }
         self.requests += other.requests;
         self.auth_failures += other.auth_failures;
         self.peers_denied += other.peers_denied;
-        self.quota += other.quota;
-        self.bandwidth += other.bandwidth;
         self.tcp_relay_throttled += other.tcp_relay_throttled;
-        self.permission_quota += other.permission_quota;
-        self.channel_quota += other.channel_quota;
-        self.rate_limited += other.rate_limited;
-        self.amplification += other.amplification;
         for (t, r) in other.relayed.iter() {
             self.relayed[t].add(r);
         }
@@ -386,6 +425,8 @@ mod tests {
         slots_match::<Option<RequestMethod>>();
         slots_match::<ResponseResult>();
         slots_match::<AuthFailure>();
+        slots_match::<DropReason>();
+        assert_eq!(Drops::default().values().len(), DropReason::ALL.len());
         assert_eq!(
             RelayedByTransport::default().values().len(),
             Transport::ALL.len()
@@ -430,6 +471,21 @@ mod tests {
             labels(&[
                 "success", "400", "401", "403", "420", "437", "438", "440", "441", "442", "443",
                 "446", "447", "486", "500", "508", "300", "other",
+            ])
+        );
+        assert_eq!(
+            of(DropReason::ALL.iter().map(|r| r.label()).collect()),
+            labels(&[
+                "malformed",
+                "no_allocation",
+                "no_permission",
+                "no_channel",
+                "quota",
+                "bandwidth",
+                "permission_quota",
+                "channel_quota",
+                "rate_limited",
+                "amplification",
             ])
         );
         assert_eq!(

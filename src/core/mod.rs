@@ -37,7 +37,7 @@ pub mod timer;
 mod transactions;
 
 pub use allocation::{Allocation, AllocationKind};
-pub use counters::{AuthFailure, CounterKey, Counters, Relayed, ResponseResult};
+pub use counters::{AuthFailure, CounterKey, Counters, DropReason, Relayed, ResponseResult};
 pub use five_tuple::{FiveTuple, Transport};
 pub use ids::{AllocationId, ConnectionId, ReservationToken};
 pub use request::RequestMethod;

@@ -3,6 +3,7 @@
 
 use super::allocation::{Additional, AllocationId, AllocationTable, State};
 use super::counters::Counters;
+use super::counters::DropReason;
 use super::five_tuple::FiveTuple;
 use super::peer_filter::PeerFilter;
 use super::rate_limit::RateLimiter;
@@ -152,7 +153,7 @@ impl Server {
         let msg = match Message::parse(data) {
             Ok(m) => m,
             Err(_) => {
-                self.counters.malformed += 1;
+                self.counters.dropped[DropReason::Malformed] += 1;
                 return None;
             }
         };
@@ -165,7 +166,7 @@ impl Server {
                 // class the method does not allow (a Send, Data or ConnectionAttempt request),
                 // is silently discarded — not answered with an error.
                 let Some(method) = RequestMethod::of(msg.method()) else {
-                    self.counters.malformed += 1;
+                    self.counters.dropped[DropReason::Malformed] += 1;
                     return None;
                 };
                 self.counters.requests += 1;
@@ -196,11 +197,11 @@ impl Server {
         request_len: usize,
     ) {
         if self.shared.config.refuse_amplification && payload.len() > request_len {
-            self.counters.amplification += 1;
+            self.counters.dropped[DropReason::Amplification] += 1;
             return;
         }
         if !self.unauthenticated_limit.allow(now, to.client.ip()) {
-            self.counters.rate_limited += 1;
+            self.counters.dropped[DropReason::RateLimited] += 1;
             return;
         }
         self.transmit(to, payload);

@@ -8,7 +8,7 @@ use super::process;
 use super::worker::{
     sum, Snapshot, WorkerMetrics, CONNECTION_REFUSAL_LABELS, DURATION_BUCKETS, FAMILY_LABELS,
 };
-use crate::core::{CounterKey, ResponseResult, Shared, Transport};
+use crate::core::{CounterKey, DropReason, ResponseResult, Shared, Transport};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
@@ -300,24 +300,15 @@ pub(crate) fn encode_snapshot(s: &Snapshot, e: &mut DescriptorEncoder) -> fmt::R
         None,
         &refused,
     )?;
-    let drops = [
-        ("malformed", c.malformed),
-        ("no_allocation", c.no_allocation),
-        ("no_permission", c.no_permission),
-        ("no_channel", c.no_channel),
-        ("send_error", s.send_errors),
-        ("write_queue_full", s.write_queue_full),
-        ("quota", c.quota),
-        ("bandwidth", c.bandwidth),
-        ("permission_quota", c.permission_quota),
-        ("channel_quota", c.channel_quota),
-        ("rate_limited", c.rate_limited),
-        ("amplification", c.amplification),
-    ];
-    let drops: Vec<_> = drops
-        .iter()
-        .map(|(reason, v)| (vec![("reason", *reason)], *v))
-        .collect();
+    let mut drops = Vec::new();
+    for (reason, &n) in c.dropped.iter() {
+        drops.push((vec![("reason", reason.label())], n));
+        // The shell's own reasons follow the relay path's, where they have always been.
+        if reason == DropReason::NoChannel {
+            drops.push((vec![("reason", "send_error")], s.send_errors));
+            drops.push((vec![("reason", "write_queue_full")], s.write_queue_full));
+        }
+    }
     counters(
         e,
         "turnd_datagrams_dropped",

@@ -4,8 +4,8 @@ use super::collect::{registry, TurndCollector};
 use super::worker::{sum, WorkerMetrics};
 use super::*;
 use crate::core::{
-    AllocationId, AuthFailure, Counters, EndReason, Event, FiveTuple, Relayed, RequestMethod,
-    ResponseResult, Transport,
+    AllocationId, AuthFailure, Counters, DropReason, EndReason, Event, FiveTuple, Relayed,
+    RequestMethod, ResponseResult, Transport,
 };
 use crate::stun::ErrorCode;
 use std::time::Duration;
@@ -62,7 +62,7 @@ fn two_workers() -> Vec<Arc<WorkerMetrics>> {
     c.relayed[Transport::Udp].to_peer_bytes = 300;
     c.relayed[Transport::Udp].to_client_packets = 2;
     c.relayed[Transport::Udp].to_client_bytes = 20;
-    c.no_permission = 1;
+    c.dropped[DropReason::NoPermission] = 1;
     let allocate = Some(RequestMethod::Allocate);
     c.responses[allocate][ResponseResult::Success] = 1;
     c.responses[allocate][ResponseResult::Error(ErrorCode::Unauthenticated)] = 1;
@@ -102,7 +102,7 @@ fn sums_every_worker() {
     let s = sum(workers.iter().map(|w| &**w));
     assert_eq!(s.core.relayed[Transport::Udp].to_peer_packets, 13);
     assert_eq!(s.core.relayed[Transport::Udp].to_peer_bytes, 600);
-    assert_eq!(s.core.no_permission, 2);
+    assert_eq!(s.core.dropped[DropReason::NoPermission], 2);
     assert_eq!(s.core.permissions, 4);
     assert_eq!(s.allocations_active(0, 0), 1);
     assert_eq!(s.allocations_active(0, 1), 1);

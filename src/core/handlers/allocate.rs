@@ -8,6 +8,7 @@ use crate::core::allocation::{
     Additional, Allocation, AllocationId, AllocationKind, Dual, Retry, State, TcpAllocation,
 };
 use crate::core::bandwidth::SharedBucket;
+use crate::core::counters::DropReason;
 use crate::core::ids::ReservationToken;
 use crate::core::reply::Responder;
 use crate::core::request::{Answer, Handled, Request};
@@ -197,7 +198,7 @@ impl Server {
                     return Ok(Answer::Now(resp));
                 }
             }
-            self.counters.quota += 1;
+            self.counters.dropped[DropReason::Quota] += 1;
             return Err(ErrorCode::AllocationQuotaReached);
         }
         let id = self.allocations.next_id();

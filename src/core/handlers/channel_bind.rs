@@ -9,6 +9,7 @@
 //! The peer filter sees the whole transport address here: a relay IP of this host may be bound
 //! on a relay port only (another allocation's relayed address), 403 on any other port.
 
+use crate::core::counters::DropReason;
 use crate::core::peer_filter::PeerVerdict;
 use crate::core::request::{Answer, Handled, Request};
 use crate::core::Server;
@@ -48,11 +49,11 @@ impl Server {
             shared.config.permission_limit(),
         );
         if !a.channels.holds(number, peer, now) && a.channels.held(now) >= max_channels {
-            self.counters.channel_quota += 1;
+            self.counters.dropped[DropReason::ChannelQuota] += 1;
             return Err(ErrorCode::InsufficientCapacity);
         }
         if !a.permissions.contains(peer.ip()) && a.permissions.len() >= max_permissions {
-            self.counters.permission_quota += 1;
+            self.counters.dropped[DropReason::PermissionQuota] += 1;
             return Err(ErrorCode::InsufficientCapacity);
         }
         let (channels, permissions) = (a.channels.len(), a.permissions.len());

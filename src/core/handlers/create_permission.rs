@@ -6,6 +6,7 @@
 //! permission is marked own-host, and data through it is held to the relay ports (see
 //! [`peer_filter`](crate::core::peer_filter)).
 
+use crate::core::counters::DropReason;
 use crate::core::peer_filter::PeerVerdict;
 use crate::core::request::{Answer, Handled, Request};
 use crate::core::Server;
@@ -50,7 +51,7 @@ impl Server {
                 .filter(|(i, ip)| !a.permissions.contains(**ip) && !peers[..*i].contains(ip))
                 .count();
             if a.permissions.len() + new > max {
-                self.counters.permission_quota += 1;
+                self.counters.dropped[DropReason::PermissionQuota] += 1;
                 return Err(ErrorCode::InsufficientCapacity);
             }
         }

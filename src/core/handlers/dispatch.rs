@@ -4,6 +4,7 @@
 //! response or an [`ErrorCode`]; the error response is built here.
 
 use crate::core::allocation::State;
+use crate::core::counters::DropReason;
 use crate::core::five_tuple::FiveTuple;
 use crate::core::ids::AllocationId;
 use crate::core::reply::Responder;
@@ -49,7 +50,7 @@ impl Server {
                     return;
                 }
                 if !self.binding_limit.allow(now, from.client.ip()) {
-                    self.counters.rate_limited += 1;
+                    self.counters.dropped[DropReason::RateLimited] += 1;
                     return;
                 }
                 return self.handle_binding(now, from, msg);

@@ -8,6 +8,7 @@
 //! reload), and an own-host one is held to the relay ports, both directions.
 
 use crate::core::allocation::State;
+use crate::core::counters::DropReason;
 use crate::core::five_tuple::FiveTuple;
 use crate::core::server::{PEER_HEADROOM, PEER_TAILROOM};
 use crate::core::{AllocationId, Forward, Server, ToClient};
@@ -33,30 +34,30 @@ impl Server {
         data: &[u8],
     ) -> Option<Forward> {
         let Ok(cd) = ChannelData::parse(data) else {
-            self.counters.malformed += 1;
+            self.counters.dropped[DropReason::Malformed] += 1;
             return None;
         };
         let Some(a) = self.allocations.by_five_tuple_mut(&from) else {
-            self.counters.no_allocation += 1;
+            self.counters.dropped[DropReason::NoAllocation] += 1;
             return None;
         };
         if a.expires <= now {
-            self.counters.no_allocation += 1;
+            self.counters.dropped[DropReason::NoAllocation] += 1;
             return None;
         }
         let Some(binding) = a.channels.by_number(cd.channel, now) else {
-            self.counters.no_channel += 1;
+            self.counters.dropped[DropReason::NoChannel] += 1;
             return None;
         };
         let peer = binding.peer;
         if !a.permissions.allows_peer(peer, now, self.filter.own_host())
             || !a.relays_family_of(peer.ip(), now)
         {
-            self.counters.no_permission += 1;
+            self.counters.dropped[DropReason::NoPermission] += 1;
             return None;
         }
         if !a.within_bandwidth(now, cd.data.len() as u64) {
-            self.counters.bandwidth += 1;
+            self.counters.dropped[DropReason::Bandwidth] += 1;
             return None;
         }
         a.stats.count_to_peer(cd.data.len());
@@ -80,22 +81,22 @@ impl Server {
         // Unknown comprehension-required attributes: discard (RFC 8489 §6.3.2).
         let mut unknown = [0u16; 1];
         if msg.unknown_required(crate::stun::attribute::is_understood, &mut unknown) > 0 {
-            self.counters.malformed += 1;
+            self.counters.dropped[DropReason::Malformed] += 1;
             return None;
         }
         let (Some(Ok(peer)), Some(range)) = (msg.xor_peer_address(), msg.data_range()) else {
-            self.counters.malformed += 1;
+            self.counters.dropped[DropReason::Malformed] += 1;
             return None;
         };
         let Some(a) = self.allocations.by_five_tuple_mut(&from) else {
-            self.counters.no_allocation += 1;
+            self.counters.dropped[DropReason::NoAllocation] += 1;
             return None;
         };
         // A TCP allocation (RFC 6062) has no UDP relayed address to send a datagram from:
         // its data goes through spliced connections only, so a Send indication on it is
         // discarded like one with no allocation (an indication has no error response).
         if a.state != State::Active || a.expires <= now || a.is_tcp() {
-            self.counters.no_allocation += 1;
+            self.counters.dropped[DropReason::NoAllocation] += 1;
             return None;
         }
         // A permission is only ever installed for a peer the filter allowed, so a denied
@@ -104,11 +105,11 @@ impl Server {
         if !a.permissions.allows_peer(peer, now, self.filter.own_host())
             || !a.relays_family_of(peer.ip(), now)
         {
-            self.counters.no_permission += 1;
+            self.counters.dropped[DropReason::NoPermission] += 1;
             return None;
         }
         if !a.within_bandwidth(now, range.len() as u64) {
-            self.counters.bandwidth += 1;
+            self.counters.dropped[DropReason::Bandwidth] += 1;
             return None;
         }
         a.stats.count_to_peer(range.len());
@@ -136,15 +137,15 @@ impl Server {
             || payload.end + PEER_TAILROOM > buf.len()
             || len > u16::MAX as usize - 64
         {
-            self.counters.malformed += 1;
+            self.counters.dropped[DropReason::Malformed] += 1;
             return None;
         }
         let Some(a) = self.allocations.get_mut(id) else {
-            self.counters.no_allocation += 1;
+            self.counters.dropped[DropReason::NoAllocation] += 1;
             return None;
         };
         if a.state != State::Active || a.expires <= now {
-            self.counters.no_allocation += 1;
+            self.counters.dropped[DropReason::NoAllocation] += 1;
             return None;
         }
         // From the host's own services (through an own-host permission, any source port but
@@ -152,11 +153,11 @@ impl Server {
         if !a.permissions.allows_peer(peer, now, self.filter.own_host())
             || !a.relays_family_of(peer.ip(), now)
         {
-            self.counters.no_permission += 1;
+            self.counters.dropped[DropReason::NoPermission] += 1;
             return None;
         }
         if !a.within_bandwidth(now, len as u64) {
-            self.counters.bandwidth += 1;
+            self.counters.dropped[DropReason::Bandwidth] += 1;
             return None;
         }
         a.stats.count_to_client(len);

@@ -38,7 +38,7 @@ fn small_unauthenticated_requests_get_no_larger_answer() {
     );
     assert_eq!(h.allocation_count(), 0);
     // Each refusal is counted (turnd_datagrams_dropped_total{reason="amplification"}).
-    assert_eq!(h.server.counters().amplification, 2);
+    assert_eq!(h.server.counters().dropped[DropReason::Amplification], 2);
 }
 
 #[test]

@@ -138,7 +138,7 @@ fn garbage_responses_and_other_indications_are_dropped() {
         assert!(h.input(ft, i).is_none());
     }
     h.assert_silent();
-    assert_eq!(h.server.counters().malformed, 4);
+    assert_eq!(h.server.counters().dropped[DropReason::Malformed], 4);
 }
 
 /// RFC 8489 §6.3: the receiver "checks ... that the method value is a supported method. It
@@ -164,7 +164,7 @@ fn unknown_method_request_is_discarded() {
     }
     h.assert_silent();
     let c = h.server.counters();
-    assert_eq!(c.malformed, methods.len() as u64);
+    assert_eq!(c.dropped[DropReason::Malformed], methods.len() as u64);
     assert_eq!(c.requests, 0, "not a request the server serves");
     let answered: u64 = c.responses.values().iter().flat_map(|r| r.values()).sum();
     assert_eq!(answered, 0);

@@ -56,7 +56,7 @@ fn relayed_traffic_by_direction_and_transport() {
         Relayed::default(),
         "tcp"
     );
-    assert_eq!(h.server.counters().no_permission, 2);
+    assert_eq!(h.server.counters().dropped[DropReason::NoPermission], 2);
 }
 
 #[test]

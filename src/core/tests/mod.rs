@@ -45,8 +45,9 @@ use super::ports::PortPool;
 use super::rate_limit::Rate;
 use super::tcp_relay::TcpRelayOutput;
 use super::{
-    Allocation, AllocationId, CoreConfig, EndReason, Event, FiveTuple, Forward, Output, RelayAddr,
-    RelayOpenError, Relayed, Server, Shared, ToClient, Transport, PEER_HEADROOM, PEER_TAILROOM,
+    Allocation, AllocationId, CoreConfig, DropReason, EndReason, Event, FiveTuple, Forward, Output,
+    RelayAddr, RelayOpenError, Relayed, Server, Shared, ToClient, Transport, PEER_HEADROOM,
+    PEER_TAILROOM,
 };
 use crate::stun::{AttrType, Class, Message, MessageBuilder, MessageType, Method, TransactionId};
 use std::collections::VecDeque;
