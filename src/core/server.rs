@@ -2,8 +2,7 @@
 //! Each TURN method's rules live in its own file under `handlers/`.
 
 use super::allocation::{Additional, AllocationId, AllocationTable, State};
-use super::counters::Counters;
-use super::counters::DropReason;
+use super::counters::{Counters, DropReason};
 use super::five_tuple::FiveTuple;
 use super::peer_filter::PeerFilter;
 use super::rate_limit::RateLimiter;
