@@ -18,3 +18,19 @@ pub type ConnectionId = u32;
 /// The 8-byte RESERVATION-TOKEN (RFC 8656 §18.9) naming a port an EVEN-PORT Allocate with the
 /// R bit set aside for a later Allocate.
 pub type ReservationToken = [u8; 8];
+
+#[cfg(test)]
+mod tests {
+    /// The module is a leaf: it imports nothing, so any part of the core (or the shell) can
+    /// name an id without pulling in another module, and no two modules import each other
+    /// for one.
+    #[test]
+    fn imports_nothing() {
+        let source = include_str!("ids.rs");
+        let imports = source
+            .lines()
+            .filter(|l| l.trim_start().starts_with("use "))
+            .count();
+        assert_eq!(imports, 0);
+    }
+}
