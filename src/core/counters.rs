@@ -26,7 +26,8 @@ pub trait CounterKey: Copy + 'static {
     fn label(self) -> &'static str;
 }
 
-/// One `T` per value of `K`: a counter split by a label.
+/// One `T` per value of `K`: a counter split by a label. `N` is `K::ALL.len()` (the aliases
+/// below write it so; a stable `[T; K::ALL.len()]` in a generic is not possible yet).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ByKey<K, T, const N: usize> {
     values: [T; N],
@@ -319,15 +320,15 @@ impl CounterKey for DropReason {
 }
 
 /// Datagrams dropped (and requests not answered as asked) by reason.
-pub type Drops = ByKey<DropReason, u64, 10>;
+pub type Drops = ByKey<DropReason, u64, { DropReason::ALL.len() }>;
 /// Relayed traffic by the client's transport.
-pub type RelayedByTransport = ByKey<Transport, Relayed, 3>;
+pub type RelayedByTransport = ByKey<Transport, Relayed, { Transport::ALL.len() }>;
 /// Responses by result.
-pub type ByResult = ByKey<ResponseResult, u64, 18>;
+pub type ByResult = ByKey<ResponseResult, u64, { ResponseResult::ALL.len() }>;
 /// Responses by method, then result.
-pub type Responses = ByKey<Option<RequestMethod>, ByResult, 8>;
+pub type Responses = ByKey<Option<RequestMethod>, ByResult, { <Option<RequestMethod>>::ALL.len() }>;
 /// Authentication failures by reason.
-pub type AuthFailures = ByKey<AuthFailure, u64, 8>;
+pub type AuthFailures = ByKey<AuthFailure, u64, { AuthFailure::ALL.len() }>;
 
 /// One worker core's counters (see the module docs).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
