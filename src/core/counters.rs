@@ -123,8 +123,10 @@ impl CounterKey for Transport {
     }
 }
 
-/// The method a response is counted under: one of the request methods, or "other".
-impl CounterKey for Option<RequestMethod> {
+/// The method a response is counted under: one of the request methods, or `None` ("other").
+pub type ResponseMethod = Option<RequestMethod>;
+
+impl CounterKey for ResponseMethod {
     const ALL: &'static [Option<RequestMethod>] = &[
         Some(RequestMethod::Binding),
         Some(RequestMethod::Allocate),
@@ -326,7 +328,7 @@ pub type RelayedByTransport = ByKey<Transport, Relayed, { Transport::ALL.len() }
 /// Responses by result.
 pub type ByResult = ByKey<ResponseResult, u64, { ResponseResult::ALL.len() }>;
 /// Responses by method, then result.
-pub type Responses = ByKey<Option<RequestMethod>, ByResult, { <Option<RequestMethod>>::ALL.len() }>;
+pub type Responses = ByKey<ResponseMethod, ByResult, { ResponseMethod::ALL.len() }>;
 /// Authentication failures by reason.
 pub type AuthFailures = ByKey<AuthFailure, u64, { AuthFailure::ALL.len() }>;
 
