@@ -32,6 +32,7 @@ mod prop;
 mod random;
 mod refresh;
 mod relay;
+mod request;
 mod reservation;
 mod retransmit;
 mod rfc8489;
