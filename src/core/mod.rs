@@ -304,4 +304,4 @@ pub enum RelayOpenError {
     Other,
 }
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
