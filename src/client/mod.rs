@@ -433,7 +433,7 @@ impl Client {
             Some(401) if t.signed.is_none() && t.method != Method::BINDING => {
                 self.challenged(now, t, reply)
             }
-            Some(401) => {
+            Some(401) if t.signed.is_some() => {
                 let realm = reply
                     .realm
                     .clone()
