@@ -1,5 +1,6 @@
 //! What a client reports: the outcome of each request, and indications from the server.
 
+use super::attr::Attr;
 use crate::stun::address;
 use crate::stun::{AttrType, Class, Message, Method};
 use std::fmt;
@@ -95,6 +96,66 @@ pub enum Outcome {
     ConnectionBound { connection_id: u32 },
     /// A request of another method.
     Other,
+}
+
+impl Outcome {
+    /// What a success response to a `method` request carrying `attrs` says; `Err` names what
+    /// a success of that method must carry and this one does not.
+    pub fn of(method: Method, attrs: &[Attr], reply: &Reply) -> Result<Outcome, &'static str> {
+        let peers = || -> Vec<SocketAddr> {
+            attrs
+                .iter()
+                .filter_map(|a| match a {
+                    Attr::XorPeerAddress(p) => Some(*p),
+                    _ => None,
+                })
+                .collect()
+        };
+        Ok(match method {
+            Method::BINDING => Outcome::Mapped(
+                reply
+                    .mapped
+                    .ok_or("Binding success without XOR-MAPPED-ADDRESS")?,
+            ),
+            Method::ALLOCATE if reply.relayed.is_empty() => {
+                return Err("Allocate success without XOR-RELAYED-ADDRESS")
+            }
+            Method::ALLOCATE => Outcome::Allocated {
+                relayed: reply.relayed.clone(),
+                lifetime: reply.lifetime.unwrap_or(0),
+            },
+            Method::REFRESH => Outcome::Refreshed {
+                lifetime: reply.lifetime.unwrap_or(0),
+            },
+            Method::CREATE_PERMISSION => Outcome::PermissionInstalled { peers: peers() },
+            Method::CHANNEL_BIND => {
+                let channel = attrs.iter().find_map(|a| match a {
+                    Attr::ChannelNumber(c) => Some(*c),
+                    _ => None,
+                });
+                match (channel, peers().first()) {
+                    (Some(channel), Some(peer)) => Outcome::ChannelBound {
+                        channel,
+                        peer: *peer,
+                    },
+                    _ => Outcome::Other,
+                }
+            }
+            Method::CONNECT => Outcome::Connected {
+                connection_id: reply
+                    .connection_id
+                    .ok_or("Connect success without CONNECTION-ID")?,
+            },
+            Method::CONNECTION_BIND => match attrs.iter().find_map(|a| match a {
+                Attr::ConnectionId(c) => Some(*c),
+                _ => None,
+            }) {
+                Some(connection_id) => Outcome::ConnectionBound { connection_id },
+                None => Outcome::Other,
+            },
+            _ => Outcome::Other,
+        })
+    }
 }
 
 /// Why a request did not succeed.

@@ -205,10 +205,17 @@ impl Client {
         self.request(now, Method::BINDING, attrs)
     }
 
-    /// Allocate a UDP relay (RFC 8656 §7.1), with `extra` attributes (LIFETIME,
-    /// REQUESTED-ADDRESS-FAMILY, EVEN-PORT …).
+    /// Allocate a relay (RFC 8656 §7.1) with `extra` attributes (LIFETIME,
+    /// REQUESTED-ADDRESS-FAMILY, EVEN-PORT …): UDP unless `extra` asks for another transport
+    /// (`Attr::RequestedTransport(PROTOCOL_TCP)`, RFC 6062).
     pub fn allocate(&mut self, now: Instant, extra: Vec<Attr>) -> Result<RequestId, CommandError> {
-        let mut attrs = vec![Attr::RequestedTransport(PROTOCOL_UDP)];
+        let mut attrs = Vec::with_capacity(extra.len() + 1);
+        if !extra
+            .iter()
+            .any(|a| matches!(a, Attr::RequestedTransport(_)))
+        {
+            attrs.push(Attr::RequestedTransport(PROTOCOL_UDP));
+        }
         attrs.extend(extra);
         self.request(now, Method::ALLOCATE, attrs)
     }
@@ -521,75 +528,15 @@ impl Client {
     }
 
     fn succeed(&mut self, t: Transaction, reply: Reply) {
-        let peers = || -> Vec<SocketAddr> {
-            t.attrs
-                .iter()
-                .filter_map(|a| match a {
-                    Attr::XorPeerAddress(p) => Some(*p),
-                    _ => None,
-                })
-                .collect()
-        };
-        let outcome = match t.method {
-            Method::BINDING => match reply.mapped {
-                Some(a) => Outcome::Mapped(a),
-                None => {
-                    let m = "Binding success without XOR-MAPPED-ADDRESS";
-                    return self.fail(&t, Failure::Malformed(m.into()), Some(reply));
-                }
-            },
-            Method::ALLOCATE => {
-                if reply.relayed.is_empty() {
-                    let m = "Allocate success without XOR-RELAYED-ADDRESS";
-                    return self.fail(&t, Failure::Malformed(m.into()), Some(reply));
-                }
-                Outcome::Allocated {
-                    relayed: reply.relayed.clone(),
-                    lifetime: reply.lifetime.unwrap_or(0),
-                }
-            }
-            Method::REFRESH => Outcome::Refreshed {
-                lifetime: reply.lifetime.unwrap_or(0),
-            },
-            Method::CREATE_PERMISSION => Outcome::PermissionInstalled { peers: peers() },
-            Method::CHANNEL_BIND => {
-                let channel = t.attrs.iter().find_map(|a| match a {
-                    Attr::ChannelNumber(c) => Some(*c),
-                    _ => None,
-                });
-                match (channel, peers().first()) {
-                    (Some(channel), Some(peer)) => Outcome::ChannelBound {
-                        channel,
-                        peer: *peer,
-                    },
-                    _ => Outcome::Other,
-                }
-            }
-            Method::CONNECT => match reply.connection_id {
-                Some(connection_id) => Outcome::Connected { connection_id },
-                None => {
-                    let m = "Connect success without CONNECTION-ID";
-                    return self.fail(&t, Failure::Malformed(m.into()), Some(reply));
-                }
-            },
-            Method::CONNECTION_BIND => {
-                let connection_id = t.attrs.iter().find_map(|a| match a {
-                    Attr::ConnectionId(c) => Some(*c),
-                    _ => None,
-                });
-                match connection_id {
-                    Some(connection_id) => Outcome::ConnectionBound { connection_id },
-                    None => Outcome::Other,
-                }
-            }
-            _ => Outcome::Other,
-        };
-        self.events.push_back(Event::Succeeded {
-            request: t.request,
-            method: t.method,
-            outcome,
-            reply,
-        });
+        match Outcome::of(t.method, &t.attrs, &reply) {
+            Ok(outcome) => self.events.push_back(Event::Succeeded {
+                request: t.request,
+                method: t.method,
+                outcome,
+                reply,
+            }),
+            Err(missing) => self.fail(&t, Failure::Malformed(missing.into()), Some(reply)),
+        }
     }
 
     fn fail(&mut self, t: &Transaction, error: Failure, reply: Option<Reply>) {

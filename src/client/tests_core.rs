@@ -217,3 +217,59 @@ fn an_error_from_the_core_names_its_code() {
         e => panic!("{e:?}"),
     }
 }
+
+#[test]
+fn rfc6062_over_a_stream_connect_then_bind_a_data_connection() {
+    use crate::core::tcp_relay::TcpRelayOutput;
+    use crate::core::tests::tcp;
+    let mut h = Harness::new();
+    let control = tcp("192.0.2.100:40010");
+    let stream = || {
+        Client::new(
+            Config::new(Transport::Stream),
+            Some(Credentials::new("alice", "alice-pw")),
+            [8; 32],
+        )
+    };
+    let mut c = stream();
+    let r = c
+        .allocate(h.now, vec![Attr::RequestedTransport(PROTOCOL_TCP)])
+        .unwrap();
+    assert!(matches!(
+        one(&mut h, control, &mut c, r),
+        Outcome::Allocated { .. }
+    ));
+    let r = c.create_permission(h.now, &[peer_a()]).unwrap();
+    one(&mut h, control, &mut c, r);
+    // Over a stream nothing is retransmitted: the only deadline is Ti.
+    let r = c.connect(h.now, peer_a()).unwrap();
+    let early = exchange(&mut h, control, &mut c);
+    assert!(early.is_empty(), "the core connects first: {early:?}");
+    assert_eq!(
+        c.poll_timeout(),
+        Some(h.now + Duration::from_millis(39_500))
+    );
+    let cid = match h.tcp.last() {
+        Some(TcpRelayOutput::Connect { connection_id, .. }) => *connection_id,
+        o => panic!("{o:?}"),
+    };
+    assert!(h.server.handle_peer_connected(h.now, cid));
+    h.drain();
+    for resp in h.take_to(control) {
+        c.handle_input(h.now, &resp);
+    }
+    assert_eq!(
+        c.poll_event()
+            .map(|e| (e.request(), e.into_result().is_ok())),
+        Some((Some(r), true))
+    );
+
+    // A second connection binds it, with its own challenge.
+    let data = tcp("192.0.2.100:40011");
+    let mut d = stream();
+    let r = d.connection_bind(h.now, cid).unwrap();
+    assert_eq!(
+        one(&mut h, data, &mut d, r),
+        Outcome::ConnectionBound { connection_id: cid }
+    );
+}
