@@ -359,7 +359,7 @@ impl Client {
         while i < self.transactions.len() {
             let t = &mut self.transactions[i];
             if now >= t.schedule.deadline {
-                let t = self.transactions.swap_remove(i);
+                let t = self.transactions.remove(i);
                 let sent = t.schedule.sent;
                 self.fail(&t, Failure::TimedOut { sent }, None);
                 continue;
@@ -431,7 +431,7 @@ impl Client {
                 return;
             }
         }
-        let t = self.transactions.swap_remove(i);
+        let t = self.transactions.remove(i);
         let reply = Reply::from_message(m);
         if reply.success {
             return self.succeed(t, reply);
