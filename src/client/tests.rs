@@ -402,3 +402,67 @@ fn software_and_fingerprint_are_added_when_configured() {
         Some(&6u32.to_be_bytes()[..])
     );
 }
+
+#[test]
+fn connection_attempts_the_caller_does_not_collect_are_bounded() {
+    let t0 = Instant::now();
+    let mut c = client(Transport::Stream, Some(creds()));
+    let peer: SocketAddr = "198.51.100.1:5000".parse().unwrap();
+    let mut buf = [0u8; 64];
+    for id in 0..MAX_EVENTS as u32 + 10 {
+        let mut b = MessageBuilder::new(
+            &mut buf,
+            MessageType::new(Method::CONNECTION_ATTEMPT, Class::Indication),
+            TransactionId([2; 12]),
+        )
+        .unwrap();
+        b.add_u32(AttrType::CONNECTION_ID, id).unwrap();
+        b.add_xor_address(AttrType::XOR_PEER_ADDRESS, &peer)
+            .unwrap();
+        let n = b.finish();
+        c.handle_input(t0, &buf[..n]);
+    }
+    assert_eq!(std::iter::from_fn(|| c.poll_event()).count(), MAX_EVENTS);
+}
+
+mod prop {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever the server sends — garbage, or the client's own requests answered with
+        /// bytes flipped — the client does not panic, ends each request with at most one
+        /// event, and keeps its table within bounds.
+        #[test]
+        fn any_input_is_survived(
+            garbage in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..120), 0..8),
+            flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..6),
+            code in prop_oneof![Just(401u16), Just(438), Just(403), Just(500)],
+        ) {
+            let t0 = Instant::now();
+            let mut c = client(Transport::Udp, Some(creds()));
+            c.allocate(t0, vec![]).unwrap();
+            c.channel_bind(t0, 0x4000, "198.51.100.1:1".parse().unwrap()).unwrap();
+            for g in &garbage {
+                c.handle_input(t0, g);
+            }
+            // Bounded: each pass answers one transmitted request; a challenge and two stale
+            // nonces at most per request.
+            for _ in 0..16 {
+                let Some(req) = c.poll_transmit() else { break };
+                let mut resp = error(&req, code, Some("r"), Some(b"n"));
+                for (at, x) in &flips {
+                    let i = at % resp.len();
+                    resp[i] ^= x;
+                }
+                c.handle_input(t0, &resp);
+                c.handle_input(t0, &error(&req, code, Some("r"), Some(b"n")));
+            }
+            prop_assert!(c.in_flight() <= 2);
+            c.handle_timeout(t0 + Duration::from_secs(3600));
+            prop_assert_eq!(c.in_flight(), 0);
+            let events: Vec<Event> = std::iter::from_fn(|| c.poll_event()).collect();
+            prop_assert_eq!(events.len(), 2);
+        }
+    }
+}
