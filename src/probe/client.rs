@@ -4,6 +4,7 @@
 
 use super::transport::{Conn, Recv};
 use crate::client::{self, data, Client, CommandError, Config, Event, RequestId, Timing};
+use crate::stun::{Class, Message};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -133,6 +134,7 @@ impl Session {
             };
             match self.conn.recv(deadline) {
                 Ok(Recv::Frame(f)) => {
+                    self.note_software(&f);
                     if self.client.handle_input(Instant::now(), &f).is_some() {
                         self.pending.push(f);
                     }
@@ -145,15 +147,19 @@ impl Session {
         }
     }
 
-    fn finish(&mut self, e: Event) -> Result<Reply, TxError> {
-        let software = match &e {
-            Event::Succeeded { reply, .. } => reply.software.clone(),
-            Event::Failed { reply, .. } => reply.as_ref().and_then(|r| r.software.clone()),
-            Event::ConnectionAttempt { .. } => None,
-        };
-        if software.is_some() {
-            self.software = software;
+    /// Keeps SOFTWARE from every response, a 401 challenge's included: the report names the
+    /// server even when the step after the challenge fails.
+    fn note_software(&mut self, frame: &[u8]) {
+        if let Ok(m) = Message::parse(frame) {
+            if matches!(m.class(), Class::SuccessResponse | Class::ErrorResponse) {
+                if let Some(Ok(s)) = m.software() {
+                    self.software = Some(s.to_string());
+                }
+            }
         }
+    }
+
+    fn finish(&mut self, e: Event) -> Result<Reply, TxError> {
         if let Some(r) = self.client.realm() {
             self.realm = Some(r.to_string());
         }
