@@ -307,4 +307,4 @@ pub enum RelayOpenError {
     Other,
 }
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
