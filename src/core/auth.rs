@@ -61,9 +61,6 @@ use sha2::Sha256;
 /// is what a static user may be configured with instead of a password ([`UserSecret::Key`]).
 pub type Md5Key = [u8; 16];
 
-/// The former name of [`Md5Key`], kept while the probe and the test client still use it.
-pub type Key = Md5Key;
-
 /// Computes the long-term credential key `MD5(username ":" realm ":" password)`
 /// (RFC 8489 §9.2.2).
 ///

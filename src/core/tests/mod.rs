@@ -41,7 +41,7 @@ mod rfc8489;
 mod tcp_relay;
 mod tcp_relay_caps;
 
-use super::auth::{long_term_key, rest_api_password, Credentials, Key, RestPolicy, UserSecret};
+use super::auth::{long_term_key, rest_api_password, Credentials, Md5Key, RestPolicy, UserSecret};
 use super::nonce::NonceKey;
 use super::peer_filter::{Cidr, PeerFilter};
 use super::ports::PortPool;
@@ -579,7 +579,7 @@ pub struct Sign {
     pub username: Option<String>,
     pub realm: Option<String>,
     pub nonce: Option<Vec<u8>>,
-    pub key: Key,
+    pub key: Md5Key,
 }
 
 /// Builds a STUN message with the crate's own builder: `attrs`, then USERNAME, REALM, NONCE
@@ -694,7 +694,7 @@ impl Resp {
     }
 
     /// MESSAGE-INTEGRITY is present and verifies with `key`, and not with another key.
-    pub fn assert_signed(&self, key: &Key) -> &Self {
+    pub fn assert_signed(&self, key: &Md5Key) -> &Self {
         let m = self.msg();
         assert!(m.has_integrity(), "{self:?} has no MESSAGE-INTEGRITY");
         assert!(
@@ -717,7 +717,7 @@ impl Resp {
     }
 
     /// A success response to `method`, signed with `key`.
-    pub fn assert_success(&self, method: Method, key: &Key) -> &Self {
+    pub fn assert_success(&self, method: Method, key: &Md5Key) -> &Self {
         let m = self.msg();
         assert_eq!(
             (m.method(), m.class()),
@@ -729,7 +729,7 @@ impl Resp {
 
     /// An error response to `method` with `code`, signed with `key` when given, unsigned
     /// otherwise.
-    pub fn assert_error(&self, method: Method, code: u16, key: Option<&Key>) -> &Self {
+    pub fn assert_error(&self, method: Method, code: u16, key: Option<&Md5Key>) -> &Self {
         let m = self.msg();
         assert_eq!(
             (m.method(), m.class(), self.code()),
@@ -757,7 +757,7 @@ pub struct Client {
     password: String,
     /// The long-term key, computed here with [`long_term_key`] and [`REALM`], independently
     /// of both the server's credential store and the library client.
-    pub key: Key,
+    pub key: Md5Key,
     pub nonce: Option<Vec<u8>>,
     pub fingerprint: bool,
     /// The last datagram [`Client::send_raw`] sent, for retransmission tests.
