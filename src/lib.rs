@@ -5,6 +5,8 @@
 //!   into a caller's buffer, so neither direction allocates.
 //! - [`core`]: the sans-IO TURN server. It owns no sockets, spawns no tasks and never reads the
 //!   clock; time comes in as an argument and work goes out as returned values.
+//! - [`client`]: a sans-IO TURN client on the same codec, used by `turnd probe`, `turnd-bench`
+//!   and the core tests.
 //! - [`config`]: the one TOML file, its flags and `TURND_*` environment variables.
 //! - [`shell`]: the thin I/O driver: one worker thread per core, each a poll loop that owns
 //!   its `SO_REUSEPORT` listeners, relay sockets, connections and core instance.
@@ -17,6 +19,7 @@
 //! - [`summary`]: the start-up summary: what listens where, what clients are told, and
 //!   each warning with its fix.
 
+pub mod client;
 pub mod config;
 pub mod core;
 pub mod credentials;

@@ -75,17 +75,6 @@ fn cases(c: &mut Client, pad: usize) -> Vec<Case> {
         ),
         Some((BINDING, 420)),
     ));
-    v.push((
-        "unknown method",
-        encode(
-            msg_type(0x0ff, REQUEST),
-            new_txid(),
-            &with(&[]),
-            None,
-            false,
-        ),
-        Some((0x0ff, 400)),
-    ));
     v
 }
 

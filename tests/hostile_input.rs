@@ -252,9 +252,9 @@ fn unauthenticated_cases() -> Vec<(&'static str, Vec<u8>, Expect)> {
         false,
     );
     cases.push(("Send indication without allocation", send, Expect::Silence));
-    // An unknown method: 400.
+    // An unknown method: silently discarded (RFC 8489 §6.3), no 400.
     let unknown_method = encode(msg_type(0x0ff, REQUEST), new_txid(), &[], None, false);
-    cases.push(("unknown method", unknown_method, Expect::Error(0x0ff, 400)));
+    cases.push(("unknown method", unknown_method, Expect::Silence));
     cases
 }
 

@@ -449,7 +449,7 @@ fn client_retransmits_answers_the_challenge_and_retries_a_stale_nonce() {
         Duration::from_secs(5),
     );
     let r = s.allocate().expect("allocated after 401 and 438");
-    assert_eq!(r.xor_relayed, Some(relayed));
+    assert_eq!(r.relayed(), Some(relayed));
     assert_eq!(s.realm.as_deref(), Some(REALM));
     let seen = script.join().expect("script thread");
     assert_eq!(seen.len(), 4, "{seen:?}");

@@ -28,7 +28,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use turnd::core::allocation::{Additional, State};
-use turnd::core::auth::{long_term_key, Credentials, Key, UserSecret};
+use turnd::core::auth::{long_term_key, Credentials, Md5Key, UserSecret};
 use turnd::core::nonce::NonceKey;
 use turnd::core::own_host::{HostAddrs, OwnHost};
 use turnd::core::peer_filter::{Cidr, PeerFilter};
@@ -142,18 +142,18 @@ fn clients() -> [FiveTuple; 4] {
     ]
 }
 
-fn key() -> &'static Key {
-    static K: OnceLock<Key> = OnceLock::new();
+fn key() -> &'static Md5Key {
+    static K: OnceLock<Md5Key> = OnceLock::new();
     K.get_or_init(|| long_term_key(USER, REALM, PASSWORD))
 }
 
-fn other_key() -> &'static Key {
-    static K: OnceLock<Key> = OnceLock::new();
+fn other_key() -> &'static Md5Key {
+    static K: OnceLock<Md5Key> = OnceLock::new();
     K.get_or_init(|| long_term_key(OTHER_USER, REALM, OTHER_PASSWORD))
 }
 
 /// Who client `i` is: client 2 is bob, the others alice.
-fn user_of(client: usize) -> (&'static str, &'static Key) {
+fn user_of(client: usize) -> (&'static str, &'static Md5Key) {
     if client == 2 {
         (OTHER_USER, other_key())
     } else {

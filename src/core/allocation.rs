@@ -7,28 +7,40 @@
 
 use super::auth::SessionKey;
 use super::channel::Channels;
+use super::counters::Relayed;
 use super::five_tuple::FiveTuple;
+pub use super::ids::AllocationId;
+use super::ids::{ConnectionId, ReservationToken};
 use super::permission::Permissions;
-use crate::stun::{AddressFamily, TransactionId};
+use super::tcp_relay::SpliceShare;
+use crate::stun::{AddressFamily, ErrorCode, TransactionId};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Instant;
 
-/// A handle to an allocation: a slot index plus a generation, so a late datagram on a relay
-/// socket that belonged to a freed allocation never reaches the slot's next occupant.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct AllocationId {
-    pub index: u32,
-    pub generation: u32,
+/// What an allocation relays, decided by REQUESTED-TRANSPORT when it is made: the one place
+/// that says whether it is a TCP allocation.
+#[derive(Clone, Debug)]
+pub enum AllocationKind {
+    /// UDP (RFC 8656): the relayed address is a UDP socket; data comes as ChannelData or Send
+    /// indications and goes as datagrams.
+    Udp,
+    /// TCP (RFC 6062): the relayed address is a TCP listener; data goes only through peer
+    /// connections spliced with client data connections.
+    Tcp(TcpAllocation),
 }
 
-/// Relayed traffic counters, kept per allocation for its end-of-life log line.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Stats {
-    pub to_peer_packets: u64,
-    pub to_peer_bytes: u64,
-    pub to_client_packets: u64,
-    pub to_client_bytes: u64,
+/// What a TCP allocation (RFC 6062) has besides what every allocation has.
+#[derive(Clone, Debug, Default)]
+pub struct TcpAllocation {
+    /// Its caps and spliced byte counts, shared with its splices (which may run on other
+    /// workers).
+    pub splice: Arc<SpliceShare>,
+    /// The CONNECTION-IDs of its peer connections, at most
+    /// [`MAX_PEER_CONNECTIONS`](super::tcp_relay::MAX_PEER_CONNECTIONS). Some may have ended
+    /// on another worker already; they are pruned as they are met.
+    pub connections: Vec<ConnectionId>,
 }
 
 /// Where an allocation is in its life.
@@ -78,7 +90,10 @@ pub enum Additional {
     Opening { bind: SocketAddr, attempts: u8 },
     /// The family cannot be had: the success response carries ADDRESS-ERROR-CODE with
     /// `code` (440 not supported, 508 no capacity) and the allocation is single-family.
-    Refused { family: AddressFamily, code: u16 },
+    Refused {
+        family: AddressFamily,
+        code: ErrorCode,
+    },
 }
 
 /// What a dual allocation (RFC 8656 §7.2 step 9) has besides the first relayed address: the
@@ -119,16 +134,17 @@ pub struct Allocation {
     pub dont_fragment: bool,
     pub permissions: Permissions,
     pub channels: Channels,
-    pub stats: Stats,
+    /// Its relayed datagrams (a TCP allocation's spliced bytes are in its [`TcpAllocation`]).
+    pub stats: Relayed,
     /// The RESERVATION-TOKEN of the port this allocation's Allocate reserved (EVEN-PORT with
     /// the R bit), until it is redeemed, lapses, or goes with this allocation.
-    pub reservation: Option<[u8; 8]>,
+    pub reservation: Option<ReservationToken>,
     /// The `allocation_bandwidth` cap, when one is set.
     pub bandwidth: Option<super::bandwidth::TokenBucket>,
     /// The `user_bandwidth` bucket its user's allocations share, when a cap is set.
     pub user_bandwidth: Option<std::sync::Arc<super::bandwidth::SharedBucket>>,
-    /// A TCP allocation's (RFC 6062) caps and spliced byte counts, shared with its splices.
-    pub splice: Option<std::sync::Arc<super::tcp_relay::SpliceShare>>,
+    /// UDP, or TCP with its peer connections.
+    pub kind: AllocationKind,
 }
 
 impl Allocation {
@@ -155,16 +171,32 @@ impl Allocation {
 impl Allocation {
     /// Whether it is a TCP allocation (RFC 6062): its relayed address is a TCP listener, and
     /// data reaches its peers only through spliced connections.
+    #[inline]
     pub fn is_tcp(&self) -> bool {
-        self.splice.is_some()
+        matches!(self.kind, AllocationKind::Tcp(_))
+    }
+
+    /// The RFC 6062 part of a TCP allocation; `None` for a UDP one.
+    pub fn tcp(&self) -> Option<&TcpAllocation> {
+        match &self.kind {
+            AllocationKind::Tcp(t) => Some(t),
+            AllocationKind::Udp => None,
+        }
+    }
+
+    pub fn tcp_mut(&mut self) -> Option<&mut TcpAllocation> {
+        match &mut self.kind {
+            AllocationKind::Tcp(t) => Some(t),
+            AllocationKind::Udp => None,
+        }
     }
 
     /// What the allocation relayed: its datagrams, plus for a TCP allocation the bytes its
     /// splices copied (they have no datagrams to count).
-    pub fn relayed(&self) -> Stats {
+    pub fn relayed(&self) -> Relayed {
         let mut s = self.stats;
-        if let Some(share) = &self.splice {
-            let (to_peer, to_client) = share.bytes();
+        if let Some(tcp) = self.tcp() {
+            let (to_peer, to_client) = tcp.splice.bytes();
             s.to_peer_bytes += to_peer;
             s.to_client_bytes += to_client;
         }

@@ -53,20 +53,20 @@ use md5::{Digest, Md5};
 use sha1::Sha1;
 use sha2::Sha256;
 
-/// The long-term credential key: MD5(username ":" realm ":" password) (RFC 8489 §9.2.2, MD5
-/// algorithm).
+/// The long-term credential key of the MD5 password algorithm:
+/// MD5(username ":" realm ":" password) (RFC 8489 §9.2.2), the only one RFC 5389 knew.
 ///
-/// This is the HMAC key for MESSAGE-INTEGRITY (HMAC-SHA1, RFC 8489 §14.5). It is what the server
-/// actually needs to verify a request, so it is also what we store and hand back on success:
-/// the caller keys the MESSAGE-INTEGRITY of its response with it (RFC 8489 §9.2.4).
-pub type Key = [u8; 16];
+/// It keys MESSAGE-INTEGRITY (HMAC-SHA1, RFC 8489 §14.5) — and MESSAGE-INTEGRITY-SHA256 when an
+/// RFC 8489 client picks MD5. It is what the server actually needs to verify a request, so it
+/// is what a static user may be configured with instead of a password ([`UserSecret::Key`]).
+pub type Md5Key = [u8; 16];
 
 /// Computes the long-term credential key `MD5(username ":" realm ":" password)`
 /// (RFC 8489 §9.2.2).
 ///
 /// The strings are hashed as given, without SASLprep/OpaqueString processing (see the module
 /// documentation for why).
-pub fn long_term_key(username: &str, realm: &str, password: &str) -> Key {
+pub fn long_term_key(username: &str, realm: &str, password: &str) -> Md5Key {
     let mut md5 = Md5::new();
     md5.update(username.as_bytes());
     md5.update(b":");
@@ -128,50 +128,86 @@ impl PasswordAlgorithm {
     }
 }
 
+/// The long-term credential key (RFC 8489 §9.2.2) with the password algorithm that derived
+/// it: `MD5(username ":" realm ":" password)` or `SHA-256(username ":" realm ":" password)`.
+/// Password-equivalent for its realm, so its `Debug` shows only the algorithm.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum LongTermKey {
+    Md5(Md5Key),
+    Sha256(Sha256Key),
+}
+
+impl LongTermKey {
+    /// Derives the key of `algorithm` from the credentials (hashed as given, see the module
+    /// documentation).
+    pub fn derive(
+        algorithm: PasswordAlgorithm,
+        username: &str,
+        realm: &str,
+        password: &str,
+    ) -> LongTermKey {
+        match algorithm {
+            PasswordAlgorithm::Md5 => LongTermKey::Md5(long_term_key(username, realm, password)),
+            PasswordAlgorithm::Sha256 => {
+                LongTermKey::Sha256(long_term_key_sha256(username, realm, password))
+            }
+        }
+    }
+
+    pub fn algorithm(&self) -> PasswordAlgorithm {
+        match self {
+            LongTermKey::Md5(_) => PasswordAlgorithm::Md5,
+            LongTermKey::Sha256(_) => PasswordAlgorithm::Sha256,
+        }
+    }
+
+    /// The HMAC key: 16 bytes (MD5) or 32 (SHA-256).
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            LongTermKey::Md5(k) => k,
+            LongTermKey::Sha256(k) => k,
+        }
+    }
+}
+
+impl fmt::Debug for LongTermKey {
+    /// Redacted: the key is password-equivalent.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "LongTermKey::{:?}(<redacted>)", self.algorithm())
+    }
+}
+
 /// The key an authenticated request proved, and how every response to it is signed.
 ///
 /// RFC 8489 §9.2.4: responses carry MESSAGE-INTEGRITY-SHA256 unless the request was processed
 /// "as though PASSWORD-ALGORITHM were MD5" because it carried neither PASSWORD-ALGORITHMS nor
-/// PASSWORD-ALGORITHM (an RFC 5389 client): then MESSAGE-INTEGRITY, exactly as before.
-#[derive(Clone, Copy, PartialEq, Eq)]
+/// PASSWORD-ALGORITHM (an RFC 5389 client): then MESSAGE-INTEGRITY, exactly as before. The
+/// two are independent: an RFC 8489 client that picks MD5 signs with MESSAGE-INTEGRITY-SHA256
+/// keyed with the MD5 key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SessionKey {
-    bytes: [u8; 32],
-    len: u8,
+    pub key: LongTermKey,
     /// Sign responses with MESSAGE-INTEGRITY-SHA256 rather than MESSAGE-INTEGRITY.
     pub sha256_integrity: bool,
 }
 
-impl fmt::Debug for SessionKey {
-    /// Redacted: the key is password-equivalent.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SessionKey")
-            .field("len", &self.len)
-            .field("sha256_integrity", &self.sha256_integrity)
-            .finish()
-    }
-}
-
 impl SessionKey {
     /// A legacy (RFC 5389) session: MD5 key, MESSAGE-INTEGRITY.
-    pub fn md5(key: Key) -> SessionKey {
-        SessionKey::new(&key, false)
+    pub fn md5(key: Md5Key) -> SessionKey {
+        SessionKey::new(LongTermKey::Md5(key), false)
     }
 
-    /// `key` (16 or 32 bytes), signing with MESSAGE-INTEGRITY-SHA256 when `sha256_integrity`.
-    pub fn new(key: &[u8], sha256_integrity: bool) -> SessionKey {
-        let mut bytes = [0u8; 32];
-        let len = key.len().min(32);
-        bytes[..len].copy_from_slice(&key[..len]);
+    /// `key`, signing with MESSAGE-INTEGRITY-SHA256 when `sha256_integrity`.
+    pub fn new(key: LongTermKey, sha256_integrity: bool) -> SessionKey {
         SessionKey {
-            bytes,
-            len: len as u8,
+            key,
             sha256_integrity,
         }
     }
 
     /// The HMAC key.
     pub fn as_bytes(&self) -> &[u8] {
-        &self.bytes[..usize::from(self.len)]
+        self.key.as_bytes()
     }
 }
 
@@ -185,8 +221,8 @@ pub enum UserRef<'a> {
 /// How a static user's secret is stored: plaintext password, or the precomputed key (so
 /// plaintext need not be stored in the config).
 ///
-/// Both give the same [`Key`] once the realm is known: a `Password` is turned into
-/// `long_term_key(username, realm, password)` by [`Credentials::new`]. Storing the `Key`
+/// Both give the same [`Md5Key`] once the realm is known: a `Password` is turned into
+/// `long_term_key(username, realm, password)` by [`Credentials::new`]. Storing the key
 /// (e.g. as produced by `turnadmin -k`) keeps the plaintext password out of the config file:
 /// RFC 8489 §9.2.2 only ever uses the password through this key, so the server loses nothing by
 /// not knowing it. Note the key is still password-equivalent for this realm.
@@ -195,13 +231,13 @@ pub enum UserSecret {
     /// The plaintext password.
     Password(String),
     /// The precomputed `MD5(username ":" realm ":" password)`.
-    Key(Key),
+    Key(Md5Key),
 }
 
 impl UserSecret {
     /// Parses a precomputed key written as 32 hex digits (case-insensitive, optional `0x`/`0X`
     /// prefix), the form coturn's `turnadmin -k` prints. `None` for anything else.
-    pub fn parse_key_hex(hex: &str) -> Option<Key> {
+    pub fn parse_key_hex(hex: &str) -> Option<Md5Key> {
         let hex = hex
             .strip_prefix("0x")
             .or_else(|| hex.strip_prefix("0X"))
@@ -408,7 +444,7 @@ pub struct Credentials {
 /// A static user's keys: MD5 always; SHA-256 only when the plaintext password was configured.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct StaticUser {
-    md5: Key,
+    md5: Md5Key,
     sha256: Option<Sha256Key>,
 }
 
@@ -505,20 +541,17 @@ impl Credentials {
         &self,
         username: &str,
         unix_now: u64,
-        mut verify: impl FnMut(&Key) -> bool,
-    ) -> Result<Key, AuthError> {
-        let md5 = |k: &[u8]| -> bool { <&Key>::try_from(k).is_ok_and(&mut verify) };
+        mut verify: impl FnMut(&Md5Key) -> bool,
+    ) -> Result<Md5Key, AuthError> {
+        let md5 = |k: &[u8]| -> bool { <&Md5Key>::try_from(k).is_ok_and(&mut verify) };
         match self.authenticate_with(
             UserRef::Name(username),
             PasswordAlgorithm::Md5,
             unix_now,
             md5,
         ) {
-            Ok((_, key)) => {
-                let mut k = [0u8; 16];
-                k.copy_from_slice(key.as_bytes());
-                Ok(k)
-            }
+            // Asked for MD5, so the key is the MD5 one.
+            Ok((_, key)) => <Md5Key>::try_from(key.as_bytes()).map_err(|_| AuthError::BadIntegrity),
             Err(e) => Err(e),
         }
     }
@@ -548,12 +581,13 @@ impl Credentials {
         };
         if let Some(user) = user {
             let key = match algorithm {
-                PasswordAlgorithm::Md5 => SessionKey::new(&user.md5, false),
-                PasswordAlgorithm::Sha256 => match &user.sha256 {
-                    Some(k) => SessionKey::new(k, false),
+                PasswordAlgorithm::Md5 => LongTermKey::Md5(user.md5),
+                PasswordAlgorithm::Sha256 => match user.sha256 {
+                    Some(k) => LongTermKey::Sha256(k),
                     None => return Err(AuthError::UnsupportedAlgorithm),
                 },
             };
+            let key = SessionKey::new(key, false);
             return if verify(key.as_bytes()) {
                 Ok((name, key))
             } else {
@@ -573,14 +607,8 @@ impl Credentials {
         let mut buf = [0u8; REST_PASSWORD_LEN];
         for secret in &self.secrets {
             let password = rest_api_password_into(secret, &name, &mut buf);
-            let key = match algorithm {
-                PasswordAlgorithm::Md5 => {
-                    SessionKey::new(&long_term_key(&name, &self.realm, password), false)
-                }
-                PasswordAlgorithm::Sha256 => {
-                    SessionKey::new(&long_term_key_sha256(&name, &self.realm, password), false)
-                }
-            };
+            let key = LongTermKey::derive(algorithm, &name, &self.realm, password);
+            let key = SessionKey::new(key, false);
             if verify(key.as_bytes()) {
                 return Ok((name, key));
             }
@@ -595,7 +623,32 @@ mod tests {
 
     const NOW: u64 = 1_700_000_000;
 
-    fn hex(key: &Key) -> String {
+    #[test]
+    fn long_term_key_names_its_algorithm_and_hides_its_bytes() {
+        let md5 = LongTermKey::derive(PasswordAlgorithm::Md5, "user", "realm", "pass");
+        assert_eq!(
+            md5,
+            LongTermKey::Md5(long_term_key("user", "realm", "pass"))
+        );
+        assert_eq!(md5.algorithm(), PasswordAlgorithm::Md5);
+        assert_eq!(md5.as_bytes().len(), 16);
+        let sha = LongTermKey::derive(PasswordAlgorithm::Sha256, "user", "realm", "pass");
+        assert_eq!(
+            sha.as_bytes(),
+            &long_term_key_sha256("user", "realm", "pass")[..]
+        );
+        assert_eq!(sha.algorithm(), PasswordAlgorithm::Sha256);
+        // The key is password-equivalent: Debug (and so any log of an allocation) hides it.
+        assert_eq!(format!("{md5:?}"), "LongTermKey::Md5(<redacted>)");
+        let session = format!("{:?}", SessionKey::new(sha, true));
+        assert!(session.contains("Sha256(<redacted>)"), "{session}");
+        assert_eq!(
+            SessionKey::md5(*b"0123456789abcdef").as_bytes(),
+            b"0123456789abcdef"
+        );
+    }
+
+    fn hex(key: &Md5Key) -> String {
         key.iter().map(|b| format!("{b:02x}")).collect()
     }
 
@@ -608,7 +661,7 @@ mod tests {
     }
 
     /// A `verify` that accepts exactly the key a client holding `password` would use.
-    fn client(username: &str, password: &str) -> impl FnMut(&Key) -> bool {
+    fn client(username: &str, password: &str) -> impl FnMut(&Md5Key) -> bool {
         let want = long_term_key(username, "example.org", password);
         move |k| *k == want
     }
@@ -731,7 +784,7 @@ mod tests {
     }
 
     /// Whether `name`, minted with `secret`, authenticates against `creds` at `NOW`.
-    fn rest_result(creds: &Credentials, name: &str) -> Result<Key, AuthError> {
+    fn rest_result(creds: &Credentials, name: &str) -> Result<Md5Key, AuthError> {
         let pw = rest_api_password(b"north", name);
         creds.authenticate(name, NOW, client(name, &pw))
     }

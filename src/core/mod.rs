@@ -15,9 +15,11 @@ pub mod allocation;
 pub mod auth;
 pub mod bandwidth;
 pub mod channel;
+pub mod counters;
 pub mod embedded_ipv4;
 pub mod five_tuple;
 mod handlers;
+pub mod ids;
 pub mod nat_discovery;
 pub mod nonce;
 pub mod own_host;
@@ -28,17 +30,18 @@ pub mod quota;
 pub mod rate_limit;
 pub mod reloadable;
 mod reply;
+pub mod request;
 mod server;
 pub mod tcp_relay;
 pub mod timer;
 mod transactions;
 
-pub use allocation::{Allocation, AllocationId, Stats};
+pub use allocation::{Allocation, AllocationKind};
+pub use counters::{AuthFailure, CounterKey, Counters, DropReason, Relayed, ResponseResult};
 pub use five_tuple::{FiveTuple, Transport};
-pub use server::{
-    transport_index, Counters, Relayed, Server, AUTH_FAILURE_LABELS, METHOD_LABELS, PEER_HEADROOM,
-    PEER_TAILROOM, RESULT_LABELS, TRANSPORT_LABELS,
-};
+pub use ids::{AllocationId, ConnectionId, ReservationToken};
+pub use request::RequestMethod;
+pub use server::{Server, PEER_HEADROOM, PEER_TAILROOM};
 
 use crate::stun::AddressFamily;
 use auth::Credentials;
@@ -181,7 +184,7 @@ pub struct Shared {
     /// Replaced whole on SIGHUP.
     pub peer_filter: reloadable::Reloadable<PeerFilter>,
     pub ports: Mutex<PortPool>,
-    pub reservations: DashMap<[u8; 8], Reservation>,
+    pub reservations: DashMap<ReservationToken, Reservation>,
     /// Allocations held per user and in total, for the quotas (486).
     pub quotas: quota::Quotas,
     /// RFC 6062 peer connections by CONNECTION-ID: a ConnectionBind may reach any worker.
@@ -248,7 +251,7 @@ pub enum Event {
         additional: Option<SocketAddr>,
         reason: EndReason,
         duration: Duration,
-        stats: Stats,
+        stats: Relayed,
     },
 }
 
@@ -304,4 +307,4 @@ pub enum RelayOpenError {
     Other,
 }
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

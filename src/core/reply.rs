@@ -3,35 +3,13 @@
 
 use super::auth::SessionKey;
 use crate::stun::{
-    AttrType, BuildError, Class, Message, MessageBuilder, MessageType, Method, TransactionId,
+    AttrType, BuildError, Class, ErrorCode, Message, MessageBuilder, MessageType, Method,
+    TransactionId,
 };
 
 /// Large enough for any response this server sends (the biggest is a 420 listing unknown
 /// attributes, or an Allocate success with IPv6 addresses: well under 300 bytes).
 const MAX_RESPONSE: usize = 548;
-
-/// The reason phrases of RFC 8489 §14.8, RFC 8656 §19 and RFC 6062 §6.3.
-pub fn reason(code: u16) -> &'static str {
-    match code {
-        300 => "Try Alternate",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        403 => "Forbidden",
-        420 => "Unknown Attribute",
-        437 => "Allocation Mismatch",
-        438 => "Stale Nonce",
-        440 => "Address Family not Supported",
-        441 => "Wrong Credentials",
-        442 => "Unsupported Transport Protocol",
-        443 => "Peer Address Family Mismatch",
-        446 => "Connection Already Exists",
-        447 => "Connection Timeout or Failure",
-        486 => "Allocation Quota Reached",
-        500 => "Server Error",
-        508 => "Insufficient Capacity",
-        _ => "Error",
-    }
-}
 
 /// What every response to a request shares: who it answers, and how to sign it.
 #[derive(Clone, Copy)]
@@ -73,17 +51,17 @@ impl<'a> Responder<'a> {
     /// An error response; `attrs` adds attributes beyond ERROR-CODE (REALM, NONCE, …).
     pub fn error(
         &self,
-        code: u16,
+        code: ErrorCode,
         attrs: impl FnOnce(&mut MessageBuilder) -> Result<(), BuildError>,
     ) -> Vec<u8> {
         self.build(Class::ErrorResponse, |b| {
-            b.add_error_code(code, reason(code))?;
+            b.add_error(code)?;
             attrs(b)
         })
     }
 
     /// An error response with no attributes but ERROR-CODE.
-    pub fn plain_error(&self, code: u16) -> Vec<u8> {
+    pub fn plain_error(&self, code: ErrorCode) -> Vec<u8> {
         self.error(code, |_| Ok(()))
     }
 
@@ -121,7 +99,7 @@ impl<'a> Responder<'a> {
                 let ty = MessageType::new(self.method, Class::ErrorResponse);
                 let len = MessageBuilder::new(&mut buf, ty, self.txid)
                     .and_then(|mut b| {
-                        b.add_error_code(500, reason(500))?;
+                        b.add_error(ErrorCode::ServerError)?;
                         Ok(b.finish())
                     })
                     .unwrap_or(0);

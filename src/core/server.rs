@@ -2,14 +2,14 @@
 //! Each TURN method's rules live in its own file under `handlers/`.
 
 use super::allocation::{Additional, AllocationId, AllocationTable, State};
+use super::counters::{Counters, DropReason};
 use super::five_tuple::FiveTuple;
 use super::peer_filter::PeerFilter;
 use super::rate_limit::RateLimiter;
-use super::reply::Responder;
+use super::request::RequestMethod;
 use super::timer::{TimerKind, Timers};
 use super::transactions::TransactionCache;
 use super::{EndReason, Event, Forward, Output, RelayOpenError, Shared, ToClient};
-use crate::stun::attribute::{is_nat_discovery_attribute, is_understood};
 use crate::stun::{ChannelData, Class, Message, Method};
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
@@ -28,208 +28,6 @@ pub const PEER_TAILROOM: usize = 4;
 /// How many responses a worker remembers for retransmissions.
 const TRANSACTION_CACHE: usize = 16 * 1024;
 
-/// What one worker's core has counted: datagrams declined by reason, relayed traffic,
-/// requests by method and result, authentication failures by reason, and the permissions and
-/// channels it holds. Plain integers owned by one worker, incremented on the relay path without
-/// a lock or an atomic; the shell copies them out after each batch and the metrics endpoint sums
-/// every worker's copy when scraped. The core counts; it knows nothing of Prometheus.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Counters {
-    pub malformed: u64,
-    pub no_allocation: u64,
-    pub no_permission: u64,
-    pub no_channel: u64,
-    /// Requests received (every method, before any check).
-    pub requests: u64,
-    /// Failed authentications, all reasons ([`Counters::auth_failure_reasons`] splits them).
-    pub auth_failures: u64,
-    pub peers_denied: u64,
-    /// Requests refused by an allocation quota (486).
-    pub quota: u64,
-    /// Datagrams dropped by the `allocation_bandwidth` cap.
-    pub bandwidth: u64,
-    /// Times a TCP relay splice waited for the `allocation_bandwidth` or `user_bandwidth`
-    /// cap before passing bytes on (a stream is paced, never dropped).
-    pub tcp_relay_throttled: u64,
-    /// CreatePermission/ChannelBind refused by `max_permissions` (508).
-    pub permission_quota: u64,
-    /// ChannelBind refused by `max_channels` (508).
-    pub channel_quota: u64,
-    /// Requests not answered because their source is over its pre-authentication rate
-    /// (`unauthenticated_rate`, `binding_rate`).
-    pub rate_limited: u64,
-    /// Unauthenticated requests not answered because the answer would be larger than the
-    /// request (`amplification = "refuse"`).
-    pub amplification: u64,
-    /// Relayed traffic, indexed by the client's transport ([`transport_index`]).
-    pub relayed: [Relayed; TRANSPORTS],
-    /// Responses sent, by method ([`METHOD_LABELS`]) and result ([`RESULT_LABELS`]).
-    pub responses: [[u64; RESULTS]; METHODS],
-    /// Failed authentications by reason ([`AUTH_FAILURE_LABELS`]).
-    pub auth_failure_reasons: [u64; AUTH_FAILURES],
-    /// Permissions currently installed (expired ones until their sweep runs).
-    pub permissions: u64,
-    pub permissions_created: u64,
-    /// Channel bindings currently held (including those in their 5-minute cool-down).
-    pub channels: u64,
-    pub channels_created: u64,
-}
-
-/// Relayed datagrams and payload bytes of one transport, per direction.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Relayed {
-    pub to_peer_packets: u64,
-    pub to_peer_bytes: u64,
-    pub to_client_packets: u64,
-    pub to_client_bytes: u64,
-}
-
-pub const TRANSPORTS: usize = 3;
-/// The label of each [`Counters::relayed`] entry.
-pub const TRANSPORT_LABELS: [&str; TRANSPORTS] = ["udp", "tcp", "tls"];
-
-pub fn transport_index(t: super::Transport) -> usize {
-    match t {
-        super::Transport::Udp => 0,
-        super::Transport::Tcp => 1,
-        super::Transport::Tls => 2,
-    }
-}
-
-pub const METHODS: usize = 8;
-pub const METHOD_LABELS: [&str; METHODS] = [
-    "binding",
-    "allocate",
-    "refresh",
-    "create_permission",
-    "channel_bind",
-    "connect",
-    "connection_bind",
-    "other",
-];
-
-/// Every error code the server sends, plus "other" for any code not listed.
-const RESULT_CODES: [u16; RESULTS - 2] = [
-    400, 401, 403, 420, 437, 438, 440, 441, 442, 443, 446, 447, 486, 500, 508, 300,
-];
-pub const RESULTS: usize = 18;
-/// In the order of [`RESULT_CODES`]; 300 (Try Alternate) came last, so earlier indices keep
-/// their meaning.
-pub const RESULT_LABELS: [&str; RESULTS] = [
-    "success", "400", "401", "403", "420", "437", "438", "440", "441", "442", "443", "446", "447",
-    "486", "500", "508", "300", "other",
-];
-
-pub const AUTH_FAILURES: usize = 8;
-pub const AUTH_FAILURE_LABELS: [&str; AUTH_FAILURES] = [
-    "bad_request",
-    "stale_nonce",
-    "unknown_user",
-    "expired",
-    "bad_integrity",
-    "bid_down",
-    "unsupported_algorithm",
-    "expiry_too_far",
-];
-
-/// An index into [`AUTH_FAILURE_LABELS`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum AuthFailure {
-    /// MESSAGE-INTEGRITY without USERNAME, REALM or NONCE (400).
-    BadRequest = 0,
-    /// A nonce that is stale or not ours (438).
-    StaleNonce = 1,
-    UnknownUser = 2,
-    /// A TURN REST API username past its expiry.
-    Expired = 3,
-    BadIntegrity = 4,
-    /// PASSWORD-ALGORITHMS/PASSWORD-ALGORITHM missing one of the pair, or not what we
-    /// offered (RFC 8489 §9.2.4 bid-down check, 400).
-    BidDown = 5,
-    /// SHA-256 asked for a user configured with only an MD5 key (401).
-    UnsupportedAlgorithm = 6,
-    /// A TURN REST API username whose expiry lies further ahead than `rest_max_ttl` (401).
-    ExpiryTooFar = 7,
-}
-
-impl Counters {
-    /// Adds `other` into `self` (summing workers).
-    pub fn add(&mut self, other: &Counters) {
-        self.malformed += other.malformed;
-        self.no_allocation += other.no_allocation;
-        self.no_permission += other.no_permission;
-        self.no_channel += other.no_channel;
-        self.requests += other.requests;
-        self.auth_failures += other.auth_failures;
-        self.peers_denied += other.peers_denied;
-        self.quota += other.quota;
-        self.bandwidth += other.bandwidth;
-        self.tcp_relay_throttled += other.tcp_relay_throttled;
-        self.permission_quota += other.permission_quota;
-        self.channel_quota += other.channel_quota;
-        self.rate_limited += other.rate_limited;
-        self.amplification += other.amplification;
-        for (a, b) in self.relayed.iter_mut().zip(&other.relayed) {
-            a.to_peer_packets += b.to_peer_packets;
-            a.to_peer_bytes += b.to_peer_bytes;
-            a.to_client_packets += b.to_client_packets;
-            a.to_client_bytes += b.to_client_bytes;
-        }
-        for (a, b) in self.responses.iter_mut().zip(&other.responses) {
-            for (x, y) in a.iter_mut().zip(b) {
-                *x += y;
-            }
-        }
-        for (a, b) in self
-            .auth_failure_reasons
-            .iter_mut()
-            .zip(&other.auth_failure_reasons)
-        {
-            *a += b;
-        }
-        self.permissions += other.permissions;
-        self.permissions_created += other.permissions_created;
-        self.channels += other.channels;
-        self.channels_created += other.channels_created;
-    }
-
-    pub(crate) fn auth_failure(&mut self, reason: AuthFailure) {
-        self.auth_failures += 1;
-        self.auth_failure_reasons[reason as usize] += 1;
-    }
-
-    /// Counts a response by the method and result it carries (a response we built, so it
-    /// parses; anything else is ignored).
-    fn response(&mut self, payload: &[u8]) {
-        let Ok(msg) = Message::parse(payload) else {
-            return;
-        };
-        let method = match msg.method() {
-            Method::BINDING => 0,
-            Method::ALLOCATE => 1,
-            Method::REFRESH => 2,
-            Method::CREATE_PERMISSION => 3,
-            Method::CHANNEL_BIND => 4,
-            Method::CONNECT => 5,
-            Method::CONNECTION_BIND => 6,
-            _ => 7,
-        };
-        let result = match msg.class() {
-            Class::SuccessResponse => 0,
-            Class::ErrorResponse => match msg.error_code() {
-                Some(Ok((code, _))) => RESULT_CODES
-                    .iter()
-                    .position(|&c| c == code)
-                    .map_or(RESULTS - 1, |i| i + 1),
-                _ => RESULTS - 1,
-            },
-            // Data indications built on the control path are not responses.
-            _ => return,
-        };
-        self.responses[method][result] += 1;
-    }
-}
-
 /// A clock pairing: the monotonic instant at which the wall clock read `unix` seconds.
 #[derive(Clone, Copy, Debug)]
 struct WallClock {
@@ -242,7 +40,7 @@ pub struct Server {
     pub(super) allocations: AllocationTable,
     pub(super) timers: Timers,
     pub(super) outputs: VecDeque<Output>,
-    transactions: TransactionCache,
+    pub(super) transactions: TransactionCache,
     /// Every value a client sees and must not be able to guess comes from here: relay ports,
     /// transaction ids of Data and ConnectionAttempt indications, CONNECTION-IDs,
     /// RESERVATION-TOKENs, the alternate server picked. `StdRng` is a CSPRNG (ChaCha12 in
@@ -253,9 +51,9 @@ pub struct Server {
     pub(super) counters: Counters,
     pub(super) tcp_relay: super::tcp_relay::TcpRelayState,
     /// Error answers to unauthenticated requests, per source (`unauthenticated_rate`).
-    unauthenticated_limit: RateLimiter,
+    pub(super) unauthenticated_limit: RateLimiter,
     /// Binding answers, per source (`binding_rate`).
-    binding_limit: RateLimiter,
+    pub(super) binding_limit: RateLimiter,
     /// The peer filter this worker last applied to its permissions and channels
     /// ([`Server::handle_peer_filter_changed`]). The relay path reads its own-host ports
     /// through this `Arc` rather than the shared `Reloadable`, so it takes no lock.
@@ -354,7 +152,7 @@ impl Server {
         let msg = match Message::parse(data) {
             Ok(m) => m,
             Err(_) => {
-                self.counters.malformed += 1;
+                self.counters.dropped[DropReason::Malformed] += 1;
                 return None;
             }
         };
@@ -363,118 +161,21 @@ impl Server {
                 self.relay_send_indication(now, from, &msg)
             }
             Class::Request => {
+                // RFC 8489 §6.3: a message whose method the server does not support, or whose
+                // class the method does not allow (a Send, Data or ConnectionAttempt request),
+                // is silently discarded — not answered with an error.
+                let Some(method) = RequestMethod::of(msg.method()) else {
+                    self.counters.dropped[DropReason::Malformed] += 1;
+                    return None;
+                };
                 self.counters.requests += 1;
-                self.handle_request(now, from, &msg);
+                self.handle_request(now, from, &msg, method);
                 None
             }
-            // Responses, and indications other than Send, are not for a server.
+            // Responses, and indications other than Send (a Binding keepalive, a Data or
+            // ConnectionAttempt indication that only a server sends, an unknown method), are
+            // not for a server: RFC 8489 §6.3.2 and §6.3 discard them.
             _ => None,
-        }
-    }
-
-    fn handle_request(&mut self, now: Instant, from: FiveTuple, msg: &Message) {
-        let responder = Responder::to(msg, None, None);
-        let mut unknown = [0u16; 16];
-        let nat = msg.method() == Method::BINDING && self.nat_pair(&from).is_some();
-        // RFC 5780's request attributes are understood only where discovery is served:
-        // elsewhere CHANGE-REQUEST must earn a 420 (RFC 5780 §6).
-        let n = msg.unknown_required(
-            |t| is_understood(t) || (nat && is_nat_discovery_attribute(t)),
-            &mut unknown,
-        );
-        // Only Binding is served on the three extra NAT discovery addresses: TURN stays on
-        // the primary listen address (dropped, like any datagram for no one).
-        if msg.method() != Method::BINDING && self.on_nat_secondary(&from) {
-            return;
-        }
-        let turn_method = matches!(
-            msg.method(),
-            Method::ALLOCATE
-                | Method::REFRESH
-                | Method::CREATE_PERMISSION
-                | Method::CHANNEL_BIND
-                | Method::CONNECT
-                | Method::CONNECTION_BIND
-        );
-        // TURN requests are checked for unknown attributes after authentication (below).
-        if n > 0 && !turn_method {
-            let resp = responder.error(420, |b| b.add_unknown_attributes(&unknown[..n]));
-            self.transmit_unauthenticated(now, from, resp, msg.raw().len());
-            return;
-        }
-        match msg.method() {
-            Method::BINDING => {
-                if !self.binding_limit.allow(now, from.client.ip()) {
-                    self.counters.rate_limited += 1;
-                    return;
-                }
-                self.handle_binding(now, from, msg);
-            }
-            Method::ALLOCATE
-            | Method::REFRESH
-            | Method::CREATE_PERMISSION
-            | Method::CHANNEL_BIND
-            | Method::CONNECT
-            | Method::CONNECTION_BIND => {
-                if let Some(cached) = self.transactions.get(&from, &msg.transaction_id()) {
-                    let payload = cached.to_vec();
-                    self.transmit(from, payload);
-                    return;
-                }
-                // An allocation past its expiry whose deadline has not fired yet is gone
-                // for every purpose: a request must not bring it back.
-                if let Some(id) = self.allocations.id_for(&from) {
-                    let expired = self
-                        .allocations
-                        .get(id)
-                        .is_some_and(|a| a.state == State::Active && a.expires <= now);
-                    if expired {
-                        self.free_allocation(now, id, EndReason::Expired);
-                    }
-                }
-                let auth_from = if msg.method() == Method::CONNECTION_BIND {
-                    self.connection_bind_nonce_owner(now, from, msg)
-                } else {
-                    from
-                };
-                let (username, key) = match self.authenticate(now, auth_from, msg) {
-                    Ok(v) => v,
-                    Err(resp) => {
-                        self.transmit_unauthenticated(now, from, resp, msg.raw().len());
-                        return;
-                    }
-                };
-                // RFC 8489 §6.3: unknown attributes are checked once authentication is done,
-                // so the 420 is signed like every answer to an authenticated request (a
-                // client discards an unsigned one, §9.2.5).
-                if n > 0 {
-                    let shared = self.shared.clone();
-                    let r = Responder::to(msg, Some(&key), shared.config.software.as_deref());
-                    let resp = r.error(420, |b| b.add_unknown_attributes(&unknown[..n]));
-                    self.respond_and_remember(now, from, msg.transaction_id(), resp);
-                    return;
-                }
-                let username: &str = &username;
-                let resp = match msg.method() {
-                    Method::ALLOCATE => self.handle_allocate(now, from, msg, username, &key),
-                    Method::REFRESH => Some(self.handle_refresh(now, from, msg, username, &key)),
-                    Method::CREATE_PERMISSION => {
-                        Some(self.handle_create_permission(now, from, msg, username, &key))
-                    }
-                    Method::CONNECT => self.handle_connect(now, from, msg, username, &key),
-                    Method::CONNECTION_BIND => {
-                        self.handle_connection_bind(now, from, msg, username, &key)
-                    }
-                    _ => Some(self.handle_channel_bind(now, from, msg, username, &key)),
-                };
-                if let Some(resp) = resp {
-                    self.respond_and_remember(now, from, msg.transaction_id(), resp);
-                }
-            }
-            _ => {
-                let resp = responder.plain_error(400);
-                self.transmit_unauthenticated(now, from, resp, msg.raw().len());
-            }
         }
     }
 
@@ -495,11 +196,11 @@ impl Server {
         request_len: usize,
     ) {
         if self.shared.config.refuse_amplification && payload.len() > request_len {
-            self.counters.amplification += 1;
+            self.counters.dropped[DropReason::Amplification] += 1;
             return;
         }
         if !self.unauthenticated_limit.allow(now, to.client.ip()) {
-            self.counters.rate_limited += 1;
+            self.counters.dropped[DropReason::RateLimited] += 1;
             return;
         }
         self.transmit(to, payload);
@@ -635,7 +336,7 @@ impl Server {
     pub(super) fn free_reservation(
         &mut self,
         id: AllocationId,
-        token: [u8; 8],
+        token: super::ids::ReservationToken,
         due: Option<Instant>,
     ) {
         let owner = self.tcp_relay.tag;
@@ -703,7 +404,7 @@ impl Server {
         c.channels = c.channels.saturating_sub(a.channels.len() as u64);
         self.outputs
             .push_back(Output::CloseRelay { id, family: None });
-        self.tcp_allocation_ended(id);
+        self.tcp_allocation_ended(id, &a.kind);
         if a.state == State::Active {
             let stats = a.relayed();
             self.outputs
@@ -742,7 +443,12 @@ impl Server {
     /// [`MAX_PEER_CONNECTIONS`](super::tcp_relay::MAX_PEER_CONNECTIONS) per TCP allocation).
     /// Past Refreshes, permissions, bindings and ended allocations add nothing.
     pub fn pending_timers_bound(&self) -> usize {
-        let connections: usize = self.tcp_relay.allocs.values().map(Vec::len).sum();
+        let connections: usize = self
+            .allocations
+            .iter()
+            .filter_map(|a| a.tcp())
+            .map(|t| t.connections.len())
+            .sum();
         3 * self.allocations.len() + connections
     }
 

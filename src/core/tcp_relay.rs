@@ -15,9 +15,10 @@
 //! allocation a connection belongs to, the Connect transaction to answer, the deadlines —
 //! stays in the owner's [`TcpRelayState`].
 
-use super::allocation::AllocationId;
 use super::bandwidth::SharedBucket;
 use super::five_tuple::FiveTuple;
+use super::ids::AllocationId;
+pub use super::ids::ConnectionId;
 use crate::stun::TransactionId;
 use dashmap::DashMap;
 use std::collections::HashMap;
@@ -37,9 +38,6 @@ pub const BIND_TIMEOUT: Duration = Duration::from_secs(30);
 /// spliced): each costs the server a socket, and RFC 6062 sets no bound of its own. Beyond it
 /// a Connect gets 508 and a peer connecting in is closed.
 pub const MAX_PEER_CONNECTIONS: usize = 64;
-
-/// The 32-bit CONNECTION-ID (RFC 6062 §6.2.1).
-pub type ConnectionId = u32;
 
 /// What every splice of one TCP allocation shares, on whichever worker it runs: the caps
 /// that pace it and the bytes it relayed. A splice runs on the worker that took the
@@ -239,14 +237,12 @@ pub(crate) struct Connecting {
     pub fingerprint: bool,
 }
 
-/// What one worker's core keeps of its TCP allocations.
+/// What one worker's core keeps of its TCP allocations beyond each allocation's own
+/// [`TcpAllocation`](super::allocation::TcpAllocation).
 #[derive(Debug)]
 pub(crate) struct TcpRelayState {
     /// Unique per core in this process, so entries in [`Connections`] name their owner.
     pub tag: u64,
-    /// Every TCP allocation of this worker, with the ids of its peer connections (some may
-    /// have ended on another worker already; they are pruned as they are met).
-    pub allocs: HashMap<AllocationId, Vec<ConnectionId>>,
     pub connecting: HashMap<ConnectionId, Connecting>,
 }
 
@@ -255,7 +251,6 @@ impl Default for TcpRelayState {
         static NEXT_TAG: AtomicU64 = AtomicU64::new(1);
         TcpRelayState {
             tag: NEXT_TAG.fetch_add(1, Ordering::Relaxed),
-            allocs: HashMap::new(),
             connecting: HashMap::new(),
         }
     }

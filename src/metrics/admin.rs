@@ -9,7 +9,7 @@
 //! `/readyz` meanwhile, so a slow or stuck worker delays only the admin request that asked it
 //! (which answers 504 after [`WORKER_TIMEOUT`]), never a scrape or a health check.
 
-use crate::core::{Allocation, AllocationId, Server as Core, Stats};
+use crate::core::{Allocation, AllocationId, Relayed, Server as Core};
 use std::fmt::Write;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -43,7 +43,7 @@ pub struct AllocationInfo {
     pub relays: Vec<SocketAddr>,
     pub created_unix: u64,
     pub expires_unix: u64,
-    pub stats: Stats,
+    pub stats: Relayed,
     pub permissions: Vec<IpAddr>,
     pub channels: Vec<(u16, SocketAddr)>,
 }
@@ -246,7 +246,7 @@ mod tests {
             ],
             created_unix: 10,
             expires_unix: 610,
-            stats: Stats {
+            stats: Relayed {
                 to_peer_packets: 1,
                 to_peer_bytes: 2,
                 to_client_packets: 3,

@@ -8,7 +8,7 @@ use super::process;
 use super::worker::{
     sum, Snapshot, WorkerMetrics, CONNECTION_REFUSAL_LABELS, DURATION_BUCKETS, FAMILY_LABELS,
 };
-use crate::core::{Shared, AUTH_FAILURE_LABELS, METHOD_LABELS, RESULT_LABELS, TRANSPORT_LABELS};
+use crate::core::{CounterKey, DropReason, ResponseResult, Shared, Transport};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
@@ -149,9 +149,10 @@ pub(crate) fn encode_snapshot(s: &Snapshot, e: &mut DescriptorEncoder) -> fmt::R
     let c = &s.core;
     let mut active = Vec::new();
     let mut created = Vec::new();
-    for (t, transport) in TRANSPORT_LABELS.iter().enumerate() {
+    for transport in Transport::ALL {
+        let t = transport.index();
         for (f, family) in FAMILY_LABELS.iter().enumerate() {
-            let labels = vec![("transport", *transport), ("family", *family)];
+            let labels = vec![("transport", transport.label()), ("family", *family)];
             active.push((labels.clone(), count_i64(s.allocations_active(t, f))));
             created.push((labels, s.allocations_created[t][f]));
         }
@@ -188,13 +189,12 @@ pub(crate) fn encode_snapshot(s: &Snapshot, e: &mut DescriptorEncoder) -> fmt::R
 
     let mut bytes = Vec::new();
     let mut datagrams = Vec::new();
-    for (t, transport) in TRANSPORT_LABELS.iter().enumerate() {
-        let r = &c.relayed[t];
+    for (transport, r) in c.relayed.iter() {
         for (direction, packets, octets) in [
             ("client_to_peer", r.to_peer_packets, r.to_peer_bytes),
             ("peer_to_client", r.to_client_packets, r.to_client_bytes),
         ] {
-            let labels = vec![("direction", direction), ("transport", *transport)];
+            let labels = vec![("direction", direction), ("transport", transport.label())];
             datagrams.push((labels.clone(), packets));
             bytes.push((labels, octets));
         }
@@ -245,12 +245,12 @@ pub(crate) fn encode_snapshot(s: &Snapshot, e: &mut DescriptorEncoder) -> fmt::R
     )?;
 
     let mut responses = Vec::new();
-    for (m, method) in METHOD_LABELS.iter().enumerate() {
-        for (r, result) in RESULT_LABELS.iter().enumerate() {
+    for (method, row) in c.responses.iter() {
+        for (result, &n) in row.iter() {
             // Only the combinations seen: 90 always-zero series would only cost storage.
-            if c.responses[m][r] > 0 || r == 0 {
-                let labels = vec![("method", *method), ("result", *result)];
-                responses.push((labels, c.responses[m][r]));
+            if n > 0 || result == ResponseResult::Success {
+                let labels = vec![("method", method.label()), ("result", result.label())];
+                responses.push((labels, n));
             }
         }
     }
@@ -261,10 +261,10 @@ pub(crate) fn encode_snapshot(s: &Snapshot, e: &mut DescriptorEncoder) -> fmt::R
         None,
         &responses,
     )?;
-    let reasons: Vec<_> = AUTH_FAILURE_LABELS
+    let reasons: Vec<_> = c
+        .auth_failure_reasons
         .iter()
-        .zip(c.auth_failure_reasons)
-        .map(|(reason, v)| (vec![("reason", *reason)], v))
+        .map(|(reason, &v)| (vec![("reason", reason.label())], v))
         .collect();
     counters(
         e,
@@ -300,24 +300,15 @@ pub(crate) fn encode_snapshot(s: &Snapshot, e: &mut DescriptorEncoder) -> fmt::R
         None,
         &refused,
     )?;
-    let drops = [
-        ("malformed", c.malformed),
-        ("no_allocation", c.no_allocation),
-        ("no_permission", c.no_permission),
-        ("no_channel", c.no_channel),
-        ("send_error", s.send_errors),
-        ("write_queue_full", s.write_queue_full),
-        ("quota", c.quota),
-        ("bandwidth", c.bandwidth),
-        ("permission_quota", c.permission_quota),
-        ("channel_quota", c.channel_quota),
-        ("rate_limited", c.rate_limited),
-        ("amplification", c.amplification),
-    ];
-    let drops: Vec<_> = drops
-        .iter()
-        .map(|(reason, v)| (vec![("reason", *reason)], *v))
-        .collect();
+    let mut drops = Vec::new();
+    for (reason, &n) in c.dropped.iter() {
+        drops.push((vec![("reason", reason.label())], n));
+        // The shell's own reasons follow the relay path's, where they have always been.
+        if reason == DropReason::NoChannel {
+            drops.push((vec![("reason", "send_error")], s.send_errors));
+            drops.push((vec![("reason", "write_queue_full")], s.write_queue_full));
+        }
+    }
     counters(
         e,
         "turnd_datagrams_dropped",

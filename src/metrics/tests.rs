@@ -3,7 +3,11 @@
 use super::collect::{registry, TurndCollector};
 use super::worker::{sum, WorkerMetrics};
 use super::*;
-use crate::core::{AllocationId, Counters, EndReason, Event, FiveTuple, Stats};
+use crate::core::{
+    AllocationId, AuthFailure, Counters, DropReason, EndReason, Event, FiveTuple, Relayed,
+    RequestMethod, ResponseResult, Transport,
+};
+use crate::stun::ErrorCode;
 use std::time::Duration;
 
 fn tuple(v6: bool) -> (FiveTuple, SocketAddr) {
@@ -45,7 +49,7 @@ fn ended(v6: bool, secs: u64) -> Event {
         additional: None,
         reason: EndReason::Deleted,
         duration: Duration::from_secs(secs),
-        stats: Stats::default(),
+        stats: Relayed::default(),
     }
 }
 
@@ -54,19 +58,20 @@ fn two_workers() -> Vec<Arc<WorkerMetrics>> {
     let a = Arc::new(WorkerMetrics::default());
     let b = Arc::new(WorkerMetrics::default());
     let mut c = Counters::default();
-    c.relayed[0].to_peer_packets = 3;
-    c.relayed[0].to_peer_bytes = 300;
-    c.relayed[0].to_client_packets = 2;
-    c.relayed[0].to_client_bytes = 20;
-    c.no_permission = 1;
-    c.responses[1][0] = 1; // allocate success
-    c.responses[1][2] = 1; // allocate 401
-    c.auth_failure_reasons[2] = 4;
+    c.relayed[Transport::Udp].to_peer_packets = 3;
+    c.relayed[Transport::Udp].to_peer_bytes = 300;
+    c.relayed[Transport::Udp].to_client_packets = 2;
+    c.relayed[Transport::Udp].to_client_bytes = 20;
+    c.dropped[DropReason::NoPermission] = 1;
+    let allocate = Some(RequestMethod::Allocate);
+    c.responses[allocate][ResponseResult::Success] = 1;
+    c.responses[allocate][ResponseResult::Error(ErrorCode::Unauthenticated)] = 1;
+    c.auth_failure_reasons[AuthFailure::UnknownUser] = 4;
     c.permissions = 2;
     a.publish(&c);
     b.publish(&c);
     let mut hot = c;
-    hot.relayed[0].to_peer_packets = 10;
+    hot.relayed[Transport::Udp].to_peer_packets = 10;
     b.publish_relay(&hot);
     a.on_event(&created(false));
     b.on_event(&created(false));
@@ -95,9 +100,9 @@ fn has(text: &str, line: &str) {
 fn sums_every_worker() {
     let workers = two_workers();
     let s = sum(workers.iter().map(|w| &**w));
-    assert_eq!(s.core.relayed[0].to_peer_packets, 13);
-    assert_eq!(s.core.relayed[0].to_peer_bytes, 600);
-    assert_eq!(s.core.no_permission, 2);
+    assert_eq!(s.core.relayed[Transport::Udp].to_peer_packets, 13);
+    assert_eq!(s.core.relayed[Transport::Udp].to_peer_bytes, 600);
+    assert_eq!(s.core.dropped[DropReason::NoPermission], 2);
     assert_eq!(s.core.permissions, 4);
     assert_eq!(s.allocations_active(0, 0), 1);
     assert_eq!(s.allocations_active(0, 1), 1);

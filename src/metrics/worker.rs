@@ -12,16 +12,16 @@
 //! writer.
 
 use crate::core::{
-    transport_index, Counters, Event, AUTH_FAILURE_LABELS, METHOD_LABELS, RESULT_LABELS,
-    TRANSPORT_LABELS,
+    AuthFailure, CounterKey, Counters, DropReason, Event, RequestMethod, ResponseResult, Transport,
 };
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-const TRANSPORTS: usize = TRANSPORT_LABELS.len();
-const METHODS: usize = METHOD_LABELS.len();
-const RESULTS: usize = RESULT_LABELS.len();
-const AUTH_FAILURES: usize = AUTH_FAILURE_LABELS.len();
+pub(crate) const TRANSPORTS: usize = Transport::ALL.len();
+const METHODS: usize = <Option<RequestMethod>>::ALL.len();
+const RESULTS: usize = ResponseResult::ALL.len();
+const AUTH_FAILURES: usize = AuthFailure::ALL.len();
+const DROPS: usize = DropReason::ALL.len();
 
 /// Address families of relayed addresses: index 0 is IPv4, 1 is IPv6, 2 a dual allocation
 /// (ADDITIONAL-ADDRESS-FAMILY: one IPv4 and one IPv6 relayed address), counted once under
@@ -74,20 +74,12 @@ impl Cell {
 #[derive(Debug, Default)]
 #[repr(align(128))]
 pub struct WorkerMetrics {
-    malformed: Cell,
-    no_allocation: Cell,
-    no_permission: Cell,
-    no_channel: Cell,
+    /// By [`DropReason`].
+    dropped: [Cell; DROPS],
     requests: Cell,
     auth_failures: Cell,
     peers_denied: Cell,
-    quota: Cell,
-    bandwidth: Cell,
     tcp_relay_throttled: Cell,
-    permission_quota: Cell,
-    channel_quota: Cell,
-    rate_limited: Cell,
-    amplification: Cell,
     /// Per transport: to-peer packets, to-peer bytes, to-client packets, to-client bytes.
     relayed: [[Cell; 4]; TRANSPORTS],
     responses: [[Cell; RESULTS]; METHODS],
@@ -159,11 +151,10 @@ impl WorkerMetrics {
     /// Publishes the counters the relay path moves; cheap enough for every batch.
     #[inline]
     pub fn publish_relay(&self, c: &Counters) {
-        self.malformed.set(c.malformed);
-        self.no_allocation.set(c.no_allocation);
-        self.no_permission.set(c.no_permission);
-        self.no_channel.set(c.no_channel);
-        for (cells, r) in self.relayed.iter().zip(&c.relayed) {
+        for (cell, v) in self.dropped.iter().zip(c.dropped.values()) {
+            cell.set(*v);
+        }
+        for (cells, r) in self.relayed.iter().zip(c.relayed.values()) {
             cells[0].set(r.to_peer_packets);
             cells[1].set(r.to_peer_bytes);
             cells[2].set(r.to_client_packets);
@@ -177,22 +168,16 @@ impl WorkerMetrics {
         self.requests.set(c.requests);
         self.auth_failures.set(c.auth_failures);
         self.peers_denied.set(c.peers_denied);
-        self.quota.set(c.quota);
-        self.bandwidth.set(c.bandwidth);
         self.tcp_relay_throttled.set(c.tcp_relay_throttled);
-        self.permission_quota.set(c.permission_quota);
-        self.channel_quota.set(c.channel_quota);
-        self.rate_limited.set(c.rate_limited);
-        self.amplification.set(c.amplification);
-        for (cells, row) in self.responses.iter().zip(&c.responses) {
-            for (cell, v) in cells.iter().zip(row) {
+        for (cells, row) in self.responses.iter().zip(c.responses.values()) {
+            for (cell, v) in cells.iter().zip(row.values()) {
                 cell.set(*v);
             }
         }
         for (cell, v) in self
             .auth_failure_reasons
             .iter()
-            .zip(&c.auth_failure_reasons)
+            .zip(c.auth_failure_reasons.values())
         {
             cell.set(*v);
         }
@@ -231,7 +216,7 @@ impl WorkerMetrics {
                 additional,
                 ..
             } => {
-                let t = transport_index(five_tuple.transport);
+                let t = five_tuple.transport.index();
                 self.allocations_created[t][family_index(relay, additional.as_ref())].add(1);
             }
             Event::AllocationEnded {
@@ -249,7 +234,7 @@ impl WorkerMetrics {
                 self.durations[bucket].add(1);
                 let ms = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
                 self.duration_sum_ms.add(ms);
-                let t = transport_index(five_tuple.transport);
+                let t = five_tuple.transport.index();
                 self.allocations_ended[t][family_index(relay, additional.as_ref())].add(1);
             }
         }
@@ -269,33 +254,27 @@ impl WorkerMetrics {
             }
         }
         let c = &mut s.core;
-        c.malformed = self.malformed.get();
-        c.no_allocation = self.no_allocation.get();
-        c.no_permission = self.no_permission.get();
-        c.no_channel = self.no_channel.get();
+        for (v, cell) in c.dropped.values_mut().iter_mut().zip(&self.dropped) {
+            *v = cell.get();
+        }
         c.requests = self.requests.get();
         c.auth_failures = self.auth_failures.get();
         c.peers_denied = self.peers_denied.get();
-        c.quota = self.quota.get();
-        c.bandwidth = self.bandwidth.get();
         c.tcp_relay_throttled = self.tcp_relay_throttled.get();
-        c.permission_quota = self.permission_quota.get();
-        c.channel_quota = self.channel_quota.get();
-        c.rate_limited = self.rate_limited.get();
-        c.amplification = self.amplification.get();
-        for (r, cells) in c.relayed.iter_mut().zip(&self.relayed) {
+        for (r, cells) in c.relayed.values_mut().iter_mut().zip(&self.relayed) {
             r.to_peer_packets = cells[0].get();
             r.to_peer_bytes = cells[1].get();
             r.to_client_packets = cells[2].get();
             r.to_client_bytes = cells[3].get();
         }
-        for (row, cells) in c.responses.iter_mut().zip(&self.responses) {
-            for (v, cell) in row.iter_mut().zip(cells) {
+        for (row, cells) in c.responses.values_mut().iter_mut().zip(&self.responses) {
+            for (v, cell) in row.values_mut().iter_mut().zip(cells) {
                 *v = cell.get();
             }
         }
         for (v, cell) in c
             .auth_failure_reasons
+            .values_mut()
             .iter_mut()
             .zip(&self.auth_failure_reasons)
         {

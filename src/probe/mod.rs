@@ -11,7 +11,7 @@
 //!
 //! - [`url`]: `turn:`/`turns:`/`stun:` URIs (RFC 7064, RFC 7065).
 //! - [`transport`]: the blocking UDP, TCP and TLS connection.
-//! - [`client`]: transactions, retransmission and long-term credentials over it.
+//! - [`client`]: the library's sans-IO TURN client ([`crate::client`]) driven over it.
 //! - [`steps`]: the probe's sequence; [`nat`]: the RFC 5780 tests.
 //! - [`diagnosis`]: from a failure to advice; [`report`]: text and JSON.
 
@@ -23,7 +23,8 @@ pub mod steps;
 pub mod transport;
 pub mod url;
 
-use crate::credentials::{mint, parse_ttl};
+use crate::client::Credentials;
+use crate::credentials::parse_ttl;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -97,7 +98,7 @@ pub fn main(args: &ProbeArgs) -> u8 {
         .map_or(0, |d| d.as_secs());
     let (creds, minted) = match (&args.user, &args.password, &args.secret) {
         (_, _, Some(secret)) => {
-            let m = mint(
+            let c = Credentials::rest(
                 secret,
                 args.user.as_deref().unwrap_or("probe"),
                 args.ttl,
@@ -105,9 +106,9 @@ pub fn main(args: &ProbeArgs) -> u8 {
                 // The draft's order, which a server reads unless told otherwise.
                 Default::default(),
             );
-            (Some((m.username, m.password)), true)
+            (Some(c), true)
         }
-        (Some(u), Some(p), None) => (Some((u.clone(), p.clone())), false),
+        (Some(u), Some(p), None) => (Some(Credentials::new(u, p)), false),
         (Some(_), None, None) => {
             eprintln!("turnd probe: --user needs --password (or use --secret)");
             return 2;
@@ -125,10 +126,9 @@ pub fn main(args: &ProbeArgs) -> u8 {
     };
     let options = steps::Options {
         url,
-        creds: creds.map(|(username, password)| client::Credentials {
-            username,
-            password,
+        creds: creds.map(|c| Credentials {
             realm: args.realm.clone(),
+            ..c
         }),
         minted,
         trust,

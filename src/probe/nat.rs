@@ -14,11 +14,11 @@
 //!
 //! A server without RFC 5780 (no OTHER-ADDRESS in the answer to test I) is reported as such.
 
-use super::client::{Reply, RTO, SOFTWARE};
+use super::client::config;
 use super::diagnosis::Diagnosis;
 use super::report::{DiagnosisJson, Step};
 use super::url::{ServerUrl, Transport};
-use crate::stun::{AttrType, Class, Message, MessageBuilder, MessageType, Method, TransactionId};
+use crate::client::{Attr, Client, Event, Reply};
 use serde::Serialize;
 use std::fmt::Write;
 use std::io;
@@ -89,66 +89,76 @@ impl NatReport {
     }
 }
 
-/// One Binding transaction on an unconnected socket: retransmitted after 500 ms, 1 s, …
-/// until `timeout`; the answer may come from another address than `to` (CHANGE-REQUEST).
+/// An answer to one Binding, and where it came from (with CHANGE-REQUEST, another address).
+#[derive(Clone, Debug)]
+struct Answer {
+    reply: Reply,
+    from: SocketAddr,
+}
+
+/// One Binding transaction on an unconnected socket, carried out by the library's client:
+/// retransmitted after 500 ms, 1 s, … until `timeout`; the answer may come from another
+/// address than `to` (CHANGE-REQUEST). An error response is an answer too.
 fn binding(
     sock: &UdpSocket,
     to: SocketAddr,
     change: u32,
     timeout: Duration,
-) -> io::Result<Option<Reply>> {
-    let txid = TransactionId(rand::random());
-    let mut buf = [0u8; 128];
-    let ty = MessageType::new(Method::BINDING, Class::Request);
-    // Invariant: 128 bytes hold the header, CHANGE-REQUEST, SOFTWARE and FINGERPRINT.
-    let mut b = MessageBuilder::new(&mut buf, ty, txid).expect("128-byte buffer");
-    if change != 0 {
-        b.add_u32(AttrType::CHANGE_REQUEST, change)
-            .expect("fits in 128 bytes");
-    }
-    b.add(AttrType::SOFTWARE, SOFTWARE.as_bytes())
-        .and_then(|_| b.add_fingerprint())
-        .expect("fits in 128 bytes");
-    let n = b.finish();
-    let end = Instant::now() + timeout;
-    let mut rto = RTO;
+) -> io::Result<Option<Answer>> {
+    let mut c = Client::new(config(false, timeout), None, rand::random());
+    let attrs = if change != 0 {
+        vec![Attr::ChangeRequest(change)]
+    } else {
+        Vec::new()
+    };
+    // Invariant: a fresh client has no request in flight, and a Binding with SOFTWARE and
+    // CHANGE-REQUEST is a few dozen bytes.
+    c.binding(Instant::now(), attrs)
+        .expect("a first request always starts");
     let mut rx = vec![0u8; 2048];
-    // Bounded: retransmission times double until `end`.
+    let mut from = to;
+    // Bounded: the client gives the transaction up by `timeout`, and every wait ends at its
+    // next deadline.
     loop {
-        sock.send_to(&buf[..n], to)?;
-        let wait_until = (Instant::now() + rto).min(end);
-        rto *= 2;
-        // Bounded by `wait_until`.
-        while let Some(left) = wait_until
+        while let Some(bytes) = c.poll_transmit() {
+            sock.send_to(&bytes, to)?;
+        }
+        if let Some(e) = c.poll_event() {
+            return Ok(match e {
+                Event::Succeeded { reply, .. }
+                | Event::Failed {
+                    reply: Some(reply), ..
+                } => Some(Answer { reply, from }),
+                _ => None,
+            });
+        }
+        let Some(deadline) = c.poll_timeout() else {
+            return Ok(None);
+        };
+        let Some(left) = deadline
             .checked_duration_since(Instant::now())
             .filter(|d| !d.is_zero())
-        {
-            sock.set_read_timeout(Some(left))?;
-            match sock.recv_from(&mut rx) {
-                Ok((len, from)) => {
-                    if let Ok(m) = Message::parse(&rx[..len]) {
-                        if m.transaction_id() == txid && m.class() != Class::Request {
-                            let mut r = Reply::from_message(&m);
-                            r.from = Some(from);
-                            return Ok(Some(r));
-                        }
-                    }
-                }
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    break
-                }
-                // Unconnected sockets can still see ICMP errors on Linux for the last send.
-                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {}
-                Err(e) => return Err(e),
+        else {
+            c.handle_timeout(Instant::now());
+            continue;
+        };
+        sock.set_read_timeout(Some(left))?;
+        match sock.recv_from(&mut rx) {
+            Ok((len, src)) => {
+                from = src;
+                c.handle_input(Instant::now(), &rx[..len]);
             }
-        }
-        if Instant::now() >= end {
-            return Ok(None);
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                c.handle_timeout(Instant::now())
+            }
+            // Unconnected sockets can still see ICMP errors on Linux for the last send.
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {}
+            Err(e) => return Err(e),
         }
     }
 }
@@ -195,11 +205,11 @@ fn timed<T>(
     v
 }
 
-fn addr_of(reply: &Option<Reply>) -> Option<SocketAddr> {
-    reply
+fn addr_of(answer: &Option<Answer>) -> Option<SocketAddr> {
+    answer
         .as_ref()
-        .filter(|r| r.success)
-        .and_then(|r| r.xor_mapped)
+        .filter(|a| a.reply.success)
+        .and_then(|a| a.reply.mapped)
 }
 
 fn tests(url: &ServerUrl, timeout: Duration, r: &mut NatReport) -> io::Result<()> {
@@ -229,14 +239,14 @@ fn tests(url: &ServerUrl, timeout: Duration, r: &mut NatReport) -> io::Result<()
         "test_1",
         || binding(&sock, server, 0, timeout),
         |v| match v {
-            Ok(Some(x)) if x.success => (
+            Ok(Some(x)) if x.reply.success => (
                 true,
                 format!(
                     "mapped {}",
-                    x.xor_mapped.map_or("?".into(), |a| a.to_string())
+                    x.reply.mapped.map_or("?".into(), |a| a.to_string())
                 ),
             ),
-            Ok(Some(x)) => (false, format!("error {:?}", x.error)),
+            Ok(Some(x)) => (false, format!("error {:?}", x.reply.error)),
             Ok(None) => (false, "no answer".into()),
             Err(e) => (false, e.to_string()),
         },
@@ -253,14 +263,14 @@ fn tests(url: &ServerUrl, timeout: Duration, r: &mut NatReport) -> io::Result<()
         fail(
             r,
             "error_response",
-            format!("the Binding request was refused: {:?}", t1.error),
+            format!("the Binding request was refused: {:?}", t1.reply.error),
         );
         return Ok(());
     };
     r.mapped = Some(m1.to_string());
     r.nat = Some(m1 != local);
-    r.response_origin = t1.response_origin.map(|a| a.to_string());
-    let Some(other) = t1.other_address else {
+    r.response_origin = t1.reply.response_origin.map(|a| a.to_string());
+    let Some(other) = t1.reply.other_address else {
         fail(
             r,
             "no_rfc5780",
@@ -346,17 +356,17 @@ fn tests(url: &ServerUrl, timeout: Duration, r: &mut NatReport) -> io::Result<()
     Ok(())
 }
 
-fn describe(v: &io::Result<Option<Reply>>, to: SocketAddr) -> (bool, String) {
+fn describe(v: &io::Result<Option<Answer>>, to: SocketAddr) -> (bool, String) {
     match v {
-        Ok(Some(x)) if x.success => (
+        Ok(Some(x)) if x.reply.success => (
             true,
             format!(
                 "to {to}: mapped {}, answered from {}",
-                x.xor_mapped.map_or("?".into(), |a| a.to_string()),
-                x.from.map_or("?".into(), |a| a.to_string())
+                x.reply.mapped.map_or("?".into(), |a| a.to_string()),
+                x.from
             ),
         ),
-        Ok(Some(x)) => (false, format!("to {to}: error {:?}", x.error)),
+        Ok(Some(x)) => (false, format!("to {to}: error {:?}", x.reply.error)),
         Ok(None) => (false, format!("to {to}: no answer")),
         Err(e) => (false, format!("to {to}: {e}")),
     }

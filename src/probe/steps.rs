@@ -11,12 +11,11 @@
 //! Each step is timed; the first that fails ends the probe, and its failure becomes the
 //! diagnosis.
 
-use super::client::{Attr, Credentials, Session, TxError, Via};
+use super::client::{Credentials, Session, TxError, Via};
 use super::diagnosis::{self, diagnose, ConnectErrorKind, Context, CredKind, Failure};
 use super::report::{DiagnosisJson, Echo, Report, Step};
 use super::transport::{self, Conn, Trust};
 use super::url::{Scheme, ServerUrl, Transport};
-use crate::stun::Method;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -152,8 +151,8 @@ fn steps(p: &mut Probe<'_>) -> Result<(), Failure> {
     let mut a = p.session(conn);
 
     let mapped = p.step("binding", || {
-        let r = a.request(Method::BINDING, &[]).map_err(tx("binding"))?;
-        let m = r.xor_mapped.ok_or(Failure::Tx {
+        let r = a.binding().map_err(tx("binding"))?;
+        let m = r.mapped.ok_or(Failure::Tx {
             step: "binding",
             err: TxError::Malformed("Binding success without XOR-MAPPED-ADDRESS".into()),
         })?;
@@ -167,8 +166,8 @@ fn steps(p: &mut Probe<'_>) -> Result<(), Failure> {
 
     let relay_a = p.step("allocate", || {
         let r = a.allocate().map_err(tx("allocate"))?;
-        // Invariant: `allocate` returns only replies with XOR-RELAYED-ADDRESS.
-        let relay = r.xor_relayed.expect("checked by allocate");
+        // Invariant: the client fails an Allocate success without XOR-RELAYED-ADDRESS.
+        let relay = r.relayed().expect("checked by the client");
         Ok((
             relay,
             format!(
@@ -192,7 +191,7 @@ fn steps(p: &mut Probe<'_>) -> Result<(), Failure> {
     let result = with_peer(p, &mut a, server, relay_a);
     // Best effort: free the client's allocation whatever happened after it was made.
     let _ = p.step("refresh", || {
-        a.auth_request(Method::REFRESH, &[Attr::Lifetime(0)])
+        a.perform(|c, now| c.refresh(now, Some(0)))
             .map_err(tx("refresh"))?;
         Ok(((), "client allocation freed (lifetime 0)".into()))
     });
@@ -215,14 +214,14 @@ fn with_peer(
     let mut b = p.session(conn);
     let relay_b = p.step("peer_allocate", || {
         let r = b.allocate().map_err(tx("peer_allocate"))?;
-        // Invariant: `allocate` returns only replies with XOR-RELAYED-ADDRESS.
-        let relay = r.xor_relayed.expect("checked by allocate");
+        // Invariant: the client fails an Allocate success without XOR-RELAYED-ADDRESS.
+        let relay = r.relayed().expect("checked by the client");
         Ok((relay, format!("peer relayed {relay}")))
     })?;
     p.report.peer_relay = Some(relay_b.to_string());
     let result = relay_both_ways(p, a, &mut b, relay_a, relay_b);
     let _ = p.step("peer_refresh", || {
-        b.auth_request(Method::REFRESH, &[Attr::Lifetime(0)])
+        b.perform(|c, now| c.refresh(now, Some(0)))
             .map_err(tx("refresh"))?;
         Ok(((), "peer allocation freed (lifetime 0)".into()))
     });
@@ -237,9 +236,9 @@ fn relay_both_ways(
     relay_b: SocketAddr,
 ) -> Result<(), Failure> {
     p.step("create_permission", || {
-        a.auth_request(Method::CREATE_PERMISSION, &[Attr::XorPeer(relay_b)])
+        a.perform(|c, now| c.create_permission(now, &[relay_b]))
             .map_err(tx("create_permission"))?;
-        b.auth_request(Method::CREATE_PERMISSION, &[Attr::XorPeer(relay_a)])
+        b.perform(|c, now| c.create_permission(now, &[relay_a]))
             .map_err(tx("create_permission"))?;
         Ok(((), format!("{} ↔ {}", relay_a.ip(), relay_b.ip())))
     })?;
@@ -270,16 +269,10 @@ fn relay_both_ways(
     }
 
     p.step("channel_bind", || {
-        a.auth_request(
-            Method::CHANNEL_BIND,
-            &[Attr::Channel(CLIENT_CHANNEL), Attr::XorPeer(relay_b)],
-        )
-        .map_err(tx("channel_bind"))?;
-        b.auth_request(
-            Method::CHANNEL_BIND,
-            &[Attr::Channel(PEER_CHANNEL), Attr::XorPeer(relay_a)],
-        )
-        .map_err(tx("channel_bind"))?;
+        a.perform(|c, now| c.channel_bind(now, CLIENT_CHANNEL, relay_b))
+            .map_err(tx("channel_bind"))?;
+        b.perform(|c, now| c.channel_bind(now, PEER_CHANNEL, relay_a))
+            .map_err(tx("channel_bind"))?;
         Ok((
             (),
             format!("{CLIENT_CHANNEL:#06x} → {relay_b}, {PEER_CHANNEL:#06x} → {relay_a}"),

@@ -6,7 +6,7 @@
 use super::address;
 use super::attribute::AttrType;
 use super::integrity::{self, INTEGRITY_LEN, INTEGRITY_SHA256_MAX};
-use super::{BuildError, MessageType, TransactionId, HEADER_LEN, MAGIC_COOKIE};
+use super::{BuildError, ErrorCode, MessageType, TransactionId, HEADER_LEN, MAGIC_COOKIE};
 use std::net::SocketAddr;
 
 /// Writes one message into `buf`. Call [`MessageBuilder::finish`] for its length.
@@ -104,6 +104,11 @@ impl<'b> MessageBuilder<'b> {
         out[3] = (code % 100) as u8;
         out[4..].copy_from_slice(reason.as_bytes());
         Ok(())
+    }
+
+    /// ERROR-CODE with `code`'s number and reason phrase.
+    pub fn add_error(&mut self, code: ErrorCode) -> Result<(), BuildError> {
+        self.add_error_code(code.code(), code.reason())
     }
 
     pub fn add_unknown_attributes(&mut self, types: &[u16]) -> Result<(), BuildError> {

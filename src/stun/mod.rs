@@ -10,6 +10,7 @@ pub mod attribute;
 pub mod builder;
 pub mod channel_data;
 pub mod error;
+pub mod error_code;
 pub mod framing;
 pub mod integrity;
 pub mod message;
@@ -20,6 +21,7 @@ pub use attribute::AttrType;
 pub use builder::MessageBuilder;
 pub use channel_data::ChannelData;
 pub use error::{BuildError, ParseError};
+pub use error_code::ErrorCode;
 pub use message::Message;
 pub use method::{Class, MessageType, Method, TransactionId};
 

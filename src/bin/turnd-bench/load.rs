@@ -13,7 +13,8 @@ use anyhow::Result;
 use std::net::UdpSocket;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
-use turnd::stun::{AttrType, Class, Message, MessageBuilder, MessageType, Method, TransactionId};
+use turnd::client::data::{self, Relayed, Via};
+use turnd::stun::{Message, TransactionId};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -69,20 +70,15 @@ impl Flow {
         let (template, payload_at) = match mode {
             Mode::Channel => {
                 let mut t = vec![0u8; 4 + size];
-                turnd::stun::channel_data::write_header(&mut t, channel, size as u16);
+                let n = data::encode_channel_data(&mut t, channel, &vec![0u8; size], false)?;
+                t.truncate(n);
                 (t, 4)
             }
             Mode::Send => {
                 let mut t = vec![0u8; 20 + 12 + 4 + size + 3 + 8];
                 let payload = vec![0xA5u8; size];
-                let mut b = MessageBuilder::new(
-                    &mut t,
-                    MessageType::new(Method::SEND, Class::Indication),
-                    TransactionId(rand::random()),
-                )?;
-                b.add_xor_address(AttrType::XOR_PEER_ADDRESS, &peer_addr)?;
-                b.add(AttrType::DATA, &payload)?;
-                let n = b.finish();
+                let txid = TransactionId(rand::random());
+                let n = data::encode_send(&mut t, txid, peer_addr, &payload)?;
                 t.truncate(n);
                 let at = Message::parse(&t)
                     .ok()
@@ -347,12 +343,22 @@ fn receive(
         let now_ns = start.elapsed().as_nanos() as u64;
         for i in 0..got {
             let d = io.datagram(i);
-            let payload = match mode {
-                Mode::Channel if d.len() >= 4 + STAMP_LEN && d[0] & 0xC0 == 0x40 => &d[4..],
-                Mode::Send => match Message::parse(d).ok().and_then(|m| m.data()) {
-                    Some(p) if p.len() >= STAMP_LEN => p,
-                    _ => continue,
-                },
+            // Allocation-free: the decoder borrows the datagram.
+            let payload = match (mode, data::decode(d)) {
+                (
+                    Mode::Channel,
+                    Some(Relayed {
+                        via: Via::Channel(_),
+                        data,
+                    }),
+                )
+                | (
+                    Mode::Send,
+                    Some(Relayed {
+                        via: Via::Peer(_),
+                        data,
+                    }),
+                ) if data.len() >= STAMP_LEN => data,
                 _ => continue,
             };
             let mut stamp = [0u8; 8];

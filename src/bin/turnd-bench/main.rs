@@ -43,7 +43,7 @@ struct Args {
     user: String,
     #[arg(long)]
     password: String,
-    /// The realm; learned from the first 401 when absent.
+    /// The realm to key the credentials with; the server's (from the first 401) when absent.
     #[arg(long)]
     realm: Option<String>,
     /// Client allocations carrying traffic.
@@ -137,9 +137,8 @@ fn main() -> Result<()> {
         bail!("--duration must be 0–3600 s");
     }
     let creds = Creds {
-        user: a.user.clone(),
-        password: a.password.clone(),
         realm: a.realm.clone(),
+        ..Creds::new(&a.user, &a.password)
     };
     match a.setup_only {
         Some(n) => setup_only(&a, &creds, n),

@@ -4,15 +4,18 @@
 //! a port chosen here, the shell is asked to open the socket ([`Output::OpenRelay`]), and the
 //! response is sent from [`Server::finish_allocate`] when the shell reports back.
 
-use crate::core::allocation::{Additional, Allocation, AllocationId, Dual, Retry, State, Stats};
-use crate::core::auth::SessionKey;
+use crate::core::allocation::{
+    Additional, Allocation, AllocationId, AllocationKind, Dual, Retry, State, TcpAllocation,
+};
 use crate::core::bandwidth::SharedBucket;
-use crate::core::five_tuple::FiveTuple;
-use crate::core::reply::{reason, Responder};
+use crate::core::counters::DropReason;
+use crate::core::ids::ReservationToken;
+use crate::core::reply::Responder;
+use crate::core::request::{Answer, Handled, Request};
 use crate::core::tcp_relay::{SpliceShare, TCP};
 use crate::core::timer::TimerKind;
 use crate::core::{Event, Output, RelayOpenError, Reservation, Server};
-use crate::stun::{AddressFamily, AttrType, Message};
+use crate::stun::{AddressFamily, AttrType, ErrorCode, Message};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,6 +35,16 @@ enum NoPort {
     Full,
 }
 
+impl NoPort {
+    /// What the client is told.
+    fn code(self) -> ErrorCode {
+        match self {
+            NoPort::NoAddress => ErrorCode::AddressFamilyNotSupported,
+            NoPort::Full => ErrorCode::InsufficientCapacity,
+        }
+    }
+}
+
 fn family_of(ip: IpAddr) -> AddressFamily {
     match ip {
         IpAddr::V4(_) => AddressFamily::V4,
@@ -40,66 +53,56 @@ fn family_of(ip: IpAddr) -> AddressFamily {
 }
 
 impl Server {
-    pub(crate) fn handle_allocate(
-        &mut self,
-        now: Instant,
-        from: FiveTuple,
-        msg: &Message,
-        username: &str,
-        key: &SessionKey,
-    ) -> Option<Vec<u8>> {
+    pub(crate) fn handle_allocate(&mut self, req: &Request) -> Handled {
+        let (now, from, msg, username) = (req.now, req.from, req.msg, req.username);
         let shared = self.shared.clone();
-        let r = Responder::to(msg, Some(key), shared.config.software.as_deref());
+        let r = &req.reply;
 
         // One allocation per 5-tuple (RFC 8656 §7.2 step 2). A retransmission of the request
         // that is still opening its socket gets its answer when the socket is open.
-        if let Some(a) = self
-            .allocations
-            .id_for(&from)
-            .and_then(|id| self.allocations.get(id))
-        {
+        if let Some(a) = req.allocation.and_then(|id| self.allocations.get(id)) {
             if let State::Opening { txid, .. } = a.state {
                 if txid == msg.transaction_id() {
-                    return None;
+                    return Ok(Answer::Later);
                 }
             }
-            return Some(r.plain_error(437));
+            return Err(ErrorCode::AllocationMismatch);
         }
         // Draining before exit: existing allocations keep relaying, new ones go elsewhere
         // (300 to an alternate server, else 508: the server cannot carry out the request for
         // capacity reasons).
         if self.shared.quotas.is_draining() {
-            return Some(
-                self.try_alternate(from, &r)
-                    .unwrap_or_else(|| r.plain_error(508)),
-            );
+            return self
+                .try_alternate(from, r)
+                .map(Answer::Now)
+                .ok_or(ErrorCode::InsufficientCapacity);
         }
         let tcp = match msg.requested_transport() {
             Some(Ok(UDP)) => false,
-            Some(Ok(TCP)) => match Self::check_tcp_allocate(from, msg) {
-                Ok(()) => true,
-                Err(code) => return Some(r.plain_error(code)),
-            },
-            Some(Ok(_)) => return Some(r.plain_error(442)),
-            None | Some(Err(_)) => return Some(r.plain_error(400)),
+            Some(Ok(TCP)) => {
+                Self::check_tcp_allocate(from, msg)?;
+                true
+            }
+            Some(Ok(_)) => return Err(ErrorCode::UnsupportedTransportProtocol),
+            None | Some(Err(_)) => return Err(ErrorCode::BadRequest),
         };
-        let even = match msg.even_port().transpose() {
-            Ok(v) => v,
-            Err(_) => return Some(r.plain_error(400)),
-        };
-        let token = match msg.reservation_token().transpose() {
-            Ok(v) => v,
-            Err(_) => return Some(r.plain_error(400)),
-        };
-        let family = match msg.requested_address_family().transpose() {
-            Ok(v) => v,
-            Err(_) => return Some(r.plain_error(440)),
-        };
+        let even = msg
+            .even_port()
+            .transpose()
+            .map_err(|_| ErrorCode::BadRequest)?;
+        let token = msg
+            .reservation_token()
+            .transpose()
+            .map_err(|_| ErrorCode::BadRequest)?;
+        let family = msg
+            .requested_address_family()
+            .transpose()
+            .map_err(|_| ErrorCode::AddressFamilyNotSupported)?;
         // ADDITIONAL-ADDRESS-FAMILY: only IPv6 is a valid value (RFC 8656 §18.11, §7.2 step 9).
         let dual = match additional_address_family(msg) {
             Ok(None) => false,
             Ok(Some(AddressFamily::V6)) => true,
-            Ok(Some(AddressFamily::V4)) | Err(()) => return Some(r.plain_error(400)),
+            Ok(Some(AddressFamily::V4)) | Err(()) => return Err(ErrorCode::BadRequest),
         };
         // RFC 8656 §7.2 step 5: RESERVATION-TOKEN excludes EVEN-PORT, REQUESTED-ADDRESS-FAMILY
         // and ADDITIONAL-ADDRESS-FAMILY; step 6: the two family attributes exclude each other;
@@ -108,7 +111,7 @@ impl Server {
             || (family.is_some() && dual)
             || (even == Some(true) && dual)
         {
-            return Some(r.plain_error(400));
+            return Err(ErrorCode::BadRequest);
         }
         let cfg = &shared.config;
         let lifetime = match msg.lifetime().transpose() {
@@ -117,7 +120,7 @@ impl Server {
                 .min(cfg.max_lifetime)
                 .max(cfg.default_lifetime),
             Ok(None) => cfg.default_lifetime,
-            Err(_) => return Some(r.plain_error(400)),
+            Err(_) => return Err(ErrorCode::BadRequest),
         };
 
         // `redeemed`: the port comes from a reservation, whose quota unit passes to this
@@ -137,9 +140,9 @@ impl Server {
                     self.release_port(res.relay);
                     shared.quotas.release(&res.username);
                     self.forget_redeemed(&res);
-                    return Some(r.plain_error(508));
+                    return Err(ErrorCode::InsufficientCapacity);
                 }
-                None => return Some(r.plain_error(508)),
+                None => return Err(ErrorCode::InsufficientCapacity),
             }
         } else {
             let mut family = family.unwrap_or(AddressFamily::V4);
@@ -151,12 +154,12 @@ impl Server {
             let pair = even == Some(true);
             let (ip, port) = match self.take_relay_port(family, even.is_some(), pair) {
                 Ok(taken) => taken,
-                Err(NoPort::NoAddress) => return Some(r.plain_error(440)),
+                Err(NoPort::NoAddress) => return Err(ErrorCode::AddressFamilyNotSupported),
                 Err(NoPort::Full) => {
-                    return Some(
-                        self.try_alternate(from, &r)
-                            .unwrap_or_else(|| r.plain_error(508)),
-                    )
+                    return self
+                        .try_alternate(from, r)
+                        .map(Answer::Now)
+                        .ok_or(ErrorCode::InsufficientCapacity)
                 }
             };
             let retry = match even {
@@ -191,12 +194,12 @@ impl Server {
             }
             // A full server sends the client elsewhere; a user over their own quota is not.
             if refusal == crate::core::quota::Refusal::Total {
-                if let Some(resp) = self.try_alternate(from, &r) {
-                    return Some(resp);
+                if let Some(resp) = self.try_alternate(from, r) {
+                    return Ok(Answer::Now(resp));
                 }
             }
-            self.counters.quota += 1;
-            return Some(r.plain_error(486));
+            self.counters.dropped[DropReason::Quota] += 1;
+            return Err(ErrorCode::AllocationQuotaReached);
         }
         let id = self.allocations.next_id();
         let reservation = pair.then(|| {
@@ -220,7 +223,7 @@ impl Server {
             id,
             five_tuple: from,
             username: username.into(),
-            key: *key,
+            key: *req.key,
             relay,
             advertised: shared.advertised(relay),
             created: now,
@@ -235,29 +238,30 @@ impl Server {
             dont_fragment,
             permissions: Default::default(),
             channels: Default::default(),
-            stats: Stats::default(),
+            stats: Default::default(),
             reservation: reservation.map(|(token, _)| token),
             bandwidth: (cfg.allocation_bandwidth > 0)
                 .then(|| crate::core::bandwidth::TokenBucket::new(cfg.allocation_bandwidth, now)),
-            splice: tcp.then(|| {
-                Arc::new(SpliceShare::new(
-                    (cfg.allocation_bandwidth > 0)
-                        .then(|| SharedBucket::new(cfg.allocation_bandwidth, now)),
-                    user_bandwidth.clone(),
-                ))
-            }),
+            kind: match tcp {
+                false => AllocationKind::Udp,
+                true => AllocationKind::Tcp(TcpAllocation {
+                    splice: Arc::new(SpliceShare::new(
+                        (cfg.allocation_bandwidth > 0)
+                            .then(|| SharedBucket::new(cfg.allocation_bandwidth, now)),
+                        user_bandwidth.clone(),
+                    )),
+                    connections: Vec::new(),
+                }),
+            },
             user_bandwidth,
             dual: None,
         });
-        if tcp {
-            self.tcp_relay.allocs.insert(id, Vec::new());
-        }
         if let Some((_, expires)) = reservation {
             self.timers.push(expires, TimerKind::Reservation(id));
         }
         let open = self.open_relay_output(id, relay, dont_fragment);
         self.outputs.push_back(open);
-        None
+        Ok(Answer::Later)
     }
 
     /// Counts `units` allocations (or reservations) against `username`'s and the server's
@@ -285,7 +289,7 @@ impl Server {
     }
 
     /// Stores `reservation` under a fresh RESERVATION-TOKEN from the CSPRNG and returns it.
-    fn insert_reservation(&mut self, reservation: Reservation) -> [u8; 8] {
+    fn insert_reservation(&mut self, reservation: Reservation) -> ReservationToken {
         let shared = self.shared.clone();
         // Bounded in practice: the map holds far fewer than 2^64 tokens, so a draw collides
         // with a live one about never.
@@ -327,8 +331,10 @@ impl Server {
             Ok((ip, port)) => Additional::Waiting {
                 bind: SocketAddr::new(ip, port),
             },
-            Err(NoPort::NoAddress) => Additional::Refused { family, code: 440 },
-            Err(NoPort::Full) => Additional::Refused { family, code: 508 },
+            Err(no_port) => Additional::Refused {
+                family,
+                code: no_port.code(),
+            },
         }
     }
 
@@ -456,11 +462,11 @@ impl Server {
                         if let Some(a) = self.allocations.get_mut(id) {
                             a.relay = SocketAddr::new(old.ip(), 0);
                         }
-                        self.fail_allocate(now, id, 508);
+                        self.fail_allocate(now, id, ErrorCode::InsufficientCapacity);
                     }
                 }
             }
-            Err(_) => self.fail_allocate(now, id, 508),
+            Err(_) => self.fail_allocate(now, id, ErrorCode::InsufficientCapacity),
         }
     }
 
@@ -500,15 +506,18 @@ impl Server {
                         return;
                     }
                     // `retake_port` gave the old port back already.
-                    None => Additional::Refused { family, code: 508 },
+                    None => Additional::Refused {
+                        family,
+                        code: ErrorCode::InsufficientCapacity,
+                    },
                 }
             }
             Err(e) => {
                 self.release_port(bind);
                 let code = if e == RelayOpenError::AddrInUse {
-                    508
+                    ErrorCode::InsufficientCapacity
                 } else {
-                    440
+                    ErrorCode::AddressFamilyNotSupported
                 };
                 Additional::Refused { family, code }
             }
@@ -530,7 +539,7 @@ impl Server {
         &mut self,
         old: SocketAddr,
         retry: Retry,
-        reservation: Option<[u8; 8]>,
+        reservation: Option<ReservationToken>,
     ) -> Option<u16> {
         let random = self.random();
         let pair = retry == Retry::Pair;
@@ -631,7 +640,7 @@ impl Server {
 
     /// Ends an Allocate that could not get its (first) relay socket: everything it holds
     /// goes back, and the client gets `code`.
-    fn fail_allocate(&mut self, now: Instant, id: AllocationId, code: u16) {
+    fn fail_allocate(&mut self, now: Instant, id: AllocationId, code: ErrorCode) {
         let Some(a) = self.allocations.remove(id) else {
             return;
         };
@@ -648,7 +657,7 @@ impl Server {
             self.free_reservation(id, token, None);
         }
         self.timers.cancel(TimerKind::Reservation(id));
-        self.tcp_allocation_ended(id);
+        self.tcp_allocation_ended(id, &a.kind);
         if let Additional::Waiting { bind } = additional {
             self.release_port(bind);
         }
@@ -689,8 +698,14 @@ const DRAFT_ADDITIONAL_ADDRESS_FAMILY: AttrType = AttrType(0x8032);
 
 /// The value of ADDRESS-ERROR-CODE (RFC 8656 §18.12): family, 13 reserved bits, class and
 /// number as in ERROR-CODE, then the reason phrase.
-fn address_error_code(family: AddressFamily, code: u16) -> Vec<u8> {
-    let mut v = vec![family.to_u8(), 0, (code / 100) as u8, (code % 100) as u8];
-    v.extend_from_slice(reason(code).as_bytes());
+fn address_error_code(family: AddressFamily, code: ErrorCode) -> Vec<u8> {
+    let number = code.code();
+    let mut v = vec![
+        family.to_u8(),
+        0,
+        (number / 100) as u8,
+        (number % 100) as u8,
+    ];
+    v.extend_from_slice(code.reason().as_bytes());
     v
 }

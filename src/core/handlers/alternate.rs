@@ -20,7 +20,7 @@
 use crate::core::five_tuple::FiveTuple;
 use crate::core::reply::Responder;
 use crate::core::Server;
-use crate::stun::AttrType;
+use crate::stun::{AttrType, ErrorCode};
 use std::net::SocketAddr;
 
 impl Server {
@@ -49,7 +49,7 @@ impl Server {
             .find(|a| a.is_ipv4() != from.client.is_ipv4())
             .copied();
         let first = same[(self.random() % same.len() as u64) as usize];
-        Some(r.error(300, |b| {
+        Some(r.error(ErrorCode::TryAlternate, |b| {
             b.add_address(AttrType::ALTERNATE_SERVER, &first)?;
             if let Some(o) = other {
                 b.add_address(AttrType::ALTERNATE_SERVER, &o)?;

@@ -18,13 +18,13 @@
 //! other, a PASSWORD-ALGORITHMS that differs from ours (an attacker removed SHA-256 from the
 //! 401), or an algorithm we did not offer, is refused with 400.
 
-use crate::core::auth::{AuthError, PasswordAlgorithm, SessionKey, UserRef};
+use crate::core::auth::{PasswordAlgorithm, SessionKey, UserRef};
+use crate::core::counters::AuthFailure;
 use crate::core::five_tuple::FiveTuple;
 use crate::core::nonce::{NonceStatus, SecurityFeatures, NONCE_LEN};
 use crate::core::reply::Responder;
-use crate::core::server::AuthFailure;
 use crate::core::Server;
-use crate::stun::{AttrType, Message};
+use crate::stun::{AttrType, ErrorCode, Message};
 use std::borrow::Cow;
 use std::time::Instant;
 
@@ -50,7 +50,7 @@ impl Server {
             username_anonymity: shared.config.userhash,
         };
         let mut nonce_buf = [0u8; NONCE_LEN];
-        let challenge = |code: u16, nonce_buf: &mut [u8; NONCE_LEN]| {
+        let challenge = |code: ErrorCode, nonce_buf: &mut [u8; NONCE_LEN]| {
             let nonce = shared
                 .nonce_key
                 .issue(features, unix_now, from.client, nonce_buf);
@@ -64,7 +64,7 @@ impl Server {
         // RFC 8489 §9.2.4: no MESSAGE-INTEGRITY(-SHA256) → 401 with REALM, NONCE and
         // PASSWORD-ALGORITHMS.
         if !msg.has_integrity() {
-            return Err(challenge(401, &mut nonce_buf));
+            return Err(challenge(ErrorCode::Unauthenticated, &mut nonce_buf));
         }
         // Integrity without USERNAME (or USERHASH), REALM or NONCE → 400.
         let user = match (msg.username(), msg.userhash()) {
@@ -75,7 +75,7 @@ impl Server {
         let (Some(user), Some(Ok(_realm)), Some(Ok(nonce))) = (user, msg.realm(), msg.nonce())
         else {
             self.counters.auth_failure(AuthFailure::BadRequest);
-            return Err(responder.plain_error(400));
+            return Err(responder.plain_error(ErrorCode::BadRequest));
         };
         // The bid-down checks of §9.2.4, for a nonce whose cookie has "Password algorithms".
         // The bits are read before the MAC check; a nonce whose bits were rewritten fails that
@@ -91,7 +91,7 @@ impl Server {
             };
             let Some(chosen) = chosen else {
                 self.counters.auth_failure(AuthFailure::BidDown);
-                return Err(responder.plain_error(400));
+                return Err(responder.plain_error(ErrorCode::BadRequest));
             };
             algorithm = chosen;
         }
@@ -104,7 +104,7 @@ impl Server {
             // Stale, or not ours: a fresh nonce lets an honest client retry at once.
             NonceStatus::Stale | NonceStatus::Invalid => {
                 self.counters.auth_failure(AuthFailure::StaleNonce);
-                return Err(challenge(438, &mut nonce_buf));
+                return Err(challenge(ErrorCode::StaleNonce, &mut nonce_buf));
             }
         }
         match credentials.authenticate_with(user, algorithm, unix_now, |key| {
@@ -117,14 +117,8 @@ impl Server {
                 Ok((name, key))
             }
             Err(e) => {
-                self.counters.auth_failure(match e {
-                    AuthError::UnknownUser => AuthFailure::UnknownUser,
-                    AuthError::Expired => AuthFailure::Expired,
-                    AuthError::ExpiryTooFar => AuthFailure::ExpiryTooFar,
-                    AuthError::BadIntegrity => AuthFailure::BadIntegrity,
-                    AuthError::UnsupportedAlgorithm => AuthFailure::UnsupportedAlgorithm,
-                });
-                Err(challenge(401, &mut nonce_buf))
+                self.counters.auth_failure(AuthFailure::from(e));
+                Err(challenge(ErrorCode::Unauthenticated, &mut nonce_buf))
             }
         }
     }

@@ -10,7 +10,7 @@ use crate::core::five_tuple::FiveTuple;
 use crate::core::nat_discovery::{self, ChangeRequest, NatPair};
 use crate::core::reply::Responder;
 use crate::core::Server;
-use crate::stun::{address, AttrType, Class, Message, MessageBuilder, MessageType};
+use crate::stun::{address, AttrType, Class, ErrorCode, Message, MessageBuilder, MessageType};
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -29,7 +29,7 @@ impl Server {
             Some((to, resp)) => self.transmit(to, resp),
             // A malformed RFC 5780 attribute, or RESPONSE-PORT with PADDING (§6.1, §10).
             None => {
-                let resp = responder.plain_error(400);
+                let resp = responder.plain_error(ErrorCode::BadRequest);
                 self.transmit_unauthenticated(now, from, resp, msg.raw().len());
             }
         }

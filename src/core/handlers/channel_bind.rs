@@ -9,50 +9,37 @@
 //! The peer filter sees the whole transport address here: a relay IP of this host may be bound
 //! on a relay port only (another allocation's relayed address), 403 on any other port.
 
-use crate::core::auth::SessionKey;
-use crate::core::five_tuple::FiveTuple;
+use crate::core::counters::DropReason;
 use crate::core::peer_filter::PeerVerdict;
-use crate::core::reply::Responder;
+use crate::core::request::{Answer, Handled, Request};
 use crate::core::Server;
 use crate::stun::channel_data::is_valid_channel;
-use crate::stun::{AddressFamily, Message};
-use std::time::Instant;
+use crate::stun::ErrorCode;
 
 impl Server {
-    pub(crate) fn handle_channel_bind(
-        &mut self,
-        now: Instant,
-        from: FiveTuple,
-        msg: &Message,
-        username: &str,
-        key: &SessionKey,
-    ) -> Vec<u8> {
+    pub(crate) fn handle_channel_bind(&mut self, req: &Request) -> Handled {
+        let (now, msg) = (req.now, req.msg);
+        let id = req.owned?;
         let shared = self.shared.clone();
-        let r = Responder::to(msg, Some(key), shared.config.software.as_deref());
-        let id = match self.owned_allocation(&from, username) {
-            Ok(id) => id,
-            Err(code) => return r.plain_error(code),
-        };
-        if self.tcp_relay.allocs.contains_key(&id) {
-            return r.plain_error(400);
+        let a = self
+            .allocations
+            .get_mut(id)
+            .ok_or(ErrorCode::AllocationMismatch)?;
+        if a.is_tcp() {
+            return Err(ErrorCode::BadRequest);
         }
         let (Some(Ok(number)), Some(Ok(peer))) = (msg.channel_number(), msg.xor_peer_address())
         else {
-            return r.plain_error(400);
+            return Err(ErrorCode::BadRequest);
         };
         if !is_valid_channel(number) {
-            return r.plain_error(400);
+            return Err(ErrorCode::BadRequest);
         }
-        let Some(a) = self.allocations.get_mut(id) else {
-            return r.plain_error(437);
-        };
-        if !a.has_family(AddressFamily::of(&peer)) {
-            return r.plain_error(443);
-        }
+        req.relays_peer_family(&peer)?;
         let filter = shared.peer_filter.load();
         if !filter.allows(peer) {
             self.counters.peers_denied += 1;
-            return r.plain_error(403);
+            return Err(ErrorCode::Forbidden);
         }
         let own_host = filter.verdict(peer.ip()) == PeerVerdict::RelayPortsOnly;
         // `max_channels` and `max_permissions` bound the allocation's lists: 508 when this
@@ -62,18 +49,18 @@ impl Server {
             shared.config.permission_limit(),
         );
         if !a.channels.holds(number, peer, now) && a.channels.held(now) >= max_channels {
-            self.counters.channel_quota += 1;
-            return r.plain_error(508);
+            self.counters.dropped[DropReason::ChannelQuota] += 1;
+            return Err(ErrorCode::InsufficientCapacity);
         }
         if !a.permissions.contains(peer.ip()) && a.permissions.len() >= max_permissions {
-            self.counters.permission_quota += 1;
-            return r.plain_error(508);
+            self.counters.dropped[DropReason::PermissionQuota] += 1;
+            return Err(ErrorCode::InsufficientCapacity);
         }
         let (channels, permissions) = (a.channels.len(), a.permissions.len());
         let new_channel = a.channels.by_number(number, now).is_none();
         let new_permission = !a.permissions.allows(peer.ip(), now);
         let Ok(channel_expires) = a.channels.bind(number, peer, now) else {
-            return r.plain_error(400);
+            return Err(ErrorCode::BadRequest);
         };
         let permission_expires = a.permissions.install(peer.ip(), now, own_host);
         let c = &mut self.counters;
@@ -83,6 +70,6 @@ impl Server {
         c.channels_created += u64::from(new_channel);
         c.permissions_created += u64::from(new_permission);
         self.schedule_sweep(id, permission_expires.min(channel_expires));
-        r.success(|_| Ok(()))
+        Ok(Answer::Now(req.reply.success(|_| Ok(()))))
     }
 }

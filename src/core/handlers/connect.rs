@@ -6,46 +6,38 @@
 //! ([`TcpRelayOutput::Connect`]), and the response — success with CONNECTION-ID, or 447 —
 //! is sent when the shell reports back, or when [`CONNECT_TIMEOUT`] passes first.
 
-use crate::core::auth::SessionKey;
-use crate::core::five_tuple::FiveTuple;
 use crate::core::reply::Responder;
+use crate::core::request::{Answer, Handled, Request};
 use crate::core::tcp_relay::{
     ConnState, Connecting, Connection, ConnectionId, TcpRelayOutput, BIND_TIMEOUT, CONNECT_TIMEOUT,
     MAX_PEER_CONNECTIONS,
 };
 use crate::core::timer::TimerKind;
 use crate::core::{Output, Server};
-use crate::stun::{AddressFamily, AttrType, Message, Method};
+use crate::stun::{AddressFamily, AttrType, ErrorCode, Method};
 use std::time::Instant;
 
 impl Server {
-    pub(crate) fn handle_connect(
-        &mut self,
-        now: Instant,
-        from: FiveTuple,
-        msg: &Message,
-        username: &str,
-        key: &SessionKey,
-    ) -> Option<Vec<u8>> {
+    pub(crate) fn handle_connect(&mut self, req: &Request) -> Handled {
+        let (now, msg) = (req.now, req.msg);
+        let id = req.owned?;
         let shared = self.shared.clone();
-        let r = Responder::to(msg, Some(key), shared.config.software.as_deref());
-        let id = match self.owned_allocation(&from, username) {
-            Ok(id) => id,
-            Err(code) => return Some(r.plain_error(code)),
-        };
+        let a = self
+            .allocations
+            .get(id)
+            .ok_or(ErrorCode::AllocationMismatch)?;
         // Connect only makes sense on a TCP allocation.
-        if !self.tcp_relay.allocs.contains_key(&id) {
-            return Some(r.plain_error(400));
-        }
+        let Some(tcp) = a.tcp() else {
+            return Err(ErrorCode::BadRequest);
+        };
         let peer = match msg.xor_peer_address() {
             Some(Ok(p)) => p,
-            _ => return Some(r.plain_error(400)),
+            _ => return Err(ErrorCode::BadRequest),
         };
-        let Some(a) = self.allocations.get(id) else {
-            return Some(r.plain_error(437));
-        };
+        // The connection is made from the (first) relayed address, so the peer must be of its
+        // family.
         if AddressFamily::of(&peer) != AddressFamily::of(&a.relay) {
-            return Some(r.plain_error(443));
+            return Err(ErrorCode::PeerAddressFamilyMismatch);
         }
         // "Forbidden by local policy" (403): the peer filter, and — as for data on a UDP
         // allocation — a peer the client has installed no permission for. The filter sees the
@@ -53,18 +45,15 @@ impl Server {
         // allocation's relayed address), never on a service of the host.
         if !shared.peer_filter.load().allows(peer) {
             self.counters.peers_denied += 1;
-            return Some(r.plain_error(403));
+            return Err(ErrorCode::Forbidden);
         }
         if !a.permissions.allows_peer(peer, now, self.filter.own_host()) {
-            return Some(r.plain_error(403));
+            return Err(ErrorCode::Forbidden);
         }
         let (relay, username_owned, control) = (a.relay, a.username.clone(), a.five_tuple.client);
-        // Every TCP allocation has one (set when it was made); the default (no cap, counted
-        // nowhere) only guards against a bug.
-        let share = a.splice.clone().unwrap_or_default();
+        let (share, ids) = (tcp.splice.clone(), tcp.connections.clone());
         // 446 while a connection to this peer is being made, waits for its bind, or is
         // active; a retransmission of the Connect being made gets its answer later.
-        let ids = self.tcp_relay.allocs.get(&id).cloned().unwrap_or_default();
         for cid in ids {
             match shared.tcp_connections.get(cid) {
                 Some(c) if c.peer == peer => {
@@ -74,17 +63,22 @@ impl Server {
                         .get(&cid)
                         .is_some_and(|c| c.txid == msg.transaction_id());
                     if retransmit {
-                        return None;
+                        return Ok(Answer::Later);
                     }
-                    return Some(r.plain_error(446));
+                    return Err(ErrorCode::ConnectionAlreadyExists);
                 }
                 Some(_) => {}
                 // Ended on another worker (its data connection closed): prune.
                 None => self.forget_connection(id, cid),
             }
         }
-        if self.tcp_relay.allocs.get(&id).map_or(0, Vec::len) >= MAX_PEER_CONNECTIONS {
-            return Some(r.plain_error(508));
+        let held = self
+            .allocations
+            .get(id)
+            .and_then(|a| a.tcp())
+            .map_or(0, |t| t.connections.len());
+        if held >= MAX_PEER_CONNECTIONS {
+            return Err(ErrorCode::InsufficientCapacity);
         }
         let conn = Connection {
             owner: self.tcp_relay.tag,
@@ -104,8 +98,8 @@ impl Server {
                 fingerprint: msg.has_fingerprint(),
             },
         );
-        if let Some(ids) = self.tcp_relay.allocs.get_mut(&id) {
-            ids.push(cid);
+        if let Some(tcp) = self.allocations.get_mut(id).and_then(|a| a.tcp_mut()) {
+            tcp.connections.push(cid);
         }
         self.timers
             .push(now + CONNECT_TIMEOUT, TimerKind::TcpConnection(cid));
@@ -116,7 +110,7 @@ impl Server {
                 bind: relay,
                 peer,
             }));
-        None
+        Ok(Answer::Later)
     }
 
     /// The shell's connection for `cid` is established. Returns whether to keep it: false
@@ -180,12 +174,12 @@ impl Server {
 
     /// Answers the Connect of `cid` with 447 and forgets the connection.
     pub(crate) fn fail_connect(&mut self, now: Instant, cid: ConnectionId) {
-        self.refuse_connect(now, cid, 447);
+        self.refuse_connect(now, cid, ErrorCode::ConnectionTimeoutOrFailure);
     }
 
     /// Answers the Connect of `cid` with error `code` (447, or 403 when a reload denies its
     /// peer while it connects), aborts the attempt and forgets the connection.
-    pub(crate) fn refuse_connect(&mut self, now: Instant, cid: ConnectionId, code: u16) {
+    pub(crate) fn refuse_connect(&mut self, now: Instant, cid: ConnectionId, code: ErrorCode) {
         let Some(c) = self.tcp_relay.connecting.remove(&cid) else {
             return;
         };

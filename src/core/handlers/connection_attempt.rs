@@ -22,12 +22,12 @@ impl Server {
         id: AllocationId,
         peer: SocketAddr,
     ) -> Option<ConnectionId> {
-        if !self.tcp_relay.allocs.contains_key(&id)
-            || self.live_connections(id) >= MAX_PEER_CONNECTIONS
-        {
+        if self.live_connections(id) >= MAX_PEER_CONNECTIONS {
             return None;
         }
         let a = self.allocations.get(id)?;
+        // Only a TCP allocation has a listener for a peer to connect to.
+        let tcp = a.tcp()?;
         if a.state != State::Active || a.expires <= now {
             return None;
         }
@@ -40,9 +40,7 @@ impl Server {
             return None;
         }
         let (five_tuple, username) = (a.five_tuple, a.username.clone());
-        // Every TCP allocation has one (set when it was made); the default (no cap, counted
-        // nowhere) only guards against a bug.
-        let share = a.splice.clone().unwrap_or_default();
+        let share = tcp.splice.clone();
         let expires = now + BIND_TIMEOUT;
         let conn = Connection {
             owner: self.tcp_relay.tag,
@@ -55,8 +53,8 @@ impl Server {
         };
         let shared = self.shared.clone();
         let cid = shared.tcp_connections.insert(|| self.random(), conn);
-        if let Some(ids) = self.tcp_relay.allocs.get_mut(&id) {
-            ids.push(cid);
+        if let Some(tcp) = self.allocations.get_mut(id).and_then(|a| a.tcp_mut()) {
+            tcp.connections.push(cid);
         }
         self.timers.push(expires, TimerKind::TcpConnection(cid));
         let mut txid = [0u8; 12];

@@ -6,42 +6,32 @@
 //! the shared CONNECTION-ID map, authenticated like any request, and must come from the user
 //! who owns the allocation (441 otherwise, as for every request on an allocation).
 
-use crate::core::auth::SessionKey;
 use crate::core::five_tuple::FiveTuple;
 use crate::core::nonce::NonceStatus;
-use crate::core::reply::Responder;
-use crate::core::server::transport_index;
+use crate::core::request::{Answer, Handled, Request};
 use crate::core::tcp_relay::{ClaimError, ConnState, ConnectionId, SpliceShare, TcpRelayOutput};
 use crate::core::{Output, Server, Transport};
-use crate::stun::{AttrType, Message};
+use crate::stun::{AttrType, ErrorCode, Message};
 use std::sync::Arc;
 use std::time::Instant;
 
 impl Server {
-    pub(crate) fn handle_connection_bind(
-        &mut self,
-        now: Instant,
-        from: FiveTuple,
-        msg: &Message,
-        username: &str,
-        key: &SessionKey,
-    ) -> Option<Vec<u8>> {
-        let shared = self.shared.clone();
-        let r = Responder::to(msg, Some(key), shared.config.software.as_deref());
+    pub(crate) fn handle_connection_bind(&mut self, req: &Request) -> Handled {
+        let (now, from, msg) = (req.now, req.from, req.msg);
         // A data connection is a fresh stream connection that holds no allocation.
-        if !from.transport.is_stream() || self.allocations.id_for(&from).is_some() {
-            return Some(r.plain_error(400));
+        if !from.transport.is_stream() || req.allocation.is_some() {
+            return Err(ErrorCode::BadRequest);
         }
         let cid = match msg.get(AttrType::CONNECTION_ID) {
             Some(v) if v.len() == 4 => u32::from_be_bytes([v[0], v[1], v[2], v[3]]),
-            _ => return Some(r.plain_error(400)),
+            _ => return Err(ErrorCode::BadRequest),
         };
-        match shared.tcp_connections.claim(cid, username, now) {
+        match self.shared.tcp_connections.claim(cid, req.username, now) {
             Ok(()) => {}
-            Err(ClaimError::Unknown) => return Some(r.plain_error(400)),
-            Err(ClaimError::WrongUser) => return Some(r.plain_error(441)),
+            Err(ClaimError::Unknown) => return Err(ErrorCode::BadRequest),
+            Err(ClaimError::WrongUser) => return Err(ErrorCode::WrongCredentials),
         }
-        let resp = r.success(|_| Ok(()));
+        let resp = req.reply.success(|_| Ok(()));
         // The response is queued before the splice starts, so it is the last STUN the
         // client reads on this connection.
         self.respond_and_remember(now, from, msg.transaction_id(), resp);
@@ -50,7 +40,7 @@ impl Server {
                 data: from,
                 connection_id: cid,
             }));
-        None
+        Ok(Answer::Later)
     }
 
     /// Whose nonce a ConnectionBind may carry. Nonces are bound to the client address they
@@ -112,7 +102,7 @@ impl Server {
     /// Bytes spliced between a client data connection over `transport` and its peer, for the
     /// relayed-bytes counters (a stream has no datagrams to count).
     pub fn count_stream_relayed(&mut self, transport: Transport, to_peer: u64, to_client: u64) {
-        let r = &mut self.counters.relayed[transport_index(transport)];
+        let r = &mut self.counters.relayed[transport];
         r.to_peer_bytes += to_peer;
         r.to_client_bytes += to_client;
     }

@@ -6,54 +6,31 @@
 //! permission is marked own-host, and data through it is held to the relay ports (see
 //! [`peer_filter`](crate::core::peer_filter)).
 
-use crate::core::auth::SessionKey;
-use crate::core::five_tuple::FiveTuple;
+use crate::core::counters::DropReason;
 use crate::core::peer_filter::PeerVerdict;
-use crate::core::reply::Responder;
+use crate::core::request::{Answer, Handled, Request};
 use crate::core::Server;
 use crate::stun::message::MAX_ATTRIBUTES;
-use crate::stun::{AddressFamily, Message};
+use crate::stun::ErrorCode;
 use std::net::{IpAddr, Ipv4Addr};
-use std::time::Instant;
 
 impl Server {
-    pub(crate) fn handle_create_permission(
-        &mut self,
-        now: Instant,
-        from: FiveTuple,
-        msg: &Message,
-        username: &str,
-        key: &SessionKey,
-    ) -> Vec<u8> {
+    pub(crate) fn handle_create_permission(&mut self, req: &Request) -> Handled {
+        let (now, msg) = (req.now, req.msg);
+        let id = req.owned?;
         let shared = self.shared.clone();
-        let r = Responder::to(msg, Some(key), shared.config.software.as_deref());
-        let id = match self.owned_allocation(&from, username) {
-            Ok(id) => id,
-            Err(code) => return r.plain_error(code),
-        };
-        let Some(a) = self.allocations.get(id) else {
-            return r.plain_error(437);
-        };
-        // A dual allocation takes peers of both families (RFC 8656 §10.2).
-        let families = [
-            a.has_family(AddressFamily::V4),
-            a.has_family(AddressFamily::V6),
-        ];
         let mut peers = [IpAddr::V4(Ipv4Addr::UNSPECIFIED); MAX_ATTRIBUTES];
         let mut own_host = [false; MAX_ATTRIBUTES];
         let filter = shared.peer_filter.load();
         let mut n = 0;
         for peer in msg.xor_peer_addresses() {
-            let Ok(peer) = peer else {
-                return r.plain_error(400);
-            };
-            if !families[usize::from(peer.is_ipv6())] {
-                return r.plain_error(443);
-            }
+            let peer = peer.map_err(|_| ErrorCode::BadRequest)?;
+            // A dual allocation takes peers of both families (RFC 8656 §10.2).
+            req.relays_peer_family(&peer)?;
             let verdict = filter.verdict(peer.ip());
             if verdict == PeerVerdict::Denied {
                 self.counters.peers_denied += 1;
-                return r.plain_error(403);
+                return Err(ErrorCode::Forbidden);
             }
             // At most MAX_ATTRIBUTES attributes parse, so `n` stays in bounds.
             peers[n] = peer.ip();
@@ -61,7 +38,7 @@ impl Server {
             n += 1;
         }
         if n == 0 {
-            return r.plain_error(400);
+            return Err(ErrorCode::BadRequest);
         }
         // `max_permissions` bounds each allocation's list (and so the per-datagram scan of
         // it): 508 when the new peers would not fit (RFC 8656 §9.2, a capacity limit).
@@ -74,8 +51,8 @@ impl Server {
                 .filter(|(i, ip)| !a.permissions.contains(**ip) && !peers[..*i].contains(ip))
                 .count();
             if a.permissions.len() + new > max {
-                self.counters.permission_quota += 1;
-                return r.plain_error(508);
+                self.counters.dropped[DropReason::PermissionQuota] += 1;
+                return Err(ErrorCode::InsufficientCapacity);
             }
         }
         if let Some(a) = self.allocations.get_mut(id) {
@@ -89,6 +66,6 @@ impl Server {
             c.permissions = (c.permissions + a.permissions.len() as u64).saturating_sub(before);
             self.schedule_sweep(id, expires);
         }
-        r.success(|_| Ok(()))
+        Ok(Answer::Now(req.reply.success(|_| Ok(()))))
     }
 }

@@ -9,6 +9,7 @@ mod connect;
 mod connection_attempt;
 mod connection_bind;
 mod create_permission;
+mod dispatch;
 mod family;
 mod peer_filter_changed;
 mod refresh;

@@ -23,6 +23,7 @@ use crate::core::allocation::AllocationId;
 use crate::core::channel::CHANNEL_COOLDOWN;
 use crate::core::tcp_relay::{ConnState, ConnectionId, TcpRelayOutput};
 use crate::core::{EndReason, Output, Server};
+use crate::stun::ErrorCode;
 use std::time::Instant;
 
 impl Server {
@@ -57,8 +58,11 @@ impl Server {
         let owner = self.tcp_relay.tag;
         let shared = self.shared.clone();
         let mut refused: Vec<(AllocationId, ConnectionId, ConnState)> = Vec::new();
-        for (&id, cids) in &self.tcp_relay.allocs {
-            for &cid in cids {
+        for a in self.allocations.iter() {
+            let (id, Some(tcp)) = (a.id, a.tcp()) else {
+                continue;
+            };
+            for &cid in &tcp.connections {
                 if let Some(c) = shared.tcp_connections.get(cid) {
                     if c.owner == owner && !keep(c.peer) {
                         refused.push((id, cid, c.state));
@@ -69,7 +73,7 @@ impl Server {
         let mut ended: Vec<AllocationId> = Vec::new();
         for (id, cid, state) in refused {
             match state {
-                ConnState::Connecting => self.refuse_connect(now, cid, 403),
+                ConnState::Connecting => self.refuse_connect(now, cid, ErrorCode::Forbidden),
                 ConnState::Pending { .. } => {
                     if shared
                         .tcp_connections

@@ -8,8 +8,9 @@
 //! reload), and an own-host one is held to the relay ports, both directions.
 
 use crate::core::allocation::State;
+use crate::core::counters::DropReason;
 use crate::core::five_tuple::FiveTuple;
-use crate::core::server::{transport_index, PEER_HEADROOM, PEER_TAILROOM};
+use crate::core::server::{PEER_HEADROOM, PEER_TAILROOM};
 use crate::core::{AllocationId, Forward, Server, ToClient};
 use crate::stun::address::{encode_xor, encoded_len};
 use crate::stun::channel_data::write_header;
@@ -33,37 +34,34 @@ impl Server {
         data: &[u8],
     ) -> Option<Forward> {
         let Ok(cd) = ChannelData::parse(data) else {
-            self.counters.malformed += 1;
+            self.counters.dropped[DropReason::Malformed] += 1;
             return None;
         };
         let Some(a) = self.allocations.by_five_tuple_mut(&from) else {
-            self.counters.no_allocation += 1;
+            self.counters.dropped[DropReason::NoAllocation] += 1;
             return None;
         };
         if a.expires <= now {
-            self.counters.no_allocation += 1;
+            self.counters.dropped[DropReason::NoAllocation] += 1;
             return None;
         }
         let Some(binding) = a.channels.by_number(cd.channel, now) else {
-            self.counters.no_channel += 1;
+            self.counters.dropped[DropReason::NoChannel] += 1;
             return None;
         };
         let peer = binding.peer;
         if !a.permissions.allows_peer(peer, now, self.filter.own_host())
             || !a.relays_family_of(peer.ip(), now)
         {
-            self.counters.no_permission += 1;
+            self.counters.dropped[DropReason::NoPermission] += 1;
             return None;
         }
         if !a.within_bandwidth(now, cd.data.len() as u64) {
-            self.counters.bandwidth += 1;
+            self.counters.dropped[DropReason::Bandwidth] += 1;
             return None;
         }
-        a.stats.to_peer_packets += 1;
-        a.stats.to_peer_bytes += cd.data.len() as u64;
-        let r = &mut self.counters.relayed[transport_index(from.transport)];
-        r.to_peer_packets += 1;
-        r.to_peer_bytes += cd.data.len() as u64;
+        a.stats.count_to_peer(cd.data.len());
+        self.counters.relayed[from.transport].count_to_peer(cd.data.len());
         let start = CHANNEL_DATA_HEADER_LEN;
         Some(Forward {
             id: a.id,
@@ -83,22 +81,22 @@ impl Server {
         // Unknown comprehension-required attributes: discard (RFC 8489 §6.3.2).
         let mut unknown = [0u16; 1];
         if msg.unknown_required(crate::stun::attribute::is_understood, &mut unknown) > 0 {
-            self.counters.malformed += 1;
+            self.counters.dropped[DropReason::Malformed] += 1;
             return None;
         }
         let (Some(Ok(peer)), Some(range)) = (msg.xor_peer_address(), msg.data_range()) else {
-            self.counters.malformed += 1;
+            self.counters.dropped[DropReason::Malformed] += 1;
             return None;
         };
         let Some(a) = self.allocations.by_five_tuple_mut(&from) else {
-            self.counters.no_allocation += 1;
+            self.counters.dropped[DropReason::NoAllocation] += 1;
             return None;
         };
         // A TCP allocation (RFC 6062) has no UDP relayed address to send a datagram from:
         // its data goes through spliced connections only, so a Send indication on it is
         // discarded like one with no allocation (an indication has no error response).
         if a.state != State::Active || a.expires <= now || a.is_tcp() {
-            self.counters.no_allocation += 1;
+            self.counters.dropped[DropReason::NoAllocation] += 1;
             return None;
         }
         // A permission is only ever installed for a peer the filter allowed, so a denied
@@ -107,18 +105,15 @@ impl Server {
         if !a.permissions.allows_peer(peer, now, self.filter.own_host())
             || !a.relays_family_of(peer.ip(), now)
         {
-            self.counters.no_permission += 1;
+            self.counters.dropped[DropReason::NoPermission] += 1;
             return None;
         }
         if !a.within_bandwidth(now, range.len() as u64) {
-            self.counters.bandwidth += 1;
+            self.counters.dropped[DropReason::Bandwidth] += 1;
             return None;
         }
-        a.stats.to_peer_packets += 1;
-        a.stats.to_peer_bytes += range.len() as u64;
-        let r = &mut self.counters.relayed[transport_index(from.transport)];
-        r.to_peer_packets += 1;
-        r.to_peer_bytes += range.len() as u64;
+        a.stats.count_to_peer(range.len());
+        self.counters.relayed[from.transport].count_to_peer(range.len());
         Some(Forward {
             id: a.id,
             peer,
@@ -142,15 +137,15 @@ impl Server {
             || payload.end + PEER_TAILROOM > buf.len()
             || len > u16::MAX as usize - 64
         {
-            self.counters.malformed += 1;
+            self.counters.dropped[DropReason::Malformed] += 1;
             return None;
         }
         let Some(a) = self.allocations.get_mut(id) else {
-            self.counters.no_allocation += 1;
+            self.counters.dropped[DropReason::NoAllocation] += 1;
             return None;
         };
         if a.state != State::Active || a.expires <= now {
-            self.counters.no_allocation += 1;
+            self.counters.dropped[DropReason::NoAllocation] += 1;
             return None;
         }
         // From the host's own services (through an own-host permission, any source port but
@@ -158,19 +153,16 @@ impl Server {
         if !a.permissions.allows_peer(peer, now, self.filter.own_host())
             || !a.relays_family_of(peer.ip(), now)
         {
-            self.counters.no_permission += 1;
+            self.counters.dropped[DropReason::NoPermission] += 1;
             return None;
         }
         if !a.within_bandwidth(now, len as u64) {
-            self.counters.bandwidth += 1;
+            self.counters.dropped[DropReason::Bandwidth] += 1;
             return None;
         }
-        a.stats.to_client_packets += 1;
-        a.stats.to_client_bytes += len as u64;
+        a.stats.count_to_client(len);
         let to = a.five_tuple;
-        let r = &mut self.counters.relayed[transport_index(to.transport)];
-        r.to_client_packets += 1;
-        r.to_client_bytes += len as u64;
+        self.counters.relayed[to.transport].count_to_client(len);
         let padded_end = payload.start + ((len + 3) & !3);
         if let Some(binding) = a.channels.by_peer(peer, now) {
             let start = payload.start - CHANNEL_DATA_HEADER_LEN;

@@ -683,7 +683,11 @@ fn user_quota_gets_486_and_recovers_when_an_allocation_ends() {
     a2.allocate(&mut h);
     a3.allocate_with(&mut h, &[])
         .assert_error(Method::ALLOCATE, 486, Some(&a3.key));
-    assert_eq!(h.server.counters().quota, 1, "the refusal is counted");
+    assert_eq!(
+        h.server.counters().dropped[DropReason::Quota],
+        1,
+        "the refusal is counted"
+    );
     // The refused request holds no port.
     assert_eq!(h.ports_in_use(relay_v4()), 2);
     // Another user is not affected by alice's quota.

@@ -38,12 +38,10 @@ fn full_server_redirects_with_a_signed_300_same_family_first() {
     assert_eq!(alternates(&resp), vec![sa(ALT_V4), sa(ALT_V6)]);
     // A redirect is not a quota refusal, and holds nothing.
     let c = h.server.counters();
-    assert_eq!(c.quota, 0);
-    let i = crate::core::RESULT_LABELS
-        .iter()
-        .position(|l| *l == "300")
-        .unwrap();
-    assert_eq!(c.responses[1][i], 1, "counted as allocate/300");
+    assert_eq!(c.dropped[DropReason::Quota], 0);
+    let allocate_300 = c.responses[Some(crate::core::RequestMethod::Allocate)]
+        [crate::core::ResponseResult::Error(crate::stun::ErrorCode::TryAlternate)];
+    assert_eq!(allocate_300, 1, "counted as allocate/300");
     assert_eq!(h.allocation_count(), 1);
     assert_eq!(h.ports_in_use(relay_v4()), 1);
 }

@@ -21,15 +21,24 @@ fn small_unauthenticated_requests_get_no_larger_answer() {
         c.send_raw(&mut h, &req).is_none(),
         "401 larger than the request"
     );
-    // An unknown method (20 bytes) would earn a 40-byte 400: dropped.
-    let req = build(Method(0x0ff), Class::Request, c.txid(), &[], None, false);
+    // A Binding with an unknown comprehension-required attribute (28 bytes) would earn a
+    // 52-byte 420: dropped.
+    let unknown = Attr::Raw(AttrType(0x0031), vec![0; 4]);
+    let req = build(
+        Method::BINDING,
+        Class::Request,
+        c.txid(),
+        &[unknown],
+        None,
+        false,
+    );
     assert!(
         c.send_raw(&mut h, &req).is_none(),
-        "400 larger than the request"
+        "420 larger than the request"
     );
     assert_eq!(h.allocation_count(), 0);
     // Each refusal is counted (turnd_datagrams_dropped_total{reason="amplification"}).
-    assert_eq!(h.server.counters().amplification, 2);
+    assert_eq!(h.server.counters().dropped[DropReason::Amplification], 2);
 }
 
 #[test]

@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::core::auth::RestUsernameOrder;
-use crate::core::AUTH_FAILURE_LABELS;
+use crate::core::AuthFailure;
 
 fn ft() -> FiveTuple {
     udp("192.0.2.100:40000")
@@ -229,7 +229,7 @@ fn rest_username_with_id_first_only_when_configured() {
     c.allocate_with(&mut h, &[])
         .assert_error(Method::ALLOCATE, 401, None);
     assert_eq!(
-        h.server.counters().auth_failure_reasons[2],
+        h.server.counters().auth_failure_reasons[AuthFailure::UnknownUser],
         1,
         "unknown_user"
     );
@@ -256,11 +256,8 @@ fn rest_expiry_beyond_the_max_ttl_gets_401_counted_apart() {
     let mut far = Client::rest(ft(), UNIX_T0 + 3601, "carol", REST_SECRET);
     far.allocate_with(&mut h, &[])
         .assert_error(Method::ALLOCATE, 401, None);
-    let label = AUTH_FAILURE_LABELS
-        .iter()
-        .position(|l| *l == "expiry_too_far")
-        .unwrap();
-    assert_eq!(h.server.counters().auth_failure_reasons[label], 1);
+    let reasons = &h.server.counters().auth_failure_reasons;
+    assert_eq!(reasons[AuthFailure::ExpiryTooFar], 1);
     assert_eq!(h.allocation_count(), 0);
     let mut near = Client::rest(
         udp("192.0.2.100:40001"),

@@ -33,14 +33,14 @@ fn both_directions_share_the_bucket_and_drops_are_counted() {
     }
     assert!(c.send_indication(&mut h, peer_a(), &payload).0.is_none());
     assert!(h.peer(id, peer_a(), &payload).is_none());
-    assert_eq!(h.server.counters().bandwidth, 2);
+    assert_eq!(h.server.counters().dropped[DropReason::Bandwidth], 2);
     let s = h.alloc(ft()).stats;
     assert_eq!(s.to_peer_bytes + s.to_client_bytes, 65_000);
     // 10 ms later, 1,000 bytes more fit: one datagram, not two.
     h.advance(Duration::from_millis(10));
     assert!(h.peer(id, peer_a(), &payload).is_some());
     assert!(h.peer(id, peer_a(), &payload).is_none());
-    assert_eq!(h.server.counters().bandwidth, 3);
+    assert_eq!(h.server.counters().dropped[DropReason::Bandwidth], 3);
 }
 
 #[test]
@@ -52,7 +52,7 @@ fn no_cap_by_default() {
     for _ in 0..200 {
         assert!(c.send_indication(&mut h, peer_a(), &[0; 1000]).0.is_some());
     }
-    assert_eq!(h.server.counters().bandwidth, 0);
+    assert_eq!(h.server.counters().dropped[DropReason::Bandwidth], 0);
     assert!(h.alloc(ft()).bandwidth.is_none());
 }
 
@@ -79,7 +79,8 @@ fn a_users_allocations_share_the_user_cap_on_every_worker() {
         passed += a2.send_indication(&mut w2, peer_a(), &payload).0.is_some() as u32;
     }
     assert_eq!(passed, 65, "the 65,536-byte burst, shared");
-    let drops = w1.server.counters().bandwidth + w2.server.counters().bandwidth;
+    let drops = w1.server.counters().dropped[DropReason::Bandwidth]
+        + w2.server.counters().dropped[DropReason::Bandwidth];
     assert_eq!(drops, 35);
     // Bob has a bucket of his own.
     let mut b = Client::bob(udp("192.0.2.100:40002"));

@@ -138,22 +138,74 @@ fn garbage_responses_and_other_indications_are_dropped() {
         assert!(h.input(ft, i).is_none());
     }
     h.assert_silent();
-    assert_eq!(h.server.counters().malformed, 4);
+    assert_eq!(h.server.counters().dropped[DropReason::Malformed], 4);
 }
 
+/// RFC 8489 §6.3: the receiver "checks ... that the method value is a supported method. It
+/// checks that the message class is allowed for the particular method. ... If any errors are
+/// detected, the message is silently discarded." So a request of an unknown method gets no
+/// answer (not a 400), and is counted as malformed; nor do requests of the methods that are
+/// only ever indications (Send, Data, ConnectionAttempt: RFC 8656 §17, RFC 6062 §6.1).
 #[test]
-fn unknown_method_request_gets_400() {
+fn unknown_method_request_is_discarded() {
     let mut h = Harness::new();
     let ft = udp("192.0.2.100:40000");
-    // No method 0x050 exists.
-    let req = build(
+    let methods = [
+        // No method 0x050 or 0xfff exists.
         Method(0x050),
-        Class::Request,
-        TransactionId([2; 12]),
-        &[],
-        None,
-        false,
-    );
-    h.input(ft, &req);
-    h.take_one(ft).assert_error(Method(0x050), 400, None);
+        Method(0xfff),
+        Method::SEND,
+        Method::DATA,
+        Method::CONNECTION_ATTEMPT,
+    ];
+    for (i, method) in methods.into_iter().enumerate() {
+        let txid = TransactionId([i as u8 + 2; 12]);
+        h.input(ft, &build(method, Class::Request, txid, &[], None, false));
+    }
+    h.assert_silent();
+    let c = h.server.counters();
+    assert_eq!(c.dropped[DropReason::Malformed], methods.len() as u64);
+    assert_eq!(c.requests, 0, "not a request the server serves");
+    let answered: u64 = c.responses.values().iter().flat_map(|r| r.values()).sum();
+    assert_eq!(answered, 0);
+}
+
+/// Not even a signed request of an unknown method is answered, on an allocation's 5-tuple:
+/// the method is checked before authentication, so no 401 and no 437 either.
+#[test]
+fn unknown_method_on_an_allocation_is_discarded() {
+    let mut h = Harness::new();
+    let mut c = Client::alice(udp("192.0.2.100:40000"));
+    c.allocate(&mut h);
+    let txid = c.txid();
+    let req = c.signed(Method(0x050), txid, &[]);
+    assert!(c.send_raw(&mut h, &req).is_none());
+    h.assert_silent();
+    assert_eq!(h.allocation_count(), 1, "the allocation is untouched");
+}
+
+/// RFC 8489 §6.3.2: an indication gets no response, and one of an unknown method, or of a
+/// method only a server sends (Data, ConnectionAttempt), is dropped — with no effect on the
+/// allocation and nothing relayed.
+#[test]
+fn unknown_and_server_only_indications_are_dropped() {
+    let mut h = Harness::new();
+    let ft = udp("192.0.2.100:40000");
+    let mut c = Client::alice(ft);
+    c.allocate(&mut h);
+    c.permit(&mut h, &[peer_a()]);
+    for method in [Method(0x050), Method::DATA, Method::CONNECTION_ATTEMPT] {
+        let txid = c.txid();
+        let ind = build(
+            method,
+            Class::Indication,
+            txid,
+            &[Attr::Peer(peer_a()), data(b"x")],
+            None,
+            false,
+        );
+        assert!(h.input(ft, &ind).is_none(), "{method:?}: nothing relayed");
+    }
+    h.assert_silent();
+    assert_eq!(h.allocation_count(), 1);
 }

@@ -3,26 +3,27 @@
 //! channel gauges.
 
 use super::*;
-use crate::core::server::{AUTH_FAILURE_LABELS, METHOD_LABELS, RESULT_LABELS};
-use crate::core::Relayed;
+use crate::core::{AuthFailure, CounterKey, Relayed, RequestMethod, ResponseResult};
 
 fn ft() -> FiveTuple {
     udp("192.0.2.100:40000")
 }
 
-fn result(label: &str) -> usize {
-    RESULT_LABELS.iter().position(|l| *l == label).unwrap()
+/// The key whose metric label is `label`.
+fn labelled<K: CounterKey>(label: &str) -> K {
+    *K::ALL.iter().find(|k| k.label() == label).unwrap()
 }
 
-fn method(label: &str) -> usize {
-    METHOD_LABELS.iter().position(|l| *l == label).unwrap()
+fn result(label: &str) -> ResponseResult {
+    labelled(label)
 }
 
-fn reason(label: &str) -> usize {
-    AUTH_FAILURE_LABELS
-        .iter()
-        .position(|l| *l == label)
-        .unwrap()
+fn method(label: &str) -> Option<RequestMethod> {
+    labelled(label)
+}
+
+fn reason(label: &str) -> AuthFailure {
+    labelled(label)
 }
 
 #[test]
@@ -39,7 +40,7 @@ fn relayed_traffic_by_direction_and_transport() {
     assert!(c.send_indication(&mut h, peer_b(), b"x").0.is_none());
     assert!(h.peer(id, peer_b(), b"y").is_none());
 
-    let r = h.server.counters().relayed[0];
+    let r = h.server.counters().relayed[Transport::Udp];
     assert_eq!(
         (r.to_peer_packets, r.to_peer_bytes),
         (2, 15),
@@ -50,8 +51,12 @@ fn relayed_traffic_by_direction_and_transport() {
         (1, 7),
         "peer → client"
     );
-    assert_eq!(h.server.counters().relayed[1], Relayed::default(), "tcp");
-    assert_eq!(h.server.counters().no_permission, 2);
+    assert_eq!(
+        h.server.counters().relayed[Transport::Tcp],
+        Relayed::default(),
+        "tcp"
+    );
+    assert_eq!(h.server.counters().dropped[DropReason::NoPermission], 2);
 }
 
 #[test]
@@ -73,7 +78,7 @@ fn responses_by_method_and_result() {
     assert_eq!(r[method("create_permission")][result("403")], 1);
     assert_eq!(r[method("create_permission")][result("success")], 1);
     assert_eq!(counters.peers_denied, 1);
-    let total: u64 = r.iter().flatten().sum();
+    let total: u64 = r.values().iter().flat_map(|row| row.values()).sum();
     assert_eq!(total, 4, "every response counted once");
     // The challenge is not an authentication failure.
     assert_eq!(counters.auth_failures, 0);

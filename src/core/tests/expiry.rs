@@ -100,7 +100,7 @@ fn permissions_expire_after_300_seconds() {
     h.advance_to(300);
     assert!(c.send_indication(&mut h, peer_a(), b"x").0.is_none());
     assert!(h.peer(id, peer_a(), b"y").is_none());
-    assert_eq!(h.server.counters().no_permission, 2);
+    assert_eq!(h.server.counters().dropped[DropReason::NoPermission], 2);
     // The sweep removed it.
     assert_eq!(h.alloc(ft()).permissions.len(), 0);
 }
@@ -141,7 +141,7 @@ fn channels_expire_after_600_seconds() {
     assert_eq!(&framed[..2], &[0x40, 0x00]);
     h.advance_to(600);
     assert!(c.channel_data(&mut h, 0x4000, b"x").0.is_none());
-    assert_eq!(h.server.counters().no_channel, 1);
+    assert_eq!(h.server.counters().dropped[DropReason::NoChannel], 1);
     // The permission is still there: peer data now comes as a Data indication.
     let (_, framed) = h.peer(id, peer_a(), b"y").unwrap();
     assert_eq!(Message::parse(&framed).unwrap().method(), Method::DATA);
@@ -156,7 +156,7 @@ fn channel_without_permission_refresh_stops_relaying_at_300_seconds() {
     h.advance_to(300);
     assert!(c.channel_data(&mut h, 0x4000, b"x").0.is_none());
     assert!(h.peer(id, peer_a(), b"y").is_none());
-    assert_eq!(h.server.counters().no_permission, 2);
+    assert_eq!(h.server.counters().dropped[DropReason::NoPermission], 2);
     // Rebinding refreshes both.
     c.bind(&mut h, 0x4000, peer_a());
     assert!(c.channel_data(&mut h, 0x4000, b"x").0.is_some());
@@ -248,7 +248,7 @@ fn stale_generation_is_dropped() {
         h.peer(old, peer_a(), b"late").is_none(),
         "a late datagram for the freed allocation"
     );
-    assert_eq!(h.server.counters().no_allocation, 1);
+    assert_eq!(h.server.counters().dropped[DropReason::NoAllocation], 1);
     assert_eq!(h.server.allocation(new).unwrap().stats.to_client_packets, 0);
     let (to, _) = h.peer(new, peer_a(), b"current").unwrap();
     assert_eq!(to, d.ft);

@@ -6,10 +6,12 @@
 //! (`poll_timeout`, then `handle_timeout`). Time is an `Instant` taken once plus offsets that
 //! tests advance explicitly; Unix time starts at [`UNIX_T0`].
 //!
-//! A [`Client`] builds requests with the crate's own `MessageBuilder`, does the
-//! 401 → NONCE → signed-request dance, and keeps its nonce; [`Resp`] parses what came back and
-//! checks class, error code, attributes and MESSAGE-INTEGRITY (keyed with
-//! [`long_term_key`], independently of the server's credential store).
+//! A [`Client`] drives the library's sans-IO TURN client ([`crate::client`]), which encodes
+//! the requests and does the 401 → NONCE → signed-request dance, and keeps its nonce; [`Resp`]
+//! parses what came back and checks class, error code, attributes and MESSAGE-INTEGRITY (keyed
+//! with [`long_term_key`], independently of the server's credential store and of the client).
+//! [`build`] stays for the requests no client would send: unsigned parts, missing fields,
+//! other classes.
 //!
 //! Every `Transmit` the harness drains is checked to parse as STUN, in every test.
 
@@ -32,22 +34,26 @@ mod prop;
 mod random;
 mod refresh;
 mod relay;
+mod request;
 mod reservation;
 mod retransmit;
 mod rfc8489;
 mod tcp_relay;
 mod tcp_relay_caps;
 
-use super::auth::{long_term_key, rest_api_password, Credentials, Key, RestPolicy, UserSecret};
+use super::auth::{long_term_key, rest_api_password, Credentials, Md5Key, RestPolicy, UserSecret};
 use super::nonce::NonceKey;
 use super::peer_filter::{Cidr, PeerFilter};
 use super::ports::PortPool;
 use super::rate_limit::Rate;
 use super::tcp_relay::TcpRelayOutput;
 use super::{
-    Allocation, AllocationId, CoreConfig, EndReason, Event, FiveTuple, Forward, Output, RelayAddr,
-    RelayOpenError, Server, Shared, Stats, ToClient, Transport, PEER_HEADROOM, PEER_TAILROOM,
+    Allocation, AllocationId, CoreConfig, DropReason, EndReason, Event, FiveTuple, Forward, Output,
+    RelayAddr, RelayOpenError, Relayed, Server, Shared, ToClient, Transport, PEER_HEADROOM,
+    PEER_TAILROOM,
 };
+use crate::client::attr::{encode_request, Trailer};
+use crate::client::{self as turn};
 use crate::stun::{AttrType, Class, Message, MessageBuilder, MessageType, Method, TransactionId};
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
@@ -492,7 +498,7 @@ impl Harness {
         self.shared.ports.lock().unwrap().in_use(ip)
     }
 
-    pub fn ended(&self) -> Vec<(AllocationId, EndReason, Stats, Duration)> {
+    pub fn ended(&self) -> Vec<(AllocationId, EndReason, Relayed, Duration)> {
         self.events
             .iter()
             .filter_map(|e| match e {
@@ -573,7 +579,7 @@ pub struct Sign {
     pub username: Option<String>,
     pub realm: Option<String>,
     pub nonce: Option<Vec<u8>>,
-    pub key: Key,
+    pub key: Md5Key,
 }
 
 /// Builds a STUN message with the crate's own builder: `attrs`, then USERNAME, REALM, NONCE
@@ -688,7 +694,7 @@ impl Resp {
     }
 
     /// MESSAGE-INTEGRITY is present and verifies with `key`, and not with another key.
-    pub fn assert_signed(&self, key: &Key) -> &Self {
+    pub fn assert_signed(&self, key: &Md5Key) -> &Self {
         let m = self.msg();
         assert!(m.has_integrity(), "{self:?} has no MESSAGE-INTEGRITY");
         assert!(
@@ -711,7 +717,7 @@ impl Resp {
     }
 
     /// A success response to `method`, signed with `key`.
-    pub fn assert_success(&self, method: Method, key: &Key) -> &Self {
+    pub fn assert_success(&self, method: Method, key: &Md5Key) -> &Self {
         let m = self.msg();
         assert_eq!(
             (m.method(), m.class()),
@@ -723,7 +729,7 @@ impl Resp {
 
     /// An error response to `method` with `code`, signed with `key` when given, unsigned
     /// otherwise.
-    pub fn assert_error(&self, method: Method, code: u16, key: Option<&Key>) -> &Self {
+    pub fn assert_error(&self, method: Method, code: u16, key: Option<&Md5Key>) -> &Self {
         let m = self.msg();
         assert_eq!(
             (m.method(), m.class(), self.code()),
@@ -738,11 +744,20 @@ impl Resp {
 }
 
 /// A TURN client: a 5-tuple, credentials, and the nonce it last received.
+///
+/// The protocol work is the library's sans-IO client ([`crate::client`]): it encodes the
+/// requests, does the 401 → NONCE → signed-request dance and the 438 retry, and builds Send
+/// indications and ChannelData. This wrapper carries its datagrams through the [`Harness`]
+/// one at a time and returns the server's last answer as a [`Resp`], so a test checks the
+/// bytes the core sent. Its own state is only the nonce, which tests read and replace.
 #[derive(Clone, Debug)]
 pub struct Client {
     pub ft: FiveTuple,
     pub username: String,
-    pub key: Key,
+    password: String,
+    /// The long-term key, computed here with [`long_term_key`] and [`REALM`], independently
+    /// of both the server's credential store and the library client.
+    pub key: Md5Key,
     pub nonce: Option<Vec<u8>>,
     pub fingerprint: bool,
     /// The last datagram [`Client::send_raw`] sent, for retransmission tests.
@@ -750,11 +765,29 @@ pub struct Client {
     counter: u32,
 }
 
+/// Transaction ids and client seeds unique across every client of the test binary (several
+/// clients may share a 5-tuple, and the server remembers responses per 5-tuple and id).
+static NEXT: AtomicU64 = AtomicU64::new(1);
+
+impl From<&Attr> for turn::Attr {
+    fn from(a: &Attr) -> turn::Attr {
+        match a {
+            Attr::Raw(t, v) => turn::Attr::Other(*t, v.clone()),
+            Attr::Peer(p) => turn::Attr::XorPeerAddress(*p),
+        }
+    }
+}
+
+fn lib_attrs(attrs: &[Attr]) -> Vec<turn::Attr> {
+    attrs.iter().map(turn::Attr::from).collect()
+}
+
 impl Client {
     pub fn new(ft: FiveTuple, username: &str, password: &str) -> Client {
         Client {
             ft,
             username: username.to_string(),
+            password: password.to_string(),
             key: long_term_key(username, REALM, password),
             nonce: None,
             fingerprint: false,
@@ -779,15 +812,35 @@ impl Client {
         Client::new(ft, &username, &password)
     }
 
-    /// A fresh transaction id, unique across every client of the test binary (several
-    /// clients may share a 5-tuple, and the server remembers responses per 5-tuple and id).
+    /// A fresh transaction id, unique across every client of the test binary.
     pub fn txid(&mut self) -> TransactionId {
-        static NEXT: AtomicU64 = AtomicU64::new(1);
         self.counter += 1;
         let mut t = [0u8; 12];
         t[0..4].copy_from_slice(&self.counter.to_be_bytes());
         t[4..12].copy_from_slice(&NEXT.fetch_add(1, Ordering::Relaxed).to_be_bytes());
         TransactionId(t)
+    }
+
+    /// What the library client knows when this client has a nonce.
+    fn auth(&self) -> Option<turn::Auth> {
+        self.nonce.clone().map(|nonce| turn::Auth {
+            realm: REALM.to_string(),
+            nonce,
+            key: self.key,
+        })
+    }
+
+    /// The library client speaking for this one now: its credentials and its nonce.
+    fn turn(&self) -> turn::Client {
+        let config = turn::Config {
+            fingerprint: self.fingerprint,
+            ..turn::Config::new(turn::Transport::Udp)
+        };
+        let creds = turn::Credentials::new(&self.username, &self.password);
+        let seed = seed_bytes(NEXT.fetch_add(1, Ordering::Relaxed));
+        let mut c = turn::Client::new(config, Some(creds), seed);
+        c.set_auth(self.auth());
+        c
     }
 
     /// The signature this client would put on a request now.
@@ -800,32 +853,41 @@ impl Client {
         }
     }
 
-    /// A signed request with the current nonce (which must be known).
+    /// A signed request with the current nonce (which must be known), encoded by the library.
     pub fn signed(&self, method: Method, txid: TransactionId, attrs: &[Attr]) -> Vec<u8> {
-        assert!(self.nonce.is_some(), "no nonce yet: call challenge() first");
-        build(
-            method,
-            Class::Request,
-            txid,
-            attrs,
-            Some(&self.sign()),
-            self.fingerprint,
-        )
+        let auth = self.auth().expect("no nonce yet: call challenge() first");
+        let trailer = Trailer {
+            software: None,
+            auth: Some((&self.username, &auth)),
+            fingerprint: self.fingerprint,
+        };
+        encode_request(method, txid, &lib_attrs(attrs), trailer).unwrap()
     }
 
     pub fn unsigned(&self, method: Method, txid: TransactionId, attrs: &[Attr]) -> Vec<u8> {
-        build(method, Class::Request, txid, attrs, None, self.fingerprint)
+        let trailer = Trailer {
+            software: None,
+            auth: None,
+            fingerprint: self.fingerprint,
+        };
+        encode_request(method, txid, &lib_attrs(attrs), trailer).unwrap()
     }
 
-    /// Sends an unsigned Allocate and keeps the nonce of the 401 it earns.
+    /// Sends an unsigned Allocate and keeps the nonce of the 401 it earns (learnt by the
+    /// library client, checked against the 401 here).
     pub fn challenge(&mut self, h: &mut Harness) -> Resp {
-        let txid = self.txid();
-        let req = self.unsigned(Method::ALLOCATE, txid, &[transport_udp()]);
+        let mut t = self.turn();
+        t.set_auth(None);
+        t.allocate(h.now, Vec::new()).unwrap();
+        let req = t.poll_transmit().expect("an Allocate");
         assert!(h.input(self.ft, &req).is_none());
         let resp = h.take_one(self.ft);
         resp.assert_error(Method::ALLOCATE, 401, None);
         assert_eq!(resp.realm(), REALM);
-        self.nonce = Some(resp.nonce());
+        t.handle_input(h.now, &resp.0);
+        let auth = t.auth().expect("the 401 taught realm and nonce");
+        assert_eq!((&auth.nonce, &auth.key), (&resp.nonce(), &self.key));
+        self.nonce = Some(auth.nonce.clone());
         resp
     }
 
@@ -839,23 +901,30 @@ impl Client {
         v.pop().map(Resp)
     }
 
-    /// Sends a signed request, doing the nonce dance first (401) or again (438) as needed,
-    /// and returns the final response (None when an Allocate is left opening).
+    /// Sends a request through the library client, which signs it, answers a 401 (no nonce
+    /// yet) and a 438 (stale nonce) by sending it again; returns the server's last answer
+    /// (None when an Allocate is left opening). Every answer must carry the transaction id of
+    /// the request it answers, and a challenge must be an unsigned 401 naming [`REALM`].
     pub fn try_request(&mut self, h: &mut Harness, method: Method, attrs: &[Attr]) -> Option<Resp> {
-        if self.nonce.is_none() {
-            self.challenge(h);
-        }
-        let txid = self.txid();
-        let resp = self.send_raw(h, &self.signed(method, txid, attrs))?;
-        assert_eq!(resp.txid(), txid);
-        if resp.code() == Some(438) {
-            self.nonce = Some(resp.nonce());
-            let txid = self.txid();
-            let resp = self.send_raw(h, &self.signed(method, txid, attrs))?;
+        let mut t = self.turn();
+        t.request(h.now, method, lib_attrs(attrs)).unwrap();
+        let mut last = None;
+        // Bounded: a challenge and two stale-nonce retries at most.
+        for _ in 0..4 {
+            let Some(req) = t.poll_transmit() else { break };
+            let sent = Message::parse(&req).expect("the client's request parses");
+            let (txid, signed) = (sent.transaction_id(), sent.has_integrity());
+            let resp = self.send_raw(h, &req)?;
             assert_eq!(resp.txid(), txid);
-            return Some(resp);
+            if resp.code() == Some(401) && !signed {
+                resp.assert_unsigned();
+                assert_eq!(resp.realm(), REALM);
+            }
+            t.handle_input(h.now, &resp.0);
+            self.nonce = t.auth().map(|a| a.nonce.clone());
+            last = Some(resp);
         }
-        Some(resp)
+        last
     }
 
     pub fn request(&mut self, h: &mut Harness, method: Method, attrs: &[Attr]) -> Resp {
@@ -908,22 +977,17 @@ impl Client {
             .assert_success(Method::CHANNEL_BIND, &key);
     }
 
-    /// A Send indication; returns what the server relays and the datagram it refers to.
+    /// A Send indication, encoded by the library; returns what the server relays and the
+    /// datagram it refers to.
     pub fn send_indication(
         &mut self,
         h: &mut Harness,
         peer: SocketAddr,
         payload: &[u8],
     ) -> (Option<Forward>, Vec<u8>) {
-        let txid = self.txid();
-        let ind = build(
-            Method::SEND,
-            Class::Indication,
-            txid,
-            &[Attr::Peer(peer), data(payload)],
-            None,
-            false,
-        );
+        let mut ind = vec![0u8; 64 + payload.len()];
+        let n = turn::data::encode_send(&mut ind, self.txid(), peer, payload).unwrap();
+        ind.truncate(n);
         let fwd = h.input(self.ft, &ind);
         assert!(h.take_to(self.ft).is_empty(), "indications get no response");
         (fwd, ind)
@@ -946,16 +1010,11 @@ impl Client {
     }
 }
 
+/// ChannelData on `number`, encoded by the library; `pad` to a multiple of 4.
 pub fn channel_data_msg(number: u16, payload: &[u8], pad: bool) -> Vec<u8> {
-    let mut msg = Vec::with_capacity(4 + payload.len() + 3);
-    msg.extend_from_slice(&number.to_be_bytes());
-    msg.extend_from_slice(&(payload.len() as u16).to_be_bytes());
-    msg.extend_from_slice(payload);
-    if pad {
-        while msg.len() % 4 != 0 {
-            msg.push(0);
-        }
-    }
+    let mut msg = vec![0u8; 4 + payload.len() + 3];
+    let n = turn::data::encode_channel_data(&mut msg, number, payload, pad).unwrap();
+    msg.truncate(n);
     msg
 }
 

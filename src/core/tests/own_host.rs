@@ -150,10 +150,14 @@ fn a_relay_ip_permission_carries_data_to_relay_ports_only() {
         assert!(h.peer(id, ok, b"back").is_some());
         for port in HOST_PORTS {
             let p = relay_port(relay_ip, port);
-            let before = h.server.counters().no_permission;
+            let before = h.server.counters().dropped[DropReason::NoPermission];
             assert_eq!(c.send_indication(&mut h, p, b"x").0, None, "Send to {p}");
             assert!(h.peer(id, p, b"x").is_none(), "datagram from {p}");
-            assert_eq!(h.server.counters().no_permission, before + 2, "{p}");
+            assert_eq!(
+                h.server.counters().dropped[DropReason::NoPermission],
+                before + 2,
+                "{p}"
+            );
             let key = c.key;
             c.channel_bind(&mut h, 0x4000, p)
                 .assert_error(Method::CHANNEL_BIND, 403, Some(&key));

@@ -40,8 +40,8 @@ fn send_indication_without_permission_is_dropped() {
     let (mut c, _) = allocated(&mut h, ft(), &[]);
     c.permit(&mut h, &[peer_a()]);
     assert!(c.send_indication(&mut h, peer_b(), b"x").0.is_none());
-    assert_eq!(h.server.counters().no_permission, 1);
-    assert_eq!(h.alloc(ft()).stats, Stats::default());
+    assert_eq!(h.server.counters().dropped[DropReason::NoPermission], 1);
+    assert_eq!(h.alloc(ft()).stats, Relayed::default());
 }
 
 #[test]
@@ -52,7 +52,7 @@ fn send_indication_to_denied_peer_is_dropped() {
     for d in ["10.0.0.1:1", "127.0.0.1:1", "0.0.0.0:1"] {
         assert!(c.send_indication(&mut h, sa(d), b"x").0.is_none(), "{d}");
     }
-    assert_eq!(h.server.counters().no_permission, 3);
+    assert_eq!(h.server.counters().dropped[DropReason::NoPermission], 3);
 }
 
 #[test]
@@ -60,7 +60,7 @@ fn send_indication_without_allocation_or_data_is_dropped() {
     let mut h = Harness::new();
     let mut c = Client::alice(ft());
     assert!(c.send_indication(&mut h, peer_a(), b"x").0.is_none());
-    assert_eq!(h.server.counters().no_allocation, 1);
+    assert_eq!(h.server.counters().dropped[DropReason::NoAllocation], 1);
 
     c.allocate(&mut h);
     c.permit(&mut h, &[peer_a()]);
@@ -77,7 +77,7 @@ fn send_indication_without_allocation_or_data_is_dropped() {
     ];
     let ind = build(Method::SEND, Class::Indication, txid, &attrs, None, false);
     assert!(h.input(c.ft, &ind).is_none());
-    assert_eq!(h.server.counters().malformed, 3);
+    assert_eq!(h.server.counters().dropped[DropReason::Malformed], 3);
     h.assert_silent();
 }
 
@@ -90,7 +90,7 @@ fn send_indication_from_another_five_tuple_is_dropped() {
     assert!(other.send_indication(&mut h, peer_a(), b"x").0.is_none());
     let mut tcp_twin = Client::alice(tcp("192.0.2.100:40000"));
     assert!(tcp_twin.send_indication(&mut h, peer_a(), b"x").0.is_none());
-    assert_eq!(h.server.counters().no_allocation, 2);
+    assert_eq!(h.server.counters().dropped[DropReason::NoAllocation], 2);
 }
 
 #[test]
@@ -118,7 +118,7 @@ fn channel_data_on_unknown_channel_is_dropped() {
     let (mut c, _) = allocated(&mut h, ft(), &[]);
     c.bind(&mut h, 0x4000, peer_a());
     assert!(c.channel_data(&mut h, 0x4001, b"x").0.is_none());
-    assert_eq!(h.server.counters().no_channel, 1);
+    assert_eq!(h.server.counters().dropped[DropReason::NoChannel], 1);
 }
 
 #[test]
@@ -126,14 +126,14 @@ fn malformed_or_unallocated_channel_data_is_dropped() {
     let mut h = Harness::new();
     let mut stranger = Client::alice(ft());
     assert!(stranger.channel_data(&mut h, 0x4000, b"x").0.is_none());
-    assert_eq!(h.server.counters().no_allocation, 1);
+    assert_eq!(h.server.counters().dropped[DropReason::NoAllocation], 1);
     let (mut c, _) = allocated(&mut h, ft(), &[]);
     c.bind(&mut h, 0x4000, peer_a());
     // Shorter than its length field, and a truncated header.
     for bad in [vec![0x40, 0x00, 0x00, 0x08, 1, 2], vec![0x40, 0x00, 0x00]] {
         assert!(h.input(c.ft, &bad).is_none());
     }
-    assert_eq!(h.server.counters().malformed, 2);
+    assert_eq!(h.server.counters().dropped[DropReason::Malformed], 2);
     h.assert_silent();
 }
 
@@ -236,7 +236,7 @@ fn peer_datagram_without_permission_is_dropped() {
     assert!(h.peer(id, peer_a(), b"x").is_none());
     c.permit(&mut h, &[peer_a()]);
     assert!(h.peer(id, peer_b(), b"x").is_none());
-    assert_eq!(h.server.counters().no_permission, 2);
+    assert_eq!(h.server.counters().dropped[DropReason::NoPermission], 2);
     assert_eq!(h.alloc(ft()).stats.to_client_packets, 0);
 }
 
@@ -255,7 +255,7 @@ fn peer_datagram_with_bad_layout_is_dropped() {
         .server
         .handle_peer_datagram(h.now, id, peer_a(), &mut buf, 48..98)
         .is_none());
-    assert_eq!(h.server.counters().malformed, 2);
+    assert_eq!(h.server.counters().dropped[DropReason::Malformed], 2);
     // The exact minimum works.
     assert!(h
         .server
@@ -273,7 +273,7 @@ fn peer_datagram_for_an_opening_allocation_is_dropped() {
         .is_none());
     let id = h.pending_open[0];
     assert!(h.peer(id, peer_a(), b"x").is_none());
-    assert_eq!(h.server.counters().no_allocation, 1);
+    assert_eq!(h.server.counters().dropped[DropReason::NoAllocation], 1);
 }
 
 #[test]
@@ -290,7 +290,7 @@ fn stats_are_reported_when_the_allocation_ends() {
     assert!(h.peer(id, sa("198.51.100.99:1"), b"nope").is_none());
     assert!(h.peer(id, peer_a(), b"1234567").is_some());
     assert!(h.peer(id, peer_b(), b"12").is_some());
-    let want = Stats {
+    let want = Relayed {
         to_peer_packets: 3,
         to_peer_bytes: 8,
         to_client_packets: 2,

@@ -46,7 +46,7 @@ fn a_user_at_quota_one_cycling_even_port_r_holds_at_most_one_unit() {
             .assert_success(Method::REFRESH, &c.key);
         assert_eq!(held(&h), (0, 0, 0, 0), "cycle {i}");
     }
-    assert_eq!(h.server.counters().quota, 2_000);
+    assert_eq!(h.server.counters().dropped[DropReason::Quota], 2_000);
 }
 
 /// `user_quota = 2`: an allocation and its reservation. Cycling Allocate + delete thousands

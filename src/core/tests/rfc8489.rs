@@ -5,7 +5,7 @@
 
 use super::*;
 use crate::core::auth::{long_term_key_sha256, userhash};
-use crate::core::server::AUTH_FAILURE_LABELS;
+use crate::core::{AuthFailure, CounterKey};
 use crate::stun::integrity::{hmac_sha256, INTEGRITY_SHA256_MAX};
 
 const MD5: u16 = 0x0001;
@@ -13,10 +13,10 @@ const SHA256: u16 = 0x0002;
 /// What the server offers: SHA-256, then MD5, no parameters.
 const OFFERED: [u8; 8] = [0, 2, 0, 0, 0, 1, 0, 0];
 
-fn reason(label: &str) -> usize {
-    AUTH_FAILURE_LABELS
+fn reason(label: &str) -> AuthFailure {
+    *AuthFailure::ALL
         .iter()
-        .position(|l| *l == label)
+        .find(|r| r.label() == label)
         .unwrap()
 }
 
@@ -487,7 +487,7 @@ fn malformed_rfc8489_attributes_are_refused() {
     let body = (req.len() - 20) as u16;
     req[2..4].copy_from_slice(&body.to_be_bytes());
     assert!(c.inner.send_raw(&mut h, &req).is_none());
-    assert_eq!(h.server.counters().malformed, 1);
+    assert_eq!(h.server.counters().dropped[DropReason::Malformed], 1);
 }
 
 #[test]
@@ -509,7 +509,7 @@ fn unauthenticated_answers_are_rate_limited_per_source() {
         answered += usize::from(c.send_raw(&mut h, &req).is_some());
     }
     assert_eq!(answered, 5);
-    assert_eq!(h.server.counters().rate_limited, 45);
+    assert_eq!(h.server.counters().dropped[DropReason::RateLimited], 45);
     // Another source is not affected.
     let mut other = Client::alice(udp("192.0.2.8:4000"));
     other.allocate(&mut h);
@@ -539,7 +539,7 @@ fn authenticated_requests_are_not_rate_limited() {
         c.refresh(&mut h, Some(600))
             .assert_success(Method::REFRESH, &c.key.clone());
     }
-    assert_eq!(h.server.counters().rate_limited, 0);
+    assert_eq!(h.server.counters().dropped[DropReason::RateLimited], 0);
 }
 
 #[test]
@@ -560,7 +560,7 @@ fn binding_is_rate_limited_per_source() {
         answered += usize::from(c.send_raw(&mut h, &req).is_some());
     }
     assert_eq!(answered, 3);
-    assert_eq!(h.server.counters().rate_limited, 7);
+    assert_eq!(h.server.counters().dropped[DropReason::RateLimited], 7);
     h.advance(Duration::from_millis(100));
     let mut c = Client::alice(udp("192.0.2.9:30000"));
     let txid = c.txid();
@@ -581,7 +581,7 @@ fn permissions_per_allocation_are_limited_with_508() {
     // Three new peers at once do not fit.
     c.create_permission(&mut h, &[peer_a(), peer_b(), p3])
         .assert_error(Method::CREATE_PERMISSION, 508, Some(&key));
-    assert_eq!(h.server.counters().permission_quota, 1);
+    assert_eq!(h.server.counters().dropped[DropReason::PermissionQuota], 1);
     c.permit(&mut h, &[peer_a(), peer_b()]);
     // Refreshing installed ones is fine; a third is not; nor via ChannelBind.
     c.permit(&mut h, &[peer_b(), peer_a()]);
@@ -590,7 +590,7 @@ fn permissions_per_allocation_are_limited_with_508() {
     c.channel_bind(&mut h, 0x4000, p3)
         .assert_error(Method::CHANNEL_BIND, 508, Some(&key));
     c.bind(&mut h, 0x4000, peer_a());
-    assert_eq!(h.server.counters().permission_quota, 3);
+    assert_eq!(h.server.counters().dropped[DropReason::PermissionQuota], 3);
     // Once the permissions expire and are swept, there is room again.
     h.advance(secs(301));
     c.permit(&mut h, &[p3]);
@@ -608,8 +608,8 @@ fn channels_per_allocation_are_limited_with_508() {
     c.bind(&mut h, 0x4000, peer_a());
     c.channel_bind(&mut h, 0x4001, peer_b())
         .assert_error(Method::CHANNEL_BIND, 508, Some(&key));
-    assert_eq!(h.server.counters().channel_quota, 1);
+    assert_eq!(h.server.counters().dropped[DropReason::ChannelQuota], 1);
     // Refreshing the binding it holds is fine.
     c.bind(&mut h, 0x4000, peer_a());
-    assert_eq!(h.server.counters().channel_quota, 1);
+    assert_eq!(h.server.counters().dropped[DropReason::ChannelQuota], 1);
 }

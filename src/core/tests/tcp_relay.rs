@@ -487,7 +487,7 @@ fn a_failed_listener_answers_508_and_leaves_nothing() {
 fn stream_relayed_bytes_are_counted_by_transport() {
     let mut h = Harness::new();
     h.server.count_stream_relayed(Transport::Tls, 100, 7);
-    let r = h.server.counters().relayed[crate::core::transport_index(Transport::Tls)];
+    let r = h.server.counters().relayed[Transport::Tls];
     assert_eq!((r.to_peer_bytes, r.to_client_bytes), (100, 7));
     assert_eq!((r.to_peer_packets, r.to_client_packets), (0, 0));
 }

@@ -36,9 +36,12 @@ fn channel_bind_on_a_tcp_allocation_is_400() {
         .is_none());
     assert_eq!(h.server.counters().channels_created, 0);
     // So ChannelData has no channel to go through either.
-    let before = h.server.counters().no_channel;
+    let before = h.server.counters().dropped[DropReason::NoChannel];
     assert!(c.channel_data(&mut h, 0x4000, b"hello").0.is_none());
-    assert_eq!(h.server.counters().no_channel, before + 1);
+    assert_eq!(
+        h.server.counters().dropped[DropReason::NoChannel],
+        before + 1
+    );
 }
 
 #[test]
@@ -53,15 +56,18 @@ fn channel_bind_on_a_udp_allocation_still_works() {
 fn send_indication_on_a_tcp_allocation_is_discarded() {
     let mut h = Harness::new();
     let (mut c, _) = tcp_allocation(&mut h);
-    let before = h.server.counters().no_allocation;
+    let before = h.server.counters().dropped[DropReason::NoAllocation];
     // peer_a holds a permission: only the allocation's transport refuses it.
     assert!(c.send_indication(&mut h, peer_a(), b"hello").0.is_none());
-    assert_eq!(h.server.counters().no_allocation, before + 1);
+    assert_eq!(
+        h.server.counters().dropped[DropReason::NoAllocation],
+        before + 1
+    );
     assert!(
         h.take_to(control()).is_empty(),
         "an indication gets no answer"
     );
-    assert_eq!(h.alloc(control()).relayed(), Stats::default());
+    assert_eq!(h.alloc(control()).relayed(), Relayed::default());
 }
 
 #[test]
@@ -71,14 +77,19 @@ fn the_binding_worker_gets_the_allocations_share() {
         ..Setup::default()
     });
     let share = other.server.splice_share(cid).expect("bound");
-    let own = h.alloc(control()).splice.clone().expect("a TCP allocation");
+    let own = h
+        .alloc(control())
+        .tcp()
+        .expect("a TCP allocation")
+        .splice
+        .clone();
     assert!(Arc::ptr_eq(&share, &own));
     assert!(share.is_capped());
     // A UDP allocation has none.
     let mut u = Harness::new();
     let mut c = Client::alice(udp("192.0.2.100:40000"));
     c.allocate(&mut u);
-    assert!(u.alloc(udp("192.0.2.100:40000")).splice.is_none());
+    assert!(!u.alloc(udp("192.0.2.100:40000")).is_tcp());
 }
 
 #[test]
@@ -124,7 +135,7 @@ fn user_cap_is_the_bucket_the_udp_path_charges() {
     // Her splice spends the half of the burst paced bytes may use.
     assert_eq!(share.pace(h.now, 32_768), Duration::ZERO);
     // The other half is her datagrams', and no more.
-    let drops = h.server.counters().bandwidth;
+    let drops = h.server.counters().dropped[DropReason::Bandwidth];
     for i in 0..32 {
         assert!(
             u.send_indication(&mut h, peer_a(), &[0; 1000]).0.is_some(),
@@ -132,7 +143,10 @@ fn user_cap_is_the_bucket_the_udp_path_charges() {
         );
     }
     assert!(u.send_indication(&mut h, peer_a(), &[0; 1000]).0.is_none());
-    assert_eq!(h.server.counters().bandwidth, drops + 1);
+    assert_eq!(
+        h.server.counters().dropped[DropReason::Bandwidth],
+        drops + 1
+    );
     // Her splice now waits for what her datagrams took too: 32,000 + 1,000 bytes, 330 ms.
     assert_eq!(share.pace(h.now, 1_000), Duration::from_millis(330));
     // Bob's datagrams are not under her cap.
