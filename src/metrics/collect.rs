@@ -6,7 +6,7 @@
 
 use super::process;
 use super::worker::{
-    sum, Snapshot, WorkerMetrics, CONNECTION_REFUSAL_LABELS, DURATION_BUCKETS, FAMILY_LABELS,
+    sum, ConnectionRefusal, RelayFamily, Snapshot, WorkerMetrics, DURATION_BUCKETS,
 };
 use crate::core::{CounterKey, DropReason, ResponseResult, Shared, Transport};
 use prometheus_client::collector::Collector;
@@ -151,8 +151,9 @@ pub(crate) fn encode_snapshot(s: &Snapshot, e: &mut DescriptorEncoder) -> fmt::R
     let mut created = Vec::new();
     for transport in Transport::ALL {
         let t = transport.index();
-        for (f, family) in FAMILY_LABELS.iter().enumerate() {
-            let labels = vec![("transport", transport.label()), ("family", *family)];
+        for &family in RelayFamily::ALL {
+            let f = family.index();
+            let labels = vec![("transport", transport.label()), ("family", family.label())];
             active.push((labels.clone(), count_i64(s.allocations_active(t, f))));
             created.push((labels, s.allocations_created[t][f]));
         }
@@ -287,10 +288,10 @@ pub(crate) fn encode_snapshot(s: &Snapshot, e: &mut DescriptorEncoder) -> fmt::R
         None,
         c.tcp_relay_throttled,
     )?;
-    let refused: Vec<_> = CONNECTION_REFUSAL_LABELS
+    let refused: Vec<_> = ConnectionRefusal::ALL
         .iter()
         .zip(s.connections_refused)
-        .map(|(reason, v)| (vec![("reason", *reason)], v))
+        .map(|(reason, v)| (vec![("reason", reason.label())], v))
         .collect();
     counters(
         e,

@@ -23,25 +23,74 @@ const RESULTS: usize = ResponseResult::ALL.len();
 const AUTH_FAILURES: usize = AuthFailure::ALL.len();
 const DROPS: usize = DropReason::ALL.len();
 
-/// Address families of relayed addresses: index 0 is IPv4, 1 is IPv6, 2 a dual allocation
-/// (ADDITIONAL-ADDRESS-FAMILY: one IPv4 and one IPv6 relayed address), counted once under
-/// "dual" for its whole life, even if one family is deleted before the other.
-pub const FAMILY_LABELS: [&str; FAMILIES] = ["ipv4", "ipv6", "dual"];
-pub const FAMILIES: usize = 3;
+/// The address family of an allocation's relayed addresses, as the allocation metrics split
+/// them: a dual allocation (ADDITIONAL-ADDRESS-FAMILY: one IPv4 and one IPv6 relayed address)
+/// is counted once under "dual" for its whole life, even if one family is deleted before the
+/// other.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RelayFamily {
+    Ipv4,
+    Ipv6,
+    Dual,
+}
 
-/// The [`FAMILY_LABELS`] index of an allocation with these relayed addresses.
-fn family_index(relay: &std::net::SocketAddr, additional: Option<&std::net::SocketAddr>) -> usize {
-    match additional {
-        Some(_) => 2,
-        None => usize::from(relay.is_ipv6()),
+impl RelayFamily {
+    /// The family of an allocation with these relayed addresses.
+    fn of(relay: &std::net::SocketAddr, additional: Option<&std::net::SocketAddr>) -> RelayFamily {
+        match additional {
+            Some(_) => RelayFamily::Dual,
+            None if relay.is_ipv6() => RelayFamily::Ipv6,
+            None => RelayFamily::Ipv4,
+        }
     }
 }
 
-/// Why a TCP/TLS connection was closed at accept (the shell's `Refusal`, in that order):
-/// `max_connections` for the whole server, `max_connections_per_source` for one source.
-pub const CONNECTION_REFUSAL_LABELS: [&str; CONNECTION_REFUSALS] =
-    ["max_connections", "per_source"];
-pub const CONNECTION_REFUSALS: usize = 2;
+impl CounterKey for RelayFamily {
+    const ALL: &'static [RelayFamily] = &[RelayFamily::Ipv4, RelayFamily::Ipv6, RelayFamily::Dual];
+
+    fn index(self) -> usize {
+        self as usize
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            RelayFamily::Ipv4 => "ipv4",
+            RelayFamily::Ipv6 => "ipv6",
+            RelayFamily::Dual => "dual",
+        }
+    }
+}
+
+pub const FAMILIES: usize = RelayFamily::ALL.len();
+
+/// Why a TCP/TLS connection was closed as soon as it was accepted (the shell's limits decide).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnectionRefusal {
+    /// `max_connections`: the server holds as many as it may.
+    MaxConnections,
+    /// `max_connections_per_source`: this source holds as many as it may.
+    PerSource,
+}
+
+impl CounterKey for ConnectionRefusal {
+    const ALL: &'static [ConnectionRefusal] = &[
+        ConnectionRefusal::MaxConnections,
+        ConnectionRefusal::PerSource,
+    ];
+
+    fn index(self) -> usize {
+        self as usize
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            ConnectionRefusal::MaxConnections => "max_connections",
+            ConnectionRefusal::PerSource => "per_source",
+        }
+    }
+}
+
+pub const CONNECTION_REFUSALS: usize = ConnectionRefusal::ALL.len();
 
 /// Upper bounds (seconds) of the allocation duration histogram: from a failed ICE check to a
 /// day-long call.
@@ -92,7 +141,7 @@ pub struct WorkerMetrics {
     send_errors: Cell,
     /// Frames for a stream client dropped because its bounded write queue was full.
     write_queue_full: Cell,
-    /// TCP/TLS connections closed at accept, by [`CONNECTION_REFUSAL_LABELS`] index.
+    /// TCP/TLS connections closed at accept, by [`ConnectionRefusal`].
     connections_refused: [Cell; CONNECTION_REFUSALS],
     allocations_created: [[Cell; FAMILIES]; TRANSPORTS],
     allocations_ended: [[Cell; FAMILIES]; TRANSPORTS],
@@ -199,12 +248,9 @@ impl WorkerMetrics {
         self.write_queue_full.add(1);
     }
 
-    /// A TCP/TLS connection was closed at accept, for reason `index` of
-    /// [`CONNECTION_REFUSAL_LABELS`].
-    pub fn connection_refused(&self, index: usize) {
-        if let Some(c) = self.connections_refused.get(index) {
-            c.add(1);
-        }
+    /// A TCP/TLS connection was closed at accept.
+    pub fn connection_refused(&self, why: ConnectionRefusal) {
+        self.connections_refused[why.index()].add(1);
     }
 
     /// Counts an allocation opening or closing.
@@ -217,7 +263,8 @@ impl WorkerMetrics {
                 ..
             } => {
                 let t = five_tuple.transport.index();
-                self.allocations_created[t][family_index(relay, additional.as_ref())].add(1);
+                self.allocations_created[t][RelayFamily::of(relay, additional.as_ref()).index()]
+                    .add(1);
             }
             Event::AllocationEnded {
                 five_tuple,
@@ -235,7 +282,8 @@ impl WorkerMetrics {
                 let ms = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
                 self.duration_sum_ms.add(ms);
                 let t = five_tuple.transport.index();
-                self.allocations_ended[t][family_index(relay, additional.as_ref())].add(1);
+                self.allocations_ended[t][RelayFamily::of(relay, additional.as_ref()).index()]
+                    .add(1);
             }
         }
     }

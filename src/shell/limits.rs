@@ -39,29 +39,8 @@ impl Source {
     }
 }
 
-/// Why a connection was refused at accept: the `reason` label of
-/// `turnd_connections_refused_total`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Refusal {
-    /// `max_connections`: the server holds as many as it may.
-    MaxConnections,
-    /// `max_connections_per_source`: this source holds as many as it may.
-    PerSource,
-}
-
-impl Refusal {
-    /// Its index in the metric's labels.
-    pub fn index(self) -> usize {
-        match self {
-            Refusal::MaxConnections => 0,
-            Refusal::PerSource => 1,
-        }
-    }
-
-    pub fn label(self) -> &'static str {
-        crate::metrics::worker::CONNECTION_REFUSAL_LABELS[self.index()]
-    }
-}
+/// Why a connection was refused at accept; the metric's `reason` label comes from it.
+pub use crate::metrics::worker::ConnectionRefusal as Refusal;
 
 /// Open connections by source, across all workers.
 #[derive(Debug, Default)]

@@ -2,7 +2,7 @@
 //! reading and framing, writing queued frames, idle and handshake timeouts, closing.
 
 use super::{forward, Worker};
-use crate::core::{FiveTuple, Transport};
+use crate::core::{CounterKey, FiveTuple, Transport};
 use crate::shell::poller::Interest;
 use crate::shell::stream::Stream;
 use crate::shell::tcp::{Closed, Conn, Mode, Reader, Slot, READS_PER_TURN};
@@ -68,7 +68,7 @@ impl Worker {
                 // Closed before anything was read or allocated for it (and before it is
                 // counted, so whoever sees the count finds it closed).
                 drop(stream);
-                self.metrics.connection_refused(why.index());
+                self.metrics.connection_refused(why);
                 tracing::debug!(%client, reason = why.label(), "connection refused at accept");
                 return;
             }
