@@ -168,6 +168,19 @@ fn allocation_churn_with_traffic_leaves_nothing_behind() {
     let (addr, metrics, pid) = (server.addr(), server.metrics_addr(), server.pid());
     let relayed = AtomicU64::new(0);
     let start = usage(pid);
+    // The start-up summary warns that 127.0.0.1 is not a public relay address. It is logged on
+    // stderr while the listening line the spawn waited for is on stdout, read by another
+    // thread, so it may arrive after the spawn returned: wait for it (bounded: one look per
+    // 20 ms for 5 s) before marking where the soak's own log begins.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !server.output().contains("is not public") {
+        assert!(
+            Instant::now() < deadline,
+            "no start-up warning about the relay address; output:\n{}",
+            server.output()
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
     let startup_log = server.output().len();
 
     // Rounds of churn, each followed by idleness long enough for every allocation to end and
