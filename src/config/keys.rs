@@ -549,4 +549,19 @@ config_keys! {
             flag: drain_timeout "SECONDS", parse: one(seconds), sighup: restart,
         },
     }
+
+    /// A Redis (or Valkey) shared by a fleet of nodes: users, revocation, quotas and usage
+    /// accounting across nodes (a draft, see docs/cluster.md).
+    section "Shared store" {
+        /// The fleet's Redis: `redis://HOST:PORT/DB`, or `rediss://…` for TLS; "" = none.
+        ///
+        /// Not used yet: this is the first step of the fleet work, and a node with a store set
+        /// behaves as without one. A password in the URL (`redis://:PASSWORD@HOST`) is shown
+        /// redacted.
+        store: Option<String> = None => {
+            flag: store "URL", parse: one(store_url), sighup: restart,
+            example: r#""redis://127.0.0.1:6379/0""#,
+            render: |c| Some(quote(&c.store.as_deref().map_or(String::new(), store_url_redacted))),
+        },
+    }
 }
