@@ -1,0 +1,40 @@
+//! Where new credentials go in: the TOML's on SIGHUP ([`super::Server::reload`]) and the fleet
+//! store's from the store task (`crate::store`). Both go through one lock that also swaps the
+//! merged result into the workers, so two changes at once can never leave the older merge
+//! in place (`docs/cluster.md`).
+
+use crate::core::credential_layers::CredentialLayers;
+use crate::core::Shared;
+use std::sync::{Arc, Mutex};
+
+/// The layers and the shared state the merged credentials are swapped into.
+pub struct CredentialSink {
+    layers: Mutex<CredentialLayers>,
+    shared: Arc<Shared>,
+}
+
+impl CredentialSink {
+    pub fn new(shared: Arc<Shared>) -> CredentialSink {
+        let base = (*shared.credentials.load()).clone();
+        CredentialSink {
+            layers: Mutex::new(CredentialLayers::new(base)),
+            shared,
+        }
+    }
+
+    /// Changes a layer with `change`, then serves the merged credentials: requests from now on
+    /// are checked against them (allocations keep relaying; their next request is checked).
+    pub fn update<T>(&self, change: impl FnOnce(&mut CredentialLayers) -> T) -> T {
+        // Invariant: nothing panics while holding the lock (field swaps and a merge that
+        // only hashes and copies).
+        let mut layers = self.layers.lock().unwrap_or_else(|e| e.into_inner());
+        let out = change(&mut layers);
+        self.shared.credentials.store(layers.merged());
+        out
+    }
+
+    /// The shared state (the REST username order, for matching a revoked user id).
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+}
