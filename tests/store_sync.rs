@@ -99,6 +99,10 @@ struct Node {
 
 impl Node {
     fn start(store: &str) -> Node {
+        Node::start_with(store, &[])
+    }
+
+    fn start_with(store: &str, extra: &[&str]) -> Node {
         let alice = format!("{}:{}", ALICE.0, ALICE.1);
         let args = [
             "--listen",
@@ -121,7 +125,7 @@ impl Node {
             store,
         ];
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_turnd"));
-        cmd.args(args);
+        cmd.args(args).args(extra);
         common::without_turnd_env(&mut cmd);
         let (tx, rx) = mpsc::channel::<(bool, SocketAddr)>();
         let tx = Mutex::new(tx);
@@ -615,4 +619,106 @@ fn a_store_that_stops_or_comes_back_empty_costs_no_datagram_and_no_cached_user()
     until_every_node(&nodes, "victor", "v-pw", None);
     until_every_node(&nodes, "trent", "t-pw", Some(401));
     round_trip(&c, &peer, relay, b"after the store came back");
+}
+
+/// Runs `f` with a connection to the store at `url`.
+fn with_redis<T>(url: &str, f: impl AsyncFnOnce(&mut redis::aio::MultiplexedConnection) -> T) -> T {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    rt.block_on(async {
+        let client = redis::Client::open(url).expect("the URL");
+        let mut conn = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect to the test's redis");
+        f(&mut conn).await
+    })
+}
+
+#[test]
+fn what_a_node_keeps_from_the_store_is_bounded_and_kill_messages_are_obeyed() {
+    use redis::AsyncCommands;
+    let redis = RedisServer::start();
+    let url = redis.url();
+    // A node keeping at most 100 users (and 100 revocations).
+    let node = Node::start_with(&url, &["--store-max-users", "100"]);
+    with_redis(&url, async |c| {
+        let users: Vec<(String, String)> = (0..150)
+            .map(|i| (format!("u{i}"), format!("password:p{i}")))
+            .collect();
+        let () = c.hset_multiple("turnd:users", &users).await.unwrap();
+        let secrets: Vec<(String, String)> = (0..70)
+            .map(|i| (format!("s{i}"), format!("secret{i}")))
+            .collect();
+        let () = c.hset_multiple("turnd:secrets", &secrets).await.unwrap();
+        let revoked: Vec<(String, String)> = (0..130)
+            .map(|i| ("+inf".to_string(), format!("r{i}")))
+            .collect();
+        let _: u64 = redis::cmd("ZADD")
+            .arg("turnd:revoked")
+            .arg(&revoked)
+            .query_async(c)
+            .await
+            .unwrap();
+        for part in ["users", "secrets", "revoked"] {
+            let _: u64 = c.publish("turnd:changes", part).await.unwrap();
+        }
+    });
+    let deadline = Instant::now() + PROPAGATION_BOUND;
+    // Bounded: every 20 ms until the deadline.
+    while node.metric("turnd_store_revoked") != Some(100.0) {
+        assert!(Instant::now() < deadline, "{}", node.proc.output());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(node.metric("turnd_store_users"), Some(100.0));
+    assert_eq!(node.metric("turnd_store_secrets"), Some(64.0));
+    node.wait_for_output("turnd:users entries left out", PROPAGATION_BOUND);
+    node.wait_for_output("turnd:secrets entries left out", PROPAGATION_BOUND);
+
+    // `alloc NODE ID` ends that one allocation on that node only; `user NAME` ends the user's
+    // allocations without refusing the user.
+    let out = node.proc.output();
+    let node_id = out
+        .split("node=")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .expect("the node id in the store task's start line")
+        .to_string();
+    let peer = Peer::v4();
+    let _a = relaying(node.udp, &peer, ALICE.0, ALICE.1);
+    let _b = relaying(node.udp, &peer, ALICE.0, ALICE.1);
+    let raw = common::http_get(node.metrics, "/allocations");
+    let id = common::http_body(&raw)
+        .split("\"id\":\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .expect("an allocation id")
+        .to_string();
+    with_redis(&url, async |c| {
+        let _: u64 = c
+            .publish("turnd:kill", format!("alloc other-node:1:1 {id}"))
+            .await
+            .unwrap();
+        let _: u64 = c
+            .publish("turnd:kill", format!("alloc {node_id} {id}"))
+            .await
+            .unwrap();
+    });
+    let deadline = Instant::now() + PROPAGATION_BOUND;
+    // Bounded: every 20 ms until the deadline.
+    while node.allocations_of(ALICE.0) != 1 {
+        assert!(Instant::now() < deadline, "{}", node.proc.output());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    with_redis(&url, async |c| {
+        let _: u64 = c.publish("turnd:kill", "user alice").await.unwrap();
+    });
+    until_no_allocation(std::slice::from_ref(&node), ALICE.0);
+    assert_eq!(
+        try_allocate(node.udp, ALICE.0, ALICE.1),
+        None,
+        "not refused"
+    );
 }

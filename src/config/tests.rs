@@ -604,3 +604,23 @@ fn store_is_optional_takes_redis_and_rediss_and_prints_without_its_password() {
         "{text}"
     );
 }
+
+#[test]
+fn the_store_password_variable_is_no_key_and_never_printed() {
+    // TURND_STORE_PASSWORD is read by the store, not refused as an unknown TURND_* variable.
+    let c = load_with(
+        None,
+        &[("TURND_STORE_PASSWORD", "hunter2")],
+        &[
+            "--store",
+            "redis://10.0.0.5:6379/0",
+            "--store-password-file",
+            "/run/pw",
+        ],
+    )
+    .unwrap();
+    let text = c.to_toml();
+    assert!(!text.contains("hunter2"), "{text}");
+    assert!(text.contains("store_password_file = \"/run/pw\""), "{text}");
+    assert_eq!(c.store_max_users, 100_000);
+}
