@@ -46,6 +46,10 @@ impl RedisServer {
     }
 
     fn start_on(port: u16) -> RedisServer {
+        RedisServer::start_with(port, &[])
+    }
+
+    fn start_with(port: u16, extra: &[&str]) -> RedisServer {
         let program = common::require_tool("redis-server");
         let dir =
             std::env::temp_dir().join(format!("turnd-store-sync-{}-{port}", std::process::id()));
@@ -53,6 +57,7 @@ impl RedisServer {
         let child = Command::new(program)
             .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
             .args(["--save", "", "--appendonly", "no"])
+            .args(extra)
             .arg("--dir")
             .arg(&dir)
             .stdin(Stdio::null())
@@ -234,9 +239,15 @@ fn until_every_node(nodes: &[Node], username: &str, password: &str, want: Option
 /// Runs `turnd ARGS --store URL` and checks it succeeded; its standard output.
 #[track_caller]
 fn turnd_cli(store: &str, args: &[&str]) -> String {
+    turnd_cli_env(store, args, &[])
+}
+
+#[track_caller]
+fn turnd_cli_env(store: &str, args: &[&str], env: &[(&str, &str)]) -> String {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_turnd"));
     cmd.args(args).args(["--store", store]);
     common::without_turnd_env(&mut cmd);
+    cmd.envs(env.iter().copied());
     let out = cmd.output().expect("run turnd");
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(
@@ -721,4 +732,40 @@ fn what_a_node_keeps_from_the_store_is_bounded_and_kill_messages_are_obeyed() {
         None,
         "not refused"
     );
+}
+
+#[test]
+fn a_store_with_a_password_is_reached_with_it_from_a_file_or_the_environment() {
+    let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let redis = RedisServer::start_with(port, &["--requirepass", "s3cret-pw"]);
+    let url = redis.url();
+    let dir = common::ScratchDir::new("store-password");
+    let file = dir.path().join("redis-password");
+    std::fs::write(&file, "s3cret-pw\n").unwrap();
+    let node = Node::start_with(&url, &["--store-password-file", file.to_str().unwrap()]);
+    // Without the password the CLI is refused (exit status 1), and says nothing of it.
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_turnd"));
+    cmd.args(["users", "list", "--store", &url]);
+    common::without_turnd_env(&mut cmd);
+    let out = cmd.output().expect("run turnd");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    turnd_cli_env(
+        &url,
+        &[
+            "users",
+            "add",
+            "wendy",
+            "--password",
+            "w-pw",
+            "--realm",
+            REALM,
+        ],
+        &[("TURND_STORE_PASSWORD", "s3cret-pw")],
+    );
+    until_every_node(std::slice::from_ref(&node), "wendy", "w-pw", None);
+    assert_eq!(node.metric("turnd_store_up"), Some(1.0));
+    assert!(!node.proc.output().contains("s3cret-pw"));
 }
