@@ -321,6 +321,23 @@ fn users_and_secrets_added_with_the_cli_reach_every_node() {
         adds.push(took);
     }
     summary("user add → accepted on all 3 nodes", &adds);
+    // The store's cost of one change: the commands the nodes sent for it (the CLI sends
+    // MULTI, SET, PUBLISH, HSET, EXEC; the nodes GET, HSCAN, ZRANGEBYSCORE).
+    let before = node_commands(&url);
+    turnd_cli(
+        &url,
+        &["users", "add", "extra", "--password", "x", "--realm", REALM],
+    );
+    until_every_node(&nodes, "extra", "x", None);
+    std::thread::sleep(Duration::from_millis(200));
+    let after = node_commands(&url);
+    println!(
+        "one users change cost each node {:.1} commands (one round trip each): {:?} → {:?}",
+        (after.iter().sum::<u64>() - before.iter().sum::<u64>()) as f64 / nodes.len() as f64,
+        before,
+        after
+    );
+    turnd_cli(&url, &["users", "remove", "extra"]);
     // The store holds the key, not the password.
     let listed = turnd_cli(&url, &["users", "list"]);
     assert_eq!(listed.lines().count(), RUNS, "{listed}");
@@ -685,6 +702,19 @@ fn what_a_node_keeps_from_the_store_is_bounded_and_kill_messages_are_obeyed() {
     }
     assert_eq!(node.metric("turnd_store_users"), Some(100.0));
     assert_eq!(node.metric("turnd_store_secrets"), Some(64.0));
+    // Every store metric is in the operator's reference.
+    let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/metrics.md"))
+        .expect("docs/metrics.md");
+    let text = common::http_get(node.metrics, "/metrics");
+    let families: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE turnd_store_"))
+        .collect();
+    assert_eq!(families.len(), 7, "{text}");
+    for f in families {
+        let name = format!("turnd_store_{}", f.split(' ').next().unwrap());
+        assert!(docs.contains(&name), "{name} not in docs/metrics.md");
+    }
     node.wait_for_output("turnd:users entries left out", PROPAGATION_BOUND);
     node.wait_for_output("turnd:secrets entries left out", PROPAGATION_BOUND);
 
@@ -768,4 +798,23 @@ fn a_store_with_a_password_is_reached_with_it_from_a_file_or_the_environment() {
     until_every_node(std::slice::from_ref(&node), "wendy", "w-pw", None);
     assert_eq!(node.metric("turnd_store_up"), Some(1.0));
     assert!(!node.proc.output().contains("s3cret-pw"));
+}
+
+/// Calls of the commands nodes send to read the store (GET, HSCAN, ZRANGEBYSCORE), from
+/// `INFO commandstats`.
+fn node_commands(url: &str) -> [u64; 3] {
+    let info: String = with_redis(url, async |c| {
+        redis::cmd("INFO")
+            .arg("commandstats")
+            .query_async(c)
+            .await
+            .unwrap()
+    });
+    ["get", "hscan", "zrangebyscore"].map(|cmd| {
+        info.lines()
+            .find_map(|l| l.strip_prefix(&format!("cmdstat_{cmd}:calls=")))
+            .and_then(|r| r.split(',').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    })
 }

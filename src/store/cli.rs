@@ -1,5 +1,5 @@
 //! `turnd users|secrets|revoke`: manage the fleet store's users, REST secrets and revocations
-//! from the command line (`docs/cluster.md`, `docs/cli.md`). Each write is one atomic round
+//! from the command line (`docs/cluster.md#how-to-run`). Each write is one atomic round
 //! trip that also tells every node, through `turnd:changes`, to re-read that part now.
 //!
 //! The store is `--store URL` or, without it, the configuration's `store` (the file, `TURND_*`
