@@ -522,14 +522,16 @@ impl Credentials {
         secrets: impl IntoIterator<Item = &'a String>,
     ) -> Credentials {
         let mut out = self.clone();
-        for (name, secret) in users {
-            if out.users.contains_key(name) {
-                continue;
-            }
-            let extra = Credentials::new(&self.realm, [(name.clone(), secret.clone())], []);
-            out.users.extend(extra.users);
-            out.userhashes.extend(extra.userhashes);
-        }
+        let extra = Credentials::new(
+            &self.realm,
+            users
+                .into_iter()
+                .filter(|(name, _)| !self.users.contains_key(*name))
+                .map(|(name, secret)| (name.clone(), secret.clone())),
+            [],
+        );
+        out.users.extend(extra.users);
+        out.userhashes.extend(extra.userhashes);
         out.secrets
             .extend(secrets.into_iter().map(|s| s.clone().into_bytes()));
         out

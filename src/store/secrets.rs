@@ -17,6 +17,9 @@ pub const MAX_SECRETS: usize = 64;
 /// The longest secret kept.
 pub const MAX_SECRET_BYTES: usize = 512;
 
+/// One `HSCAN` answer: the next cursor (0 at the end) and field/value pairs as raw bytes.
+type ScanPage = (u64, Vec<(Vec<u8>, Vec<u8>)>);
+
 /// What one read of `turnd:secrets` found.
 #[derive(Debug, Default)]
 pub struct StoreSecrets {
@@ -32,7 +35,7 @@ pub async fn read_secrets(conn: &mut impl ConnectionLike) -> redis::RedisResult<
     let mut cursor: u64 = 0;
     // Redis ends a scan; the cap makes sure of it. 64 secrets fit a handful of pages.
     for _ in 0..64 {
-        let (next, page): (u64, Vec<(Vec<u8>, Vec<u8>)>) = redis::cmd("HSCAN")
+        let (next, page): ScanPage = redis::cmd("HSCAN")
             .arg(SECRETS_KEY)
             .arg(cursor)
             .arg("COUNT")
