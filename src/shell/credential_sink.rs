@@ -22,15 +22,20 @@ impl CredentialSink {
         }
     }
 
-    /// Changes a layer with `change`, then serves the merged credentials: requests from now on
-    /// are checked against them (allocations keep relaying; their next request is checked).
-    pub fn update<T>(&self, change: impl FnOnce(&mut CredentialLayers) -> T) -> T {
+    /// Changes a layer with `change`, then, if it says it changed anything, serves the merged
+    /// credentials: requests from now on are checked against them (allocations keep relaying;
+    /// their next request is checked). Returns what `change` said. The merge derives every
+    /// store user's keys again (about 100 000 users a second or so in a debug build), so the
+    /// store task calls this off its runtime (`spawn_blocking`) and only for a real change.
+    pub fn update(&self, change: impl FnOnce(&mut CredentialLayers) -> bool) -> bool {
         // Invariant: nothing panics while holding the lock (field swaps and a merge that
         // only hashes and copies).
         let mut layers = self.layers.lock().unwrap_or_else(|e| e.into_inner());
-        let out = change(&mut layers);
-        self.shared.credentials.store(layers.merged());
-        out
+        let changed = change(&mut layers);
+        if changed {
+            self.shared.credentials.store(layers.merged());
+        }
+        changed
     }
 
     /// The shared state (the REST username order, for matching a revoked user id).

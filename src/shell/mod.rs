@@ -317,8 +317,10 @@ impl Server {
     /// keys take effect at the next start.
     pub fn reload(&self, access: &Access) {
         // Merged with the store's users, secrets and revocations, which a reload keeps.
-        self.credentials
-            .update(|layers| layers.set_base(access.credentials.clone()));
+        self.credentials.update(|layers| {
+            layers.set_base(access.credentials.clone());
+            true
+        });
         store_peer_filter(
             &self.shared,
             setup::peer_filter_for_host(access, &self.host),

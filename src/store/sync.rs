@@ -167,7 +167,7 @@ pub async fn run(settings: Settings, parts: StoreParts, mut requests: mpsc::Rece
                         subscribed_once = true;
                         tracing::info!("store: subscribed to turnd:changes and turnd:kill");
                         // Whatever changed while unsubscribed.
-                        task.resync().await;
+                        let _ = task.resync().await;
                     }
                     Err(e) => {
                         task.failed(&e);
@@ -176,7 +176,14 @@ pub async fn run(settings: Settings, parts: StoreParts, mut requests: mpsc::Rece
                     }
                 }
             }
-            _ = resync.tick() => task.resync().await,
+            _ = resync.tick() => {
+                // A failed resync also drops the pub/sub connection: one that died without a
+                // word (a partition, no RST) would otherwise never be noticed, and the
+                // resubscription resyncs once the store answers again.
+                if !task.resync().await && pubsub.take().is_some() {
+                    retry_at = tokio::time::Instant::now() + backoff;
+                }
+            }
             req = requests.recv() => match req {
                 Some(req) => task.on_request(req).await,
                 None => return,
@@ -265,8 +272,8 @@ impl Task {
         }
     }
 
-    /// Re-reads everything.
-    async fn resync(&mut self) {
+    /// Re-reads everything; whether the store answered.
+    async fn resync(&mut self) -> bool {
         let r = self
             .read(&[Part::Users, Part::Secrets, Part::Revoked])
             .await;
@@ -274,6 +281,7 @@ impl Task {
             let status = &self.parts.link.status;
             status.synced_unix.store(unix_now(), Ordering::Relaxed);
         }
+        r.is_ok()
     }
 
     /// Re-reads `parts` (after the epoch check) and serves them; logs a failure.
@@ -310,9 +318,14 @@ impl Task {
                     status
                         .users
                         .store(found.users.len() as u64, Ordering::Relaxed);
-                    self.parts
-                        .credentials
-                        .update(|l| l.store_mut().users = found.users);
+                    self.apply(move |l| {
+                        let changed = l.store().users != found.users;
+                        if changed {
+                            l.store_mut().users = found.users;
+                        }
+                        changed
+                    })
+                    .await;
                 }
                 Part::Secrets => {
                     let found = read_secrets(&mut self.conn).await?;
@@ -326,9 +339,14 @@ impl Task {
                     status
                         .secrets
                         .store(found.secrets.len() as u64, Ordering::Relaxed);
-                    self.parts
-                        .credentials
-                        .update(|l| l.store_mut().secrets = found.secrets);
+                    self.apply(move |l| {
+                        let changed = l.store().secrets != found.secrets;
+                        if changed {
+                            l.store_mut().secrets = found.secrets;
+                        }
+                        changed
+                    })
+                    .await;
                 }
                 Part::Revoked => {
                     let found = read_revoked(&mut self.conn, unix_now(), max).await?;
@@ -365,11 +383,34 @@ impl Task {
             .revoked
             .store(revoked.len() as u64, Ordering::Relaxed);
         self.revoked = revoked.clone();
-        self.parts
-            .credentials
-            .update(|l| l.store_mut().revoked = revoked);
+        self.apply(move |l| {
+            let changed = *l.store().revoked != *revoked;
+            if changed {
+                l.store_mut().revoked = revoked;
+            }
+            changed
+        })
+        .await;
         for user in fresh {
             self.close_user(&user).await;
+        }
+    }
+
+    /// Changes the store's layer with `change` on a blocking thread: merging many users takes
+    /// a while, and this runtime also waits for signals.
+    async fn apply(
+        &self,
+        change: impl FnOnce(&mut crate::core::credential_layers::CredentialLayers) -> bool
+            + Send
+            + 'static,
+    ) {
+        let sink = self.parts.credentials.clone();
+        if tokio::task::spawn_blocking(move || sink.update(change))
+            .await
+            .is_err()
+        {
+            // Only a panic in the merge gets here: a bug, logged; the old credentials stay.
+            tracing::error!("store: merging the credentials failed; the previous ones stay");
         }
     }
 
