@@ -5,6 +5,8 @@
 //! without `redis-server` fails these tests (install the Debian package `redis-server`; `.ci/run`
 //! does this).
 
+mod tls_certs;
+
 use redis::AsyncCommands;
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -183,4 +185,87 @@ fn a_store_that_is_down_is_an_error_in_bounded_time_not_a_hang() {
         .expect("reconnected within 60 s");
         assert!(found.users.is_empty());
     });
+}
+
+/// `rediss://`: the store's connection over TLS (rustls on turnd's ring provider) to a
+/// `redis-server` serving only TLS, with a certificate from a test CA given as the root (a
+/// node uses the system's roots; the TLS path is the same).
+#[test]
+fn a_store_over_tls_is_read_like_a_plain_one() {
+    let ca = tls_certs::Ca::new();
+    let cert = ca.issue("redis", 1);
+    let dir = std::env::temp_dir().join(format!("turnd-store-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let files = tls_certs::CertFiles::write(&dir, &cert);
+    let ca_file = dir.join("ca.pem");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let program = find_on_path("redis-server").expect("redis-server on PATH (tier 2)");
+    let child = Command::new(program)
+        .args(["--bind", "127.0.0.1", "--port", "0"])
+        .args(["--tls-port", &port.to_string(), "--tls-auth-clients", "no"])
+        .arg("--tls-cert-file")
+        .arg(&files.cert)
+        .arg("--tls-key-file")
+        .arg(&files.key)
+        .arg("--tls-ca-cert-file")
+        .arg(&ca_file)
+        .args(["--save", "", "--appendonly", "no"])
+        .arg("--dir")
+        .arg(&dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start redis-server with TLS");
+    let _server = RedisServer {
+        child,
+        port,
+        dir: dir.clone(),
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    // Bounded: one try per 50 ms for 10 s.
+    while TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "redis-server did not listen on {port}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    {
+        runtime().block_on(async {
+            let url = format!("rediss://127.0.0.1:{port}/0");
+            let client = redis::Client::build_with_tls(
+                url.as_str(),
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(ca.pem().into_bytes()),
+                },
+            )
+            .expect("a TLS client");
+            let mut conn = turnd::store::connect::connect_client(client).expect("a manager");
+            let () = conn
+                .hset(USERS_KEY, "alice", "password:over-tls")
+                .await
+                .expect("HSET over TLS");
+            let found = read_users(&mut conn).await.expect("read over TLS");
+            assert_eq!(
+                found.users["alice"],
+                UserSecret::Password("over-tls".into())
+            );
+            // A client that does not trust the CA (the system roots) is refused.
+            let untrusting = turnd::store::connect::client(&url, None).expect("a client");
+            let mut conn = turnd::store::connect::connect_client(untrusting).expect("a manager");
+            let refused = tokio::time::timeout(Duration::from_secs(60), read_users(&mut conn))
+                .await
+                .expect("an answer within 60 s");
+            assert!(
+                refused.is_err(),
+                "a certificate from an unknown CA was accepted"
+            );
+        })
+    }
 }
