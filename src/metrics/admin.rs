@@ -1,5 +1,6 @@
 //! The admin API on the metrics listener: `GET /allocations` lists every allocation of every
-//! worker as JSON, `DELETE /allocations/{id}` ends one.
+//! worker as JSON, `DELETE /allocations/{id}` ends one; the fleet store ends a revoked user's
+//! ([`close_user`]). (`/revocations` is in `revocations.rs`.)
 //!
 //! Allocation tables belong to their workers, so the listener asks each worker over a channel
 //! and waits (bounded) for the answers; a worker answers between two batches of datagrams. The
