@@ -166,11 +166,8 @@ fn run(cli: &Cli, store: Option<&str>, job: Job) -> Result<(), Failure> {
         };
         match tokio::time::timeout(STORE_TIMEOUT, work).await {
             Ok(Ok(r)) => r,
-            Ok(Err(e)) => Err(Failure::Store(format!(
-                "the store: {:?} ({})",
-                e.kind(),
-                e.detail().unwrap_or("no detail")
-            ))),
+            // A redis-rs error names the failure, never the URL (which may hold a password).
+            Ok(Err(e)) => Err(Failure::Store(format!("the store: {e}"))),
             Err(_) => Err(Failure::Store(format!(
                 "the store did not answer within {} s",
                 STORE_TIMEOUT.as_secs()
