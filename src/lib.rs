@@ -28,5 +28,6 @@ pub mod heap;
 pub mod metrics;
 pub mod probe;
 pub mod shell;
+pub mod store;
 pub mod stun;
 pub mod summary;

@@ -26,6 +26,9 @@ fn main() -> ExitCode {
     if let Some(config::Command::Healthcheck(args)) = &cli.command {
         return healthcheck(&cli, args);
     }
+    if let Some(code) = turnd::store::cli::main(&cli) {
+        return code;
+    }
     let cfg = match config::load(&cli.config_args()) {
         Ok(c) => c,
         Err(e) => {
@@ -103,6 +106,14 @@ fn main() -> ExitCode {
             None
         }
     };
+    // The fleet store, checked before anything starts (docs/cluster.md).
+    let store = match turnd::store::Store::from_config(&cfg) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("turnd: {e}");
+            return ExitCode::from(2);
+        }
+    };
     // What the running server was started with: a reload compares the new sources against
     // it to name the changed keys that only a restart applies.
     let started_with = cfg.clone();
@@ -115,6 +126,7 @@ fn main() -> ExitCode {
     };
     startup_summary(&started_with, &server, open_files);
     let (rt, signals) = signals;
+    turnd::store::spawn(store, rt.handle(), &server);
     let reload = || {
         tracing::info!("SIGHUP: reloading");
         // The certificate files named at start-up; a bad one is refused and the old one stays.

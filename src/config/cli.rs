@@ -43,6 +43,14 @@ pub enum Command {
     /// Exit 0 if turnd's /healthz answers 200 (for container HEALTHCHECKs
     /// in images without a shell), 1 otherwise.
     Healthcheck(crate::healthcheck::HealthcheckArgs),
+    /// Add, remove or list static users in the fleet store (`store`): every node
+    /// sharing it serves them within about a second.
+    Users(crate::store::cli::UsersArgs),
+    /// Add, remove or list REST shared secrets in the fleet store (`store`).
+    Secrets(crate::store::cli::SecretsArgs),
+    /// Revoke a user (or REST user id) on every node sharing the store: its
+    /// allocations end and it is refused until the revocation ends or is removed.
+    Revoke(crate::store::cli::RevokeArgs),
 }
 
 impl Cli {
@@ -55,7 +63,10 @@ impl Cli {
             Some(Command::CheckConfig(sub)) => self.args.clone().overridden_by(sub),
             Some(Command::Credentials(_))
             | Some(Command::Probe(_))
-            | Some(Command::Healthcheck(_)) => self.args.clone(),
+            | Some(Command::Healthcheck(_))
+            | Some(Command::Users(_))
+            | Some(Command::Secrets(_))
+            | Some(Command::Revoke(_)) => self.args.clone(),
         }
     }
 

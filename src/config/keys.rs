@@ -549,4 +549,41 @@ config_keys! {
             flag: drain_timeout "SECONDS", parse: one(seconds), sighup: restart,
         },
     }
+
+    /// A Redis (or Valkey) shared by a fleet of nodes: users, revocation, quotas and usage
+    /// accounting across nodes (a draft, see docs/cluster.md).
+    section "Shared store" {
+        /// The fleet's Redis: `redis://HOST:PORT/DB`, or `rediss://…` for TLS; "" = none.
+        ///
+        /// With a store, the node also serves the users and REST secrets kept in it (beside the
+        /// TOML's, which win on a name clash), refuses the users revoked in it and ends their
+        /// allocations, updated within about a second of a change (docs/cluster.md). The node
+        /// starts and relays whether or not Redis answers. A password in the URL
+        /// (`redis://:PASSWORD@HOST`) is shown redacted; better, give it with
+        /// `store_password_file` or `TURND_STORE_PASSWORD`.
+        store: Option<String> = None => {
+            flag: store "URL", parse: one(store_url), sighup: restart,
+            example: r#""redis://127.0.0.1:6379/0""#,
+            render: |c| Some(quote(&c.store.as_deref().map_or(String::new(), store_url_redacted))),
+        },
+
+        /// A file holding the store's password (its first line); "" = none.
+        ///
+        /// Used when the `store` URL holds no password. The environment variable
+        /// `TURND_STORE_PASSWORD` gives it too (the file wins). Read at start-up and by each
+        /// `turnd users|secrets|revoke` command; never printed.
+        store_password_file: Option<PathBuf> = None => {
+            flag: store_password_file "FILE", parse: one(path), sighup: restart,
+            example: r#""/run/secrets/redis-password""#,
+        },
+
+        /// Most store users (and most revocations) a node keeps in memory.
+        ///
+        /// Entries beyond are left out, logged and counted (`turnd_store_skipped`). Whoever can
+        /// write to Redis is trusted no further than the TOML's author: a store holding
+        /// millions of entries must not take the node's memory.
+        store_max_users: u32 = 100_000 => {
+            flag: store_max_users "N", parse: one(count), sighup: restart,
+        },
+    }
 }

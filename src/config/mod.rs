@@ -54,6 +54,17 @@ pub use error::{ConfigError, Problem};
 pub use keys::{Config, ConfigArgs, DEFAULT_UDP_COALESCE_US};
 pub use render::REDACTED;
 pub use shell_options::{access, shell_options, GSO_ENV, PANIC_ENV};
+
+/// The store's password (`docs/cluster.md`), read by `crate::store` when neither the `store`
+/// URL nor `store_password_file` gives one. Not a config key: it never enters `Config`, so
+/// nothing prints it.
+pub const STORE_PASSWORD_ENV: &str = "TURND_STORE_PASSWORD";
+
+/// Checks a store URL as the `store` key does (for `turnd users --store URL`); the message
+/// never repeats a password.
+pub fn parse_store_url(url: &str) -> Result<(), String> {
+    parse::store_url(url).map(|_| ())
+}
 pub use types::{Amplification, ExternalIp, LogFormat, PortRange, User, ValueError};
 
 impl Config {

@@ -78,6 +78,40 @@ pub(crate) fn admin_token(s: &str) -> Result<Option<String>, String> {
     Ok(Some(s.to_string()))
 }
 
+/// `store`: "" is none; otherwise a `redis://` or `rediss://` URL that redis-rs can read. The
+/// URL may hold a password, so no message repeats it.
+pub(crate) fn store_url(s: &str) -> Result<Option<String>, String> {
+    if s.is_empty() {
+        return Ok(None);
+    }
+    let expected = "expected redis://HOST[:PORT][/DB] or rediss://… (TLS)";
+    if !(s.starts_with("redis://") || s.starts_with("rediss://")) {
+        return Err(format!(
+            "`{}` is not a store URL: {expected}",
+            store_url_redacted(s)
+        ));
+    }
+    if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!(
+            "the store URL holds spaces or control characters: {expected}"
+        ));
+    }
+    redis::IntoConnectionInfo::into_connection_info(s)
+        .map_err(|_| format!("`{}` is not a store URL: {expected}", store_url_redacted(s)))?;
+    Ok(Some(s.to_string()))
+}
+
+/// The store URL with its user and password (everything before the host's `@`) redacted.
+pub(crate) fn store_url_redacted(s: &str) -> String {
+    let (scheme, rest) = s.split_once("://").unwrap_or(("", s));
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) if scheme.is_empty() => format!("{}{}", super::REDACTED, &rest[at..]),
+        Some(at) => format!("{scheme}://{}{}", super::REDACTED, &rest[at..]),
+        None => s.to_string(),
+    }
+}
+
 pub(crate) fn secret(s: &str) -> Result<String, String> {
     if s.is_empty() {
         return Err("a shared secret is empty".into());

@@ -580,3 +580,47 @@ fn a_reload_names_the_changed_keys_it_cannot_apply() {
         ["listen", "user_quota"]
     );
 }
+
+#[test]
+fn store_is_optional_takes_redis_and_rediss_and_prints_without_its_password() {
+    assert_eq!(Config::default().store, None);
+    let c = load_with(None, &[("TURND_STORE", "")], &[]).unwrap();
+    assert_eq!(c.store, None);
+    for url in ["redis://127.0.0.1:6379/0", "rediss://redis.example:6380/2"] {
+        let c = load_with(None, &[], &["--store", url]).unwrap();
+        assert_eq!(c.store.as_deref(), Some(url));
+        assert!(c.to_toml().contains(url), "{}", c.to_toml());
+    }
+    let c = load_with(
+        None,
+        &[],
+        &["--store", "rediss://turnd:hunter2@10.0.0.5:6380/1"],
+    )
+    .unwrap();
+    let text = c.to_toml();
+    assert!(!text.contains("hunter2"), "{text}");
+    assert!(
+        text.contains("store = \"rediss://<redacted>@10.0.0.5:6380/1\""),
+        "{text}"
+    );
+}
+
+#[test]
+fn the_store_password_variable_is_no_key_and_never_printed() {
+    // TURND_STORE_PASSWORD is read by the store, not refused as an unknown TURND_* variable.
+    let c = load_with(
+        None,
+        &[("TURND_STORE_PASSWORD", "hunter2")],
+        &[
+            "--store",
+            "redis://10.0.0.5:6379/0",
+            "--store-password-file",
+            "/run/pw",
+        ],
+    )
+    .unwrap();
+    let text = c.to_toml();
+    assert!(!text.contains("hunter2"), "{text}");
+    assert!(text.contains("store_password_file = \"/run/pw\""), "{text}");
+    assert_eq!(c.store_max_users, 100_000);
+}

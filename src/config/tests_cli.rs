@@ -95,9 +95,10 @@ fn every_key_has_a_flag_in_the_cli_and_in_the_sources() {
             "amplification" => "refuse",
             "unauthenticated_rate" | "binding_rate" => "7/9",
             "userhash" => "true",
-            "max_permissions" | "max_channels" => "7",
+            "max_permissions" | "max_channels" | "store_max_users" => "7",
             "rest_username_order" => "user-first",
             "rest_max_ttl" => "86400",
+            "store" => "redis://127.0.0.1:6379/1",
             // A new key needs a valid, non-default sample above.
             _ => "seven",
         };

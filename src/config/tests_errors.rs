@@ -507,3 +507,22 @@ fn rates_and_switches() {
     .unwrap();
     assert_eq!((c.max_permissions, c.max_channels), (4096, 0));
 }
+
+#[test]
+fn store_url_needs_a_redis_scheme_and_never_repeats_its_password() {
+    let msg = fails_on(
+        "store",
+        None,
+        &[],
+        &["--store", "http://:hunter2@127.0.0.1:6379"],
+    );
+    assert!(msg.contains("expected redis://"), "{msg}");
+    assert!(!msg.contains("hunter2"), "{msg}");
+    let msg = fails_on(
+        "store",
+        None,
+        &[("TURND_STORE", "redis://:hunter2@[::1")],
+        &[],
+    );
+    assert!(!msg.contains("hunter2"), "{msg}");
+}

@@ -47,6 +47,8 @@
 use std::collections::HashMap;
 use std::fmt;
 
+use super::revocation::Revocations;
+
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use md5::{Digest, Md5};
@@ -318,6 +320,10 @@ pub enum AuthError {
     /// 401 like a wrong password (§9.2.4: the integrity "does not match"); the client must not
     /// retry with the same credentials (§9.2.5), so it fails at once rather than timing out.
     UnsupportedAlgorithm,
+    /// The user (or a REST username's user id) is revoked (`turnd revoke`,
+    /// [`Revocations`](super::revocation::Revocations)): answered with 401 like an unknown
+    /// user, counted apart so an operator sees the revocation work.
+    Revoked,
 }
 
 impl AuthError {
@@ -329,6 +335,7 @@ impl AuthError {
             AuthError::ExpiryTooFar => "expiry_too_far",
             AuthError::BadIntegrity => "bad_integrity",
             AuthError::UnsupportedAlgorithm => "unsupported_algorithm",
+            AuthError::Revoked => "revoked",
         }
     }
 }
@@ -439,6 +446,9 @@ pub struct Credentials {
     userhashes: HashMap<[u8; 32], String>,
     secrets: Vec<Vec<u8>>,
     rest: RestPolicy,
+    /// Users refused whatever their key (the fleet store's `turnd:revoked`); shared, since it
+    /// changes apart from the users.
+    revoked: std::sync::Arc<Revocations>,
 }
 
 /// A static user's keys: MD5 always; SHA-256 only when the plaintext password was configured.
@@ -456,6 +466,7 @@ impl fmt::Debug for Credentials {
             .field("users", &self.users.len())
             .field("secrets", &self.secrets.len())
             .field("rest", &self.rest)
+            .field("revoked", &self.revoked.len())
             .finish()
     }
 }
@@ -497,7 +508,49 @@ impl Credentials {
             userhashes,
             secrets: secrets.into_iter().map(String::into_bytes).collect(),
             rest: RestPolicy::default(),
+            revoked: Default::default(),
         }
+    }
+
+    /// These credentials with more users and secrets (the fleet store's): a user whose name is
+    /// already here keeps its key (the TOML wins on a clash, so a node can always be reached
+    /// with its local users); the secrets are tried after these. Passwords are turned into
+    /// keys with this realm, as in [`Credentials::new`].
+    pub fn extended<'a>(
+        &self,
+        users: impl IntoIterator<Item = (&'a String, &'a UserSecret)>,
+        secrets: impl IntoIterator<Item = &'a String>,
+    ) -> Credentials {
+        let mut out = self.clone();
+        let extra = Credentials::new(
+            &self.realm,
+            users
+                .into_iter()
+                .filter(|(name, _)| !self.users.contains_key(*name))
+                .map(|(name, secret)| (name.clone(), secret.clone())),
+            [],
+        );
+        out.users.extend(extra.users);
+        out.userhashes.extend(extra.userhashes);
+        out.secrets
+            .extend(secrets.into_iter().map(|s| s.clone().into_bytes()));
+        out
+    }
+
+    /// The same credentials refusing `revoked`.
+    pub fn with_revocations(mut self, revoked: std::sync::Arc<Revocations>) -> Credentials {
+        self.revoked = revoked;
+        self
+    }
+
+    /// The users refused whatever their key.
+    pub fn revocations(&self) -> &Revocations {
+        &self.revoked
+    }
+
+    /// Static users held.
+    pub fn user_count(&self) -> usize {
+        self.users.len()
     }
 
     /// The same store reading REST usernames by `policy` (the default is
@@ -579,6 +632,10 @@ impl Credentials {
                 (Cow::Owned(name.clone()), self.users.get(name))
             }
         };
+        // Before any key: a revoked user costs no HMAC and learns nothing from the answer.
+        if self.revoked.refuses(&name, self.rest.order, unix_now) {
+            return Err(AuthError::Revoked);
+        }
         if let Some(user) = user {
             let key = match algorithm {
                 PasswordAlgorithm::Md5 => LongTermKey::Md5(user.md5),

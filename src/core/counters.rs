@@ -217,6 +217,8 @@ pub enum AuthFailure {
     UnsupportedAlgorithm,
     /// A TURN REST API username whose expiry lies further ahead than `rest_max_ttl` (401).
     ExpiryTooFar,
+    /// A revoked user or REST user id (401, `turnd revoke`).
+    Revoked,
 }
 
 impl CounterKey for AuthFailure {
@@ -229,6 +231,7 @@ impl CounterKey for AuthFailure {
         AuthFailure::BidDown,
         AuthFailure::UnsupportedAlgorithm,
         AuthFailure::ExpiryTooFar,
+        AuthFailure::Revoked,
     ];
     fn index(self) -> usize {
         self as usize
@@ -243,6 +246,7 @@ impl CounterKey for AuthFailure {
             AuthFailure::BadIntegrity => AuthError::BadIntegrity.as_str(),
             AuthFailure::UnsupportedAlgorithm => AuthError::UnsupportedAlgorithm.as_str(),
             AuthFailure::ExpiryTooFar => AuthError::ExpiryTooFar.as_str(),
+            AuthFailure::Revoked => AuthError::Revoked.as_str(),
         }
     }
 }
@@ -255,6 +259,7 @@ impl From<AuthError> for AuthFailure {
             AuthError::ExpiryTooFar => AuthFailure::ExpiryTooFar,
             AuthError::BadIntegrity => AuthFailure::BadIntegrity,
             AuthError::UnsupportedAlgorithm => AuthFailure::UnsupportedAlgorithm,
+            AuthError::Revoked => AuthFailure::Revoked,
         }
     }
 }
@@ -502,6 +507,7 @@ mod tests {
                 "bid_down",
                 "unsupported_algorithm",
                 "expiry_too_far",
+                "revoked",
             ])
         );
     }

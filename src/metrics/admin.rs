@@ -1,5 +1,6 @@
 //! The admin API on the metrics listener: `GET /allocations` lists every allocation of every
-//! worker as JSON, `DELETE /allocations/{id}` ends one.
+//! worker as JSON, `DELETE /allocations/{id}` ends one; the fleet store ends a revoked user's
+//! ([`close_user`]). (`/revocations` is in `revocations.rs`.)
 //!
 //! Allocation tables belong to their workers, so the listener asks each worker over a channel
 //! and waits (bounded) for the answers; a worker answers between two batches of datagrams. The
@@ -23,6 +24,13 @@ pub const WORKER_TIMEOUT: Duration = Duration::from_secs(2);
 pub enum AdminRequest {
     List(oneshot::Sender<Vec<AllocationInfo>>),
     Close(AllocationId, oneshot::Sender<bool>),
+    /// Ends every allocation of a user (a static user name, or a REST username's user id
+    /// read in the given order): a revocation (`crate::store`). Answers how many ended.
+    CloseUser(
+        String,
+        crate::core::auth::RestUsernameOrder,
+        oneshot::Sender<usize>,
+    ),
 }
 
 pub type AdminSender = tokio::sync::mpsc::UnboundedSender<AdminRequest>;
@@ -114,7 +122,39 @@ pub fn handle(core: &mut Core, worker: usize, req: AdminRequest, unix_now: u64) 
             let _ = tx.send(closed);
             closed
         }
+        AdminRequest::CloseUser(user, order, tx) => {
+            let ids: Vec<AllocationId> = core
+                .allocations()
+                .filter(|a| crate::core::revocation::belongs_to(&a.username, &user, order))
+                .map(|a| a.id)
+                .collect();
+            let closed = ids.into_iter().filter(|&id| core.close(now, id)).count();
+            let _ = tx.send(closed);
+            closed > 0
+        }
     }
+}
+
+/// Ends `user`'s allocations on every worker at once; how many ended, `None` when a worker
+/// did not answer within [`WORKER_TIMEOUT`].
+pub async fn close_user(
+    workers: &[AdminSender],
+    user: &str,
+    order: crate::core::auth::RestUsernameOrder,
+) -> Option<usize> {
+    let mut answers = Vec::new();
+    for w in workers {
+        let (tx, rx) = oneshot::channel();
+        w.send(AdminRequest::CloseUser(user.to_string(), order, tx))
+            .ok()?;
+        answers.push(rx);
+    }
+    let deadline = tokio::time::Instant::now() + WORKER_TIMEOUT;
+    let mut closed = 0;
+    for rx in answers {
+        closed += tokio::time::timeout_at(deadline, rx).await.ok()?.ok()?;
+    }
+    Some(closed)
 }
 
 /// Every worker's allocations; `None` when a worker did not answer within

@@ -14,6 +14,8 @@ pub mod admin;
 pub mod collect;
 pub mod http;
 pub mod process;
+pub mod revocations;
+pub mod store;
 pub mod worker;
 
 pub use worker::WorkerMetrics;
@@ -56,17 +58,20 @@ impl Endpoint {
         admin: Vec<admin::AdminSender>,
         admin_token: Option<String>,
         mut shutdown: watch::Receiver<bool>,
+        store: Arc<crate::store::Link>,
     ) -> anyhow::Result<Endpoint> {
         let listener = std::net::TcpListener::bind(addr)
             .with_context(|| format!("cannot listen on metrics http {addr} (metrics_listen)"))?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
         let ready = Arc::new(AtomicBool::new(false));
-        let registry = collect::registry(TurndCollector {
+        let mut registry = collect::registry(TurndCollector {
             workers,
             shared: Some(shared),
         });
-        let route = Arc::new(Router::new(registry, ready.clone(), admin, admin_token));
+        registry.register_collector(Box::new(self::store::StoreCollector(store.clone())));
+        let route =
+            Arc::new(Router::new(registry, ready.clone(), admin, admin_token).with_store(store));
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -125,6 +130,8 @@ pub struct Router {
     workers: Vec<admin::AdminSender>,
     /// `Bearer TOKEN` when `admin_token` is set.
     expected: Option<String>,
+    /// The store task, for `/revocations` (empty without a store).
+    store: Arc<crate::store::Link>,
 }
 
 impl Router {
@@ -139,14 +146,24 @@ impl Router {
             ready,
             workers,
             expected: token.map(|t| format!("Bearer {t}")),
+            store: Default::default(),
         }
+    }
+
+    /// The router answering `/revocations` through `store`.
+    pub fn with_store(mut self, store: Arc<crate::store::Link>) -> Router {
+        self.store = store;
+        self
     }
 
     /// Answers one request. Only the admin API waits (for the workers, asynchronously);
     /// every other path answers at once.
     pub async fn answer(&self, req: &Request) -> Response {
         let get = matches!(req.method.as_str(), "GET" | "HEAD");
-        let admin_path = req.path == "/allocations" || req.path.starts_with("/allocations/");
+        let admin_path = req.path == "/allocations"
+            || req.path.starts_with("/allocations/")
+            || req.path == "/revocations"
+            || req.path.starts_with("/revocations/");
         if let (true, Some(expected)) = (admin_path, &self.expected) {
             // Constant time, so the token cannot be guessed byte by byte from timings.
             let ok: bool =
@@ -164,6 +181,9 @@ impl Router {
             "/healthz" => Response::text(200, "ok\n"),
             "/readyz" if self.ready.load(Ordering::Relaxed) => Response::text(200, "ready\n"),
             "/readyz" => Response::text(503, "not ready\n"),
+            p if p == "/revocations" || p.starts_with("/revocations/") => {
+                revocations::answer(&self.store, req).await
+            }
             "/allocations" => match admin::list(&self.workers).await {
                 Some(list) => Response {
                     content_type: "application/json",

@@ -222,6 +222,7 @@ pub(super) fn answer(router: &Router, method: &str, path: &str, authorization: &
     rt.block_on(router.answer(&Request {
         method: method.into(),
         path: path.into(),
+        query: String::new(),
         accept: String::new(),
         authorization: authorization.into(),
     }))
@@ -270,6 +271,10 @@ fn admin_token_guards_allocations_only() {
     assert_eq!(get("/allocations", "Bearer wrong"), 401);
     assert_eq!(get("/allocations", "Bearer s3cret"), 200);
     assert_eq!(get("/allocations/0-0-0", ""), 401);
+    assert_eq!(get("/revocations", ""), 401);
+    assert_eq!(answer(&route, "POST", "/revocations", "").status, 401);
+    assert_eq!(answer(&route, "DELETE", "/revocations/a", "").status, 401);
+    assert_eq!(get("/revocations", "Bearer s3cret"), 404, "no store");
     assert_eq!(get("/metrics", ""), 200);
     assert_eq!(get("/readyz", ""), 200);
     let r = Response::text(401, "");

@@ -5,6 +5,7 @@
 //! handle with the bound addresses, so tests can run a real server on port 0.
 
 mod coalesce;
+mod credential_sink;
 mod discover;
 #[cfg(test)]
 mod imports;
@@ -28,6 +29,7 @@ pub mod udp;
 mod worker;
 mod write_queue;
 
+pub use credential_sink::CredentialSink;
 pub use options::{Access, ShellOptions};
 pub use rlimit::raise_nofile_limit;
 
@@ -98,6 +100,19 @@ pub struct Server {
     /// Tells every worker a reload stored a new peer filter, so each applies it to its
     /// permissions, channels and TCP connections at once.
     reloads: reload::Reloads,
+    /// The TOML's and the fleet store's credentials, merged into `shared.credentials`.
+    credentials: std::sync::Arc<CredentialSink>,
+    /// Each worker's admin channel, for the store task (ending a revoked user's allocations).
+    admin: Vec<crate::metrics::admin::AdminSender>,
+    /// What the admin listener and the metrics know of the store task.
+    store: std::sync::Arc<crate::store::Link>,
+}
+
+/// What the store task (`crate::store::spawn`) needs of a running server.
+pub struct StoreParts {
+    pub credentials: std::sync::Arc<CredentialSink>,
+    pub admin: Vec<crate::metrics::admin::AdminSender>,
+    pub link: std::sync::Arc<crate::store::Link>,
 }
 
 impl Server {
@@ -160,13 +175,15 @@ impl Server {
         let (admin_tx, mut admin_rx): (Vec<_>, Vec<_>) = (0..workers)
             .map(|_| tokio::sync::mpsc::unbounded_channel())
             .unzip();
+        let store = std::sync::Arc::new(crate::store::Link::default());
         let metrics = crate::metrics::Endpoint::start(
             config.metrics_listen,
             worker_metrics.clone(),
             shared.clone(),
-            admin_tx,
+            admin_tx.clone(),
             config.admin_token.clone(),
             rx.clone(),
+            store.clone(),
         )?;
         // The own-host set needs every bound listener: TURN, TLS, RFC 5780, admin.
         let host = setup::host_addrs(
@@ -224,6 +241,7 @@ impl Server {
                 w.send(worker::Command::Panic);
             }
         }
+        let credentials = std::sync::Arc::new(CredentialSink::new(shared.clone()));
         Ok(Server {
             udp_addrs,
             tcp_addrs,
@@ -234,6 +252,9 @@ impl Server {
             shared,
             host,
             reloads,
+            credentials,
+            admin: admin_tx,
+            store,
         })
     }
 
@@ -295,7 +316,11 @@ impl Server {
     /// once the permissions, channels and TCP peer connections the new filter denies. Other
     /// keys take effect at the next start.
     pub fn reload(&self, access: &Access) {
-        self.shared.credentials.store(access.credentials.clone());
+        // Merged with the store's users, secrets and revocations, which a reload keeps.
+        self.credentials.update(|layers| {
+            layers.set_base(access.credentials.clone());
+            true
+        });
         store_peer_filter(
             &self.shared,
             setup::peer_filter_for_host(access, &self.host),
@@ -308,6 +333,16 @@ impl Server {
             tracing::warn!(
                 "reload: a worker did not re-check its permissions in time; its timer will"
             );
+        }
+    }
+
+    /// What the store task needs: where credentials go in, the workers' admin channels and
+    /// the link the admin listener and metrics read.
+    pub fn store_parts(&self) -> StoreParts {
+        StoreParts {
+            credentials: self.credentials.clone(),
+            admin: self.admin.clone(),
+            link: self.store.clone(),
         }
     }
 

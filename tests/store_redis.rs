@@ -1,0 +1,271 @@
+//! The fleet store (`src/store/`, issue 17) against a real `redis-server`, which each test starts
+//! on a free loopback port with persistence off and stops by its own child handle.
+//!
+//! Tier 2 (tests/README.md): built and run only with `cargo test --features external`; a machine
+//! without `redis-server` fails these tests (install the Debian package `redis-server`; `.ci/run`
+//! does this).
+
+mod tls_certs;
+
+use redis::AsyncCommands;
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use turnd::core::auth::UserSecret;
+use turnd::store::users::read_users_bounded;
+use turnd::store::{connect, read_users, USERS_KEY};
+
+/// A `redis-server` of this test's own, killed and reaped when dropped.
+struct RedisServer {
+    child: Child,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl RedisServer {
+    fn start() -> RedisServer {
+        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .and_then(|l| l.local_addr())
+            .expect("an ephemeral TCP port on 127.0.0.1")
+            .port();
+        RedisServer::start_on(port)
+    }
+
+    fn start_on(port: u16) -> RedisServer {
+        let program = find_on_path("redis-server").unwrap_or_else(|| {
+            panic!(
+                "required tool `redis-server` not found on PATH: install the Debian package \
+                 redis-server. This is a tier-2 test (feature `external`, tests/README.md); \
+                 `.ci/run` installs it, and plain `cargo test` runs without it"
+            )
+        });
+        let dir =
+            std::env::temp_dir().join(format!("turnd-store-redis-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("create the server's scratch dir");
+        let child = Command::new(program)
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--protected-mode",
+                "yes",
+            ])
+            .arg("--dir")
+            .arg(&dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start redis-server");
+        let mut server = RedisServer { child, port, dir };
+        // Bounded: one try per 50 ms for 10 s.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_err() {
+            if let Ok(Some(status)) = server.child.try_wait() {
+                panic!("redis-server exited ({status}) before listening on port {port}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not listen on {port} within 10 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        // Our own child, by its handle (its PID); it may already have exited.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn find_on_path(name: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
+#[test]
+fn static_users_are_read_from_the_users_hash_and_bad_entries_skipped() {
+    let server = RedisServer::start();
+    runtime().block_on(async {
+        let mut conn = connect(&server.url()).expect("a valid URL");
+        let key = "0123456789abcdef0123456789abcdef";
+        let bob = format!("key:{key}");
+        let entries: [(&[u8], &[u8]); 5] = [
+            (b"alice", b"password:alice-password"),
+            (b"bob", bob.as_bytes()),
+            (b"carol", b"no-prefix"),
+            (b"", b"password:x"),
+            (b"dave\xff", b"password:x"),
+        ];
+        for (name, value) in entries {
+            let () = conn.hset(USERS_KEY, name, value).await.expect("HSET");
+        }
+        let found = read_users(&mut conn).await.expect("read the users");
+        assert_eq!(found.users.len(), 2, "{:?}", found.users.keys());
+        assert_eq!(
+            found.users["alice"],
+            UserSecret::Password("alice-password".into())
+        );
+        assert_eq!(
+            found.users["bob"],
+            UserSecret::Key(UserSecret::parse_key_hex(key).unwrap())
+        );
+        assert_eq!(found.invalid, 3);
+        assert!(!found.truncated);
+
+        // Over the bound: the first `max` users are kept and the read says it left some out.
+        let many: Vec<(String, String)> = (0..2_500)
+            .map(|i| (format!("user{i}"), format!("password:p{i}")))
+            .collect();
+        let () = conn
+            .hset_multiple(USERS_KEY, &many)
+            .await
+            .expect("HSET many");
+        let found = read_users_bounded(&mut conn, 1_000).await.expect("read");
+        assert_eq!(found.users.len(), 1_000);
+        assert!(found.truncated);
+        let found = read_users(&mut conn).await.expect("read all");
+        assert_eq!(found.users.len(), 2_502);
+        assert!(!found.truncated);
+    });
+}
+
+#[test]
+fn a_store_that_is_down_is_an_error_in_bounded_time_not_a_hang() {
+    let server = RedisServer::start();
+    let (url, port) = (server.url(), server.port);
+    drop(server);
+    runtime().block_on(async {
+        // Connecting is lazy: a node whose store is down still starts.
+        let mut conn = connect(&url).expect("a valid URL");
+        let started = Instant::now();
+        // The bound is a hang detector, not a performance assertion: RETRIES_PER_COMMAND
+        // attempts, each waiting at most CONNECT_TIMEOUT and MAX_BACKOFF.
+        let read = tokio::time::timeout(Duration::from_secs(60), read_users(&mut conn))
+            .await
+            .expect("read_users gave up within 60 s");
+        assert!(read.is_err(), "read from a stopped store: {read:?}");
+        eprintln!(
+            "a stopped store failed the read after {:?}",
+            started.elapsed()
+        );
+        // ...and a store back on the same port is found again by the same connection.
+        let _again = RedisServer::start_on(port);
+        let found = tokio::time::timeout(Duration::from_secs(60), async {
+            // Bounded: at most 60 tries, one every 500 ms, within the timeout above.
+            for _ in 0..60 {
+                if let Ok(found) = read_users(&mut conn).await {
+                    return found;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            panic!("the restarted store was not reached again")
+        })
+        .await
+        .expect("reconnected within 60 s");
+        assert!(found.users.is_empty());
+    });
+}
+
+/// `rediss://`: the store's connection over TLS (rustls on turnd's ring provider) to a
+/// `redis-server` serving only TLS, with a certificate from a test CA given as the root (a
+/// node uses the system's roots; the TLS path is the same).
+#[test]
+fn a_store_over_tls_is_read_like_a_plain_one() {
+    let ca = tls_certs::Ca::new();
+    let cert = ca.issue("redis", 1);
+    let dir = std::env::temp_dir().join(format!("turnd-store-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let files = tls_certs::CertFiles::write(&dir, &cert);
+    let ca_file = dir.join("ca.pem");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let program = find_on_path("redis-server").expect("redis-server on PATH (tier 2)");
+    let child = Command::new(program)
+        .args(["--bind", "127.0.0.1", "--port", "0"])
+        .args(["--tls-port", &port.to_string(), "--tls-auth-clients", "no"])
+        .arg("--tls-cert-file")
+        .arg(&files.cert)
+        .arg("--tls-key-file")
+        .arg(&files.key)
+        .arg("--tls-ca-cert-file")
+        .arg(&ca_file)
+        .args(["--save", "", "--appendonly", "no"])
+        .arg("--dir")
+        .arg(&dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start redis-server with TLS");
+    let _server = RedisServer {
+        child,
+        port,
+        dir: dir.clone(),
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    // Bounded: one try per 50 ms for 10 s.
+    while TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "redis-server did not listen on {port}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    {
+        runtime().block_on(async {
+            let url = format!("rediss://127.0.0.1:{port}/0");
+            let client = redis::Client::build_with_tls(
+                url.as_str(),
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(ca.pem().into_bytes()),
+                },
+            )
+            .expect("a TLS client");
+            let mut conn = turnd::store::connect::connect_client(client).expect("a manager");
+            let () = conn
+                .hset(USERS_KEY, "alice", "password:over-tls")
+                .await
+                .expect("HSET over TLS");
+            let found = read_users(&mut conn).await.expect("read over TLS");
+            assert_eq!(
+                found.users["alice"],
+                UserSecret::Password("over-tls".into())
+            );
+            // A client that does not trust the CA (the system roots) is refused.
+            let untrusting = turnd::store::connect::client(&url, None).expect("a client");
+            let mut conn = turnd::store::connect::connect_client(untrusting).expect("a manager");
+            let refused = tokio::time::timeout(Duration::from_secs(60), read_users(&mut conn))
+                .await
+                .expect("an answer within 60 s");
+            assert!(
+                refused.is_err(),
+                "a certificate from an unknown CA was accepted"
+            );
+        })
+    }
+}
