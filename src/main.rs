@@ -26,6 +26,9 @@ fn main() -> ExitCode {
     if let Some(config::Command::Healthcheck(args)) = &cli.command {
         return healthcheck(&cli, args);
     }
+    if let Some(config::Command::Allocations(args)) = &cli.command {
+        return allocations(&cli, args);
+    }
     let cfg = match config::load(&cli.config_args()) {
         Ok(c) => c,
         Err(e) => {
@@ -115,6 +118,13 @@ fn main() -> ExitCode {
     };
     startup_summary(&started_with, &server, open_files);
     let (rt, signals) = signals;
+    // The fleet's store (docs/cluster.md): what this node reports to it.
+    if let (Some(url), Some(link)) = (&started_with.store, server.store_link()) {
+        match turnd::store::report::spawn(rt.handle(), link, url, started_with.node_id.as_deref()) {
+            Ok(node) => tracing::info!(node = %node, "store: this node's id in the fleet"),
+            Err(e) => tracing::error!(error = %e, "store: not reporting to the fleet"),
+        }
+    }
     let reload = || {
         tracing::info!("SIGHUP: reloading");
         // The certificate files named at start-up; a bad one is refused and the old one stays.
@@ -400,6 +410,26 @@ fn credentials(cli: &Cli, args: &turnd::credentials::CredentialsArgs) -> ExitCod
         println!("iceServers: {json}");
     }
     ExitCode::SUCCESS
+}
+
+/// `turnd allocations`: the fleet's allocations from `--store` (or the configuration's
+/// `store`); 2 when there is no store to ask.
+fn allocations(cli: &Cli, args: &turnd::store::fleet::AllocationsArgs) -> ExitCode {
+    let url = match &args.store {
+        Some(u) => u.clone(),
+        None => match config::load(&cli.config_args()).map(|c| c.store) {
+            Ok(Some(u)) => u,
+            Ok(None) => {
+                eprintln!("turnd allocations: give --store URL, or a configuration with store");
+                return ExitCode::from(2);
+            }
+            Err(e) => {
+                eprintln!("turnd: {e}");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    ExitCode::from(turnd::store::fleet::main(args, &url))
 }
 
 /// `turnd healthcheck`: 0 when `/healthz` (on `--url`, else on the configured

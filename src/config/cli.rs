@@ -43,6 +43,9 @@ pub enum Command {
     /// Exit 0 if turnd's /healthz answers 200 (for container HEALTHCHECKs
     /// in images without a shell), 1 otherwise.
     Healthcheck(crate::healthcheck::HealthcheckArgs),
+    /// List the allocations of every node sharing the fleet's store, or end a
+    /// user's allocations on all of them (--user NAME --end).
+    Allocations(crate::store::fleet::AllocationsArgs),
 }
 
 impl Cli {
@@ -55,7 +58,8 @@ impl Cli {
             Some(Command::CheckConfig(sub)) => self.args.clone().overridden_by(sub),
             Some(Command::Credentials(_))
             | Some(Command::Probe(_))
-            | Some(Command::Healthcheck(_)) => self.args.clone(),
+            | Some(Command::Healthcheck(_))
+            | Some(Command::Allocations(_)) => self.args.clone(),
         }
     }
 

@@ -563,5 +563,17 @@ config_keys! {
             example: r#""redis://127.0.0.1:6379/0""#,
             render: |c| Some(quote(&c.store.as_deref().map_or(String::new(), store_url_redacted))),
         },
+
+        /// This node's name in the fleet's store; "" = `hostname:pid:start-unix`.
+        ///
+        /// Names the node's keys in the store (`turnd:node:NAME`, its allocation and quota
+        /// counts) and its entries in the fleet view. Two running nodes must not share one:
+        /// the default is unique per process; a fixed name (say the pod's) makes a restarted
+        /// node take its keys back at once instead of leaving them to expire with their lease.
+        node_id: Option<String> = None => {
+            flag: node_id "NAME", parse: one(node_id), sighup: restart,
+            example: r#""turn-eu-1""#,
+            render: |c| Some(quote(c.node_id.as_deref().unwrap_or(""))),
+        },
     }
 }

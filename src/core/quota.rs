@@ -110,8 +110,7 @@ impl Quotas {
         let total_ok = self
             .total
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (total_limit == 0 || n.saturating_add(others.total) < total_limit)
-                    .then_some(n + 1)
+                (total_limit == 0 || n.saturating_add(others.total) < total_limit).then_some(n + 1)
             })
             .is_ok();
         if !total_ok {

@@ -23,6 +23,67 @@ pub const WORKER_TIMEOUT: Duration = Duration::from_secs(2);
 pub enum AdminRequest {
     List(oneshot::Sender<Vec<AllocationInfo>>),
     Close(AllocationId, oneshot::Sender<bool>),
+    /// The allocations that ended since the last drain, with their final counters, and how
+    /// many did not fit the log ([`EndedLog`]); the store's usage accounting asks.
+    DrainEnded(oneshot::Sender<(Vec<EndedAllocation>, u64)>),
+}
+
+/// An allocation that ended, as the store's usage accounting needs it: its final counters,
+/// which a later `List` can no longer show.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EndedAllocation {
+    /// As [`AllocationInfo::id`].
+    pub id: String,
+    pub user: String,
+    pub client: SocketAddr,
+    pub relays: Vec<SocketAddr>,
+    pub created_unix: u64,
+    pub ended_unix: u64,
+    pub stats: Relayed,
+}
+
+/// A worker's log of ended allocations, kept only when a store is configured (capacity 0:
+/// nothing kept, nothing counted). Bounded: beyond `capacity` entries not yet drained, an
+/// ended allocation is left out and counted, so a stuck store task costs at most this much.
+#[derive(Debug, Default)]
+pub struct EndedLog {
+    entries: Vec<EndedAllocation>,
+    capacity: usize,
+    overflowed: u64,
+}
+
+impl EndedLog {
+    /// Ended allocations kept per worker between two drains (every few seconds): about
+    /// 200 bytes each, so at most a few MiB per worker.
+    pub const CAPACITY: usize = 16_384;
+
+    pub fn new(capacity: usize) -> EndedLog {
+        EndedLog {
+            entries: Vec::new(),
+            capacity,
+            overflowed: 0,
+        }
+    }
+
+    /// Keeps `e` (when enabled and not full; else counts it as left out).
+    pub fn push(&mut self, e: impl FnOnce() -> EndedAllocation) {
+        if self.capacity == 0 {
+            return;
+        }
+        if self.entries.len() >= self.capacity {
+            self.overflowed += 1;
+            return;
+        }
+        self.entries.push(e());
+    }
+
+    /// Everything kept, and the count left out, since the last drain.
+    pub fn drain(&mut self) -> (Vec<EndedAllocation>, u64) {
+        (
+            std::mem::take(&mut self.entries),
+            std::mem::take(&mut self.overflowed),
+        )
+    }
 }
 
 pub type AdminSender = tokio::sync::mpsc::UnboundedSender<AdminRequest>;
@@ -97,9 +158,19 @@ fn info(worker: usize, a: &Allocation, now: Instant, unix_now: u64) -> Allocatio
 }
 
 /// Answers one request on the worker's thread; true when the core has outputs to drain.
-pub fn handle(core: &mut Core, worker: usize, req: AdminRequest, unix_now: u64) -> bool {
+pub fn handle(
+    core: &mut Core,
+    ended: &mut EndedLog,
+    worker: usize,
+    req: AdminRequest,
+    unix_now: u64,
+) -> bool {
     let now = Instant::now();
     match req {
+        AdminRequest::DrainEnded(tx) => {
+            let _ = tx.send(ended.drain());
+            false
+        }
         AdminRequest::List(tx) => {
             let list = core
                 .allocations()
@@ -132,6 +203,33 @@ pub async fn list(workers: &[AdminSender]) -> Option<Vec<AllocationInfo>> {
         all.extend(tokio::time::timeout_at(deadline, rx).await.ok()?.ok()?);
     }
     Some(all)
+}
+
+/// Every worker's allocations, then every worker's ended allocations since the last drain
+/// (with the count left out), asked in that order of each worker so that an allocation ending
+/// meanwhile is in one list or the other. `None` when a worker did not answer in time.
+pub async fn list_and_drain_ended(
+    workers: &[AdminSender],
+) -> Option<(Vec<AllocationInfo>, Vec<EndedAllocation>, u64)> {
+    let mut lists = Vec::new();
+    let mut drains = Vec::new();
+    for w in workers {
+        let (tx, rx) = oneshot::channel();
+        w.send(AdminRequest::List(tx)).ok()?;
+        lists.push(rx);
+        let (tx, rx) = oneshot::channel();
+        w.send(AdminRequest::DrainEnded(tx)).ok()?;
+        drains.push(rx);
+    }
+    let deadline = tokio::time::Instant::now() + WORKER_TIMEOUT;
+    let (mut live, mut ended, mut left_out) = (Vec::new(), Vec::new(), 0);
+    for (l, d) in lists.into_iter().zip(drains) {
+        live.extend(tokio::time::timeout_at(deadline, l).await.ok()?.ok()?);
+        let (e, n) = tokio::time::timeout_at(deadline, d).await.ok()?.ok()?;
+        ended.extend(e);
+        left_out += n;
+    }
+    Some((live, ended, left_out))
 }
 
 /// Ends allocation `id`: `Some(true)` when it existed, `None` when its worker did not answer.
@@ -217,6 +315,29 @@ fn json_addrs(addrs: &[SocketAddr]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_ended_log_is_off_without_capacity_and_bounded_with_it() {
+        let e = || EndedAllocation {
+            id: "0-1-0".into(),
+            user: "alice".into(),
+            client: "192.0.2.1:5000".parse().unwrap(),
+            relays: Vec::new(),
+            created_unix: 1,
+            ended_unix: 2,
+            stats: Relayed::default(),
+        };
+        let mut off = EndedLog::new(0);
+        off.push(e);
+        assert_eq!(off.drain(), (Vec::new(), 0));
+        let mut log = EndedLog::new(3);
+        for _ in 0..5 {
+            log.push(e);
+        }
+        let (kept, left_out) = log.drain();
+        assert_eq!((kept.len(), left_out), (3, 2));
+        assert_eq!(log.drain(), (Vec::new(), 0), "a drain empties it");
+    }
 
     #[test]
     fn ids_round_trip_and_reject_garbage() {

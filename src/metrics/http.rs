@@ -52,6 +52,8 @@ pub struct Request {
     pub method: String,
     /// The path without its query string.
     pub path: String,
+    /// The query string (after `?`, before any `#`), empty when absent; not decoded.
+    pub query: String,
     /// The `Accept` header, empty when absent.
     pub accept: String,
     /// The `Authorization` header, empty when absent.
@@ -95,6 +97,11 @@ pub fn parse_request(buf: &[u8]) -> Result<Option<Request>, ParseError> {
         return Err(ParseError::BadRequest);
     }
     let path = target.split(['?', '#']).next().unwrap_or(target);
+    let query = target
+        .split('#')
+        .next()
+        .and_then(|t| t.split_once('?'))
+        .map_or("", |(_, q)| q);
     let mut accept = String::new();
     let mut authorization = String::new();
     for line in lines {
@@ -112,6 +119,7 @@ pub fn parse_request(buf: &[u8]) -> Result<Option<Request>, ParseError> {
     Ok(Some(Request {
         method: method.to_string(),
         path: path.to_string(),
+        query: query.to_string(),
         accept,
         authorization,
     }))

@@ -55,6 +55,7 @@ impl Endpoint {
         shared: Arc<Shared>,
         admin: Vec<admin::AdminSender>,
         admin_token: Option<String>,
+        store: Option<(String, Arc<crate::store::stats::StoreStats>)>,
         mut shutdown: watch::Receiver<bool>,
     ) -> anyhow::Result<Endpoint> {
         let listener = std::net::TcpListener::bind(addr)
@@ -62,15 +63,24 @@ impl Endpoint {
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
         let ready = Arc::new(AtomicBool::new(false));
-        let registry = collect::registry(TurndCollector {
+        let mut registry = collect::registry(TurndCollector {
             workers,
             shared: Some(shared),
         });
-        let route = Arc::new(Router::new(registry, ready.clone(), admin, admin_token));
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .context("cannot start the metrics runtime")?;
+        let mut router = Router::new(Registry::default(), ready.clone(), admin, admin_token);
+        // With a store: its report task's metrics, and the fleet view (`/fleet/…`) on a
+        // connection of this runtime's own, made lazily.
+        if let Some((url, stats)) = store {
+            registry.register_collector(Box::new(crate::store::stats::StoreCollector(stats)));
+            let _enter = rt.enter();
+            router.fleet = Some(crate::store::fleet::FleetApi::new(&url)?);
+        }
+        router.registry = registry;
+        let route = Arc::new(router);
         let thread = std::thread::Builder::new()
             .name("turnd-metrics".into())
             .spawn(move || {
@@ -125,6 +135,8 @@ pub struct Router {
     workers: Vec<admin::AdminSender>,
     /// `Bearer TOKEN` when `admin_token` is set.
     expected: Option<String>,
+    /// The fleet view (`/fleet/allocations`), with a store.
+    fleet: Option<crate::store::fleet::FleetApi>,
 }
 
 impl Router {
@@ -139,6 +151,7 @@ impl Router {
             ready,
             workers,
             expected: token.map(|t| format!("Bearer {t}")),
+            fleet: None,
         }
     }
 
@@ -146,7 +159,9 @@ impl Router {
     /// every other path answers at once.
     pub async fn answer(&self, req: &Request) -> Response {
         let get = matches!(req.method.as_str(), "GET" | "HEAD");
-        let admin_path = req.path == "/allocations" || req.path.starts_with("/allocations/");
+        let admin_path = req.path == "/allocations"
+            || req.path.starts_with("/allocations/")
+            || req.path.starts_with("/fleet/");
         if let (true, Some(expected)) = (admin_path, &self.expected) {
             // Constant time, so the token cannot be guessed byte by byte from timings.
             let ok: bool =
@@ -164,6 +179,10 @@ impl Router {
             "/healthz" => Response::text(200, "ok\n"),
             "/readyz" if self.ready.load(Ordering::Relaxed) => Response::text(200, "ready\n"),
             "/readyz" => Response::text(503, "not ready\n"),
+            "/fleet/allocations" => match &self.fleet {
+                Some(fleet) => fleet.answer(req).await,
+                None => Response::text(404, "no store: the fleet view needs `store`\n"),
+            },
             "/allocations" => match admin::list(&self.workers).await {
                 Some(list) => Response {
                     content_type: "application/json",

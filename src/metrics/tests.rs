@@ -222,6 +222,7 @@ pub(super) fn answer(router: &Router, method: &str, path: &str, authorization: &
     rt.block_on(router.answer(&Request {
         method: method.into(),
         path: path.into(),
+        query: String::new(),
         accept: String::new(),
         authorization: authorization.into(),
     }))

@@ -98,6 +98,10 @@ pub struct Server {
     /// Tells every worker a reload stored a new peer filter, so each applies it to its
     /// permissions, channels and TCP connections at once.
     reloads: reload::Reloads,
+    /// Each worker's admin channel, for the store's report task.
+    admin: Vec<crate::metrics::admin::AdminSender>,
+    /// The store's report task's metrics, with a store.
+    store_stats: Option<std::sync::Arc<crate::store::stats::StoreStats>>,
 }
 
 impl Server {
@@ -160,12 +164,14 @@ impl Server {
         let (admin_tx, mut admin_rx): (Vec<_>, Vec<_>) = (0..workers)
             .map(|_| tokio::sync::mpsc::unbounded_channel())
             .unzip();
+        let store_stats = config.store.as_ref().map(|_| std::sync::Arc::default());
         let metrics = crate::metrics::Endpoint::start(
             config.metrics_listen,
             worker_metrics.clone(),
             shared.clone(),
-            admin_tx,
+            admin_tx.clone(),
             config.admin_token.clone(),
+            config.store.clone().zip(store_stats.clone()),
             rx.clone(),
         )?;
         // The own-host set needs every bound listener: TURN, TLS, RFC 5780, admin.
@@ -214,6 +220,10 @@ impl Server {
                 admin: admin_rx.remove(0),
                 udp_options: udp_opts,
                 notifier: notifiers[index].clone(),
+                ended_log: match config.store {
+                    Some(_) => crate::metrics::admin::EndedLog::CAPACITY,
+                    None => 0,
+                },
             })
             .context("cannot start worker thread")?;
             handles.push(handle);
@@ -234,6 +244,21 @@ impl Server {
             shared,
             host,
             reloads,
+            admin: admin_tx,
+            store_stats,
+        })
+    }
+
+    /// What the store's report task works with: the shared control plane (quotas,
+    /// credentials), every worker's admin channel and the task's metrics (`None` without a
+    /// store).
+    pub fn store_link(&self) -> Option<crate::store::report::Link> {
+        Some(crate::store::report::Link {
+            shared: self.shared.clone(),
+            workers: self.admin.clone(),
+            stats: self.store_stats.clone()?,
+            udp: self.udp_addrs.clone(),
+            metrics: self.metrics.addr(),
         })
     }
 

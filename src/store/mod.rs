@@ -8,6 +8,13 @@
 //! Redis.
 
 pub mod connect;
+pub mod counts;
+pub mod fleet;
+pub mod keys;
+pub mod node;
+pub mod report;
+pub mod stats;
+pub mod usage;
 pub mod users;
 
 pub use connect::{connect, ConnectError};

@@ -797,7 +797,11 @@ fn user_quota_counts_the_other_nodes_snapshot() {
     let mut a1 = Client::alice(ft(40001));
     let mut a2 = Client::alice(ft(40002));
     a1.allocate(&mut h);
-    assert_ne!(h.server.shared().quotas.generation(), g0, "the change is signalled");
+    assert_ne!(
+        h.server.shared().quotas.generation(),
+        g0,
+        "the change is signalled"
+    );
     a2.allocate_with(&mut h, &[])
         .assert_error(Method::ALLOCATE, 486, Some(&a2.key));
     assert_eq!(h.server.counters().dropped[DropReason::Quota], 1);
@@ -806,7 +810,11 @@ fn user_quota_counts_the_other_nodes_snapshot() {
     // The other node ended its allocation: the next snapshot says so.
     h.server.shared().quotas.set_others(Others::default());
     a2.allocate(&mut h);
-    assert_eq!(h.server.shared().quotas.of_user("alice"), 2, "own count only");
+    assert_eq!(
+        h.server.shared().quotas.of_user("alice"),
+        2,
+        "own count only"
+    );
 }
 
 /// `total_quota` likewise: the others' total counts, and a cleared snapshot (the store was not
@@ -846,8 +854,11 @@ fn a_reservation_needing_two_units_is_refused_whole_against_the_snapshot() {
         total: 1,
     });
     let mut a = Client::alice(ft(40001));
-    a.allocate_with(&mut h, &[even_port(true)])
-        .assert_error(Method::ALLOCATE, 486, Some(&a.key.clone()));
+    a.allocate_with(&mut h, &[even_port(true)]).assert_error(
+        Method::ALLOCATE,
+        486,
+        Some(&a.key.clone()),
+    );
     assert_eq!(h.server.shared().quotas.of_user("alice"), 0);
     assert_eq!(h.ports_in_use(relay_v4()), 0);
 }
