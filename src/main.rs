@@ -119,12 +119,26 @@ fn main() -> ExitCode {
     startup_summary(&started_with, &server, open_files);
     let (rt, signals) = signals;
     // The fleet's store (docs/cluster.md): what this node reports to it.
-    if let (Some(url), Some(link)) = (&started_with.store, server.store_link()) {
-        match turnd::store::report::spawn(rt.handle(), link, url, started_with.node_id.as_deref()) {
-            Ok(node) => tracing::info!(node = %node, "store: this node's id in the fleet"),
-            Err(e) => tracing::error!(error = %e, "store: not reporting to the fleet"),
+    let reporter = match (&started_with.store, server.store_link()) {
+        (Some(url), Some(link)) => {
+            match turnd::store::report::spawn(
+                rt.handle(),
+                link,
+                url,
+                started_with.node_id.as_deref(),
+            ) {
+                Ok(r) => {
+                    tracing::info!(node = %r.node, "store: this node's id in the fleet");
+                    Some(r)
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "store: not reporting to the fleet");
+                    None
+                }
+            }
         }
-    }
+        _ => None,
+    };
     let reload = || {
         tracing::info!("SIGHUP: reloading");
         // The certificate files named at start-up; a bad one is refused and the old one stays.
@@ -160,6 +174,9 @@ fn main() -> ExitCode {
         }
     };
     let outcome = rt.block_on(wait_and_drain(signals, &server, drain_timeout, reload));
+    if let Some(r) = &reporter {
+        rt.block_on(r.leave(turnd::store::report::LEAVE_TIMEOUT));
+    }
     tracing::info!("shutting down");
     server.shutdown();
     match outcome {

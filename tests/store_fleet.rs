@@ -587,6 +587,35 @@ fn a_killed_nodes_counts_and_registration_expire_within_the_lease() {
 }
 
 #[test]
+fn a_node_stopped_with_sigterm_reports_its_last_usage_and_leaves_at_once() {
+    let redis = RedisServer::start();
+    let a = Node::start("A", &redis.url(), "user_quota = 1");
+    let mut c = Node::start("C", &redis.url(), "user_quota = 1\ndrain_timeout = 1");
+    let peer = Peer::v4();
+    let mut on_c = c.alice();
+    // Relayed just before the signal: no periodic report can have carried it.
+    relay(&mut on_c, &peer, 3, 321, 2, 123);
+    wait_for("A sees C's one", || a.others() == 1);
+    let pid = libc::pid_t::try_from(c.proc.id()).unwrap();
+    // SAFETY: kill(2) on our own child, not yet reaped (we hold its handle).
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let status = c.proc.wait_timeout(Duration::from_secs(15)).expect("C exits");
+    assert!(status.success(), "{status}");
+    let mut conn = redis.conn();
+    // Gone at exit, not after the lease.
+    for key in ["turnd:node:C", "turnd:count:C", "turnd:allocs:C"] {
+        assert!(!conn.exists::<_, bool>(key).unwrap(), "{key} left behind");
+    }
+    let t = wait_for("A stops counting C", || a.others() == 0);
+    println!("A stopped counting a SIGTERMed node {t:?} after it exited");
+    a.alice().allocate();
+    let hour = turnd::store::keys::usage_hour(unix_now());
+    let tx: Option<u64> = conn.hget(&hour, "tx_bytes:alice").unwrap();
+    let rx: Option<u64> = conn.hget(&hour, "rx_bytes:alice").unwrap();
+    assert_eq!((tx, rx), (Some(3 * 321), Some(2 * 123)), "the last report at exit");
+}
+
+#[test]
 fn without_redis_relaying_goes_on_and_counts_alone_then_nodes_re_register() {
     let mut redis = RedisServer::start();
     let port = redis.port;

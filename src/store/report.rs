@@ -59,14 +59,35 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// The running report task: its node id, and the way to make it leave the fleet.
+pub struct Reporter {
+    pub node: String,
+    leave: tokio::sync::mpsc::Sender<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Reporter {
+    /// Before the process exits (after draining, while the workers still answer): a last
+    /// usage report and flush, then this node's keys are deleted so the other nodes stop
+    /// counting its allocations at once instead of after the lease. Waits at most `timeout`.
+    pub async fn leave(&self, timeout: Duration) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.leave.send(tx).await.is_ok() {
+            let _ = tokio::time::timeout(timeout, rx).await;
+        }
+    }
+}
+
+/// How long [`Reporter::leave`] is given at exit.
+pub const LEAVE_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// Starts the report task on `rt` for the store at `url`; `node_id` is the configured id
-/// (`None`: `hostname:pid:start-unix`). Returns the node id, or why the URL cannot be used.
+/// (`None`: `hostname:pid:start-unix`). Returns its handle, or why the URL cannot be used.
 pub fn spawn(
     rt: &tokio::runtime::Handle,
     link: Link,
     url: &str,
     node_id: Option<&str>,
-) -> Result<String, super::ConnectError> {
+) -> Result<Reporter, super::ConnectError> {
     let started = unix_now();
     let node = node::node_id(node_id, started);
     let _enter = rt.enter();
@@ -88,8 +109,9 @@ pub fn spawn(
         observed_generation: 0,
         ended_left_out: 0,
     };
-    rt.spawn(task.run(changes));
-    Ok(node)
+    let (leave, leave_rx) = tokio::sync::mpsc::channel(1);
+    rt.spawn(task.run(changes, leave_rx));
+    Ok(Reporter { node, leave })
 }
 
 /// Listens to `turnd:changes` on a pub/sub connection of its own and wakes `changes` on
@@ -137,7 +159,11 @@ struct Report {
 }
 
 impl Report {
-    async fn run(mut self, changes: Arc<Notify>) {
+    async fn run(
+        mut self,
+        changes: Arc<Notify>,
+        mut leave: tokio::sync::mpsc::Receiver<tokio::sync::oneshot::Sender<()>>,
+    ) {
         tracing::info!(node = %self.node, "store: reporting this node to the fleet");
         let mut coalesce = tokio::time::interval(COALESCE);
         coalesce.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -172,7 +198,42 @@ impl Report {
                 _ = others.tick() => self.read_others().await,
                 _ = refresh.tick() => self.register().await,
                 _ = flush.tick() => self.flush().await,
+                done = leave.recv() => {
+                    self.leave().await;
+                    if let Some(done) = done {
+                        let _ = done.send(());
+                    }
+                    return;
+                }
             }
+        }
+    }
+
+    /// The last report: usage up to now, then this node's keys go.
+    async fn leave(&mut self) {
+        let generation = self.link.shared.quotas.generation();
+        self.observe(generation).await;
+        self.flush().await;
+        let result = redis::pipe()
+            .atomic()
+            .del(keys::node(&self.node))
+            .ignore()
+            .del(keys::count(&self.node))
+            .ignore()
+            .del(keys::allocs(&self.node))
+            .ignore()
+            .zrem(keys::NODES, &self.node)
+            .ignore()
+            .publish(keys::CHANGES, keys::COUNTS_CHANGED)
+            .ignore()
+            .exec_async(&mut self.conn)
+            .await;
+        match result {
+            Ok(()) => tracing::info!(node = %self.node, "store: left the fleet"),
+            Err(e) => tracing::warn!(
+                error = ?e.kind(),
+                "store: could not leave the fleet; this node's keys expire with their lease"
+            ),
         }
     }
 
