@@ -555,9 +555,10 @@ config_keys! {
     section "Shared store" {
         /// The fleet's Redis: `redis://HOST:PORT/DB`, or `rediss://…` for TLS; "" = none.
         ///
-        /// Not used yet: this is the first step of the fleet work, and a node with a store set
-        /// behaves as without one. A password in the URL (`redis://:PASSWORD@HOST`) is shown
-        /// redacted.
+        /// With a store, the node registers itself and its allocations there, counts
+        /// `user_quota`/`total_quota` across every node sharing it, and adds its usage to the
+        /// store's hour and day buckets (docs/cluster.md); the relay path never waits for it. A
+        /// password in the URL (`redis://:PASSWORD@HOST`) is shown redacted.
         store: Option<String> = None => {
             flag: store "URL", parse: one(store_url), sighup: restart,
             example: r#""redis://127.0.0.1:6379/0""#,
