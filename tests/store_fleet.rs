@@ -599,7 +599,10 @@ fn a_node_stopped_with_sigterm_reports_its_last_usage_and_leaves_at_once() {
     let pid = libc::pid_t::try_from(c.proc.id()).unwrap();
     // SAFETY: kill(2) on our own child, not yet reaped (we hold its handle).
     assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
-    let status = c.proc.wait_timeout(Duration::from_secs(15)).expect("C exits");
+    let status = c
+        .proc
+        .wait_timeout(Duration::from_secs(15))
+        .expect("C exits");
     assert!(status.success(), "{status}");
     let mut conn = redis.conn();
     // Gone at exit, not after the lease.
@@ -612,7 +615,11 @@ fn a_node_stopped_with_sigterm_reports_its_last_usage_and_leaves_at_once() {
     let hour = turnd::store::keys::usage_hour(unix_now());
     let tx: Option<u64> = conn.hget(&hour, "tx_bytes:alice").unwrap();
     let rx: Option<u64> = conn.hget(&hour, "rx_bytes:alice").unwrap();
-    assert_eq!((tx, rx), (Some(3 * 321), Some(2 * 123)), "the last report at exit");
+    assert_eq!(
+        (tx, rx),
+        (Some(3 * 321), Some(2 * 123)),
+        "the last report at exit"
+    );
 }
 
 #[test]

@@ -84,6 +84,19 @@ impl EndedLog {
             std::mem::take(&mut self.overflowed),
         )
     }
+
+    /// Takes back a drain that could not be delivered (the asker gave up waiting), in front of
+    /// what ended since, so nothing is lost; still bounded (the surplus is counted as left out).
+    pub fn restore(&mut self, (mut entries, overflowed): (Vec<EndedAllocation>, u64)) {
+        self.overflowed += overflowed;
+        let room = self.capacity.saturating_sub(self.entries.len());
+        if entries.len() > room {
+            self.overflowed += (entries.len() - room) as u64;
+            entries.truncate(room);
+        }
+        entries.append(&mut self.entries);
+        self.entries = entries;
+    }
 }
 
 pub type AdminSender = tokio::sync::mpsc::UnboundedSender<AdminRequest>;
@@ -168,7 +181,9 @@ pub fn handle(
     let now = Instant::now();
     match req {
         AdminRequest::DrainEnded(tx) => {
-            let _ = tx.send(ended.drain());
+            if let Err(undelivered) = tx.send(ended.drain()) {
+                ended.restore(undelivered);
+            }
             false
         }
         AdminRequest::List(tx) => {
@@ -205,31 +220,44 @@ pub async fn list(workers: &[AdminSender]) -> Option<Vec<AllocationInfo>> {
     Some(all)
 }
 
-/// Every worker's allocations, then every worker's ended allocations since the last drain
-/// (with the count left out), asked in that order of each worker so that an allocation ending
-/// meanwhile is in one list or the other. `None` when a worker did not answer in time.
-pub async fn list_and_drain_ended(
-    workers: &[AdminSender],
-) -> Option<(Vec<AllocationInfo>, Vec<EndedAllocation>, u64)> {
-    let mut lists = Vec::new();
-    let mut drains = Vec::new();
+/// What one worker answered to [`list_and_drain_ended`]: its live allocations, its ended ones
+/// since the last drain, and how many its log left out.
+pub type WorkerUsage = (Vec<AllocationInfo>, Vec<EndedAllocation>, u64);
+
+/// Every worker's allocations, then its ended allocations since the last drain, asked in that
+/// order on the worker's channel so that an allocation ending meanwhile is in one list or the
+/// other. One entry per worker, `None` for a worker that did not answer within
+/// [`WORKER_TIMEOUT`] (its undelivered drain goes back into its log: nothing is lost).
+pub async fn list_and_drain_ended(workers: &[AdminSender]) -> Vec<Option<WorkerUsage>> {
+    let mut asked = Vec::new();
     for w in workers {
-        let (tx, rx) = oneshot::channel();
-        w.send(AdminRequest::List(tx)).ok()?;
-        lists.push(rx);
-        let (tx, rx) = oneshot::channel();
-        w.send(AdminRequest::DrainEnded(tx)).ok()?;
-        drains.push(rx);
+        let (ltx, lrx) = oneshot::channel();
+        let (dtx, drx) = oneshot::channel();
+        let sent = w.send(AdminRequest::List(ltx)).is_ok()
+            && w.send(AdminRequest::DrainEnded(dtx)).is_ok();
+        asked.push(sent.then_some((lrx, drx)));
     }
     let deadline = tokio::time::Instant::now() + WORKER_TIMEOUT;
-    let (mut live, mut ended, mut left_out) = (Vec::new(), Vec::new(), 0);
-    for (l, d) in lists.into_iter().zip(drains) {
-        live.extend(tokio::time::timeout_at(deadline, l).await.ok()?.ok()?);
-        let (e, n) = tokio::time::timeout_at(deadline, d).await.ok()?.ok()?;
-        ended.extend(e);
-        left_out += n;
+    let mut answers = Vec::new();
+    for a in asked {
+        let answer = match a {
+            Some((l, d)) => {
+                let live = tokio::time::timeout_at(deadline, l)
+                    .await
+                    .ok()
+                    .and_then(Result::ok);
+                let ended = tokio::time::timeout_at(deadline, d)
+                    .await
+                    .ok()
+                    .and_then(Result::ok);
+                live.zip(ended)
+                    .map(|(live, (ended, left_out))| (live, ended, left_out))
+            }
+            None => None,
+        };
+        answers.push(answer);
     }
-    Some((live, ended, left_out))
+    answers
 }
 
 /// Ends allocation `id`: `Some(true)` when it existed, `None` when its worker did not answer.
@@ -337,6 +365,16 @@ mod tests {
         let (kept, left_out) = log.drain();
         assert_eq!((kept.len(), left_out), (3, 2));
         assert_eq!(log.drain(), (Vec::new(), 0), "a drain empties it");
+        // An undelivered drain comes back first, within the bound.
+        log.push(|| EndedAllocation {
+            id: "0-9-0".into(),
+            ..e()
+        });
+        log.restore((kept, left_out));
+        let (kept, left_out) = log.drain();
+        assert_eq!(kept.len(), 3);
+        assert_eq!(kept[0].id, "0-1-0");
+        assert_eq!(left_out, 2 + 1, "the one that no longer fit is counted");
     }
 
     #[test]

@@ -45,11 +45,14 @@ pub async fn write(
 }
 
 /// The live nodes other than `own`: members of `turnd:nodes` whose node key still exists
-/// (at most [`MAX_NODES`]). Two round trips.
+/// (at most [`MAX_NODES`]), each with the length of its hash `hash(node)` (`HLEN`), so a
+/// caller reads only hashes of a size it accepts: Redis's replies are bounded before they are
+/// read, not only after. Two round trips.
 pub async fn live_nodes(
     conn: &mut impl ConnectionLike,
     own: Option<&str>,
-) -> redis::RedisResult<Vec<String>> {
+    hash: fn(&str) -> String,
+) -> redis::RedisResult<Vec<(String, u64)>> {
     let members: Vec<String> = redis::cmd("ZRANGE")
         .arg(keys::NODES)
         .arg(0)
@@ -61,24 +64,31 @@ pub async fn live_nodes(
         .filter(|m| Some(m.as_str()) != own)
         .collect();
     if members.is_empty() {
-        return Ok(members);
+        return Ok(Vec::new());
     }
     let mut p = redis::pipe();
     for m in &members {
-        p.exists(keys::node(m));
+        p.exists(keys::node(m)).hlen(hash(m));
     }
-    let alive: Vec<bool> = p.query_async(conn).await?;
+    let answers: Vec<(bool, u64)> = p.query_async(conn).await?;
     Ok(members
         .into_iter()
-        .zip(alive)
-        .filter_map(|(m, a)| a.then_some(m))
+        .zip(answers)
+        .filter_map(|(m, (alive, len))| alive.then_some((m, len)))
         .collect())
 }
 
-/// The other live nodes' counts, summed: three round trips whatever the fleet's size.
+/// The other live nodes' counts, summed: three round trips whatever the fleet's size. A node
+/// whose counts hash holds more than [`MAX_COUNTS`] fields is left out (no node writes that
+/// many: it would hold that many users' allocations).
 pub async fn read_others(conn: &mut impl ConnectionLike, own: &str) -> redis::RedisResult<Others> {
-    let nodes = live_nodes(conn, Some(own)).await?;
+    let nodes = live_nodes(conn, Some(own), keys::count).await?;
     let mut others = Others::default();
+    let nodes: Vec<String> = nodes
+        .into_iter()
+        .filter(|(_, len)| *len <= MAX_COUNTS as u64)
+        .map(|(n, _)| n)
+        .collect();
     if nodes.is_empty() {
         return Ok(others);
     }

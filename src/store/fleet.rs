@@ -35,15 +35,29 @@ pub struct Fleet {
 
 /// Every live node's allocations (of `user` only, when given). Three round trips.
 pub async fn read(conn: &mut impl ConnectionLike, user: Option<&str>) -> redis::RedisResult<Fleet> {
-    let nodes = live_nodes(conn, None).await?;
+    let nodes = live_nodes(conn, None, keys::allocs).await?;
     let mut fleet = Fleet::default();
     if nodes.is_empty() {
         return Ok(fleet);
     }
+    // A hash that alone holds more than can be listed is not read (its entries count as
+    // skipped): the reply is bounded before it is read.
     let mut p = redis::pipe();
-    for n in &nodes {
-        p.get(keys::node(n)).hgetall(keys::allocs(n));
-    }
+    let mut total: u64 = 0;
+    let nodes: Vec<String> = nodes
+        .into_iter()
+        .map(|(n, len)| {
+            if len > MAX_LISTED as u64 || total + len > 2 * MAX_LISTED as u64 {
+                fleet.skipped += len as usize;
+                fleet.truncated = true;
+                p.get(keys::node(&n)).cmd("ECHO").arg("");
+            } else {
+                total += len;
+                p.get(keys::node(&n)).hgetall(keys::allocs(&n));
+            }
+            n
+        })
+        .collect();
     let answers: Vec<Value> = p.query_async(conn).await?;
     let mut answers = answers.into_iter();
     let mut listed = 0;

@@ -329,24 +329,44 @@ impl Report {
             .is_none_or(|t| t.elapsed() >= OBSERVE_EVERY);
         self.last_observe = Some(Instant::now());
         self.observed_generation = generation;
-        let Some((live, ended, left_out)) = admin::list_and_drain_ended(&self.link.workers).await
-        else {
-            tracing::debug!("store: a worker did not answer the usage request");
-            return;
-        };
+        let answers = admin::list_and_drain_ended(&self.link.workers).await;
+        let unanswered: Vec<usize> = answers
+            .iter()
+            .enumerate()
+            .filter_map(|(w, a)| a.is_none().then_some(w))
+            .collect();
+        if !unanswered.is_empty() {
+            tracing::debug!(workers = ?unanswered, "store: workers did not answer the usage request");
+        }
+        let (mut live, mut ended, mut left_out) = (Vec::new(), Vec::new(), 0);
+        for (l, e, n) in answers.into_iter().flatten() {
+            live.extend(l);
+            ended.extend(e);
+            left_out += n;
+        }
         if left_out > 0 {
             self.link.stats.add_dropped(Dropped::Ended, left_out);
             self.ended_left_out += left_out;
         }
         let credentials = self.link.shared.credentials.load();
-        let changed = self.usage.observe(
+        // An id is `worker-slot-generation` (admin::format_id).
+        let unanswered_worker = |id: &str| {
+            id.split('-')
+                .next()
+                .and_then(|w| w.parse::<usize>().ok())
+                .is_some_and(|w| unanswered.contains(&w))
+        };
+        let changed = self.usage.observe_partial(
             &live,
             &ended,
             |u| credentials.account_of(u).into(),
             unix_now(),
+            unanswered_worker,
         );
         self.sync_stats();
-        if first || every || changed.started > 0 || changed.ended > 0 {
+        // A partial list would drop the silent workers' allocations from the fleet view: keep
+        // the last one written until every worker answers.
+        if unanswered.is_empty() && (first || every || changed.started > 0 || changed.ended > 0) {
             self.write_allocs(&live).await;
         }
     }

@@ -148,6 +148,19 @@ impl Usage {
         account: impl Fn(&str) -> Box<str>,
         now: u64,
     ) -> Changed {
+        self.observe_partial(live, ended, account, now, |_| false)
+    }
+
+    /// [`Usage::observe`] when some workers did not answer: an allocation `unanswered` says is
+    /// theirs is kept as it was (neither counted nor forgotten) until they answer again.
+    pub fn observe_partial(
+        &mut self,
+        live: &[AllocationInfo],
+        ended: &[EndedAllocation],
+        account: impl Fn(&str) -> Box<str>,
+        now: u64,
+        unanswered: impl Fn(&str) -> bool,
+    ) -> Changed {
         let mut changed = Changed::default();
         let ended_ids: std::collections::HashSet<&str> =
             ended.iter().map(|e| e.id.as_str()).collect();
@@ -215,7 +228,8 @@ impl Usage {
         }
         // Neither listed nor logged: its worker's log had no room (counted there). Its last
         // delta is lost; forget it.
-        self.seen.retain(|id, _| live_ids.contains(id.as_str()));
+        self.seen
+            .retain(|id, _| live_ids.contains(id.as_str()) || unanswered(id));
         changed
     }
 
@@ -486,6 +500,30 @@ mod tests {
             T + 3,
         );
         assert_eq!(totals(&mut u)["alice"].0[1], 160);
+    }
+
+    #[test]
+    fn a_worker_that_did_not_answer_keeps_its_allocations_counted_once() {
+        let mut u = Usage::default();
+        u.observe(
+            &[live("1-1-0", "alice", T, relayed(100, 0))],
+            &[],
+            account,
+            T + 1,
+        );
+        // Worker 1 did not answer this time: its allocation is neither ended nor restarted.
+        let c = u.observe_partial(&[], &[], account, T + 2, |id| id.starts_with("1-"));
+        assert_eq!(c, Changed::default());
+        assert_eq!(u.tracked(), 1);
+        u.observe(
+            &[live("1-1-0", "alice", T, relayed(250, 0))],
+            &[],
+            account,
+            T + 3,
+        );
+        assert_eq!(totals(&mut u)["alice"].0[1], 250, "no double count");
+        let starts = u.take_batch(usize::MAX).events.len();
+        assert_eq!(starts, 0, "taken above; one start only");
     }
 
     #[test]
