@@ -107,7 +107,6 @@ pub fn spawn(
         snapshot_cleared: true,
         last_observe: None,
         observed_generation: 0,
-        ended_left_out: 0,
     };
     let (leave, leave_rx) = tokio::sync::mpsc::channel(1);
     rt.spawn(task.run(changes, leave_rx));
@@ -155,7 +154,6 @@ struct Report {
     last_observe: Option<Instant>,
     /// The quota generation at the last observation.
     observed_generation: u64,
-    ended_left_out: u64,
 }
 
 impl Report {
@@ -346,7 +344,6 @@ impl Report {
         }
         if left_out > 0 {
             self.link.stats.add_dropped(Dropped::Ended, left_out);
-            self.ended_left_out += left_out;
         }
         let credentials = self.link.shared.credentials.load();
         // An id is `worker-slot-generation` (admin::format_id).
