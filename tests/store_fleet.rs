@@ -499,6 +499,18 @@ fn the_fleet_view_lists_every_nodes_allocations_and_ends_a_users_everywhere() {
     for n in &nodes {
         assert!(body.contains(&format!("\"node\":\"{}\"", n.id)), "{body}");
     }
+    // An allocation that ends leaves the view (the node writes what changed, not all).
+    let mut gone = nodes[2].bob();
+    gone.allocate();
+    wait_for("A lists five", || {
+        let raw = common::http_get(nodes[0].metrics, "/fleet/allocations");
+        listed(common::http_body(&raw)) == 5
+    });
+    assert_success(&gone.refresh(Some(0)), REFRESH);
+    wait_for("A lists four again", || {
+        let raw = common::http_get(nodes[0].metrics, "/fleet/allocations");
+        listed(common::http_body(&raw)) == 4
+    });
     // The CLI, against the store alone.
     let out = Command::new(env!("CARGO_BIN_EXE_turnd"))
         .args(["allocations", "--store", &redis.url()])
@@ -672,6 +684,7 @@ fn without_redis_relaying_goes_on_and_counts_alone_then_nodes_re_register() {
             "turnd:node:B",
             "turnd:count:A",
             "turnd:count:B",
+            "turnd:allocs:A",
         ]
         .iter()
         .all(|k| conn.exists::<_, bool>(k).unwrap())

@@ -107,6 +107,7 @@ pub fn spawn(
         snapshot_cleared: true,
         last_observe: None,
         observed_generation: 0,
+        allocs_rewrite: true,
     };
     let (leave, leave_rx) = tokio::sync::mpsc::channel(1);
     rt.spawn(task.run(changes, leave_rx));
@@ -154,6 +155,9 @@ struct Report {
     last_observe: Option<Instant>,
     /// The quota generation at the last observation.
     observed_generation: u64,
+    /// `turnd:allocs:{node}` must be rewritten whole (at start, after a failed or skipped
+    /// write, when the store lost it); otherwise only what changed is written.
+    allocs_rewrite: bool,
 }
 
 impl Report {
@@ -308,23 +312,24 @@ impl Report {
             .query_async(&mut self.conn)
             .await;
         match result {
-            Ok((counts_kept, _)) => {
+            Ok((counts_kept, allocs_kept)) => {
                 if !counts_kept {
                     // Lost (a restarted store): write the counts at once.
                     self.written_generation = None;
+                }
+                if !allocs_kept {
+                    // Lost, or empty (no live allocation): rewritten whole, cheaply then.
+                    self.allocs_rewrite = true;
                 }
             }
             Err(e) => tracing::debug!(error = ?e.kind(), "store: lease not renewed"),
         }
     }
 
-    /// Asks every worker for its allocations and ended ones, counts the usage, and rewrites
-    /// `turnd:allocs:{node}` when the set changed (or every refresh).
+    /// Asks every worker for its allocations and ended ones, counts the usage, and brings
+    /// `turnd:allocs:{node}` up to date: what started and ended, or all of it when it must be
+    /// rewritten whole.
     async fn observe(&mut self, generation: u64) {
-        let first = self.last_observe.is_none();
-        let every = self
-            .last_observe
-            .is_none_or(|t| t.elapsed() >= OBSERVE_EVERY);
         self.last_observe = Some(Instant::now());
         self.observed_generation = generation;
         let answers = admin::list_and_drain_ended(&self.link.workers).await;
@@ -361,15 +366,31 @@ impl Report {
             unanswered_worker,
         );
         self.sync_stats();
-        // A partial list would drop the silent workers' allocations from the fleet view: keep
-        // the last one written until every worker answers.
-        if unanswered.is_empty() && (first || every || changed.started > 0 || changed.ended > 0) {
-            self.write_allocs(&live).await;
+        // A partial list would drop the silent workers' allocations from the fleet view: the
+        // next complete one rewrites it whole.
+        if !unanswered.is_empty() {
+            self.allocs_rewrite = true;
+            return;
         }
+        let ok = if self.allocs_rewrite {
+            self.write_allocs(&live).await
+        } else if !changed.started.is_empty() || !changed.ended.is_empty() {
+            let started: std::collections::HashSet<&str> =
+                changed.started.iter().map(String::as_str).collect();
+            let new: Vec<&AllocationInfo> = live
+                .iter()
+                .filter(|a| started.contains(a.id.as_str()))
+                .collect();
+            self.write_allocs_changes(&new, &changed.ended).await
+        } else {
+            true
+        };
+        self.allocs_rewrite = !ok;
     }
 
-    /// Replaces `turnd:allocs:{node}` with `live`, under the lease: one transaction.
-    async fn write_allocs(&mut self, live: &[AllocationInfo]) {
+    /// Replaces `turnd:allocs:{node}` with `live`, under the lease: one transaction. True when
+    /// written.
+    async fn write_allocs(&mut self, live: &[AllocationInfo]) -> bool {
         let key = keys::allocs(&self.node);
         let mut p = redis::pipe();
         p.atomic().del(&key).ignore();
@@ -382,8 +403,43 @@ impl Report {
             p.add_command(hset).ignore();
             p.pexpire(&key, LEASE.as_millis() as i64).ignore();
         }
-        if let Err(e) = p.exec_async(&mut self.conn).await {
-            tracing::debug!(error = ?e.kind(), "store: allocations not written");
+        self.exec_allocs(p).await
+    }
+
+    /// Adds the allocations that started and removes those that ended: one transaction, its
+    /// size that of the change, not of the table.
+    async fn write_allocs_changes(
+        &mut self,
+        started: &[&AllocationInfo],
+        ended: &[String],
+    ) -> bool {
+        let key = keys::allocs(&self.node);
+        let mut p = redis::pipe();
+        p.atomic();
+        if !ended.is_empty() {
+            let mut hdel = redis::cmd("HDEL");
+            hdel.arg(&key).arg(ended);
+            p.add_command(hdel).ignore();
+        }
+        if !started.is_empty() {
+            let mut hset = redis::cmd("HSET");
+            hset.arg(&key);
+            for a in started {
+                hset.arg(&a.id).arg(alloc_json(a));
+            }
+            p.add_command(hset).ignore();
+        }
+        p.pexpire(&key, LEASE.as_millis() as i64).ignore();
+        self.exec_allocs(p).await
+    }
+
+    async fn exec_allocs(&mut self, p: redis::Pipeline) -> bool {
+        match p.exec_async(&mut self.conn).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::debug!(error = ?e.kind(), "store: allocations not written");
+                false
+            }
         }
     }
 

@@ -132,8 +132,10 @@ pub struct Batch {
 /// What an observation changed in the set of live allocations, for `turnd:allocs:{node}`.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Changed {
-    pub started: usize,
-    pub ended: usize,
+    /// Ids of allocations seen for the first time and still live.
+    pub started: Vec<String>,
+    /// Ids of allocations that ended (including those that started since the last look).
+    pub ended: Vec<String>,
 }
 
 impl Usage {
@@ -176,7 +178,7 @@ impl Usage {
                 if self.seen.len() >= MAX_TRACKED {
                     continue;
                 }
-                changed.started += 1;
+                changed.started.push(a.id.clone());
                 self.start(
                     &a.id,
                     &a.user,
@@ -211,7 +213,7 @@ impl Usage {
             let Some(s) = self.seen.remove(&e.id) else {
                 continue;
             };
-            changed.ended += 1;
+            changed.ended.push(e.id.clone());
             let to = e.ended_unix.max(s.seconds_to);
             let d = Counters::delta(e.stats, s.relayed, to - s.seconds_to);
             let whole = Counters::delta(e.stats, Relayed::default(), to.saturating_sub(s.created));
@@ -411,13 +413,7 @@ mod tests {
             account,
             T + 5,
         );
-        assert_eq!(
-            c,
-            Changed {
-                started: 1,
-                ended: 0
-            }
-        );
+        assert_eq!((c.started, c.ended.len()), (vec!["0-1-0".to_string()], 0));
         u.observe(
             &[live("0-1-0", "1800000000:carol", T, relayed(1500, 2600))],
             &[],
