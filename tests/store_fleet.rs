@@ -308,12 +308,15 @@ fn quota_propagation_is_measured() {
     let b = Node::start("B", &redis.url(), "user_quota = 100");
     wait_for("B reads the store", || b.others() == 0);
     let mut times = Vec::new();
-    for _ in 0..20 {
+    for i in 0..20u64 {
         let mut c = a.alice();
+        // Out of step with the writer's 50 ms tick: a spread of phases, not one.
+        std::thread::sleep(Duration::from_millis(i * 37 % 50));
         let start = Instant::now();
         c.allocate();
         wait_for("B sees the allocation", || b.others() == 1);
         times.push(start.elapsed());
+        std::thread::sleep(Duration::from_millis(i * 23 % 50));
         let start = Instant::now();
         assert_success(&c.refresh(Some(0)), REFRESH);
         wait_for("B sees it end", || b.others() == 0);

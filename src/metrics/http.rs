@@ -271,8 +271,16 @@ mod tests {
         let r = parse_request(req).unwrap().unwrap();
         assert_eq!(r.method, "GET");
         assert_eq!(r.path, "/metrics");
+        assert_eq!(r.query, "x=1");
         assert!(r.accept.starts_with("application/openmetrics-text"));
         assert_eq!(r.authorization, "Bearer t0k");
+        let r = parse_request(b"DELETE /fleet/allocations?user=a%3Ab#frag HTTP/1.1\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (r.path.as_str(), r.query.as_str()),
+            ("/fleet/allocations", "user=a%3Ab")
+        );
     }
 
     #[test]

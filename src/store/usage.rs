@@ -315,9 +315,12 @@ impl Usage {
     /// Puts back a batch the store did not take (bounded like new deltas: what no longer
     /// fits is dropped and counted).
     pub fn put_back(&mut self, b: Batch) {
+        // `add` would date them at their hour's start; their age is the batch's.
+        let oldest = self.oldest;
         for ((hour, account), c) in b.deltas {
             self.add(hour, account, c);
         }
+        self.oldest = oldest;
         // Back in front, in their order.
         for e in b.events.into_iter().rev() {
             if self.events.len() >= MAX_EVENTS {
@@ -526,15 +529,16 @@ mod tests {
     fn a_failed_write_is_put_back_and_the_buffer_is_bounded() {
         let mut u = Usage::default();
         u.observe(
-            &[live("0-1-0", "alice", T, relayed(100, 0))],
+            &[live("0-1-0", "alice", T + 100, relayed(100, 0))],
             &[],
             account,
-            T + 1,
+            T + 101,
         );
         let b = u.take_batch(usize::MAX);
         assert_eq!(b.deltas.len(), 1);
         u.put_back(b);
-        assert_eq!(u.lag(T + 31), 31);
+        // The oldest waiting is the start event (T + 100), not the hour's start (T).
+        assert_eq!(u.lag(T + 131), 31);
         assert_eq!(totals(&mut u)["alice"].0[1], 100);
         // Fill the buffer: one entry per account.
         for i in 0..MAX_PENDING + 3 {
