@@ -3,7 +3,7 @@
 //! reconnect is harmless) and reads the other live nodes' into the snapshot its workers admit
 //! against ([`crate::core::quota::Quotas::set_others`]).
 
-use super::keys::{self, COUNTS_CHANGED, LEASE, TOTAL_FIELD};
+use super::keys::{self, LEASE, TOTAL_FIELD};
 use crate::core::quota::Others;
 use redis::aio::ConnectionLike;
 use redis::Value;
@@ -14,7 +14,7 @@ pub const MAX_NODES: usize = 1_024;
 /// At most this many (node, user) counts are summed into one snapshot.
 pub const MAX_COUNTS: usize = 200_000;
 
-/// Replaces this node's counts, renews their lease and tells the other nodes (`counts` on
+/// Replaces this node's counts, renews their lease and tells the other nodes (`counts NODE` on
 /// `turnd:changes`), in one transaction: one round trip.
 pub async fn write(
     conn: &mut impl ConnectionLike,
@@ -38,7 +38,7 @@ pub async fn write(
         .ignore()
         .pexpire(&key, LEASE.as_millis() as i64)
         .ignore()
-        .publish(keys::CHANGES, COUNTS_CHANGED)
+        .publish(keys::CHANGES, keys::counts_changed(node))
         .ignore()
         .exec_async(conn)
         .await

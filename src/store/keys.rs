@@ -14,8 +14,24 @@ pub const KILL: &str = "turnd:kill";
 pub const EVENTS: &str = "turnd:events";
 /// The approximate length `XADD … MAXLEN ~` keeps [`EVENTS`] to.
 pub const EVENTS_MAXLEN: u64 = 100_000;
-/// The message on [`CHANGES`] that a node's counts changed.
+/// The message on [`CHANGES`] that a node's counts changed: `counts NODE` (the node, so it
+/// can skip its own message).
 pub const COUNTS_CHANGED: &str = "counts";
+
+/// The `counts NODE` message of `node`.
+pub fn counts_changed(node: &str) -> String {
+    format!("{COUNTS_CHANGED} {node}")
+}
+
+/// Whether `payload` on [`CHANGES`] says another node than `own` changed its counts (a bare
+/// `counts` too).
+pub fn is_others_counts(payload: &[u8], own: &str) -> bool {
+    match payload.strip_prefix(COUNTS_CHANGED.as_bytes()) {
+        Some(b"") => true,
+        Some(rest) => rest.strip_prefix(b" ").is_some_and(|n| n != own.as_bytes()),
+        None => false,
+    }
+}
 
 /// How long a node's keys live without a refresh: a node that dies or is cut off gives its
 /// quota counts back and leaves the fleet view within this long.
@@ -79,6 +95,15 @@ fn civil(unix: u64) -> (i64, u32, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_node_skips_its_own_counts_message() {
+        assert!(is_others_counts(counts_changed("B").as_bytes(), "A"));
+        assert!(!is_others_counts(counts_changed("A").as_bytes(), "A"));
+        assert!(is_others_counts(b"counts", "A"));
+        assert!(!is_others_counts(b"countsA", "B"));
+        assert!(!is_others_counts(b"users", "A"));
+    }
 
     #[test]
     fn usage_buckets_are_utc_hours_and_days() {

@@ -95,7 +95,7 @@ pub fn spawn(
     let changes = Arc::new(Notify::new());
     // The subscriber: `counts` on turnd:changes wakes the report task to re-read the others.
     let client = redis::Client::open(url).map_err(super::ConnectError::from)?;
-    rt.spawn(subscribe(client, changes.clone()));
+    rt.spawn(subscribe(client, node.clone(), changes.clone()));
     let task = Report {
         node: node.clone(),
         started,
@@ -115,8 +115,8 @@ pub fn spawn(
 }
 
 /// Listens to `turnd:changes` on a pub/sub connection of its own and wakes `changes` on
-/// every `counts`; reconnects with backoff (the same as the connection manager's).
-async fn subscribe(client: redis::Client, changes: Arc<Notify>) {
+/// every other node's `counts NODE`; reconnects with backoff (the same as the connection manager's).
+async fn subscribe(client: redis::Client, node: String, changes: Arc<Notify>) {
     use futures_util::StreamExt;
     let mut backoff = super::connect::MIN_BACKOFF;
     loop {
@@ -130,7 +130,7 @@ async fn subscribe(client: redis::Client, changes: Arc<Notify>) {
                 let mut messages = pubsub.on_message();
                 // Ends when the connection drops.
                 while let Some(msg) = messages.next().await {
-                    if msg.get_payload_bytes() == keys::COUNTS_CHANGED.as_bytes() {
+                    if keys::is_others_counts(msg.get_payload_bytes(), &node) {
                         changes.notify_one();
                     }
                 }
@@ -226,7 +226,7 @@ impl Report {
             .ignore()
             .zrem(keys::NODES, &self.node)
             .ignore()
-            .publish(keys::CHANGES, keys::COUNTS_CHANGED)
+            .publish(keys::CHANGES, keys::counts_changed(&self.node))
             .ignore()
             .exec_async(&mut self.conn)
             .await;
@@ -317,8 +317,9 @@ impl Report {
                     // Lost (a restarted store): write the counts at once.
                     self.written_generation = None;
                 }
-                if !allocs_kept {
-                    // Lost, or empty (no live allocation): rewritten whole, cheaply then.
+                if !allocs_kept && self.usage.tracked() > 0 {
+                    // Lost (a restarted store): rewritten whole. (No key is what a node
+                    // without allocations has anyway.)
                     self.allocs_rewrite = true;
                 }
             }
