@@ -36,6 +36,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // This process's id in the fleet's store, fixed before anything reads it.
+    turnd::store::node::init(cfg.node_id.as_deref());
     // Problems only visible once the config is combined (relay addresses) are checked here
     // too, so `check-config` catches everything start-up would.
     let options = match config::shell_options(&cfg) {
@@ -121,12 +123,9 @@ fn main() -> ExitCode {
     // The fleet's store (docs/cluster.md): what this node reports to it.
     let reporter = match (&started_with.store, server.store_link()) {
         (Some(url), Some(link)) => {
-            match turnd::store::report::spawn(
-                rt.handle(),
-                link,
-                url,
-                started_with.node_id.as_deref(),
-            ) {
+            let client =
+                redis::Client::open(url.as_str()).map_err(turnd::store::ConnectError::from);
+            match client.and_then(|c| turnd::store::report::spawn(rt.handle(), link, c)) {
                 Ok(r) => {
                     tracing::info!(node = %r.node, "store: this node's id in the fleet");
                     Some(r)

@@ -55,7 +55,7 @@ impl Endpoint {
         shared: Arc<Shared>,
         admin: Vec<admin::AdminSender>,
         admin_token: Option<String>,
-        store: Option<(String, Arc<crate::store::stats::StoreStats>)>,
+        store: Option<(redis::Client, Arc<crate::store::stats::StoreStats>)>,
         mut shutdown: watch::Receiver<bool>,
     ) -> anyhow::Result<Endpoint> {
         let listener = std::net::TcpListener::bind(addr)
@@ -74,10 +74,10 @@ impl Endpoint {
         let mut router = Router::new(Registry::default(), ready.clone(), admin, admin_token);
         // With a store: its report task's metrics, and the fleet view (`/fleet/…`) on a
         // connection of this runtime's own, made lazily.
-        if let Some((url, stats)) = store {
+        if let Some((client, stats)) = store {
             registry.register_collector(Box::new(crate::store::stats::StoreCollector(stats)));
             let _enter = rt.enter();
-            router.fleet = Some(crate::store::fleet::FleetApi::new(&url)?);
+            router.fleet = Some(crate::store::fleet::FleetApi::new(client)?);
         }
         router.registry = registry;
         let route = Arc::new(router);

@@ -165,13 +165,22 @@ impl Server {
             .map(|_| tokio::sync::mpsc::unbounded_channel())
             .unzip();
         let store_stats = config.store.as_ref().map(|_| std::sync::Arc::default());
+        // The fleet view's client (docs/cluster.md); the URL was checked when loaded.
+        let store_client = match &config.store {
+            Some(url) => Some(
+                redis::Client::open(url.as_str())
+                    .map_err(crate::store::ConnectError::from)
+                    .context("config key `store`")?,
+            ),
+            None => None,
+        };
         let metrics = crate::metrics::Endpoint::start(
             config.metrics_listen,
             worker_metrics.clone(),
             shared.clone(),
             admin_tx.clone(),
             config.admin_token.clone(),
-            config.store.clone().zip(store_stats.clone()),
+            store_client.zip(store_stats.clone()),
             rx.clone(),
         )?;
         // The own-host set needs every bound listener: TURN, TLS, RFC 5780, admin.

@@ -46,7 +46,11 @@ impl From<redis::RedisError> for ConnectError {
 /// A connection manager for `url` (`redis://` or `rediss://`), connected lazily: this returns
 /// without waiting for Redis and must be called inside a tokio runtime.
 pub fn connect(url: &str) -> Result<ConnectionManager, ConnectError> {
-    let client = redis::Client::open(url).map_err(ConnectError)?;
+    connect_client(redis::Client::open(url).map_err(ConnectError)?)
+}
+
+/// [`connect`] for a client already made.
+pub fn connect_client(client: redis::Client) -> Result<ConnectionManager, ConnectError> {
     let config = ConnectionManagerConfig::new()
         .set_min_delay(MIN_BACKOFF)
         .set_max_delay(MAX_BACKOFF)

@@ -168,10 +168,10 @@ pub struct FleetApi {
 }
 
 impl FleetApi {
-    /// Must be called inside the admin listener's runtime.
-    pub fn new(url: &str) -> anyhow::Result<FleetApi> {
+    /// For the store `client`; must be called inside the admin listener's runtime.
+    pub fn new(client: redis::Client) -> anyhow::Result<FleetApi> {
         Ok(FleetApi {
-            conn: super::connect(url)?,
+            conn: super::connect::connect_client(client)?,
         })
     }
 

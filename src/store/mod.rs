@@ -18,4 +18,5 @@ pub mod usage;
 pub mod users;
 
 pub use connect::{connect, ConnectError};
+pub use node::node_id;
 pub use users::{read_users, StoreUsers, USERS_KEY};

@@ -80,21 +80,19 @@ impl Reporter {
 /// How long [`Reporter::leave`] is given at exit.
 pub const LEAVE_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// Starts the report task on `rt` for the store at `url`; `node_id` is the configured id
-/// (`None`: `hostname:pid:start-unix`). Returns its handle, or why the URL cannot be used.
+/// Starts the report task on `rt` for the store `client` (its URL, and password if any),
+/// as node [`node::node_id`]. Returns its handle, or why the client cannot be used.
 pub fn spawn(
     rt: &tokio::runtime::Handle,
     link: Link,
-    url: &str,
-    node_id: Option<&str>,
+    client: redis::Client,
 ) -> Result<Reporter, super::ConnectError> {
     let started = unix_now();
-    let node = node::node_id(node_id, started);
+    let node = node::node_id().to_string();
     let _enter = rt.enter();
-    let conn = super::connect(url)?;
+    let conn = super::connect::connect_client(client.clone())?;
     let changes = Arc::new(Notify::new());
-    // The subscriber: `counts` on turnd:changes wakes the report task to re-read the others.
-    let client = redis::Client::open(url).map_err(super::ConnectError::from)?;
+    // The subscriber: another node's `counts NODE` wakes the report task to re-read.
     rt.spawn(subscribe(client, node.clone(), changes.clone()));
     let task = Report {
         node: node.clone(),
