@@ -29,6 +29,9 @@ fn main() -> ExitCode {
     if let Some(code) = turnd::store::cli::main(&cli) {
         return code;
     }
+    if let Some(config::Command::Allocations(args)) = &cli.command {
+        return allocations(&cli, args);
+    }
     let cfg = match config::load(&cli.config_args()) {
         Ok(c) => c,
         Err(e) => {
@@ -36,6 +39,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // This process's id in the fleet's store, fixed before anything reads it.
+    turnd::store::node::init(cfg.node_id.as_deref());
     // Problems only visible once the config is combined (relay addresses) are checked here
     // too, so `check-config` catches everything start-up would.
     let options = match config::shell_options(&cfg) {
@@ -127,6 +132,26 @@ fn main() -> ExitCode {
     startup_summary(&started_with, &server, open_files);
     let (rt, signals) = signals;
     turnd::store::spawn(store, rt.handle(), &server);
+    // The fleet's store (docs/cluster.md): what this node reports to it.
+    let reporter = match (&started_with.store, server.store_link()) {
+        (Some(url), Some(link)) => {
+            let client =
+                turnd::store::connect::client(url, started_with.store_password_file.as_deref());
+            match client.and_then(|c| {
+                turnd::store::report::spawn(rt.handle(), link, c).map_err(|e| e.to_string())
+            }) {
+                Ok(r) => {
+                    tracing::info!(node = %r.node, "store: this node's id in the fleet");
+                    Some(r)
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "store: not reporting to the fleet");
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
     let reload = || {
         tracing::info!("SIGHUP: reloading");
         // The certificate files named at start-up; a bad one is refused and the old one stays.
@@ -162,6 +187,9 @@ fn main() -> ExitCode {
         }
     };
     let outcome = rt.block_on(wait_and_drain(signals, &server, drain_timeout, reload));
+    if let Some(r) = &reporter {
+        rt.block_on(r.leave(turnd::store::report::LEAVE_TIMEOUT));
+    }
     tracing::info!("shutting down");
     server.shutdown();
     match outcome {
@@ -412,6 +440,35 @@ fn credentials(cli: &Cli, args: &turnd::credentials::CredentialsArgs) -> ExitCod
         println!("iceServers: {json}");
     }
     ExitCode::SUCCESS
+}
+
+/// `turnd allocations`: the fleet's allocations from `--store` (or the configuration's
+/// `store`); 2 when there is no store to ask.
+fn allocations(cli: &Cli, args: &turnd::store::fleet::AllocationsArgs) -> ExitCode {
+    // The configuration gives the store without --store, and its password file either way.
+    let loaded = config::load(&cli.config_args());
+    let url = match (&args.store, &loaded) {
+        (Some(u), _) => u.clone(),
+        (None, Ok(c)) => match &c.store {
+            Some(u) => u.clone(),
+            None => {
+                eprintln!("turnd allocations: give --store URL, or a configuration with store");
+                return ExitCode::from(2);
+            }
+        },
+        (None, Err(e)) => {
+            eprintln!("turnd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let password_file = loaded.ok().and_then(|c| c.store_password_file);
+    match turnd::store::connect::client(&url, password_file.as_deref()) {
+        Ok(client) => ExitCode::from(turnd::store::fleet::main(args, client)),
+        Err(e) => {
+            eprintln!("turnd allocations: {e}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 /// `turnd healthcheck`: 0 when `/healthz` (on `--url`, else on the configured

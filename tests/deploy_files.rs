@@ -182,6 +182,22 @@ fn the_shipped_turnd_configurations_load() {
     };
     turnd::config::load_from(&args, &HashMap::new())
         .unwrap_or_else(|e| panic!("deploy/compose/turnd.toml: {e}"));
+    // The fleet profile's two nodes, which share a store and differ in their ports and id.
+    let fleet: Vec<turnd::config::Config> = ["fleet-a", "fleet-b"]
+        .iter()
+        .map(|n| {
+            let args = turnd::config::ConfigArgs {
+                config: Some(deploy(&format!("compose/{n}.toml"))),
+                ..Default::default()
+            };
+            turnd::config::load_from(&args, &HashMap::new())
+                .unwrap_or_else(|e| panic!("deploy/compose/{n}.toml: {e}"))
+        })
+        .collect();
+    assert!(fleet[0].store.is_some() && fleet[0].store == fleet[1].store);
+    assert_ne!(fleet[0].node_id, fleet[1].node_id);
+    assert_ne!(fleet[0].listen, fleet[1].listen);
+    assert_ne!(fleet[0].metrics_listen, fleet[1].metrics_listen);
 
     // The ConfigMap's, with the Secret's variables, as the DaemonSet gives them.
     let cm = std::fs::read_to_string(deploy("kubernetes/configmap.yaml")).expect("read");

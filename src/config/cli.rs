@@ -51,6 +51,9 @@ pub enum Command {
     /// Revoke a user (or REST user id) on every node sharing the store: its
     /// allocations end and it is refused until the revocation ends or is removed.
     Revoke(crate::store::cli::RevokeArgs),
+    /// List the allocations of every node sharing the fleet's store, or end a
+    /// user's allocations on all of them (--user NAME --end).
+    Allocations(crate::store::fleet::AllocationsArgs),
 }
 
 impl Cli {
@@ -66,7 +69,8 @@ impl Cli {
             | Some(Command::Healthcheck(_))
             | Some(Command::Users(_))
             | Some(Command::Secrets(_))
-            | Some(Command::Revoke(_)) => self.args.clone(),
+            | Some(Command::Revoke(_))
+            | Some(Command::Allocations(_)) => self.args.clone(),
         }
     }
 

@@ -557,10 +557,12 @@ config_keys! {
         ///
         /// With a store, the node also serves the users and REST secrets kept in it (beside the
         /// TOML's, which win on a name clash), refuses the users revoked in it and ends their
-        /// allocations, updated within about a second of a change (docs/cluster.md). The node
-        /// starts and relays whether or not Redis answers. A password in the URL
-        /// (`redis://:PASSWORD@HOST`) is shown redacted; better, give it with
-        /// `store_password_file` or `TURND_STORE_PASSWORD`.
+        /// allocations, updated within about a second of a change; it registers itself and its
+        /// allocations there, counts `user_quota`/`total_quota` across every node sharing it,
+        /// and adds its usage to the store's hour and day buckets (docs/cluster.md). The relay
+        /// path never waits for it, and the node starts and relays whether or not Redis
+        /// answers. A password in the URL (`redis://:PASSWORD@HOST`) is shown redacted; better,
+        /// give it with `store_password_file` or `TURND_STORE_PASSWORD`.
         store: Option<String> = None => {
             flag: store "URL", parse: one(store_url), sighup: restart,
             example: r#""redis://127.0.0.1:6379/0""#,
@@ -584,6 +586,18 @@ config_keys! {
         /// millions of entries must not take the node's memory.
         store_max_users: u32 = 100_000 => {
             flag: store_max_users "N", parse: one(count), sighup: restart,
+        },
+
+        /// This node's name in the fleet's store; "" = `hostname:pid:start-unix`.
+        ///
+        /// Names the node's keys in the store (`turnd:node:NAME`, its allocation and quota
+        /// counts) and its entries in the fleet view. Two running nodes must not share one:
+        /// the default is unique per process; a fixed name (say the pod's) makes a restarted
+        /// node take its keys back at once instead of leaving them to expire with their lease.
+        node_id: Option<String> = None => {
+            flag: node_id "NAME", parse: one(node_id), sighup: restart,
+            example: r#""turn-eu-1""#,
+            render: |c| Some(quote(c.node_id.as_deref().unwrap_or(""))),
         },
     }
 }

@@ -78,6 +78,18 @@ pub(crate) fn admin_token(s: &str) -> Result<Option<String>, String> {
     Ok(Some(s.to_string()))
 }
 
+/// `node_id`: "" is none (the default name); otherwise at most 128 printable ASCII bytes
+/// without spaces, so it is safe inside a Redis key and a log line.
+pub(crate) fn node_id(s: &str) -> Result<Option<String>, String> {
+    if s.is_empty() {
+        return Ok(None);
+    }
+    if s.len() > 128 || !s.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("a node id is at most 128 printable ASCII characters, no spaces".into());
+    }
+    Ok(Some(s.to_string()))
+}
+
 /// `store`: "" is none; otherwise a `redis://` or `rediss://` URL that redis-rs can read. The
 /// URL may hold a password, so no message repeats it.
 pub(crate) fn store_url(s: &str) -> Result<Option<String>, String> {

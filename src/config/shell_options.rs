@@ -47,6 +47,8 @@ pub fn shell_options(c: &Config) -> Result<ShellOptions, String> {
         tls_files: c.tls_cert.clone().zip(c.tls_key.clone()),
         metrics_listen: c.metrics_listen,
         admin_token: c.admin_token.clone(),
+        store: c.store.clone(),
+        store_password_file: c.store_password_file.clone(),
         udp: udp::Options {
             recv_buffer: c.udp_recv_buffer,
             send_buffer: c.udp_send_buffer,

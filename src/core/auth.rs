@@ -569,6 +569,27 @@ impl Credentials {
         &self.realm
     }
 
+    /// The account an allocation's `username` is counted under in a fleet's usage accounting
+    /// (docs/cluster.md): a static user's name; for a TURN REST username the user id part
+    /// (`<expiry>:<user-id>` or `<user-id>:<expiry>` as the policy's order says), so one user's
+    /// credentials of different expiries add up; a bare `<expiry>` stays as it is.
+    pub fn account_of<'n>(&self, username: &'n str) -> &'n str {
+        if self.users.contains_key(username) || parse_timestamp(username).is_some() {
+            return username;
+        }
+        let split = match self.rest.order {
+            RestUsernameOrder::ExpiryFirst => username
+                .split_once(':')
+                .filter(|(t, _)| parse_timestamp(t).is_some())
+                .map(|(_, id)| id),
+            RestUsernameOrder::UserFirst => username
+                .rsplit_once(':')
+                .filter(|(_, t)| parse_timestamp(t).is_some())
+                .map(|(id, _)| id),
+        };
+        split.unwrap_or(username)
+    }
+
     /// Finds the key for `username` and checks it with `verify` (the caller's MESSAGE-INTEGRITY
     /// check).
     ///
@@ -952,6 +973,28 @@ mod tests {
         assert_eq!(RestUsernameOrder::parse("expiry_first"), None);
         assert_eq!(RestUsernameOrder::ExpiryFirst.username(7, "a:b"), "7:a:b");
         assert_eq!(RestUsernameOrder::UserFirst.username(7, "a:b"), "a:b:7");
+    }
+
+    #[test]
+    fn accounts_are_static_names_or_rest_user_ids() {
+        let creds = Credentials::new(
+            "example.org",
+            vec![("1700000000:x".to_string(), UserSecret::Password("p".into()))],
+            ["north".to_string()],
+        );
+        assert_eq!(creds.account_of("1700000000:alice"), "alice");
+        assert_eq!(creds.account_of("1700000000:a:b"), "a:b");
+        assert_eq!(creds.account_of("1700000000"), "1700000000");
+        assert_eq!(creds.account_of("bob"), "bob");
+        assert_eq!(
+            creds.account_of("1700000000:x"),
+            "1700000000:x",
+            "a static user"
+        );
+        assert_eq!(creds.account_of("alice:1700000000"), "alice:1700000000");
+        let late = user_first(rest(&["north"]), 0);
+        assert_eq!(late.account_of("a:b:1700000000"), "a:b");
+        assert_eq!(late.account_of("1700000000:alice"), "1700000000:alice");
     }
 
     #[test]

@@ -25,6 +25,12 @@ impl<T> Reloadable<T> {
     }
 }
 
+impl<T: Default> Default for Reloadable<T> {
+    fn default() -> Self {
+        Reloadable::new(T::default())
+    }
+}
+
 impl<T> From<T> for Reloadable<T> {
     fn from(value: T) -> Self {
         Reloadable::new(value)

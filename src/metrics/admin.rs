@@ -31,6 +31,80 @@ pub enum AdminRequest {
         crate::core::auth::RestUsernameOrder,
         oneshot::Sender<usize>,
     ),
+    /// The allocations that ended since the last drain, with their final counters, and how
+    /// many did not fit the log ([`EndedLog`]); the store's usage accounting asks.
+    DrainEnded(oneshot::Sender<(Vec<EndedAllocation>, u64)>),
+}
+
+/// An allocation that ended, as the store's usage accounting needs it: its final counters,
+/// which a later `List` can no longer show.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EndedAllocation {
+    /// As [`AllocationInfo::id`].
+    pub id: String,
+    pub user: String,
+    pub client: SocketAddr,
+    pub relays: Vec<SocketAddr>,
+    pub created_unix: u64,
+    pub ended_unix: u64,
+    pub stats: Relayed,
+}
+
+/// A worker's log of ended allocations, kept only when a store is configured (capacity 0:
+/// nothing kept, nothing counted). Bounded: beyond `capacity` entries not yet drained, an
+/// ended allocation is left out and counted, so a stuck store task costs at most this much.
+#[derive(Debug, Default)]
+pub struct EndedLog {
+    entries: Vec<EndedAllocation>,
+    capacity: usize,
+    overflowed: u64,
+}
+
+impl EndedLog {
+    /// Ended allocations kept per worker between two drains (every few seconds): about
+    /// 200 bytes each, so at most a few MiB per worker.
+    pub const CAPACITY: usize = 16_384;
+
+    pub fn new(capacity: usize) -> EndedLog {
+        EndedLog {
+            entries: Vec::new(),
+            capacity,
+            overflowed: 0,
+        }
+    }
+
+    /// Keeps `e` (when enabled and not full; else counts it as left out).
+    pub fn push(&mut self, e: impl FnOnce() -> EndedAllocation) {
+        if self.capacity == 0 {
+            return;
+        }
+        if self.entries.len() >= self.capacity {
+            self.overflowed += 1;
+            return;
+        }
+        self.entries.push(e());
+    }
+
+    /// Everything kept, and the count left out, since the last drain.
+    pub fn drain(&mut self) -> (Vec<EndedAllocation>, u64) {
+        (
+            std::mem::take(&mut self.entries),
+            std::mem::take(&mut self.overflowed),
+        )
+    }
+
+    /// Takes back a drain that could not be delivered (the asker gave up waiting), in front of
+    /// what ended since, so nothing is lost; still bounded (the surplus is counted as left out).
+    pub fn restore(&mut self, (mut entries, overflowed): (Vec<EndedAllocation>, u64)) {
+        self.overflowed += overflowed;
+        let room = self.capacity.saturating_sub(self.entries.len());
+        if entries.len() > room {
+            self.overflowed += (entries.len() - room) as u64;
+            entries.truncate(room);
+        }
+        entries.append(&mut self.entries);
+        self.entries = entries;
+    }
 }
 
 pub type AdminSender = tokio::sync::mpsc::UnboundedSender<AdminRequest>;
@@ -105,9 +179,21 @@ fn info(worker: usize, a: &Allocation, now: Instant, unix_now: u64) -> Allocatio
 }
 
 /// Answers one request on the worker's thread; true when the core has outputs to drain.
-pub fn handle(core: &mut Core, worker: usize, req: AdminRequest, unix_now: u64) -> bool {
+pub fn handle(
+    core: &mut Core,
+    ended: &mut EndedLog,
+    worker: usize,
+    req: AdminRequest,
+    unix_now: u64,
+) -> bool {
     let now = Instant::now();
     match req {
+        AdminRequest::DrainEnded(tx) => {
+            if let Err(undelivered) = tx.send(ended.drain()) {
+                ended.restore(undelivered);
+            }
+            false
+        }
         AdminRequest::List(tx) => {
             let list = core
                 .allocations()
@@ -172,6 +258,46 @@ pub async fn list(workers: &[AdminSender]) -> Option<Vec<AllocationInfo>> {
         all.extend(tokio::time::timeout_at(deadline, rx).await.ok()?.ok()?);
     }
     Some(all)
+}
+
+/// What one worker answered to [`list_and_drain_ended`]: its live allocations, its ended ones
+/// since the last drain, and how many its log left out.
+pub type WorkerUsage = (Vec<AllocationInfo>, Vec<EndedAllocation>, u64);
+
+/// Every worker's allocations, then its ended allocations since the last drain, asked in that
+/// order on the worker's channel so that an allocation ending meanwhile is in one list or the
+/// other. One entry per worker, `None` for a worker that did not answer within
+/// [`WORKER_TIMEOUT`] (its undelivered drain goes back into its log: nothing is lost).
+pub async fn list_and_drain_ended(workers: &[AdminSender]) -> Vec<Option<WorkerUsage>> {
+    let mut asked = Vec::new();
+    for w in workers {
+        let (ltx, lrx) = oneshot::channel();
+        let (dtx, drx) = oneshot::channel();
+        let sent = w.send(AdminRequest::List(ltx)).is_ok()
+            && w.send(AdminRequest::DrainEnded(dtx)).is_ok();
+        asked.push(sent.then_some((lrx, drx)));
+    }
+    let deadline = tokio::time::Instant::now() + WORKER_TIMEOUT;
+    let mut answers = Vec::new();
+    for a in asked {
+        let answer = match a {
+            Some((l, d)) => {
+                let live = tokio::time::timeout_at(deadline, l)
+                    .await
+                    .ok()
+                    .and_then(Result::ok);
+                let ended = tokio::time::timeout_at(deadline, d)
+                    .await
+                    .ok()
+                    .and_then(Result::ok);
+                live.zip(ended)
+                    .map(|(live, (ended, left_out))| (live, ended, left_out))
+            }
+            None => None,
+        };
+        answers.push(answer);
+    }
+    answers
 }
 
 /// Ends allocation `id`: `Some(true)` when it existed, `None` when its worker did not answer.
@@ -257,6 +383,39 @@ fn json_addrs(addrs: &[SocketAddr]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_ended_log_is_off_without_capacity_and_bounded_with_it() {
+        let e = || EndedAllocation {
+            id: "0-1-0".into(),
+            user: "alice".into(),
+            client: "192.0.2.1:5000".parse().unwrap(),
+            relays: Vec::new(),
+            created_unix: 1,
+            ended_unix: 2,
+            stats: Relayed::default(),
+        };
+        let mut off = EndedLog::new(0);
+        off.push(e);
+        assert_eq!(off.drain(), (Vec::new(), 0));
+        let mut log = EndedLog::new(3);
+        for _ in 0..5 {
+            log.push(e);
+        }
+        let (kept, left_out) = log.drain();
+        assert_eq!((kept.len(), left_out), (3, 2));
+        assert_eq!(log.drain(), (Vec::new(), 0), "a drain empties it");
+        // An undelivered drain comes back first, within the bound.
+        log.push(|| EndedAllocation {
+            id: "0-9-0".into(),
+            ..e()
+        });
+        log.restore((kept, left_out));
+        let (kept, left_out) = log.drain();
+        assert_eq!(kept.len(), 3);
+        assert_eq!(kept[0].id, "0-1-0");
+        assert_eq!(left_out, 2 + 1, "the one that no longer fit is counted");
+    }
 
     #[test]
     fn ids_round_trip_and_reject_garbage() {

@@ -34,10 +34,10 @@ impl fmt::Debug for TurndCollector {
     }
 }
 
-type Labels<'a> = Vec<(&'static str, &'a str)>;
+pub(crate) type Labels<'a> = Vec<(&'static str, &'a str)>;
 
 /// Writes one counter family: `(labels, value)` pairs under one descriptor.
-fn counters(
+pub(crate) fn counters(
     e: &mut DescriptorEncoder,
     name: &str,
     help: &str,
@@ -65,7 +65,7 @@ fn gauges(
     Ok(())
 }
 
-fn gauge(
+pub(crate) fn gauge(
     e: &mut DescriptorEncoder,
     name: &str,
     help: &str,
@@ -87,7 +87,7 @@ fn counter(
     ConstCounter::new(v).encode(m)
 }
 
-fn count_i64(v: u64) -> i64 {
+pub(crate) fn count_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 

@@ -52,7 +52,7 @@ pub struct Request {
     pub method: String,
     /// The path without its query string.
     pub path: String,
-    /// The query string (after `?`, without it), empty when absent.
+    /// The query string (after `?`, before any `#`), empty when absent; not decoded.
     pub query: String,
     /// The `Accept` header, empty when absent.
     pub accept: String,
@@ -96,8 +96,12 @@ pub fn parse_request(buf: &[u8]) -> Result<Option<Request>, ParseError> {
     {
         return Err(ParseError::BadRequest);
     }
-    let target = target.split('#').next().unwrap_or(target);
-    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let path = target.split(['?', '#']).next().unwrap_or(target);
+    let query = target
+        .split('#')
+        .next()
+        .and_then(|t| t.split_once('?'))
+        .map_or("", |(_, q)| q);
     let mut accept = String::new();
     let mut authorization = String::new();
     for line in lines {
@@ -267,8 +271,16 @@ mod tests {
         let r = parse_request(req).unwrap().unwrap();
         assert_eq!(r.method, "GET");
         assert_eq!(r.path, "/metrics");
+        assert_eq!(r.query, "x=1");
         assert!(r.accept.starts_with("application/openmetrics-text"));
         assert_eq!(r.authorization, "Bearer t0k");
+        let r = parse_request(b"DELETE /fleet/allocations?user=a%3Ab#frag HTTP/1.1\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (r.path.as_str(), r.query.as_str()),
+            ("/fleet/allocations", "user=a%3Ab")
+        );
     }
 
     #[test]

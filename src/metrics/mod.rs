@@ -57,6 +57,7 @@ impl Endpoint {
         shared: Arc<Shared>,
         admin: Vec<admin::AdminSender>,
         admin_token: Option<String>,
+        fleet: Option<(redis::Client, Arc<crate::store::stats::StoreStats>)>,
         mut shutdown: watch::Receiver<bool>,
         store: Arc<crate::store::Link>,
     ) -> anyhow::Result<Endpoint> {
@@ -70,12 +71,21 @@ impl Endpoint {
             shared: Some(shared),
         });
         registry.register_collector(Box::new(self::store::StoreCollector(store.clone())));
-        let route =
-            Arc::new(Router::new(registry, ready.clone(), admin, admin_token).with_store(store));
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .context("cannot start the metrics runtime")?;
+        let mut router =
+            Router::new(Registry::default(), ready.clone(), admin, admin_token).with_store(store);
+        // With a store: its report task's metrics, and the fleet view (`/fleet/…`) on a
+        // connection of this runtime's own, made lazily.
+        if let Some((client, stats)) = fleet {
+            registry.register_collector(Box::new(crate::store::stats::StoreCollector(stats)));
+            let _enter = rt.enter();
+            router.fleet = Some(crate::store::fleet::FleetApi::new(client)?);
+        }
+        router.registry = registry;
+        let route = Arc::new(router);
         let thread = std::thread::Builder::new()
             .name("turnd-metrics".into())
             .spawn(move || {
@@ -132,6 +142,8 @@ pub struct Router {
     expected: Option<String>,
     /// The store task, for `/revocations` (empty without a store).
     store: Arc<crate::store::Link>,
+    /// The fleet view (`/fleet/allocations`), with a store.
+    fleet: Option<crate::store::fleet::FleetApi>,
 }
 
 impl Router {
@@ -147,6 +159,7 @@ impl Router {
             workers,
             expected: token.map(|t| format!("Bearer {t}")),
             store: Default::default(),
+            fleet: None,
         }
     }
 
@@ -163,7 +176,8 @@ impl Router {
         let admin_path = req.path == "/allocations"
             || req.path.starts_with("/allocations/")
             || req.path == "/revocations"
-            || req.path.starts_with("/revocations/");
+            || req.path.starts_with("/revocations/")
+            || req.path.starts_with("/fleet/");
         if let (true, Some(expected)) = (admin_path, &self.expected) {
             // Constant time, so the token cannot be guessed byte by byte from timings.
             let ok: bool =
@@ -184,6 +198,10 @@ impl Router {
             p if p == "/revocations" || p.starts_with("/revocations/") => {
                 revocations::answer(&self.store, req).await
             }
+            "/fleet/allocations" => match &self.fleet {
+                Some(fleet) => fleet.answer(req).await,
+                None => Response::text(404, "no store: the fleet view needs `store`\n"),
+            },
             "/allocations" => match admin::list(&self.workers).await {
                 Some(list) => Response {
                     content_type: "application/json",

@@ -253,6 +253,9 @@ fn routes() {
     let delete = |path: &str| answer(&route, "DELETE", path, "").status;
     assert_eq!(delete("/allocations/0-0-0"), 404);
     assert_eq!(delete("/metrics"), 405);
+    // The fleet view needs a store; without one it is not there.
+    assert_eq!(get("/fleet/allocations"), 404);
+    assert_eq!(delete("/fleet/allocations"), 404);
 }
 
 #[test]
@@ -275,6 +278,7 @@ fn admin_token_guards_allocations_only() {
     assert_eq!(answer(&route, "POST", "/revocations", "").status, 401);
     assert_eq!(answer(&route, "DELETE", "/revocations/a", "").status, 401);
     assert_eq!(get("/revocations", "Bearer s3cret"), 404, "no store");
+    assert_eq!(get("/fleet/allocations", ""), 401);
     assert_eq!(get("/metrics", ""), 200);
     assert_eq!(get("/readyz", ""), 200);
     let r = Response::text(401, "");

@@ -102,10 +102,13 @@ pub struct Server {
     reloads: reload::Reloads,
     /// The TOML's and the fleet store's credentials, merged into `shared.credentials`.
     credentials: std::sync::Arc<CredentialSink>,
-    /// Each worker's admin channel, for the store task (ending a revoked user's allocations).
+    /// Each worker's admin channel, for the store's tasks (ending a revoked user's
+    /// allocations; the report task's lists).
     admin: Vec<crate::metrics::admin::AdminSender>,
     /// What the admin listener and the metrics know of the store task.
     store: std::sync::Arc<crate::store::Link>,
+    /// The store's report task's metrics, with a store.
+    store_stats: Option<std::sync::Arc<crate::store::stats::StoreStats>>,
 }
 
 /// What the store task (`crate::store::spawn`) needs of a running server.
@@ -176,12 +179,22 @@ impl Server {
             .map(|_| tokio::sync::mpsc::unbounded_channel())
             .unzip();
         let store = std::sync::Arc::new(crate::store::Link::default());
+        let store_stats = config.store.as_ref().map(|_| std::sync::Arc::default());
+        // The fleet view's client (docs/cluster.md); the URL was checked when loaded.
+        let store_client = match &config.store {
+            Some(url) => Some(
+                crate::store::connect::client(url, config.store_password_file.as_deref())
+                    .map_err(|e| anyhow::anyhow!("config key `store`: {e}"))?,
+            ),
+            None => None,
+        };
         let metrics = crate::metrics::Endpoint::start(
             config.metrics_listen,
             worker_metrics.clone(),
             shared.clone(),
             admin_tx.clone(),
             config.admin_token.clone(),
+            store_client.zip(store_stats.clone()),
             rx.clone(),
             store.clone(),
         )?;
@@ -231,6 +244,10 @@ impl Server {
                 admin: admin_rx.remove(0),
                 udp_options: udp_opts,
                 notifier: notifiers[index].clone(),
+                ended_log: match config.store {
+                    Some(_) => crate::metrics::admin::EndedLog::CAPACITY,
+                    None => 0,
+                },
             })
             .context("cannot start worker thread")?;
             handles.push(handle);
@@ -255,6 +272,20 @@ impl Server {
             credentials,
             admin: admin_tx,
             store,
+            store_stats,
+        })
+    }
+
+    /// What the store's report task works with: the shared control plane (quotas,
+    /// credentials), every worker's admin channel and the task's metrics (`None` without a
+    /// store).
+    pub fn store_link(&self) -> Option<crate::store::report::Link> {
+        Some(crate::store::report::Link {
+            shared: self.shared.clone(),
+            workers: self.admin.clone(),
+            stats: self.store_stats.clone()?,
+            udp: self.udp_addrs.clone(),
+            metrics: self.metrics.addr(),
         })
     }
 

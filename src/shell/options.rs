@@ -25,6 +25,12 @@ pub struct ShellOptions {
     pub tls_files: Option<(PathBuf, PathBuf)>,
     pub metrics_listen: SocketAddr,
     pub admin_token: Option<String>,
+    /// `store`: the fleet's Redis URL (docs/cluster.md); `None` = no store, and nothing of
+    /// the fleet runs.
+    pub store: Option<String>,
+    /// `store_password_file`: the store's password when the URL holds none (else
+    /// `TURND_STORE_PASSWORD`).
+    pub store_password_file: Option<std::path::PathBuf>,
     /// UDP socket buffers, GSO (as wanted; the shell also needs the kernel to support it)
     /// and the coalescing window.
     pub udp: udp::Options,

@@ -39,6 +39,12 @@ impl fmt::Display for ConnectError {
 
 impl std::error::Error for ConnectError {}
 
+impl From<redis::RedisError> for ConnectError {
+    fn from(e: redis::RedisError) -> Self {
+        ConnectError(e)
+    }
+}
+
 /// A connection manager for `url` (`redis://` or `rediss://`), connected lazily: this returns
 /// without waiting for Redis and must be called inside a tokio runtime.
 pub fn connect(url: &str) -> Result<ConnectionManager, ConnectError> {

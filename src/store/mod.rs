@@ -8,11 +8,17 @@
 
 pub mod cli;
 pub mod connect;
+pub mod counts;
+pub mod fleet;
+pub mod keys;
 pub mod link;
 pub mod node;
+pub mod report;
 pub mod revoked;
 pub mod secrets;
+pub mod stats;
 pub mod sync;
+pub mod usage;
 pub mod users;
 pub mod write;
 

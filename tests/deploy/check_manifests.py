@@ -35,7 +35,38 @@ def compose(repo):
     base = repo / "deploy" / "compose"
     doc = yaml.safe_load((base / "docker-compose.yml").read_text())
     services = doc.get("services", {})
-    check(set(services) == {"turnd", "prometheus", "grafana"}, f"services: {sorted(services)}")
+    fleet = {"redis", "fleet-a", "fleet-b"}
+    check(set(services) == {"turnd", "prometheus", "grafana"} | fleet, f"services: {sorted(services)}")
+    # The fleet (docs/cluster.md) runs only with `--profile fleet`; the default stays one node.
+    for name in fleet:
+        check(services.get(name, {}).get("profiles") == ["fleet"], f"{name}: not in profile fleet")
+    for name in ("turnd", "prometheus", "grafana"):
+        check("profiles" not in services.get(name, {}), f"{name}: must run without a profile")
+    redis_cmd = services.get("redis", {}).get("command", [])
+    redis_port = redis_cmd[redis_cmd.index("--port") + 1] if "--port" in redis_cmd else "6379"
+    seen = {}
+    for name in ("fleet-a", "fleet-b"):
+        svc = services.get(name, {})
+        cfg_file = next((v.split(":")[0] for v in svc.get("volumes", [])
+                         if v.endswith(":/etc/turnd/turnd.toml:ro")), None)
+        check(cfg_file is not None, f"{name}: no turnd.toml mounted")
+        if cfg_file is None:
+            continue
+        cfg = tomllib.loads((base / cfg_file).read_text())
+        check(cfg.get("store") == f"redis://127.0.0.1:{redis_port}/0",
+              f"{name}: store {cfg.get('store')} is not the redis service")
+        check(svc.get("environment", {}).get("TURND_CONFIG") == "/etc/turnd/turnd.toml",
+              f"{name}: TURND_CONFIG")
+        check("redis" in svc.get("depends_on", []), f"{name}: depends_on redis")
+        grace = seconds(svc.get("stop_grace_period", "10s"))
+        check(grace is not None and grace > cfg.get("drain_timeout", 30),
+              f"{name}: stop_grace_period must exceed drain_timeout")
+        for key in ("node_id", "metrics_listen", "relay_ports"):
+            check(cfg.get(key) not in seen.get(key, set()), f"{name}: {key} shared with another node")
+            seen.setdefault(key, set()).add(cfg.get(key))
+        for addr in cfg.get("listen", []):
+            check(addr not in seen.get("listen", set()), f"{name}: listen {addr} shared")
+            seen.setdefault("listen", set()).add(addr)
     for name, svc in services.items():
         check(svc.get("network_mode") == "host", f"{name}: network_mode is not host")
         check("image" in svc, f"{name}: no image")

@@ -776,3 +776,89 @@ fn a_full_relay_address_hands_over_to_the_next() {
     c.allocate_with(&mut h, &[])
         .assert_error(Method::ALLOCATE, 508, Some(&c.key));
 }
+
+/// A fleet's quota (docs/cluster.md, Fleet-wide quotas): the other nodes' counts, as the store
+/// task last read them, add to this node's own. alice holds one allocation elsewhere, so with
+/// `user_quota = 2` this node admits one; a new snapshot where the other node let go admits
+/// the next, and a user the snapshot does not name is untouched.
+#[test]
+fn user_quota_counts_the_other_nodes_snapshot() {
+    use crate::core::quota::Others;
+    let mut h = Harness::with(Setup {
+        quotas: (2, 0),
+        ..Setup::default()
+    });
+    let quotas = &h.server.shared().quotas;
+    quotas.set_others(Others {
+        per_user: [("alice".into(), 1)].into_iter().collect(),
+        total: 1,
+    });
+    let g0 = h.server.shared().quotas.generation();
+    let mut a1 = Client::alice(ft(40001));
+    let mut a2 = Client::alice(ft(40002));
+    a1.allocate(&mut h);
+    assert_ne!(
+        h.server.shared().quotas.generation(),
+        g0,
+        "the change is signalled"
+    );
+    a2.allocate_with(&mut h, &[])
+        .assert_error(Method::ALLOCATE, 486, Some(&a2.key));
+    assert_eq!(h.server.counters().dropped[DropReason::Quota], 1);
+    let mut b = Client::bob(ft(40003));
+    b.allocate(&mut h);
+    // The other node ended its allocation: the next snapshot says so.
+    h.server.shared().quotas.set_others(Others::default());
+    a2.allocate(&mut h);
+    assert_eq!(
+        h.server.shared().quotas.of_user("alice"),
+        2,
+        "own count only"
+    );
+}
+
+/// `total_quota` likewise: the others' total counts, and a cleared snapshot (the store was not
+/// read for a lease: the node counts alone) admits again.
+#[test]
+fn total_quota_counts_the_other_nodes_snapshot_and_a_cleared_one_counts_alone() {
+    use crate::core::quota::Others;
+    let mut h = Harness::with(Setup {
+        quotas: (0, 3),
+        ..Setup::default()
+    });
+    h.server.shared().quotas.set_others(Others {
+        per_user: [("carol".into(), 2)].into_iter().collect(),
+        total: 2,
+    });
+    let mut a = Client::alice(ft(40001));
+    let mut b = Client::bob(ft(40002));
+    a.allocate(&mut h);
+    b.allocate_with(&mut h, &[])
+        .assert_error(Method::ALLOCATE, 486, Some(&b.key));
+    h.server.shared().quotas.set_others(Others::default());
+    b.allocate(&mut h);
+    assert_eq!(h.server.shared().quotas.total(), 2);
+}
+
+/// An EVEN-PORT with R takes two units; with the others' snapshot leaving one, it is refused
+/// whole and holds nothing.
+#[test]
+fn a_reservation_needing_two_units_is_refused_whole_against_the_snapshot() {
+    use crate::core::quota::Others;
+    let mut h = Harness::with(Setup {
+        quotas: (2, 0),
+        ..Setup::default()
+    });
+    h.server.shared().quotas.set_others(Others {
+        per_user: [("alice".into(), 1)].into_iter().collect(),
+        total: 1,
+    });
+    let mut a = Client::alice(ft(40001));
+    a.allocate_with(&mut h, &[even_port(true)]).assert_error(
+        Method::ALLOCATE,
+        486,
+        Some(&a.key.clone()),
+    );
+    assert_eq!(h.server.shared().quotas.of_user("alice"), 0);
+    assert_eq!(h.ports_in_use(relay_v4()), 0);
+}

@@ -89,6 +89,9 @@ pub struct Start {
     pub admin: AdminReceiver,
     pub udp_options: udp::Options,
     pub notifier: Arc<Notifier>,
+    /// Capacity of the ended-allocation log the store's usage accounting drains; 0 (no
+    /// store) keeps none.
+    pub ended_log: usize,
 }
 
 /// Starts the worker's thread.
@@ -129,6 +132,8 @@ pub(super) struct Worker {
     waker: std::task::Waker,
     commands: mpsc::Receiver<Command>,
     admin: AdminReceiver,
+    /// Ended allocations for the store's usage accounting (empty and off without a store).
+    ended: crate::metrics::admin::EndedLog,
     reload: ReloadLink,
     /// UDP listeners, by the index in their token, with their bound addresses.
     udp: Vec<(SocketAddr, UdpSocket)>,
@@ -206,6 +211,7 @@ impl Worker {
             waker,
             commands,
             admin: s.admin,
+            ended: crate::metrics::admin::EndedLog::new(s.ended_log),
             reload: s.reload,
             udp,
             listeners,
@@ -338,7 +344,13 @@ impl Worker {
         let mut cx = Context::from_waker(&waker);
         // Bounded by what was sent: each request is answered at once.
         while let Poll::Ready(Some(req)) = self.admin.poll_recv(&mut cx) {
-            if crate::metrics::admin::handle(&mut self.core, self.index, req, unix_now()) {
+            if crate::metrics::admin::handle(
+                &mut self.core,
+                &mut self.ended,
+                self.index,
+                req,
+                unix_now(),
+            ) {
                 self.drain_outputs();
             }
         }
@@ -441,6 +453,7 @@ impl Worker {
                 Output::Event(e) => {
                     self.metrics.on_event(&e);
                     self.track_connection(&e);
+                    self.log_ended(&e);
                     log_event(self.index, &e);
                 }
             }
@@ -457,6 +470,36 @@ impl Worker {
             if send_now(l, payload, to.client).is_err() {
                 self.metrics.send_error();
             }
+        }
+    }
+
+    /// Keeps an ended allocation's final counters for the store's usage accounting (only
+    /// with a store: the log is off otherwise). Once per allocation, never per packet.
+    fn log_ended(&mut self, e: &Event) {
+        if let Event::AllocationEnded {
+            id,
+            five_tuple,
+            username,
+            relay,
+            additional,
+            duration,
+            stats,
+            ..
+        } = e
+        {
+            let worker = self.index;
+            self.ended.push(|| {
+                let ended_unix = unix_now();
+                crate::metrics::admin::EndedAllocation {
+                    id: crate::metrics::admin::format_id(worker, *id),
+                    user: username.to_string(),
+                    client: five_tuple.client,
+                    relays: std::iter::once(*relay).chain(*additional).collect(),
+                    created_unix: ended_unix.saturating_sub(duration.as_secs()),
+                    ended_unix,
+                    stats: *stats,
+                }
+            });
         }
     }
 
