@@ -41,6 +41,14 @@ pub struct WorkerLink {
     pub admin: admin::AdminReceiver,
 }
 
+/// What the admin listener serves of the fleet's store: the sync task's link (`/revocations`
+/// and its metrics; empty without a store) and, with a store, the fleet view's client and the
+/// report task's metrics.
+pub struct StoreHooks {
+    pub link: Arc<crate::store::Link>,
+    pub fleet: Option<(redis::Client, Arc<crate::store::stats::StoreStats>)>,
+}
+
 /// The running admin listener.
 pub struct Endpoint {
     addr: SocketAddr,
@@ -57,10 +65,10 @@ impl Endpoint {
         shared: Arc<Shared>,
         admin: Vec<admin::AdminSender>,
         admin_token: Option<String>,
-        fleet: Option<(redis::Client, Arc<crate::store::stats::StoreStats>)>,
+        store: StoreHooks,
         mut shutdown: watch::Receiver<bool>,
-        store: Arc<crate::store::Link>,
     ) -> anyhow::Result<Endpoint> {
+        let StoreHooks { link: store, fleet } = store;
         let listener = std::net::TcpListener::bind(addr)
             .with_context(|| format!("cannot listen on metrics http {addr} (metrics_listen)"))?;
         listener.set_nonblocking(true)?;

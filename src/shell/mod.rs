@@ -194,9 +194,11 @@ impl Server {
             shared.clone(),
             admin_tx.clone(),
             config.admin_token.clone(),
-            store_client.zip(store_stats.clone()),
+            crate::metrics::StoreHooks {
+                link: store.clone(),
+                fleet: store_client.zip(store_stats.clone()),
+            },
             rx.clone(),
-            store.clone(),
         )?;
         // The own-host set needs every bound listener: TURN, TLS, RFC 5780, admin.
         let host = setup::host_addrs(
