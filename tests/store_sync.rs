@@ -710,7 +710,7 @@ fn what_a_node_keeps_from_the_store_is_bounded_and_kill_messages_are_obeyed() {
         .lines()
         .filter_map(|l| l.strip_prefix("# TYPE turnd_store_"))
         .collect();
-    assert_eq!(families.len(), 7, "{text}");
+    assert_eq!(families.len(), 10, "{text}"); // 7 of the sync task, 3 of the report task
     for f in families {
         let name = format!("turnd_store_{}", f.split(' ').next().unwrap());
         assert!(docs.contains(&name), "{name} not in docs/metrics.md");
