@@ -257,12 +257,12 @@ impl Run {
             "quota units: one per allocation and per reservation"
         );
         for user in [USER, OTHER_USER] {
-            let held = s.allocations().filter(|a| &*a.username == user).count()
+            let held = s.allocations().filter(|a| &*a.account == user).count()
                 + self
                     .shared
                     .reservations
                     .iter()
-                    .filter(|r| &*r.username == user)
+                    .filter(|r| &*r.account == user)
                     .count();
             assert_eq!(held, self.shared.quotas.of_user(user) as usize, "{user}");
             assert!(held <= USER_QUOTA as usize, "{user} holds {held}");

@@ -319,10 +319,13 @@ config_keys! {
             flag: max_lifetime "SECONDS", parse: one(seconds), sighup: restart,
         },
 
-        /// Most allocations one user (or one REST API username) holds at once; 0 = no limit.
+        /// Most allocations one user (a static user, or a REST API user id) holds at once; 0 =
+        /// no limit.
         ///
         /// Beyond it Allocate gets 486 (Allocation Quota Reached), so one client cannot take
-        /// every relay port.
+        /// every relay port. A REST user's credentials of every expiry count together (the
+        /// user id part of `expiry:user-id`), so minting more credentials buys no more
+        /// allocations. With `store`, counted across every node sharing it.
         user_quota: u32 = 0 => {
             flag: user_quota "N", parse: one(count), sighup: restart,
             example: "10",
@@ -378,8 +381,8 @@ config_keys! {
 
         /// Relayed bytes per second all of one user's allocations may carry together; 0 = no cap.
         ///
-        /// Counted on every worker, UDP and TCP relay alike, in one lock-free bucket per user (or
-        /// REST API username), touched only by the workers relaying for that user.
+        /// Counted on every worker, UDP and TCP relay alike, in one lock-free bucket per user (a
+        /// REST API user id), touched only by the workers relaying for that user.
         user_bandwidth: u32 = 0 => {
             flag: user_bandwidth "BYTES_PER_S", parse: one(count), sighup: restart,
         },

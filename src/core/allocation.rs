@@ -119,6 +119,12 @@ pub struct Allocation {
     pub five_tuple: FiveTuple,
     /// The USERNAME that created it: later requests must be signed by the same user (441).
     pub username: Box<str>,
+    /// The account its quota unit is counted under, and its `user_bandwidth` bucket shared:
+    /// a static user's name, or a REST username's user id, so one user's credentials of
+    /// different expiries share one `user_quota`
+    /// ([`crate::core::auth::Credentials::account_of`]). Fixed at creation: the unit is given
+    /// back under the name it was taken under, whatever a reload changes.
+    pub account: Box<str>,
     pub key: SessionKey,
     /// The address the (first) relay socket is bound to. It stays the allocation's name in
     /// logs, metrics and the admin API even if a dual allocation later loses this family.

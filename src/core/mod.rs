@@ -170,6 +170,10 @@ pub struct Reservation {
     /// Who obtained the token: only this user may redeem it (anyone else is told, as for an
     /// unknown token, that there is none), and the quota unit is counted against them.
     pub username: Box<str>,
+    /// The account the quota unit is counted under (a static user's name, a REST username's
+    /// user id: [`crate::core::auth::Credentials::account_of`]), fixed when it was counted so
+    /// a reload that changes how REST usernames read gives back the unit it took.
+    pub account: Box<str>,
     /// The core (its [`Server`] tag) and allocation whose Allocate made it: it is freed when
     /// that allocation ends.
     pub owner: u64,

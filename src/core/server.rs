@@ -345,7 +345,7 @@ impl Server {
         });
         if let Some((_, r)) = freed {
             self.release_port(r.relay);
-            self.shared.quotas.release(&r.username);
+            self.shared.quotas.release(&r.account);
         }
         let still_held = self
             .shared
@@ -383,7 +383,7 @@ impl Server {
         self.timers.cancel(TimerKind::AllocationExpiry(id));
         self.timers.cancel(TimerKind::Sweep(id));
         self.timers.cancel(TimerKind::Reservation(id));
-        self.shared.quotas.release(&a.username);
+        self.shared.quotas.release(&a.account);
         if a.state == State::Active {
             for (relay, _) in a.held_relays() {
                 self.release_port(relay);

@@ -134,11 +134,11 @@ impl Server {
             {
                 Some((_, res)) if res.expires > now => {
                     self.forget_redeemed(&res);
-                    (res.relay, false, Retry::No, true)
+                    (res.relay, false, Retry::No, Some(res.account))
                 }
                 Some((_, res)) => {
                     self.release_port(res.relay);
-                    shared.quotas.release(&res.username);
+                    shared.quotas.release(&res.account);
                     self.forget_redeemed(&res);
                     return Err(ErrorCode::InsufficientCapacity);
                 }
@@ -167,7 +167,7 @@ impl Server {
                 Some(false) => Retry::Even,
                 Some(true) => Retry::Pair,
             };
-            (SocketAddr::new(ip, port), pair, retry, false)
+            (SocketAddr::new(ip, port), pair, retry, None)
         };
 
         let additional = if dual {
@@ -179,12 +179,17 @@ impl Server {
         // Quotas are checked last, once everything else succeeded, so a refused request
         // holds nothing: the ports taken above go back. A reservation is counted like an
         // allocation (two units for EVEN-PORT with R); a redeemed one brought its unit along.
-        let units = match (redeemed, pair) {
-            (true, _) => 0,
-            (false, false) => 1,
-            (false, true) => 2,
+        let units = match (&redeemed, pair) {
+            (Some(_), _) => 0,
+            (None, false) => 1,
+            (None, true) => 2,
         };
-        if let Err(refusal) = self.acquire_quota(username, units) {
+        // Counted under the account (a REST username's user id), not the username, so
+        // minting more credentials does not buy more allocations; a redeemed reservation's
+        // unit stays under the account it was taken under.
+        let account: Box<str> =
+            redeemed.unwrap_or_else(|| shared.credentials.load().account_of(username).into());
+        if let Err(refusal) = self.acquire_quota(&account, units) {
             self.release_port(relay);
             if pair {
                 self.release_port(SocketAddr::new(relay.ip(), relay.port() + 1));
@@ -208,6 +213,7 @@ impl Server {
                 relay: SocketAddr::new(relay.ip(), relay.port() + 1),
                 expires,
                 username: username.into(),
+                account: account.clone(),
                 owner: self.tcp_relay.tag,
                 alloc: id,
             };
@@ -215,7 +221,7 @@ impl Server {
         });
         let dont_fragment = msg.dont_fragment();
         let user_bandwidth = if cfg.user_bandwidth > 0 {
-            shared.quotas.user_bucket(username, cfg.user_bandwidth, now)
+            shared.quotas.user_bucket(&account, cfg.user_bandwidth, now)
         } else {
             None
         };
@@ -223,6 +229,7 @@ impl Server {
             id,
             five_tuple: from,
             username: username.into(),
+            account,
             key: *req.key,
             relay,
             advertised: shared.advertised(relay),
@@ -563,7 +570,7 @@ impl Server {
                 None => {
                     // Its port went back above; its quota unit goes too.
                     if let Some((_, res)) = self.shared.reservations.remove(&token) {
-                        self.shared.quotas.release(&res.username);
+                        self.shared.quotas.release(&res.account);
                     }
                 }
             }
@@ -661,7 +668,7 @@ impl Server {
         if let Additional::Waiting { bind } = additional {
             self.release_port(bind);
         }
-        self.shared.quotas.release(&a.username);
+        self.shared.quotas.release(&a.account);
         if a.relay.port() != 0 {
             self.release_port(a.relay);
         }

@@ -699,6 +699,35 @@ fn user_quota_gets_486_and_recovers_when_an_allocation_ends() {
     a3.allocate(&mut h);
 }
 
+/// `user_quota` counts a REST user id, not each credential: minting more credentials (other
+/// expiries) for one user buys no more allocations, and another user id is unaffected.
+#[test]
+fn user_quota_counts_a_rest_user_id_across_its_credentials() {
+    let mut h = Harness::with(Setup {
+        quotas: (2, 0),
+        ..Setup::default()
+    });
+    let mut c1 = Client::rest(ft(40001), UNIX_T0 + 600, "carol", REST_SECRET);
+    let mut c2 = Client::rest(ft(40002), UNIX_T0 + 700, "carol", REST_SECRET);
+    let mut c3 = Client::rest(ft(40003), UNIX_T0 + 800, "carol", REST_SECRET);
+    c1.allocate(&mut h);
+    c2.allocate(&mut h);
+    c3.allocate_with(&mut h, &[])
+        .assert_error(Method::ALLOCATE, 486, Some(&c3.key));
+    assert_eq!(
+        h.shared.quotas.of_user("carol"),
+        2,
+        "counted under the user id"
+    );
+    let mut dave = Client::rest(ft(40004), UNIX_T0 + 600, "dave", REST_SECRET);
+    dave.allocate(&mut h);
+    // The unit comes back under the user id when a credential's allocation ends.
+    c1.refresh(&mut h, Some(0))
+        .assert_success(Method::REFRESH, &c1.key.clone());
+    assert_eq!(h.shared.quotas.of_user("carol"), 1);
+    c3.allocate(&mut h);
+}
+
 #[test]
 fn total_quota_gets_486_and_expiry_frees_it() {
     let mut h = Harness::with(Setup {
