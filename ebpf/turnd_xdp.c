@@ -136,7 +136,9 @@ int turnd_xdp(struct xdp_md *ctx)
 	void *data_end = (void *)(long)ctx->data_end;
 	struct ethhdr *eth = data;
 
-	count(TURND_SEEN, (__u64)(data_end - data));
+	// Not `data_end - data`: subtracting packet pointers needs CAP_PERFMON,
+	// and turnd must load this with CAP_BPF and CAP_NET_ADMIN only.
+	count(TURND_SEEN, bpf_xdp_get_buff_len(ctx));
 	if ((void *)(eth + 1) > data_end)
 		return pass(TURND_PASS_NOT_IP, 0);
 
