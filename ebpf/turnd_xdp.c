@@ -110,8 +110,10 @@ static __always_inline int channeldata_verdict(void *payload, void *data_end,
 		    payload_len);
 }
 
+// frame_avail: the bytes the frame holds from the UDP header on.
 static __always_inline int udp_verdict(struct udphdr *udp, void *data_end,
-				       __u32 ip_payload_len, int v6)
+				       __u32 ip_payload_len, __u32 frame_avail,
+				       int v6)
 {
 	if ((void *)(udp + 1) > data_end)
 		return pass(TURND_PASS_NOT_UDP, 0);
@@ -120,6 +122,12 @@ static __always_inline int udp_verdict(struct udphdr *udp, void *data_end,
 	// The UDP length must fit what the IP header says; anything else is
 	// malformed and user space (or the kernel's stack) deals with it.
 	if (udp_len < sizeof(*udp) || udp_len > ip_payload_len)
+		return pass(TURND_PASS_NOT_UDP, 0);
+	// ... and the frame must hold it: a truncated frame whose headers
+	// claim more is malformed (the relaying step would send bytes that
+	// never arrived). Compared as lengths, not as `udp + udp_len >
+	// data_end`: variable packet-pointer arithmetic needs CAP_PERFMON.
+	if (udp_len > frame_avail)
 		return pass(TURND_PASS_NOT_UDP, 0);
 	__u16 dport = bpf_ntohs(udp->dest);
 
@@ -138,7 +146,9 @@ int turnd_xdp(struct xdp_md *ctx)
 
 	// Not `data_end - data`: subtracting packet pointers needs CAP_PERFMON,
 	// and turnd must load this with CAP_BPF and CAP_NET_ADMIN only.
-	count(TURND_SEEN, bpf_xdp_get_buff_len(ctx));
+	__u32 frame_len = bpf_xdp_get_buff_len(ctx);
+
+	count(TURND_SEEN, frame_len);
 	if ((void *)(eth + 1) > data_end)
 		return pass(TURND_PASS_NOT_IP, 0);
 
@@ -158,8 +168,10 @@ int turnd_xdp(struct xdp_md *ctx)
 
 		if (tot < sizeof(*ip))
 			return pass(TURND_PASS_NOT_UDP, 0);
+		// The header checks above make frame_len >= 34.
 		return udp_verdict((void *)(ip + 1), data_end,
-				   tot - sizeof(*ip), 0);
+				   tot - sizeof(*ip),
+				   frame_len - sizeof(*eth) - sizeof(*ip), 0);
 	}
 	if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
 		struct ipv6hdr *ip6 = (void *)(eth + 1);
@@ -169,8 +181,10 @@ int turnd_xdp(struct xdp_md *ctx)
 		// Extension headers (fragments included) go up.
 		if (ip6->version != 6 || ip6->nexthdr != IPPROTO_UDP)
 			return pass(TURND_PASS_NOT_UDP, 0);
+		// The header checks above make frame_len >= 54.
 		return udp_verdict((void *)(ip6 + 1), data_end,
-				   bpf_ntohs(ip6->payload_len), 1);
+				   bpf_ntohs(ip6->payload_len),
+				   frame_len - sizeof(*eth) - sizeof(*ip6), 1);
 	}
 	return pass(TURND_PASS_NOT_IP, 0);
 }

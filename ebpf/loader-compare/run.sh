@@ -2,7 +2,8 @@
 # Reruns the loader comparison of docs/xdp.md (aya vs libbpf-rs). Root; needs
 # clang, libbpf-dev, bpftool, iproute2, python3, cargo (and, for libbpf-rs, a C
 # compiler, libelf-dev, zlib1g-dev, pkg-config). Builds two scratch crates in
-# a temporary directory (WORK= to keep them), then for each loader and mode:
+# a temporary directory (WORK= to keep them; the build times printed are from
+# clean only without an existing WORK), then for each loader and mode:
 # attaches in a namespace it creates, sends 7 ChannelData datagrams, checks
 # the count, kills the loader with SIGKILL by PID while attached and reports
 # whether the program is still on the interface. Bounded by timeouts; removes
@@ -66,4 +67,21 @@ for _ in range(7): s.sendto(struct.pack("!HH", 0x4000, 3) + b"abc", ("10.219.0.1
 }
 for m in generic native; do trial "$WORK/l-aya/target/debug/l-aya" "$m"; done
 for m in generic native link; do trial "$WORK/l-libbpf-rs/target/debug/l-libbpf-rs" "$m"; done
+# The capability set turnd will ask for: CAP_BPF and CAP_NET_ADMIN, nothing
+# else (no CAP_PERFMON, which the verifier wants for packet-pointer
+# subtraction or variable packet-pointer arithmetic), as an unprivileged uid.
+R=lc-$$-caps
+NS+=("$R")
+ip netns add "$R"
+ip -n "$R" link add veth-a type veth peer name veth-b
+ip -n "$R" link set veth-a up
+caps=+bpf,+net_admin
+if ip netns exec "$R" setpriv --reuid 65534 --regid 65534 --clear-groups --inh-caps=-all,$caps \
+	--ambient-caps=-all,$caps --bounding-set=-all,$caps \
+	timeout 10 "$WORK/l-aya/target/debug/l-aya" "$WORK/turnd_xdp.o" veth-a generic 10 >"$WORK/out" 2>&1; then
+	echo "l-aya with only CAP_BPF and CAP_NET_ADMIN, uid 65534: loads and attaches"
+else
+	echo "l-aya with only CAP_BPF and CAP_NET_ADMIN, uid 65534: FAILS:"
+	grep -E "^Error|prohibit" "$WORK/out" | head -3
+fi
 echo "scratch crates in $WORK"
