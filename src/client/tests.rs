@@ -14,6 +14,16 @@ fn client(transport: Transport, creds: Option<Credentials>) -> Client {
     Client::new(Config::new(transport), creds, [9; 32])
 }
 
+/// Starts an Allocate, answers it 401 (realm "r", nonce "n") and returns the first request and
+/// the signed one the client sent again.
+fn challenged_allocate(c: &mut Client, t0: Instant) -> (Vec<u8>, Vec<u8>) {
+    c.allocate(t0, vec![]).unwrap();
+    let first = c.poll_transmit().unwrap();
+    c.handle_input(t0, &error(&first, 401, Some("r"), Some(b"n")));
+    let signed = c.poll_transmit().unwrap();
+    (first, signed)
+}
+
 fn ms(t0: Instant, n: u64) -> Instant {
     t0 + Duration::from_millis(n)
 }
@@ -226,10 +236,7 @@ fn stale_nonces_are_retried_a_bounded_number_of_times() {
 fn a_401_to_a_signed_request_rejects_the_credentials() {
     let t0 = Instant::now();
     let mut c = client(Transport::Udp, Some(creds()));
-    c.allocate(t0, vec![]).unwrap();
-    let first = c.poll_transmit().unwrap();
-    c.handle_input(t0, &error(&first, 401, Some("r"), Some(b"n")));
-    let signed = c.poll_transmit().unwrap();
+    let (_, signed) = challenged_allocate(&mut c, t0);
     c.handle_input(t0, &error(&signed, 401, Some("r"), Some(b"n2")));
     assert!(c.poll_transmit().is_none(), "not retried (RFC 8489 §9.2.5)");
     assert!(matches!(
@@ -306,10 +313,7 @@ fn error_responses_and_malformed_successes_are_failures() {
 fn forged_late_and_foreign_responses_end_nothing() {
     let t0 = Instant::now();
     let mut c = client(Transport::Udp, Some(creds()));
-    c.allocate(t0, vec![]).unwrap();
-    let first = c.poll_transmit().unwrap();
-    c.handle_input(t0, &error(&first, 401, Some("r"), Some(b"n")));
-    let signed = c.poll_transmit().unwrap();
+    let (first, signed) = challenged_allocate(&mut c, t0);
     let key = long_term_key("alice", "r", "alice-pw");
     // Signed with another key: dropped as if never received (RFC 8489 §9.2.5).
     c.handle_input(t0, &relayed_ok(&signed, &[0; 16]));
