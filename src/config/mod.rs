@@ -54,7 +54,7 @@ pub use error::{ConfigError, Problem};
 pub use keys::{Config, ConfigArgs, DEFAULT_UDP_COALESCE_US};
 pub use render::REDACTED;
 pub use shell_options::{access, shell_options, GSO_ENV, PANIC_ENV};
-pub use types::{Amplification, ExternalIp, LogFormat, PortRange, User, ValueError};
+pub use types::{Amplification, ExternalIp, LogFormat, PortRange, User, ValueError, XdpMode};
 
 impl Config {
     /// Worker threads to start: `workers`, or one per CPU core when it is 0

@@ -98,6 +98,8 @@ fn every_key_has_a_flag_in_the_cli_and_in_the_sources() {
             "max_permissions" | "max_channels" => "7",
             "rest_username_order" => "user-first",
             "rest_max_ttl" => "86400",
+            "xdp" => "generic",
+            "xdp_interfaces" => "eth7",
             // A new key needs a valid, non-default sample above.
             _ => "seven",
         };

@@ -24,6 +24,8 @@ pub struct TurndCollector {
     pub workers: Vec<Arc<WorkerMetrics>>,
     /// For the relay port pool; `None` in unit tests.
     pub shared: Option<Arc<Shared>>,
+    /// The XDP program's counters, when it is attached (docs/xdp.md).
+    pub xdp: Option<Arc<dyn super::xdp::XdpSource>>,
 }
 
 impl fmt::Debug for TurndCollector {
@@ -140,8 +142,34 @@ impl Collector for TurndCollector {
             None,
             count_i64(self.workers.len() as u64),
         )?;
+        if let Some(xdp) = &self.xdp {
+            super::xdp::encode(&**xdp, &mut e)?;
+        }
         process::encode(&mut e)
     }
+}
+
+/// [`counter`], [`counters`] and [`gauge`] for the other encoders of this module's families.
+pub(crate) fn counter_pub(
+    e: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    v: u64,
+) -> fmt::Result {
+    counter(e, name, help, None, v)
+}
+
+pub(crate) fn counters_pub(
+    e: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    series: &[(Labels, u64)],
+) -> fmt::Result {
+    counters(e, name, help, None, series)
+}
+
+pub(crate) fn gauge_pub(e: &mut DescriptorEncoder, name: &str, help: &str, v: i64) -> fmt::Result {
+    gauge(e, name, help, None, v)
 }
 
 /// Encodes the summed worker counters.

@@ -15,6 +15,7 @@ pub mod collect;
 pub mod http;
 pub mod process;
 pub mod worker;
+pub mod xdp;
 
 pub use worker::WorkerMetrics;
 
@@ -56,6 +57,7 @@ impl Endpoint {
         admin: Vec<admin::AdminSender>,
         admin_token: Option<String>,
         mut shutdown: watch::Receiver<bool>,
+        xdp: Option<Arc<dyn xdp::XdpSource>>,
     ) -> anyhow::Result<Endpoint> {
         let listener = std::net::TcpListener::bind(addr)
             .with_context(|| format!("cannot listen on metrics http {addr} (metrics_listen)"))?;
@@ -65,6 +67,7 @@ impl Endpoint {
         let registry = collect::registry(TurndCollector {
             workers,
             shared: Some(shared),
+            xdp,
         });
         let route = Arc::new(Router::new(registry, ready.clone(), admin, admin_token));
         let rt = tokio::runtime::Builder::new_current_thread()

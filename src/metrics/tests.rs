@@ -85,6 +85,7 @@ fn render(workers: Vec<Arc<WorkerMetrics>>, accept: &str) -> Response {
     let r = registry(TurndCollector {
         workers,
         shared: None,
+        xdp: None,
     });
     scrape(&r, accept)
 }
@@ -235,6 +236,7 @@ fn routes() {
         registry(TurndCollector {
             workers,
             shared: None,
+            xdp: None,
         }),
         ready.clone(),
         Vec::new(),
@@ -260,6 +262,7 @@ fn admin_token_guards_allocations_only() {
         registry(TurndCollector {
             workers: vec![Arc::new(WorkerMetrics::default())],
             shared: None,
+            xdp: None,
         }),
         Arc::new(AtomicBool::new(true)),
         Vec::new(),

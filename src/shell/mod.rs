@@ -27,6 +27,7 @@ mod token;
 pub mod udp;
 mod worker;
 mod write_queue;
+pub mod xdp;
 
 pub use options::{Access, ShellOptions};
 pub use rlimit::raise_nofile_limit;
@@ -98,6 +99,8 @@ pub struct Server {
     /// Tells every worker a reload stored a new peer filter, so each applies it to its
     /// permissions, channels and TCP connections at once.
     reloads: reload::Reloads,
+    /// The XDP program, attached while this lives (docs/xdp.md).
+    xdp: Option<xdp::Attached>,
 }
 
 impl Server {
@@ -149,6 +152,17 @@ impl Server {
             parked: Default::default(),
         };
 
+        // The kernel fast path, before the admin listener, which reads its counters.
+        let xdp_ips: Vec<std::net::IpAddr> = shared
+            .config
+            .relays
+            .iter()
+            .map(|r| r.bind)
+            .chain(udp_addrs.iter().map(SocketAddr::ip))
+            .collect();
+        let xdp_ports: Vec<u16> = udp_addrs.iter().map(SocketAddr::port).collect();
+        let xdp = xdp::start(&config.xdp, &xdp_ports, &xdp_ips)?;
+
         let notifiers = (0..workers)
             .map(|_| poller::Notifier::new().map(std::sync::Arc::new))
             .collect::<std::io::Result<Vec<_>>>()
@@ -167,6 +181,7 @@ impl Server {
             admin_tx,
             config.admin_token.clone(),
             rx.clone(),
+            xdp.as_ref().map(xdp::Attached::source),
         )?;
         // The own-host set needs every bound listener: TURN, TLS, RFC 5780, admin.
         let host = setup::host_addrs(
@@ -234,6 +249,7 @@ impl Server {
             shared,
             host,
             reloads,
+            xdp,
         })
     }
 
@@ -329,6 +345,13 @@ impl Server {
             let _ = w.thread.join();
         }
         self.metrics.join();
+        // Detaches the program (its links close with it); a no-op without the feature.
+        self.xdp = None;
+    }
+
+    /// Whether the XDP program is attached (docs/xdp.md).
+    pub fn xdp_attached(&self) -> bool {
+        self.xdp.is_some()
     }
 
     /// The panic policy's check (docs/architecture.md#panics): the index of a worker whose

@@ -1,0 +1,120 @@
+//! The kernel fast path's loader (docs/xdp.md): loads `ebpf/turnd_xdp.c`'s program, attaches
+//! it to the interfaces in the mode the operator chose, and hands its counters to the scrape.
+//!
+//! The loading itself (`load.rs`, aya) is compiled only with the `xdp` feature. Without it, a
+//! configuration that asks for XDP is refused in `native`/`generic` mode and runs in user
+//! space in `auto` mode, each with one line saying so — the same as on a host without the
+//! privileges or the kernel support.
+//!
+//! Detaching needs no code: the program is attached through a bpf_link held by the
+//! [`Attached`] value, and the kernel tears the link down when its last file descriptor
+//! closes — when `Attached` is dropped at shutdown, or when the process dies in any way, a
+//! `kill -9` included. Nothing is pinned. (aya falls back to a netlink attach, which would
+//! outlive a crash, only on kernels without XDP links, before 5.9; the program needs 5.18 for
+//! `bpf_xdp_get_buff_len` and does not load there, so no run can leave one behind.)
+
+#[cfg(feature = "xdp")]
+mod load;
+
+use crate::metrics::xdp::XdpSource;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+/// An XDP attach mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hook {
+    /// The driver's own hook (`XDP_FLAGS_DRV_MODE`).
+    Native,
+    /// The kernel's generic hook (`XDP_FLAGS_SKB_MODE`), which every interface has.
+    Generic,
+}
+
+impl Hook {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Hook::Native => "native",
+            Hook::Generic => "generic",
+        }
+    }
+}
+
+/// What the operator asked for (`xdp`, `xdp_interfaces`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Options {
+    /// The modes to try, in order; empty = XDP off.
+    pub hooks: Vec<Hook>,
+    /// Refuse to start when no mode can be had (`native`, `generic`); otherwise run in user
+    /// space (`auto`).
+    pub required: bool,
+    /// Interfaces to attach to; empty = those that carry the relay (and listen) IPs.
+    pub interfaces: Vec<String>,
+}
+
+/// The program, attached: dropping it detaches it everywhere.
+pub struct Attached {
+    #[cfg(feature = "xdp")]
+    inner: load::Loaded,
+}
+
+impl Attached {
+    /// What the scrape reads.
+    pub fn source(&self) -> Arc<dyn XdpSource> {
+        #[cfg(feature = "xdp")]
+        {
+            self.inner.source()
+        }
+        #[cfg(not(feature = "xdp"))]
+        {
+            // Invariant: without the feature no `Attached` is ever made (`start` returns
+            // `None` or an error), so this is never reached.
+            unreachable!("no XDP program without the xdp feature")
+        }
+    }
+}
+
+/// Loads and attaches the program as `opts` says. `ports` are the UDP listen ports, `ips` the
+/// relay and listen IPs whose interfaces are the default ones. `Ok(None)`: XDP is off, or
+/// `auto` could not have it (logged once, with why).
+pub fn start(opts: &Options, ports: &[u16], ips: &[IpAddr]) -> anyhow::Result<Option<Attached>> {
+    if opts.hooks.is_empty() {
+        return Ok(None);
+    }
+    let interfaces = if opts.interfaces.is_empty() {
+        super::discover::interfaces_of(ips)
+    } else {
+        opts.interfaces.clone()
+    };
+    match attach(opts, ports, &interfaces) {
+        Ok(a) => Ok(Some(a)),
+        Err(why) if opts.required => anyhow::bail!("xdp: {why}"),
+        Err(why) => {
+            tracing::warn!("xdp = \"auto\": relaying in user space only: {why}");
+            Ok(None)
+        }
+    }
+}
+
+#[cfg(feature = "xdp")]
+fn attach(opts: &Options, ports: &[u16], interfaces: &[String]) -> Result<Attached, String> {
+    if interfaces.is_empty() {
+        return Err(no_interfaces());
+    }
+    let inner = load::Loaded::attach(&opts.hooks, ports, interfaces)?;
+    Ok(Attached { inner })
+}
+
+#[cfg(not(feature = "xdp"))]
+fn attach(_: &Options, _: &[u16], _: &[String]) -> Result<Attached, String> {
+    Err(
+        "this turnd was built without the `xdp` feature (cargo build --features xdp; the \
+         release image has it)"
+            .into(),
+    )
+}
+
+#[cfg(feature = "xdp")]
+fn no_interfaces() -> String {
+    "no interface carries the relay or listen IPs (wildcard addresses?): name them in \
+     xdp_interfaces"
+        .into()
+}
