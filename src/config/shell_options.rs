@@ -82,6 +82,8 @@ pub fn shell_options(c: &Config) -> Result<ShellOptions, String> {
             alternate_servers: c.alternate_servers.clone(),
             allocation_bandwidth: c.allocation_bandwidth.into(),
             user_bandwidth: c.user_bandwidth.into(),
+            // Set by the shell once its XDP program is attached.
+            fast_path: false,
         },
         access: access(c),
         xdp: xdp_options(c),

@@ -438,6 +438,8 @@ impl Worker {
                 }
                 Output::CloseRelay { id, family } => self.relays.remove(id, family),
                 Output::TcpRelay(o) => self.tcp_relay_output(o),
+                // Only emitted with `CoreConfig::fast_path`, which this shell does not set yet.
+                Output::FastPath(_) => {}
                 Output::Event(e) => {
                     self.metrics.on_event(&e);
                     self.track_connection(&e);
