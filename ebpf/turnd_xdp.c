@@ -68,6 +68,100 @@ struct {
 	__type(value, __u8);
 } turnd_ports SEC(".maps");
 
+// The fast path's state (docs/xdp.md, Maps), written by turnd's workers from the core's
+// own decisions (src/core/fast_path.rs) and read here. Addresses are 16 bytes, an IPv4
+// address in the first four with the rest zero, and `family` says which (4 or 6); ports are
+// in network order, as the packet carries them. Each layout is mirrored in
+// src/shell/xdp/maps.rs; the sizes are asserted on both sides. Append fields, never reorder.
+
+// Client -> peer: ChannelData from `client` to the listen address `listen` on `channel`.
+struct turnd_chan_in_key {
+	__u8 client_ip[16];
+	__u8 listen_ip[16];
+	__be16 client_port;
+	__be16 listen_port;
+	__u16 channel; // host order
+	__u8 family;
+	__u8 pad;
+};
+
+// ... is sent from `relay` to `peer`.
+struct turnd_chan_in_value {
+	__u8 relay_ip[16];
+	__u8 peer_ip[16];
+	__be16 relay_port;
+	__be16 peer_port;
+	__u32 stats_slot; // index in turnd_alloc_stats
+	__u64 expires_ns; // CLOCK_MONOTONIC (bpf_ktime_get_ns); past it, pass up
+	__u8 family;
+	__u8 dont_fragment;
+	__u8 pad[6];
+};
+
+// Peer -> client: a datagram from `peer` to the relay address `relay` ...
+struct turnd_chan_out_key {
+	__u8 relay_ip[16];
+	__u8 peer_ip[16];
+	__be16 relay_port;
+	__be16 peer_port;
+	__u8 family;
+	__u8 pad[3];
+};
+
+// ... goes to `client` from `listen` as ChannelData on `channel`.
+struct turnd_chan_out_value {
+	__u8 client_ip[16];
+	__u8 listen_ip[16];
+	__be16 client_port;
+	__be16 listen_port;
+	__u16 channel; // host order
+	__u16 pad;
+	__u32 stats_slot;
+	__u32 pad2;
+	__u64 expires_ns;
+	__u8 family;
+	__u8 pad3[7];
+};
+
+// One allocation's relayed payload, both directions (a slot per allocation).
+struct turnd_alloc_stats {
+	__u64 to_peer_packets;
+	__u64 to_peer_bytes;
+	__u64 to_client_packets;
+	__u64 to_client_bytes;
+};
+
+_Static_assert(sizeof(struct turnd_chan_in_key) == 40, "chan_in key layout");
+_Static_assert(sizeof(struct turnd_chan_in_value) == 56, "chan_in value layout");
+_Static_assert(sizeof(struct turnd_chan_out_key) == 40, "chan_out key layout");
+_Static_assert(sizeof(struct turnd_chan_out_value) == 64, "chan_out value layout");
+_Static_assert(sizeof(struct turnd_alloc_stats) == 32, "stats layout");
+
+// Bounded: a full map refuses the insert and that channel stays in user space. The loader
+// may size them down (never up) from configuration.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct turnd_chan_in_key);
+	__type(value, struct turnd_chan_in_value);
+} turnd_chan_in SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct turnd_chan_out_key);
+	__type(value, struct turnd_chan_out_value);
+} turnd_chan_out SEC(".maps");
+
+// Per CPU: the program adds without atomics; the worker sums the CPUs when the allocation
+// ends and zeroes the slot when it hands it out again.
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, struct turnd_alloc_stats);
+} turnd_alloc_stats SEC(".maps");
+
 static __always_inline void count(__u32 which, __u64 bytes)
 {
 	struct turnd_count *c = bpf_map_lookup_elem(&turnd_counters, &which);

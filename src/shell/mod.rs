@@ -139,6 +139,18 @@ impl Server {
         }
         // The relay addresses, and a warning when clients are told a private one, are part of
         // the start-up summary (`crate::summary`), from `Server::relays`.
+        // The kernel fast path, before the core's settings are fixed (it relays established
+        // channels only when the program is attached) and before the admin listener, which
+        // reads its counters.
+        let xdp_ips: Vec<std::net::IpAddr> = setup::relay_addrs(&config)?
+            .iter()
+            .map(|r| r.bind)
+            .chain(udp_addrs.iter().map(SocketAddr::ip))
+            .collect();
+        let xdp_ports: Vec<u16> = udp_addrs.iter().map(SocketAddr::port).collect();
+        let xdp = xdp::start(&config.xdp, &xdp_ports, &xdp_ips)?;
+        let mut config = config;
+        config.core.fast_path = xdp.is_some();
         let shared = setup::shared_state(&config, nat.pairs)?;
         let mut tls = tls::Listeners::bind(&config, workers)?;
         let limits = tcp::Limits {
@@ -151,17 +163,6 @@ impl Server {
             max_frame: config.max_frame,
             parked: Default::default(),
         };
-
-        // The kernel fast path, before the admin listener, which reads its counters.
-        let xdp_ips: Vec<std::net::IpAddr> = shared
-            .config
-            .relays
-            .iter()
-            .map(|r| r.bind)
-            .chain(udp_addrs.iter().map(SocketAddr::ip))
-            .collect();
-        let xdp_ports: Vec<u16> = udp_addrs.iter().map(SocketAddr::port).collect();
-        let xdp = xdp::start(&config.xdp, &xdp_ports, &xdp_ips)?;
 
         let notifiers = (0..workers)
             .map(|_| poller::Notifier::new().map(std::sync::Arc::new))
@@ -229,6 +230,13 @@ impl Server {
                 admin: admin_rx.remove(0),
                 udp_options: udp_opts,
                 notifier: notifiers[index].clone(),
+                fast_path: match &xdp {
+                    Some(x) => Some(
+                        x.worker(index, workers)
+                            .map_err(|e| anyhow::anyhow!("xdp: worker {index}: {e}"))?,
+                    ),
+                    None => None,
+                },
             })
             .context("cannot start worker thread")?;
             handles.push(handle);

@@ -4,9 +4,10 @@
 
 use super::Hook;
 use crate::metrics::xdp::{Count, XdpSource, SLOTS};
-use aya::maps::{HashMap, MapData, PerCpuArray};
+use aya::maps::{HashMap, Map, MapData, PerCpuArray};
 use aya::programs::{Xdp, XdpMode};
 use aya::{Ebpf, Pod};
+use std::os::fd::AsFd;
 use std::sync::Arc;
 
 /// `ebpf/turnd_xdp.c`, compiled by build.rs; aligned as aya's ELF parser needs.
@@ -30,7 +31,7 @@ unsafe impl Pod for CCount {}
 /// detaches the program from every interface.
 pub(super) struct Loaded {
     /// Owns the program, its links and the maps not taken out.
-    _ebpf: Ebpf,
+    ebpf: Ebpf,
     counters: Arc<Counters>,
 }
 
@@ -136,12 +137,38 @@ impl Loaded {
         let map =
             PerCpuArray::try_from(map).map_err(|e| format!("turnd_counters: {}", chain(&e)))?;
         Ok(Loaded {
-            _ebpf: ebpf,
+            ebpf,
             counters: Arc::new(Counters {
                 map,
                 interfaces: interfaces.len(),
             }),
         })
+    }
+
+    /// Fresh file descriptors for the fast path's maps (`turnd_chan_in`, `turnd_chan_out`,
+    /// `turnd_alloc_stats`), for one worker.
+    pub(super) fn dup_maps(&self) -> Result<(MapData, MapData, MapData), String> {
+        let dup = |name: &str| -> Result<MapData, String> {
+            let data = match self.ebpf.map(name) {
+                Some(Map::HashMap(d) | Map::PerCpuArray(d)) => d,
+                _ => {
+                    return Err(format!(
+                        "the program has no map {name} of the expected type"
+                    ))
+                }
+            };
+            let fd = data
+                .fd()
+                .as_fd()
+                .try_clone_to_owned()
+                .map_err(|e| format!("{name}: {e}"))?;
+            MapData::from_fd(fd).map_err(|e| format!("{name}: {}", chain(&e)))
+        };
+        Ok((
+            dup("turnd_chan_in")?,
+            dup("turnd_chan_out")?,
+            dup("turnd_alloc_stats")?,
+        ))
     }
 
     pub(super) fn source(&self) -> Arc<dyn XdpSource> {

@@ -15,7 +15,11 @@
 
 #[cfg(feature = "xdp")]
 mod load;
+#[cfg(feature = "xdp")]
+mod maps;
 
+use crate::core::fast_path::FastPath;
+use crate::core::{AllocationId, Relayed};
 use crate::metrics::xdp::XdpSource;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -69,6 +73,55 @@ impl Attached {
             // `None` or an error), so this is never reached.
             unreachable!("no XDP program without the xdp feature")
         }
+    }
+}
+
+impl Attached {
+    /// Worker `index`'s (of `workers`) handles on the fast path's maps, with its share of the
+    /// stats slots.
+    pub fn worker(&self, index: usize, workers: usize) -> Result<WorkerFastPath, String> {
+        #[cfg(feature = "xdp")]
+        {
+            let (chan_in, chan_out, stats) = self.inner.dup_maps()?;
+            let per = maps::STATS_SLOTS / workers.max(1) as u32;
+            let first = per * index as u32;
+            let inner = maps::WorkerMaps::new(chan_in, chan_out, stats, first..first + per)?;
+            Ok(WorkerFastPath { inner })
+        }
+        #[cfg(not(feature = "xdp"))]
+        {
+            let _ = (index, workers);
+            unreachable!("no XDP program without the xdp feature")
+        }
+    }
+}
+
+/// A worker's side of the fast path: carries out the core's [`FastPath`] outputs on the
+/// kernel's maps and folds the kernel's per-allocation counts into the allocation's stats.
+pub struct WorkerFastPath {
+    #[cfg(feature = "xdp")]
+    inner: maps::WorkerMaps,
+}
+
+impl WorkerFastPath {
+    /// Carries out one fast-path output. An install that cannot be carried out (a wildcard
+    /// listen address, a cross-family channel, no free stats slot, a full map) leaves that
+    /// channel in user space, which relays it as always; it is logged at debug level.
+    pub fn apply(&mut self, f: FastPath) {
+        #[cfg(feature = "xdp")]
+        if let Err(why) = self.inner.apply(f) {
+            tracing::debug!(?why, ?f, "xdp: channel stays in user space");
+        }
+        #[cfg(not(feature = "xdp"))]
+        let _ = f;
+    }
+
+    /// Allocation `id` ended: adds what the kernel relayed for it to `stats`.
+    pub fn allocation_ended(&mut self, id: AllocationId, stats: &mut Relayed) {
+        #[cfg(feature = "xdp")]
+        self.inner.allocation_ended(id, stats);
+        #[cfg(not(feature = "xdp"))]
+        let _ = (id, stats);
     }
 }
 
