@@ -88,7 +88,9 @@ bpftool -j map dump id "$COUNTERS" >"$OUT/counters.json"
 python3 - "$OUT/counters.json" <<'PY'
 import json, sys
 names = ["seen", "pass_not_ip", "pass_not_udp", "pass_other_port",
-         "pass_not_channeldata", "pass_bad_length", "channeldata_v4", "channeldata_v6"]
+         "pass_not_channeldata", "pass_bad_length", "channeldata_v4", "channeldata_v6",
+         "relayed_to_peer", "relayed_to_client", "pass_no_entry", "pass_expired", "pass_fib",
+         "pass_unsupported"]
 got = {}
 for e in json.load(open(sys.argv[1])):
     key = e.get("key")
@@ -100,7 +102,7 @@ for e in json.load(open(sys.argv[1])):
 for n in names:
     print(f"{n:22} {got.get(n, 0)}")
 want = {"channeldata_v4": 15, "channeldata_v6": 15, "pass_bad_length": 4,
-        "pass_not_channeldata": 10, "pass_other_port": 8}
+        "pass_not_channeldata": 10, "pass_other_port": 8, "pass_no_entry": 30}
 bad = {k: (got.get(k, 0), v) for k, v in want.items() if got.get(k, 0) != v}
 if bad:
     sys.exit(f"FAIL: counter (got, want): {bad}")

@@ -95,7 +95,16 @@ fn count_i64(v: u64) -> i64 {
 
 impl Collector for TurndCollector {
     fn encode(&self, mut e: DescriptorEncoder) -> fmt::Result {
-        let s = sum(self.workers.iter().map(|w| &**w));
+        let mut s = sum(self.workers.iter().map(|w| &**w));
+        // What the kernel relayed is part of the totals: UDP clients' datagrams.
+        if let Some(c) = self.xdp.as_ref().and_then(|x| x.read()) {
+            let (to_peer, to_client) = super::xdp::relayed(&c);
+            let udp = &mut s.core.relayed[Transport::Udp];
+            udp.to_peer_packets += to_peer.packets;
+            udp.to_peer_bytes += to_peer.bytes;
+            udp.to_client_packets += to_client.packets;
+            udp.to_client_bytes += to_client.bytes;
+        }
         encode_snapshot(&s, &mut e)?;
         if let Some(shared) = &self.shared {
             // The pool's lock is taken by requests only, never by the relay path.
@@ -166,6 +175,15 @@ pub(crate) fn counters_pub(
     series: &[(Labels, u64)],
 ) -> fmt::Result {
     counters(e, name, help, None, series)
+}
+
+pub(crate) fn counters_bytes(
+    e: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    series: &[(Labels, u64)],
+) -> fmt::Result {
+    counters(e, name, help, Some(&Unit::Bytes), series)
 }
 
 pub(crate) fn gauge_pub(e: &mut DescriptorEncoder, name: &str, help: &str, v: i64) -> fmt::Result {

@@ -10,7 +10,7 @@ use prometheus_client::encoding::DescriptorEncoder;
 use std::fmt;
 
 /// Slots of `turnd_counters`, in `enum turnd_counter`'s order.
-pub const SLOTS: usize = 8;
+pub const SLOTS: usize = 14;
 
 /// The C enum's values.
 pub mod slot {
@@ -22,6 +22,12 @@ pub mod slot {
     pub const PASS_BAD_LENGTH: usize = 5;
     pub const CHANNELDATA_V4: usize = 6;
     pub const CHANNELDATA_V6: usize = 7;
+    pub const RELAYED_TO_PEER: usize = 8;
+    pub const RELAYED_TO_CLIENT: usize = 9;
+    pub const PASS_NO_ENTRY: usize = 10;
+    pub const PASS_EXPIRED: usize = 11;
+    pub const PASS_FIB: usize = 12;
+    pub const PASS_UNSUPPORTED: usize = 13;
 }
 
 /// One slot summed over the CPUs.
@@ -41,13 +47,24 @@ pub trait XdpSource: Send + Sync {
 }
 
 /// Why the program passed a packet up, as the `reason` label says it, with its slot.
-const PASSED: [(&str, usize); 5] = [
+const PASSED: [(&str, usize); 9] = [
     ("not_ip", slot::PASS_NOT_IP),
     ("not_udp", slot::PASS_NOT_UDP),
     ("other_port", slot::PASS_OTHER_PORT),
     ("not_channeldata", slot::PASS_NOT_CHANNELDATA),
     ("bad_length", slot::PASS_BAD_LENGTH),
+    ("no_entry", slot::PASS_NO_ENTRY),
+    ("expired", slot::PASS_EXPIRED),
+    ("fib", slot::PASS_FIB),
+    ("unsupported", slot::PASS_UNSUPPORTED),
 ];
+
+/// The kernel's relayed datagrams and payload bytes, (client → peer, peer → client): added
+/// to `turnd_relayed_*{transport="udp"}` so those stay the totals, and shown on their own as
+/// `turnd_xdp_relayed_*`.
+pub fn relayed(c: &[Count; SLOTS]) -> (Count, Count) {
+    (c[slot::RELAYED_TO_PEER], c[slot::RELAYED_TO_CLIENT])
+}
 
 /// Encodes the XDP families from `source`.
 pub(crate) fn encode(source: &dyn XdpSource, e: &mut DescriptorEncoder) -> fmt::Result {
@@ -75,6 +92,27 @@ pub(crate) fn encode(source: &dyn XdpSource, e: &mut DescriptorEncoder) -> fmt::
         "turnd_xdp_passed",
         "Frames the XDP program passed up to the kernel's stack as not its to relay, by reason.",
         &passed,
+    )?;
+    let (to_peer, to_client) = relayed(&c);
+    let directions = |f: fn(&Count) -> u64| {
+        vec![
+            (vec![("direction", "client_to_peer")], f(&to_peer)),
+            (vec![("direction", "peer_to_client")], f(&to_client)),
+        ]
+    };
+    super::collect::counters_pub(
+        e,
+        "turnd_xdp_relayed_datagrams",
+        "Datagrams the XDP program relayed in the kernel, by direction (also counted in \
+         turnd_relayed_datagrams_total).",
+        &directions(|c| c.packets),
+    )?;
+    super::collect::counters_bytes(
+        e,
+        "turnd_xdp_relayed",
+        "Application payload bytes the XDP program relayed in the kernel, by direction (also \
+         counted in turnd_relayed_bytes_total).",
+        &directions(|c| c.bytes),
     )?;
     super::collect::counters_pub(
         e,

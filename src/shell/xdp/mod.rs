@@ -153,7 +153,36 @@ fn attach(opts: &Options, ports: &[u16], interfaces: &[String]) -> Result<Attach
         return Err(no_interfaces());
     }
     let inner = load::Loaded::attach(&opts.hooks, ports, interfaces)?;
+    for iface in interfaces {
+        warn_if_not_forwarding(iface);
+    }
     Ok(Attached { inner })
+}
+
+/// The kernel's FIB lookup from XDP answers "forwarding disabled" unless the ingress
+/// interface forwards, and then every datagram takes the user-space path (counted under
+/// `turnd_xdp_passed_total{reason="fib"}`). turnd changes no sysctl; it says so once.
+#[cfg(feature = "xdp")]
+fn warn_if_not_forwarding(iface: &str) {
+    for (family, path) in [
+        (
+            "ipv4",
+            format!("/proc/sys/net/ipv4/conf/{iface}/forwarding"),
+        ),
+        (
+            "ipv6",
+            format!("/proc/sys/net/ipv6/conf/{iface}/forwarding"),
+        ),
+    ] {
+        if std::fs::read_to_string(&path).is_ok_and(|v| v.trim() == "0") {
+            tracing::warn!(
+                interface = %iface,
+                "xdp: {family} forwarding is off on {iface} ({path} is 0): the kernel fast path \
+                 cannot look up routes for {family} and relays nothing of it (docs/xdp.md, \
+                 Forwarding)"
+            );
+        }
+    }
 }
 
 #[cfg(not(feature = "xdp"))]
