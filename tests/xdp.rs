@@ -644,3 +644,138 @@ fn generic_mode_relays_in_the_kernel() {
 fn native_mode_relays_in_the_kernel() {
     relays_in_the_kernel("native");
 }
+
+/// A number after `key` in `line` (`tot_send_msgs=100,` → 100).
+fn number_after(line: &str, key: &str) -> Option<u64> {
+    let rest = &line[line.find(key)? + key.len()..];
+    rest.split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Runs `turnutils_uclient` from the client namespace against turnd on the relay with an
+/// echo peer (`turnutils_peer`) in the peer namespace; asserts every message came back, and
+/// returns how many it sent.
+fn uclient(t: &Relaying, flags: &[&str]) -> u64 {
+    let uclient = require_tool("turnutils_uclient");
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &t.cli])
+        .arg(uclient)
+        .arg("-v")
+        .args(flags)
+        .args([
+            "-u",
+            "alice",
+            "-w",
+            "alice-pw",
+            "-e",
+            "10.78.2.2",
+            "-r",
+            "3480",
+        ])
+        .args([
+            "-n",
+            "100",
+            "-m",
+            "2",
+            "-l",
+            "170",
+            "-p",
+            "3478",
+            "10.78.1.1",
+        ]);
+    let (status, out) = common::run_tool("turnutils_uclient", cmd, Duration::from_secs(60));
+    assert!(
+        status.success(),
+        "turnutils_uclient {flags:?}: {status}\n{out}"
+    );
+    let totals = out
+        .lines()
+        .rev()
+        .find(|l| l.contains("tot_send_msgs=") && !l.contains("msz="))
+        .unwrap_or_else(|| panic!("no totals:\n{out}"));
+    let lost = out
+        .lines()
+        .rev()
+        .find(|l| l.contains("Total lost packets"))
+        .unwrap_or_else(|| panic!("no losses line:\n{out}"));
+    let sent = number_after(totals, "tot_send_msgs=").expect("sent");
+    assert_eq!(number_after(totals, "tot_recv_msgs="), Some(sent), "{out}");
+    assert_eq!(number_after(lost, "Total lost packets "), Some(0), "{out}");
+    sent
+}
+
+/// coturn's own client in channel mode through the kernel path: nothing lost, every echo
+/// relayed by the kernel, each datagram counted once; then a TCP client in the same run goes
+/// through user space.
+#[test]
+fn turnutils_uclient_channels_go_through_the_kernel() {
+    let t = relaying_topology("generic");
+    let scratch = common::ScratchDir::new("xdp-uclient");
+    let (_turnd, admin) = relaying_turnd(&t, "generic", &scratch.path().join("turnd.toml"));
+    let mut peer = Command::new("ip");
+    peer.args(["netns", "exec", &t.peer])
+        .arg(require_tool("turnutils_peer"))
+        .args(["-L", "10.78.2.2", "-p", "3480"]);
+    let _peer = Proc::spawn("turnutils_peer", peer);
+    // Up once it echoes a probe (bounded: 50 probes, 100 ms each).
+    let up = run_in(&t.peer, || {
+        let probe = UdpSocket::bind("10.78.2.2:0").expect("probe");
+        probe
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .expect("timeout");
+        let mut buf = [0u8; 64];
+        (0..50).any(|_| {
+            let _ = probe.send_to(b"probe", "10.78.2.2:3480");
+            probe.recv(&mut buf).is_ok_and(|n| &buf[..n] == b"probe")
+        })
+    });
+    assert!(up, "turnutils_peer did not echo");
+    let metric = |series: &str| {
+        let raw = run_in(&t.relay, || http_get(admin, "/metrics"));
+        http_body(&raw)
+            .lines()
+            .find_map(|l| {
+                let (name, value) = l.rsplit_once(' ')?;
+                (name == series).then(|| value.parse::<u64>().ok())?
+            })
+            .unwrap_or(0)
+    };
+    let sent = uclient(&t, &[]);
+    assert!(sent > 0);
+    let (xdp_up, xdp_down) = (
+        metric("turnd_xdp_relayed_datagrams_total{direction=\"client_to_peer\"}"),
+        metric("turnd_xdp_relayed_datagrams_total{direction=\"peer_to_client\"}"),
+    );
+    let (all_up, all_down) = (
+        metric("turnd_relayed_datagrams_total{direction=\"client_to_peer\",transport=\"udp\"}"),
+        metric("turnd_relayed_datagrams_total{direction=\"peer_to_client\",transport=\"udp\"}"),
+    );
+    let dump = || {
+        let raw = run_in(&t.relay, || http_get(admin, "/metrics"));
+        http_body(&raw)
+            .lines()
+            .filter(|l| l.starts_with("turnd_xdp") || l.starts_with("turnd_relayed"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    // Every echo came back through the kernel (the channel is bound before the peer
+    // answers). Towards the peer uclient sends Send indications until its ChannelBind is
+    // answered, and how many depends on timing: those take user space, the rest the kernel,
+    // and the total counts each once.
+    assert_eq!((all_up, all_down), (sent, sent), "{}", dump());
+    assert_eq!(xdp_down, sent, "{}", dump());
+    assert!(xdp_up <= all_up, "{}", dump());
+    // A TCP client: ChannelData framed in a stream, relayed by user space only.
+    let sent_tcp = uclient(&t, &["-t"]);
+    assert!(sent_tcp > 0);
+    assert_eq!(
+        metric("turnd_xdp_relayed_datagrams_total{direction=\"client_to_peer\"}"),
+        xdp_up
+    );
+    assert!(
+        metric("turnd_relayed_datagrams_total{direction=\"client_to_peer\",transport=\"tcp\"}")
+            >= sent_tcp
+    );
+}
