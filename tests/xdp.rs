@@ -605,6 +605,19 @@ fn relays_in_the_kernel(mode: &str) {
             assert!(receive(&c.sock, 1, Duration::from_millis(300)).is_empty());
             assert_eq!(admin_metric(to_peer_xdp), Some(sent));
             assert_eq!(admin_metric(to_client_xdp), Some(sent));
+            // The allocation's own stats hold what the kernel relayed for it: its slot is
+            // read into the end-of-allocation event (the log line here).
+            let want = format!(
+                "to_peer_packets={} to_peer_bytes={} to_client_packets={N}",
+                N + 1,
+                (0..N).map(|i| 1 + i % 97).sum::<usize>() + b"via send".len(),
+            );
+            let deadline = Instant::now() + COMMAND_TIMEOUT;
+            // Bounded: one look per 20 ms until the deadline.
+            while !turnd.output().contains(&want) {
+                assert!(Instant::now() < deadline, "no `{want}` in:\n{}", turnd.output());
+                std::thread::sleep(Duration::from_millis(20));
+            }
         } else {
             // A reload that denies the peer stops the channel at once: once turnd says it
             // reloaded, every worker has taken the entries out.
