@@ -615,7 +615,11 @@ fn relays_in_the_kernel(mode: &str) {
             let deadline = Instant::now() + COMMAND_TIMEOUT;
             // Bounded: one look per 20 ms until the deadline.
             while !turnd.output().contains(&want) {
-                assert!(Instant::now() < deadline, "no `{want}` in:\n{}", turnd.output());
+                assert!(
+                    Instant::now() < deadline,
+                    "no `{want}` in:\n{}",
+                    turnd.output()
+                );
                 std::thread::sleep(Duration::from_millis(20));
             }
         } else {
