@@ -370,33 +370,37 @@ fn tx_checksum_off(ns: &str, dev: &str) {
 }
 
 /// turnd in the relay namespace with the peer filter in a file (so a reload can change it).
-fn relaying_turnd(t: &Relaying, mode: &str, config: &std::path::Path) -> (Proc, SocketAddr) {
+fn relaying_turnd(
+    t: &Relaying,
+    mode: &str,
+    config: &std::path::Path,
+    extra: &[&str],
+) -> (Proc, SocketAddr) {
     std::fs::write(
         config,
         "allow_peers = [\"10.78.2.0/24\", \"fd78:2::/64\"]\n",
     )
     .expect("write the config");
-    netns::spawn_turnd(
-        &t.relay,
-        &[
-            "--config",
-            config.to_str().expect("a UTF-8 path"),
-            "--listen",
-            "10.78.1.1:3478",
-            "--listen",
-            "[fd78:1::1]:3478",
-            "--relay-ip",
-            "10.78.2.1",
-            "--relay-ip",
-            "fd78:2::1",
-            "--user",
-            "alice:alice-pw",
-            "--realm",
-            "xdp.test",
-            "--xdp",
-            mode,
-        ],
-    )
+    let mut args = vec![
+        "--config",
+        config.to_str().expect("a UTF-8 path"),
+        "--listen",
+        "10.78.1.1:3478",
+        "--listen",
+        "[fd78:1::1]:3478",
+        "--relay-ip",
+        "10.78.2.1",
+        "--relay-ip",
+        "fd78:2::1",
+        "--user",
+        "alice:alice-pw",
+        "--realm",
+        "xdp.test",
+        "--xdp",
+        mode,
+    ];
+    args.extend_from_slice(extra);
+    netns::spawn_turnd(&t.relay, &args)
 }
 
 fn channel_data(channel: u16, data: &[u8], pad: usize) -> Vec<u8> {
@@ -478,7 +482,7 @@ fn relays_in_the_kernel(mode: &str) {
     let _ = (&t.ns, &t.cli);
     let scratch = common::ScratchDir::new("xdp-relay");
     let config = scratch.path().join("turnd.toml");
-    let (turnd, admin) = relaying_turnd(&t, mode, &config);
+    let (turnd, admin) = relaying_turnd(&t, mode, &config, &[]);
     let admin_metric = |series: &str| {
         let raw = run_in(&t.relay, || http_get(admin, "/metrics"));
         http_body(&raw).lines().find_map(|l| {
@@ -730,7 +734,7 @@ fn uclient(t: &Relaying, flags: &[&str]) -> u64 {
 fn turnutils_uclient_channels_go_through_the_kernel() {
     let t = relaying_topology("generic");
     let scratch = common::ScratchDir::new("xdp-uclient");
-    let (_turnd, admin) = relaying_turnd(&t, "generic", &scratch.path().join("turnd.toml"));
+    let (_turnd, admin) = relaying_turnd(&t, "generic", &scratch.path().join("turnd.toml"), &[]);
     let mut peer = Command::new("ip");
     peer.args(["netns", "exec", &t.peer])
         .arg(require_tool("turnutils_peer"))
@@ -794,5 +798,74 @@ fn turnutils_uclient_channels_go_through_the_kernel() {
     assert!(
         metric("turnd_relayed_datagrams_total{direction=\"client_to_peer\",transport=\"tcp\"}")
             >= sent_tcp
+    );
+}
+
+/// The kernel's maps are bounded (`xdp_max_channels`): a channel that finds them full is
+/// relayed by user space, as if there were no fast path, and nothing is lost.
+#[test]
+fn channels_beyond_the_maps_bound_take_user_space() {
+    let t = relaying_topology("generic");
+    let scratch = common::ScratchDir::new("xdp-bound");
+    let (_turnd, admin) = relaying_turnd(
+        &t,
+        "generic",
+        &scratch.path().join("turnd.toml"),
+        &["--xdp-max-channels", "2", "--workers", "1"],
+    );
+    let peers: Vec<UdpSocket> = (0..3)
+        .map(|_| {
+            let s = run_in(&t.peer, || {
+                UdpSocket::bind("10.78.2.2:0").expect("peer socket")
+            });
+            big_receive_buffer(&s);
+            s
+        })
+        .collect();
+    let creds = bench_client::Creds::new("alice", "alice-pw");
+    let c = run_in(&t.cli, || {
+        let mut c = bench_client::Client::allocate(
+            "10.78.1.1:3478".parse().unwrap(),
+            "10.78.1.2".parse().unwrap(),
+            &creds,
+        )
+        .expect("Allocate");
+        for (i, p) in peers.iter().enumerate() {
+            c.channel_bind(0x4000 + i as u16, p.local_addr().unwrap())
+                .expect("ChannelBind");
+        }
+        c
+    });
+    for round in 0..10u8 {
+        for i in 0..3u16 {
+            c.sock
+                .send(&channel_data(0x4000 + i, &[round, i as u8], 0))
+                .expect("send");
+        }
+    }
+    for (i, p) in peers.iter().enumerate() {
+        let got = receive(p, 10, Duration::from_secs(2));
+        let want: Vec<Vec<u8>> = (0..10u8).map(|r| vec![r, i as u8]).collect();
+        assert_eq!(got, want, "channel {i}");
+    }
+    let raw = run_in(&t.relay, || http_get(admin, "/metrics"));
+    let value = |series: &str| {
+        http_body(&raw).lines().find_map(|l| {
+            let (name, v) = l.rsplit_once(' ')?;
+            (name == series).then(|| v.parse::<u64>().ok())?
+        })
+    };
+    // Two channels fit the maps; the third's install was refused and user space relays it.
+    assert_eq!(
+        value("turnd_xdp_relayed_datagrams_total{direction=\"client_to_peer\"}"),
+        Some(20)
+    );
+    assert_eq!(
+        value("turnd_relayed_datagrams_total{direction=\"client_to_peer\",transport=\"udp\"}"),
+        Some(30)
+    );
+    assert_eq!(
+        value("turnd_xdp_passed_total{reason=\"no_entry\"}"),
+        Some(10)
     );
 }

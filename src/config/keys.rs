@@ -516,6 +516,16 @@ config_keys! {
             flag: xdp_interface "NAME", parse: list(interface), sighup: restart,
             example: r#"["eth0"]"#,
         },
+
+        /// Most channels relayed in the kernel at once, and allocations with kernel entries.
+        ///
+        /// Sizes the program's maps (both directions, and the per-allocation counters, split
+        /// evenly between the workers). Beyond it a channel is relayed by user space as usual.
+        /// Each entry costs about 250 bytes of locked kernel memory, the counters 32 bytes per
+        /// CPU. At most 1048576.
+        xdp_max_channels: u32 = 65536 => {
+            flag: xdp_max_channels "N", parse: one(xdp_entries), sighup: restart,
+        },
     }
 
     /// Logging, the admin HTTP listener and shutdown.

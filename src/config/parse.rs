@@ -50,6 +50,16 @@ pub(crate) fn interface(s: &str) -> Result<String, String> {
     Ok(s.to_string())
 }
 
+/// `xdp_max_channels`: 1 to 1048576 map entries.
+pub(crate) fn xdp_entries(s: &str) -> Result<u32, String> {
+    match s.trim().parse::<u32>() {
+        Ok(n) if (1..=1 << 20).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "`{s}` is not a number of entries from 1 to 1048576"
+        )),
+    }
+}
+
 pub(crate) fn path(s: &str) -> Result<Option<std::path::PathBuf>, String> {
     if s.trim().is_empty() {
         return Err("the file name is empty".into());

@@ -104,6 +104,7 @@ fn xdp_options(c: &Config) -> xdp::Options {
         hooks,
         required,
         interfaces: c.xdp_interfaces.clone(),
+        max_channels: c.xdp_max_channels,
     }
 }
 

@@ -32,6 +32,8 @@ unsafe impl Pod for CCount {}
 pub(super) struct Loaded {
     /// Owns the program, its links and the maps not taken out.
     ebpf: Ebpf,
+    /// The channel maps' and stats slots' `max_entries`.
+    pub(super) max_channels: u32,
     counters: Arc<Counters>,
 }
 
@@ -79,8 +81,13 @@ impl Loaded {
         hooks: &[Hook],
         ports: &[u16],
         interfaces: &[String],
+        max_channels: u32,
     ) -> Result<Loaded, String> {
-        let mut ebpf = Ebpf::load(PROGRAM)
+        let mut ebpf = aya::EbpfLoader::new()
+            .map_max_entries("turnd_chan_in", max_channels)
+            .map_max_entries("turnd_chan_out", max_channels)
+            .map_max_entries("turnd_alloc_stats", max_channels)
+            .load(PROGRAM)
             .map_err(|e| format!("cannot load the program ({}); {NEEDS}", chain(&e)))?;
         {
             let map = ebpf
@@ -138,6 +145,7 @@ impl Loaded {
             PerCpuArray::try_from(map).map_err(|e| format!("turnd_counters: {}", chain(&e)))?;
         Ok(Loaded {
             ebpf,
+            max_channels,
             counters: Arc::new(Counters {
                 map,
                 interfaces: interfaces.len(),

@@ -7,11 +7,11 @@
 //! ChannelBind, a sweep), never per datagram. The layouts mirror `ebpf/turnd_xdp.c`'s
 //! structs byte for byte; both sides assert their sizes.
 
+use super::slots::{Slot, SlotPool};
 use crate::core::fast_path::{ChannelKey, FastPath};
 use crate::core::{AllocationId, Relayed};
 use aya::maps::{HashMap, Map, MapData, PerCpuArray, PerCpuValues};
 use aya::Pod;
-use std::collections::HashMap as StdHashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
@@ -95,9 +95,6 @@ unsafe impl Pod for InValue {}
 unsafe impl Pod for OutKey {}
 unsafe impl Pod for OutValue {}
 unsafe impl Pod for SlotStats {}
-
-/// Slots in `turnd_alloc_stats` (its `max_entries`), split evenly between the workers.
-pub(super) const STATS_SLOTS: u32 = 65536;
 
 /// An address as the maps store it: 16 bytes (IPv4 in the first four), and 4 or 6.
 fn ip_bytes(ip: IpAddr) -> ([u8; 16], u8) {
@@ -184,10 +181,8 @@ pub(super) struct WorkerMaps {
     chan_in: HashMap<MapData, InKey, InValue>,
     chan_out: HashMap<MapData, OutKey, OutValue>,
     stats: PerCpuArray<MapData, SlotStats>,
-    /// Free slots of this worker's range.
-    free: Vec<u32>,
-    /// The slot of each allocation that has had an entry; bounded by the range's size.
-    slots: StdHashMap<AllocationId, u32>,
+    /// This worker's range of stats slots.
+    slots: SlotPool,
     cpus: usize,
 }
 
@@ -203,8 +198,7 @@ impl WorkerMaps {
             chan_in: HashMap::try_from(map(chan_in)?).map_err(|e| e.to_string())?,
             chan_out: HashMap::try_from(map(chan_out)?).map_err(|e| e.to_string())?,
             stats: PerCpuArray::try_from(map(stats)?).map_err(|e| e.to_string())?,
-            free: slots.rev().collect(),
-            slots: StdHashMap::new(),
+            slots: SlotPool::new(slots),
             cpus,
         })
     }
@@ -276,26 +270,28 @@ impl WorkerMaps {
 
     /// The allocation's slot, handed out (and zeroed) on its first install.
     fn slot(&mut self, id: AllocationId) -> Option<u32> {
-        if let Some(&s) = self.slots.get(&id) {
-            return Some(s);
+        match self.slots.get(id)? {
+            Slot::Held(s) => Some(s),
+            Slot::New(s) => {
+                // Zeroed when handed out rather than when freed: a datagram the program was
+                // still counting for the previous owner as it ended lands in neither's stats,
+                // not in this one's.
+                let zeroed = PerCpuValues::try_from(vec![SlotStats::default(); self.cpus])
+                    .ok()
+                    .is_some_and(|zero| self.stats.set(s, zero, 0).is_ok());
+                if !zeroed {
+                    self.slots.undo(id);
+                    return None;
+                }
+                Some(s)
+            }
         }
-        let s = self.free.pop()?;
-        // Zeroed when handed out rather than when freed: a datagram the program was still
-        // counting for the previous owner as it ended lands in neither's stats, not in
-        // this one's.
-        let zero = PerCpuValues::try_from(vec![SlotStats::default(); self.cpus]).ok()?;
-        if self.stats.set(s, zero, 0).is_err() {
-            self.free.push(s);
-            return None;
-        }
-        self.slots.insert(id, s);
-        Some(s)
     }
 
     /// Allocation `id` ended (every entry of it was removed before): its slot's counts, summed
     /// over the CPUs, are added to `stats`, and the slot goes back to the free list.
     pub(super) fn allocation_ended(&mut self, id: AllocationId, stats: &mut Relayed) {
-        let Some(s) = self.slots.remove(&id) else {
+        let Some(s) = self.slots.release(id) else {
             return;
         };
         if let Ok(per_cpu) = self.stats.get(&s, 0) {
@@ -306,7 +302,6 @@ impl WorkerMaps {
                 stats.to_client_bytes += c.to_client_bytes;
             }
         }
-        self.free.push(s);
     }
 }
 

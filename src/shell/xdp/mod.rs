@@ -17,6 +17,9 @@
 mod load;
 #[cfg(feature = "xdp")]
 mod maps;
+// Pure bookkeeping, tested without the feature too.
+#[cfg_attr(not(feature = "xdp"), allow(dead_code))]
+mod slots;
 
 use crate::core::fast_path::FastPath;
 use crate::core::{AllocationId, Relayed};
@@ -43,7 +46,7 @@ impl Hook {
 }
 
 /// What the operator asked for (`xdp`, `xdp_interfaces`).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Options {
     /// The modes to try, in order; empty = XDP off.
     pub hooks: Vec<Hook>,
@@ -52,6 +55,8 @@ pub struct Options {
     pub required: bool,
     /// Interfaces to attach to; empty = those that carry the relay (and listen) IPs.
     pub interfaces: Vec<String>,
+    /// `max_entries` of the channel maps and of the stats slots (`xdp_max_channels`).
+    pub max_channels: u32,
 }
 
 /// The program, attached: dropping it detaches it everywhere.
@@ -83,7 +88,9 @@ impl Attached {
         #[cfg(feature = "xdp")]
         {
             let (chan_in, chan_out, stats) = self.inner.dup_maps()?;
-            let per = maps::STATS_SLOTS / workers.max(1) as u32;
+            // Each worker its own range; with fewer slots than workers some get none, and
+            // their channels stay in user space.
+            let per = self.inner.max_channels / workers.max(1) as u32;
             let first = per * index as u32;
             let inner = maps::WorkerMaps::new(chan_in, chan_out, stats, first..first + per)?;
             Ok(WorkerFastPath { inner })
@@ -152,7 +159,7 @@ fn attach(opts: &Options, ports: &[u16], interfaces: &[String]) -> Result<Attach
     if interfaces.is_empty() {
         return Err(no_interfaces());
     }
-    let inner = load::Loaded::attach(&opts.hooks, ports, interfaces)?;
+    let inner = load::Loaded::attach(&opts.hooks, ports, interfaces, opts.max_channels)?;
     for iface in interfaces {
         warn_if_not_forwarding(iface);
     }
