@@ -868,4 +868,8 @@ fn channels_beyond_the_maps_bound_take_user_space() {
         value("turnd_xdp_passed_total{reason=\"no_entry\"}"),
         Some(10)
     );
+    assert_eq!(
+        value("turnd_xdp_installs_skipped_total{reason=\"map_full\"}"),
+        Some(1)
+    );
 }

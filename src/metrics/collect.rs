@@ -152,7 +152,7 @@ impl Collector for TurndCollector {
             count_i64(self.workers.len() as u64),
         )?;
         if let Some(xdp) = &self.xdp {
-            super::xdp::encode(&**xdp, &mut e)?;
+            super::xdp::encode(&**xdp, &s.xdp_skipped, &mut e)?;
         }
         process::encode(&mut e)
     }

@@ -66,8 +66,27 @@ pub fn relayed(c: &[Count; SLOTS]) -> (Count, Count) {
     (c[slot::RELAYED_TO_PEER], c[slot::RELAYED_TO_CLIENT])
 }
 
-/// Encodes the XDP families from `source`.
-pub(crate) fn encode(source: &dyn XdpSource, e: &mut DescriptorEncoder) -> fmt::Result {
+/// Why a worker did not carry out an install (the `reason` label), in the order the shell
+/// counts them (`WorkerMetrics::xdp_install_skipped`).
+pub const SKIPPED: [&str; 3] = ["not_relayable", "no_slot", "map_full"];
+
+/// Encodes the XDP families from `source`, and the workers' skipped installs.
+pub(crate) fn encode(
+    source: &dyn XdpSource,
+    skipped: &[u64; SKIPPED.len()],
+    e: &mut DescriptorEncoder,
+) -> fmt::Result {
+    let series: Vec<_> = SKIPPED
+        .iter()
+        .zip(skipped)
+        .map(|(&reason, &n)| (vec![("reason", reason)], n))
+        .collect();
+    super::collect::counters_pub(
+        e,
+        "turnd_xdp_installs_skipped",
+        "Channels the core handed to the kernel fast path that stayed in user space, by reason.",
+        &series,
+    )?;
     super::collect::gauge_pub(
         e,
         "turnd_xdp_interfaces",

@@ -149,6 +149,17 @@ impl Server {
             .collect();
         let xdp_ports: Vec<u16> = udp_addrs.iter().map(SocketAddr::port).collect();
         let xdp = xdp::start(&config.xdp, &xdp_ports, &xdp_ips)?;
+        if xdp.is_some() {
+            // The kernel answers a client from the address it sent to, which a wildcard
+            // listener does not record: its clients' channels stay in user space.
+            for a in udp_addrs.iter().filter(|a| a.ip().is_unspecified()) {
+                tracing::warn!(
+                    listen = %a,
+                    "xdp: a wildcard listen address: channels of its clients stay in user \
+                     space; listen on the specific addresses for the kernel fast path"
+                );
+            }
+        }
         let mut config = config;
         config.core.fast_path = xdp.is_some();
         let shared = setup::shared_state(&config, nat.pairs)?;

@@ -446,7 +446,7 @@ impl Worker {
                 // Only emitted with `CoreConfig::fast_path`, set when the program is attached.
                 Output::FastPath(f) => {
                     if let Some(fp) = &mut self.fast_path {
-                        fp.apply(f);
+                        fp.apply(f, &self.metrics);
                     }
                 }
                 Output::Event(mut e) => {

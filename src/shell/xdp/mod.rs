@@ -113,14 +113,21 @@ pub struct WorkerFastPath {
 impl WorkerFastPath {
     /// Carries out one fast-path output. An install that cannot be carried out (a wildcard
     /// listen address, a cross-family channel, no free stats slot, a full map) leaves that
-    /// channel in user space, which relays it as always; it is logged at debug level.
-    pub fn apply(&mut self, f: FastPath) {
+    /// channel in user space, which relays it as always; it is counted in `metrics`
+    /// (`turnd_xdp_installs_skipped_total`) and logged at debug level.
+    pub fn apply(&mut self, f: FastPath, metrics: &crate::metrics::WorkerMetrics) {
         #[cfg(feature = "xdp")]
         if let Err(why) = self.inner.apply(f) {
+            let reason = match why {
+                maps::Skipped::NotRelayable => 0,
+                maps::Skipped::NoSlot => 1,
+                maps::Skipped::MapFull => 2,
+            };
+            metrics.xdp_install_skipped(reason);
             tracing::debug!(?why, ?f, "xdp: channel stays in user space");
         }
         #[cfg(not(feature = "xdp"))]
-        let _ = f;
+        let _ = (f, metrics);
     }
 
     /// Allocation `id` ended: adds what the kernel relayed for it to `stats`.
