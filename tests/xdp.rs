@@ -151,6 +151,15 @@ fn attaches_counts_and_goes_with_the_process(mode: &str) {
     netns::run("kill", &["-9", &pid]);
     assert!(turnd.wait_timeout(COMMAND_TIMEOUT).is_some());
     assert_eq!(xdp_on_interface(&t), None, "left attached after kill -9");
+    // And a clean stop (SIGTERM, no allocation to wait for) detaches it too.
+    let (mut again, _) = crate::turnd(&t, &["--xdp", mode, "--drain-timeout", "1"]);
+    assert_eq!(xdp_on_interface(&t), Some(mode));
+    netns::run("kill", &["-TERM", &again.id().to_string()]);
+    let status = again
+        .wait_timeout(COMMAND_TIMEOUT)
+        .expect("turnd exits on SIGTERM");
+    assert!(status.success(), "{}", again.output());
+    assert_eq!(xdp_on_interface(&t), None, "left attached after SIGTERM");
     drop(t.ns);
 }
 
