@@ -88,7 +88,7 @@ out = sys.argv[1]
 names = ["seen", "pass_not_ip", "pass_not_udp", "pass_other_port",
          "pass_not_channeldata", "pass_bad_length", "channeldata_v4", "channeldata_v6",
          "relayed_to_peer", "relayed_to_client", "pass_no_entry", "pass_expired", "pass_fib",
-         "pass_unsupported"]
+         "pass_unsupported", "relayed_hairpin"]
 def num(x):  # bpftool prints BTF-typed values as numbers, others as hex byte lists
     return x if isinstance(x, int) else int.from_bytes(bytes(int(b, 16) for b in x[:8]), "little")
 dump = json.load(open(f"{out}/counters.json"))

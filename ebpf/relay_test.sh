@@ -36,6 +36,7 @@ def sh(*args, check=True):
 RELAY_MAC = bytes.fromhex("020000000001")
 PEER_MAC = bytes.fromhex("020000000009")
 CLIENT_MAC = bytes.fromhex("020000000002")
+CLIENT2_MAC = bytes.fromhex("020000000003")
 sh("ip", "link", "set", "lo", "up")
 sh("ip", "link", "add", "r", "address", RELAY_MAC.hex(":"), "mtu", "1500", "type", "veth",
    "peer", "name", "o")
@@ -43,8 +44,8 @@ sh("ip", "addr", "add", "10.0.0.1/24", "dev", "r")
 sh("ip", "addr", "add", "fd00::1/64", "dev", "r", "nodad")
 sh("ip", "link", "set", "r", "up")
 sh("ip", "link", "set", "o", "up")
-for ip, mac in [("10.0.0.9", PEER_MAC), ("10.0.0.2", CLIENT_MAC),
-                ("fd00::9", PEER_MAC), ("fd00::2", CLIENT_MAC)]:
+for ip, mac in [("10.0.0.9", PEER_MAC), ("10.0.0.2", CLIENT_MAC), ("10.0.0.3", CLIENT2_MAC),
+                ("fd00::9", PEER_MAC), ("fd00::2", CLIENT_MAC), ("fd00::3", CLIENT2_MAC)]:
     sh("ip", "neigh", "replace", ip, "lladdr", mac.hex(":"), "dev", "r", "nud", "permanent")
 # bpf_fib_lookup asks the ingress interface to forward (its ingress view);
 # turnd's docs say so (docs/xdp.md, Forwarding).
@@ -122,6 +123,7 @@ sh("bpftool", "map", "update", "pinned", "/sys/fs/bpf/m/turnd_ports",
 for fam_ in ("4", "6"):
     C, L, R, P = (("10.0.0.2", "10.0.0.1", "10.0.0.1", "10.0.0.9") if fam_ == "4"
                   else ("fd00::2", "fd00::1", "fd00::1", "fd00::9"))
+    C2 = "10.0.0.3" if fam_ == "4" else "fd00::3"
     # Channel 0x4000: live, both directions. 0x4001: expired. 0x4002: a
     # peer with no route. 0x4003: live, DF.
     for m, (k, v) in [
@@ -132,6 +134,12 @@ for fam_ in ("4", "6"):
         ("turnd_chan_in", chan_in(C, 40000, L, 3478, 0x4002, R, 50002,
                                   "192.0.2.99" if fam_ == "4" else "2001:db8::99", 5002, 7, FAR)),
         ("turnd_chan_in", chan_in(C, 40000, L, 3478, 0x4003, R, 50003, P, 5003, 7, FAR, df=1)),
+        # Hairpin: 0x4010's peer is another allocation's relayed address (R:50020) on this
+        # host, whose client C2 has channel 0x4020 back to R:50010. 0x4011's local peer
+        # has no channel back.
+        ("turnd_chan_in", chan_in(C, 40000, L, 3478, 0x4010, R, 50010, R, 50020, 7, FAR)),
+        ("turnd_chan_out", chan_out(R, 50020, R, 50010, C2, 40002, L, 3478, 0x4020, 7, FAR)),
+        ("turnd_chan_in", chan_in(C, 40000, L, 3478, 0x4011, R, 50011, R, 50021, 7, FAR)),
     ]:
         update(m, k, v)
 
@@ -174,6 +182,20 @@ for v in ("4", "6"):
                   if v == "4" else ip6(L, C, udp(L, C, 3478, 40000, cd(0x4000, data)), hop=64))
         add(f"v{v}_to_client_{name}", frame, XDP_TX, eth(CLIENT_MAC, RELAY_MAC, out_ip),
             {"seen": 1, "relayed_to_client": 1})
+    C2 = "10.0.0.3" if v == "4" else "fd00::3"
+    def hairpin_case(name, data, pad=b"", zero=False):
+        frame = eth(RELAY_MAC, CLIENT_MAC,
+                    ipf(C, L, udp(C, L, 40000, 3478, cd(0x4010, data, pad), zero=zero)))
+        out_ip = (ip4(L, C2, udp(L, C2, 3478, 40002, cd(0x4020, data), zero=zero), ttl=64)
+                  if v == "4" else ip6(L, C2, udp(L, C2, 3478, 40002, cd(0x4020, data)), hop=64))
+        add(f"v{v}_hairpin_{name}", frame, XDP_TX, eth(CLIENT2_MAC, RELAY_MAC, out_ip),
+            {"seen": 1, cdv: 1, "relayed_hairpin": 1})
+    hairpin_case("even", b"both relayed")
+    hairpin_case("odd_padded", b"odd", pad=b"\xf0\x0f\x33"[:1])
+    hairpin_case("odd_padded_3", b"x", pad=b"\xf0\x0f\x33")
+    if v == "4":
+        hairpin_case("zero_checksum", b"no checksum", pad=b"\x01", zero=True)
+
     to_client_case("even", b"pong" * 5)
     to_client_case("odd", b"hello")
     to_client_case("empty", b"")
@@ -190,6 +212,8 @@ for v in ("4", "6"):
        {cdv: 1, "pass_expired": 1})
     up("expired_to_client", eth(RELAY_MAC, PEER_MAC, ipf(P, R, udp(P, R, 5001, 50001, b"x"))),
        {"pass_expired": 1})
+    up("local_peer_without_channel_back", eth(RELAY_MAC, CLIENT_MAC,
+        ipf(C, L, udp(C, L, 40000, 3478, cd(0x4011, b"x")))), {cdv: 1, "pass_fib": 1})
     up("no_route", eth(RELAY_MAC, CLIENT_MAC, ipf(C, L, udp(C, L, 40000, 3478, cd(0x4002, b"x")))),
        {cdv: 1, "pass_fib": 1})
     up("unknown_peer_port", eth(RELAY_MAC, PEER_MAC, ipf(P, R, udp(P, R, 5999, 50000, b"x"))),
@@ -228,7 +252,7 @@ for name, frame, action, expected in cases:
 
 names = ["seen", "pass_not_ip", "pass_not_udp", "pass_other_port", "pass_not_channeldata",
          "pass_bad_length", "channeldata_v4", "channeldata_v6", "relayed_to_peer",
-         "relayed_to_client", "pass_no_entry", "pass_expired", "pass_fib", "pass_unsupported"]
+         "relayed_to_client", "pass_no_entry", "pass_expired", "pass_fib", "pass_unsupported", "relayed_hairpin"]
 def num(x):
     return x if isinstance(x, int) else int.from_bytes(bytes(int(b, 16) for b in x[:8]), "little")
 dump = json.loads(sh("bpftool", "-j", "map", "dump", "pinned", "/sys/fs/bpf/m/turnd_counters"))
@@ -246,7 +270,9 @@ stats = json.loads(sh("bpftool", "-j", "map", "lookup", "pinned", "/sys/fs/bpf/m
                       "key", "hex", "07", "00", "00", "00"))
 vals = stats["formatted"]["values"] if "formatted" in stats else stats["values"]
 packets = sum(c["value"]["to_peer_packets"] + c["value"]["to_client_packets"] for c in vals)
-if packets != want_count["relayed_to_peer"] + want_count["relayed_to_client"]:
+# A hairpin counts for both allocations: to the peer for one, to the client for the other.
+if packets != (want_count["relayed_to_peer"] + want_count["relayed_to_client"]
+               + 2 * want_count["relayed_hairpin"]):
     failed.append(f"slot 7 counted {packets} packets")
 if failed:
     sys.exit(f"FAIL: {failed}")

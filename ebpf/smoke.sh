@@ -90,7 +90,7 @@ import json, sys
 names = ["seen", "pass_not_ip", "pass_not_udp", "pass_other_port",
          "pass_not_channeldata", "pass_bad_length", "channeldata_v4", "channeldata_v6",
          "relayed_to_peer", "relayed_to_client", "pass_no_entry", "pass_expired", "pass_fib",
-         "pass_unsupported"]
+         "pass_unsupported", "relayed_hairpin"]
 got = {}
 for e in json.load(open(sys.argv[1])):
     key = e.get("key")

@@ -80,7 +80,11 @@ enum turnd_counter {
 	// An IPv6 UDP datagram with checksum 0 (the kernel drops it), or a
 	// frame the program does not rewrite (cross-family entries).
 	TURND_PASS_UNSUPPORTED = 13,
-	TURND_COUNTER_MAX = 14,
+	// Relayed in the kernel from one allocation to another of this host
+	// (client -> relay A -> relay B -> client B, both channels' entries):
+	// one datagram that user space would count once in each direction.
+	TURND_RELAYED_HAIRPIN = 14,
+	TURND_COUNTER_MAX = 15,
 };
 
 struct turnd_count {
@@ -480,6 +484,43 @@ static __always_inline __u32 header_delta(__u32 s, const struct frame *f,
 
 // ---- Client -> peer -----------------------------------------------------
 
+// What to_peer returns when the peer is an address of this host: the caller
+// tries the hairpin (below); nothing has been counted or changed yet.
+#define TO_LOCAL_PEER (-1)
+
+// Takes the ChannelData padding (`pad` bytes after `len` bytes of data) out
+// of the checksum sum `s`. Non-zero if the bytes could not be read.
+static __always_inline int pad_delta(struct xdp_md *ctx, const struct frame *f,
+				     __u16 len, __u32 pad, __u32 *s)
+{
+	if (!pad)
+		return 0;
+	__u8 b[3] = {};
+	// Offset of the padding in the frame; `len` odd puts its first byte at
+	// an odd offset within the UDP datagram.
+	__u32 off = sizeof(struct ethhdr) + f->l3_len + sizeof(struct udphdr) +
+		    4 + len;
+
+	if (pad == 1) {
+		if (bpf_xdp_load_bytes(ctx, off, b, 1))
+			return -1;
+	} else if (pad == 2) {
+		if (bpf_xdp_load_bytes(ctx, off, b, 2))
+			return -1;
+	} else {
+		if (bpf_xdp_load_bytes(ctx, off, b, 3))
+			return -1;
+	}
+	// Byte i sits at UDP offset 12 + len + i: the high half of a word at an
+	// even offset, the low half at an odd one.
+	*s = sub16(*s, (len & 1) ? b[0] : (__u16)b[0] << 8);
+	if (pad > 1)
+		*s = sub16(*s, (len & 1) ? (__u16)b[1] << 8 : b[1]);
+	if (pad > 2)
+		*s = sub16(*s, (len & 1) ? b[2] : (__u16)b[2] << 8);
+	return 0;
+}
+
 // ChannelData `channel` with `len` bytes of data (and the UDP payload's
 // remaining `pad` bytes of padding) from the client: relay it to the peer,
 // or pass it up.
@@ -518,8 +559,14 @@ static __always_inline int to_peer(struct xdp_md *ctx, const struct frame *f,
 	__u16 udp_len = sizeof(struct udphdr) + len;
 	struct bpf_fib_lookup fib;
 
-	if (next_hop(ctx, &fib, v6, relay, peer, relay_port, peer_port,
-		     f->l3_len + udp_len))
+	int rc = next_hop(ctx, &fib, v6, relay, peer, relay_port, peer_port,
+			  f->l3_len + udp_len);
+
+	// A peer on this host: perhaps another allocation's relayed address
+	// (both clients relayed by this server), which hairpin() tries.
+	if (rc == BPF_FIB_LKUP_RET_NOT_FWDED)
+		return TO_LOCAL_PEER;
+	if (rc)
 		return pass(TURND_PASS_FIB, len);
 
 	// Padding bytes leave the checksum: each at its offset's parity.
@@ -527,31 +574,8 @@ static __always_inline int to_peer(struct xdp_md *ctx, const struct frame *f,
 			       udp_len);
 	s = sub16(s, channel);
 	s = sub16(s, len);
-	if (pad) {
-		__u8 b[3] = {};
-		// Offset of the padding in the frame; `len` odd puts its first
-		// byte at an odd offset within the UDP datagram.
-		__u32 off = sizeof(struct ethhdr) + f->l3_len +
-			    sizeof(struct udphdr) + 4 + len;
-
-		if (pad == 1) {
-			if (bpf_xdp_load_bytes(ctx, off, b, 1))
-				return pass(TURND_PASS_BAD_LENGTH, len);
-		} else if (pad == 2) {
-			if (bpf_xdp_load_bytes(ctx, off, b, 2))
-				return pass(TURND_PASS_BAD_LENGTH, len);
-		} else {
-			if (bpf_xdp_load_bytes(ctx, off, b, 3))
-				return pass(TURND_PASS_BAD_LENGTH, len);
-		}
-		// Byte i sits at UDP offset 12 + len + i: the high half of a
-		// word at an even offset, the low half at an odd one.
-		s = sub16(s, (len & 1) ? b[0] : (__u16)b[0] << 8);
-		if (pad > 1)
-			s = sub16(s, (len & 1) ? (__u16)b[1] << 8 : b[1]);
-		if (pad > 2)
-			s = sub16(s, (len & 1) ? b[2] : (__u16)b[2] << 8);
-	}
+	if (pad_delta(ctx, f, len, pad, &s))
+		return pass(TURND_PASS_BAD_LENGTH, len);
 	struct headers h;
 
 	__builtin_memcpy(h.eth.h_dest, fib.dmac, ETH_ALEN);
@@ -657,6 +681,132 @@ static __always_inline int to_client(struct xdp_md *ctx,
 	return transmit(ctx, &fib);
 }
 
+// ---- Hairpin: one allocation to another of this host -------------------
+
+// ChannelData from client A whose channel's peer is client B's relayed
+// address on this host, where B has a channel back to A's relayed address:
+// what user space would do in two steps (relay A sends to relay B, which
+// frames it for B) done in one. The frame keeps its size: the ChannelData
+// header is rewritten for B's channel, the headers go from B's listen address
+// to B. Both entries must be live; anything else goes up as before.
+static __always_inline int hairpin(struct xdp_md *ctx, const struct frame *in,
+				   __u16 channel, __u16 len, __u32 pad,
+				   const int v6)
+{
+	// The caller's packet pointers do not survive the call to to_peer (the
+	// verifier forgets them after any call that may move packet data): the
+	// headers are found again, at the offsets the parser checked.
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct frame g = *in;
+	const struct frame *f = &g;
+
+	if (v6) {
+		struct ipv6hdr *ip6 = data + sizeof(struct ethhdr);
+
+		g.ip = ip6;
+		g.udp = (void *)(ip6 + 1);
+	} else {
+		struct iphdr *ip = data + sizeof(struct ethhdr);
+
+		g.ip = ip;
+		g.udp = (void *)(ip + 1);
+	}
+	if ((void *)(g.udp + 1) > data_end)
+		return pass(TURND_PASS_NOT_UDP, len);
+	struct turnd_chan_in_key key;
+
+	__builtin_memset(&key, 0, sizeof(key));
+	copy_addr(key.client_ip, src_of(f, v6), v6);
+	copy_addr(key.listen_ip, dst_of(f, v6), v6);
+	key.client_port = f->udp->source;
+	key.listen_port = f->udp->dest;
+	key.channel = channel;
+	key.family = v6 ? 6 : 4;
+	struct turnd_chan_in_value *a = bpf_map_lookup_elem(&turnd_chan_in, &key);
+
+	if (!a)
+		return pass(TURND_PASS_NO_ENTRY, len);
+	__u64 now = bpf_ktime_get_ns();
+
+	if (now >= a->expires_ns)
+		return pass(TURND_PASS_EXPIRED, len);
+	struct turnd_chan_out_key back;
+
+	__builtin_memset(&back, 0, sizeof(back));
+	__builtin_memcpy(back.relay_ip, a->peer_ip, 16);
+	__builtin_memcpy(back.peer_ip, a->relay_ip, 16);
+	back.relay_port = a->peer_port;
+	back.peer_port = a->relay_port;
+	back.family = key.family;
+	__u32 slot_a = a->stats_slot;
+	struct turnd_chan_out_value *b = bpf_map_lookup_elem(&turnd_chan_out, &back);
+
+	// A local peer that is not a relayed address with a channel back (a
+	// Send-indication peer, or one on another allocation's permission only):
+	// user space, as for any local destination.
+	if (!b)
+		return pass(TURND_PASS_FIB, len);
+	if (now >= b->expires_ns)
+		return pass(TURND_PASS_EXPIRED, len);
+	if (b->family != key.family)
+		return pass(TURND_PASS_UNSUPPORTED, len);
+	__u8 listen[16], client[16];
+	__be16 listen_port = b->listen_port, client_port = b->client_port;
+	__u16 channel_b = b->channel;
+	__u32 slot_b = b->stats_slot;
+
+	__builtin_memcpy(listen, b->listen_ip, 16);
+	__builtin_memcpy(client, b->client_ip, 16);
+	__u16 udp_len = sizeof(struct udphdr) + 4 + len;
+	struct bpf_fib_lookup fib;
+
+	if (next_hop(ctx, &fib, v6, listen, client, listen_port, client_port,
+		     f->l3_len + udp_len))
+		return pass(TURND_PASS_FIB, len);
+	// The data stays where it is; the length word does not change.
+	__u32 s = header_delta(0, f, v6, listen, client, listen_port,
+			       client_port, udp_len);
+	s = sub16(s, channel);
+	s += channel_b;
+	if (pad_delta(ctx, f, len, pad, &s))
+		return pass(TURND_PASS_BAD_LENGTH, len);
+	struct headers h;
+
+	__builtin_memcpy(h.eth.h_dest, fib.dmac, ETH_ALEN);
+	__builtin_memcpy(h.eth.h_source, fib.smac, ETH_ALEN);
+	h.eth.h_proto = v6 ? bpf_htons(ETH_P_IPV6) : bpf_htons(ETH_P_IP);
+	build_ip(&h, f, v6, listen, client, udp_len, 0);
+	h.udp.source = listen_port;
+	h.udp.dest = client_port;
+	h.udp.len = bpf_htons(udp_len);
+	h.udp.check = udp_checksum(f->udp->check, s);
+
+	__u32 keep = sizeof(struct ethhdr) + f->l3_len + udp_len;
+
+	if (f->frame_len > keep &&
+	    bpf_xdp_adjust_tail(ctx, -(int)(f->frame_len - keep)))
+		return XDP_ABORTED;
+	if (write_headers(ctx, &h, v6, channel_b, len, 1))
+		return XDP_ABORTED;
+	count(TURND_RELAYED_HAIRPIN, len);
+	count_alloc(slot_a, 1, len);
+	count_alloc(slot_b, 0, len);
+	return transmit(ctx, &fib);
+}
+
+static __noinline int hairpin4(struct xdp_md *ctx, const struct frame *f,
+			       __u16 channel, __u16 len, __u32 pad)
+{
+	return hairpin(ctx, f, channel, len, pad, 0);
+}
+
+static __noinline int hairpin6(struct xdp_md *ctx, const struct frame *f,
+			       __u16 channel, __u16 len, __u32 pad)
+{
+	return hairpin(ctx, f, channel, len, pad, 1);
+}
+
 // One function per direction and family, not inlined: each gets its own
 // stack frame (the verifier's 512 bytes are per call chain, and the four
 // would not fit side by side), and the family is a constant in each, so the
@@ -707,12 +857,17 @@ static __always_inline int channeldata(struct xdp_md *ctx, const struct frame *f
 
 	if (payload_len < min || payload_len > max)
 		return pass(TURND_PASS_BAD_LENGTH, payload_len);
+	__u32 pad = payload_len - min;
+	int r;
+
 	if (v6) {
 		count(TURND_CHANNELDATA_V6, len);
-		return to_peer6(ctx, f, channel, len, payload_len - min);
+		r = to_peer6(ctx, f, channel, len, pad);
+		return r == TO_LOCAL_PEER ? hairpin6(ctx, f, channel, len, pad) : r;
 	}
 	count(TURND_CHANNELDATA_V4, len);
-	return to_peer4(ctx, f, channel, len, payload_len - min);
+	r = to_peer4(ctx, f, channel, len, pad);
+	return r == TO_LOCAL_PEER ? hairpin4(ctx, f, channel, len, pad) : r;
 }
 
 // The UDP part: `f` has the IP header; checks the UDP header against the IP

@@ -882,3 +882,77 @@ fn channels_beyond_the_maps_bound_take_user_space() {
         Some(1)
     );
 }
+
+/// Two clients of this relay talking through it, each with a channel to the other's relayed
+/// address (what two relay-only WebRTC peers on one TURN server do): the kernel carries each
+/// datagram from one client to the other in one step, and counts it once in each direction,
+/// as the user-space path would.
+fn hairpins_in_the_kernel(mode: &str) {
+    const N: usize = 100;
+    let t = relaying_topology(mode);
+    let scratch = common::ScratchDir::new("xdp-hairpin");
+    let (turnd, admin) = relaying_turnd(&t, mode, &scratch.path().join("turnd.toml"), &[]);
+    let server: SocketAddr = "10.78.1.1:3478".parse().unwrap();
+    let creds = bench_client::Creds::new("alice", "alice-pw");
+    let (a, b) = run_in(&t.cli, || {
+        let local = "10.78.1.2".parse().unwrap();
+        let mut a = bench_client::Client::allocate(server, local, &creds).expect("Allocate A");
+        let mut b = bench_client::Client::allocate(server, local, &creds).expect("Allocate B");
+        a.channel_bind(0x4001, b.relay).expect("ChannelBind A→B");
+        b.channel_bind(0x4002, a.relay).expect("ChannelBind B→A");
+        (a, b)
+    });
+    big_receive_buffer(&a.sock);
+    big_receive_buffer(&b.sock);
+    for i in 0..N {
+        let data = vec![i as u8; 1 + i % 61];
+        a.sock
+            .send(&channel_data(0x4001, &data, (4 - data.len() % 4) % 4))
+            .expect("send A");
+        b.sock
+            .send(&channel_data(0x4002, &data, 0))
+            .expect("send B");
+    }
+    let at_b = receive(&b.sock, N, Duration::from_secs(2));
+    let at_a = receive(&a.sock, N, Duration::from_secs(2));
+    assert_eq!((at_a.len(), at_b.len()), (N, N), "{}", turnd.output());
+    for i in 0..N {
+        let data = vec![i as u8; 1 + i % 61];
+        assert_eq!(at_b[i], channel_data(0x4002, &data, 0), "A→B {i}");
+        assert_eq!(at_a[i], channel_data(0x4001, &data, 0), "B→A {i}");
+    }
+    let raw = run_in(&t.relay, || http_get(admin, "/metrics"));
+    let value = |series: &str| {
+        http_body(&raw).lines().find_map(|l| {
+            let (name, v) = l.rsplit_once(' ')?;
+            (name == series).then(|| v.parse::<u64>().ok())?
+        })
+    };
+    let both = Some(2 * N as u64);
+    for direction in ["client_to_peer", "peer_to_client"] {
+        assert_eq!(
+            value(&format!(
+                "turnd_xdp_relayed_datagrams_total{{direction=\"{direction}\"}}"
+            )),
+            both,
+            "{direction}"
+        );
+        assert_eq!(
+            value(&format!(
+                "turnd_relayed_datagrams_total{{direction=\"{direction}\",transport=\"udp\"}}"
+            )),
+            both,
+            "{direction}"
+        );
+    }
+}
+
+#[test]
+fn generic_mode_hairpins_between_two_clients_in_the_kernel() {
+    hairpins_in_the_kernel("generic");
+}
+
+#[test]
+fn native_mode_hairpins_between_two_clients_in_the_kernel() {
+    hairpins_in_the_kernel("native");
+}

@@ -10,7 +10,7 @@ use prometheus_client::encoding::DescriptorEncoder;
 use std::fmt;
 
 /// Slots of `turnd_counters`, in `enum turnd_counter`'s order.
-pub const SLOTS: usize = 14;
+pub const SLOTS: usize = 15;
 
 /// The C enum's values.
 pub mod slot {
@@ -28,6 +28,7 @@ pub mod slot {
     pub const PASS_EXPIRED: usize = 11;
     pub const PASS_FIB: usize = 12;
     pub const PASS_UNSUPPORTED: usize = 13;
+    pub const RELAYED_HAIRPIN: usize = 14;
 }
 
 /// One slot summed over the CPUs.
@@ -61,9 +62,18 @@ const PASSED: [(&str, usize); 9] = [
 
 /// The kernel's relayed datagrams and payload bytes, (client → peer, peer → client): added
 /// to `turnd_relayed_*{transport="udp"}` so those stay the totals, and shown on their own as
-/// `turnd_xdp_relayed_*`.
+/// `turnd_xdp_relayed_*`. A hairpin (one allocation of this host to another) is one datagram
+/// the user-space path would count in both directions, so it is counted in both here too.
 pub fn relayed(c: &[Count; SLOTS]) -> (Count, Count) {
-    (c[slot::RELAYED_TO_PEER], c[slot::RELAYED_TO_CLIENT])
+    let h = c[slot::RELAYED_HAIRPIN];
+    let add = |a: Count| Count {
+        packets: a.packets + h.packets,
+        bytes: a.bytes + h.bytes,
+    };
+    (
+        add(c[slot::RELAYED_TO_PEER]),
+        add(c[slot::RELAYED_TO_CLIENT]),
+    )
 }
 
 /// Why a worker did not carry out an install (the `reason` label), in the order the shell
