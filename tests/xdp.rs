@@ -956,3 +956,63 @@ fn generic_mode_hairpins_between_two_clients_in_the_kernel() {
 fn native_mode_hairpins_between_two_clients_in_the_kernel() {
     hairpins_in_the_kernel("native");
 }
+
+/// An allocation that reaches its end stops relaying in the kernel: its entries carry that
+/// deadline (the program passes traffic past it up even before the removal), and its end
+/// removes them. With a 2-second lifetime: once turnd has logged the allocation's end, a
+/// datagram either way goes nowhere, and the kernel's counters stand still.
+#[test]
+fn an_allocation_at_its_end_stops_in_the_kernel() {
+    let t = relaying_topology("generic");
+    let scratch = common::ScratchDir::new("xdp-expiry");
+    let (turnd, admin) = relaying_turnd(
+        &t,
+        "generic",
+        &scratch.path().join("turnd.toml"),
+        &["--default-lifetime", "2", "--max-lifetime", "2"],
+    );
+    let peer_sock = run_in(&t.peer, || {
+        UdpSocket::bind("10.78.2.2:0").expect("peer socket")
+    });
+    let peer = peer_sock.local_addr().unwrap();
+    let creds = bench_client::Creds::new("alice", "alice-pw");
+    let c = run_in(&t.cli, || {
+        let mut c = bench_client::Client::allocate(
+            "10.78.1.1:3478".parse().unwrap(),
+            "10.78.1.2".parse().unwrap(),
+            &creds,
+        )
+        .expect("Allocate");
+        c.channel_bind(0x4000, peer).expect("ChannelBind");
+        c
+    });
+    c.sock
+        .send(&channel_data(0x4000, b"alive", 0))
+        .expect("send");
+    assert_eq!(
+        receive(&peer_sock, 1, Duration::from_secs(2)),
+        [b"alive".to_vec()]
+    );
+    let xdp = |series: &str| {
+        let raw = run_in(&t.relay, || http_get(admin, "/metrics"));
+        http_body(&raw).lines().find_map(|l| {
+            let (name, v) = l.rsplit_once(' ')?;
+            (name == series).then(|| v.parse::<u64>().ok())?
+        })
+    };
+    let to_peer = "turnd_xdp_relayed_datagrams_total{direction=\"client_to_peer\"}";
+    assert_eq!(xdp(to_peer), Some(1));
+    // Bounded: one look per 50 ms, for at most COMMAND_TIMEOUT (the lifetime is 2 s).
+    let deadline = Instant::now() + COMMAND_TIMEOUT;
+    while !turnd.output().contains("reason=\"expired\"") {
+        assert!(Instant::now() < deadline, "no expiry: {}", turnd.output());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    c.sock
+        .send(&channel_data(0x4000, b"late", 0))
+        .expect("send");
+    peer_sock.send_to(b"late", c.relay).expect("send");
+    assert!(receive(&peer_sock, 1, Duration::from_millis(300)).is_empty());
+    assert!(receive(&c.sock, 1, Duration::from_millis(300)).is_empty());
+    assert_eq!(xdp(to_peer), Some(1));
+}
