@@ -21,11 +21,20 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY benches ./benches
+COPY build.rs ./
+COPY ebpf ./ebpf
+# The `xdp` feature (the kernel fast path, docs/xdp.md) compiles ebpf/turnd_xdp.c with clang;
+# libbpf-dev has its helper headers. Nothing of them reaches the image: the program is
+# embedded in the binary.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends clang libbpf-dev linux-libc-dev \
+    && rm -rf /var/lib/apt/lists/*
 # A fully static glibc binary (crt-static): it runs in an empty image. turnd needs no NSS
 # (no user or host-name lookups; every address in its configuration is an IP), which is what
 # static glibc cannot do. The explicit --target keeps crt-static off build scripts and proc-macros.
 RUN RUSTFLAGS="-C target-feature=+crt-static" \
-        cargo build --release --locked --bin turnd --target x86_64-unknown-linux-gnu \
+        cargo build --release --locked --bin turnd --features xdp \
+            --target x86_64-unknown-linux-gnu \
     && mkdir /out \
     && cp target/x86_64-unknown-linux-gnu/release/turnd /out/turnd \
     && /out/turnd --version

@@ -308,6 +308,11 @@ fn build_static_turnd() -> PathBuf {
             "-C target-feature=+crt-static -C strip=debuginfo",
         )
         .env_remove("CARGO_ENCODED_RUSTFLAGS");
+    // The Dockerfile's builder turns the kernel fast path on; so does this build when the tests
+    // were built with it (.ci/run's tier 2), so the image carries what the release one does.
+    if cfg!(feature = "xdp") {
+        cmd.args(["--features", "xdp"]);
+    }
     let (status, out) = run_tool("cargo build (static turnd)", cmd, BUILD_TIMEOUT);
     assert!(status.success(), "static build failed: {status}\n{out}");
     target_dir.join(triple).join("debug").join("turnd")

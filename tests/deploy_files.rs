@@ -247,6 +247,9 @@ fn dockerfile_pins_its_builder_and_keeps_its_replaceable_stages() {
     assert_eq!(froms[2], "FROM scratch");
     for needle in [
         "cargo build --release --locked --bin turnd",
+        // The release image carries the kernel fast path (docs/xdp.md).
+        "--features xdp",
+        "COPY ebpf ./ebpf",
         "+crt-static",
         "COPY --from=binary /turnd /usr/local/bin/turnd",
         "USER 65532:65532",

@@ -251,6 +251,10 @@ fn every_relative_link_names_an_existing_file_and_heading() {
     assert!(broken.is_empty(), "broken links:\n{}", broken.join("\n"));
 }
 
+/// Design drafts of features not yet built: in `docs/` so their links are checked, but not
+/// linked from the README until the feature lands (then the entry goes).
+const DRAFTS: &[&str] = &["docs/xdp.md"]; // issue 18
+
 #[test]
 fn every_docs_page_is_linked_from_the_readme() {
     let linked: BTreeSet<PathBuf> = relative_links(Path::new("README.md"))
@@ -261,6 +265,7 @@ fn every_docs_page_is_linked_from_the_readme() {
         .into_iter()
         .filter(|p| p.starts_with("docs"))
         .filter(|p| !linked.contains(p))
+        .filter(|p| !DRAFTS.iter().any(|d| Path::new(d) == p.as_path()))
         .map(|p| p.display().to_string())
         .collect();
     assert!(

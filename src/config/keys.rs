@@ -61,7 +61,7 @@ use crate::core::rate_limit::Rate;
 use super::declare::config_keys;
 use super::parse::*;
 use super::render::{quote, redacted_list};
-use super::types::{Amplification, ExternalIp, LogFormat, PortRange, User};
+use super::types::{Amplification, ExternalIp, LogFormat, PortRange, User, XdpMode};
 use super::REDACTED;
 
 /// Default `udp_coalesce`: 200 µs. Under a steady load it halved turnd's CPU per relayed
@@ -492,6 +492,42 @@ config_keys! {
         /// 5000.
         udp_coalesce: u32 = DEFAULT_UDP_COALESCE_US => {
             flag: udp_coalesce "MICROSECONDS", parse: one(coalesce), sighup: restart,
+        },
+    }
+
+    /// The kernel fast path (docs/xdp.md): an XDP program that relays established channels'
+    /// ChannelData without the sockets. Needs a build with the `xdp` feature (the release
+    /// image has it), CAP_BPF and CAP_NET_ADMIN.
+    section "Kernel fast path (XDP)" {
+        /// Attach turnd's XDP program: `off`, `auto`, `native` or `generic`.
+        ///
+        /// `auto` tries the driver's native hook, then the generic one, and otherwise runs in
+        /// user space with one warning line. `native` and `generic` refuse to start, in one
+        /// line saying why, when the mode cannot be had (no CAP_BPF/CAP_NET_ADMIN, a kernel
+        /// without XDP links, another program on the interface, a build without the `xdp`
+        /// feature). The program is detached when turnd exits, and a crashed run's program is
+        /// removed at the next start. Everything it does not relay takes the user-space path.
+        xdp: XdpMode = XdpMode::Off => {
+            flag: xdp "off|auto|native|generic", parse: one(from_str::<XdpMode>),
+            sighup: restart,
+        },
+
+        /// Interfaces to attach the XDP program to; empty = those that carry the relay IPs.
+        ///
+        /// With wildcard relay or listen addresses, name the interfaces here.
+        xdp_interfaces: Vec<String> = Vec::new() => {
+            flag: xdp_interface "NAME", parse: list(interface), sighup: restart,
+            example: r#"["eth0"]"#,
+        },
+
+        /// Most channels relayed in the kernel at once, and allocations with kernel entries.
+        ///
+        /// Sizes the program's maps (both directions, and the per-allocation counters, split
+        /// evenly between the workers). Beyond it a channel is relayed by user space as usual.
+        /// Each entry costs about 250 bytes of locked kernel memory, the counters 32 bytes per
+        /// CPU. At most 1048576.
+        xdp_max_channels: u32 = 65536 => {
+            flag: xdp_max_channels "N", parse: one(xdp_entries), sighup: restart,
         },
     }
 

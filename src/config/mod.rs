@@ -65,7 +65,7 @@ pub const STORE_PASSWORD_ENV: &str = "TURND_STORE_PASSWORD";
 pub fn parse_store_url(url: &str) -> Result<(), String> {
     parse::store_url(url).map(|_| ())
 }
-pub use types::{Amplification, ExternalIp, LogFormat, PortRange, User, ValueError};
+pub use types::{Amplification, ExternalIp, LogFormat, PortRange, User, ValueError, XdpMode};
 
 impl Config {
     /// Worker threads to start: `workers`, or one per CPU core when it is 0

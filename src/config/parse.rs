@@ -31,6 +31,35 @@ pub(crate) fn socket_addr(s: &str) -> Result<SocketAddr, String> {
     })
 }
 
+/// A network interface name as the kernel takes it: 1 to 15 bytes (IFNAMSIZ less its NUL), no
+/// `/`, `:` or white space.
+pub(crate) fn interface(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    if s.is_empty() || s.len() > 15 || s == "." || s == ".." {
+        return Err(format!(
+            "`{s}` is not an interface name (1 to 15 characters)"
+        ));
+    }
+    if s.chars()
+        .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control())
+    {
+        return Err(format!(
+            "`{s}` is not an interface name (no `/`, `:` or white space)"
+        ));
+    }
+    Ok(s.to_string())
+}
+
+/// `xdp_max_channels`: 1 to 1048576 map entries.
+pub(crate) fn xdp_entries(s: &str) -> Result<u32, String> {
+    match s.trim().parse::<u32>() {
+        Ok(n) if (1..=1 << 20).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "`{s}` is not a number of entries from 1 to 1048576"
+        )),
+    }
+}
+
 pub(crate) fn path(s: &str) -> Result<Option<std::path::PathBuf>, String> {
     if s.trim().is_empty() {
         return Err("the file name is empty".into());

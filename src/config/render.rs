@@ -11,7 +11,7 @@ use crate::core::auth::UserSecret;
 use crate::core::rate_limit::Rate;
 
 use super::keys::{KEYS, SECTIONS};
-use super::types::{Amplification, LogFormat, PortRange, User};
+use super::types::{Amplification, LogFormat, PortRange, User, XdpMode};
 use super::Config;
 
 /// What replaces every password, key and shared secret in the output.
@@ -135,7 +135,7 @@ macro_rules! quoted_display {
     )*};
 }
 
-quoted_display!(PortRange, SocketAddr, LogFormat, Amplification);
+quoted_display!(PortRange, SocketAddr, LogFormat, Amplification, XdpMode);
 
 impl TomlValue for crate::core::auth::RestUsernameOrder {
     fn toml_value(&self) -> Option<String> {

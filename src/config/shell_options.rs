@@ -1,11 +1,11 @@
 //! The shell's options from a loaded [`Config`]: the one place the shell's settings are read,
 //! environment included (`TURND_UDP_GSO`), so the shell never imports config.
 
-use super::{nat_discovery_pairs, Amplification, Config};
+use super::{nat_discovery_pairs, Amplification, Config, XdpMode};
 use crate::core::auth::{Credentials, RestPolicy};
 use crate::core::peer_filter::PeerFilter;
 use crate::core::CoreConfig;
-use crate::shell::udp;
+use crate::shell::{udp, xdp};
 use crate::shell::{Access, ShellOptions};
 use std::time::Duration;
 
@@ -84,10 +84,30 @@ pub fn shell_options(c: &Config) -> Result<ShellOptions, String> {
             alternate_servers: c.alternate_servers.clone(),
             allocation_bandwidth: c.allocation_bandwidth.into(),
             user_bandwidth: c.user_bandwidth.into(),
+            // Set by the shell once its XDP program is attached.
+            fast_path: false,
         },
         access: access(c),
+        xdp: xdp_options(c),
         panic_worker: panic_worker(),
     })
+}
+
+/// `xdp` and `xdp_interfaces` as the shell's loader takes them.
+fn xdp_options(c: &Config) -> xdp::Options {
+    use xdp::Hook::{Generic, Native};
+    let (hooks, required) = match c.xdp {
+        XdpMode::Off => (Vec::new(), false),
+        XdpMode::Auto => (vec![Native, Generic], false),
+        XdpMode::Native => (vec![Native], true),
+        XdpMode::Generic => (vec![Generic], true),
+    };
+    xdp::Options {
+        hooks,
+        required,
+        interfaces: c.xdp_interfaces.clone(),
+        max_channels: c.xdp_max_channels,
+    }
 }
 
 /// The realm, static users, REST secrets (and how REST usernames are read:

@@ -99,6 +99,9 @@ fn every_key_has_a_flag_in_the_cli_and_in_the_sources() {
             "rest_username_order" => "user-first",
             "rest_max_ttl" => "86400",
             "store" => "redis://127.0.0.1:6379/1",
+            "xdp" => "generic",
+            "xdp_interfaces" => "eth7",
+            "xdp_max_channels" => "1024",
             // A new key needs a valid, non-default sample above.
             _ => "seven",
         };

@@ -526,3 +526,27 @@ fn store_url_needs_a_redis_scheme_and_never_repeats_its_password() {
     );
     assert!(!msg.contains("hunter2"), "{msg}");
 }
+
+#[test]
+fn xdp_settings() {
+    use crate::config::XdpMode;
+    let c = load_with(
+        Some("xdp = \"auto\"\nxdp_interfaces = [\"eth0\", \"eth1\"]"),
+        &[],
+        &[],
+    )
+    .unwrap();
+    assert_eq!(c.xdp, XdpMode::Auto);
+    assert_eq!(c.xdp_interfaces, ["eth0", "eth1"]);
+    assert_eq!(c.xdp_max_channels, 65536);
+    let msg = fails_on("xdp", None, &[], &["--xdp", "fast"]);
+    assert!(msg.contains("off, auto, native or generic"), "{msg}");
+    for bad in ["", "a/b", "eth 0", "sixteen-chars-xx"] {
+        let msg = fails_on("xdp_interfaces", None, &[], &["--xdp-interface", bad]);
+        assert!(msg.contains("interface name"), "{bad:?}: {msg}");
+    }
+    for bad in ["0", "1048577", "many"] {
+        let msg = fails_on("xdp_max_channels", None, &[], &["--xdp-max-channels", bad]);
+        assert!(msg.contains("1 to 1048576"), "{bad}: {msg}");
+    }
+}

@@ -1,5 +1,5 @@
 //! The small value types of the configuration: [`PortRange`], [`ExternalIp`],
-//! [`User`], [`LogFormat`], [`Amplification`], each with the text form used in
+//! [`User`], [`LogFormat`], [`Amplification`], [`XdpMode`], each with the text form used in
 //! the file, env vars and flags.
 
 use std::fmt;
@@ -313,5 +313,51 @@ impl fmt::Debug for User {
             .field("name", &self.name)
             .field("secret", &format_args!("{secret}"))
             .finish()
+    }
+}
+
+/// Whether and how turnd attaches its XDP program (config key `xdp`; docs/xdp.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum XdpMode {
+    /// No XDP: every datagram goes through the sockets (the default).
+    Off,
+    /// Native, else generic, else user space with one warning line.
+    Auto,
+    /// The driver's own XDP hook; turnd refuses to start without it.
+    Native,
+    /// The kernel's generic (skb) hook, which every interface has; refused as above.
+    Generic,
+}
+
+impl XdpMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            XdpMode::Off => "off",
+            XdpMode::Auto => "auto",
+            XdpMode::Native => "native",
+            XdpMode::Generic => "generic",
+        }
+    }
+}
+
+impl FromStr for XdpMode {
+    type Err = ValueError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "off" => Ok(XdpMode::Off),
+            "auto" => Ok(XdpMode::Auto),
+            "native" => Ok(XdpMode::Native),
+            "generic" => Ok(XdpMode::Generic),
+            _ => Err(ValueError(format!(
+                "`{s}` is not an XDP mode: off, auto, native or generic"
+            ))),
+        }
+    }
+}
+
+impl fmt::Display for XdpMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }

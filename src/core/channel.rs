@@ -24,6 +24,16 @@ pub struct ChannelBinding {
     pub number: u16,
     pub peer: SocketAddr,
     pub expires: Instant,
+    /// The kernel fast path's entry for it as last emitted (`super::fast_path`); `None`: not
+    /// installed.
+    pub installed: Option<Installed>,
+}
+
+/// A binding's kernel entry: the relay address it is sent from, and until when it holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Installed {
+    pub relay: SocketAddr,
+    pub expires: Instant,
 }
 
 /// Why a ChannelBind conflicts with existing bindings: both are 400 Bad Request.
@@ -127,6 +137,7 @@ impl Channels {
                     number,
                     peer,
                     expires,
+                    installed: None,
                 });
             }
         }
@@ -146,6 +157,16 @@ impl Channels {
                 }
             })
             .min()
+    }
+
+    /// Every binding, live or cooling down.
+    pub fn iter(&self) -> impl Iterator<Item = &ChannelBinding> {
+        self.list.iter()
+    }
+
+    /// Every binding, to update what the fast path installed for it.
+    pub(super) fn iter_mut(&mut self) -> impl Iterator<Item = &mut ChannelBinding> {
+        self.list.iter_mut()
     }
 
     /// Bindings that are live at `now`.

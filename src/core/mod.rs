@@ -18,6 +18,7 @@ pub mod channel;
 pub mod counters;
 pub mod credential_layers;
 pub mod embedded_ipv4;
+pub mod fast_path;
 pub mod five_tuple;
 mod handlers;
 pub mod ids;
@@ -106,6 +107,9 @@ pub struct CoreConfig {
     pub unauthenticated_rate: rate_limit::Rate,
     /// Per-source rate of Binding answers.
     pub binding_rate: rate_limit::Rate,
+    /// The shell relays established channels in the kernel (XDP, docs/xdp.md): emit
+    /// [`Output::FastPath`] for them. False: never.
+    pub fast_path: bool,
 }
 
 impl CoreConfig {
@@ -151,6 +155,7 @@ impl Default for CoreConfig {
             max_channels: 0,
             unauthenticated_rate: rate_limit::Rate::UNLIMITED,
             binding_rate: rate_limit::Rate::UNLIMITED,
+            fast_path: false,
         }
     }
 }
@@ -285,6 +290,9 @@ pub enum Output {
     },
     /// RFC 6062 TCP relay work (listeners, peer connections, splices).
     TcpRelay(tcp_relay::TcpRelayOutput),
+    /// Install or remove a channel's entries in the kernel fast path (only with
+    /// [`CoreConfig::fast_path`]).
+    FastPath(fast_path::FastPath),
     Event(Event),
 }
 

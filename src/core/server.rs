@@ -275,6 +275,8 @@ impl Server {
                     }
                 }
                 TimerKind::Sweep(id) => {
+                    // What expired leaves the kernel before it leaves the lists.
+                    self.sync_fast_path(now, id);
                     let counters = &mut self.counters;
                     let next = self.allocations.get_mut(id).and_then(|a| {
                         let (permissions, channels) = (a.permissions.len(), a.channels.len());
@@ -402,6 +404,7 @@ impl Server {
         let c = &mut self.counters;
         c.permissions = c.permissions.saturating_sub(a.permissions.len() as u64);
         c.channels = c.channels.saturating_sub(a.channels.len() as u64);
+        self.remove_fast_path(&a);
         self.outputs
             .push_back(Output::CloseRelay { id, family: None });
         self.tcp_allocation_ended(id, &a.kind);

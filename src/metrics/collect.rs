@@ -24,6 +24,8 @@ pub struct TurndCollector {
     pub workers: Vec<Arc<WorkerMetrics>>,
     /// For the relay port pool; `None` in unit tests.
     pub shared: Option<Arc<Shared>>,
+    /// The XDP program's counters, when it is attached (docs/xdp.md).
+    pub xdp: Option<Arc<dyn super::xdp::XdpSource>>,
 }
 
 impl fmt::Debug for TurndCollector {
@@ -93,7 +95,16 @@ pub(crate) fn count_i64(v: u64) -> i64 {
 
 impl Collector for TurndCollector {
     fn encode(&self, mut e: DescriptorEncoder) -> fmt::Result {
-        let s = sum(self.workers.iter().map(|w| &**w));
+        let mut s = sum(self.workers.iter().map(|w| &**w));
+        // What the kernel relayed is part of the totals: UDP clients' datagrams.
+        if let Some(c) = self.xdp.as_ref().and_then(|x| x.read()) {
+            let (to_peer, to_client) = super::xdp::relayed(&c);
+            let udp = &mut s.core.relayed[Transport::Udp];
+            udp.to_peer_packets += to_peer.packets;
+            udp.to_peer_bytes += to_peer.bytes;
+            udp.to_client_packets += to_client.packets;
+            udp.to_client_bytes += to_client.bytes;
+        }
         encode_snapshot(&s, &mut e)?;
         if let Some(shared) = &self.shared {
             // The pool's lock is taken by requests only, never by the relay path.
@@ -140,8 +151,43 @@ impl Collector for TurndCollector {
             None,
             count_i64(self.workers.len() as u64),
         )?;
+        if let Some(xdp) = &self.xdp {
+            super::xdp::encode(&**xdp, &s.xdp_skipped, &mut e)?;
+        }
         process::encode(&mut e)
     }
+}
+
+/// [`counter`], [`counters`] and [`gauge`] for the other encoders of this module's families.
+pub(crate) fn counter_pub(
+    e: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    v: u64,
+) -> fmt::Result {
+    counter(e, name, help, None, v)
+}
+
+pub(crate) fn counters_pub(
+    e: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    series: &[(Labels, u64)],
+) -> fmt::Result {
+    counters(e, name, help, None, series)
+}
+
+pub(crate) fn counters_bytes(
+    e: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    series: &[(Labels, u64)],
+) -> fmt::Result {
+    counters(e, name, help, Some(&Unit::Bytes), series)
+}
+
+pub(crate) fn gauge_pub(e: &mut DescriptorEncoder, name: &str, help: &str, v: i64) -> fmt::Result {
+    gauge(e, name, help, None, v)
 }
 
 /// Encodes the summed worker counters.

@@ -17,6 +17,7 @@ pub mod process;
 pub mod revocations;
 pub mod store;
 pub mod worker;
+pub mod xdp;
 
 pub use worker::WorkerMetrics;
 
@@ -41,12 +42,13 @@ pub struct WorkerLink {
     pub admin: admin::AdminReceiver,
 }
 
-/// What the admin listener serves of the fleet's store: the sync task's link (`/revocations`
-/// and its metrics; empty without a store) and, with a store, the fleet view's client and the
-/// report task's metrics.
-pub struct StoreHooks {
+/// What the admin listener serves beyond the workers' own counters: the fleet store's sync
+/// task link (`/revocations` and its metrics; empty without a store), with a store the fleet
+/// view's client and the report task's metrics, and the XDP program's counters when attached.
+pub struct Hooks {
     pub link: Arc<crate::store::Link>,
     pub fleet: Option<(redis::Client, Arc<crate::store::stats::StoreStats>)>,
+    pub xdp: Option<Arc<dyn xdp::XdpSource>>,
 }
 
 /// The running admin listener.
@@ -65,10 +67,14 @@ impl Endpoint {
         shared: Arc<Shared>,
         admin: Vec<admin::AdminSender>,
         admin_token: Option<String>,
-        store: StoreHooks,
+        hooks: Hooks,
         mut shutdown: watch::Receiver<bool>,
     ) -> anyhow::Result<Endpoint> {
-        let StoreHooks { link: store, fleet } = store;
+        let Hooks {
+            link: store,
+            fleet,
+            xdp,
+        } = hooks;
         let listener = std::net::TcpListener::bind(addr)
             .with_context(|| format!("cannot listen on metrics http {addr} (metrics_listen)"))?;
         listener.set_nonblocking(true)?;
@@ -77,6 +83,7 @@ impl Endpoint {
         let mut registry = collect::registry(TurndCollector {
             workers,
             shared: Some(shared),
+            xdp,
         });
         registry.register_collector(Box::new(self::store::StoreCollector(store.clone())));
         let rt = tokio::runtime::Builder::new_current_thread()

@@ -85,6 +85,7 @@ fn render(workers: Vec<Arc<WorkerMetrics>>, accept: &str) -> Response {
     let r = registry(TurndCollector {
         workers,
         shared: None,
+        xdp: None,
     });
     scrape(&r, accept)
 }
@@ -236,6 +237,7 @@ fn routes() {
         registry(TurndCollector {
             workers,
             shared: None,
+            xdp: None,
         }),
         ready.clone(),
         Vec::new(),
@@ -264,6 +266,7 @@ fn admin_token_guards_allocations_only() {
         registry(TurndCollector {
             workers: vec![Arc::new(WorkerMetrics::default())],
             shared: None,
+            xdp: None,
         }),
         Arc::new(AtomicBool::new(true)),
         Vec::new(),

@@ -29,6 +29,7 @@ impl Listener {
             registry(TurndCollector {
                 workers: vec![Arc::new(WorkerMetrics::default())],
                 shared: None,
+                xdp: None,
             }),
             Arc::new(AtomicBool::new(true)),
             vec![admin_tx],

@@ -141,6 +141,8 @@ pub struct WorkerMetrics {
     send_errors: Cell,
     /// Frames for a stream client dropped because its bounded write queue was full.
     write_queue_full: Cell,
+    /// Kernel fast-path installs not carried out, by [`super::xdp::SKIPPED`]'s order.
+    xdp_skipped: [Cell; super::xdp::SKIPPED.len()],
     /// TCP/TLS connections closed at accept, by [`ConnectionRefusal`].
     connections_refused: [Cell; CONNECTION_REFUSALS],
     allocations_created: [[Cell; FAMILIES]; TRANSPORTS],
@@ -157,6 +159,7 @@ pub struct Snapshot {
     pub core: Counters,
     pub send_errors: u64,
     pub write_queue_full: u64,
+    pub xdp_skipped: [u64; super::xdp::SKIPPED.len()],
     pub connections_refused: [u64; CONNECTION_REFUSALS],
     pub allocations_created: [[u64; FAMILIES]; TRANSPORTS],
     pub allocations_ended: [[u64; FAMILIES]; TRANSPORTS],
@@ -169,6 +172,9 @@ impl Snapshot {
         self.core.add(&o.core);
         self.send_errors += o.send_errors;
         self.write_queue_full += o.write_queue_full;
+        for (a, b) in self.xdp_skipped.iter_mut().zip(&o.xdp_skipped) {
+            *a += b;
+        }
         for (a, b) in self
             .connections_refused
             .iter_mut()
@@ -234,6 +240,14 @@ impl WorkerMetrics {
         self.permissions_created.set(c.permissions_created);
         self.channels.set(c.channels);
         self.channels_created.set(c.channels_created);
+    }
+
+    /// A kernel fast-path install was not carried out (`reason`: an index of
+    /// [`super::xdp::SKIPPED`]); the channel stays in user space.
+    pub fn xdp_install_skipped(&self, reason: usize) {
+        if let Some(c) = self.xdp_skipped.get(reason) {
+            c.add(1);
+        }
     }
 
     /// A send to a peer or a client failed (the datagram is lost).
@@ -334,6 +348,9 @@ impl WorkerMetrics {
         c.channels_created = self.channels_created.get();
         s.send_errors = self.send_errors.get();
         s.write_queue_full = self.write_queue_full.get();
+        for (v, cell) in s.xdp_skipped.iter_mut().zip(&self.xdp_skipped) {
+            *v = cell.get();
+        }
         for (v, cell) in s
             .connections_refused
             .iter_mut()

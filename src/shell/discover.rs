@@ -53,6 +53,20 @@ fn iface_addrs(iface: &str) -> Vec<IpAddr> {
     out
 }
 
+/// The names of the interfaces that carry any of `ips` (the XDP program's default
+/// interfaces, docs/xdp.md), sorted, each once.
+pub fn interfaces_of(ips: &[IpAddr]) -> Vec<String> {
+    let mut out = Vec::new();
+    for_each_ifaddr(|name, addr| {
+        if ips.contains(&addr.ip) {
+            out.push(String::from_utf8_lossy(name).into_owned());
+        }
+    });
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
 /// Calls `f` with the interface name and address of each IPv4 and IPv6 entry `getifaddrs`
 /// lists.
 fn for_each_ifaddr(mut f: impl FnMut(&[u8], InterfaceAddr)) {

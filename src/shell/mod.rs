@@ -28,6 +28,7 @@ mod token;
 pub mod udp;
 mod worker;
 mod write_queue;
+pub mod xdp;
 
 pub use credential_sink::CredentialSink;
 pub use options::{Access, ShellOptions};
@@ -109,6 +110,8 @@ pub struct Server {
     store: std::sync::Arc<crate::store::Link>,
     /// The store's report task's metrics, with a store.
     store_stats: Option<std::sync::Arc<crate::store::stats::StoreStats>>,
+    /// The XDP program, attached while this lives (docs/xdp.md).
+    xdp: Option<xdp::Attached>,
 }
 
 /// What the store task (`crate::store::spawn`) needs of a running server.
@@ -154,6 +157,29 @@ impl Server {
         }
         // The relay addresses, and a warning when clients are told a private one, are part of
         // the start-up summary (`crate::summary`), from `Server::relays`.
+        // The kernel fast path, before the core's settings are fixed (it relays established
+        // channels only when the program is attached) and before the admin listener, which
+        // reads its counters.
+        let xdp_ips: Vec<std::net::IpAddr> = setup::relay_addrs(&config)?
+            .iter()
+            .map(|r| r.bind)
+            .chain(udp_addrs.iter().map(SocketAddr::ip))
+            .collect();
+        let xdp_ports: Vec<u16> = udp_addrs.iter().map(SocketAddr::port).collect();
+        let xdp = xdp::start(&config.xdp, &xdp_ports, &xdp_ips)?;
+        if xdp.is_some() {
+            // The kernel answers a client from the address it sent to, which a wildcard
+            // listener does not record: its clients' channels stay in user space.
+            for a in udp_addrs.iter().filter(|a| a.ip().is_unspecified()) {
+                tracing::warn!(
+                    listen = %a,
+                    "xdp: a wildcard listen address: channels of its clients stay in user \
+                     space; listen on the specific addresses for the kernel fast path"
+                );
+            }
+        }
+        let mut config = config;
+        config.core.fast_path = xdp.is_some();
         let shared = setup::shared_state(&config, nat.pairs)?;
         let mut tls = tls::Listeners::bind(&config, workers)?;
         let limits = tcp::Limits {
@@ -194,9 +220,10 @@ impl Server {
             shared.clone(),
             admin_tx.clone(),
             config.admin_token.clone(),
-            crate::metrics::StoreHooks {
+            crate::metrics::Hooks {
                 link: store.clone(),
                 fleet: store_client.zip(store_stats.clone()),
+                xdp: xdp.as_ref().map(xdp::Attached::source),
             },
             rx.clone(),
         )?;
@@ -250,6 +277,13 @@ impl Server {
                     Some(_) => crate::metrics::admin::EndedLog::CAPACITY,
                     None => 0,
                 },
+                fast_path: match &xdp {
+                    Some(x) => Some(
+                        x.worker(index, workers)
+                            .map_err(|e| anyhow::anyhow!("xdp: worker {index}: {e}"))?,
+                    ),
+                    None => None,
+                },
             })
             .context("cannot start worker thread")?;
             handles.push(handle);
@@ -275,6 +309,7 @@ impl Server {
             admin: admin_tx,
             store,
             store_stats,
+            xdp,
         })
     }
 
@@ -397,6 +432,13 @@ impl Server {
             let _ = w.thread.join();
         }
         self.metrics.join();
+        // Detaches the program (its links close with it); a no-op without the feature.
+        self.xdp = None;
+    }
+
+    /// Whether the XDP program is attached (docs/xdp.md).
+    pub fn xdp_attached(&self) -> bool {
+        self.xdp.is_some()
     }
 
     /// The panic policy's check (docs/architecture.md#panics): the index of a worker whose

@@ -52,6 +52,8 @@ pub struct ShellOptions {
     pub core: CoreConfig,
     /// What a reload replaces.
     pub access: Access,
+    /// The kernel fast path (`xdp`, `xdp_interfaces`).
+    pub xdp: super::xdp::Options,
     /// The panic policy's test hook: make this worker panic once started (debug builds
     /// only; see `config::PANIC_ENV`).
     pub panic_worker: Option<usize>,

@@ -55,8 +55,19 @@ impl Client {
 
     /// Opens a socket on `local` and allocates a UDP relay on `server`.
     pub fn allocate(server: SocketAddr, local: IpAddr, creds: &Creds) -> Result<Client> {
+        Client::allocate_with(server, local, creds, &[])
+    }
+
+    /// [`Client::allocate`] with `extra` attributes (REQUESTED-ADDRESS-FAMILY,
+    /// DONT-FRAGMENT, ...).
+    pub fn allocate_with(
+        server: SocketAddr,
+        local: IpAddr,
+        creds: &Creds,
+        extra: &[client::Attr],
+    ) -> Result<Client> {
         let mut c = Client::open(server, local, creds)?;
-        let ok = c.run(|t, now| t.allocate(now, Vec::new()))?;
+        let ok = c.run(|t, now| t.allocate(now, extra.to_vec()))?;
         c.allocated(&ok)?;
         Ok(c)
     }

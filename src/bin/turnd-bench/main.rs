@@ -107,6 +107,11 @@ struct Args {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
+    /// Also accept a --server and --client-ip in the private IPv4 ranges (RFC 1918), for a
+    /// link between network namespaces on this host (benches/xdp.sh: the XDP fast path needs
+    /// a real interface, not loopback). Still never a public address.
+    #[arg(long)]
+    namespace_link: bool,
 }
 
 /// Most round-trip samples kept (4 MB).
@@ -117,14 +122,20 @@ const MAX_ALLOCATIONS: usize = 100_000;
 fn main() -> Result<()> {
     let a = Args::parse();
     if let Some(listen) = a.null_server {
-        return null_server::run(listen, &a.user, &a.password);
+        return null_server::run(listen, &a.user, &a.password, a.namespace_link);
     }
     // --hold and --setup-only need a socket per allocation.
     let _ = turnd::shell::raise_nofile_limit();
-    if !a.server.ip().is_loopback() {
-        bail!("--server must be a loopback address (this tool only loads loopback)");
+    let local = |ip: IpAddr| {
+        ip.is_loopback() || (a.namespace_link && matches!(ip, IpAddr::V4(v4) if v4.is_private()))
+    };
+    if !local(a.server.ip()) {
+        bail!(
+            "--server must be a loopback address (this tool only loads loopback; with \
+             --namespace-link, a private IPv4 address too)"
+        );
     }
-    if !a.client_ip.is_loopback() || a.client_ip.is_ipv4() != a.server.is_ipv4() {
+    if !local(a.client_ip) || a.client_ip.is_ipv4() != a.server.is_ipv4() {
         bail!("--client-ip must be a loopback address of the --server's family");
     }
     if a.size > 1400 {

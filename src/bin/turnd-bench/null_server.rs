@@ -62,8 +62,12 @@ struct Null {
 
 /// Answers and relays on `listen` until the process is killed; answers are signed with the
 /// long-term key of `user`/`password` in realm "bench", so clients that check them accept them.
-pub fn run(listen: SocketAddr, user: &str, password: &str) -> Result<()> {
-    if !listen.ip().is_loopback() {
+/// With `namespace_link`, a private IPv4 address is accepted too (a link between network
+/// namespaces of this host, benches/xdp.sh): it trusts everyone, so never a public one.
+pub fn run(listen: SocketAddr, user: &str, password: &str, namespace_link: bool) -> Result<()> {
+    let private = matches!(listen.ip(), std::net::IpAddr::V4(v4) if v4.is_private());
+    let allowed = listen.ip().is_loopback() || (namespace_link && private);
+    if !allowed {
         bail!("--null-server must listen on a loopback address");
     }
     let listener = UdpSocket::bind(listen).with_context(|| format!("bind {listen}"))?;

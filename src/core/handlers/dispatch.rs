@@ -139,7 +139,13 @@ impl Server {
             owned,
             families,
         };
-        let resp = match handler(self, &req) {
+        let handled = handler(self, &req);
+        // Whatever the request changed in the allocation's channels, permissions or lifetime
+        // reaches the kernel fast path before the answer goes out.
+        if let Some(id) = self.allocations.id_for(&from) {
+            self.sync_fast_path(now, id);
+        }
+        let resp = match handled {
             Ok(Answer::Now(resp)) => resp,
             Ok(Answer::Later) => return,
             Err(code) => reply.plain_error(code),

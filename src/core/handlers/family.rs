@@ -32,6 +32,11 @@ impl Server {
             return self.free_allocation(now, id, reason);
         }
         a.set_family_expiry(family, None);
+        // The family's bindings leave the kernel before they leave the list.
+        self.sync_fast_path(now, id);
+        let Some(a) = self.allocations.get_mut(id) else {
+            return;
+        };
         let (permissions, channels) = a.drop_family_state(family);
         let c = &mut self.counters;
         c.permissions = c.permissions.saturating_sub(permissions as u64);

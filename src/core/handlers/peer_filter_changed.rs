@@ -45,6 +45,8 @@ impl Server {
         for id in sweeps {
             self.schedule_sweep(id, now + CHANNEL_COOLDOWN);
         }
+        // Revoked channels and dropped permissions leave the kernel fast path at once.
+        self.sync_fast_path_all(now);
         self.refilter_tcp_connections(now, |peer| filter.allows(peer));
     }
 

@@ -27,6 +27,7 @@ mod connection;
 mod counters;
 mod dual;
 mod expiry;
+mod fast_path;
 mod nat_discovery;
 mod own_host;
 mod permission;
@@ -42,6 +43,7 @@ mod tcp_relay;
 mod tcp_relay_caps;
 
 use super::auth::{long_term_key, rest_api_password, Credentials, Md5Key, RestPolicy, UserSecret};
+use super::fast_path::{ChannelKey, FastPath};
 use super::nonce::NonceKey;
 use super::peer_filter::{Cidr, PeerFilter};
 use super::ports::PortPool;
@@ -55,7 +57,7 @@ use super::{
 use crate::client::attr::{encode_request, Trailer};
 use crate::client::{self as turn};
 use crate::stun::{AttrType, Class, Message, MessageBuilder, MessageType, Method, TransactionId};
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -166,6 +168,8 @@ pub struct Setup {
     pub rates: (Rate, Rate),
     /// How REST usernames are read (`rest_username_order`, `rest_max_ttl`).
     pub rest: RestPolicy,
+    /// `CoreConfig::fast_path`: the shell has an XDP fast path.
+    pub fast_path: bool,
 }
 
 impl Default for Setup {
@@ -186,6 +190,7 @@ impl Default for Setup {
             per_allocation: (0, 0),
             rates: (Rate::UNLIMITED, Rate::UNLIMITED),
             rest: RestPolicy::default(),
+            fast_path: false,
         }
     }
 }
@@ -235,6 +240,7 @@ impl Setup {
                 max_channels: self.per_allocation.1,
                 unauthenticated_rate: self.rates.0,
                 binding_rate: self.rates.1,
+                fast_path: self.fast_path,
                 ..CoreConfig::default()
             },
             credentials: Credentials::new(REALM, users, self.secrets.iter().map(|s| s.to_string()))
@@ -277,6 +283,11 @@ pub struct Harness {
     pub events: Vec<Event>,
     /// Every RFC 6062 output, in order (a `Listen` is also answered like `OpenRelay`).
     pub tcp: Vec<TcpRelayOutput>,
+    /// Every fast-path output, with the time it was drained at.
+    pub fast_path: Vec<(Instant, FastPath)>,
+    /// The kernel's entries as the fast-path outputs so far leave them, by (client 5-tuple,
+    /// channel): checked after every drain against what the core itself would relay.
+    pub kernel: HashMap<(FiveTuple, u16), (ChannelKey, Instant)>,
 }
 
 impl Harness {
@@ -306,6 +317,8 @@ impl Harness {
             closed_families: Vec::new(),
             events: Vec::new(),
             tcp: Vec::new(),
+            fast_path: Vec::new(),
+            kernel: HashMap::new(),
         }
     }
 
@@ -390,8 +403,69 @@ impl Harness {
                     }
                     self.tcp.push(o);
                 }
+                Output::FastPath(f) => {
+                    self.apply_fast_path(f);
+                    self.fast_path.push((self.now, f));
+                }
                 Output::Event(e) => self.events.push(e),
             }
+        }
+        self.check_kernel();
+    }
+
+    /// Carries out a fast-path output on the model of the kernel's maps: an install inserts
+    /// or replaces, a removal must name an installed entry exactly.
+    fn apply_fast_path(&mut self, f: FastPath) {
+        match f {
+            FastPath::Install { key, expires, .. } => {
+                self.kernel
+                    .insert((key.client, key.channel), (key, expires));
+            }
+            FastPath::Remove(key) => {
+                let old = self.kernel.remove(&(key.client, key.channel));
+                assert_eq!(
+                    old.map(|(k, _)| k),
+                    Some(key),
+                    "removal of an entry that is not installed"
+                );
+            }
+        }
+    }
+
+    /// The fast path's safety: every kernel entry that is live at `now` relays exactly what
+    /// the core would — the same peer for the channel, from the relay address of the peer's
+    /// family, under a live permission, never for a capped or stream allocation.
+    pub fn check_kernel(&self) {
+        for ((client, channel), (key, expires)) in &self.kernel {
+            if *expires <= self.now {
+                continue;
+            }
+            let a = self
+                .server
+                .allocation(key.id)
+                .unwrap_or_else(|| panic!("live kernel entry {key:?} of an ended allocation"));
+            assert_eq!(a.five_tuple, *client);
+            assert_eq!(client.transport, Transport::Udp);
+            assert!(a.bandwidth.is_none() && a.user_bandwidth.is_none());
+            let binding = a.channels.by_number(*channel, self.now);
+            assert_eq!(
+                binding.map(|b| b.peer),
+                Some(key.peer),
+                "live kernel entry {key:?} for a channel the core does not relay"
+            );
+            assert!(*expires <= binding.map_or(self.now, |b| b.expires));
+            let own = self.shared.peer_filter.load();
+            assert!(
+                a.permissions
+                    .allows_peer(key.peer, self.now, own.own_host())
+                    && a.relays_family_of(key.peer.ip(), self.now),
+                "live kernel entry {key:?} without a permission or its family"
+            );
+            assert!(
+                a.held_relays()
+                    .any(|(relay, e)| relay == key.relay && *expires <= e),
+                "live kernel entry {key:?} from a relay address not held until {expires:?}"
+            );
         }
     }
 

@@ -192,7 +192,16 @@ struct World {
 impl World {
     fn new(seed: u64) -> World {
         World {
-            h: Harness::from_shared(Setup::default().shared(), seed),
+            // With the kernel fast path on: the harness checks after every step that each live
+            // entry relays only what the core would (`Harness::check_kernel`).
+            h: Harness::from_shared(
+                Setup {
+                    fast_path: true,
+                    ..Setup::default()
+                }
+                .shared(),
+                seed,
+            ),
             clients: clients(),
             tokens: Vec::new(),
             peers: peers(),
@@ -511,6 +520,11 @@ impl World {
         assert_eq!(self.h.server.poll_timeout(), None);
         assert_eq!(self.h.server.pending_timers(), 0);
         assert_eq!(self.h.shared.quotas.total(), 0);
+        assert!(
+            self.h.kernel.is_empty(),
+            "kernel entries left: {:?}",
+            self.h.kernel
+        );
         let created = self.h.created().len();
         assert_eq!(
             self.h.ended().len(),

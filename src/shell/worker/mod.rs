@@ -92,6 +92,8 @@ pub struct Start {
     /// Capacity of the ended-allocation log the store's usage accounting drains; 0 (no
     /// store) keeps none.
     pub ended_log: usize,
+    /// The kernel fast path's maps, when the XDP program is attached.
+    pub fast_path: Option<crate::shell::xdp::WorkerFastPath>,
 }
 
 /// Starts the worker's thread.
@@ -168,6 +170,8 @@ pub(super) struct Worker {
     /// When splices are next checked for an allocation that ended on another worker.
     orphans_at: Instant,
     stopping: bool,
+    /// The kernel fast path's maps (XDP attached), or `None`.
+    fast_path: Option<crate::shell::xdp::WorkerFastPath>,
 }
 
 fn unix_now() -> u64 {
@@ -233,6 +237,7 @@ impl Worker {
             clock_at: Instant::now(),
             orphans_at: Instant::now() + MAX_SLEEP,
             stopping: false,
+            fast_path: s.fast_path,
         })
     }
 
@@ -450,7 +455,20 @@ impl Worker {
                 }
                 Output::CloseRelay { id, family } => self.relays.remove(id, family),
                 Output::TcpRelay(o) => self.tcp_relay_output(o),
-                Output::Event(e) => {
+                // Only emitted with `CoreConfig::fast_path`, set when the program is attached.
+                Output::FastPath(f) => {
+                    if let Some(fp) = &mut self.fast_path {
+                        fp.apply(f, &self.metrics);
+                    }
+                }
+                Output::Event(mut e) => {
+                    // What the kernel relayed for an allocation is in its stats from here on:
+                    // its log line, the admin view and the metrics.
+                    if let (Some(fp), Event::AllocationEnded { id, stats, .. }) =
+                        (&mut self.fast_path, &mut e)
+                    {
+                        fp.allocation_ended(*id, stats);
+                    }
                     self.metrics.on_event(&e);
                     self.track_connection(&e);
                     self.log_ended(&e);
