@@ -155,12 +155,12 @@ fn run(cli: &Cli, store: Option<&str>, job: Job) -> Result<(), Failure> {
         })?,
         (None, Err(e)) => return Err(Failure::Usage(e.to_string())),
     };
-    let password_file = loaded
+    let files = loaded
         .as_ref()
-        .ok()
-        .and_then(|c| c.store_password_file.clone());
+        .map(super::connect::StoreFiles::of)
+        .unwrap_or_default();
     let job = prepare(job, &loaded)?;
-    let client = super::connect::client(&url, password_file.as_deref()).map_err(Failure::Usage)?;
+    let client = super::connect::client(&url, &files).map_err(Failure::Usage)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
