@@ -123,7 +123,7 @@ fn client_with(
         _ => info,
     };
     let tls = matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. });
-    if !tls || (files.ca.is_none() && files.cert.is_none()) {
+    if !tls || (files.ca.is_none() && files.cert.is_none() && files.key.is_none()) {
         // A plain URL takes no TLS files (the configuration refuses them with a plain
         // `store`; a `--store redis://…` given to a command leaves them unused).
         return redis::Client::open(info).map_err(|e| ConnectError(e).to_string());
@@ -138,7 +138,8 @@ fn client_with(
             client_key: read_pem(key, "store_key_file", check_key)?,
         }),
         (Some(_), None) => return Err("store_cert_file is set: give store_key_file too".into()),
-        (None, _) => None,
+        (None, Some(_)) => return Err("store_key_file is set: give store_cert_file too".into()),
+        (None, None) => None,
     };
     redis::Client::build_with_tls(
         info,
@@ -331,6 +332,12 @@ mod tls_tests {
             e.starts_with("store_cert_file ") && e.contains("c2.pem"),
             "{e}"
         );
+        let key_only = StoreFiles {
+            key: write(&dir, "k3.pem", &key),
+            ..StoreFiles::default()
+        };
+        let e = client_with(TLS_URL, &key_only, None).unwrap_err();
+        assert!(e.contains("give store_cert_file"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
