@@ -135,8 +135,10 @@ fn main() -> ExitCode {
     // The fleet's store (docs/cluster.md): what this node reports to it.
     let reporter = match (&started_with.store, server.store_link()) {
         (Some(url), Some(link)) => {
-            let client =
-                turnd::store::connect::client(url, started_with.store_password_file.as_deref());
+            let client = turnd::store::connect::client(
+                url,
+                &turnd::store::connect::StoreFiles::of(&started_with),
+            );
             match client.and_then(|c| {
                 turnd::store::report::spawn(rt.handle(), link, c).map_err(|e| e.to_string())
             }) {
@@ -461,8 +463,10 @@ fn allocations(cli: &Cli, args: &turnd::store::fleet::AllocationsArgs) -> ExitCo
             return ExitCode::from(2);
         }
     };
-    let password_file = loaded.ok().and_then(|c| c.store_password_file);
-    match turnd::store::connect::client(&url, password_file.as_deref()) {
+    let files = loaded
+        .map(|c| turnd::store::connect::StoreFiles::of(&c))
+        .unwrap_or_default();
+    match turnd::store::connect::client(&url, &files) {
         Ok(client) => ExitCode::from(turnd::store::fleet::main(args, client)),
         Err(e) => {
             eprintln!("turnd allocations: {e}");

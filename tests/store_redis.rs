@@ -5,6 +5,7 @@
 //! without `redis-server` fails these tests (install the Debian package `redis-server`; `.ci/run`
 //! does this).
 
+mod common;
 mod tls_certs;
 
 use redis::AsyncCommands;
@@ -199,42 +200,8 @@ fn a_store_over_tls_is_read_like_a_plain_one() {
     let files = tls_certs::CertFiles::write(&dir, &cert);
     let ca_file = dir.join("ca.pem");
     std::fs::write(&ca_file, ca.pem()).unwrap();
-    let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
-    let program = find_on_path("redis-server").expect("redis-server on PATH (tier 2)");
-    let child = Command::new(program)
-        .args(["--bind", "127.0.0.1", "--port", "0"])
-        .args(["--tls-port", &port.to_string(), "--tls-auth-clients", "no"])
-        .arg("--tls-cert-file")
-        .arg(&files.cert)
-        .arg("--tls-key-file")
-        .arg(&files.key)
-        .arg("--tls-ca-cert-file")
-        .arg(&ca_file)
-        .args(["--save", "", "--appendonly", "no"])
-        .arg("--dir")
-        .arg(&dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start redis-server with TLS");
-    let _server = RedisServer {
-        child,
-        port,
-        dir: dir.clone(),
-    };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    // Bounded: one try per 50 ms for 10 s.
-    while TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "redis-server did not listen on {port}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let server = tls_redis(&dir, &files, &ca_file, false);
+    let port = server.port;
     {
         runtime().block_on(async {
             let url = format!("rediss://127.0.0.1:{port}/0");
@@ -257,7 +224,8 @@ fn a_store_over_tls_is_read_like_a_plain_one() {
                 UserSecret::Password("over-tls".into())
             );
             // A client that does not trust the CA (the system roots) is refused.
-            let untrusting = turnd::store::connect::client(&url, None).expect("a client");
+            let untrusting =
+                turnd::store::connect::client(&url, &Default::default()).expect("a client");
             let mut conn = turnd::store::connect::connect_client(untrusting).expect("a manager");
             let refused = tokio::time::timeout(Duration::from_secs(60), read_users(&mut conn))
                 .await
@@ -268,4 +236,223 @@ fn a_store_over_tls_is_read_like_a_plain_one() {
             );
         })
     }
+}
+
+/// A `redis-server` serving only TLS on a free port with `files` (its certificate and key),
+/// trusting `ca_file` for client certificates, which it asks for when `auth_clients`.
+fn tls_redis(
+    dir: &std::path::Path,
+    files: &tls_certs::CertFiles,
+    ca_file: &std::path::Path,
+    auth_clients: bool,
+) -> RedisServer {
+    let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let program = find_on_path("redis-server").expect("redis-server on PATH (tier 2)");
+    let auth = if auth_clients { "yes" } else { "no" };
+    let child = Command::new(program)
+        .args(["--bind", "127.0.0.1", "--port", "0"])
+        .args(["--tls-port", &port.to_string(), "--tls-auth-clients", auth])
+        .arg("--tls-cert-file")
+        .arg(&files.cert)
+        .arg("--tls-key-file")
+        .arg(&files.key)
+        .arg("--tls-ca-cert-file")
+        .arg(ca_file)
+        .args(["--save", "", "--appendonly", "no"])
+        .arg("--dir")
+        .arg(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start redis-server with TLS");
+    let server = RedisServer {
+        child,
+        port,
+        dir: dir.to_path_buf(),
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    // Bounded: one try per 50 ms for 10 s.
+    while TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "redis-server did not listen on {port}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    server
+}
+
+/// `turnd ARGS` (a store command): its exit code, standard output and standard error.
+fn turnd(args: &[&str]) -> (Option<i32>, String, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_turnd"));
+    cmd.args(args);
+    common::without_turnd_env(&mut cmd);
+    let out = cmd.output().expect("run turnd");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `store_ca_file`, `store_cert_file` and `store_key_file` against a `redis-server` serving
+/// only TLS with a private CA and asking for client certificates: the CLI writes and lists
+/// users through them, a node reads those users (its sync task over the same TLS), a wrong CA
+/// or a missing client certificate is refused, and a CA file that is not one stops a node at
+/// start-up (exit 2, the file named).
+#[test]
+fn a_private_ca_and_a_client_certificate_reach_a_store_over_tls() {
+    let ca = tls_certs::Ca::new();
+    let dir = std::env::temp_dir().join(format!("turnd-store-mtls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let files = tls_certs::CertFiles::write(&dir, &ca.issue("redis", 1));
+    let path = |name: &str, text: &str| {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p.display().to_string()
+    };
+    let ca_file = path("ca.pem", &ca.pem());
+    let client = ca.issue("turnd-node", 2);
+    let cert_file = path("client.pem", &client.chain_pem);
+    let key_file = path("client-key.pem", &client.key_pem);
+    let other_ca = path("other-ca.pem", &tls_certs::Ca::new().pem());
+    let not_a_ca = path("not-a-ca.pem", "this is not a certificate\n");
+    let server = tls_redis(&dir, &files, std::path::Path::new(&ca_file), true);
+    let url = format!("rediss://127.0.0.1:{}/0", server.port);
+    // The TLS files as flags before the subcommand (they are configuration keys), the store
+    // after it (`--store` of the command).
+    let tls = |ca: &str| {
+        vec![
+            "--store-ca-file".to_string(),
+            ca.to_string(),
+            "--store-cert-file".into(),
+            cert_file.clone(),
+            "--store-key-file".into(),
+            key_file.clone(),
+        ]
+    };
+    let run = |tls: &[String], command: &[&str]| {
+        let args: Vec<&str> = tls
+            .iter()
+            .map(String::as_str)
+            .chain(command.iter().copied())
+            .chain(["--store", url.as_str()])
+            .collect();
+        turnd(&args)
+    };
+
+    let add = [
+        "users",
+        "add",
+        "alice",
+        "--password",
+        "pw",
+        "--realm",
+        "example.org",
+    ];
+    let (code, _, err) = run(&tls(&ca_file), &add);
+    assert_eq!(code, Some(0), "{err}");
+    let (code, out, err) = run(&tls(&ca_file), &["users", "list"]);
+    assert_eq!((code, out.trim()), (Some(0), "alice"), "{err}");
+
+    // What was written holds both keys, read back through the library's own client.
+    let files_of = turnd::store::connect::StoreFiles {
+        ca: Some(ca_file.clone().into()),
+        cert: Some(cert_file.clone().into()),
+        key: Some(key_file.clone().into()),
+        ..Default::default()
+    };
+    let client = turnd::store::connect::client(&url, &files_of).expect("a TLS client");
+    runtime().block_on(async {
+        let mut conn = connect::connect_client(client).expect("a manager");
+        let found = read_users(&mut conn).await.expect("read over mutual TLS");
+        assert!(
+            matches!(found.users["alice"], UserSecret::Keys { .. }),
+            "{:?}",
+            found.users
+        );
+    });
+
+    // A wrong CA, and no client certificate, are refused (exit 1: the store is unreachable).
+    let (code, _, err) = run(&tls(&other_ca), &["users", "list"]);
+    assert!(err.contains("invalid peer certificate"), "{err}");
+    assert_eq!(
+        code,
+        Some(1),
+        "a store certificate from an unknown CA was accepted: {err}"
+    );
+    let ca_only = ["--store-ca-file".to_string(), ca_file.clone()];
+    let (code, _, err) = run(&ca_only, &["users", "list"]);
+    assert!(err.contains("CertificateRequired"), "{err}");
+    assert_eq!(
+        code,
+        Some(1),
+        "a client without a certificate was let in: {err}"
+    );
+
+    // A node reads the store's users over the same TLS.
+    let node_args = [
+        "--listen",
+        "127.0.0.1:0",
+        "--relay-ip",
+        "127.0.0.1",
+        "--realm",
+        "example.org",
+        "--metrics-listen",
+        "127.0.0.1:0",
+    ];
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_turnd"));
+    cmd.args(node_args)
+        .args(tls(&ca_file))
+        .args(["--store", &url]);
+    common::without_turnd_env(&mut cmd);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let tx = std::sync::Mutex::new(tx);
+    let node = common::Proc::spawn_with("turnd", cmd, move |line| {
+        if let Some(a) = line.strip_prefix("turnd metrics http://") {
+            if let (Ok(a), Ok(tx)) = (a.trim().parse::<std::net::SocketAddr>(), tx.lock()) {
+                let _ = tx.send(a);
+            }
+        }
+    });
+    let metrics = rx
+        .recv_timeout(Duration::from_secs(30))
+        .unwrap_or_else(|_| panic!("turnd did not start:\n{}", node.output()));
+    let metric = |name: &str| {
+        let raw = common::http_get(metrics, "/metrics");
+        common::http_body(&raw).lines().find_map(|l| {
+            let (n, v) = l.split_once(' ')?;
+            (n == name).then(|| v.trim().parse::<f64>().ok()).flatten()
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    // Bounded: every 50 ms for 30 s.
+    while metric("turnd_store_users") != Some(1.0) || metric("turnd_store_up") != Some(1.0) {
+        assert!(
+            Instant::now() < deadline,
+            "the node did not read the store's user over TLS:\n{}",
+            node.output()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(node);
+
+    // A CA file that holds no certificate stops a node before it starts.
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_turnd"));
+    cmd.args(node_args)
+        .args(tls(&not_a_ca))
+        .args(["--store", &url]);
+    common::without_turnd_env(&mut cmd);
+    let out = cmd.output().expect("run turnd");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("store_ca_file") && err.contains("not-a-ca.pem"),
+        "{err}"
+    );
+    drop(server);
 }

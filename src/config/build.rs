@@ -214,6 +214,40 @@ impl Builder<'_> {
         if let Some(dup) = first_duplicate(&c.tls_listen) {
             self.invalid("tls_listen", format!("{dup} is listed twice"));
         }
+        // The store's TLS files: mutual TLS needs both halves, and a CA for a plain
+        // `redis://` store would be a promise of TLS that is not kept.
+        for (key, other, file, pair) in [
+            (
+                "store_cert_file",
+                "store_key_file",
+                &c.store_cert_file,
+                &c.store_key_file,
+            ),
+            (
+                "store_key_file",
+                "store_cert_file",
+                &c.store_key_file,
+                &c.store_cert_file,
+            ),
+        ] {
+            if file.is_some() && pair.is_none() && !self.has_problem(other) {
+                self.invalid(other, format!("{key} is set: mutual TLS needs both"));
+            }
+        }
+        if c.store
+            .as_deref()
+            .is_some_and(|u| !u.starts_with("rediss://"))
+        {
+            for (key, file) in [
+                ("store_ca_file", &c.store_ca_file),
+                ("store_cert_file", &c.store_cert_file),
+                ("store_key_file", &c.store_key_file),
+            ] {
+                if file.is_some() && !self.has_problem(key) {
+                    self.invalid(key, "`store` is a plain redis:// URL: TLS needs rediss://");
+                }
+            }
+        }
         if !c.tls_listen.is_empty() {
             for (key, file) in [("tls_cert", &c.tls_cert), ("tls_key", &c.tls_key)] {
                 if file.is_none() && !self.has_problem(key) {

@@ -618,6 +618,34 @@ config_keys! {
             example: r#""/run/secrets/redis-password""#,
         },
 
+        /// A PEM file of the CA certificates a `rediss://` store's certificate is checked
+        /// against, instead of the system's roots; "" = the system's roots.
+        ///
+        /// For a store whose certificate a private CA signed. One or more `CERTIFICATE`
+        /// blocks; a file that cannot be read or holds none stops start-up (exit 2), as do
+        /// `turnd users|secrets|revoke|allocations`. Read at start-up by every store
+        /// connection (the sync and report tasks, the fleet view) and by each command.
+        store_ca_file: Option<PathBuf> = None => {
+            flag: store_ca_file "FILE", parse: one(path), sighup: restart,
+            example: r#""/etc/turnd/redis-ca.pem""#,
+        },
+
+        /// A PEM certificate (chain) this node shows a `rediss://` store that asks for
+        /// client certificates (mutual TLS, Redis's `tls-auth-clients yes`); "" = none.
+        ///
+        /// Needs `store_key_file`. Read at start-up and by each store command, like
+        /// `store_ca_file`.
+        store_cert_file: Option<PathBuf> = None => {
+            flag: store_cert_file "FILE", parse: one(path), sighup: restart,
+            example: r#""/etc/turnd/redis-client.pem""#,
+        },
+
+        /// The PEM private key of `store_cert_file` (PKCS#8, PKCS#1 or SEC1); "" = none.
+        store_key_file: Option<PathBuf> = None => {
+            flag: store_key_file "FILE", parse: one(path), sighup: restart,
+            example: r#""/etc/turnd/redis-client-key.pem""#,
+        },
+
         /// Most store users (and most revocations) a node keeps in memory.
         ///
         /// Entries beyond are left out, logged and counted (`turnd_store_skipped`). Whoever can

@@ -160,7 +160,7 @@ impl TomlValue for Vec<User> {
         for user in self {
             let field = match user.secret {
                 UserSecret::Password(_) => "password",
-                UserSecret::Key(_) => "key",
+                UserSecret::Key(_) | UserSecret::Keys { .. } => "key",
             };
             let name = quote(&user.name);
             let _ = writeln!(out, "  {{ name = {name}, {field} = {} }},", quote(REDACTED));

@@ -48,7 +48,7 @@ pub fn shell_options(c: &Config) -> Result<ShellOptions, String> {
         metrics_listen: c.metrics_listen,
         admin_token: c.admin_token.clone(),
         store: c.store.clone(),
-        store_password_file: c.store_password_file.clone(),
+        store_files: crate::store::connect::StoreFiles::of(c),
         udp: udp::Options {
             recv_buffer: c.udp_recv_buffer,
             send_buffer: c.udp_send_buffer,

@@ -110,6 +110,9 @@ fn every_key_has_a_flag_in_the_cli_and_in_the_sources() {
             "tls_listen" => &["--tls-cert", "c.pem", "--tls-key", "k.pem"],
             // RFC 5780 pairs the alternate with a specific listen address.
             "nat_discovery_listen" => &["--listen", "127.0.0.1:1"],
+            // Mutual TLS needs both halves.
+            "store_cert_file" => &["--store-key-file", "k.pem"],
+            "store_key_file" => &["--store-cert-file", "c.pem"],
             _ => &[],
         };
         let args: Vec<&str> = [flag.as_str(), value]

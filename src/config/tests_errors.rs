@@ -550,3 +550,59 @@ fn xdp_settings() {
         assert!(msg.contains("1 to 1048576"), "{bad}: {msg}");
     }
 }
+
+#[test]
+fn store_tls_files_need_rediss_and_a_client_certificate_its_key() {
+    let msg = fails_on(
+        "store_ca_file",
+        None,
+        &[],
+        &[
+            "--store",
+            "redis://127.0.0.1/0",
+            "--store-ca-file",
+            "ca.pem",
+        ],
+    );
+    assert!(msg.contains("rediss://"), "{msg}");
+    let msg = fails_on(
+        "store_key_file",
+        None,
+        &[],
+        &[
+            "--store",
+            "rediss://127.0.0.1/0",
+            "--store-cert-file",
+            "c.pem",
+        ],
+    );
+    assert!(msg.contains("store_cert_file is set"), "{msg}");
+    let msg = fails_on(
+        "store_cert_file",
+        None,
+        &[("TURND_STORE_KEY_FILE", "k.pem")],
+        &[],
+    );
+    assert!(msg.contains("store_key_file is set"), "{msg}");
+    let c = load_with(
+        None,
+        &[],
+        &[
+            "--store",
+            "rediss://127.0.0.1/0",
+            "--store-ca-file",
+            "/etc/ca.pem",
+            "--store-cert-file",
+            "c.pem",
+            "--store-key-file",
+            "k.pem",
+        ],
+    )
+    .unwrap();
+    assert_eq!(
+        c.store_ca_file.as_deref(),
+        Some(std::path::Path::new("/etc/ca.pem"))
+    );
+    // Without `store` the files wait for a command's `--store rediss://…`.
+    assert!(load_with(None, &[], &["--store-ca-file", "ca.pem"]).is_ok());
+}

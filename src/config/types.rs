@@ -282,6 +282,10 @@ impl Clone for User {
         let secret = match &self.secret {
             UserSecret::Password(p) => UserSecret::Password(p.clone()),
             UserSecret::Key(k) => UserSecret::Key(*k),
+            UserSecret::Keys { md5, sha256 } => UserSecret::Keys {
+                md5: *md5,
+                sha256: *sha256,
+            },
         };
         User {
             name: self.name.clone(),
@@ -296,6 +300,10 @@ impl PartialEq for User {
             && match (&self.secret, &other.secret) {
                 (UserSecret::Password(a), UserSecret::Password(b)) => a == b,
                 (UserSecret::Key(a), UserSecret::Key(b)) => a == b,
+                (
+                    UserSecret::Keys { md5: a, sha256: x },
+                    UserSecret::Keys { md5: b, sha256: y },
+                ) => a == b && x == y,
                 _ => false,
             }
     }
@@ -308,6 +316,7 @@ impl fmt::Debug for User {
         let secret = match self.secret {
             UserSecret::Password(_) => "Password(<redacted>)",
             UserSecret::Key(_) => "Key(<redacted>)",
+            UserSecret::Keys { .. } => "Keys(<redacted>)",
         };
         f.debug_struct("User")
             .field("name", &self.name)

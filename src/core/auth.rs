@@ -9,7 +9,7 @@
 //! RFC 8489 adds a second password algorithm, SHA-256 (`key = SHA-256(username ":" realm ":"
 //! password)`, [`long_term_key_sha256`]), negotiated with PASSWORD-ALGORITHMS, and USERHASH
 //! (`SHA-256(username ":" realm)`, [`userhash`]) in place of USERNAME. A static user given a
-//! password gets both keys; one given only the MD5 key cannot use SHA-256
+//! password, or both keys ([`UserSecret::Keys`]), gets both; one given only the MD5 key cannot use SHA-256
 //! ([`AuthError::UnsupportedAlgorithm`]). REST API users get both (their password is derived),
 //! but cannot be found by USERHASH: the server knows a REST user only by deriving its password
 //! from the name, which a hash hides.
@@ -234,26 +234,41 @@ pub enum UserSecret {
     Password(String),
     /// The precomputed `MD5(username ":" realm ":" password)`.
     Key(Md5Key),
+    /// Both precomputed keys, MD5 and `SHA-256(username ":" realm ":" password)`
+    /// ([`long_term_key_sha256`]): what the fleet store keeps for a user added with a password,
+    /// so the user can pick either algorithm without the store holding the plaintext.
+    Keys { md5: Md5Key, sha256: Sha256Key },
 }
 
 impl UserSecret {
     /// Parses a precomputed key written as 32 hex digits (case-insensitive, optional `0x`/`0X`
     /// prefix), the form coturn's `turnadmin -k` prints. `None` for anything else.
     pub fn parse_key_hex(hex: &str) -> Option<Md5Key> {
-        let hex = hex
-            .strip_prefix("0x")
-            .or_else(|| hex.strip_prefix("0X"))
-            .unwrap_or(hex)
-            .as_bytes();
-        if hex.len() != 32 {
-            return None;
-        }
-        let mut key = [0u8; 16];
-        for (byte, pair) in key.iter_mut().zip(hex.chunks_exact(2)) {
-            *byte = (hex_digit(pair[0])? << 4) | hex_digit(pair[1])?;
-        }
-        Some(key)
+        parse_hex(hex)
     }
+
+    /// Parses a precomputed SHA-256 key written as 64 hex digits, with the same rules as
+    /// [`UserSecret::parse_key_hex`].
+    pub fn parse_sha256_key_hex(hex: &str) -> Option<Sha256Key> {
+        parse_hex(hex)
+    }
+}
+
+/// `N` bytes written as `2 N` hex digits (case-insensitive, optional `0x`/`0X` prefix).
+fn parse_hex<const N: usize>(hex: &str) -> Option<[u8; N]> {
+    let hex = hex
+        .strip_prefix("0x")
+        .or_else(|| hex.strip_prefix("0X"))
+        .unwrap_or(hex)
+        .as_bytes();
+    if hex.len() != 2 * N {
+        return None;
+    }
+    let mut key = [0u8; N];
+    for (byte, pair) in key.iter_mut().zip(hex.chunks_exact(2)) {
+        *byte = (hex_digit(pair[0])? << 4) | hex_digit(pair[1])?;
+    }
+    Some(key)
 }
 
 fn hex_digit(c: u8) -> Option<u8> {
@@ -451,7 +466,8 @@ pub struct Credentials {
     revoked: std::sync::Arc<Revocations>,
 }
 
-/// A static user's keys: MD5 always; SHA-256 only when the plaintext password was configured.
+/// A static user's keys: MD5 always; SHA-256 only when the plaintext password or the SHA-256
+/// key was configured.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct StaticUser {
     md5: Md5Key,
@@ -493,6 +509,10 @@ impl Credentials {
                     UserSecret::Key(key) => StaticUser {
                         md5: key,
                         sha256: None,
+                    },
+                    UserSecret::Keys { md5, sha256 } => StaticUser {
+                        md5,
+                        sha256: Some(sha256),
                     },
                 };
                 (name, user)
@@ -836,6 +856,42 @@ mod tests {
                 Err(AuthError::UnknownUser)
             );
         }
+    }
+
+    #[test]
+    fn both_keys_give_a_key_user_sha256_as_a_password_does() {
+        let (md5, sha) = (
+            long_term_key("alice", "example.org", "s3cret"),
+            long_term_key_sha256("alice", "example.org", "s3cret"),
+        );
+        let creds = |secret| Credentials::new("example.org", [("alice".into(), secret)], []);
+        let keys = creds(UserSecret::Keys { md5, sha256: sha });
+        let password = creds(UserSecret::Password("s3cret".into()));
+        let md5_only = creds(UserSecret::Key(md5));
+        let sha256 = |c: &Credentials| {
+            c.authenticate_with(
+                UserRef::Name("alice"),
+                PasswordAlgorithm::Sha256,
+                NOW,
+                |k| k == &sha[..],
+            )
+            .map(|(_, key)| key.as_bytes().to_vec())
+        };
+        assert_eq!(sha256(&keys), Ok(sha.to_vec()));
+        assert_eq!(sha256(&password), Ok(sha.to_vec()));
+        assert_eq!(sha256(&md5_only), Err(AuthError::UnsupportedAlgorithm));
+        let md5_auth =
+            keys.authenticate_with(UserRef::Name("alice"), PasswordAlgorithm::Md5, NOW, |k| {
+                k == &md5[..]
+            });
+        assert!(md5_auth.is_ok());
+        let wrong = keys.authenticate_with(
+            UserRef::Name("alice"),
+            PasswordAlgorithm::Sha256,
+            NOW,
+            |k| k == &md5[..],
+        );
+        assert_eq!(wrong.err(), Some(AuthError::BadIntegrity));
     }
 
     #[test]

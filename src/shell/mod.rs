@@ -209,7 +209,7 @@ impl Server {
         // The fleet view's client (docs/cluster.md); the URL was checked when loaded.
         let store_client = match &config.store {
             Some(url) => Some(
-                crate::store::connect::client(url, config.store_password_file.as_deref())
+                crate::store::connect::client(url, &config.store_files)
                     .map_err(|e| anyhow::anyhow!("config key `store`: {e}"))?,
             ),
             None => None,

@@ -28,9 +28,10 @@ pub struct ShellOptions {
     /// `store`: the fleet's Redis URL (docs/cluster.md); `None` = no store, and nothing of
     /// the fleet runs.
     pub store: Option<String>,
-    /// `store_password_file`: the store's password when the URL holds none (else
-    /// `TURND_STORE_PASSWORD`).
-    pub store_password_file: Option<std::path::PathBuf>,
+    /// `store_password_file` (the store's password when the URL holds none, else
+    /// `TURND_STORE_PASSWORD`), and `store_ca_file`, `store_cert_file`, `store_key_file` for
+    /// `rediss://`.
+    pub store_files: crate::store::connect::StoreFiles,
     /// UDP socket buffers, GSO (as wanted; the shell also needs the kernel to support it)
     /// and the coalescing window.
     pub udp: udp::Options,

@@ -9,6 +9,7 @@
 
 use super::write;
 use crate::config::{self, Cli, Command};
+use crate::core::auth::UserSecret;
 use crate::core::revocation::FOREVER;
 use std::io::BufRead;
 use std::process::ExitCode;
@@ -28,11 +29,11 @@ pub struct UsersArgs {
 
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum UsersAction {
-    /// Add a user, or replace its password or key; the key, MD5(name:realm:password), is what
-    /// is stored
+    /// Add a user, or replace its password or key; the keys, MD5(name:realm:password) and
+    /// SHA-256(name:realm:password), are what is stored
     Add {
         name: String,
-        /// The password (stored as its key for the realm)
+        /// The password (stored as its MD5 and SHA-256 keys for the realm)
         #[arg(
             long,
             value_name = "P",
@@ -40,9 +41,14 @@ pub enum UsersAction {
             conflicts_with = "key"
         )]
         password: Option<String>,
-        /// The key as 32 hex digits, as `turnadmin -k` prints it
+        /// The key as 32 hex digits, as `turnadmin -k` prints it (MD5 only, unless
+        /// --sha256-key is given too)
         #[arg(long, value_name = "HEX")]
         key: Option<String>,
+        /// With --key: the SHA-256 key, SHA-256(name:realm:password), as 64 hex digits, so the
+        /// user can use RFC 8489's SHA-256 password algorithm as well
+        #[arg(long, value_name = "HEX", requires = "key")]
+        sha256_key: Option<String>,
         /// The realm the key is computed for (default: the configuration's `realm`)
         #[arg(long, value_name = "REALM")]
         realm: Option<String>,
@@ -149,12 +155,12 @@ fn run(cli: &Cli, store: Option<&str>, job: Job) -> Result<(), Failure> {
         })?,
         (None, Err(e)) => return Err(Failure::Usage(e.to_string())),
     };
-    let password_file = loaded
+    let files = loaded
         .as_ref()
-        .ok()
-        .and_then(|c| c.store_password_file.clone());
+        .map(super::connect::StoreFiles::of)
+        .unwrap_or_default();
     let job = prepare(job, &loaded)?;
-    let client = super::connect::client(&url, password_file.as_deref()).map_err(Failure::Usage)?;
+    let client = super::connect::client(&url, &files).map_err(Failure::Usage)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -190,6 +196,16 @@ enum Ready {
     ListRevoked,
 }
 
+/// A `turnd:users` value for these keys: `key:<md5 hex>`, or `key:<md5 hex>;sha256:<hex>`
+/// when the SHA-256 key is known (`src/store/users.rs` reads both).
+fn store_value(md5: &[u8; 16], sha256: Option<&[u8; 32]>) -> String {
+    let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    match sha256 {
+        Some(sha) => format!("key:{};sha256:{}", hex(md5), hex(sha)),
+        None => format!("key:{}", hex(md5)),
+    }
+}
+
 fn prepare(
     job: Job,
     loaded: &Result<config::Config, config::ConfigError>,
@@ -200,17 +216,30 @@ fn prepare(
             name,
             password,
             key,
+            sha256_key,
             realm,
         }) => {
             name_ok(&name)?;
             let value = match (password, key) {
                 (_, Some(hex)) => {
-                    crate::core::auth::UserSecret::parse_key_hex(&hex).ok_or_else(|| {
+                    let md5 = UserSecret::parse_key_hex(&hex).ok_or_else(|| {
                         Failure::Usage(
                             "--key takes 32 hex digits (MD5(name:realm:password))".into(),
                         )
                     })?;
-                    format!("key:{}", hex.trim_start_matches("0x").to_ascii_lowercase())
+                    let sha256 = match sha256_key {
+                        Some(hex) => {
+                            Some(UserSecret::parse_sha256_key_hex(&hex).ok_or_else(|| {
+                                Failure::Usage(
+                                    "--sha256-key takes 64 hex digits \
+                                     (SHA-256(name:realm:password))"
+                                        .into(),
+                                )
+                            })?)
+                        }
+                        None => None,
+                    };
+                    store_value(&md5, sha256.as_ref())
                 }
                 (Some(p), None) => {
                     let realm = match (realm, loaded) {
@@ -222,9 +251,9 @@ fn prepare(
                             )))
                         }
                     };
-                    let key = crate::core::auth::long_term_key(&name, &realm, &p);
-                    let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
-                    format!("key:{hex}")
+                    let md5 = crate::core::auth::long_term_key(&name, &realm, &p);
+                    let sha256 = crate::core::auth::long_term_key_sha256(&name, &realm, &p);
+                    store_value(&md5, Some(&sha256))
                 }
                 (None, None) => return Err(Failure::Usage("give --password or --key".into())),
             };
@@ -339,4 +368,66 @@ async fn execute(
             Ok(())
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::auth::{
+        long_term_key, long_term_key_sha256, Credentials, PasswordAlgorithm, UserRef,
+    };
+
+    fn stored(add: UsersAction) -> Result<String, String> {
+        let loaded = config::load_from(&Default::default(), &Default::default());
+        match prepare(Job::Users(add), &loaded) {
+            Ok(Ready::AddUser(_, value)) => Ok(value),
+            Ok(_) => Err("not an AddUser".into()),
+            Err(Failure::Usage(e) | Failure::Store(e)) => Err(e),
+        }
+    }
+
+    fn add(password: Option<&str>, key: Option<String>, sha256_key: Option<String>) -> UsersAction {
+        UsersAction::Add {
+            name: "alice".into(),
+            password: password.map(Into::into),
+            key,
+            sha256_key,
+            realm: Some("example.org".into()),
+        }
+    }
+
+    /// What `users add --password` writes lets the user authenticate with either algorithm,
+    /// and the store holds no plaintext.
+    #[test]
+    fn a_user_added_with_a_password_can_use_sha256() {
+        let value = stored(add(Some("s3cret"), None, None)).unwrap();
+        assert!(!value.contains("s3cret"), "{value}");
+        let user = super::super::users::parse_user(b"alice", value.as_bytes()).unwrap();
+        let creds = Credentials::new("example.org", [(user.name, user.secret)], []);
+        let sha = long_term_key_sha256("alice", "example.org", "s3cret");
+        let md5 = long_term_key("alice", "example.org", "s3cret");
+        for (algorithm, key) in [
+            (PasswordAlgorithm::Sha256, &sha[..]),
+            (PasswordAlgorithm::Md5, &md5[..]),
+        ] {
+            let got = creds.authenticate_with(UserRef::Name("alice"), algorithm, 0, |k| k == key);
+            assert!(got.is_ok(), "{algorithm:?}");
+        }
+    }
+
+    #[test]
+    fn a_key_is_md5_only_unless_the_sha256_key_is_given() {
+        let md5 = "0123456789ABCDEF0123456789abcdef";
+        let sha = "ab".repeat(32);
+        assert_eq!(
+            stored(add(None, Some(md5.into()), None)).unwrap(),
+            format!("key:{}", md5.to_ascii_lowercase())
+        );
+        assert_eq!(
+            stored(add(None, Some(format!("0X{md5}")), Some(sha.clone()))).unwrap(),
+            format!("key:{};sha256:{sha}", md5.to_ascii_lowercase())
+        );
+        let bad = stored(add(None, Some(md5.into()), Some("ab".repeat(31)))).unwrap_err();
+        assert!(bad.contains("--sha256-key"), "{bad}");
+    }
 }

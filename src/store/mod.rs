@@ -28,7 +28,7 @@ pub use node::node_id;
 pub use users::{read_users, StoreUsers, USERS_KEY};
 
 /// The store a configuration names, checked before the server starts (a password file that
-/// cannot be read stops start-up, like a bad certificate); `None` without `store`.
+/// or a CA file that cannot be read stops start-up, like a bad certificate); `None` without `store`.
 pub struct Store(sync::Settings);
 
 impl Store {
@@ -36,7 +36,7 @@ impl Store {
         let Some(url) = &cfg.store else {
             return Ok(None);
         };
-        let client = connect::client(url, cfg.store_password_file.as_deref())?;
+        let client = connect::client(url, &connect::StoreFiles::of(cfg))?;
         Ok(Some(Store(sync::Settings {
             client,
             max_users: cfg.store_max_users as usize,

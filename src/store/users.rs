@@ -1,7 +1,9 @@
 //! Static users kept in the store: the hash `turnd:users` (`docs/cluster.md`, Data model).
 //!
 //! Each field is a user name, each value `key:<32 hex digits>` (MD5(name:realm:password), as a
-//! TOML user's `key`) or `password:<the password>`. What comes out is the same `(name, secret)`
+//! TOML user's `key`), `key:<32 hex>;sha256:<64 hex>` (both keys, the second
+//! SHA-256(name:realm:password) for RFC 8489's SHA-256 password algorithm: what
+//! `turnd users add --password` writes) or `password:<the password>`. What comes out is the same `(name, secret)`
 //! list the TOML's users give `Credentials::new`, so store users and file users are one thing to
 //! the core.
 //!
@@ -88,7 +90,8 @@ pub async fn read_users_bounded(
 
 /// One entry of `turnd:users`, or `None` when it is not a valid user: a name that is empty, not
 /// UTF-8, longer than RFC 8489 allows or holding control characters; a value over
-/// [`MAX_VALUE_BYTES`], or neither `key:<32 hex>` nor a non-empty `password:…`.
+/// [`MAX_VALUE_BYTES`], or none of `key:<32 hex>`, `key:<32 hex>;sha256:<64 hex>` and a
+/// non-empty `password:…`.
 pub fn parse_user(name: &[u8], value: &[u8]) -> Option<User> {
     let name = std::str::from_utf8(name).ok()?;
     if name.is_empty() || name.len() > User::MAX_NAME_BYTES || name.chars().any(char::is_control) {
@@ -98,8 +101,18 @@ pub fn parse_user(name: &[u8], value: &[u8]) -> Option<User> {
         return None;
     }
     let value = std::str::from_utf8(value).ok()?;
-    if let Some(hex) = value.strip_prefix("key:") {
-        return Some(User::with_key(name, UserSecret::parse_key_hex(hex)?));
+    if let Some(keys) = value.strip_prefix("key:") {
+        let secret = match keys.split_once(";sha256:") {
+            Some((md5, sha256)) => UserSecret::Keys {
+                md5: UserSecret::parse_key_hex(md5)?,
+                sha256: UserSecret::parse_sha256_key_hex(sha256)?,
+            },
+            None => UserSecret::Key(UserSecret::parse_key_hex(keys)?),
+        };
+        return Some(User {
+            name: name.to_string(),
+            secret,
+        });
     }
     match value.strip_prefix("password:") {
         Some(password) if !password.is_empty() => Some(User::with_password(name, password)),
@@ -121,6 +134,33 @@ mod tests {
         );
         let user = parse_user(b"bob", b"password:pw:with:colons").unwrap();
         assert_eq!(user, User::with_password("bob", "pw:with:colons"));
+    }
+
+    #[test]
+    fn both_keys_parse_into_keys() {
+        let md5 = "0123456789abcdef0123456789ABCDEF";
+        let sha = "00112233445566778899aabbccddeeff00112233445566778899AABBCCDDEEFF";
+        let user = parse_user(b"alice", format!("key:{md5};sha256:{sha}").as_bytes()).unwrap();
+        assert_eq!(
+            user.secret,
+            UserSecret::Keys {
+                md5: UserSecret::parse_key_hex(md5).unwrap(),
+                sha256: UserSecret::parse_sha256_key_hex(sha).unwrap(),
+            }
+        );
+        for bad in [
+            format!("key:{md5};sha256:"),
+            format!("key:{md5};sha256:{}", &sha[..62]),
+            format!("key:{md5};sha256:{sha}00"),
+            format!("key:{md5};sha256:{}zz", &sha[..62]),
+            format!("key:{md5};sha1:{sha}"),
+            format!("key:{md5} ;sha256:{sha}"),
+            format!("key:;sha256:{sha}"),
+            format!("sha256:{sha}"),
+            format!("key:{md5};sha256:{sha};sha256:{sha}"),
+        ] {
+            assert_eq!(parse_user(b"alice", bad.as_bytes()), None, "{bad}");
+        }
     }
 
     #[test]

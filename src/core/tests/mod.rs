@@ -219,6 +219,14 @@ impl Setup {
                 "carol".to_string(),
                 UserSecret::Key(long_term_key("carol", REALM, "carol-pw")),
             ),
+            // Configured with both keys, as a fleet store user added with a password.
+            (
+                "erin".to_string(),
+                UserSecret::Keys {
+                    md5: long_term_key("erin", REALM, "erin-pw"),
+                    sha256: crate::core::auth::long_term_key_sha256("erin", REALM, "erin-pw"),
+                },
+            ),
         ];
         let allow = vec![
             Cidr::new(ip("198.51.100.0"), 24).unwrap(),

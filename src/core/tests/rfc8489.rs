@@ -325,6 +325,29 @@ fn key_only_user_can_do_md5_but_not_sha256() {
     legacy.allocate(&mut h);
 }
 
+/// A user configured with both keys (what `turnd users add --password` stores in the fleet
+/// store) does SHA-256, by name and by USERHASH, and MD5, without the server knowing the
+/// password.
+#[test]
+fn both_keys_user_can_do_sha256_and_md5() {
+    let mut h = Harness::new();
+    let mut c = Modern::new(udp("192.0.2.1:4000"), "erin", "erin-pw", SHA256);
+    let resp = c.request(&mut h, Method::ALLOCATE, &[transport_udp()]);
+    assert_success_sha256(&resp, Method::ALLOCATE, &c.key());
+    let mut c = Modern::new(udp("192.0.2.1:4001"), "erin", "erin-pw", SHA256);
+    c.hashed = true;
+    let resp = c.request(&mut h, Method::ALLOCATE, &[transport_udp()]);
+    assert_success_sha256(&resp, Method::ALLOCATE, &c.key());
+    assert_eq!(&*h.alloc(c.ft()).username, "erin");
+    let mut c = Modern::new(udp("192.0.2.1:4002"), "erin", "erin-pw", MD5);
+    let resp = c.request(&mut h, Method::ALLOCATE, &[transport_udp()]);
+    assert_success_sha256(&resp, Method::ALLOCATE, &c.key());
+    let mut c = Modern::new(udp("192.0.2.1:4003"), "erin", "wrong", SHA256);
+    let resp = c.request(&mut h, Method::ALLOCATE, &[transport_udp()]);
+    resp.assert_error(Method::ALLOCATE, 401, None);
+    assert_eq!(h.server.counters().auth_failures, 1);
+}
+
 #[test]
 fn bid_down_attempts_get_400() {
     let mut h = Harness::new();
