@@ -10,13 +10,13 @@
 mod common;
 mod raw;
 
+use common::redis::RedisServer;
 use common::Proc;
 use raw::*;
 use redis::Commands;
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::net::{SocketAddr, TcpStream};
+use std::process::Command;
 use std::sync::{mpsc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -25,74 +25,6 @@ const STARTUP: Duration = Duration::from_secs(15);
 /// reconnection backoff up to 10 s).
 const WAIT: Duration = Duration::from_secs(40);
 const SECRET: &str = "fleet-secret";
-
-/// A `redis-server` of this test's own, killed and reaped when dropped.
-struct RedisServer {
-    child: Child,
-    port: u16,
-    dir: PathBuf,
-}
-
-impl RedisServer {
-    fn start() -> RedisServer {
-        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-            .and_then(|l| l.local_addr())
-            .expect("an ephemeral TCP port on 127.0.0.1")
-            .port();
-        RedisServer::start_on(port)
-    }
-
-    fn start_on(port: u16) -> RedisServer {
-        let program = common::require_tool("redis-server");
-        let dir =
-            std::env::temp_dir().join(format!("turnd-store-fleet-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("create the server's scratch dir");
-        let child = Command::new(program)
-            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(&dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start redis-server");
-        let mut server = RedisServer { child, port, dir };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        // Bounded: one try per 50 ms for 10 s.
-        while TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_err() {
-            if let Ok(Some(status)) = server.child.try_wait() {
-                panic!("redis-server exited ({status}) before listening on port {port}");
-            }
-            assert!(Instant::now() < deadline, "redis-server did not listen");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        server
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
-    }
-
-    fn conn(&self) -> redis::Connection {
-        redis::Client::open(self.url())
-            .and_then(|c| c.get_connection())
-            .expect("connect to the test's redis-server")
-    }
-
-    /// Stops it (our own child, by its handle) and waits for it.
-    fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.stop();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 /// One turnd process of the fleet, with its own TOML file.
 struct Node {

@@ -8,94 +8,14 @@
 mod common;
 mod tls_certs;
 
+use common::redis::{free_tcp_port, RedisServer};
+
 use redis::AsyncCommands;
-use std::net::{Ipv4Addr, TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 use turnd::core::auth::UserSecret;
 use turnd::store::users::read_users_bounded;
 use turnd::store::{connect, read_users, USERS_KEY};
-
-/// A `redis-server` of this test's own, killed and reaped when dropped.
-struct RedisServer {
-    child: Child,
-    port: u16,
-    dir: PathBuf,
-}
-
-impl RedisServer {
-    fn start() -> RedisServer {
-        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-            .and_then(|l| l.local_addr())
-            .expect("an ephemeral TCP port on 127.0.0.1")
-            .port();
-        RedisServer::start_on(port)
-    }
-
-    fn start_on(port: u16) -> RedisServer {
-        let program = find_on_path("redis-server").unwrap_or_else(|| {
-            panic!(
-                "required tool `redis-server` not found on PATH: install the Debian package \
-                 redis-server. This is a tier-2 test (feature `external`, tests/README.md); \
-                 `.ci/run` installs it, and plain `cargo test` runs without it"
-            )
-        });
-        let dir =
-            std::env::temp_dir().join(format!("turnd-store-redis-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("create the server's scratch dir");
-        let child = Command::new(program)
-            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-            .args([
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--protected-mode",
-                "yes",
-            ])
-            .arg("--dir")
-            .arg(&dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start redis-server");
-        let mut server = RedisServer { child, port, dir };
-        // Bounded: one try per 50 ms for 10 s.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_err() {
-            if let Ok(Some(status)) = server.child.try_wait() {
-                panic!("redis-server exited ({status}) before listening on port {port}");
-            }
-            assert!(
-                Instant::now() < deadline,
-                "redis-server did not listen on {port} within 10 s"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        server
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        // Our own child, by its handle (its PID); it may already have exited.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn find_on_path(name: &str) -> Option<PathBuf> {
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|dir| dir.join(name))
-        .find(|p| p.is_file())
-}
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -246,44 +166,18 @@ fn tls_redis(
     ca_file: &std::path::Path,
     auth_clients: bool,
 ) -> RedisServer {
-    let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
-    let program = find_on_path("redis-server").expect("redis-server on PATH (tier 2)");
+    let port = free_tcp_port();
     let auth = if auth_clients { "yes" } else { "no" };
-    let child = Command::new(program)
-        .args(["--bind", "127.0.0.1", "--port", "0"])
-        .args(["--tls-port", &port.to_string(), "--tls-auth-clients", auth])
-        .arg("--tls-cert-file")
-        .arg(&files.cert)
-        .arg("--tls-key-file")
-        .arg(&files.key)
-        .arg("--tls-ca-cert-file")
-        .arg(ca_file)
-        .args(["--save", "", "--appendonly", "no"])
-        .arg("--dir")
-        .arg(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start redis-server with TLS");
-    let server = RedisServer {
-        child,
-        port,
-        dir: dir.to_path_buf(),
-    };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    // Bounded: one try per 50 ms for 10 s.
-    while TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "redis-server did not listen on {port}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    server
+    RedisServer::launch(port, dir, |cmd| {
+        cmd.args(["--bind", "127.0.0.1", "--port", "0"])
+            .args(["--tls-port", &port.to_string(), "--tls-auth-clients", auth])
+            .arg("--tls-cert-file")
+            .arg(&files.cert)
+            .arg("--tls-key-file")
+            .arg(&files.key)
+            .arg("--tls-ca-cert-file")
+            .arg(ca_file);
+    })
 }
 
 /// `turnd ARGS` (a store command): its exit code, standard output and standard error.

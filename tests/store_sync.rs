@@ -13,12 +13,12 @@
 mod common;
 mod raw;
 
+use common::redis::RedisServer;
 use common::Proc;
 use raw::*;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{mpsc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -28,72 +28,6 @@ const STARTUP: Duration = Duration::from_secs(10);
 const PROPAGATION_BOUND: Duration = Duration::from_secs(5);
 /// How often a wait looks again.
 const POLL: Duration = Duration::from_millis(5);
-
-/// A `redis-server` of this test's own, killed and reaped when dropped.
-struct RedisServer {
-    child: Child,
-    port: u16,
-    dir: PathBuf,
-}
-
-impl RedisServer {
-    fn start() -> RedisServer {
-        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-            .and_then(|l| l.local_addr())
-            .expect("an ephemeral TCP port on 127.0.0.1")
-            .port();
-        RedisServer::start_on(port)
-    }
-
-    fn start_on(port: u16) -> RedisServer {
-        RedisServer::start_with(port, &[])
-    }
-
-    fn start_with(port: u16, extra: &[&str]) -> RedisServer {
-        let program = common::require_tool("redis-server");
-        let dir =
-            std::env::temp_dir().join(format!("turnd-store-sync-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("create the server's scratch dir");
-        let child = Command::new(program)
-            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--save", "", "--appendonly", "no"])
-            .args(extra)
-            .arg("--dir")
-            .arg(&dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start redis-server");
-        let mut server = RedisServer { child, port, dir };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        // Bounded: one try per 20 ms for 10 s.
-        while TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_err() {
-            if let Ok(Some(status)) = server.child.try_wait() {
-                panic!("redis-server exited ({status}) before listening on port {port}");
-            }
-            assert!(
-                Instant::now() < deadline,
-                "redis-server did not listen on {port}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        server
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        // Our own child, by its handle; it may already have exited.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 /// One turnd node with the store, a TOML user (alice) and the REST secret `toml-secret`.
 struct Node {

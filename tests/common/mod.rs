@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 
 pub mod netns;
 pub mod readings;
+pub mod redis;
 
 /// Realm, user and password every spawned server is configured with.
 pub const REALM: &str = "turnd.test";
