@@ -17,7 +17,6 @@ use redis::Commands;
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
-use std::sync::{mpsc, Mutex};
 use std::time::{Duration, Instant};
 
 const STARTUP: Duration = Duration::from_secs(15);
@@ -57,34 +56,11 @@ impl Node {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_turnd"));
         cmd.arg("--config").arg(&file);
         common::without_turnd_env(&mut cmd);
-        let (tx, rx) = mpsc::channel::<(bool, SocketAddr)>();
-        let tx = Mutex::new(tx);
-        let proc = Proc::spawn_with(&format!("turnd {id}"), cmd, move |line| {
-            let parsed = if let Some(a) = line.strip_prefix("turnd listening udp ") {
-                a.trim().parse().ok().map(|a| (true, a))
-            } else if let Some(a) = line.strip_prefix("turnd metrics http://") {
-                a.trim().parse().ok().map(|a| (false, a))
-            } else {
-                None
-            };
-            if let (Some(p), Ok(tx)) = (parsed, tx.lock()) {
-                let _ = tx.send(p);
-            }
-        });
-        let (mut udp, mut metrics) = (None, None);
-        let deadline = Instant::now() + STARTUP;
-        while udp.is_none() || metrics.is_none() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok((true, a)) => udp = Some(a),
-                Ok((false, a)) => metrics = Some(a),
-                Err(_) => panic!("turnd {id} did not start:\n{}", proc.output()),
-            }
-        }
+        let (proc, udp, metrics) = common::spawn_turnd(cmd, STARTUP);
         Node {
             proc,
-            udp: udp.unwrap(),
-            metrics: metrics.unwrap(),
+            udp,
+            metrics,
             id: id.to_string(),
             _dir: dir,
         }

@@ -746,3 +746,38 @@ impl EchoPeer {
         self.proc.output()
     }
 }
+
+/// Starts `cmd` (a turnd) and waits up to `startup` for its start-up lines: the first UDP
+/// listening address and the metrics address. Panics with its output when they do not come.
+pub fn spawn_turnd(cmd: Command, startup: Duration) -> (Proc, SocketAddr, SocketAddr) {
+    let (tx, rx) = std::sync::mpsc::channel::<(bool, SocketAddr)>();
+    let tx = std::sync::Mutex::new(tx);
+    let proc = Proc::spawn_with("turnd", cmd, move |line| {
+        let parsed = if let Some(a) = line.strip_prefix("turnd listening udp ") {
+            a.trim().parse().ok().map(|a| (true, a))
+        } else if let Some(a) = line.strip_prefix("turnd metrics http://") {
+            a.trim().parse().ok().map(|a| (false, a))
+        } else {
+            None
+        };
+        if let (Some(p), Ok(tx)) = (parsed, tx.lock()) {
+            let _ = tx.send(p);
+        }
+    });
+    let (mut udp, mut metrics) = (None, None);
+    let deadline = std::time::Instant::now() + startup;
+    // Bounded: two lines, each waited for until the deadline at most.
+    while udp.is_none() || metrics.is_none() {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok((true, a)) => udp = Some(a),
+            Ok((false, a)) => metrics = Some(a),
+            Err(_) => panic!(
+                "turnd printed no listening/metrics line within {startup:?}:\n{}",
+                proc.output()
+            ),
+        }
+    }
+    // Invariant: the loop ends only once both are set.
+    (proc, udp.unwrap(), metrics.unwrap())
+}
