@@ -370,6 +370,32 @@ fn relays_in_the_kernel(mode: &str) {
         assert_eq!(admin_metric(to_client_xdp), Some(sent));
         assert_eq!(admin_metric(to_peer_all), Some(sent + user));
         assert_eq!(admin_metric(to_client_all), Some(sent));
+        // While the allocation lasts, the admin view (and the store's usage report, which is
+        // computed from the same list) already holds what the kernel relayed for it.
+        let list = http_body(&run_in(&t.relay, || http_get(admin, "/allocations"))).to_string();
+        let list: serde_json::Value = serde_json::from_str(&list).expect("JSON");
+        let mine = list["allocations"]
+            .as_array()
+            .expect("a list")
+            .iter()
+            .find(|a| a["relay"] == c.relay.to_string())
+            .unwrap_or_else(|| panic!("no allocation for {} in {list}", c.relay));
+        let live = |k: &str| mine[k].as_u64();
+        assert_eq!(
+            (
+                live("client_to_peer_datagrams"),
+                live("client_to_peer_bytes"),
+                live("peer_to_client_datagrams"),
+                live("peer_to_client_bytes"),
+            ),
+            (
+                Some(N as u64),
+                Some((0..N).map(|i| 1 + i % 97).sum::<usize>() as u64),
+                Some(N as u64),
+                Some((0..N).map(|i| 1 + i % 89).sum::<usize>() as u64),
+            ),
+            "{mine}"
+        );
 
         if peer.is_ipv4() {
             // A Send indication goes through user space, in the same run.

@@ -179,12 +179,16 @@ fn info(worker: usize, a: &Allocation, now: Instant, unix_now: u64) -> Allocatio
 }
 
 /// Answers one request on the worker's thread; true when the core has outputs to drain.
+/// `kernel` adds what the XDP fast path has relayed so far for an allocation to its stats (the
+/// core counts only what crossed user space): the listed stats, and the store's usage computed
+/// from them, include kernel traffic while the allocation lasts.
 pub fn handle(
     core: &mut Core,
     ended: &mut EndedLog,
     worker: usize,
     req: AdminRequest,
     unix_now: u64,
+    kernel: impl Fn(AllocationId, &mut Relayed),
 ) -> bool {
     let now = Instant::now();
     match req {
@@ -198,7 +202,11 @@ pub fn handle(
             let list = core
                 .allocations()
                 .filter(|a| a.state == crate::core::allocation::State::Active)
-                .map(|a| info(worker, a, now, unix_now))
+                .map(|a| {
+                    let mut i = info(worker, a, now, unix_now);
+                    kernel(a.id, &mut i.stats);
+                    i
+                })
                 .collect();
             let _ = tx.send(list);
             false

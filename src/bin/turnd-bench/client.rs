@@ -53,6 +53,14 @@ impl Client {
         })
     }
 
+    /// A socket on `local` connected straight to `peer`, with no server and no allocation:
+    /// `--direct`, the generator against an idle target (its datagrams go to its own peer
+    /// sockets, which echo them back, so it does all of its own sending and receiving and the
+    /// relay in between costs nothing).
+    pub fn direct(peer: SocketAddr, local: IpAddr) -> Result<Client> {
+        Client::open(peer, local, &Creds::new("direct", "direct"))
+    }
+
     /// Opens a socket on `local` and allocates a UDP relay on `server`.
     pub fn allocate(server: SocketAddr, local: IpAddr, creds: &Creds) -> Result<Client> {
         Client::allocate_with(server, local, creds, &[])

@@ -104,6 +104,12 @@ struct Args {
     /// null_server.rs); answers are signed with --user/--password in realm "bench".
     #[arg(long)]
     null_server: Option<SocketAddr>,
+    /// No server: each client sends its ChannelData datagrams straight to its own peer socket,
+    /// which echoes them back as usual — the generator's whole cost with a relay that costs
+    /// nothing. benches/xdp.sh subtracts it from the machine's CPU under each server (the
+    /// issue's "generator against an idle target"). Channel mode only; --server is not used.
+    #[arg(long)]
+    direct: bool,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
@@ -204,18 +210,26 @@ fn traffic(a: &Args, creds: &Creds) -> Result<()> {
         ModeArg::Channel => Mode::Channel,
         ModeArg::Send => Mode::Send,
     };
+    if a.direct && (mode != Mode::Channel || a.hold > 0) {
+        bail!("--direct takes neither --mode send nor --hold");
+    }
     let held = hold(a, creds)?;
     let mut flows = Vec::with_capacity(a.clients);
     for i in 0..a.clients {
-        let mut c = Client::allocate(a.server, a.client_ip, creds)
-            .with_context(|| format!("client {i}"))?;
         let peer = UdpSocket::bind(SocketAddr::new(a.client_ip, 0))?;
         let peer_addr = peer.local_addr()?;
         let channel = FIRST_CHANNEL;
-        match mode {
-            Mode::Channel => c.channel_bind(channel, peer_addr)?,
-            Mode::Send => c.create_permission(peer_addr)?,
-        }
+        let c = if a.direct {
+            Client::direct(peer_addr, a.client_ip)?
+        } else {
+            let mut c = Client::allocate(a.server, a.client_ip, creds)
+                .with_context(|| format!("client {i}"))?;
+            match mode {
+                Mode::Channel => c.channel_bind(channel, peer_addr)?,
+                Mode::Send => c.create_permission(peer_addr)?,
+            }
+            c
+        };
         flows.push(Flow::new(c, peer, channel, mode, a.size, !a.no_gso)?);
     }
     let offer = if a.flood {
@@ -237,7 +251,7 @@ fn traffic(a: &Args, creds: &Creds) -> Result<()> {
     )?;
     let after = sample(a.server_pid)?;
     let fds = a.server_pid.and_then(stats::open_fds);
-    for f in &mut flows {
+    for f in flows.iter_mut().filter(|_| !a.direct) {
         // Best effort: a server that lost the allocation already is no error here.
         f.client.sock.set_nonblocking(false)?;
         let _ = f.client.release();

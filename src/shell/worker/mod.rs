@@ -349,12 +349,18 @@ impl Worker {
         let mut cx = Context::from_waker(&waker);
         // Bounded by what was sent: each request is answered at once.
         while let Poll::Ready(Some(req)) = self.admin.poll_recv(&mut cx) {
+            let fast_path = &self.fast_path;
             if crate::metrics::admin::handle(
                 &mut self.core,
                 &mut self.ended,
                 self.index,
                 req,
                 unix_now(),
+                |id, stats| {
+                    if let Some(fp) = fast_path {
+                        fp.add_so_far(id, stats);
+                    }
+                },
             ) {
                 self.drain_outputs();
             }

@@ -291,9 +291,23 @@ impl WorkerMaps {
     /// Allocation `id` ended (every entry of it was removed before): its slot's counts, summed
     /// over the CPUs, are added to `stats`, and the slot goes back to the free list.
     pub(super) fn allocation_ended(&mut self, id: AllocationId, stats: &mut Relayed) {
-        let Some(s) = self.slots.release(id) else {
-            return;
-        };
+        if let Some(s) = self.slots.release(id) {
+            self.add_slot(s, stats);
+        }
+    }
+
+    /// What the kernel has relayed so far for allocation `id`, added to `stats` (nothing when
+    /// it has no slot). One map read, for the admin view and the usage report — never per
+    /// datagram.
+    pub(super) fn add_so_far(&self, id: AllocationId, stats: &mut Relayed) {
+        if let Some(s) = self.slots.of(id) {
+            self.add_slot(s, stats);
+        }
+    }
+
+    /// Adds slot `s`'s counts, summed over the CPUs, to `stats`. A failed read adds nothing:
+    /// the counts are kept in the map and read again at the allocation's end.
+    fn add_slot(&self, s: u32, stats: &mut Relayed) {
         if let Ok(per_cpu) = self.stats.get(&s, 0) {
             for c in per_cpu.iter() {
                 stats.to_peer_packets += c.to_peer_packets;

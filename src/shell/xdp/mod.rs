@@ -130,6 +130,16 @@ impl WorkerFastPath {
         let _ = (f, metrics);
     }
 
+    /// Adds what the kernel has relayed so far for the live allocation `id` to `stats`, so
+    /// the admin view (`/allocations`) and the store's usage report see kernel traffic while
+    /// a call lasts, not only when it ends.
+    pub fn add_so_far(&self, id: AllocationId, stats: &mut Relayed) {
+        #[cfg(feature = "xdp")]
+        self.inner.add_so_far(id, stats);
+        #[cfg(not(feature = "xdp"))]
+        let _ = (id, stats);
+    }
+
     /// Allocation `id` ended: adds what the kernel relayed for it to `stats`.
     pub fn allocation_ended(&mut self, id: AllocationId, stats: &mut Relayed) {
         #[cfg(feature = "xdp")]

@@ -41,6 +41,11 @@ impl SlotPool {
         Some(Slot::New(s))
     }
 
+    /// The allocation's slot, if it has one; never hands one out.
+    pub fn of(&self, id: AllocationId) -> Option<u32> {
+        self.owners.get(&id).copied()
+    }
+
     /// Gives back a slot just handed out that could not be prepared (zeroing failed).
     pub fn undo(&mut self, id: AllocationId) {
         if let Some(s) = self.owners.remove(&id) {
@@ -83,10 +88,16 @@ mod tests {
         assert_eq!(p.in_use(), 4);
         // Asking again is the same slot, not a new one.
         assert_eq!(p.get(id(2, 0)), Some(Slot::Held(102)));
+        assert_eq!((p.of(id(2, 0)), p.of(id(9, 0))), (Some(102), None));
         // An ended allocation's slot goes to the next one; the same index with another
         // generation is another allocation.
         assert_eq!(p.release(id(2, 0)), Some(102));
         assert_eq!(p.release(id(2, 0)), None);
+        assert_eq!(
+            p.of(id(2, 0)),
+            None,
+            "a released slot is no longer the allocation's"
+        );
         assert_eq!(p.get(id(2, 1)), Some(Slot::New(102)));
         assert_eq!(p.get(id(5, 0)), None);
         p.undo(id(2, 1));
