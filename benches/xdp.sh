@@ -35,6 +35,7 @@
 # DURATION (5 s), SIZE (160), MODE (native | generic: the XDP attach mode, default native),
 # LADDER ("100000 150000 200000 250000 300000 400000"; empty: skip), LADDER_DURATION (3),
 # PERF (set: a system-wide `perf record -a -g` of each CPU load, kept in the results folder),
+# BPF_STATS (set: the program's own nanoseconds per run, from kernel.bpf_stats_enabled),
 # TURNSERVER (a coturn turnserver binary to include), SERVER_BIN, BENCH_BIN.
 set -euo pipefail
 
@@ -70,6 +71,11 @@ cleanup() {
     ip netns del "$RELAY" 2>/dev/null || true
 }
 trap cleanup EXIT
+if [ -n "${BPF_STATS:-}" ]; then
+    stats_was=$(sysctl -n kernel.bpf_stats_enabled)
+    sysctl -qw kernel.bpf_stats_enabled=1
+    trap 'cleanup; sysctl -qw kernel.bpf_stats_enabled="$stats_was"' EXIT
+fi
 
 ip netns add "$GEN"
 ip netns add "$RELAY"
@@ -181,6 +187,24 @@ print(json.dumps({"server": name, "rep": int(rep), "kind": kind, "rate": int(rat
 PY
 }
 
+# With BPF_STATS: the program's own run time per frame, from the kernel's per-program
+# statistics (kernel.bpf_stats_enabled; it costs two clock reads a run, so it is off for the
+# figures). The programs loaded before this server (the receiver's) are left out.
+bpf_ids() {
+    bpftool -j prog show 2>/dev/null | python3 -c '
+import json, sys
+print(" ".join(str(p["id"]) for p in json.load(sys.stdin) if p.get("name") == "turnd_xdp"))'
+}
+bpf_cost() { # rep, ids to leave out
+    bpftool -j prog show 2>/dev/null | python3 -c '
+import json, sys
+skip = set(sys.argv[2].split())
+ps = [p for p in json.load(sys.stdin) if p.get("name") == "turnd_xdp" and str(p["id"]) not in skip]
+ns, n = sum(p.get("run_time_ns", 0) for p in ps), sum(p.get("run_cnt", 0) for p in ps)
+if n:
+    print(f"  xdp rep {sys.argv[1]}: the program ran {n} times, {ns / n:.0f} ns a run", file=sys.stderr)' "$1" "$2"
+}
+
 # How much of the last load the kernel path carried (the rest: user space).
 xdp_share() { # rep
     ip netns exec "$RELAY" python3 -c '
@@ -198,6 +222,7 @@ echo "xdp.sh: $REPS repetitions of ${servers[*]}, $RATE/s offered, mode $MODE," 
     "ladder '${LADDER}'; results in $work" >&2
 for rep in $(seq "$REPS"); do
     for s in "${servers[@]}"; do
+        before_ids=$(bpf_ids)
         [ "$s" = direct ] || start_server "$s"
         perf_pid=
         if [ -n "${PERF:-}" ]; then
@@ -207,6 +232,7 @@ for rep in $(seq "$REPS"); do
         measure "$s" "$rep" cpu "$RATE" "$DURATION"
         if [ -n "$perf_pid" ]; then kill -INT "$perf_pid"; wait "$perf_pid" || true; fi
         [ "$s" = xdp ] && xdp_share "$rep"
+        [ "$s" = xdp ] && [ -n "${BPF_STATS:-}" ] && bpf_cost "$rep" "$before_ids"
         if [ "$s" != direct ]; then
             for r in $LADDER; do
                 measure "$s" "$rep" ladder "$r" "$LADDER_DURATION"

@@ -161,6 +161,17 @@ fn relaying_turnd(
     config: &std::path::Path,
     extra: &[&str],
 ) -> (Proc, SocketAddr) {
+    relaying_turnd_with_env(t, mode, config, extra, &[])
+}
+
+/// [`relaying_turnd`] with `env` set for turnd (a debug build's test hooks).
+fn relaying_turnd_with_env(
+    t: &Relaying,
+    mode: &str,
+    config: &std::path::Path,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> (Proc, SocketAddr) {
     std::fs::write(
         config,
         "allow_peers = [\"10.78.2.0/24\", \"fd78:2::/64\"]\n",
@@ -185,7 +196,7 @@ fn relaying_turnd(
         mode,
     ];
     args.extend_from_slice(extra);
-    netns::spawn_turnd(&t.relay, &args)
+    netns::spawn_turnd_with_env(&t.relay, env, &args)
 }
 
 fn channel_data(channel: u16, data: &[u8], pad: usize) -> Vec<u8> {
@@ -817,4 +828,98 @@ fn an_allocation_at_its_end_stops_in_the_kernel() {
     assert!(receive(&peer_sock, 1, Duration::from_millis(300)).is_empty());
     assert!(receive(&c.sock, 1, Duration::from_millis(300)).is_empty());
     assert_eq!(xdp(to_peer), Some(1));
+}
+
+/// A channel that reaches its expiry stops in the kernel: its entries carry the binding's
+/// deadline (the program passes traffic past it up even before the removal) and its expiry
+/// removes them, exactly as user space stops using it. Channels last 10 minutes (RFC 8656 §12),
+/// so turnd runs with the debug build's hook `TURND_TEST_CHANNEL_LIFETIME=2`. Once the admin
+/// view lists the channel no more, a ChannelData on it goes nowhere and a datagram from the
+/// peer still arrives, through user space, as a Data indication (the permission lasts 5
+/// minutes); the kernel's counters stand still.
+fn a_channel_at_its_expiry_stops_in_the_kernel(mode: &str) {
+    let t = relaying_topology(mode);
+    let scratch = common::ScratchDir::new("xdp-channel-expiry");
+    let (_turnd, admin) = relaying_turnd_with_env(
+        &t,
+        mode,
+        &scratch.path().join("turnd.toml"),
+        &[],
+        &[("TURND_TEST_CHANNEL_LIFETIME", "2")],
+    );
+    let peer_sock = run_in(&t.peer, || {
+        UdpSocket::bind("10.78.2.2:0").expect("peer socket")
+    });
+    let peer = peer_sock.local_addr().unwrap();
+    let creds = bench_client::Creds::new("alice", "alice-pw");
+    let c = run_in(&t.cli, || {
+        let mut c = bench_client::Client::allocate(
+            "10.78.1.1:3478".parse().unwrap(),
+            "10.78.1.2".parse().unwrap(),
+            &creds,
+        )
+        .expect("Allocate");
+        c.channel_bind(0x4000, peer).expect("ChannelBind");
+        c
+    });
+    let get = |path: &str| http_body(&run_in(&t.relay, || http_get(admin, path))).to_string();
+    let metric = |series: &str| {
+        get("/metrics").lines().find_map(|l| {
+            let (name, v) = l.rsplit_once(' ')?;
+            (name == series).then(|| v.parse::<u64>().ok())?
+        })
+    };
+    let to_peer = "turnd_xdp_relayed_datagrams_total{direction=\"client_to_peer\"}";
+    let to_client = "turnd_xdp_relayed_datagrams_total{direction=\"peer_to_client\"}";
+    c.sock
+        .send(&channel_data(0x4000, b"alive", 0))
+        .expect("send");
+    assert_eq!(
+        receive(&peer_sock, 1, Duration::from_secs(2)),
+        [b"alive".to_vec()]
+    );
+    peer_sock.send_to(b"back", c.relay).expect("send");
+    assert_eq!(
+        receive(&c.sock, 1, Duration::from_secs(2)),
+        [channel_data(0x4000, b"back", 0)]
+    );
+    assert_eq!((metric(to_peer), metric(to_client)), (Some(1), Some(1)));
+    // Bounded: one look per 50 ms, for at most COMMAND_TIMEOUT (the lifetime is 2 s).
+    let deadline = Instant::now() + COMMAND_TIMEOUT;
+    loop {
+        let list = get("/allocations");
+        if list.contains("\"channels\":[]") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the channel never expired: {list}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    c.sock
+        .send(&channel_data(0x4000, b"late", 0))
+        .expect("send");
+    assert!(receive(&peer_sock, 1, Duration::from_millis(300)).is_empty());
+    peer_sock.send_to(b"as data", c.relay).expect("send");
+    let got = receive(&c.sock, 1, Duration::from_secs(2));
+    assert_eq!(got.len(), 1, "the peer's datagram did not arrive");
+    match turnd::client::data::decode(&got[0]) {
+        Some(turnd::client::data::Relayed {
+            via: turnd::client::data::Via::Peer(from),
+            data,
+        }) => assert_eq!((from, data), (peer, &b"as data"[..])),
+        other => panic!("not a Data indication from the peer: {other:?}"),
+    }
+    assert_eq!((metric(to_peer), metric(to_client)), (Some(1), Some(1)));
+}
+
+#[test]
+fn generic_mode_channel_expiry_stops_in_the_kernel() {
+    a_channel_at_its_expiry_stops_in_the_kernel("generic");
+}
+
+#[test]
+fn native_mode_channel_expiry_stops_in_the_kernel() {
+    a_channel_at_its_expiry_stops_in_the_kernel("native");
 }

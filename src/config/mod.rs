@@ -53,7 +53,7 @@ pub use cli::{Cli, Command};
 pub use error::{ConfigError, Problem};
 pub use keys::{Config, ConfigArgs, DEFAULT_UDP_COALESCE_US};
 pub use render::REDACTED;
-pub use shell_options::{access, shell_options, GSO_ENV, PANIC_ENV};
+pub use shell_options::{access, shell_options, CHANNEL_LIFETIME_ENV, GSO_ENV, PANIC_ENV};
 
 /// The store's password (`docs/cluster.md`), read by `crate::store` when neither the `store`
 /// URL nor `store_password_file` gives one. Not a config key: it never enters `Config`, so

@@ -19,6 +19,24 @@ pub const GSO_ENV: &str = "TURND_UDP_GSO";
 /// tests run): a release binary ignores it. Never reachable from the network.
 pub const PANIC_ENV: &str = "TURND_TEST_PANIC_WORKER";
 
+/// The channel-expiry test hook: `TURND_TEST_CHANNEL_LIFETIME=SECS` makes channel bindings
+/// last SECS seconds instead of RFC 8656's 10 minutes, so `tests/xdp_relay.rs` can watch a
+/// channel expire in the kernel path. Read only in debug builds (the ones tests run): a
+/// release binary ignores it and always follows the RFC.
+pub const CHANNEL_LIFETIME_ENV: &str = "TURND_TEST_CHANNEL_LIFETIME";
+
+fn channel_lifetime() -> Duration {
+    let secs = if cfg!(debug_assertions) {
+        std::env::var(CHANNEL_LIFETIME_ENV)
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .filter(|&s| s > 0)
+    } else {
+        None
+    };
+    secs.map_or(crate::core::channel::CHANNEL_LIFETIME, Duration::from_secs)
+}
+
 fn panic_worker() -> Option<usize> {
     if cfg!(debug_assertions) {
         std::env::var(PANIC_ENV).ok()?.parse().ok()
@@ -86,6 +104,7 @@ pub fn shell_options(c: &Config) -> Result<ShellOptions, String> {
             user_bandwidth: c.user_bandwidth.into(),
             // Set by the shell once its XDP program is attached.
             fast_path: false,
+            channel_lifetime: channel_lifetime(),
         },
         access: access(c),
         xdp: xdp_options(c),

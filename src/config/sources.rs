@@ -256,6 +256,7 @@ fn from_env(env: &HashMap<String, String>, settings: &mut Settings, problems: &m
                 // A hidden switch for tests, not a config key (`shell_options`).
                 && var.as_str() != super::GSO_ENV
                 && var.as_str() != super::PANIC_ENV
+                && var.as_str() != super::CHANNEL_LIFETIME_ENV
                 // The store's password: read by `crate::store`, never a config value.
                 && var.as_str() != super::STORE_PASSWORD_ENV
         })

@@ -101,14 +101,27 @@ impl Channels {
         any
     }
 
-    /// Binds or refreshes `number` ↔ `peer`, enforcing the rules of RFC 8656 §12.2.
+    /// Binds or refreshes `number` ↔ `peer` for [`CHANNEL_LIFETIME`].
+    #[cfg(test)]
     pub fn bind(
         &mut self,
         number: u16,
         peer: SocketAddr,
         now: Instant,
     ) -> Result<Instant, BindConflict> {
-        let expires = now + CHANNEL_LIFETIME;
+        self.bind_for(number, peer, now, CHANNEL_LIFETIME)
+    }
+
+    /// Binds or refreshes `number` ↔ `peer` until `now + lifetime`, enforcing the rules of
+    /// RFC 8656 §12.2.
+    pub fn bind_for(
+        &mut self,
+        number: u16,
+        peer: SocketAddr,
+        now: Instant,
+        lifetime: Duration,
+    ) -> Result<Instant, BindConflict> {
+        let expires = now + lifetime;
         let lingering = |c: &ChannelBinding| c.expires + CHANNEL_COOLDOWN > now;
         if self
             .list

@@ -110,6 +110,11 @@ pub struct CoreConfig {
     /// The shell relays established channels in the kernel (XDP, docs/xdp.md): emit
     /// [`Output::FastPath`] for them. False: never.
     pub fast_path: bool,
+    /// How long a channel binding lasts unless refreshed: RFC 8656 §12's 10 minutes
+    /// ([`channel::CHANNEL_LIFETIME`]). Not a config key; only a test hook of debug builds
+    /// shortens it (`config::CHANNEL_LIFETIME_ENV`), so a namespace test can watch a channel
+    /// expire in the kernel path end to end.
+    pub channel_lifetime: Duration,
 }
 
 impl CoreConfig {
@@ -156,6 +161,7 @@ impl Default for CoreConfig {
             unauthenticated_rate: rate_limit::Rate::UNLIMITED,
             binding_rate: rate_limit::Rate::UNLIMITED,
             fast_path: false,
+            channel_lifetime: channel::CHANNEL_LIFETIME,
         }
     }
 }

@@ -144,10 +144,16 @@ fn remove_stale(tag: &str) {
 /// so the PID the guard kills is turnd's own); returns it and its admin listener's address
 /// once it has printed it, after its listening lines.
 pub fn spawn_turnd(ns: &str, args: &[&str]) -> (Proc, SocketAddr) {
+    spawn_turnd_with_env(ns, &[], args)
+}
+
+/// [`spawn_turnd`] with `env` set for turnd (a debug build's test hooks).
+pub fn spawn_turnd_with_env(ns: &str, env: &[(&str, &str)], args: &[&str]) -> (Proc, SocketAddr) {
     let mut cmd = Command::new("ip");
     cmd.args(["netns", "exec", ns, env!("CARGO_BIN_EXE_turnd")])
         .args(args);
     without_turnd_env(&mut cmd);
+    cmd.envs(env.iter().copied());
     let mut turnd = Proc::spawn(&format!("turnd (netns {ns})"), cmd);
     let metrics = turnd.wait_for_line("turnd metrics http://", COMMAND_TIMEOUT);
     let metrics = metrics.parse().expect("turnd printed its metrics address");

@@ -44,9 +44,10 @@ impl Server {
         let own_host = filter.verdict(peer.ip()) == PeerVerdict::RelayPortsOnly;
         // `max_channels` and `max_permissions` bound the allocation's lists: 508 when this
         // binding needs a new entry that would not fit (RFC 8656 §11.2, a capacity limit).
-        let (max_channels, max_permissions) = (
+        let (max_channels, max_permissions, channel_lifetime) = (
             shared.config.channel_limit(),
             shared.config.permission_limit(),
+            shared.config.channel_lifetime,
         );
         if !a.channels.holds(number, peer, now) && a.channels.held(now) >= max_channels {
             self.counters.dropped[DropReason::ChannelQuota] += 1;
@@ -59,7 +60,7 @@ impl Server {
         let (channels, permissions) = (a.channels.len(), a.permissions.len());
         let new_channel = a.channels.by_number(number, now).is_none();
         let new_permission = !a.permissions.allows(peer.ip(), now);
-        let Ok(channel_expires) = a.channels.bind(number, peer, now) else {
+        let Ok(channel_expires) = a.channels.bind_for(number, peer, now, channel_lifetime) else {
             return Err(ErrorCode::BadRequest);
         };
         let permission_expires = a.permissions.install(peer.ip(), now, own_host);
