@@ -161,6 +161,32 @@ fn channel_expiry_removes_the_entry_at_that_instant() {
     assert_eq!(h.kernel.len(), 1);
 }
 
+/// A shorter configured channel lifetime (the debug builds' test hook behind
+/// `tests/xdp_relay.rs`'s end-to-end expiry test) moves the binding's end and its entry's
+/// deadline together, and the entry goes at that instant.
+#[test]
+fn a_configured_channel_lifetime_ends_the_entry_at_that_instant() {
+    let mut h = Harness::with(Setup {
+        fast_path: true,
+        channel_lifetime: Duration::from_secs(2),
+        ..Setup::default()
+    });
+    let (mut c, id, relay) = bound(&mut h);
+    assert_eq!(
+        take(&mut h),
+        [(h.at(0), install(key(id, relay, peer_a(), 0x4000), h.at(2)))]
+    );
+    h.advance_to(1);
+    assert_eq!(take(&mut h), []);
+    assert!(c.channel_data(&mut h, 0x4000, b"x").0.is_some());
+    h.advance_to(2);
+    assert_eq!(
+        take(&mut h),
+        [(h.at(2), FastPath::Remove(key(id, relay, peer_a(), 0x4000)))]
+    );
+    assert!(c.channel_data(&mut h, 0x4000, b"x").0.is_none());
+}
+
 /// Every way an allocation ends takes its entries out, before its relay socket closes.
 #[test]
 fn every_end_of_the_allocation_removes_its_entries() {

@@ -170,6 +170,8 @@ pub struct Setup {
     pub rest: RestPolicy,
     /// `CoreConfig::fast_path`: the shell has an XDP fast path.
     pub fast_path: bool,
+    /// `CoreConfig::channel_lifetime` (RFC 8656's 10 minutes unless a test shortens it).
+    pub channel_lifetime: Duration,
 }
 
 impl Default for Setup {
@@ -191,6 +193,7 @@ impl Default for Setup {
             rates: (Rate::UNLIMITED, Rate::UNLIMITED),
             rest: RestPolicy::default(),
             fast_path: false,
+            channel_lifetime: crate::core::channel::CHANNEL_LIFETIME,
         }
     }
 }
@@ -249,6 +252,7 @@ impl Setup {
                 unauthenticated_rate: self.rates.0,
                 binding_rate: self.rates.1,
                 fast_path: self.fast_path,
+                channel_lifetime: self.channel_lifetime,
                 ..CoreConfig::default()
             },
             credentials: Credentials::new(REALM, users, self.secrets.iter().map(|s| s.to_string()))
