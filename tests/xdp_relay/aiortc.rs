@@ -25,12 +25,19 @@
 //!   have did not move).
 //!
 //! Over the whole run (from turnd's start to both allocations deleted): every ChannelData both
-//! peers sent was relayed (`turnd_relayed_datagrams_total{client_to_peer}` equals it, bytes
-//! too), and what user space relayed is only what came before both channels' entries existed
-//! (the first ICE checks). Towards the clients it is a bound, not an equality: a datagram
-//! relayed to a client whose peer connection had just closed is counted by turnd and by no
-//! client, and ICE checks that reached a relayed address before its channel back existed are
-//! dropped there for want of a permission (RFC 8656 §9), which ICE retransmits.
+//! peers sent was relayed (`turnd_relayed_*_total{client_to_peer}` equals it, datagrams and
+//! bytes, and so does each allocation's `to_peer_*` in its end log line). What went up to user
+//! space is accounted for exactly: `turnd_xdp_passed_total{reason="not_channeldata"}` is the
+//! STUN the clients sent the server (Allocate, ChannelBind, Refresh), and the ChannelData
+//! relayed by user space is the ChannelData passed up (the first ICE checks, before both
+//! channels' entries existed). Towards the clients it is a bound, not an equality: ICE checks
+//! that reached a relayed address before its channel back existed are dropped there for want
+//! of a permission (RFC 8656 §9; ICE retransmits them), and a datagram relayed to a client
+//! whose peer connection had just closed is counted by turnd and by no client.
+//!
+//! The clients' sockets get 8 MB receive buffers (see the script): with aioice's 256 kB,
+//! 1,024 datagrams of SCTP's bursts were dropped at the receiving sockets (UDP RcvbufErrors,
+//! checked to stay 0 here), which says nothing about the relay.
 
 use super::{relaying_topology, relaying_turnd};
 use crate::common::netns::ip;
@@ -265,39 +272,91 @@ fn aiortc_through_the_kernel(mode: &str, two_veths: bool) {
         );
     }
 
-    // The whole run: every ChannelData sent was relayed once; user space only had what came
-    // before the channels' entries (the first checks, before the data channel opened).
+    for (from, to) in [("A", "B"), ("B", "A")] {
+        println!(
+            "{mode} {}: data phase {from} → {to}: {} datagrams, {} bytes ({} DTLS, {} STUN) sent \
+             and received",
+            if two_veths { "two veths" } else { "one veth" },
+            run.data_phase(from, "sent", "datagrams"),
+            run.data_phase(from, "sent", "bytes"),
+            run.peer_delta(from, "sent_dtls_datagrams"),
+            run.peer_delta(from, "sent_stun_datagrams"),
+        );
+    }
+
+    // The whole run: every ChannelData sent was relayed once. What went up to user space is
+    // accounted for: on the listen port, STUN with the server (Allocate, ChannelBind, Refresh)
+    // and ChannelData the program had no way through for yet (the first checks, before both
+    // channels' entries existed), each of which user space relayed; nothing in the data
+    // phase (above); at the close, at most what was sent then.
+    let stun_to_server = run.peer("closed", "A", "sent_stun_to_server")
+        + run.peer("closed", "B", "sent_stun_to_server");
+    let passed = |snap: &str, reason: &str| {
+        run.metric(
+            snap,
+            &format!("turnd_xdp_passed_total{{reason=\"{reason}\"}}"),
+        )
+    };
+    assert_eq!(
+        passed("closed", "not_channeldata"),
+        stun_to_server,
+        "STUN to the listen port vs what the clients sent the server\n{}",
+        run.metrics("closed")
+    );
+    let user_relayed = |snap: &str, unit: &str, direction: &str| {
+        run.metric(snap, &all_relayed(unit, direction))
+            - run.metric(snap, &xdp_relayed(unit, direction))
+    };
+    let channeldata_passed: u64 = ["no_entry", "fib", "expired", "unsupported", "bad_length"]
+        .iter()
+        .map(|reason| passed("closed", reason))
+        .sum();
+    assert_eq!(
+        user_relayed("closed", "datagrams", "client_to_peer"),
+        channeldata_passed,
+        "ChannelData relayed by user space vs passed up by the program\n{}",
+        run.metrics("closed")
+    );
     for unit in ["datagrams", "bytes"] {
-        let sent = run.total("closed", "A", "sent", unit) + run.total("closed", "B", "sent", unit);
+        let sent =
+            |snap: &str| run.total(snap, "A", "sent", unit) + run.total(snap, "B", "sent", unit);
         let received =
             run.total("closed", "A", "received", unit) + run.total("closed", "B", "received", unit);
         let to_peer = run.metric("closed", &all_relayed(unit, "client_to_peer"));
         let to_client = run.metric("closed", &all_relayed(unit, "peer_to_client"));
-        assert_eq!(to_peer, sent, "{unit} relayed client → peer\n{out}");
+        assert_eq!(
+            to_peer,
+            sent("closed"),
+            "{unit} relayed client → peer\n{out}"
+        );
         assert!(
             received <= to_client && to_client <= to_peer,
             "{unit}: received {received}, relayed to clients {to_client}, from clients {to_peer}\n{out}"
         );
-        let before_open =
-            run.total("open", "A", "sent", unit) + run.total("open", "B", "sent", unit);
         for direction in ["client_to_peer", "peer_to_client"] {
-            let user = run.metric("closed", &all_relayed(unit, direction))
-                - run.metric("closed", &xdp_relayed(unit, direction));
-            let user_at_open = run.metric("open", &all_relayed(unit, direction))
-                - run.metric("open", &xdp_relayed(unit, direction));
+            let (at_open, at_close) = (
+                user_relayed("open", unit, direction),
+                user_relayed("closed", unit, direction) - user_relayed("done", unit, direction),
+            );
             assert!(
-                user_at_open <= before_open,
-                "{unit} {direction}: user space relayed {user_at_open} before the channel \
-                 opened, more than the {before_open} sent\n{out}"
+                at_open <= sent("open") && at_close <= sent("closed") - sent("done"),
+                "{unit} {direction}: user space relayed {at_open} before the data channel \
+                 opened ({} sent), {at_close} at the close ({} sent)\n{out}",
+                sent("open"),
+                sent("closed") - sent("done"),
             );
             println!(
-                "{mode} {}: {unit} {direction}: {user} by user space ({user_at_open} before \
-                 the data channel opened), {} by the kernel",
+                "{mode} {}: {unit} {direction}: {} by the kernel, {} by user space ({at_open} \
+                 before the data channel opened, {at_close} at the close)",
                 if two_veths { "two veths" } else { "one veth" },
                 run.metric("closed", &xdp_relayed(unit, direction)),
+                user_relayed("closed", unit, direction),
             );
         }
     }
+    println!(
+        "{mode}: STUN with the server {stun_to_server}, ChannelData passed up {channeldata_passed}"
+    );
 
     // Each allocation's own counts, logged at its end (src/shell/worker.rs): towards its peer
     // exactly what its client sent; towards its client at least what the client received
@@ -326,6 +385,13 @@ fn aiortc_through_the_kernel(mode: &str, two_veths: bool) {
                 "{peer}'s allocation, {unit} to its client: {ended}\n{out}"
             );
         }
+        // Where B's client is decides the hairpin's way out (XDP_TX or a redirect).
+        let client_net = if peer == "B" && two_veths {
+            "client=10.78.2.2:"
+        } else {
+            "client=10.78.1.2:"
+        };
+        assert!(ended.contains(client_net), "{peer}: {ended}");
         println!("{peer}: {ended}");
     }
     drop(turnd);
