@@ -66,7 +66,7 @@ from aiortc import (  # noqa: E402
 )
 
 # No datagram at either peer for this long: nothing is in flight (a veth crossing and turnd's
-# work take microseconds; aiortc's delayed SACK is 200 ms at most).
+# work take microseconds).
 QUIET = 0.5
 # Snapshots retaken when a datagram moved while /metrics was read (a consent check every
 # ~5 s is the only traffic once the exchange is over).
@@ -94,8 +94,8 @@ def big_receive_buffer(sock) -> None:
     place of the 256 kB aioice asks for. The kernel relays SCTP's bursts faster than a Python
     event loop reads them, and frames relayed by generic XDP become socket buffers with a
     larger truesize than the stack's own: with aioice's buffer, 1,024 of about 6,600 datagrams
-    were dropped at the receiving sockets (UDP RcvbufErrors), which says nothing about the
-    relay. The test checks RcvbufErrors stays 0 in the clients' namespaces."""
+    were dropped at the receiving sockets in generic mode (UDP RcvbufErrors), which says nothing
+    about the relay. The test checks RcvbufErrors stays 0 in the clients' namespaces."""
     if sock is None:
         fail("aioice's TURN transport has no socket to size")
     sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 8 << 20)

@@ -21,8 +21,8 @@
 //!   sent (client → peer) and received (peer → client): a hairpin is one datagram counted once
 //!   in each direction, as user space would count it (src/metrics/xdp.rs); the totals
 //!   `turnd_relayed_*{transport="udp"}` moved by the same, so user space relayed nothing, and
-//!   no ChannelData was passed up (`turnd_xdp_passed_total` for every reason a ChannelData can
-//!   have did not move).
+//!   nothing to the listen port was passed up (`turnd_xdp_passed_total` did not move for STUN
+//!   nor for any reason a ChannelData can have).
 //!
 //! Over the whole run (from turnd's start to both allocations deleted): every ChannelData both
 //! peers sent was relayed (`turnd_relayed_*_total{client_to_peer}` equals it, datagrams and
@@ -35,9 +35,10 @@
 //! of a permission (RFC 8656 §9; ICE retransmits them), and a datagram relayed to a client
 //! whose peer connection had just closed is counted by turnd and by no client.
 //!
-//! The clients' sockets get 8 MB receive buffers (see the script): with aioice's 256 kB,
-//! 1,024 datagrams of SCTP's bursts were dropped at the receiving sockets (UDP RcvbufErrors,
-//! checked to stay 0 here), which says nothing about the relay.
+//! The clients' sockets get 8 MB receive buffers (see the script): with aioice's 256 kB, 1,024
+//! datagrams of SCTP's bursts were dropped at the receiving sockets in generic mode (UDP
+//! RcvbufErrors in the client's namespace; checked to stay 0 here), which says nothing about
+//! the relay.
 
 use super::{relaying_topology, relaying_turnd};
 use crate::common::netns::ip;
@@ -51,7 +52,8 @@ const COUNT: u64 = 1000;
 /// The script's own limit; the process gets a margin on top.
 const SCRIPT_TIMEOUT_SECS: u64 = 60;
 
-/// The reasons a ChannelData to a listen port can be passed up for.
+/// The reasons the program passes up what comes to a listen port: STUN, and ChannelData it
+/// has no way through for.
 const CHANNELDATA_PASSED: [&str; 6] = [
     "not_channeldata",
     "bad_length",
