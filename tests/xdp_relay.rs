@@ -35,6 +35,10 @@ mod bench_client;
 
 use std::io::Write as _;
 
+/// aiortc relay-only through the kernel path (`tests/xdp_relay/aiortc.rs`).
+#[path = "xdp_relay/aiortc.rs"]
+mod aiortc;
+
 struct Relaying {
     ns: Namespaces,
     relay: String,
