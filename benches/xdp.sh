@@ -33,7 +33,8 @@
 #
 # Knobs: REPS (5), RATE (50000 datagrams/s offered over all clients), CLIENTS (8),
 # DURATION (5 s), SIZE (160), MODE (native | generic: the XDP attach mode, default native),
-# LADDER ("100000 150000 200000 250000 300000 400000"; empty: skip), LADDER_DURATION (3),
+# LADDER ("25000 50000 75000 100000 150000 200000 300000 400000"; empty: skip),
+# LADDER_DURATION (3),
 # PERF (set: a system-wide `perf record -a -g` of each CPU load, kept in the results folder),
 # BPF_STATS (set: the program's own nanoseconds per run, from kernel.bpf_stats_enabled),
 # TURNSERVER (a coturn turnserver binary to include), SERVER_BIN, BENCH_BIN.
@@ -45,7 +46,7 @@ CLIENTS=${CLIENTS:-8}
 DURATION=${DURATION:-5}
 SIZE=${SIZE:-160}
 MODE=${MODE:-native}
-LADDER=${LADDER-100000 150000 200000 250000 300000 400000}
+LADDER=${LADDER-25000 50000 75000 100000 150000 200000 300000 400000}
 LADDER_DURATION=${LADDER_DURATION:-3}
 TURNSERVER=${TURNSERVER:-}
 USER=bench
@@ -89,20 +90,25 @@ ip netns exec "$RELAY" sysctl -qw net.ipv4.conf.all.forwarding=1
 gen_mac=$(ip -n "$GEN" -j link show veth-g | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["address"])')
 ip -n "$RELAY" neigh replace 10.79.0.2 lladdr "$gen_mac" dev veth-r nud permanent
 # Full UDP checksums from the generator (docs/xdp.md, checksum offload on veth), as from a
-# real network: `ethtool -K veth-g tx off` through its ioctl. And native XDP_TX on a veth
-# needs XDP on the other end: turnd-bench's side gets a pass-everything program by running a
-# second turnd there with --xdp native.
+# real network: `ethtool -K veth-g tx off` through its ioctl.
 ip netns exec "$GEN" python3 -c '
 import fcntl, socket, struct, array
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 val = array.array("I", [0x17, 0])  # ETHTOOL_STXCSUM, off
 ifr = struct.pack("16sP", b"veth-g", val.buffer_info()[0]) + b"\0" * 16
 fcntl.ioctl(s.fileno(), 0x8946, ifr)'
-receiver_pid=
+# Native XDP_TX on a veth needs an XDP program on the other end too: turnd-bench's side gets
+# the least one, `return XDP_PASS` (built here with clang), so the topology adds as little as
+# it can to every server's figure (a real client's NIC runs nothing of ours).
 if [ "$MODE" = native ]; then
-    ip netns exec "$GEN" "$TURND" --listen 10.79.0.2:3479 --user a:b --xdp native \
-        --metrics-listen 127.0.0.1:0 >"$work/receiver.log" 2>&1 &
-    receiver_pid=$!
+    cat >"$work/pass.c" <<'C'
+#include <linux/bpf.h>
+__attribute__((section("xdp"), used)) int pass(struct xdp_md *ctx) { return XDP_PASS; }
+char _license[] __attribute__((section("license"), used)) = "GPL";
+C
+    clang -O2 -target bpf -I"/usr/include/$(uname -m)-linux-gnu" -c "$work/pass.c" \
+        -o "$work/pass.o"
+    ip -n "$GEN" link set dev veth-g xdpdrv obj "$work/pass.o" sec xdp
 fi
 
 start_server() { # name
@@ -181,6 +187,7 @@ machine_us = (b1 - b0) * 1e6
 gen_us = ((r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)) * 1e6
 print(json.dumps({"server": name, "rep": int(rep), "kind": kind, "rate": int(rate),
                   "relayed": relayed, "loss_pct": rep_.get("loss_pct"),
+                  "relayed_pps": rep_.get("relayed_both_directions_pps"),
                   "generator_cpu_pct": rep_.get("generator_cpu_pct"),
                   "machine_us_per_dgram": machine_us / relayed if relayed else None,
                   "generator_us_per_dgram": gen_us / relayed if relayed else None}))
@@ -189,7 +196,7 @@ PY
 
 # With BPF_STATS: the program's own run time per frame, from the kernel's per-program
 # statistics (kernel.bpf_stats_enabled; it costs two clock reads a run, so it is off for the
-# figures). The programs loaded before this server (the receiver's) are left out.
+# figures). Programs of that name loaded before this server are left out.
 bpf_ids() {
     bpftool -j prog show 2>/dev/null | python3 -c '
 import json, sys
@@ -240,7 +247,7 @@ for rep in $(seq "$REPS"); do
 import json, sys
 r = json.load(sys.stdin)
 s, rep, rate, loss, gen = r["server"], r["rep"], r["rate"], r["loss_pct"], r["generator_cpu_pct"]
-print(f"  {s} rep {rep}: {rate}/s offered, loss {loss:.3f} %, generator {gen:.0f} % of a core",
+print(f"  {s} rep {rep}: {rate}/s offered, loss {loss:.4f} %, generator {gen:.0f} % of a core",
       file=sys.stderr)
 sys.exit(0 if loss == 0 else 1)' || break
             done
@@ -249,7 +256,6 @@ sys.exit(0 if loss == 0 else 1)' || break
         fi
     done
 done
-[ -n "$receiver_pid" ] && kill "$receiver_pid" 2>/dev/null || true
 
 python3 - "$work/results.jsonl" "$MODE" <<'PY'
 import json, statistics, sys
@@ -278,6 +284,23 @@ for s in servers:
     loss = [r["loss_pct"] for r in mine if r["loss_pct"] is not None]
     print(f"{s:8} {cell(machine):>24} {cell(sh) if s != 'direct' else '(the baseline)':>24} "
           f"{cell(loss):>20} {cell(best, 0) if best else '-':>28}")
+ladder = [r for r in rows if r["kind"] == "ladder"]
+if ladder:
+    print("\nladder: per offered rate, median over repetitions of the relayed datagrams/s (both "
+          "directions), the loss and the generator's CPU (a step a repetition did not reach "
+          "counts as lossy)")
+    reps = sorted({r["rep"] for r in ladder})
+    for s in dict.fromkeys(r["server"] for r in ladder):
+        for rate in sorted({r["rate"] for r in ladder}):
+            got = [r for r in ladder if r["server"] == s and r["rate"] == rate]
+            if not got:
+                continue
+            clean = sum(1 for r in got if r["loss_pct"] == 0)
+            print(f"  {s:8} {rate:>7}/s: relayed {statistics.median(r['relayed_pps'] for r in got):>9.0f}/s, "
+                  f"loss {statistics.median(r['loss_pct'] for r in got):.4f} % "
+                  f"[{min(r['loss_pct'] for r in got):.4f}–{max(r['loss_pct'] for r in got):.4f}], "
+                  f"loss-free in {clean} of {len(reps)}, "
+                  f"generator {statistics.median(r['generator_cpu_pct'] for r in got):.0f} %")
 med = {s: statistics.median(v) for s, v in share.items() if v}
 for other in ("user", "floor", "coturn"):
     if other in med and med.get("xdp", 0) > 0:
