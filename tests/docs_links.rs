@@ -253,7 +253,7 @@ fn every_relative_link_names_an_existing_file_and_heading() {
 
 /// Design drafts of features not yet built: in `docs/` so their links are checked, but not
 /// linked from the README until the feature lands (then the entry goes).
-const DRAFTS: &[&str] = &["docs/xdp.md"]; // issue 18
+const DRAFTS: &[&str] = &[];
 
 #[test]
 fn every_docs_page_is_linked_from_the_readme() {
