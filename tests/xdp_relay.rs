@@ -283,13 +283,7 @@ fn relays_in_the_kernel(mode: &str) {
     let scratch = common::ScratchDir::new("xdp-relay");
     let config = scratch.path().join("turnd.toml");
     let (turnd, admin) = relaying_turnd(&t, mode, &config, &[]);
-    let admin_metric = |series: &str| {
-        let raw = run_in(&t.relay, || http_get(admin, "/metrics"));
-        http_body(&raw).lines().find_map(|l| {
-            let (name, value) = l.rsplit_once(' ')?;
-            (name == series).then(|| value.parse::<u64>().ok())?
-        })
-    };
+    let admin_metric = |series: &str| metric(&t, admin, series);
     let to_peer_xdp = "turnd_xdp_relayed_datagrams_total{direction=\"client_to_peer\"}";
     let to_client_xdp = "turnd_xdp_relayed_datagrams_total{direction=\"peer_to_client\"}";
     let to_peer_all =
@@ -579,16 +573,7 @@ fn turnutils_uclient_channels_go_through_the_kernel() {
         })
     });
     assert!(up, "turnutils_peer did not echo");
-    let metric = |series: &str| {
-        let raw = run_in(&t.relay, || http_get(admin, "/metrics"));
-        http_body(&raw)
-            .lines()
-            .find_map(|l| {
-                let (name, value) = l.rsplit_once(' ')?;
-                (name == series).then(|| value.parse::<u64>().ok())?
-            })
-            .unwrap_or(0)
-    };
+    let metric = |series: &str| metric(&t, admin, series).unwrap_or(0);
     let sent = uclient(&t, &[]);
     assert!(sent > 0);
     let (xdp_up, xdp_down) = (
@@ -774,20 +759,18 @@ fn native_mode_hairpins_between_two_clients_in_the_kernel() {
     hairpins_in_the_kernel("native");
 }
 
-/// An allocation that reaches its end stops relaying in the kernel: its entries carry that
-/// deadline (the program passes traffic past it up even before the removal), and its end
-/// removes them. With a 2-second lifetime: once turnd has logged the allocation's end, a
-/// datagram either way goes nowhere, and the kernel's counters stand still.
-#[test]
-fn an_allocation_at_its_end_stops_in_the_kernel() {
-    let t = relaying_topology("generic");
-    let scratch = common::ScratchDir::new("xdp-expiry");
-    let (turnd, admin) = relaying_turnd(
-        &t,
-        "generic",
-        &scratch.path().join("turnd.toml"),
-        &["--default-lifetime", "2", "--max-lifetime", "2"],
-    );
+/// One series' value from turnd's `/metrics` in the relay namespace; `None` when absent.
+fn metric(t: &Relaying, admin: SocketAddr, series: &str) -> Option<u64> {
+    let raw = run_in(&t.relay, || http_get(admin, "/metrics"));
+    http_body(&raw).lines().find_map(|l| {
+        let (name, value) = l.rsplit_once(' ')?;
+        (name == series).then(|| value.parse::<u64>().ok())?
+    })
+}
+
+/// A peer socket in `peer` and alice's allocation from `cli` over IPv4 with channel 0x4000
+/// bound to it.
+fn channel_to_a_peer(t: &Relaying) -> (UdpSocket, SocketAddr, bench_client::Client) {
     let peer_sock = run_in(&t.peer, || {
         UdpSocket::bind("10.78.2.2:0").expect("peer socket")
     });
@@ -803,6 +786,24 @@ fn an_allocation_at_its_end_stops_in_the_kernel() {
         c.channel_bind(0x4000, peer).expect("ChannelBind");
         c
     });
+    (peer_sock, peer, c)
+}
+
+/// An allocation that reaches its end stops relaying in the kernel: its entries carry that
+/// deadline (the program passes traffic past it up even before the removal), and its end
+/// removes them. With a 2-second lifetime: once turnd has logged the allocation's end, a
+/// datagram either way goes nowhere, and the kernel's counters stand still.
+#[test]
+fn an_allocation_at_its_end_stops_in_the_kernel() {
+    let t = relaying_topology("generic");
+    let scratch = common::ScratchDir::new("xdp-expiry");
+    let (turnd, admin) = relaying_turnd(
+        &t,
+        "generic",
+        &scratch.path().join("turnd.toml"),
+        &["--default-lifetime", "2", "--max-lifetime", "2"],
+    );
+    let (peer_sock, _, c) = channel_to_a_peer(&t);
     c.sock
         .send(&channel_data(0x4000, b"alive", 0))
         .expect("send");
@@ -810,13 +811,7 @@ fn an_allocation_at_its_end_stops_in_the_kernel() {
         receive(&peer_sock, 1, Duration::from_secs(2)),
         [b"alive".to_vec()]
     );
-    let xdp = |series: &str| {
-        let raw = run_in(&t.relay, || http_get(admin, "/metrics"));
-        http_body(&raw).lines().find_map(|l| {
-            let (name, v) = l.rsplit_once(' ')?;
-            (name == series).then(|| v.parse::<u64>().ok())?
-        })
-    };
+    let xdp = |series: &str| metric(&t, admin, series);
     let to_peer = "turnd_xdp_relayed_datagrams_total{direction=\"client_to_peer\"}";
     assert_eq!(xdp(to_peer), Some(1));
     // Bounded: one look per 50 ms, for at most COMMAND_TIMEOUT (the lifetime is 2 s).
@@ -851,28 +846,9 @@ fn a_channel_at_its_expiry_stops_in_the_kernel(mode: &str) {
         &[],
         &[("TURND_TEST_CHANNEL_LIFETIME", "2")],
     );
-    let peer_sock = run_in(&t.peer, || {
-        UdpSocket::bind("10.78.2.2:0").expect("peer socket")
-    });
-    let peer = peer_sock.local_addr().unwrap();
-    let creds = bench_client::Creds::new("alice", "alice-pw");
-    let c = run_in(&t.cli, || {
-        let mut c = bench_client::Client::allocate(
-            "10.78.1.1:3478".parse().unwrap(),
-            "10.78.1.2".parse().unwrap(),
-            &creds,
-        )
-        .expect("Allocate");
-        c.channel_bind(0x4000, peer).expect("ChannelBind");
-        c
-    });
+    let (peer_sock, peer, c) = channel_to_a_peer(&t);
     let get = |path: &str| http_body(&run_in(&t.relay, || http_get(admin, path))).to_string();
-    let metric = |series: &str| {
-        get("/metrics").lines().find_map(|l| {
-            let (name, v) = l.rsplit_once(' ')?;
-            (name == series).then(|| v.parse::<u64>().ok())?
-        })
-    };
+    let metric = |series: &str| metric(&t, admin, series);
     let to_peer = "turnd_xdp_relayed_datagrams_total{direction=\"client_to_peer\"}";
     let to_client = "turnd_xdp_relayed_datagrams_total{direction=\"peer_to_client\"}";
     c.sock
