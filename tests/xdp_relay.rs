@@ -903,3 +903,62 @@ fn generic_mode_channel_expiry_stops_in_the_kernel() {
 fn native_mode_channel_expiry_stops_in_the_kernel() {
     a_channel_at_its_expiry_stops_in_the_kernel("native");
 }
+
+/// A wildcard listener (`0.0.0.0:3478`, as the shipped Compose and Kubernetes examples have)
+/// still gets the kernel path: the entries answer each client from the address of the route to
+/// it, which is the address it sent to, as the wildcard socket's own replies are. (Clients
+/// reach this relay on another link than its relay address's, so both are named.) ChannelData
+/// both ways goes through the kernel, and the client's connected socket only takes the
+/// answers because they come from the address it sent to.
+#[test]
+fn a_wildcard_listener_relays_in_the_kernel() {
+    let t = relaying_topology("generic");
+    let (_turnd, admin) = netns::spawn_turnd(
+        &t.relay,
+        &[
+            "--listen",
+            "0.0.0.0:3478",
+            "--relay-ip",
+            "10.78.2.1",
+            "--allow-peer",
+            "10.78.2.0/24",
+            "--user",
+            "alice:alice-pw",
+            "--realm",
+            "xdp.test",
+            "--xdp",
+            "generic",
+            // A wildcard names no interface: the default is those of the relay IPs only.
+            "--xdp-interface",
+            "veth-rc",
+            "--xdp-interface",
+            "veth-rp",
+        ],
+    );
+    let (peer_sock, _, c) = channel_to_a_peer(&t);
+    for i in 0..10u8 {
+        c.sock
+            .send(&channel_data(0x4000, &[i; 20], 0))
+            .expect("send");
+        assert_eq!(
+            receive(&peer_sock, 1, Duration::from_secs(2)),
+            [vec![i; 20]]
+        );
+        peer_sock.send_to(&[i; 30], c.relay).expect("send");
+        assert_eq!(
+            receive(&c.sock, 1, Duration::from_secs(2)),
+            [channel_data(0x4000, &[i; 30], 0)]
+        );
+    }
+    let xdp = |d: &str| {
+        metric(
+            &t,
+            admin,
+            &format!("turnd_xdp_relayed_datagrams_total{{direction=\"{d}\"}}"),
+        )
+    };
+    assert_eq!(
+        (xdp("client_to_peer"), xdp("peer_to_client")),
+        (Some(10), Some(10))
+    );
+}

@@ -514,7 +514,8 @@ config_keys! {
 
         /// Interfaces to attach the XDP program to; empty = those that carry the relay IPs.
         ///
-        /// With wildcard relay or listen addresses, name the interfaces here.
+        /// With a wildcard relay address, or clients arriving on an interface that carries no
+        /// relay IP, name the interfaces here.
         xdp_interfaces: Vec<String> = Vec::new() => {
             flag: xdp_interface "NAME", parse: list(interface), sighup: restart,
             example: r#"["eth0"]"#,

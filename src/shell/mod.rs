@@ -168,13 +168,16 @@ impl Server {
         let xdp_ports: Vec<u16> = udp_addrs.iter().map(SocketAddr::port).collect();
         let xdp = xdp::start(&config.xdp, &xdp_ports, &xdp_ips)?;
         if xdp.is_some() {
-            // The kernel answers a client from the address it sent to, which a wildcard
-            // listener does not record: its clients' channels stay in user space.
+            // A wildcard socket's replies leave from the source address of the route to the
+            // client; the fast path answers from that address too (`maps::answer_address`),
+            // which is the one the client sent to unless the host has several on the way.
             for a in udp_addrs.iter().filter(|a| a.ip().is_unspecified()) {
-                tracing::warn!(
+                tracing::info!(
                     listen = %a,
-                    "xdp: a wildcard listen address: channels of its clients stay in user \
-                     space; listen on the specific addresses for the kernel fast path"
+                    "xdp: a wildcard listen address: the kernel fast path answers each client \
+                     from the address of the route to it; a client that sent to another \
+                     address of this host is relayed in user space (listen on specific \
+                     addresses to choose)"
                 );
             }
         }

@@ -132,6 +132,23 @@ fn monotonic_ns(at: Instant) -> u64 {
     }
 }
 
+/// The local address the kernel answers `client` from when a wildcard socket replies to it:
+/// the source address of the route to it, found by connecting a UDP socket (no datagram is
+/// sent). A client that sent to another address of this host (a multi-homed host) misses the
+/// kernel's entry and is relayed in user space, as before. Three system calls, once per
+/// allocation, on the control path.
+fn answer_address(client: SocketAddr) -> Option<IpAddr> {
+    let any: SocketAddr = if client.is_ipv4() {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let s = std::net::UdpSocket::bind(any).ok()?;
+    s.connect(client).ok()?;
+    let ip = s.local_addr().ok()?.ip();
+    (!ip.is_unspecified()).then_some(ip)
+}
+
 /// The two keys of a channel.
 pub(super) fn keys(k: &ChannelKey) -> (InKey, OutKey) {
     let (client_ip, family) = ip_bytes(k.client.client.ip());
@@ -162,8 +179,8 @@ pub(super) fn keys(k: &ChannelKey) -> (InKey, OutKey) {
 /// Why an install was not carried out (the channel then stays in user space).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Skipped {
-    /// A wildcard listen address (the reply's source is not known) or a cross-family
-    /// channel (not relayed in the kernel yet).
+    /// A cross-family channel (not relayed in the kernel yet), or a client of a wildcard
+    /// listener this host has no route back to.
     NotRelayable,
     /// The worker's stats slots are all in use.
     NoSlot,
@@ -183,6 +200,11 @@ pub(super) struct WorkerMaps {
     stats: PerCpuArray<MapData, SlotStats>,
     /// This worker's range of stats slots.
     slots: SlotPool,
+    /// For allocations whose client came to a wildcard listener: the address the kernel
+    /// answers that client from (see [`answer_address`]), found on the first install and kept,
+    /// so every later install and removal uses the same keys. At most one entry per allocation
+    /// holding a stats slot, so bounded by the slot range; dropped when the allocation ends.
+    answered_from: std::collections::HashMap<AllocationId, IpAddr>,
     cpus: usize,
 }
 
@@ -199,6 +221,7 @@ impl WorkerMaps {
             chan_out: HashMap::try_from(map(chan_out)?).map_err(|e| e.to_string())?,
             stats: PerCpuArray::try_from(map(stats)?).map_err(|e| e.to_string())?,
             slots: SlotPool::new(slots),
+            answered_from: std::collections::HashMap::new(),
             cpus,
         })
     }
@@ -219,8 +242,7 @@ impl WorkerMaps {
     }
 
     fn install(&mut self, k: &ChannelKey, expires: Instant, df: bool) -> Result<(), Skipped> {
-        let relayable = !k.client.server.ip().is_unspecified()
-            && !k.relay.ip().is_unspecified()
+        let relayable = !k.relay.ip().is_unspecified()
             && k.client.client.is_ipv4() == k.peer.is_ipv4()
             && k.client.server.is_ipv4() == k.relay.is_ipv4()
             && k.client.client.is_ipv4() == k.client.server.is_ipv4();
@@ -228,6 +250,7 @@ impl WorkerMaps {
             return Err(Skipped::NotRelayable);
         }
         let slot = self.slot(k.id).ok_or(Skipped::NoSlot)?;
+        let k = &self.resolved(k, true).ok_or(Skipped::NotRelayable)?;
         let (in_key, out_key) = keys(k);
         let expires_ns = monotonic_ns(expires);
         let in_value = InValue {
@@ -262,10 +285,35 @@ impl WorkerMaps {
     }
 
     fn remove(&mut self, k: &ChannelKey) {
-        let (in_key, out_key) = keys(k);
+        // A wildcard listener's client with no address found was never installed.
+        let Some(k) = self.resolved(k, false) else {
+            return;
+        };
+        let (in_key, out_key) = keys(&k);
         // Not there (never installed: skipped, or a map was full) is fine.
         let _ = self.chan_in.remove(&in_key);
         let _ = self.chan_out.remove(&out_key);
+    }
+
+    /// `k` with a wildcard listen address replaced by the address the kernel answers the
+    /// client from: the one it found for the allocation before, or (`find`) a new one. `None`:
+    /// no address (never installed, or no route to the client).
+    fn resolved(&mut self, k: &ChannelKey, find: bool) -> Option<ChannelKey> {
+        if !k.client.server.ip().is_unspecified() {
+            return Some(*k);
+        }
+        let ip = match self.answered_from.get(&k.id) {
+            Some(&ip) => ip,
+            None if find => {
+                let ip = answer_address(k.client.client)?;
+                self.answered_from.insert(k.id, ip);
+                ip
+            }
+            None => return None,
+        };
+        let mut k = *k;
+        k.client.server.set_ip(ip);
+        Some(k)
     }
 
     /// The allocation's slot, handed out (and zeroed) on its first install.
@@ -291,6 +339,7 @@ impl WorkerMaps {
     /// Allocation `id` ended (every entry of it was removed before): its slot's counts, summed
     /// over the CPUs, are added to `stats`, and the slot goes back to the free list.
     pub(super) fn allocation_ended(&mut self, id: AllocationId, stats: &mut Relayed) {
+        self.answered_from.remove(&id);
         if let Some(s) = self.slots.release(id) {
             self.add_slot(s, stats);
         }

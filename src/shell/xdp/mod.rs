@@ -111,8 +111,9 @@ pub struct WorkerFastPath {
 }
 
 impl WorkerFastPath {
-    /// Carries out one fast-path output. An install that cannot be carried out (a wildcard
-    /// listen address, a cross-family channel, no free stats slot, a full map) leaves that
+    /// Carries out one fast-path output. An install that cannot be carried out (a
+    /// cross-family channel, no route back to a wildcard listener's client, no free stats
+    /// slot, a full map) leaves that
     /// channel in user space, which relays it as always; it is counted in `metrics`
     /// (`turnd_xdp_installs_skipped_total`) and logged at debug level.
     pub fn apply(&mut self, f: FastPath, metrics: &crate::metrics::WorkerMetrics) {
