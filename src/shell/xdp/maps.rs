@@ -402,6 +402,20 @@ mod tests {
     }
 
     #[test]
+    fn a_wildcard_listener_answers_from_the_route_s_source() {
+        // Loopback: the route to 127.0.0.1 leaves from 127.0.0.1, as a wildcard socket's
+        // reply to a loopback client would.
+        assert_eq!(
+            answer_address("127.0.0.1:9".parse().unwrap()),
+            Some("127.0.0.1".parse().unwrap())
+        );
+        assert_eq!(
+            answer_address("127.0.0.2:9".parse().unwrap()),
+            Some("127.0.0.1".parse().unwrap())
+        );
+    }
+
+    #[test]
     fn monotonic_ns_follows_instant() {
         let now = Instant::now();
         let later = now + std::time::Duration::from_secs(300);
