@@ -230,6 +230,84 @@ fn image_builds_relays_reports_metrics_and_drains_on_sigterm() {
         logs.contains("drained: no allocation left"),
         "turnd did not finish its drain:\n{logs}"
     );
+
+    // --- the kernel fast path, which the release image carries ---
+    #[cfg(feature = "xdp")]
+    xdp_in_the_image(&pm, &tag, &name);
+}
+
+/// The image's turnd attaches its XDP program as its non-root user with only CAP_BPF and
+/// CAP_NET_ADMIN added (docs/deployment.md), in a network namespace this test makes; podman's
+/// default seccomp profile refuses `bpf(2)` (seen here: "Operation not permitted" at map
+/// creation, as root in the container too), so it runs with `seccomp=unconfined`. Without the
+/// capabilities, `xdp = "auto"` says so in one line and relays in user space.
+#[cfg(feature = "xdp")]
+fn xdp_in_the_image(pm: &Podman, tag: &str, base: &str) {
+    use common::netns::{self, Namespaces};
+    let ns = Namespaces::create("ctr", &["host", "other"]);
+    let host = ns.name("host");
+    netns::veth(&host, "veth-ctr", &ns.name("other"), "veth-o");
+    netns::address(&host, "veth-ctr", "10.77.0.1/24");
+    let network = format!("ns:/var/run/netns/{host}");
+    let start = |name: &str, caps: &[&str], xdp: &str| {
+        let mut args = vec![
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--network",
+            &network,
+            "--read-only",
+            "--cap-drop",
+            "ALL",
+        ];
+        args.extend_from_slice(caps);
+        args.extend_from_slice(&[
+            "--security-opt",
+            "no-new-privileges",
+            "--security-opt",
+            "seccomp=unconfined",
+            tag,
+            "--listen",
+            "10.77.0.1:3478",
+            "--user",
+            "a:b",
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--xdp",
+            xdp,
+            "--xdp-interface",
+            "veth-ctr",
+        ]);
+        pm.ok(&args);
+        let mut logs = String::new();
+        wait_until("turnd listening in the container", STARTUP, || {
+            logs = pm.logs(name);
+            logs.contains("turnd listening udp 10.77.0.1:3478")
+        });
+        let _ = pm.run(&["rm", "-f", "--time", "0", name]);
+        logs
+    };
+    let (with, without) = (format!("{base}-xdp"), format!("{base}-noxdp"));
+    let _cleanup = [&with, &without].map(|c| Cleanup {
+        pm,
+        container: c.clone(),
+        image: tag.to_string(),
+    });
+    let logs = start(
+        &with,
+        &["--cap-add", "BPF", "--cap-add", "NET_ADMIN"],
+        "generic",
+    );
+    assert!(
+        logs.contains("xdp: attached") && logs.contains("interface=veth-ctr"),
+        "the program was not attached:\n{logs}"
+    );
+    let logs = start(&without, &[], "auto");
+    assert!(
+        logs.contains("relaying in user space only") && logs.contains("CAP_BPF"),
+        "no one-line reason for the fallback:\n{logs}"
+    );
 }
 
 /// podman with this test's containers.conf.
