@@ -198,13 +198,9 @@ pub(super) struct WorkerMaps {
     chan_in: HashMap<MapData, InKey, InValue>,
     chan_out: HashMap<MapData, OutKey, OutValue>,
     stats: PerCpuArray<MapData, SlotStats>,
-    /// This worker's range of stats slots.
+    /// This worker's range of stats slots, and beside each the address a wildcard
+    /// listener's client is answered from (bounded by the range with them).
     slots: SlotPool,
-    /// For allocations whose client came to a wildcard listener: the address the kernel
-    /// answers that client from (see [`answer_address`]), found on the first install and kept,
-    /// so every later install and removal uses the same keys. At most one entry per allocation
-    /// holding a stats slot, so bounded by the slot range; dropped when the allocation ends.
-    answered_from: std::collections::HashMap<AllocationId, IpAddr>,
     cpus: usize,
 }
 
@@ -221,7 +217,6 @@ impl WorkerMaps {
             chan_out: HashMap::try_from(map(chan_out)?).map_err(|e| e.to_string())?,
             stats: PerCpuArray::try_from(map(stats)?).map_err(|e| e.to_string())?,
             slots: SlotPool::new(slots),
-            answered_from: std::collections::HashMap::new(),
             cpus,
         })
     }
@@ -296,18 +291,18 @@ impl WorkerMaps {
     }
 
     /// `k` with a wildcard listen address replaced by the address the kernel answers the
-    /// client from: the one it found for the allocation before, or (`find`) a new one. `None`:
-    /// no address (never installed, or no route to the client).
+    /// client from: the one found for the allocation before (kept beside its stats slot, so
+    /// every later install and removal uses the same keys), or (`find`, once it holds a slot)
+    /// a new one. `None`: no address (never installed, or no route to the client).
     fn resolved(&mut self, k: &ChannelKey, find: bool) -> Option<ChannelKey> {
         if !k.client.server.ip().is_unspecified() {
             return Some(*k);
         }
-        let ip = match self.answered_from.get(&k.id) {
-            Some(&ip) => ip,
+        let ip = match self.slots.answered_from(k.id) {
+            Some(ip) => ip,
             None if find => {
                 let ip = answer_address(k.client.client)?;
-                self.answered_from.insert(k.id, ip);
-                ip
+                self.slots.keep_answered_from(k.id, ip).then_some(ip)?
             }
             None => return None,
         };
@@ -339,7 +334,6 @@ impl WorkerMaps {
     /// Allocation `id` ended (every entry of it was removed before): its slot's counts, summed
     /// over the CPUs, are added to `stats`, and the slot goes back to the free list.
     pub(super) fn allocation_ended(&mut self, id: AllocationId, stats: &mut Relayed) {
-        self.answered_from.remove(&id);
         if let Some(s) = self.slots.release(id) {
             self.add_slot(s, stats);
         }

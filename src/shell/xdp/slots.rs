@@ -4,14 +4,24 @@
 //!
 //! Bounded by the range: an allocation that finds none free keeps the user-space path (its
 //! install is skipped), and a slot comes back when its allocation ends. The map from
-//! allocation to slot holds at most the range's size.
+//! allocation to slot holds at most the range's size, and so does what is kept beside each
+//! slot (the address a wildcard listener's client is answered from).
 
 use crate::core::AllocationId;
 use std::collections::HashMap;
+use std::net::IpAddr;
 
 pub struct SlotPool {
     free: Vec<u32>,
-    owners: HashMap<AllocationId, u32>,
+    owners: HashMap<AllocationId, Owner>,
+}
+
+/// What an allocation holds: its slot and, for a client of a wildcard listener, the local
+/// address its entries answer it from (`maps::answer_address`), kept for the same keys at
+/// every later install and removal.
+struct Owner {
+    slot: u32,
+    answered_from: Option<IpAddr>,
 }
 
 /// What [`SlotPool::get`] did.
@@ -33,31 +43,54 @@ impl SlotPool {
 
     /// The allocation's slot, handed out on first use; `None` when every slot is taken.
     pub fn get(&mut self, id: AllocationId) -> Option<Slot> {
-        if let Some(&s) = self.owners.get(&id) {
-            return Some(Slot::Held(s));
+        if let Some(o) = self.owners.get(&id) {
+            return Some(Slot::Held(o.slot));
         }
         let s = self.free.pop()?;
-        self.owners.insert(id, s);
+        self.owners.insert(
+            id,
+            Owner {
+                slot: s,
+                answered_from: None,
+            },
+        );
         Some(Slot::New(s))
     }
 
     /// The allocation's slot, if it has one; never hands one out.
     pub fn of(&self, id: AllocationId) -> Option<u32> {
-        self.owners.get(&id).copied()
+        self.owners.get(&id).map(|o| o.slot)
+    }
+
+    /// The address kept for the allocation by [`SlotPool::keep_answered_from`].
+    pub fn answered_from(&self, id: AllocationId) -> Option<IpAddr> {
+        self.owners.get(&id)?.answered_from
+    }
+
+    /// Keeps `ip` for the allocation until its slot is released; nothing for an allocation
+    /// without a slot (it has no kernel entries either). Returns whether it was kept.
+    pub fn keep_answered_from(&mut self, id: AllocationId, ip: IpAddr) -> bool {
+        match self.owners.get_mut(&id) {
+            Some(o) => {
+                o.answered_from = Some(ip);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Gives back a slot just handed out that could not be prepared (zeroing failed).
     pub fn undo(&mut self, id: AllocationId) {
-        if let Some(s) = self.owners.remove(&id) {
-            self.free.push(s);
+        if let Some(o) = self.owners.remove(&id) {
+            self.free.push(o.slot);
         }
     }
 
     /// The allocation ended: its slot, if it had one, which is free again.
     pub fn release(&mut self, id: AllocationId) -> Option<u32> {
-        let s = self.owners.remove(&id)?;
-        self.free.push(s);
-        Some(s)
+        let o = self.owners.remove(&id)?;
+        self.free.push(o.slot);
+        Some(o.slot)
     }
 
     #[cfg(test)]
@@ -98,6 +131,12 @@ mod tests {
             None,
             "a released slot is no longer the allocation's"
         );
+        // The answer address lives and dies with the slot: never kept without one.
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        assert!(!p.keep_answered_from(id(2, 0), ip));
+        assert_eq!(p.answered_from(id(2, 0)), None);
+        assert!(p.keep_answered_from(id(1, 0), ip));
+        assert_eq!(p.answered_from(id(1, 0)), Some(ip));
         assert_eq!(p.get(id(2, 1)), Some(Slot::New(102)));
         assert_eq!(p.get(id(5, 0)), None);
         p.undo(id(2, 1));
@@ -111,10 +150,14 @@ mod tests {
         for round in 0..1000u32 {
             for i in 0..12 {
                 let _ = p.get(id(i, round));
+                // Kept only for the 8 that got a slot.
+                let kept = p.keep_answered_from(id(i, round), "192.0.2.1".parse().unwrap());
+                assert_eq!(kept, i < 8);
             }
             assert_eq!(p.in_use(), 8);
             for i in 0..12 {
                 p.release(id(i, round));
+                assert_eq!(p.answered_from(id(i, round)), None);
             }
             assert_eq!(p.in_use(), 0);
         }
