@@ -81,3 +81,40 @@ fn client_ip_must_be_loopback() {
     let (ok, out) = bench(&server, "192.0.2.1");
     assert!(!ok && out.contains("--client-ip"), "{out}");
 }
+
+/// `--direct` (benches/xdp.sh's baseline, the generator against no server): every datagram a
+/// client sends reaches its own peer and comes back, so both directions count what was sent,
+/// and nothing is asked of a server (none runs here).
+#[test]
+fn direct_runs_the_generator_against_no_server() {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_turnd-bench"));
+    cmd.args(["--direct", "--user", USER, "--password", PASSWORD])
+        .args([
+            "--clients",
+            "2",
+            "--rate",
+            "200",
+            "--duration",
+            "0.5",
+            "--json",
+        ]);
+    let (status, out) = run_tool("turnd-bench", cmd, BENCH_TIMEOUT);
+    assert!(status.success(), "{out}");
+    let sent = json_number(&out, "sent").expect("sent");
+    assert!(sent > 0.0, "{out}");
+    assert_eq!(json_number(&out, "peer_received"), Some(sent), "{out}");
+    assert_eq!(json_number(&out, "client_received"), Some(sent), "{out}");
+    // Send indications would need a server to unwrap them.
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_turnd-bench"));
+    cmd.args([
+        "--direct",
+        "--mode",
+        "send",
+        "--user",
+        USER,
+        "--password",
+        PASSWORD,
+    ]);
+    let (status, out) = run_tool("turnd-bench", cmd, BENCH_TIMEOUT);
+    assert!(!status.success() && out.contains("--direct"), "{out}");
+}
