@@ -122,67 +122,68 @@ async def run(args) -> None:
         await asyncio.wait_for(asyncio.gather(pc_a.close(), pc_b.close()), 10)
 
 
-async def exchange(args, pc_a, pc_b, deadline, url) -> None:
-    count = args.count
-    a_open = asyncio.Event()
-    b_done = asyncio.Event()
-    a_done = asyncio.Event()
-    errors = []
-    received_by_b = 0
-    echoed_to_a = 0
+class Echo:
+    """A's data channel to B, and B echoing every message back: the handlers and their counts.
+    `xdp_datachannel.py` drives the same exchange through the kernel fast path."""
 
-    channel_a = pc_a.createDataChannel("turnd-itest", ordered=True)
+    def __init__(self, pc_a: RTCPeerConnection, pc_b: RTCPeerConnection, count: int, label: str):
+        self.count = count
+        self.a_open, self.a_done, self.b_done = asyncio.Event(), asyncio.Event(), asyncio.Event()
+        self.errors = []
+        self.received_by_b = self.echoed_to_a = 0
+        self.channel_a = pc_a.createDataChannel(label, ordered=True)
+        self.channel_a.on("open", self.a_open.set)
+        self.channel_a.on("message", self._on_a_message)
+        pc_b.on("datachannel", self._on_datachannel)
 
-    @channel_a.on("open")
-    def _on_a_open():
-        a_open.set()
+    def _intact(self, who: str, i: int, msg: bytes, done: asyncio.Event) -> bool:
+        expected = payload(b"A", i)
+        if msg == expected:
+            return True
+        self.errors.append(
+            f"{who} #{i} differs (got {len(msg)} bytes starting {bytes(msg[:5])!r}, "
+            f"expected {len(expected)} bytes starting {expected[:5]!r})"
+        )
+        done.set()
+        return False
 
-    @channel_a.on("message")
-    def _on_a_message(msg):
-        nonlocal echoed_to_a
-        expected = payload(b"A", echoed_to_a)
-        if msg != expected:
-            errors.append(
-                f"A: echo #{echoed_to_a} differs (got {len(msg)} bytes starting {bytes(msg[:5])!r}, "
-                f"expected {len(expected)} bytes starting {expected[:5]!r})"
-            )
-            a_done.set()
+    def _on_a_message(self, msg) -> None:
+        if not self._intact("A: echo", self.echoed_to_a, msg, self.a_done):
             return
-        echoed_to_a += 1
-        if echoed_to_a == count:
-            a_done.set()
+        self.echoed_to_a += 1
+        if self.echoed_to_a == self.count:
+            self.a_done.set()
 
-    @pc_b.on("datachannel")
-    def _on_datachannel(channel_b):
+    def _on_datachannel(self, channel_b) -> None:
         @channel_b.on("message")
         def _on_b_message(msg):
-            nonlocal received_by_b
-            expected = payload(b"A", received_by_b)
-            if msg != expected:
-                errors.append(
-                    f"B: message #{received_by_b} differs (got {len(msg)} bytes starting "
-                    f"{bytes(msg[:5])!r}, expected {len(expected)} bytes starting {expected[:5]!r})"
-                )
-                b_done.set()
+            if not self._intact("B: message", self.received_by_b, msg, self.b_done):
                 return
-            received_by_b += 1
+            self.received_by_b += 1
             channel_b.send(msg)  # echo back
-            if received_by_b == count:
-                b_done.set()
+            if self.received_by_b == self.count:
+                self.b_done.set()
 
-    # Offer/answer in one process: aiortc gathers all candidates (here: relay only) before
-    # setLocalDescription returns, so no trickle ICE is needed.
-    await asyncio.wait_for(pc_a.setLocalDescription(await pc_a.createOffer()), args.timeout)
-    check_relay_only(pc_a.localDescription.sdp, "A", url)
-    await pc_b.setRemoteDescription(pc_a.localDescription)
-    await asyncio.wait_for(pc_b.setLocalDescription(await pc_b.createAnswer()), args.timeout)
-    check_relay_only(pc_b.localDescription.sdp, "B", url)
-    await pc_a.setRemoteDescription(pc_b.localDescription)
+    async def run(self, deadline: float) -> float:
+        """Sends the messages, waits for every echo, fails on any difference; the seconds it
+        took."""
+        count = self.count
+        started = time.monotonic()
+        for i in range(count):
+            self.channel_a.send(payload(b"A", i))
+        await wait_for(self.b_done, f"B to receive {count} messages", deadline)
+        await wait_for(self.a_done, f"A to receive {count} echoes", deadline)
+        if self.errors:
+            fail("; ".join(self.errors))
+        if self.received_by_b != count or self.echoed_to_a != count:
+            fail(f"B received {self.received_by_b}, A got {self.echoed_to_a} echoes, "
+                 f"expected {count} each")
+        return time.monotonic() - started
 
-    await wait_for(a_open, "the data channel to open (ICE + DTLS + SCTP through the relay)", deadline)
-    for pc, name in ((pc_a, "A"), (pc_b, "B")):
-        if pc.iceConnectionState not in ("connected", "completed"):
-            fail(f"{name}: ICE state is {pc.iceConnectionState} after the channel opened")
+
+def check_relay_pairs(pcs) -> None:
+    """Prints each connection's selected pair and fails unless it is relay -> relay."""
+    for pc, name in pcs:
         for pair in nominated_pairs(pc, name):
             local, remote = pair.local_candidate, pair.remote_candidate
             print(
@@ -193,16 +194,27 @@ async def exchange(args, pc_a, pc_b, deadline, url) -> None:
             if local.type != "relay" or remote.type != "relay":
                 fail(f"{name}: selected pair is {local.type} -> {remote.type}, not relay -> relay")
 
-    started = time.monotonic()
-    for i in range(count):
-        channel_a.send(payload(b"A", i))
-    await wait_for(b_done, f"B to receive {count} messages", deadline)
-    await wait_for(a_done, f"A to receive {count} echoes", deadline)
-    if errors:
-        fail("; ".join(errors))
-    if received_by_b != count or echoed_to_a != count:
-        fail(f"B received {received_by_b}, A got {echoed_to_a} echoes, expected {count} each")
-    elapsed = time.monotonic() - started
+
+async def exchange(args, pc_a, pc_b, deadline, url) -> None:
+    count = args.count
+    echo = Echo(pc_a, pc_b, count, "turnd-itest")
+
+    # Offer/answer in one process: aiortc gathers all candidates (here: relay only) before
+    # setLocalDescription returns, so no trickle ICE is needed.
+    await asyncio.wait_for(pc_a.setLocalDescription(await pc_a.createOffer()), args.timeout)
+    check_relay_only(pc_a.localDescription.sdp, "A", url)
+    await pc_b.setRemoteDescription(pc_a.localDescription)
+    await asyncio.wait_for(pc_b.setLocalDescription(await pc_b.createAnswer()), args.timeout)
+    check_relay_only(pc_b.localDescription.sdp, "B", url)
+    await pc_a.setRemoteDescription(pc_b.localDescription)
+
+    await wait_for(echo.a_open, "the data channel to open (ICE + DTLS + SCTP through the relay)", deadline)
+    for pc, name in ((pc_a, "A"), (pc_b, "B")):
+        if pc.iceConnectionState not in ("connected", "completed"):
+            fail(f"{name}: ICE state is {pc.iceConnectionState} after the channel opened")
+    check_relay_pairs(((pc_a, "A"), (pc_b, "B")))
+
+    elapsed = await echo.run(deadline)
     print(
         f"OK: {count} messages A->B and {count} echoes B->A intact and in order through "
         f"{url} in {elapsed:.2f}s (aiortc {aiortc.__version__}, aioice {aioice.__version__})",

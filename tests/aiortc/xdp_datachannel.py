@@ -47,11 +47,11 @@ import urllib.request
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from relay_datachannel import (  # noqa: E402
     CheckFailed,
+    Echo,
     check_relay_only,
+    check_relay_pairs,
     die,
     fail,
-    nominated_pairs,
-    payload,
     wait_for,
 )
 
@@ -248,37 +248,8 @@ async def run(args) -> dict:
     pcs = (("A", pc_a), ("B", pc_b))
     snapshots = {}
     count = args.count
-    a_open, a_done, b_done = asyncio.Event(), asyncio.Event(), asyncio.Event()
-    errors = []
-    received_by_b = echoed_to_a = 0
     try:
-        channel_a = pc_a.createDataChannel("turnd-xdp", ordered=True)
-        channel_a.on("open", a_open.set)
-
-        @channel_a.on("message")
-        def _on_a_message(msg):
-            nonlocal echoed_to_a
-            if msg != payload(b"A", echoed_to_a):
-                errors.append(f"A: echo #{echoed_to_a} differs ({len(msg)} bytes)")
-                a_done.set()
-                return
-            echoed_to_a += 1
-            if echoed_to_a == count:
-                a_done.set()
-
-        @pc_b.on("datachannel")
-        def _on_datachannel(channel_b):
-            @channel_b.on("message")
-            def _on_b_message(msg):
-                nonlocal received_by_b
-                if msg != payload(b"A", received_by_b):
-                    errors.append(f"B: message #{received_by_b} differs ({len(msg)} bytes)")
-                    b_done.set()
-                    return
-                received_by_b += 1
-                channel_b.send(msg)
-                if received_by_b == count:
-                    b_done.set()
+        echo = Echo(pc_a, pc_b, count, "turnd-xdp")
 
         # Each peer gathers (opens its TURN socket) in its own namespace.
         _current_peer = "A"
@@ -293,27 +264,13 @@ async def run(args) -> dict:
         _current_peer = None
         await pc_a.setRemoteDescription(pc_b.localDescription)
 
-        await wait_for(a_open, "the data channel to open (ICE + DTLS + SCTP through the relay)", deadline)
-        for name, pc in pcs:
-            for pair in nominated_pairs(pc, name):
-                local, remote = pair.local_candidate, pair.remote_candidate
-                print(f"{name}: selected pair {local.type} {local.host}:{local.port} -> "
-                      f"{remote.type} {remote.host}:{remote.port}", flush=True)
-                if local.type != "relay" or remote.type != "relay":
-                    fail(f"{name}: selected pair is {local.type} -> {remote.type}, not relay -> relay")
+        await wait_for(echo.a_open, "the data channel to open (ICE + DTLS + SCTP through the relay)", deadline)
+        check_relay_pairs((pc, name) for name, pc in pcs)
         snapshots["open"] = await snapshot(args, pcs, "open", deadline)
 
-        started = time.monotonic()
-        for i in range(count):
-            channel_a.send(payload(b"A", i))
-        await wait_for(b_done, f"B to receive {count} messages", deadline)
-        await wait_for(a_done, f"A to receive {count} echoes", deadline)
-        if errors:
-            fail("; ".join(errors))
-        if received_by_b != count or echoed_to_a != count:
-            fail(f"B received {received_by_b}, A got {echoed_to_a} echoes, expected {count} each")
+        elapsed = await echo.run(deadline)
         print(f"OK: {count} messages A->B and {count} echoes B->A intact and in order in "
-              f"{time.monotonic() - started:.2f}s (aiortc {aiortc.__version__}, aioice "
+              f"{elapsed:.2f}s (aiortc {aiortc.__version__}, aioice "
               f"{aioice.__version__})", flush=True)
         snapshots["done"] = await snapshot(args, pcs, "done", deadline)
     finally:
